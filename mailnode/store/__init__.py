@@ -1,0 +1,1 @@
+"""Local storage: mailboxes, messages, outbound queue and keys in one SQLite file."""

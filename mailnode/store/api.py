@@ -1,0 +1,108 @@
+"""The storage contract the protocol layers program against (IMAP, SMTP, delivery).
+
+Every method is a coroutine; the SQLite implementation runs its transactions on one database
+thread so the event loop never blocks on disk and there is exactly one writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+SPECIAL_MAILBOXES: tuple[tuple[str, str | None], ...] = (
+    ("INBOX", None),
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+)
+"""Mailboxes every user has, with their RFC 6154 special-use attribute."""
+
+SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
+
+FlagMode = Literal["set", "add", "remove"]
+
+
+class StoreError(Exception):
+    """Base of storage errors that protocol layers map to NO responses."""
+
+
+class NoSuchMailbox(StoreError):
+    pass
+
+
+class MailboxExists(StoreError):
+    pass
+
+
+class MailboxProtected(StoreError):
+    """INBOX and the special mailboxes cannot be deleted or renamed away."""
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    id: int
+    user_id: int
+    name: str
+    uidvalidity: int
+    uidnext: int
+    special_use: str | None
+    messages: int
+    unseen: int
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    """One message as IMAP lists it; sequence numbers are positions in uid order."""
+
+    uid: int
+    flags: frozenset[str]
+    internaldate: datetime
+    size: int
+
+
+class MailStore(Protocol):
+    """Mailboxes and messages of the node's users."""
+
+    async def authenticate(self, login: str, password: str) -> User | None:
+        """``login`` is the user name or the full address; hashing runs off the event loop."""
+
+    async def list_mailboxes(self, user_id: int) -> list[Mailbox]: ...
+
+    async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
+        """``INBOX`` matches case-insensitively, other names exactly."""
+
+    async def create_mailbox(self, user_id: int, name: str) -> Mailbox: ...
+
+    async def delete_mailbox(self, user_id: int, name: str) -> None: ...
+
+    async def rename_mailbox(self, user_id: int, old: str, new: str) -> None: ...
+
+    async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
+        """All messages in uid order (position + 1 is the IMAP sequence number)."""
+
+    async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
+        """Full RFC 5322 bytes of the given messages (missing uids are left out)."""
+
+    async def store_flags(self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str],
+                          mode: FlagMode) -> list[MessageMeta]:
+        """Change flags; returns the new state of the messages that still exist."""
+
+    async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
+                     internaldate: datetime | None) -> tuple[int, int]:
+        """Add a message; returns ``(uidvalidity, uid)``."""
+
+    async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
+        """Remove ``\\Deleted`` messages (only among ``uids`` if given); returns removed uids."""
+
+    async def copy(self, src_mailbox_id: int, uids: Sequence[int],
+                   dst_mailbox_id: int) -> list[tuple[int, int]]:
+        """Copy messages; returns ``(source uid, new uid)`` pairs."""

@@ -1,0 +1,37 @@
+"""In-process change notification, so IDLE and other sessions learn of new mail without polling."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+
+class ChangeNotifier:
+    """A version counter per mailbox; waiters wake when it moves past what they saw."""
+
+    def __init__(self) -> None:
+        self._versions: defaultdict[int, int] = defaultdict(int)
+        self._conditions: dict[int, asyncio.Condition] = {}
+
+    def version(self, mailbox_id: int) -> int:
+        return self._versions[mailbox_id]
+
+    def _condition(self, mailbox_id: int) -> asyncio.Condition:
+        cond = self._conditions.get(mailbox_id)
+        if cond is None:
+            cond = self._conditions[mailbox_id] = asyncio.Condition()
+        return cond
+
+    async def publish(self, mailbox_id: int) -> None:
+        """Record a committed change to ``mailbox_id`` and wake its waiters."""
+        self._versions[mailbox_id] += 1
+        cond = self._condition(mailbox_id)
+        async with cond:
+            cond.notify_all()
+
+    async def wait(self, mailbox_id: int, seen_version: int) -> int:
+        """Return the mailbox version once it differs from ``seen_version``."""
+        cond = self._condition(mailbox_id)
+        async with cond:
+            await cond.wait_for(lambda: self._versions[mailbox_id] != seen_version)
+        return self._versions[mailbox_id]
