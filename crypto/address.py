@@ -9,6 +9,7 @@ internet mail it fails at once instead of reaching somebody else's domain.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 
 DOMAIN = "mailnode.invalid"
@@ -36,11 +37,13 @@ def key_of(address: str) -> bytes:
     local, sep, domain = address.strip().strip("<>").rpartition("@")
     if not sep:
         raise AddressError(f"{address!r} has no @domain")
+    if not address.isascii():
+        raise AddressError(f"{address!r}: mailnode addresses are plain ASCII")
     if domain.lower() != DOMAIN:
         raise AddressError(f"{address!r} is not a mailnode address (domain must be {DOMAIN})")
     try:
         raw = base64.b32decode(local.upper(), casefold=False)
-    except (ValueError, base64.binascii.Error) as exc:
+    except (ValueError, binascii.Error) as exc:
         raise AddressError(f"{address!r}: local part is not a mailnode key") from exc
     if len(raw) != 32 + _CHECKSUM:
         raise AddressError(f"{address!r}: local part has the wrong length for a mailnode key")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from nacl.bindings import crypto_box_SEALBYTES
 from nacl.exceptions import CryptoError
 from nacl.public import SealedBox
 
@@ -29,7 +30,7 @@ VERSION = 1
 MESSAGE_ID_SIZE = 16
 _CONTEXT = b"envelope-v1"
 _HEADER = struct.Struct(">32s64s16sQ")
-OVERHEAD = len(MAGIC) + 1 + SealedBox.ENVELOPE_SIZE + _HEADER.size
+OVERHEAD = len(MAGIC) + 1 + crypto_box_SEALBYTES + _HEADER.size
 
 
 class EnvelopeError(ValueError):

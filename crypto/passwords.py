@@ -28,6 +28,8 @@ def verify_password(stored: str, password: str) -> bool:
         salt, want = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
         got = hashlib.scrypt(password.encode(), salt=salt, n=int(n), r=int(r), p=int(p),
                              dklen=len(want), maxmem=128 * 1024 * 1024)
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):
+        # ValueError: bad base64/int/parameters; TypeError/OverflowError: n, r, p or the
+        # digest length outside what scrypt accepts (negative or huge numbers).
         return False
     return hmac.compare_digest(got, want)

@@ -1,0 +1,314 @@
+"""The ``mailnode`` command. Every error ends in one line saying what to do, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from mailnode.config import (
+    CONFIG_NAME,
+    DB_NAME,
+    NODE_KEY_NAME,
+    Config,
+    ConfigError,
+    default_data_dir,
+    is_loopback,
+    load,
+    parse_hostport,
+    render,
+    validate,
+)
+from mailnode.store.api import User
+
+USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as ``mailnode: <message>``, exit status 1."""
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir) if args.data_dir else default_data_dir()
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    data_dir = _data_dir(args)
+    if (data_dir / CONFIG_NAME).exists() or (data_dir / DB_NAME).exists():
+        raise CliError(f"{data_dir} already holds a node (found {CONFIG_NAME}); refusing to "
+                       "overwrite its keys and mail. Choose another --data-dir.")
+    for peer in args.bootstrap:
+        parse_hostport(peer)
+    config = validate(Config(host=args.host, smtp_port=args.smtp_port,
+                             imap_port=args.imap_port, p2p_port=args.p2p_port,
+                             bootstrap=tuple(args.bootstrap)))
+    init_data_dir(data_dir, config)
+    print(f"Created a mailnode data directory in {data_dir}:")
+    print(f"  {CONFIG_NAME:14} settings (documented inside; edit and restart to change)")
+    print(f"  {NODE_KEY_NAME:14} this node's secret transport key (mode 0600, back it up)")
+    print(f"  {DB_NAME:14} mailboxes, queue and user keys (SQLite, mode 0600)")
+    if not is_loopback(config.host):
+        print(f"WARNING: listeners will bind to {config.host}, reachable from other machines. "
+              "Keep a firewall in front of the SMTP and IMAP ports.")
+    print(f"Next: mailnode --data-dir {data_dir} user add NAME, then mailnode --data-dir "
+          f"{data_dir} run")
+
+
+def init_data_dir(data_dir: Path, config: Config) -> None:
+    from mailnode.keys import create_node_key
+    from mailnode.store.database import Database
+
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (data_dir / CONFIG_NAME).write_text(render(config))
+    create_node_key(data_dir / NODE_KEY_NAME)
+    Database.open(data_dir / DB_NAME).close()
+
+
+def _read_password(name: str) -> str:
+    password = os.environ.get("MAILNODE_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            raise CliError("no password: set MAILNODE_PASSWORD or run in a terminal")
+        password = getpass.getpass(f"Password for {name}: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise CliError("the passwords differ; nothing was changed")
+    if len(password) < 8:
+        raise CliError("the password must have at least 8 characters")
+    return password
+
+
+def _add_user(data_dir: Path, name: str, password: str) -> User:
+    from crypto.keys import Identity
+    from mailnode.store.database import Database
+    from mailnode.store.notify import ChangeNotifier
+    from mailnode.store.sqlite import SqlStore, UserExists
+
+    if not USER_NAME.match(name):
+        raise CliError(f"{name!r} is not a valid user name: use lowercase letters, digits, "
+                       "'.', '_' or '-' (at most 64)")
+    _require_node(data_dir)
+    db = Database.open(data_dir / DB_NAME)
+    try:
+        store = SqlStore(db, ChangeNotifier())
+        return asyncio.run(store.create_user(name, password, Identity.generate()))
+    except UserExists as exc:
+        raise CliError(f"{exc}; pick another name") from exc
+    finally:
+        db.close()
+
+
+def cmd_user_add(args: argparse.Namespace) -> None:
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    user = _add_user(data_dir, args.name, _read_password(args.name))
+    print(f"Created user {user.name}. Log in to IMAP and SMTP as {user.name!r} "
+          "(or with the full address). Their address is:")
+    print(user.address)
+
+
+def _require_node(data_dir: Path) -> None:
+    if not (data_dir / CONFIG_NAME).exists():
+        raise CliError(f"no node in {data_dir}: run `mailnode --data-dir {data_dir} init` first")
+
+
+def client_settings(config: Config, user: User, smtp_port: int, imap_port: int) -> str:
+    return "\n".join([
+        f"Mail client settings for {user.name}:",
+        f"  Email address : {user.address}",
+        f"  User name     : {user.name}   (the full address works too)",
+        f"  IMAP (incoming): server {config.host}  port {imap_port}  security: none "
+        "(loopback)  authentication: normal password",
+        f"  SMTP (outgoing): server {config.host}  port {smtp_port}  security: none "
+        "(loopback)  authentication: normal password",
+    ])
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kademlia").setLevel(logging.WARNING)
+    logging.getLogger("rpcudp").setLevel(logging.WARNING)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs peers' commands
+
+
+def _run_node(data_dir: Path, banner: list[str] | None = None) -> None:
+    from mailnode.node import Listening, serve
+
+    _require_node(data_dir)
+    config = load(data_dir / CONFIG_NAME)
+
+    def ready(where: Listening) -> None:
+        for line in banner or []:
+            print(line)
+        print(f"mailnode ready: smtp={where.host}:{where.smtp_port} "
+              f"imap={where.host}:{where.imap_port} p2p={where.host}:{where.p2p_port} "
+              f"node={where.node_key[:16]}", flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(data_dir, stop, ready)
+
+    _ = config
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        raise CliError(f"cannot start: {exc}. Is another node using these ports? "
+                       f"Change them in {data_dir / CONFIG_NAME}.") from exc
+    print("mailnode stopped", flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    _run_node(_data_dir(args))
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from mailnode.keys import load_node_key
+    from mailnode.node import STATUS_NAME
+    from mailnode.store.database import Database
+    from mailnode.store.notify import ChangeNotifier
+    from mailnode.store.sqlite import SqlStore
+
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    config = load(data_dir / CONFIG_NAME)
+    node = load_node_key(data_dir / NODE_KEY_NAME)
+    db = Database.open(data_dir / DB_NAME)
+    try:
+        store = SqlStore(db, ChangeNotifier())
+
+        async def gather() -> tuple[list[User], int]:
+            return await store.list_users(), await store.queue_length()
+        users, queued = asyncio.run(gather())
+    finally:
+        db.close()
+    print(f"node id      : {node.verify_key.hex()}")
+    print(f"data dir     : {data_dir}")
+    running = _running_status(data_dir / STATUS_NAME)
+    if running is None:
+        print("state        : stopped")
+        print(f"listeners    : smtp {config.host}:{config.smtp_port}  imap {config.host}:"
+              f"{config.imap_port}  p2p {config.host}:{config.p2p_port} (when running)")
+        print("DHT peers    : unknown (node not running)")
+    else:
+        print(f"state        : running (pid {running['pid']})")
+        print(f"listeners    : smtp {running['host']}:{running['smtp_port']}  imap "
+              f"{running['host']}:{running['imap_port']}  p2p {running['host']}:"
+              f"{running['p2p_port']}")
+        print(f"DHT peers    : {running['dht_peers']}")
+        print(f"published    : {running['records_published']} address record(s)")
+    print(f"queue        : {queued} message(s) waiting for delivery")
+    print(f"users        : {len(users)}")
+    for user in users:
+        print(f"  {user.name:16} {user.address}")
+
+
+def _running_status(path: Path) -> dict[str, object] | None:
+    try:
+        status: dict[str, object] = json.loads(path.read_text())
+        os.kill(int(status["pid"]), 0)  # type: ignore[call-overload]
+    except (OSError, ValueError, KeyError):
+        return None
+    return status
+
+
+def cmd_quickstart(args: argparse.Namespace) -> None:
+    data_dir = _data_dir(args)
+    banner: list[str] = []
+    if not (data_dir / CONFIG_NAME).exists():
+        init_data_dir(data_dir, Config())
+        name = re.sub(r"[^a-z0-9._-]", "", getpass.getuser().lower())[:64] or "me"
+        if not USER_NAME.match(name):
+            name = "me"
+        password = os.environ.get("MAILNODE_PASSWORD") or secrets.token_urlsafe(12)
+        user = _add_user(data_dir, name, password)
+        banner += [f"First run: created a node in {data_dir} and the user {name!r}.",
+                   f"Password for {name}: "
+                   + ("(from MAILNODE_PASSWORD)" if "MAILNODE_PASSWORD" in os.environ
+                      else f"{password}   <- shown once, write it down")]
+    else:
+        banner.append(f"Using the existing node in {data_dir}.")
+        user = None
+    config = load(data_dir / CONFIG_NAME)
+    if user is not None:
+        banner.append(client_settings(config, user, config.smtp_port, config.imap_port))
+    banner.append("Add users with: mailnode --data-dir "
+                  f"{data_dir} user add NAME.  Stop with Ctrl-C.")
+    _run_node(data_dir, banner)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailnode",
+        description="A decentralised mail node: stock IMAP/SMTP clients, a Kademlia DHT, "
+                    "end-to-end sealed mail, mailboxes in SQLite.")
+    parser.add_argument("--data-dir", help="node directory (default: $MAILNODE_HOME or "
+                        f"{default_data_dir()})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create a node: config, keys and database",
+                       description="Create a data directory with mailnode.toml, the node key "
+                                   "and an empty database. Refuses an existing node.")
+    defaults = Config()
+    p.add_argument("--host", default=defaults.host,
+                   help="address all listeners bind to (default %(default)s)")
+    p.add_argument("--smtp-port", type=int, default=defaults.smtp_port,
+                   help="SMTP submission port (default %(default)s)")
+    p.add_argument("--imap-port", type=int, default=defaults.imap_port,
+                   help="IMAP port (default %(default)s)")
+    p.add_argument("--p2p-port", type=int, default=defaults.p2p_port,
+                   help="DHT UDP port; transfers use TCP on the same number "
+                        "(default %(default)s)")
+    p.add_argument("--bootstrap", nargs="*", default=[], metavar="HOST:PORT",
+                   help="other nodes' DHT addresses to join the network through")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("user", help="manage users", description="Manage this node's users.")
+    user_sub = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    pa = user_sub.add_parser("add", help="create a user (password from $MAILNODE_PASSWORD "
+                             "or prompted)", description="Create a user with a new key; "
+                             "prints the user's mail address as the last line.")
+    pa.add_argument("name", help="login name: lowercase letters, digits, . _ -")
+    pa.set_defaults(func=cmd_user_add)
+
+    p = sub.add_parser("run", help="run the node in the foreground (stop with Ctrl-C)",
+                       description="Serve SMTP, IMAP and the DHT until SIGINT/SIGTERM.")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("status", help="node id, DHT peers, queue and users",
+                       description="Show the node's id, DHT peers, queue and users.")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("quickstart", help="first run: init, create a user, print client "
+                       "settings, run", description="Create a node in the data directory if "
+                       "there is none, create a first user, print mail-client settings and "
+                       "run the node.")
+    p.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        args.func(args)
+    except (CliError, ConfigError, PermissionError) as exc:
+        print(f"mailnode: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

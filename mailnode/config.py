@@ -1,0 +1,185 @@
+"""``mailnode.toml``: every setting, its default and its meaning, in one place.
+
+The same table drives the file ``init`` writes, the loader's validation and the README.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+CONFIG_NAME = "mailnode.toml"
+DB_NAME = "mailnode.db"
+NODE_KEY_NAME = "node.key"
+
+
+class ConfigError(ValueError):
+    """A setting that is missing, mistyped or unsafe; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # [network]
+    host: str = "127.0.0.1"
+    advertise_host: str = ""
+    smtp_port: int = 2587
+    imap_port: int = 2143
+    p2p_port: int = 2700
+    bootstrap: tuple[str, ...] = ()
+    # [limits]
+    max_message_size: int = 25 * 1024 * 1024
+    max_connections: int = 100
+    failed_login_delay: float = 1.0
+    # [queue]
+    retry_initial: float = 60.0
+    retry_max: float = 3600.0
+    give_up_after: float = 5 * 86400.0
+    transfer_timeout: float = 60.0
+    # [dht]
+    record_ttl: float = 86400.0
+    republish_interval: float = 3600.0
+
+    @property
+    def published_host(self) -> str:
+        """The address peers use to reach this node's transfer listener."""
+        return self.advertise_host or self.host
+
+    def bootstrap_peers(self) -> list[tuple[str, int]]:
+        return [parse_hostport(b) for b in self.bootstrap]
+
+
+SECTIONS: dict[str, list[tuple[str, str]]] = {
+    "network": [
+        ("host", "address every listener binds to; 127.0.0.1 keeps the node private to "
+                 "this machine (use 0.0.0.0 only behind a firewall you control)"),
+        ("advertise_host", "address published in the DHT for peers to reach this node's "
+                           "transfer port; empty means the same as host"),
+        ("smtp_port", "SMTP submission port for your mail client (AUTH required)"),
+        ("imap_port", "IMAP port for your mail client"),
+        ("p2p_port", "DHT port (UDP); mail transfer between nodes uses TCP on the same number"),
+        ("bootstrap", "other nodes' DHT addresses as \"host:port\" strings, to join the network"),
+    ],
+    "limits": [
+        ("max_message_size", "largest message accepted, in bytes (SMTP SIZE, IMAP APPEND, "
+                             "transfer)"),
+        ("max_connections", "simultaneous connections per listener"),
+        ("failed_login_delay", "seconds a failed login waits before its answer"),
+    ],
+    "queue": [
+        ("retry_initial", "seconds before the first retry of an undelivered message; "
+                          "doubles every attempt"),
+        ("retry_max", "longest wait between two retries, in seconds"),
+        ("give_up_after", "seconds after which an undelivered message is returned to its "
+                          "sender with a delivery status notification"),
+        ("transfer_timeout", "seconds a node-to-node transfer may take before it is retried"),
+    ],
+    "dht": [
+        ("record_ttl", "seconds a published address record stays valid"),
+        ("republish_interval", "seconds between republications of this node's records"),
+    ],
+}
+
+_FIELDS = {f.name: f for f in fields(Config)}
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render(config: Config) -> str:
+    """The commented TOML that ``init`` writes."""
+    lines = ["# mailnode configuration. Every setting is shown with its current value.",
+             "# Edit, then restart the node. Documentation: README.md, section Configuration.",
+             ""]
+    for section, items in SECTIONS.items():
+        lines.append(f"[{section}]")
+        for name, doc in items:
+            lines.append(f"# {doc}")
+            lines.append(f"{name} = {_toml_value(getattr(config, name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = getattr(Config(), name)
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} must be a list of strings")
+        return tuple(value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not type(default):
+        raise ConfigError(f"{name} must be a {type(default).__name__}, got {value!r}")
+    return value
+
+
+def validate(config: Config) -> Config:
+    for port_name in ("smtp_port", "imap_port", "p2p_port"):
+        port = getattr(config, port_name)
+        if not 0 <= port < 65536:
+            raise ConfigError(f"{port_name} {port} is not a port number")
+    for peer in config.bootstrap:
+        parse_hostport(peer)
+    if config.max_message_size < 1024:
+        raise ConfigError("max_message_size must be at least 1024 bytes")
+    if config.retry_initial <= 0 or config.retry_max < config.retry_initial:
+        raise ConfigError("retry_initial must be positive and no larger than retry_max")
+    if config.republish_interval >= config.record_ttl:
+        raise ConfigError("republish_interval must be shorter than record_ttl, or records "
+                          "expire before they are renewed")
+    return config
+
+
+def load(path: Path) -> Config:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path} does not exist; run `mailnode init` first") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    values: dict[str, Any] = {}
+    for section, table in raw.items():
+        known = {name for name, _ in SECTIONS.get(section, [])}
+        if not known:
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        for name, value in table.items():
+            if name not in known:
+                raise ConfigError(f"{path}: unknown setting {section}.{name}")
+            values[name] = _coerce(name, value)
+    return validate(replace(Config(), **values))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_data_dir() -> Path:
+    """``$MAILNODE_HOME``, else the XDG data directory, else ``~/.local/share/mailnode``."""
+    if env := os.environ.get("MAILNODE_HOME"):
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mailnode"

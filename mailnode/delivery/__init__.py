@@ -1,0 +1,1 @@
+"""Delivery: accepting submissions, the outbound queue, and inbound acceptance from peers."""

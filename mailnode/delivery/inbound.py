@@ -1,0 +1,49 @@
+"""Accepting a sealed envelope from a peer node: open, verify, file once, then acknowledge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from crypto.address import address_for
+from crypto.envelope import EnvelopeError, open_envelope
+from mailnode.delivery.trace import received_header
+from mailnode.store.sqlite import SqlStore
+from mailnode.transfer import InboundMessage, Outcome, Verdict
+
+log = logging.getLogger(__name__)
+
+
+class InboundService:
+    """The transfer server's accept callback."""
+
+    def __init__(self, store: SqlStore, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def accept(self, msg: InboundMessage) -> Outcome:
+        mid = msg.message_id.hex()
+        user = await self.store.find_user(address_for(msg.recipient_key))
+        if user is None:
+            log.info("inbound id=%s refused: recipient not on this node", mid)
+            return Outcome(Verdict.PERMANENT, "no such user on this node")
+        identity = await self.store.identity(user.id)
+        try:
+            opened = await asyncio.to_thread(open_envelope, identity, msg.sealed)
+        except EnvelopeError as exc:
+            log.info("inbound id=%s refused: %s", mid, exc)
+            return Outcome(Verdict.PERMANENT, f"envelope rejected: {exc}")
+        sender = address_for(opened.sender_key)
+        stamp = received_header(
+            "mailnode", "mailnode-transfer",
+            datetime.fromtimestamp(self.clock(), UTC),
+            extra=f"from node {msg.peer_node_key.hex()[:16]}")
+        verified = f"X-Mailnode-Verified-Sender: {sender}\r\n".encode("ascii")
+        fresh = await self.store.deliver_inbound(user.id, opened.sender_key, opened.message_id,
+                                                 stamp + verified + opened.payload)
+        log.info("inbound id=%s for user=%s %s", mid, user.name,
+                 "delivered" if fresh else "duplicate ignored")
+        return Outcome(Verdict.ACCEPTED, "stored" if fresh else "already stored")

@@ -1,0 +1,126 @@
+"""The outbound queue: finds each recipient's node in the DHT and hands the sealed envelope
+over, retrying with exponential backoff for as long as ``mailnode.toml`` says.
+
+State lives only in SQLite, so a restart (or ``kill -9``) resumes where the queue stood.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from crypto.address import key_of
+from crypto.keys import Identity
+from dht.records import AddressRecord
+from mailnode.delivery.dsn import delivery_failure
+from mailnode.store.sqlite import LocalCopy, QueuedMessage, SqlStore
+from mailnode.transfer import Outcome, TransferError, Verdict
+
+log = logging.getLogger(__name__)
+
+Resolver = Callable[[bytes], Awaitable[AddressRecord | None]]
+Sender = Callable[[AddressRecord, QueuedMessage], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    initial: float = 60.0
+    maximum: float = 3600.0
+    give_up_after: float = 5 * 86400.0
+
+    def delay(self, attempts: int) -> float:
+        """Backoff before attempt ``attempts + 1`` (attempts already made)."""
+        return float(min(self.maximum, self.initial * 2 ** min(attempts, 30)))
+
+
+def transfer_sender(identity: Identity, timeout: float) -> Sender:
+    """Send over the transfer protocol to the first endpoint that answers."""
+    from mailnode.transfer import send_message
+
+    async def send(record: AddressRecord, item: QueuedMessage) -> Outcome:
+        last: Exception | None = None
+        for host, port in record.endpoints:
+            try:
+                return await send_message(identity, host, port, record.node_key,
+                                          item.message_id, record.user_key, item.sealed,
+                                          timeout=timeout)
+            except TransferError as exc:
+                last = exc
+        raise TransferError(f"no endpoint answered: {last}")
+
+    return send
+
+
+class OutboundQueue:
+    """Works the queue until cancelled; ``wake()`` after new mail is queued."""
+
+    def __init__(self, store: SqlStore, resolve: Resolver, send: Sender, policy: RetryPolicy,
+                 clock: Callable[[], float] = time.time, concurrency: int = 8) -> None:
+        self.store = store
+        self.resolve = resolve
+        self.send = send
+        self.policy = policy
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            await self.run_once()
+            next_at = await self.store.next_outbound_at()
+            timeout = None if next_at is None else max(0.05, next_at - self.clock())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def run_once(self) -> None:
+        """Attempt every envelope that is due now."""
+        due = await self.store.due_outbound(int(self.clock()))
+        if due:
+            await asyncio.gather(*(self._attempt(item) for item in due))
+
+    async def _attempt(self, item: QueuedMessage) -> None:
+        async with self._slots:
+            mid = item.message_id.hex()
+            try:
+                record = await self.resolve(key_of(item.recipient))
+                if record is None:
+                    outcome = Outcome(Verdict.TEMPORARY, "recipient's node not found in the DHT")
+                else:
+                    outcome = await self.send(record, item)
+            except (TransferError, OSError) as exc:
+                outcome = Outcome(Verdict.TEMPORARY, f"transfer failed: {exc}")
+            except Exception as exc:  # a bug must not stop the queue: retry later
+                log.exception("outbound id=%s attempt crashed", mid)
+                outcome = Outcome(Verdict.TEMPORARY, f"internal error: {type(exc).__name__}")
+            await self._settle(item, outcome)
+
+    async def _settle(self, item: QueuedMessage, outcome: Outcome) -> None:
+        mid = item.message_id.hex()
+        now = self.clock()
+        if outcome.verdict is Verdict.ACCEPTED:
+            log.info("outbound id=%s delivered (%s)", mid, outcome.reason)
+            await self.store.outbound_done(item.id)
+            return
+        expired = now - item.created_at >= self.policy.give_up_after
+        if outcome.verdict is Verdict.PERMANENT or expired:
+            reason = outcome.reason if outcome.verdict is Verdict.PERMANENT else (
+                f"gave up after retrying: {outcome.reason}")
+            log.warning("outbound id=%s failed permanently: %s", mid, reason)
+            users = {u.id: u for u in await self.store.list_users()}
+            sender = users.get(item.user_id)
+            dsn = None if sender is None else LocalCopy(item.user_id, delivery_failure(
+                sender.address, item.recipient, reason, item.headers, now, item.attempts + 1))
+            await self.store.outbound_done(item.id, dsn)
+            return
+        delay = self.policy.delay(item.attempts)
+        log.info("outbound id=%s deferred %.0fs: %s", mid, delay, outcome.reason)
+        await self.store.outbound_retry(item.id, int(now + delay), outcome.reason)

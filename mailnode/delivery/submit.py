@@ -1,0 +1,90 @@
+"""Accepting a submitted message: local copies filed, remote copies sealed and queued, all in
+one transaction, so SMTP's ``250`` means the message is durably in SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from crypto.address import AddressError, key_of, normalise
+from crypto.envelope import seal
+from crypto.keys import Identity, PublicIdentity
+from mailnode.delivery.trace import received_header, split_headers
+from mailnode.smtp import replies
+from mailnode.store.api import User
+from mailnode.store.sqlite import LocalCopy, Outgoing, SqlStore
+
+log = logging.getLogger(__name__)
+
+
+class RecipientRejected(Exception):
+    """A recipient the node will not accept; carries the SMTP reply."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+class SubmissionService:
+    """What the SMTP adapter calls; knows nothing of aiosmtpd."""
+
+    def __init__(self, store: SqlStore, wake_queue: Callable[[], None],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.wake_queue = wake_queue
+        self.clock = clock
+
+    @staticmethod
+    def is_own_address(user: User, address: str) -> bool:
+        try:
+            return normalise(address) == user.address
+        except AddressError:
+            return False
+
+    async def check_recipient(self, address: str) -> str:
+        """The canonical form of a deliverable recipient, else RecipientRejected."""
+        try:
+            return normalise(address)
+        except AddressError as exc:
+            raise RecipientRejected(replies.RECIPIENT_INVALID.format(reason=exc)) from exc
+
+    async def submit(self, user: User, recipients: list[str], content: bytes) -> str:
+        """Seal and queue (or file locally); returns a queue id for the 250 reply."""
+        now = self.clock()
+        stamp = received_header("mailnode", "ESMTPA (authenticated submission)",
+                                datetime.fromtimestamp(now, UTC))
+        local: list[LocalCopy] = []
+        remote_addresses: list[str] = []
+        for rcpt in dict.fromkeys(recipients):  # a duplicate RCPT gets one copy
+            found = await self.store.find_user(rcpt)
+            if found is not None:
+                local.append(LocalCopy(found.id, stamp + content))
+            else:
+                remote_addresses.append(rcpt)
+        remote: list[Outgoing] = []
+        if remote_addresses:
+            identity = await self.store.identity(user.id)
+            remote = await asyncio.to_thread(self._seal_all, identity, remote_addresses,
+                                             content, int(now))
+        await self.store.submit(local, remote, user.id)
+        if remote:
+            self.wake_queue()
+        queue_id = (remote[0].message_id.hex() if remote else os.urandom(8).hex())[:16]
+        log.info("accepted message id=%s from user=%s local=%d remote=%d", queue_id, user.name,
+                 len(local), len(remote))
+        return queue_id
+
+    @staticmethod
+    def _seal_all(identity: Identity, addresses: list[str], content: bytes,
+                  created: int) -> list[Outgoing]:
+        headers = split_headers(content)
+        out = []
+        for address in addresses:
+            message_id = os.urandom(16)
+            sealed = seal(identity, PublicIdentity(key_of(address)), message_id, created, content)
+            out.append(Outgoing(message_id, address, sealed, headers))
+        return out

@@ -1,0 +1,312 @@
+"""Parsed IMAP commands and their argument types: frozen values the session acts on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from mailnode.imap.sequences import SequenceSet
+
+# --- FETCH -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Section:
+    """``BODY[<parts>.<text>]``: ``parts`` like (1, 2); ``text`` one of HEADER, HEADER.FIELDS,
+    HEADER.FIELDS.NOT, TEXT, MIME or None; ``fields`` for the HEADER.FIELDS forms."""
+
+    parts: tuple[int, ...] = ()
+    text: str | None = None
+    fields: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        items = [str(p) for p in self.parts]
+        if self.text:
+            items.append(self.text)
+        spec = ".".join(items)
+        if self.fields:
+            spec += " (" + " ".join(self.fields) + ")"
+        return spec
+
+
+@dataclass(frozen=True)
+class FetchAttr:
+    """One fetch item: a simple name (FLAGS, UID, ENVELOPE...) or BODY[section]<partial>."""
+
+    name: str
+    section: Section | None = None
+    peek: bool = False
+    partial: tuple[int, int] | None = None
+
+    @property
+    def needs_body(self) -> bool:
+        return self.name not in ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE")
+
+    @property
+    def sets_seen(self) -> bool:
+        return (self.name == "BODY" and self.section is not None and not self.peek) or \
+            self.name in ("RFC822", "RFC822.TEXT")
+
+
+# --- SEARCH ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchAll:
+    pass
+
+
+@dataclass(frozen=True)
+class SearchFlag:
+    """``flag`` set (or unset when ``present`` is False): SEEN, UNSEEN, KEYWORD x..."""
+
+    flag: str
+    present: bool = True
+
+
+@dataclass(frozen=True)
+class SearchNew:
+    """NEW/OLD/RECENT: \\Recent is not tracked, so these only depend on ``recent``."""
+
+    recent: bool
+    unseen_too: bool = False
+
+
+@dataclass(frozen=True)
+class SearchSeq:
+    seqs: SequenceSet
+
+
+@dataclass(frozen=True)
+class SearchUid:
+    uids: SequenceSet
+
+
+@dataclass(frozen=True)
+class SearchNot:
+    key: SearchKey
+
+
+@dataclass(frozen=True)
+class SearchOr:
+    left: SearchKey
+    right: SearchKey
+
+
+@dataclass(frozen=True)
+class SearchAnd:
+    keys: tuple[SearchKey, ...]
+
+
+@dataclass(frozen=True)
+class SearchSize:
+    larger: bool
+    size: int
+
+
+@dataclass(frozen=True)
+class SearchDate:
+    """BEFORE/ON/SINCE over INTERNALDATE, or SENT* over the Date header (``sent``)."""
+
+    op: Literal["before", "on", "since"]
+    date: datetime
+    sent: bool = False
+
+
+@dataclass(frozen=True)
+class SearchHeader:
+    """HEADER name value (FROM/TO/CC/BCC/SUBJECT are shorthands); substring, case-insensitive."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class SearchText:
+    """BODY (``body_only``) or TEXT: substring of the body or of the whole message."""
+
+    value: str
+    body_only: bool
+
+
+SearchKey = (SearchAll | SearchFlag | SearchNew | SearchSeq | SearchUid | SearchNot | SearchOr
+             | SearchAnd | SearchSize | SearchDate | SearchHeader | SearchText)
+
+# --- Commands --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    tag: str
+
+    @property
+    def name(self) -> str:
+        """The command's IMAP name, used by the state table and in replies."""
+        return NAMES[type(self)]
+
+
+@dataclass(frozen=True)
+class Capability(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Noop(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Logout(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Id(Command):
+    params: tuple[tuple[str, str | None], ...] | None
+
+
+@dataclass(frozen=True)
+class Enable(Command):
+    capabilities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Login(Command):
+    user: str
+    password: str
+
+    def __repr__(self) -> str:  # never let a password reach a log line
+        return f"Login(tag={self.tag!r}, user={self.user!r}, password=<hidden>)"
+
+
+@dataclass(frozen=True)
+class Authenticate(Command):
+    mechanism: str
+    initial: bytes | None  # SASL-IR initial response, already base64-decoded
+
+    def __repr__(self) -> str:
+        return f"Authenticate(tag={self.tag!r}, mechanism={self.mechanism!r})"
+
+
+@dataclass(frozen=True)
+class Namespace(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class ListCmd(Command):
+    reference: str
+    pattern: str
+    lsub: bool = False
+
+
+@dataclass(frozen=True)
+class Select(Command):
+    mailbox: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Status(Command):
+    mailbox: str
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Create(Command):
+    mailbox: str
+
+
+@dataclass(frozen=True)
+class Delete(Command):
+    mailbox: str
+
+
+@dataclass(frozen=True)
+class Rename(Command):
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Subscribe(Command):
+    mailbox: str
+    subscribe: bool = True
+
+
+@dataclass(frozen=True)
+class Append(Command):
+    mailbox: str
+    flags: frozenset[str]
+    date: datetime | None
+    message: bytes
+
+    def __repr__(self) -> str:  # message content stays out of logs
+        return f"Append(tag={self.tag!r}, mailbox={self.mailbox!r}, size={len(self.message)})"
+
+
+@dataclass(frozen=True)
+class Check(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Close(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Unselect(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class Expunge(Command):
+    uids: SequenceSet | None = None  # UID EXPUNGE
+
+
+@dataclass(frozen=True)
+class Fetch(Command):
+    seqset: SequenceSet
+    attrs: tuple[FetchAttr, ...]
+    uid: bool = False
+
+
+@dataclass(frozen=True)
+class StoreCmd(Command):
+    seqset: SequenceSet
+    mode: Literal["set", "add", "remove"]
+    silent: bool
+    flags: frozenset[str]
+    uid: bool = False
+
+
+@dataclass(frozen=True)
+class Search(Command):
+    key: SearchKey
+    charset: str | None = None
+    uid: bool = False
+
+
+@dataclass(frozen=True)
+class Copy(Command):
+    seqset: SequenceSet
+    mailbox: str
+    uid: bool = False
+    move: bool = False
+
+
+@dataclass(frozen=True)
+class Idle(Command):
+    pass
+
+
+NAMES: dict[type[Command], str] = {
+    Capability: "CAPABILITY", Noop: "NOOP", Logout: "LOGOUT", Id: "ID", Enable: "ENABLE",
+    Login: "LOGIN", Authenticate: "AUTHENTICATE", Namespace: "NAMESPACE", ListCmd: "LIST",
+    Select: "SELECT", Status: "STATUS", Create: "CREATE", Delete: "DELETE", Rename: "RENAME",
+    Subscribe: "SUBSCRIBE", Append: "APPEND", Check: "CHECK", Close: "CLOSE",
+    Unselect: "UNSELECT", Expunge: "EXPUNGE", Fetch: "FETCH", StoreCmd: "STORE",
+    Search: "SEARCH", Copy: "COPY", Idle: "IDLE",
+}

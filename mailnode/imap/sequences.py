@@ -1,0 +1,99 @@
+"""Sequence sets (RFC 3501 §9 ``sequence-set``): ``1,3:5,7:*`` over numbers or uids."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_RANGE = re.compile(rb"(\d+|\*)(?::(\d+|\*))?")
+MAX_NUMBER = 0xFFFFFFFF
+
+
+class SequenceSetError(ValueError):
+    """Text that is not a sequence set."""
+
+
+@dataclass(frozen=True)
+class SequenceSet:
+    """Ranges as ``(low, high)`` pairs where ``None`` stands for ``*`` (the largest value)."""
+
+    ranges: tuple[tuple[int | None, int | None], ...]
+
+    @classmethod
+    def parse(cls, raw: bytes) -> SequenceSet:
+        """Parse the wire form; numbers must be 1..2^32-1."""
+        if not raw:
+            raise SequenceSetError("empty sequence set")
+        ranges: list[tuple[int | None, int | None]] = []
+        for part in raw.split(b","):
+            m = _RANGE.fullmatch(part)
+            if m is None:
+                raise SequenceSetError("invalid sequence set")
+            low = _number(m.group(1))
+            high = _number(m.group(2)) if m.group(2) is not None else low
+            ranges.append((low, high))
+        return cls(tuple(ranges))
+
+    def __str__(self) -> str:
+        def one(v: int | None) -> str:
+            return "*" if v is None else str(v)
+
+        return ",".join(one(lo) if lo == hi else f"{one(lo)}:{one(hi)}" for lo, hi in self.ranges)
+
+    def _bounds(self, largest: int) -> list[tuple[int, int]]:
+        out = []
+        for lo, hi in self.ranges:
+            a = largest if lo is None else lo
+            b = largest if hi is None else hi
+            out.append((min(a, b), max(a, b)))
+        return out
+
+    def has_explicit_above(self, limit: int) -> bool:
+        """Whether a literal number (not ``*``) exceeds ``limit``; such sets are invalid."""
+        return any(v is not None and (v > limit or v == 0)
+                   for pair in self.ranges for v in pair)
+
+    def seqs(self, count: int) -> list[int]:
+        """Sequence numbers 1..count selected by this set, ascending, without duplicates."""
+        if count == 0:
+            return []
+        chosen: set[int] = set()
+        for a, b in self._bounds(count):
+            chosen.update(range(max(a, 1), min(b, count) + 1))
+        return sorted(chosen)
+
+    def uids(self, existing: Sequence[int]) -> list[int]:
+        """Existing uids (ascending list) selected by this set; ``*`` is the largest uid."""
+        if not existing:
+            return []
+        bounds = self._bounds(existing[-1])
+        return [u for u in existing if any(a <= u <= b for a, b in bounds)]
+
+    def contains(self, value: int, largest: int) -> bool:
+        """Membership test, ``*`` meaning ``largest`` (used by SEARCH)."""
+        return any(a <= value <= b for a, b in self._bounds(largest))
+
+
+def _number(raw: bytes) -> int | None:
+    if raw == b"*":
+        return None
+    if len(raw) > 10:
+        raise SequenceSetError("number too large")
+    value = int(raw)
+    if not 1 <= value <= MAX_NUMBER:
+        raise SequenceSetError("sequence numbers start at 1")
+    return value
+
+
+def compress(values: Sequence[int]) -> str:
+    """Render numbers compactly as ``1:3,7`` (for COPYUID and friends); keeps the given order."""
+    parts: list[str] = []
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        parts.append(str(values[i]) if i == j else f"{values[i]}:{values[j]}")
+        i = j + 1
+    return ",".join(parts)

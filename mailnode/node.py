@@ -1,0 +1,163 @@
+"""The composition root: builds every service from the config and runs them on one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from crypto.envelope import OVERHEAD
+from crypto.keys import Identity
+from dht.node import DhtNode
+from dht.records import AddressRecord
+from mailnode.config import CONFIG_NAME, DB_NAME, NODE_KEY_NAME, Config, load
+from mailnode.delivery.inbound import InboundService
+from mailnode.delivery.outbound import OutboundQueue, RetryPolicy, transfer_sender
+from mailnode.delivery.submit import SubmissionService
+from mailnode.imap.server import ImapServer
+from mailnode.keys import load_node_key
+from mailnode.smtp.server import SubmissionServer
+from mailnode.store.database import Database
+from mailnode.store.notify import ChangeNotifier
+from mailnode.store.sqlite import SqlStore
+from mailnode.transfer import TransferServer
+
+log = logging.getLogger(__name__)
+
+STATUS_NAME = "status.json"
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Where the running node can be reached (ports resolved when 0 was configured)."""
+
+    host: str
+    smtp_port: int
+    imap_port: int
+    p2p_port: int
+    node_key: str
+
+
+class Publisher:
+    """Keeps every local user's DHT record fresh: new users at once, all before expiry."""
+
+    def __init__(self, store: SqlStore, dht: DhtNode, node: Identity, config: Config,
+                 endpoint: tuple[str, int], clock: Callable[[], float] = time.time) -> None:
+        self.store, self.dht, self.node, self.config = store, dht, node, config
+        self.endpoint = endpoint
+        self.clock = clock
+        self.published: dict[int, float] = {}
+
+    async def publish_due(self) -> None:
+        now = self.clock()
+        for user in await self.store.list_users():
+            last = self.published.get(user.id)
+            if last is not None and now - last < self.config.republish_interval:
+                continue
+            identity = await self.store.identity(user.id)
+            record = AddressRecord.create(identity, self.node.verify_key, (self.endpoint,),
+                                          seq=int(now * 1000),
+                                          expires=int(now + self.config.record_ttl))
+            peers = await self.dht.publish(record)
+            self.published[user.id] = now
+            log.info("published record of user=%s to %d peer(s)", user.name, peers)
+
+    async def run(self, check_every: float = 5.0) -> None:
+        while True:
+            try:
+                await self.publish_due()
+            except Exception:
+                log.exception("publishing records failed; will retry")
+            await asyncio.sleep(check_every)
+
+
+def write_status(data_dir: Path, listening: Listening, dht: DhtNode, published: int) -> None:
+    """A small status file for ``mailnode status`` (the CLI cannot ask the DHT itself)."""
+    tmp = data_dir / (STATUS_NAME + ".tmp")
+    tmp.write_text(json.dumps({
+        "pid": os.getpid(), "updated": time.time(), "host": listening.host,
+        "smtp_port": listening.smtp_port, "imap_port": listening.imap_port,
+        "p2p_port": listening.p2p_port, "node_key": listening.node_key,
+        "dht_peers": dht.peer_count(), "records_published": published,
+    }))
+    tmp.replace(data_dir / STATUS_NAME)
+
+
+async def serve(data_dir: Path, stop: asyncio.Event,
+                on_ready: Callable[[Listening], None] | None = None) -> None:
+    """Run the node until ``stop`` is set; every listener and task is closed on the way out."""
+    config = load(data_dir / CONFIG_NAME)
+    node_identity = load_node_key(data_dir / NODE_KEY_NAME)
+    db = await asyncio.to_thread(Database.open, data_dir / DB_NAME)  # migrates an older db
+    notifier = ChangeNotifier()
+    store = SqlStore(db, notifier)
+    host = config.host
+    async with AsyncExitStack() as stack:
+        stack.callback(db.close)
+
+        dht = DhtNode(node_id_seed=node_identity.verify_key)
+        await dht.start(host, config.p2p_port, config.bootstrap_peers())
+        stack.push_async_callback(_maybe_await, dht.stop)
+
+        inbound = InboundService(store)
+        transfer = TransferServer(node_identity, inbound.accept,
+                                  max_message_size=config.max_message_size + OVERHEAD,
+                                  max_connections=config.max_connections,
+                                  timeout=config.transfer_timeout)
+        await transfer.start(host, dht.port)
+        stack.push_async_callback(transfer.stop)
+
+        policy = RetryPolicy(config.retry_initial, config.retry_max, config.give_up_after)
+        queue = OutboundQueue(store, dht.lookup,
+                              transfer_sender(node_identity, config.transfer_timeout), policy)
+        submission = SubmissionService(store, queue.wake)
+        smtp = SubmissionServer(submission, max_message_size=config.max_message_size,
+                                max_connections=config.max_connections,
+                                failed_login_delay=config.failed_login_delay)
+        await smtp.start(host, config.smtp_port)
+        stack.push_async_callback(smtp.stop)
+
+        imap = ImapServer(store, notifier, max_literal=config.max_message_size,
+                          max_connections=config.max_connections)
+        await imap.start(host, config.imap_port)
+        stack.push_async_callback(imap.stop)
+
+        listening = Listening(host, smtp.port, imap.port, dht.port,
+                              node_identity.verify_key.hex())
+        publisher = Publisher(store, dht, node_identity, config,
+                              (config.published_host, dht.port))
+
+        async def report_status() -> None:
+            while True:
+                await asyncio.to_thread(write_status, data_dir, listening, dht,
+                                        len(publisher.published))
+                await asyncio.sleep(2.0)
+
+        tasks = [asyncio.create_task(coro, name=name) for name, coro in (
+            ("queue", queue.run()), ("publisher", publisher.run()), ("status", report_status()))]
+        try:
+            if on_ready is not None:
+                on_ready(listening)
+            done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task in tasks and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            (data_dir / STATUS_NAME).unlink(missing_ok=True)
+        log.info("node stopping")
+
+
+async def _maybe_await(fn: Callable[[], object]) -> None:
+    result = fn()
+    if asyncio.iscoroutine(result):
+        await result

@@ -1,0 +1,17 @@
+"""Every SMTP reply the submission server sends, with its RFC 3463 enhanced status code."""
+
+from __future__ import annotations
+
+AUTH_OK = "235 2.7.0 Authentication successful"
+AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
+AUTH_MALFORMED = "501 5.5.2 Malformed authentication data"
+AUTH_AUTHZID = "535 5.7.8 Cannot act on behalf of another user"
+AUTH_ABORTED = "501 5.7.0 Authentication aborted"
+SENDER_OK = "250 2.1.0 Sender OK"
+SENDER_NOT_OWNED = "553 5.7.1 Sender address must be your own address {address}"
+RECIPIENT_OK = "250 2.1.5 Recipient OK"
+RECIPIENT_INVALID = "553 5.1.3 Bad recipient address: {reason}"
+RECIPIENT_UNKNOWN_LOCAL = "550 5.1.1 No such user on this node: {address}"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+QUEUED = "250 2.0.0 Message accepted as {queue_id}"
+TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, message not accepted; try again later"

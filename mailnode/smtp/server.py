@@ -1,0 +1,163 @@
+"""The aiosmtpd adapter: each hook converts its arguments, calls the submission service and
+maps the result to a reply from ``replies``. It runs on the node's loop via ``create_server``
+(aiosmtpd's Controller would start a second loop in a thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+
+from mailnode.delivery.submit import RecipientRejected, SubmissionService
+from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
+from mailnode.smtp import replies
+from mailnode.store.api import User
+
+log = logging.getLogger(__name__)
+
+MAX_RECIPIENTS = 100
+
+
+class SubmissionHandler:
+    """aiosmtpd handler for authenticated submission."""
+
+    def __init__(self, service: SubmissionService, failed_login_delay: float = 1.0) -> None:
+        self.service = service
+        self.failed_login_delay = failed_login_delay
+
+    async def _login(self, server: SMTP, creds: PlainCredentials) -> AuthResult:
+        if not creds.acts_as_self:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_AUTHZID)
+        user = await self.service.store.authenticate(creds.login, creds.password)
+        if user is None:
+            log.info("smtp login failed for %r from %s", creds.login, server.session.peer)
+            await asyncio.sleep(self.failed_login_delay)  # costs the guesser, not the loop
+            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
+        log.info("smtp login user=%s", user.name)
+        return AuthResult(success=True, auth_data=user, message=replies.AUTH_OK)
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        try:
+            if len(args) == 1:
+                blob = await server.challenge_auth("")
+                if not isinstance(blob, bytes):
+                    return AuthResult(success=False, handled=True)  # aborted; already answered
+            else:
+                blob = b64decode_strict(args[1])
+            creds = parse_plain(blob)
+        except SaslError:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_MALFORMED)
+        return await self._login(server, creds)
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        try:
+            if len(args) == 1:
+                login = await server.challenge_auth("Username:")
+                if not isinstance(login, bytes):
+                    return AuthResult(success=False, handled=True)
+            else:
+                login = b64decode_strict(args[1])
+            password = await server.challenge_auth("Password:")
+            if not isinstance(password, bytes):
+                return AuthResult(success=False, handled=True)
+            creds = PlainCredentials("", login.decode("utf-8"), password.decode("utf-8"))
+        except (SaslError, UnicodeDecodeError):
+            return AuthResult(success=False, handled=False, message=replies.AUTH_MALFORMED)
+        return await self._login(server, creds)
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        user: User = session.auth_data
+        if not self.service.is_own_address(user, address):
+            return replies.SENDER_NOT_OWNED.format(address=user.address)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return replies.SENDER_OK
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return replies.TOO_MANY_RECIPIENTS
+        try:
+            canonical = await self.service.check_recipient(address)
+        except RecipientRejected as exc:
+            return exc.reply
+        envelope.rcpt_tos.append(canonical)
+        envelope.rcpt_options.extend(rcpt_options)
+        return replies.RECIPIENT_OK
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        user: User = session.auth_data
+        content = envelope.original_content or b""
+        try:
+            queue_id = await self.service.submit(user, list(envelope.rcpt_tos), content)
+        except Exception:
+            log.exception("submission from user=%s failed", user.name)
+            return replies.TEMPORARY_FAILURE
+        return replies.QUEUED.format(queue_id=queue_id)
+
+
+class _LimitedSMTP(SMTP):
+    """Counts live sessions so the listener can refuse a connection flood."""
+
+    def __init__(self, handler: SubmissionHandler, live: set[SMTP], limit: int,
+                 **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._live = live
+        self._limit = limit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if len(self._live) >= self._limit:
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            transport.close()
+            return
+        self._live.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._live.discard(self)
+        super().connection_lost(error)
+
+
+class SubmissionServer:
+    """The listening socket and its sessions."""
+
+    def __init__(self, service: SubmissionService, *, max_message_size: int,
+                 max_connections: int = 100, hostname: str = "mailnode",
+                 failed_login_delay: float = 1.0) -> None:
+        self.handler = SubmissionHandler(service, failed_login_delay)
+        self.max_message_size = max_message_size
+        self.max_connections = max_connections
+        self.hostname = hostname
+        self._server: asyncio.Server | None = None
+        self._live: set[SMTP] = set()
+
+    def _protocol(self) -> SMTP:
+        return _LimitedSMTP(
+            self.handler, self._live, self.max_connections,
+            hostname=self.hostname, ident="mailnode ESMTP", data_size_limit=self.max_message_size,
+            enable_SMTPUTF8=True, decode_data=False, auth_required=True,
+            auth_require_tls=False,  # loopback by default; STARTTLS is future work
+            auth_exclude_mechanism=[], command_call_limit=1000, timeout=300)
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, host, port)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for session in list(self._live):
+            if session.transport is not None:
+                session.transport.close()
+        await self._server.wait_closed()
+        self._server = None

@@ -1,0 +1,85 @@
+"""SQLAlchemy Core tables; Alembic migrations in ``migrations/`` are generated from these."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# Named constraints from day one, so batch migrations on SQLite can alter them later.
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("address", String(128), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    # The user's Ed25519 seed: the node signs and opens mail on the user's behalf.
+    Column("identity_seed", LargeBinary(32), nullable=False),
+    Column("created_at", Integer, nullable=False),
+)
+
+mailboxes = Table(
+    "mailboxes", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("uidvalidity", Integer, nullable=False),
+    Column("uidnext", Integer, nullable=False),
+    Column("special_use", String(32), nullable=True),
+    UniqueConstraint("user_id", "name", name="uq_mailboxes_user_id_name"),
+)
+
+messages = Table(
+    "messages", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("uid", Integer, nullable=False),
+    Column("flags", Text, nullable=False, default=""),
+    Column("internaldate", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    UniqueConstraint("mailbox_id", "uid", name="uq_messages_mailbox_id_uid"),
+)
+
+# Inbound idempotency: a retried transfer of the same signed envelope is delivered once.
+received = Table(
+    "received", metadata,
+    Column("sender_key", LargeBinary(32), primary_key=True),
+    Column("message_id", LargeBinary(16), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("received_at", Integer, nullable=False),
+)
+
+outbound = Table(
+    "outbound", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", LargeBinary(16), nullable=False, unique=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("recipient", String(128), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    # The submitted header block, kept only to write a delivery status notification.
+    Column("headers", LargeBinary, nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("next_attempt_at", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Index("ix_outbound_next_attempt_at", "next_attempt_at"),
+)

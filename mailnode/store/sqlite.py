@@ -1,0 +1,417 @@
+"""The SQLite implementation of ``MailStore`` plus the node's own aggregates (users, queue).
+
+Each public coroutine is one transaction on the database thread; change notifications are
+published only after the commit, so a woken IDLE session always finds the new state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
+
+from crypto.address import address_for
+from crypto.keys import Identity
+from crypto.passwords import hash_password, verify_password
+from mailnode.store.api import (
+    SPECIAL_MAILBOXES,
+    FlagMode,
+    Mailbox,
+    MailboxExists,
+    MailboxProtected,
+    MessageMeta,
+    NoSuchMailbox,
+    StoreError,
+    User,
+)
+from mailnode.store.database import Database
+from mailnode.store.models import mailboxes, messages, outbound, received, users
+from mailnode.store.notify import ChangeNotifier
+
+# Verifying against this makes an unknown login cost as much as a wrong password.
+_DUMMY_HASH = hash_password("mailnode-dummy", salt=b"\0" * 16)
+
+
+class UserExists(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """One sealed envelope waiting for its recipient's node."""
+
+    id: int
+    message_id: bytes
+    user_id: int
+    recipient: str
+    sealed: bytes
+    headers: bytes
+    created_at: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class LocalCopy:
+    """A message to file into a local user's INBOX as part of a submission."""
+
+    user_id: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A sealed envelope to queue as part of a submission."""
+
+    message_id: bytes
+    recipient: str
+    sealed: bytes
+    headers: bytes
+
+
+def _flags_text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(set(flags)))
+
+
+def _flags_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+def _meta(row: Row[tuple[int, str, int, int]]) -> MessageMeta:
+    uid, flags, internaldate, size = row
+    return MessageMeta(uid, _flags_set(flags), datetime.fromtimestamp(internaldate, UTC), size)
+
+
+def _is_inbox(name: str) -> bool:
+    return name.upper() == "INBOX"
+
+
+class SqlStore:
+    """Users, mailboxes, messages and the outbound queue in one SQLite database."""
+
+    def __init__(self, db: Database, notifier: ChangeNotifier,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.notifier = notifier
+        self.clock = clock
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[Connection], tuple[object, Iterable[int]]]) -> object:
+        result, changed = await self.db.run(fn)
+        for mailbox_id in set(changed):
+            await self.notifier.publish(mailbox_id)
+        return result
+
+    def _mailbox_row(self, conn: Connection, user_id: int, name: str) -> Mailbox | None:
+        cond = (func.upper(mailboxes.c.name) == "INBOX") if _is_inbox(name) else (
+            mailboxes.c.name == name)
+        row = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id, cond)).first()
+        return None if row is None else self._mailbox(conn, row)
+
+    def _mailbox(self, conn: Connection, row: Row[tuple[object, ...]]) -> Mailbox:
+        m = row._mapping
+        total, unseen = conn.execute(
+            select(func.count(), func.count().filter(~messages.c.flags.contains("\\Seen")))
+            .where(messages.c.mailbox_id == m["id"])).one()
+        return Mailbox(m["id"], m["user_id"], m["name"], m["uidvalidity"], m["uidnext"],
+                       m["special_use"], total, unseen)
+
+    def _new_mailbox(self, conn: Connection, user_id: int, name: str,
+                     special_use: str | None) -> int:
+        uidvalidity = max(1, int(self.clock()) & 0x7FFFFFFF)
+        return int(conn.execute(insert(mailboxes).values(
+            user_id=user_id, name=name, uidvalidity=uidvalidity, uidnext=1,
+            special_use=special_use)).inserted_primary_key[0])
+
+    def _add_message(self, conn: Connection, mailbox_id: int, body: bytes, flags: Iterable[str],
+                     internaldate: int) -> int:
+        uid = conn.execute(select(mailboxes.c.uidnext).where(mailboxes.c.id == mailbox_id)
+                           ).scalar_one()
+        conn.execute(insert(messages).values(
+            mailbox_id=mailbox_id, uid=uid, flags=_flags_text(flags), internaldate=internaldate,
+            size=len(body), body=body))
+        conn.execute(update(mailboxes).where(mailboxes.c.id == mailbox_id)
+                     .values(uidnext=uid + 1))
+        return int(uid)
+
+    def _inbox_id(self, conn: Connection, user_id: int) -> int:
+        return int(conn.execute(select(mailboxes.c.id).where(
+            mailboxes.c.user_id == user_id, mailboxes.c.name == "INBOX")).scalar_one())
+
+    # ---- users -------------------------------------------------------------------------
+
+    async def create_user(self, name: str, password: str, identity: Identity) -> User:
+        """Create a user with INBOX, Sent, Drafts and Trash."""
+        pw_hash = await asyncio.to_thread(hash_password, password)
+        return await self.db.run(lambda conn: self.create_user_sync(conn, name, pw_hash,
+                                                                    identity))
+
+    def create_user_sync(self, conn: Connection, name: str, pw_hash: str,
+                         identity: Identity) -> User:
+        if conn.execute(select(users.c.id).where(users.c.name == name)).first():
+            raise UserExists(f"user {name!r} already exists")
+        address = address_for(identity.verify_key)
+        user_id = int(conn.execute(insert(users).values(
+            name=name, address=address, password_hash=pw_hash,
+            identity_seed=identity.seed, created_at=int(self.clock()))).inserted_primary_key[0])
+        for mailbox, special in SPECIAL_MAILBOXES:
+            self._new_mailbox(conn, user_id, mailbox, special)
+        return User(user_id, name, address)
+
+    async def find_user(self, login: str) -> User | None:
+        """By user name or full address (case-insensitive address)."""
+        def q(conn: Connection) -> User | None:
+            row = conn.execute(select(users.c.id, users.c.name, users.c.address).where(
+                (users.c.name == login) | (users.c.address == login.strip().lower()))).first()
+            return None if row is None else User(*row)
+        return await self.db.run(q)
+
+    async def list_users(self) -> list[User]:
+        def q(conn: Connection) -> list[User]:
+            rows = conn.execute(select(users.c.id, users.c.name, users.c.address)
+                                .order_by(users.c.id))
+            return [User(*r) for r in rows]
+        return await self.db.run(q)
+
+    async def identity(self, user_id: int) -> Identity:
+        seed = await self.db.run(lambda conn: conn.execute(
+            select(users.c.identity_seed).where(users.c.id == user_id)).scalar_one())
+        return Identity(bytes(seed))
+
+    async def authenticate(self, login: str, password: str) -> User | None:
+        def q(conn: Connection) -> tuple[User, str] | None:
+            row = conn.execute(select(users.c.id, users.c.name, users.c.address,
+                                      users.c.password_hash).where(
+                (users.c.name == login) | (users.c.address == login.strip().lower()))).first()
+            return None if row is None else (User(row[0], row[1], row[2]), row[3])
+        found = await self.db.run(q)
+        stored = found[1] if found else _DUMMY_HASH
+        ok = await asyncio.to_thread(verify_password, stored, password)
+        return found[0] if (found and ok) else None
+
+    # ---- mailboxes ---------------------------------------------------------------------
+
+    async def list_mailboxes(self, user_id: int) -> list[Mailbox]:
+        def q(conn: Connection) -> list[Mailbox]:
+            rows = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id)
+                                .order_by(mailboxes.c.name))
+            return [self._mailbox(conn, r) for r in rows]
+        return await self.db.run(q)
+
+    async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
+        return await self.db.run(lambda conn: self._mailbox_row(conn, user_id, name))
+
+    async def create_mailbox(self, user_id: int, name: str) -> Mailbox:
+        def q(conn: Connection) -> Mailbox:
+            if self._mailbox_row(conn, user_id, name) is not None:
+                raise MailboxExists(f"mailbox {name!r} already exists")
+            self._new_mailbox(conn, user_id, name, None)
+            box = self._mailbox_row(conn, user_id, name)
+            assert box is not None
+            return box
+        return await self.db.run(q)
+
+    async def delete_mailbox(self, user_id: int, name: str) -> None:
+        def q(conn: Connection) -> tuple[None, list[int]]:
+            box = self._mailbox_row(conn, user_id, name)
+            if box is None:
+                raise NoSuchMailbox(f"no mailbox {name!r}")
+            if box.special_use is not None or _is_inbox(box.name):
+                raise MailboxProtected(f"{box.name} cannot be deleted")
+            conn.execute(delete(messages).where(messages.c.mailbox_id == box.id))
+            conn.execute(delete(mailboxes).where(mailboxes.c.id == box.id))
+            return None, [box.id]
+        await self._write(q)
+
+    async def rename_mailbox(self, user_id: int, old: str, new: str) -> None:
+        def q(conn: Connection) -> tuple[None, list[int]]:
+            box = self._mailbox_row(conn, user_id, old)
+            if box is None:
+                raise NoSuchMailbox(f"no mailbox {old!r}")
+            if box.special_use is not None or _is_inbox(box.name):
+                raise MailboxProtected(f"{box.name} cannot be renamed")
+            if self._mailbox_row(conn, user_id, new) is not None:
+                raise MailboxExists(f"mailbox {new!r} already exists")
+            conn.execute(update(mailboxes).where(mailboxes.c.id == box.id).values(name=new))
+            return None, []
+        await self._write(q)
+
+    # ---- messages ----------------------------------------------------------------------
+
+    async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
+        def q(conn: Connection) -> list[MessageMeta]:
+            rows = conn.execute(select(messages.c.uid, messages.c.flags, messages.c.internaldate,
+                                       messages.c.size)
+                                .where(messages.c.mailbox_id == mailbox_id)
+                                .order_by(messages.c.uid))
+            return [_meta(r) for r in rows]
+        return await self.db.run(q)
+
+    async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
+        def q(conn: Connection) -> dict[int, bytes]:
+            out: dict[int, bytes] = {}
+            wanted = list(uids)
+            for i in range(0, len(wanted), 500):
+                rows = conn.execute(select(messages.c.uid, messages.c.body).where(
+                    messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500])))
+                out.update({uid: bytes(body) for uid, body in rows})
+            return out
+        return await self.db.run(q)
+
+    async def store_flags(self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str],
+                          mode: FlagMode) -> list[MessageMeta]:
+        def q(conn: Connection) -> tuple[list[MessageMeta], list[int]]:
+            result: list[MessageMeta] = []
+            changed = False
+            wanted = list(uids)
+            for i in range(0, len(wanted), 500):
+                rows = conn.execute(select(messages.c.id, messages.c.uid, messages.c.flags,
+                                           messages.c.internaldate, messages.c.size).where(
+                    messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500]))
+                    .order_by(messages.c.uid)).all()
+                for row_id, uid, old_text, internaldate, size in rows:
+                    old = _flags_set(old_text)
+                    new = flags if mode == "set" else (old | flags if mode == "add"
+                                                       else old - flags)
+                    if new != old:
+                        changed = True
+                        conn.execute(update(messages).where(messages.c.id == row_id)
+                                     .values(flags=_flags_text(new)))
+                    result.append(_meta((uid, _flags_text(new), internaldate, size)))  # type: ignore[arg-type]
+            return result, [mailbox_id] if changed else []
+        return await self._write(q)  # type: ignore[return-value]
+
+    async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
+                     internaldate: datetime | None) -> tuple[int, int]:
+        when = int((internaldate.timestamp() if internaldate else self.clock()))
+
+        def q(conn: Connection) -> tuple[tuple[int, int], list[int]]:
+            uidvalidity = conn.execute(select(mailboxes.c.uidvalidity).where(
+                mailboxes.c.id == mailbox_id)).scalar()
+            if uidvalidity is None:
+                raise NoSuchMailbox("mailbox no longer exists")
+            uid = self._add_message(conn, mailbox_id, body, flags, when)
+            return (int(uidvalidity), uid), [mailbox_id]
+        return await self._write(q)  # type: ignore[return-value]
+
+    async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
+        restrict = None if uids is None else set(uids)
+
+        def q(conn: Connection) -> tuple[list[int], list[int]]:
+            rows = conn.execute(select(messages.c.id, messages.c.uid).where(
+                messages.c.mailbox_id == mailbox_id,
+                messages.c.flags.contains("\\Deleted")).order_by(messages.c.uid)).all()
+            gone = [(rid, uid) for rid, uid in rows
+                    if (restrict is None or uid in restrict)]
+            for i in range(0, len(gone), 500):
+                conn.execute(delete(messages).where(
+                    messages.c.id.in_([rid for rid, _ in gone[i:i + 500]])))
+            removed = [uid for _, uid in gone]
+            return removed, [mailbox_id] if removed else []
+        return await self._write(q)  # type: ignore[return-value]
+
+    async def copy(self, src_mailbox_id: int, uids: Sequence[int],
+                   dst_mailbox_id: int) -> list[tuple[int, int]]:
+        def q(conn: Connection) -> tuple[list[tuple[int, int]], list[int]]:
+            if conn.execute(select(mailboxes.c.id).where(mailboxes.c.id == dst_mailbox_id)
+                            ).first() is None:
+                raise NoSuchMailbox("target mailbox does not exist")
+            pairs: list[tuple[int, int]] = []
+            rows = conn.execute(select(messages.c.uid, messages.c.body, messages.c.flags,
+                                       messages.c.internaldate).where(
+                messages.c.mailbox_id == src_mailbox_id, messages.c.uid.in_(list(uids)))
+                .order_by(messages.c.uid)).all()
+            for uid, body, flags, internaldate in rows:
+                pairs.append((uid, self._add_message(conn, dst_mailbox_id, bytes(body),
+                                                     _flags_set(flags), internaldate)))
+            return pairs, [dst_mailbox_id] if pairs else []
+        return await self._write(q)  # type: ignore[return-value]
+
+    # ---- delivery ----------------------------------------------------------------------
+
+    async def submit(self, local: Sequence[LocalCopy], remote: Sequence[Outgoing],
+                     user_id: int) -> None:
+        """File local copies and queue sealed envelopes in one transaction (SMTP's 250)."""
+        now = int(self.clock())
+
+        def q(conn: Connection) -> tuple[None, list[int]]:
+            changed = []
+            for copy in local:
+                inbox = self._inbox_id(conn, copy.user_id)
+                self._add_message(conn, inbox, copy.body, (), now)
+                changed.append(inbox)
+            for out in remote:
+                conn.execute(insert(outbound).values(
+                    message_id=out.message_id, user_id=user_id, recipient=out.recipient,
+                    sealed=out.sealed, headers=out.headers, created_at=now,
+                    next_attempt_at=now, attempts=0))
+            return None, changed
+        await self._write(q)
+
+    async def deliver_inbound(self, user_id: int, sender_key: bytes, message_id: bytes,
+                              body: bytes) -> bool:
+        """File a verified message into INBOX once; False if it was already delivered."""
+        now = int(self.clock())
+
+        def q(conn: Connection) -> tuple[bool, list[int]]:
+            seen = conn.execute(select(received.c.received_at).where(
+                received.c.sender_key == sender_key, received.c.message_id == message_id,
+                received.c.user_id == user_id)).first()
+            if seen is not None:
+                return False, []
+            conn.execute(insert(received).values(sender_key=sender_key, message_id=message_id,
+                                                 user_id=user_id, received_at=now))
+            inbox = self._inbox_id(conn, user_id)
+            self._add_message(conn, inbox, body, (), now)
+            return True, [inbox]
+        return await self._write(q)  # type: ignore[return-value]
+
+    async def deliver_local(self, user_id: int, body: bytes) -> None:
+        """File a message the node itself writes (e.g. a delivery status notification)."""
+        await self.submit([LocalCopy(user_id, body)], [], user_id)
+
+    # ---- outbound queue ----------------------------------------------------------------
+
+    async def due_outbound(self, now: int, limit: int = 50) -> list[QueuedMessage]:
+        def q(conn: Connection) -> list[QueuedMessage]:
+            rows = conn.execute(select(
+                outbound.c.id, outbound.c.message_id, outbound.c.user_id, outbound.c.recipient,
+                outbound.c.sealed, outbound.c.headers, outbound.c.created_at,
+                outbound.c.attempts).where(outbound.c.next_attempt_at <= now)
+                .order_by(outbound.c.next_attempt_at).limit(limit))
+            return [QueuedMessage(r[0], bytes(r[1]), r[2], r[3], bytes(r[4]), bytes(r[5]), r[6],
+                                  r[7]) for r in rows]
+        return await self.db.run(q)
+
+    async def next_outbound_at(self) -> int | None:
+        return await self.db.run(lambda conn: conn.execute(
+            select(func.min(outbound.c.next_attempt_at))).scalar())
+
+    async def outbound_done(self, queue_id: int, dsn: LocalCopy | None = None) -> None:
+        """Drop a sent (or expired) envelope; an expiry files its DSN in the same commit."""
+        def q(conn: Connection) -> tuple[None, list[int]]:
+            conn.execute(delete(outbound).where(outbound.c.id == queue_id))
+            if dsn is None:
+                return None, []
+            inbox = self._inbox_id(conn, dsn.user_id)
+            self._add_message(conn, inbox, dsn.body, (), int(self.clock()))
+            return None, [inbox]
+        await self._write(q)
+
+    async def outbound_retry(self, queue_id: int, next_attempt_at: int, error: str) -> None:
+        await self.db.run(lambda conn: conn.execute(update(outbound).where(
+            outbound.c.id == queue_id).values(next_attempt_at=next_attempt_at, last_error=error,
+                                              attempts=outbound.c.attempts + 1)))
+
+    async def queue_length(self) -> int:
+        return await self.db.run(lambda conn: int(conn.execute(
+            select(func.count()).select_from(outbound)).scalar_one()))
+
+
+async def with_store(db: Database, fn: Callable[[SqlStore], Awaitable[None]]) -> None:
+    """Run ``fn`` against a store on ``db`` (for the CLI's one-shot commands)."""
+    await fn(SqlStore(db, ChangeNotifier()))

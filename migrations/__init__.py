@@ -1,0 +1,1 @@
+"""Alembic migrations of the mailnode database (batch mode for SQLite)."""

@@ -1,0 +1,185 @@
+"""An in-memory MailStore for the IMAP tests, faithful to the contract in mailnode.store.api.
+
+It behaves as the SQLite store will: uids strictly increase and are never reused, uidvalidity is
+fixed per mailbox, INBOX matches case-insensitively, every user has INBOX/Sent/Drafts/Trash, and
+every committed change is published to the ChangeNotifier.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from mailnode.store.api import (
+    SPECIAL_MAILBOXES,
+    FlagMode,
+    Mailbox,
+    MailboxExists,
+    MailboxProtected,
+    MessageMeta,
+    NoSuchMailbox,
+    User,
+)
+from mailnode.store.notify import ChangeNotifier
+
+
+@dataclass
+class _Box:
+    id: int
+    user_id: int
+    name: str
+    uidvalidity: int
+    special_use: str | None
+    uidnext: int = 1
+    messages: dict[int, tuple[MessageMeta, bytes]] = field(default_factory=dict)
+
+
+class MemStore:
+    """Users, mailboxes and messages held in dicts."""
+
+    def __init__(self, notifier: ChangeNotifier) -> None:
+        self.notifier = notifier
+        self._users: dict[int, tuple[User, str]] = {}
+        self._boxes: dict[int, _Box] = {}
+        self._ids = itertools.count(1)
+        self._uidvalidity = itertools.count(1_700_000_000)
+
+    # --- test helpers ---
+
+    def add_user(self, name: str, password: str, address: str | None = None) -> User:
+        user = User(next(self._ids), name, address or f"{name}@example.mailnode")
+        self._users[user.id] = (user, password)
+        for box_name, special in SPECIAL_MAILBOXES:
+            self._new_box(user.id, box_name, special)
+        return user
+
+    def _new_box(self, user_id: int, name: str, special: str | None) -> _Box:
+        box = _Box(next(self._ids), user_id, name, next(self._uidvalidity), special)
+        self._boxes[box.id] = box
+        return box
+
+    def _find(self, user_id: int, name: str) -> _Box | None:
+        for box in self._boxes.values():
+            if box.user_id != user_id:
+                continue
+            if box.name == name or (box.name == "INBOX" and name.upper() == "INBOX"):
+                return box
+        return None
+
+    def _box(self, mailbox_id: int) -> _Box:
+        box = self._boxes.get(mailbox_id)
+        if box is None:
+            raise NoSuchMailbox(str(mailbox_id))
+        return box
+
+    @staticmethod
+    def _view(box: _Box) -> Mailbox:
+        unseen = sum(1 for m, _ in box.messages.values() if "\\Seen" not in m.flags)
+        return Mailbox(box.id, box.user_id, box.name, box.uidvalidity, box.uidnext,
+                       box.special_use, len(box.messages), unseen)
+
+    # --- MailStore ---
+
+    async def authenticate(self, login: str, password: str) -> User | None:
+        for user, secret in self._users.values():
+            if login in (user.name, user.address) and password == secret:
+                return user
+        return None
+
+    async def list_mailboxes(self, user_id: int) -> list[Mailbox]:
+        return [self._view(b) for b in self._boxes.values() if b.user_id == user_id]
+
+    async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
+        box = self._find(user_id, name)
+        return None if box is None else self._view(box)
+
+    async def create_mailbox(self, user_id: int, name: str) -> Mailbox:
+        if self._find(user_id, name) is not None:
+            raise MailboxExists(name)
+        return self._view(self._new_box(user_id, name, None))
+
+    async def delete_mailbox(self, user_id: int, name: str) -> None:
+        box = self._find(user_id, name)
+        if box is None:
+            raise NoSuchMailbox(name)
+        if box.name == "INBOX" or box.special_use is not None:
+            raise MailboxProtected(name)
+        del self._boxes[box.id]
+        await self.notifier.publish(box.id)
+
+    async def rename_mailbox(self, user_id: int, old: str, new: str) -> None:
+        box = self._find(user_id, old)
+        if box is None:
+            raise NoSuchMailbox(old)
+        if box.name == "INBOX" or box.special_use is not None:
+            raise MailboxProtected(old)
+        if self._find(user_id, new) is not None:
+            raise MailboxExists(new)
+        box.name = new
+        await self.notifier.publish(box.id)
+
+    async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
+        box = self._box(mailbox_id)
+        return [box.messages[uid][0] for uid in sorted(box.messages)]
+
+    async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
+        box = self._box(mailbox_id)
+        return {uid: box.messages[uid][1] for uid in uids if uid in box.messages}
+
+    async def store_flags(self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str],
+                          mode: FlagMode) -> list[MessageMeta]:
+        box = self._box(mailbox_id)
+        out = []
+        for uid in sorted(set(uids)):
+            if uid not in box.messages:
+                continue
+            meta, body = box.messages[uid]
+            if mode == "set":
+                new = flags
+            elif mode == "add":
+                new = meta.flags | flags
+            else:
+                new = meta.flags - flags
+            meta = replace(meta, flags=frozenset(new))
+            box.messages[uid] = (meta, body)
+            out.append(meta)
+        await self.notifier.publish(mailbox_id)
+        return out
+
+    async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
+                     internaldate: datetime | None) -> tuple[int, int]:
+        box = self._box(mailbox_id)
+        uid = box.uidnext
+        box.uidnext += 1
+        when = internaldate or datetime.now(UTC).replace(microsecond=0)
+        box.messages[uid] = (MessageMeta(uid, frozenset(flags), when, len(body)), bytes(body))
+        await self.notifier.publish(mailbox_id)
+        return box.uidvalidity, uid
+
+    async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
+        box = self._box(mailbox_id)
+        among = set(box.messages) if uids is None else set(uids)
+        removed = sorted(u for u in among
+                         if u in box.messages and "\\Deleted" in box.messages[u][0].flags)
+        for uid in removed:
+            del box.messages[uid]
+        await self.notifier.publish(mailbox_id)
+        return removed
+
+    async def copy(self, src_mailbox_id: int, uids: Sequence[int],
+                   dst_mailbox_id: int) -> list[tuple[int, int]]:
+        src = self._box(src_mailbox_id)
+        dst = self._box(dst_mailbox_id)
+        pairs = []
+        for uid in sorted(set(uids)):
+            if uid not in src.messages:
+                continue
+            meta, body = src.messages[uid]
+            new_uid = dst.uidnext
+            dst.uidnext += 1
+            dst.messages[new_uid] = (replace(meta, uid=new_uid), body)
+            pairs.append((uid, new_uid))
+        await self.notifier.publish(dst_mailbox_id)
+        return pairs
