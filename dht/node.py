@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from kademlia.crawling import NodeSpiderCrawl
 from kademlia.network import Server
@@ -285,13 +285,11 @@ class DhtNode:
         if self._server.protocol is None or self._tasks.closed:
             raise RuntimeError("the DHT node is not running")
 
-    async def _every(self, interval: float, job: Callable[[], object]) -> None:
+    async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
-                result = job()
-                if asyncio.iscoroutine(result):
-                    await result
+                await job()
             except Exception:
                 log.exception("DHT maintenance failed")
 

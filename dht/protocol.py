@@ -173,7 +173,9 @@ class DhtProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia is untype
         self._source(sender, nodeid)
         return bytes(self.source_node.id)
 
-    def rpc_store(self, sender: tuple[str, int], nodeid: object, key: object, value: object) -> bool:
+    def rpc_store(
+        self, sender: tuple[str, int], nodeid: object, key: object, value: object
+    ) -> bool:
         """Store only a valid record under its own key that is newer than what we hold."""
         if self._source(sender, nodeid) is None:
             return False
@@ -263,7 +265,9 @@ class ValueGatherCrawl(NodeSpiderCrawl):  # type: ignore[misc]  # kademlia is un
     (unverified: the caller validates), and ``nearest`` holds the k closest live nodes.
     """
 
-    def __init__(self, protocol: DhtProtocol, node: Node, peers: list[Node], ksize: int, alpha: int):
+    def __init__(
+        self, protocol: DhtProtocol, node: Node, peers: list[Node], ksize: int, alpha: int
+    ) -> None:
         super().__init__(protocol, node, peers, ksize, alpha)
         self.values: dict[bytes, bytes] = {}
 

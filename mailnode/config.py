@@ -43,11 +43,6 @@ class Config:
     record_ttl: float = 86400.0
     republish_interval: float = 3600.0
 
-    @property
-    def published_host(self) -> str:
-        """The address peers use to reach this node's transfer listener."""
-        return self.advertise_host or self.host
-
     def bootstrap_peers(self) -> list[tuple[str, int]]:
         return [parse_hostport(b) for b in self.bootstrap]
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -89,6 +90,30 @@ def write_status(data_dir: Path, listening: Listening, dht: DhtNode, published: 
     tmp.replace(data_dir / STATUS_NAME)
 
 
+async def _resolve(peers: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """DHT datagrams need IP addresses; bootstrap entries may be names (as in compose)."""
+    loop = asyncio.get_running_loop()
+    out = []
+    for host, port in peers:
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("bootstrap peer %s:%d does not resolve: %s", host, port, exc)
+            continue
+        out.append((str(infos[0][4][0]), port))
+    return out
+
+
+def published_host(config: Config) -> str:
+    """Where peers reach us: the configured address, or our own name's address when we bind
+    every interface (inside a container, the name resolves to the container's address)."""
+    if config.advertise_host:
+        return config.advertise_host
+    if config.host in ("0.0.0.0", "::", ""):
+        return socket.gethostbyname(socket.gethostname())
+    return config.host
+
+
 async def serve(data_dir: Path, stop: asyncio.Event,
                 on_ready: Callable[[Listening], None] | None = None) -> None:
     """Run the node until ``stop`` is set; every listener and task is closed on the way out."""
@@ -102,7 +127,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         stack.callback(db.close)
 
         dht = DhtNode(node_id_seed=node_identity.verify_key)
-        await dht.start(host, config.p2p_port, config.bootstrap_peers())
+        await dht.start(host, config.p2p_port, await _resolve(config.bootstrap_peers()))
         stack.push_async_callback(_maybe_await, dht.stop)
 
         inbound = InboundService(store)
@@ -131,7 +156,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         listening = Listening(host, smtp.port, imap.port, dht.port,
                               node_identity.verify_key.hex())
         publisher = Publisher(store, dht, node_identity, config,
-                              (config.published_host, dht.port))
+                              (published_host(config), dht.port))
 
         async def report_status() -> None:
             while True:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
@@ -16,6 +17,13 @@ from mailnode.smtp import replies
 from mailnode.store.api import User
 
 log = logging.getLogger(__name__)
+
+# Plain AUTH is deliberate for the loopback default (``init`` warns when binding elsewhere);
+# aiosmtpd warns about it on every connection, which would flood the log.
+warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
+logging.getLogger("mail.log").addFilter(
+    lambda record: "auth_required == True but auth_require_tls" not in record.getMessage())
 
 MAX_RECIPIENTS = 100
 

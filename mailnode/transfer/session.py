@@ -227,7 +227,9 @@ class ServerSession:
             self._state = ServerState.CLOSED
             self._deadline = None
             return [Terminated(None)]
-        error = ProtocolError(ErrorCode.UNEXPECTED, f"connection closed in state {self._state.value}")
+        error = ProtocolError(
+            ErrorCode.UNEXPECTED, f"connection closed in state {self._state.value}"
+        )
         self._state = ServerState.CLOSED
         self._deadline = None
         return [Terminated(error)]
@@ -276,7 +278,8 @@ class ServerSession:
         if state is ServerState.IDLE and isinstance(frame, Offer):
             return self._on_offer(frame)
         if state is ServerState.RECEIVING and isinstance(frame, Data):
-            return self._on_data(frame)
+            self._on_data(frame)
+            return None
         if state is ServerState.RECEIVING and isinstance(frame, End):
             return self._on_end()
         raise ProtocolError(
@@ -444,7 +447,8 @@ class ClientSession:
             raise PeerReportedError(frame.code, f"peer reported: {frame.reason}")
         state = self._state
         if state is ClientState.AWAIT_CHALLENGE and isinstance(frame, Challenge):
-            return self._on_challenge(frame)
+            self._on_challenge(frame)
+            return None
         if state is ClientState.AWAIT_READY and isinstance(frame, Ready):
             self._state = ClientState.IDLE
             return ReadyEvent()

@@ -1,0 +1,90 @@
+"""Rendering of FETCH response items for one message."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from mailnode.imap import commands as c
+from mailnode.imap import mime
+from mailnode.imap.responses import date_time, flags, literal
+from mailnode.store.api import MessageMeta
+
+STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
+
+
+class StructureCache:
+    """ENVELOPE/BODY/BODYSTRUCTURE per message, so repeated client scans skip MIME parsing
+    (and fetching the body). Messages never change, so entries never go stale."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[int, int], dict[str, bytes]] = OrderedDict()
+
+    def get(self, mailbox_id: int, uid: int) -> dict[str, bytes] | None:
+        key = (mailbox_id, uid)
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def compute(self, mailbox_id: int, uid: int, raw: bytes) -> dict[str, bytes]:
+        entity = mime.parse(raw)
+        value = {
+            "ENVELOPE": mime.envelope(entity),
+            "BODYSTRUCTURE": mime.bodystructure(entity, extended=True),
+            "BODY": mime.bodystructure(entity, extended=False),
+        }
+        self._items[(mailbox_id, uid)] = value
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return value
+
+
+def section_name(attr: c.FetchAttr) -> bytes:
+    """How the item is named in the response (PEEK dropped, partial reduced to its origin)."""
+    assert attr.section is not None
+    name = f"BODY[{attr.section}]"
+    if attr.partial is not None:
+        name += f"<{attr.partial[0]}>"
+    return name.encode("ascii")
+
+
+def body_section(raw: bytes, attr: c.FetchAttr) -> bytes:
+    """The bytes for ``BODY[section]<partial>``."""
+    assert attr.section is not None
+    s = attr.section
+    data = mime.section_bytes(raw, s.parts, s.text, s.fields)
+    if attr.partial is not None:
+        start, count = attr.partial
+        data = data[start:start + count]
+    return data
+
+
+def render(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes | None,
+           structure: dict[str, bytes] | None) -> bytes:
+    """The parenthesised item list of one ``* n FETCH (...)`` response."""
+    out: list[bytes] = []
+    for attr in attrs:
+        name = attr.name
+        if name == "FLAGS":
+            out.append(b"FLAGS " + flags(meta.flags))
+        elif name == "UID":
+            out.append(b"UID %d" % meta.uid)
+        elif name == "INTERNALDATE":
+            out.append(b"INTERNALDATE " + date_time(meta.internaldate))
+        elif name == "RFC822.SIZE":
+            out.append(b"RFC822.SIZE %d" % meta.size)
+        elif name in STRUCTURE_ITEMS and attr.section is None:
+            assert structure is not None
+            out.append(name.encode() + b" " + structure[name])
+        else:
+            assert raw is not None
+            if name == "RFC822":
+                out.append(b"RFC822 " + literal(raw))
+            elif name == "RFC822.HEADER":
+                out.append(b"RFC822.HEADER " + literal(mime.split_header(raw)[0]))
+            elif name == "RFC822.TEXT":
+                out.append(b"RFC822.TEXT " + literal(mime.split_header(raw)[1]))
+            else:
+                out.append(section_name(attr) + b" " + literal(body_section(raw, attr)))
+    return b"(" + b" ".join(out) + b")"

@@ -1,0 +1,119 @@
+"""Evaluation of SEARCH keys against one message (metadata, and its bytes when needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import parsedate_to_datetime
+
+from mailnode.imap import commands as c
+from mailnode.imap.mime import split_header
+from mailnode.store.api import MessageMeta
+
+CHARSETS = frozenset({"US-ASCII", "UTF-8"})
+
+
+def needs_body(key: c.SearchKey) -> bool:
+    """Whether evaluating ``key`` requires the message bytes (header/body/sent-date keys)."""
+    if isinstance(key, c.SearchHeader | c.SearchText):
+        return True
+    if isinstance(key, c.SearchDate):
+        return key.sent
+    if isinstance(key, c.SearchNot):
+        return needs_body(key.key)
+    if isinstance(key, c.SearchOr):
+        return needs_body(key.left) or needs_body(key.right)
+    if isinstance(key, c.SearchAnd):
+        return any(needs_body(k) for k in key.keys)
+    return False
+
+
+@dataclass
+class Candidate:
+    """A message being tested; the parsed header is computed at most once."""
+
+    seq: int
+    meta: MessageMeta
+    max_seq: int
+    max_uid: int
+    raw: bytes | None = None
+    _fields: Message | None = field(default=None, repr=False)
+
+    @property
+    def fields(self) -> Message:
+        if self._fields is None:
+            header, _ = split_header(self.raw or b"")
+            self._fields = BytesHeaderParser(policy=compat32).parsebytes(header)
+        return self._fields
+
+
+def _decoded(value: str) -> str:
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        return value
+
+
+def _day(value: datetime) -> date:
+    return value.date()
+
+
+def matches(key: c.SearchKey, m: Candidate) -> bool:
+    """Whether message ``m`` satisfies ``key`` (RFC 3501 §6.4.4 semantics)."""
+    if isinstance(key, c.SearchAll):
+        return True
+    if isinstance(key, c.SearchFlag):
+        return (key.flag in m.meta.flags) == key.present
+    if isinstance(key, c.SearchNew):
+        return False if key.recent else True  # \Recent is never set by this server
+    if isinstance(key, c.SearchSeq):
+        return key.seqs.contains(m.seq, m.max_seq)
+    if isinstance(key, c.SearchUid):
+        return key.uids.contains(m.meta.uid, m.max_uid)
+    if isinstance(key, c.SearchNot):
+        return not matches(key.key, m)
+    if isinstance(key, c.SearchOr):
+        return matches(key.left, m) or matches(key.right, m)
+    if isinstance(key, c.SearchAnd):
+        return all(matches(k, m) for k in key.keys)
+    if isinstance(key, c.SearchSize):
+        return m.meta.size > key.size if key.larger else m.meta.size < key.size
+    if isinstance(key, c.SearchDate):
+        return _match_date(key, m)
+    if isinstance(key, c.SearchHeader):
+        needle = key.value.casefold()
+        values = m.fields.get_all(key.name) or []
+        if not needle:
+            return bool(values)
+        return any(needle in _decoded(str(v)).casefold() for v in values)
+    if isinstance(key, c.SearchText):
+        raw = m.raw or b""
+        haystack = split_header(raw)[1] if key.body_only else raw
+        return key.value.casefold() in haystack.decode("utf-8", "replace").casefold()
+    raise AssertionError(f"unhandled search key {key!r}")
+
+
+def _match_date(key: c.SearchDate, m: Candidate) -> bool:
+    if key.sent:
+        value = m.fields.get("date")
+        if value is None:
+            return False
+        try:
+            when = parsedate_to_datetime(str(value))
+        except (TypeError, ValueError):
+            return False
+    else:
+        when = m.meta.internaldate
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    day = _day(when)
+    target = key.date.date()
+    if key.op == "before":
+        return day < target
+    if key.op == "on":
+        return day == target
+    return day >= target

@@ -1,0 +1,306 @@
+"""Asyncio adapter for the receiving side: accepts TCP, upgrades to TLS, runs ServerSession.
+
+The listener accepts plain TCP and upgrades each connection with ``loop.start_tls`` so that
+the connection limit is enforced *before* any TLS work is done for a peer, and reading is
+paused until the upgrade so the ClientHello cannot be swallowed by the plain transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from crypto.keys import Identity
+from mailnode.transfer.frames import CHALLENGE_SIZE
+from mailnode.transfer.session import (
+    Authenticated,
+    InboundMessage,
+    MessageReceived,
+    OfferRefused,
+    Outcome,
+    ServerEvent,
+    ServerSession,
+    Terminated,
+    Verdict,
+)
+from mailnode.transfer.tls import server_context
+
+log = logging.getLogger(__name__)
+
+AcceptCallback = Callable[[InboundMessage], Awaitable[Outcome]]
+"""Commits a received message durably and says so; "already stored" must be ACCEPTED."""
+
+
+def _fingerprint(key: bytes | None) -> str:
+    return key[:8].hex() if key else "-"
+
+
+class TransferServer:
+    """Listens for other nodes handing over sealed envelopes for this node's users."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        accept: AcceptCallback,
+        *,
+        max_message_size: int,
+        max_connections: int = 64,
+        timeout: float = 60.0,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        if max_message_size < 0 or max_connections < 1 or timeout <= 0:
+            raise ValueError("limits must be positive")
+        self._identity = identity
+        self._accept = accept
+        self._max_message_size = max_message_size
+        self._max_connections = max_connections
+        self._timeout = timeout
+        self._now = now
+        self._context: ssl.SSLContext | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def node_key(self) -> bytes:
+        return self._identity.verify_key
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("server is not started")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def connection_count(self) -> int:
+        """Open connections, TLS handshakes in progress included."""
+        return len(self._connections)
+
+    async def start(self, host: str, port: int) -> None:
+        if self._server is not None:
+            raise RuntimeError("server already started")
+        self._context = server_context(self._identity, self._now())
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host, port)
+        log.info("transfer server listening on %s:%d", host, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening, drop every connection and cancel commits still running.
+
+        A cancelled commit is safe: the sender never got an ACK and will retry, and message
+        ids make the retry idempotent.
+        """
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for connection in list(self._connections):
+            connection.abort()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+        log.info("transfer server stopped")
+
+    # used by _Connection
+
+    def _admit(self, connection: _Connection) -> bool:
+        if self._server is None or len(self._connections) >= self._max_connections:
+            return False
+        self._connections.add(connection)
+        return True
+
+    def _release(self, connection: _Connection) -> None:
+        self._connections.discard(connection)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class _Connection(asyncio.Protocol):
+    """One peer connection: moves bytes between the transport and a ServerSession."""
+
+    def __init__(self, owner: TransferServer) -> None:
+        self._owner = owner
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._tls: asyncio.Transport | None = None
+        self._session: ServerSession | None = None
+        self._early = bytearray()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._peer = "?"
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called once, for the plain TCP transport (start_tls does not call it again).
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            self._peer = f"{peername[0]}:{peername[1]}"
+        if not self._owner._admit(self):
+            log.warning("refusing transfer connection from %s: connection limit", self._peer)
+            self._closed = True
+            transport.abort()
+            return
+        transport.pause_reading()
+        self._owner._spawn(self._upgrade(transport))
+
+    def data_received(self, data: bytes) -> None:
+        if self._session is None:
+            # TLS completed but _upgrade has not resumed yet: hold the bytes for it.
+            self._early += data
+            return
+        self._process(self._session.receive_data(data, self._loop.time()))
+
+    def eof_received(self) -> bool | None:
+        if self._session is not None:
+            self._process(self._session.receive_eof())
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    # lifecycle
+
+    def abort(self) -> None:
+        """Drop the connection at once (server shutdown)."""
+        transport = self._tls or self._transport
+        if transport is not None:
+            transport.abort()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._closed:
+            self._closed = True
+            log.debug("transfer connection from %s closed", self._peer)
+        self._owner._release(self)
+
+    def _close(self) -> None:
+        """Orderly close: pending frames (an ERROR, say) are flushed first."""
+        if self._tls is not None:
+            self._tls.close()
+        elif self._transport is not None:
+            self._transport.close()
+        self._finish()
+
+    async def _upgrade(self, raw: asyncio.Transport) -> None:
+        owner = self._owner
+        assert owner._context is not None
+        try:
+            tls = await self._loop.start_tls(
+                raw,
+                self,
+                owner._context,
+                server_side=True,
+                ssl_handshake_timeout=owner._timeout,
+                ssl_shutdown_timeout=owner._timeout,
+            )
+        except (OSError, EOFError) as exc:
+            log.info("TLS handshake with %s failed: %s", self._peer, exc)
+            raw.abort()
+            self._finish()
+            return
+        if tls is None or self._closed:
+            if tls is not None:
+                tls.abort()
+            raw.abort()
+            self._finish()
+            return
+        self._tls = tls
+        session = ServerSession(
+            owner._identity,
+            os.urandom(CHALLENGE_SIZE),
+            max_message_size=owner._max_message_size,
+            timeout=owner._timeout,
+            now=self._loop.time(),
+        )
+        self._session = session
+        early, self._early = bytes(self._early), bytearray()
+        self._process(session.receive_data(early, self._loop.time()))
+
+    def _process(self, events: list[ServerEvent]) -> None:
+        session = self._session
+        assert session is not None and self._tls is not None
+        data = session.data_to_send()
+        if data and not self._closed:
+            self._tls.write(data)
+        for event in events:
+            if isinstance(event, Authenticated):
+                log.info(
+                    "transfer peer %s authenticated as node %s",
+                    self._peer,
+                    _fingerprint(event.peer_node_key),
+                )
+            elif isinstance(event, OfferRefused):
+                log.info(
+                    "refused message %s (%d bytes) from node %s: %s",
+                    event.message_id.hex(),
+                    event.size,
+                    _fingerprint(session.peer_node_key),
+                    event.reason,
+                )
+            elif isinstance(event, MessageReceived):
+                self._tls.pause_reading()
+                self._owner._spawn(self._commit(event.message))
+            elif isinstance(event, Terminated):
+                if event.error is not None:
+                    log.info(
+                        "closing transfer connection from %s (node %s): %s",
+                        self._peer,
+                        _fingerprint(session.peer_node_key),
+                        event.error,
+                    )
+                self._close()
+        self._arm_timer()
+
+    async def _commit(self, message: InboundMessage) -> None:
+        message_hex = message.message_id.hex()
+        try:
+            outcome = await self._owner._accept(message)
+        except Exception:
+            log.exception("accept callback failed for message %s", message_hex)
+            outcome = Outcome(Verdict.TEMPORARY, "internal error while storing the message")
+        log.info(
+            "message %s (%d bytes) from node %s: %s %s",
+            message_hex,
+            len(message.sealed),
+            _fingerprint(message.peer_node_key),
+            outcome.verdict.value,
+            outcome.reason,
+        )
+        session = self._session
+        if self._closed or session is None or self._tls is None:
+            return  # the peer left; it will retry and find the message already stored
+        session.send_result(outcome, self._loop.time())
+        self._tls.resume_reading()
+        self._process(session.receive_data(b"", self._loop.time()))
+
+    # timers
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self._session.deadline if self._session is not None else None
+        if deadline is not None and not self._closed:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._session is not None and not self._closed:
+            self._process(self._session.handle_timeout(self._loop.time()))

@@ -1,0 +1,167 @@
+"""SMTP submission over a real socket with Python's smtplib (run in a thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from crypto.address import address_for, key_of
+from crypto.envelope import open_envelope
+from crypto.keys import Identity
+from mailnode.delivery.submit import SubmissionService
+from mailnode.smtp.server import SubmissionServer
+from mailnode.store.api import User
+from mailnode.store.sqlite import SqlStore
+
+PASSWORD = "s3cret-pass"
+MAX = 64 * 1024
+
+
+def message(sender: str, to: str, body: str = "Hello there.\r\n") -> bytes:
+    return (f"From: {sender}\r\nTo: {to}\r\nSubject: test\r\n"
+            f"Message-ID: <t1@example>\r\n\r\n{body}").encode()
+
+
+@dataclass
+class Env:
+    store: SqlStore
+    port: int
+    alice: User
+    bob: User
+    wakes: list[int]
+
+
+@pytest.fixture
+async def env(store: SqlStore) -> AsyncIterator[Env]:
+    alice = await store.create_user("alice", PASSWORD, Identity.generate())
+    bob = await store.create_user("bob", PASSWORD, Identity.generate())
+    wakes: list[int] = []
+    server = SubmissionServer(SubmissionService(store, lambda: wakes.append(1)),
+                              max_message_size=MAX, failed_login_delay=0.01)
+    await server.start("127.0.0.1", 0)
+    try:
+        yield Env(store, server.port, alice, bob, wakes)
+    finally:
+        await server.stop()
+
+
+def client(env: Env) -> smtplib.SMTP:
+    smtp = smtplib.SMTP("127.0.0.1", env.port, timeout=10)
+    smtp.ehlo("test")
+    return smtp
+
+
+async def test_local_delivery_is_byte_identical_below_trace_header(env: Env) -> None:
+    data = message(env.alice.address, env.bob.address)
+
+    def send() -> None:
+        with client(env) as smtp:
+            assert "PLAIN" in smtp.esmtp_features["auth"]
+            assert smtp.esmtp_features["size"] == str(MAX)
+            smtp.login("alice", PASSWORD)
+            smtp.sendmail(env.alice.address, [env.bob.address], data)
+    await asyncio.to_thread(send)
+    inbox = await env.store.get_mailbox(env.bob.id, "INBOX")
+    assert inbox is not None
+    metas = await env.store.list_messages(inbox.id)
+    body = (await env.store.fetch_bodies(inbox.id, [metas[0].uid]))[metas[0].uid]
+    assert body.startswith(b"Received: ")
+    assert body.endswith(data)
+
+
+async def test_remote_recipient_is_sealed_and_queued(env: Env) -> None:
+    carol = Identity.generate()
+    data = message(env.alice.address, address_for(carol.verify_key), ("x" * 70 + "\r\n") * 20)
+
+    def send() -> None:
+        with client(env) as smtp:
+            smtp.login(env.alice.address, PASSWORD)  # the full address works as login
+            smtp.sendmail(env.alice.address, [address_for(carol.verify_key).upper()], data)
+    await asyncio.to_thread(send)
+    queued = await env.store.due_outbound(now=2**40)
+    assert len(queued) == 1 and env.wakes
+    assert b"x" * 100 not in queued[0].sealed  # sealed, not plaintext
+    opened = open_envelope(carol, queued[0].sealed)
+    assert opened.payload == data
+    assert opened.sender_key == key_of(env.alice.address)
+
+
+async def test_auth_login_mechanism(env: Env) -> None:
+    def send() -> None:
+        with client(env) as smtp:
+            code, _ = smtp.docmd("AUTH", "LOGIN")
+            assert code == 334
+            import base64
+            assert smtp.docmd(base64.b64encode(b"alice").decode())[0] == 334
+            assert smtp.docmd(base64.b64encode(PASSWORD.encode()).decode())[0] == 235
+            smtp.sendmail(env.alice.address, [env.bob.address],
+                          message(env.alice.address, env.bob.address))
+    await asyncio.to_thread(send)
+
+
+async def test_refusals_keep_the_session_alive(env: Env) -> None:
+    outsider = address_for(Identity.generate().verify_key)
+
+    def dialogue() -> None:
+        with client(env) as smtp:
+            # unauthenticated MAIL
+            code, text = smtp.docmd("MAIL FROM:<%s>" % env.alice.address)
+            assert code == 530, text
+            # wrong password
+            with pytest.raises(smtplib.SMTPAuthenticationError) as err:
+                smtp.login("alice", "wrong-password")
+            assert err.value.smtp_code == 535
+            smtp.login("alice", PASSWORD)
+            # forged envelope sender
+            code, text = smtp.docmd(f"MAIL FROM:<{outsider}>")
+            assert code == 553 and b"own address" in text
+            code, _ = smtp.docmd(f"MAIL FROM:<{env.alice.address}>")
+            assert code == 250
+            for bad in ("someone@example.com", "abc@mailnode.invalid",
+                        env.bob.address.replace("a", "b", 1)):
+                code, text = smtp.docmd(f"RCPT TO:<{bad}>")
+                assert code == 553, (bad, text)
+            code, _ = smtp.docmd(f"RCPT TO:<{env.bob.address}>")
+            assert code == 250
+            smtp.rset()
+            # oversize: declared SIZE refused before data
+            code, _ = smtp.docmd(f"MAIL FROM:<{env.alice.address}> SIZE={MAX + 1}")
+            assert code == 552
+            smtp.rset()
+            big = message(env.alice.address, env.bob.address, ("y" * 70 + "\r\n") * 1000)
+            # oversize: smtplib declares SIZE, refused at MAIL
+            with pytest.raises(smtplib.SMTPSenderRefused) as size_err:
+                smtp.sendmail(env.alice.address, [env.bob.address], big)
+            assert size_err.value.smtp_code == 552
+            # oversize without a declared SIZE: refused after DATA, nothing stored
+            assert smtp.docmd(f"MAIL FROM:<{env.alice.address}>")[0] == 250
+            assert smtp.docmd(f"RCPT TO:<{env.bob.address}>")[0] == 250
+            assert smtp.docmd("DATA")[0] == 354
+            smtp.send(big + b".\r\n")
+            code, _ = smtp.getreply()
+            assert code == 552
+            # still serving: a good message goes through
+            smtp.rset()
+            smtp.sendmail(env.alice.address, [env.bob.address],
+                          message(env.alice.address, env.bob.address))
+    await asyncio.to_thread(dialogue)
+    inbox = await env.store.get_mailbox(env.bob.id, "INBOX")
+    assert inbox is not None and inbox.messages == 1
+
+
+async def test_authzid_of_another_user_is_refused(env: Env) -> None:
+    import base64
+
+    def dialogue() -> None:
+        with client(env) as smtp:
+            blob = base64.b64encode(b"bob\0alice\0" + PASSWORD.encode()).decode()
+            code, _ = smtp.docmd("AUTH", f"PLAIN {blob}")
+            assert code == 535
+            blob = base64.b64encode(b"alice\0alice\0" + PASSWORD.encode()).decode()
+            code, _ = smtp.docmd("AUTH", f"PLAIN {blob}")  # mutt/mbsync style
+            assert code == 235
+    await asyncio.to_thread(dialogue)

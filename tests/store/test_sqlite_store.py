@@ -1,0 +1,127 @@
+"""The SQLite store against its contract, on real database files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from crypto.keys import Identity
+from mailnode.store.api import MailboxExists, MailboxProtected, NoSuchMailbox
+from mailnode.store.database import Database, is_current
+from mailnode.store.sqlite import LocalCopy, Outgoing, SqlStore, UserExists
+
+MSG = b"From: a@example\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+async def test_new_database_is_at_head_wal_and_private(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "m.db")
+    try:
+        assert is_current(db.engine)
+        assert os.stat(tmp_path / "m.db").st_mode & 0o777 == 0o600
+        with sqlite3.connect(tmp_path / "m.db") as raw:
+            assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+
+
+async def test_users_get_special_mailboxes_and_login_by_name_or_address(store: SqlStore) -> None:
+    user = await store.create_user("alice", "correct horse", Identity.generate())
+    names = {(m.name, m.special_use) for m in await store.list_mailboxes(user.id)}
+    assert names == {("INBOX", None), ("Sent", "\\Sent"), ("Drafts", "\\Drafts"),
+                     ("Trash", "\\Trash")}
+    assert await store.authenticate("alice", "correct horse") == user
+    assert await store.authenticate(user.address.upper(), "correct horse") == user
+    assert await store.authenticate("alice", "wrong") is None
+    assert await store.authenticate("nobody", "correct horse") is None
+    with pytest.raises(UserExists):
+        await store.create_user("alice", "x" * 8, Identity.generate())
+
+
+async def test_append_fetch_flags_expunge(store: SqlStore) -> None:
+    user = await store.create_user("u", "password1", Identity.generate())
+    inbox = await store.get_mailbox(user.id, "inbox")
+    assert inbox is not None
+    uidvalidity, uid1 = await store.append(inbox.id, MSG, frozenset({"\\Seen"}), None)
+    _, uid2 = await store.append(inbox.id, MSG + b"2", frozenset(), None)
+    assert uidvalidity == inbox.uidvalidity and uid2 > uid1
+    assert (await store.fetch_bodies(inbox.id, [uid1, uid2, 999])) == {
+        uid1: MSG, uid2: MSG + b"2"}
+    box = await store.get_mailbox(user.id, "INBOX")
+    assert box is not None and (box.messages, box.unseen, box.uidnext) == (2, 1, uid2 + 1)
+    metas = await store.store_flags(inbox.id, [uid2], frozenset({"\\Deleted", "$x"}), "add")
+    assert metas[0].flags == {"\\Deleted", "$x"}
+    metas = await store.store_flags(inbox.id, [uid2], frozenset({"$x"}), "remove")
+    assert metas[0].flags == {"\\Deleted"}
+    assert await store.expunge(inbox.id, [uid1]) == []
+    assert await store.expunge(inbox.id) == [uid2]
+    assert [m.uid for m in await store.list_messages(inbox.id)] == [uid1]
+    # uids are never reused after expunge
+    _, uid3 = await store.append(inbox.id, MSG, frozenset(), None)
+    assert uid3 > uid2
+
+
+async def test_concurrent_appends_get_distinct_uids(store: SqlStore) -> None:
+    user = await store.create_user("u", "password1", Identity.generate())
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    assert inbox is not None
+    results = await asyncio.gather(*(store.append(inbox.id, MSG, frozenset(), None)
+                                     for _ in range(50)))
+    uids = [uid for _, uid in results]
+    assert len(set(uids)) == 50
+
+
+async def test_mailbox_management(store: SqlStore) -> None:
+    user = await store.create_user("u", "password1", Identity.generate())
+    box = await store.create_mailbox(user.id, "Projects")
+    with pytest.raises(MailboxExists):
+        await store.create_mailbox(user.id, "Projects")
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    assert inbox is not None
+    _, uid = await store.append(inbox.id, MSG, frozenset({"\\Flagged"}), None)
+    pairs = await store.copy(inbox.id, [uid], box.id)
+    assert len(pairs) == 1 and pairs[0][0] == uid
+    copied = await store.list_messages(box.id)
+    assert copied[0].flags == {"\\Flagged"}
+    await store.rename_mailbox(user.id, "Projects", "Archive")
+    assert await store.get_mailbox(user.id, "Projects") is None
+    with pytest.raises(MailboxProtected):
+        await store.delete_mailbox(user.id, "Trash")
+    with pytest.raises(NoSuchMailbox):
+        await store.delete_mailbox(user.id, "Nope")
+    await store.delete_mailbox(user.id, "Archive")
+    assert await store.get_mailbox(user.id, "Archive") is None
+
+
+async def test_inbound_delivery_is_idempotent_and_notifies(store: SqlStore) -> None:
+    user = await store.create_user("u", "password1", Identity.generate())
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    assert inbox is not None
+    seen = store.notifier.version(inbox.id)
+    waiter = asyncio.create_task(store.notifier.wait(inbox.id, seen))
+    sender, mid = os.urandom(32), os.urandom(16)
+    assert await store.deliver_inbound(user.id, sender, mid, MSG) is True
+    await asyncio.wait_for(waiter, 5)
+    assert await store.deliver_inbound(user.id, sender, mid, MSG) is False
+    assert len(await store.list_messages(inbox.id)) == 1
+
+
+async def test_submission_files_local_and_queues_remote_in_one_commit(store: SqlStore) -> None:
+    alice = await store.create_user("alice", "password1", Identity.generate())
+    bob = await store.create_user("bob", "password1", Identity.generate())
+    out = Outgoing(os.urandom(16), "x@mailnode.invalid", b"sealed", b"Subject: s\r\n")
+    await store.submit([LocalCopy(bob.id, MSG)], [out], alice.id)
+    bob_inbox = await store.get_mailbox(bob.id, "INBOX")
+    assert bob_inbox is not None and bob_inbox.messages == 1
+    assert await store.queue_length() == 1
+    due = await store.due_outbound(now=2**40)
+    assert [d.message_id for d in due] == [out.message_id]
+    await store.outbound_retry(due[0].id, 2**41, "down")
+    assert await store.due_outbound(now=2**40) == []
+    await store.outbound_done(due[0].id, LocalCopy(alice.id, b"DSN\r\n"))
+    assert await store.queue_length() == 0
+    alice_inbox = await store.get_mailbox(alice.id, "INBOX")
+    assert alice_inbox is not None and alice_inbox.messages == 1
