@@ -47,6 +47,7 @@ class _Server(Server):  # type: ignore[misc]  # kademlia is untyped
         rpc_timeout: float,
     ) -> None:
         super().__init__(ksize=ksize, alpha=alpha, node_id=node_id, storage=storage)
+        self.storage = storage  # the library's `storage or ForgetfulStorage()` drops an empty one
         self._tasks = tasks
         self._rpc_timeout = rpc_timeout
 

@@ -52,8 +52,8 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
         ("host", "address every listener binds to; 127.0.0.1 keeps the node private to "
                  "this machine (use 0.0.0.0 only behind a firewall you control)"),
         ("advertise_host", "address published in the DHT for peers to reach this node's "
-                           "transfer port; empty means host (or this machine's own address when host "
-                           "is 0.0.0.0)"),
+                           "transfer port; empty means host (or this machine's own address "
+                           "when host is 0.0.0.0)"),
         ("smtp_port", "SMTP submission port for your mail client (AUTH required)"),
         ("imap_port", "IMAP port for your mail client"),
         ("p2p_port", "DHT port (UDP); mail transfer between nodes uses TCP on the same number"),

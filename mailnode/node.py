@@ -141,7 +141,8 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         policy = RetryPolicy(config.retry_initial, config.retry_max, config.give_up_after)
         queue = OutboundQueue(store, dht.lookup,
                               transfer_sender(node_identity, config.transfer_timeout), policy)
-        submission = SubmissionService(store, queue.wake)
+        submission = SubmissionService(store, queue.wake, resolve=dht.lookup,
+                                       has_peers=lambda: dht.peer_count() > 0)
         smtp = SubmissionServer(submission, max_message_size=config.max_message_size,
                                 max_connections=config.max_connections,
                                 failed_login_delay=config.failed_login_delay)

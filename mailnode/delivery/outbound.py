@@ -7,6 +7,7 @@ State lives only in SQLite, so a restart (or ``kill -9``) resumes where the queu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -76,10 +77,8 @@ class OutboundQueue:
             await self.run_once()
             next_at = await self.store.next_outbound_at()
             timeout = None if next_at is None else max(0.05, next_at - self.clock())
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
 
     async def run_once(self) -> None:
         """Attempt every envelope that is due now."""

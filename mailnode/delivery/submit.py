@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from crypto.address import AddressError, key_of, normalise
 from crypto.envelope import seal
 from crypto.keys import Identity, PublicIdentity
+from mailnode.delivery.outbound import Resolver
 from mailnode.delivery.trace import received_header, split_headers
 from mailnode.smtp import replies
 from mailnode.store.api import User
@@ -33,10 +34,15 @@ class SubmissionService:
     """What the SMTP adapter calls; knows nothing of aiosmtpd."""
 
     def __init__(self, store: SqlStore, wake_queue: Callable[[], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, resolve: Resolver | None = None,
+                 has_peers: Callable[[], bool] = lambda: False,
+                 lookup_timeout: float = 10.0) -> None:
         self.store = store
         self.wake_queue = wake_queue
         self.clock = clock
+        self.resolve = resolve
+        self.has_peers = has_peers
+        self.lookup_timeout = lookup_timeout
 
     @staticmethod
     def is_own_address(user: User, address: str) -> bool:
@@ -48,9 +54,20 @@ class SubmissionService:
     async def check_recipient(self, address: str) -> str:
         """The canonical form of a deliverable recipient, else RecipientRejected."""
         try:
-            return normalise(address)
+            canonical = normalise(address)
         except AddressError as exc:
             raise RecipientRejected(replies.RECIPIENT_INVALID.format(reason=exc)) from exc
+        if self.resolve is None or not self.has_peers():
+            return canonical  # cannot tell yet: queue it, the DSN reports a final failure
+        if await self.store.find_user(canonical) is not None:
+            return canonical
+        try:
+            record = await asyncio.wait_for(self.resolve(key_of(canonical)), self.lookup_timeout)
+        except (TimeoutError, OSError):
+            return canonical
+        if record is None:
+            raise RecipientRejected(replies.RECIPIENT_UNPUBLISHED.format(address=canonical))
+        return canonical
 
     async def submit(self, user: User, recipients: list[str], content: bytes) -> str:
         """Seal and queue (or file locally); returns a queue id for the 250 reply."""

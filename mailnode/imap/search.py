@@ -69,7 +69,7 @@ def matches(key: c.SearchKey, m: Candidate) -> bool:
     if isinstance(key, c.SearchFlag):
         return (key.flag in m.meta.flags) == key.present
     if isinstance(key, c.SearchNew):
-        return False if key.recent else True  # \Recent is never set by this server
+        return not key.recent  # \Recent is never set by this server
     if isinstance(key, c.SearchSeq):
         return key.seqs.contains(m.seq, m.max_seq)
     if isinstance(key, c.SearchUid):

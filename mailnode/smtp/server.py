@@ -28,6 +28,13 @@ logging.getLogger("mail.log").addFilter(
 MAX_RECIPIENTS = 100
 
 
+def _user(session: Session) -> User:
+    """The authenticated user; aiosmtpd's ``auth_required`` answers 530 before MAIL."""
+    user: object = session.auth_data
+    assert isinstance(user, User)
+    return user
+
+
 class SubmissionHandler:
     """aiosmtpd handler for authenticated submission."""
 
@@ -40,7 +47,7 @@ class SubmissionHandler:
             return AuthResult(success=False, handled=False, message=replies.AUTH_AUTHZID)
         user = await self.service.store.authenticate(creds.login, creds.password)
         if user is None:
-            log.info("smtp login failed for %r from %s", creds.login, server.session.peer)
+            log.info("smtp login failed for %r", creds.login)
             await asyncio.sleep(self.failed_login_delay)  # costs the guesser, not the loop
             return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
         log.info("smtp login user=%s", user.name)
@@ -77,7 +84,7 @@ class SubmissionHandler:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
-        user: User = session.auth_data
+        user = _user(session)
         if not self.service.is_own_address(user, address):
             return replies.SENDER_NOT_OWNED.format(address=user.address)
         envelope.mail_from = address
@@ -97,7 +104,7 @@ class SubmissionHandler:
         return replies.RECIPIENT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        user: User = session.auth_data
+        user = _user(session)
         content = envelope.original_content or b""
         try:
             queue_id = await self.service.submit(user, list(envelope.rcpt_tos), content)

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Row, delete, func, insert, select, update
@@ -80,8 +81,7 @@ def _flags_set(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-def _meta(row: Row[tuple[int, str, int, int]]) -> MessageMeta:
-    uid, flags, internaldate, size = row
+def _meta(uid: int, flags: str, internaldate: int, size: int) -> MessageMeta:
     return MessageMeta(uid, _flags_set(flags), datetime.fromtimestamp(internaldate, UTC), size)
 
 
@@ -112,7 +112,7 @@ class SqlStore:
         row = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id, cond)).first()
         return None if row is None else self._mailbox(conn, row)
 
-    def _mailbox(self, conn: Connection, row: Row[tuple[object, ...]]) -> Mailbox:
+    def _mailbox(self, conn: Connection, row: Row[Any]) -> Mailbox:
         m = row._mapping
         total, unseen = conn.execute(
             select(func.count(), func.count().filter(~messages.c.flags.contains("\\Seen")))
@@ -125,7 +125,7 @@ class SqlStore:
         uidvalidity = max(1, int(self.clock()) & 0x7FFFFFFF)
         return int(conn.execute(insert(mailboxes).values(
             user_id=user_id, name=name, uidvalidity=uidvalidity, uidnext=1,
-            special_use=special_use)).inserted_primary_key[0])
+            special_use=special_use)).inserted_primary_key[0])  # type: ignore[index]
 
     def _add_message(self, conn: Connection, mailbox_id: int, body: bytes, flags: Iterable[str],
                      internaldate: int) -> int:
@@ -157,7 +157,7 @@ class SqlStore:
         address = address_for(identity.verify_key)
         user_id = int(conn.execute(insert(users).values(
             name=name, address=address, password_hash=pw_hash,
-            identity_seed=identity.seed, created_at=int(self.clock()))).inserted_primary_key[0])
+            identity_seed=identity.seed, created_at=int(self.clock()))).inserted_primary_key[0])  # type: ignore[index]
         for mailbox, special in SPECIAL_MAILBOXES:
             self._new_mailbox(conn, user_id, mailbox, special)
         return User(user_id, name, address)
@@ -248,7 +248,7 @@ class SqlStore:
                                        messages.c.size)
                                 .where(messages.c.mailbox_id == mailbox_id)
                                 .order_by(messages.c.uid))
-            return [_meta(r) for r in rows]
+            return [_meta(*r) for r in rows]
         return await self.db.run(q)
 
     async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
@@ -281,13 +281,13 @@ class SqlStore:
                         changed = True
                         conn.execute(update(messages).where(messages.c.id == row_id)
                                      .values(flags=_flags_text(new)))
-                    result.append(_meta((uid, _flags_text(new), internaldate, size)))  # type: ignore[arg-type]
+                    result.append(_meta(uid, _flags_text(new), internaldate, size))
             return result, [mailbox_id] if changed else []
         return await self._write(q)  # type: ignore[return-value]
 
     async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
                      internaldate: datetime | None) -> tuple[int, int]:
-        when = int((internaldate.timestamp() if internaldate else self.clock()))
+        when = int(internaldate.timestamp() if internaldate else self.clock())
 
         def q(conn: Connection) -> tuple[tuple[int, int], list[int]]:
             uidvalidity = conn.execute(select(mailboxes.c.uidvalidity).where(

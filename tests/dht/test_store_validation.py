@@ -67,9 +67,12 @@ async def attacker(target: DhtNode) -> AsyncIterator[Attacker]:
         lambda: KademliaProtocol(Node(os.urandom(20)), ForgetfulStorage(), 20),
         local_addr=(LOOPBACK, 0),
     )
+    protocol._wait_timeout = 2.0
     try:
         yield Attacker(protocol, transport, (LOOPBACK, target.port))
     finally:
+        for _, timeout in protocol._outstanding.values():
+            timeout.cancel()
         transport.close()
 
 
@@ -167,13 +170,16 @@ async def test_malformed_datagrams_and_requests_do_not_hurt_the_node(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
         for junk in (b"", b"\x00", b"\x00" + os.urandom(40), b"\x01" * 30, os.urandom(100)):
             raw.sendto(junk, (LOOPBACK, target.port))
-    # wrong argument counts and types for real RPC names
-    for call in (
+    # wrong argument counts and types for real RPC names: no answer, or an empty one
+    bad_calls = [
         attacker.protocol.store(attacker.target, attacker.id),
         attacker.protocol.find_node(attacker.target, b"bad id", 7),
         attacker.protocol.find_value(attacker.target, attacker.id, None),
-    ):
-        call.cancel() if isinstance(call, asyncio.Future) and False else None
+        attacker.protocol.no_such_rpc(attacker.target),
+    ]
     ok, node_id = await attacker.protocol.ping(attacker.target, attacker.id)
     assert ok and node_id == target.node_id
     await eventually(lambda: target.peer_count() == 1, what="attacker in routing table")
+    assert await bad_calls[2] == (True, [])
+    for call in bad_calls:
+        call.cancel()

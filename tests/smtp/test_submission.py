@@ -109,7 +109,7 @@ async def test_refusals_keep_the_session_alive(env: Env) -> None:
     def dialogue() -> None:
         with client(env) as smtp:
             # unauthenticated MAIL
-            code, text = smtp.docmd("MAIL FROM:<%s>" % env.alice.address)
+            code, text = smtp.docmd(f"MAIL FROM:<{env.alice.address}>")
             assert code == 530, text
             # wrong password
             with pytest.raises(smtplib.SMTPAuthenticationError) as err:

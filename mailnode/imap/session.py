@@ -1,0 +1,633 @@
+"""The IMAP session state machine: commands in, response bytes out.
+
+It owns no socket. :meth:`ImapSession.receive` takes bytes and appends replies to an outgoing
+buffer; the asyncio adapter moves bytes and, while the client IDLEs, calls
+:meth:`ImapSession.refresh` whenever the ChangeNotifier reports a change.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from mailnode.imap import commands as c
+from mailnode.imap import responses as r
+from mailnode.imap import search, utf7
+from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
+from mailnode.imap.fetch import STRUCTURE_ITEMS, StructureCache, render
+from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
+from mailnode.imap.sequences import SequenceSet, compress
+from mailnode.store.api import (
+    SYSTEM_FLAGS,
+    Mailbox,
+    MailboxExists,
+    MailboxProtected,
+    MailStore,
+    MessageMeta,
+    NoSuchMailbox,
+    StoreError,
+    User,
+)
+from mailnode.store.notify import ChangeNotifier
+
+log = logging.getLogger("mailnode.imap")
+
+DELIMITER = "/"
+BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
+                     "UNSELECT", "CHILDREN", "SPECIAL-USE", "MOVE")
+PRE_AUTH_CAPABILITIES = ("SASL-IR", "AUTH=PLAIN")
+BODY_BATCH = 64
+_SYSTEM_FLAG_LIST = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+class State(enum.Enum):
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+_ANY = frozenset({c.Capability, c.Noop, c.Logout, c.Id})
+_AUTHENTICATED = _ANY | {c.Enable, c.Namespace, c.ListCmd, c.Select, c.Status, c.Create,
+                         c.Delete, c.Rename, c.Subscribe, c.Append, c.Idle}
+ALLOWED: dict[State, frozenset[type[c.Command]]] = {
+    State.NOT_AUTHENTICATED: _ANY | {c.Login, c.Authenticate},
+    State.AUTHENTICATED: _AUTHENTICATED,
+    State.SELECTED: _AUTHENTICATED | {c.Check, c.Close, c.Unselect, c.Expunge, c.Fetch,
+                                      c.StoreCmd, c.Search, c.Copy},
+    State.LOGOUT: frozenset(),
+}
+"""Which command may run in which state; anything else gets BAD and the session goes on."""
+
+
+@dataclass
+class Selected:
+    """The session's view of its mailbox: what the client has been told so far."""
+
+    mailbox: Mailbox
+    readonly: bool
+    uids: list[int]
+    metas: dict[int, MessageMeta]
+    version: int
+    max_uid: int = 0
+    seq_of: dict[int, int] = field(default_factory=dict)
+
+    def reindex(self) -> None:
+        self.seq_of = {uid: i + 1 for i, uid in enumerate(self.uids)}
+
+
+def capabilities(state: State) -> str:
+    caps: tuple[str, ...] = BASE_CAPABILITIES
+    if state is State.NOT_AUTHENTICATED:
+        caps += PRE_AUTH_CAPABILITIES
+    return " ".join(caps)
+
+
+def mailbox_name(name: str) -> bytes:
+    """A mailbox name as it goes on the wire (modified UTF-7, quoted)."""
+    return r.string(utf7.encode(name))
+
+
+class ImapSession:
+    """One client connection's protocol state."""
+
+    def __init__(self, store: MailStore, notifier: ChangeNotifier, *,
+                 limits: Limits | None = None, cache: StructureCache | None = None) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.parser = CommandParser(limits)
+        self.cache = cache or StructureCache()
+        self.state = State.NOT_AUTHENTICATED
+        self.user: User | None = None
+        self.selected: Selected | None = None
+        self._out = bytearray()
+        self._auth_pending: c.Authenticate | None = None
+        self._idle_tag: str | None = None
+
+    # --- adapter interface -------------------------------------------------------------------
+
+    def greeting(self) -> bytes:
+        return f"* OK [CAPABILITY {capabilities(self.state)}] mailnode IMAP ready\r\n".encode()
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.LOGOUT
+
+    @property
+    def authenticated(self) -> bool:
+        return self.user is not None
+
+    @property
+    def idle_watch(self) -> tuple[int, int] | None:
+        """``(mailbox_id, version)`` to wait on while the client IDLEs in a mailbox."""
+        if self._idle_tag is None or self.selected is None:
+            return None
+        return self.selected.mailbox.id, self.selected.version
+
+    def data_to_send(self) -> bytes:
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    def bye(self, text: str) -> None:
+        """End the session from the server side (shutdown, timeout)."""
+        if not self.closed:
+            self._write(f"* BYE {text}\r\n".encode())
+            self.state = State.LOGOUT
+
+    async def refresh(self) -> None:
+        """Report changes of the selected mailbox (used during IDLE)."""
+        await self._sync(allow_expunge=True)
+
+    async def receive(self, data: bytes) -> None:
+        """Handle received bytes: every complete command is executed in order."""
+        self.parser.feed(data)
+        while not self.closed:
+            try:
+                if self._auth_pending is not None or self._idle_tag is not None:
+                    line = self.parser.next_line()
+                    if line is None:
+                        return
+                    if self._auth_pending is not None:
+                        await self._auth_response(line)
+                    else:
+                        await self._idle_line(line)
+                    continue
+                event = self.parser.next_event()
+            except ParseError as exc:
+                self._reply(exc.tag, exc)
+                if exc.fatal:
+                    self.bye("Protocol error, closing connection")
+                continue
+            if event is None:
+                return
+            if isinstance(event, NeedContinuation):
+                self._write(b"+ Ready for literal data\r\n")
+                continue
+            await self._execute(event)
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        self._out += data
+
+    def _untagged(self, data: bytes) -> None:
+        self._out += b"* " + data + b"\r\n"
+
+    def _reply(self, tag: str | None, exc: ImapError) -> None:
+        """The one place where errors become protocol replies."""
+        self._write(f"{tag or '*'} {exc.status} {exc.response_text()}\r\n".encode())
+
+    async def _execute(self, cmd: c.Command) -> None:
+        log.debug("command %s %s", cmd.tag, cmd.name)
+        if type(cmd) not in ALLOWED[self.state]:
+            self._reply(cmd.tag, CommandBad(f"{cmd.name} not allowed in {self.state.value} state"))
+            return
+        handler: Callable[[c.Command], Awaitable[str | None]] = getattr(
+            self, "_do_" + type(cmd).__name__.lower())
+        allow_expunge = not (isinstance(cmd, c.Fetch | c.StoreCmd | c.Search) and not cmd.uid)
+        try:
+            text = await handler(cmd)
+        except ImapError as exc:
+            await self._sync(allow_expunge)
+            self._reply(cmd.tag, exc)
+            return
+        except StoreError as exc:
+            await self._sync(allow_expunge)
+            self._reply(cmd.tag, _store_error(exc))
+            return
+        except Exception:
+            log.exception("internal error in %s", cmd.name)
+            self._reply(cmd.tag, CommandNo("Internal server error", "SERVERBUG"))
+            return
+        if text is None:  # the command continues (AUTHENTICATE, IDLE)
+            return
+        if self.closed:
+            self._write(f"{cmd.tag} OK {text}\r\n".encode())
+            return
+        await self._sync(allow_expunge)
+        self._write(f"{cmd.tag} OK {text}\r\n".encode())
+
+    async def _sync(self, allow_expunge: bool) -> None:
+        """Tell the client what changed in its mailbox since it last heard (RFC 3501 §7)."""
+        sel = self.selected
+        if sel is None or self.closed:
+            return
+        version = self.notifier.version(sel.mailbox.id)
+        if version == sel.version:
+            return
+        try:
+            current = await self.store.list_messages(sel.mailbox.id)
+        except NoSuchMailbox:
+            self.bye("Selected mailbox was deleted")
+            return
+        now = {m.uid: m for m in current}
+        ghosts = False
+        if any(uid not in now for uid in sel.uids):
+            if allow_expunge:
+                for index in range(len(sel.uids) - 1, -1, -1):
+                    uid = sel.uids[index]
+                    if uid not in now:
+                        self._untagged(b"%d EXPUNGE" % (index + 1))
+                        del sel.uids[index]
+                        del sel.metas[uid]
+                sel.reindex()
+            else:
+                ghosts = True
+        for index, uid in enumerate(sel.uids):
+            meta = now.get(uid)
+            if meta is not None and meta.flags != sel.metas[uid].flags:
+                sel.metas[uid] = meta
+                self._untagged(b"%d FETCH (UID %d FLAGS %s)"
+                               % (index + 1, uid, r.flags(meta.flags)))
+        new = [m for m in current if m.uid > sel.max_uid]
+        if new:
+            for m in new:
+                sel.uids.append(m.uid)
+                sel.metas[m.uid] = m
+            sel.max_uid = new[-1].uid
+            sel.reindex()
+            self._untagged(b"%d EXISTS" % len(sel.uids))
+        sel.version = -1 if ghosts else version
+
+    def _targets(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
+        """``(seq, uid)`` pairs named by a sequence set (or uid set), ascending."""
+        sel = self.selected
+        assert sel is not None
+        if uid:
+            return [(sel.seq_of[u], u) for u in seqset.uids(sel.uids)]
+        if seqset.has_explicit_above(len(sel.uids)):
+            raise CommandBad("Message sequence number out of range")
+        return [(s, sel.uids[s - 1]) for s in seqset.seqs(len(sel.uids))]
+
+    def _require_writable(self) -> Selected:
+        sel = self.selected
+        assert sel is not None
+        if sel.readonly:
+            raise CommandNo("Mailbox is read-only", "READ-ONLY")
+        return sel
+
+    async def _mailbox(self, name: str, *, trycreate: bool = False) -> Mailbox:
+        assert self.user is not None
+        mailbox = await self.store.get_mailbox(self.user.id, name)
+        if mailbox is None:
+            raise CommandNo("No such mailbox", "TRYCREATE" if trycreate else "NONEXISTENT")
+        return mailbox
+
+    # --- any state ---------------------------------------------------------------------------
+
+    async def _do_capability(self, cmd: c.Capability) -> str:
+        self._untagged(b"CAPABILITY " + capabilities(self.state).encode())
+        return "CAPABILITY completed"
+
+    async def _do_noop(self, cmd: c.Noop) -> str:
+        return "NOOP completed"
+
+    async def _do_logout(self, cmd: c.Logout) -> str:
+        self.bye("mailnode logging out")
+        return "LOGOUT completed"
+
+    async def _do_id(self, cmd: c.Id) -> str:
+        self._untagged(b'ID ("name" "mailnode")')
+        return "ID completed"
+
+    # --- not authenticated -------------------------------------------------------------------
+
+    def _logged_in(self, user: User) -> str:
+        self.user = user
+        self.state = State.AUTHENTICATED
+        log.info("user %s logged in", user.id)
+        return f"[CAPABILITY {capabilities(self.state)}] Logged in"
+
+    async def _do_login(self, cmd: c.Login) -> str:
+        user = await self.store.authenticate(cmd.user, cmd.password)
+        if user is None:
+            raise CommandNo("Invalid credentials", "AUTHENTICATIONFAILED")
+        return self._logged_in(user)
+
+    async def _do_authenticate(self, cmd: c.Authenticate) -> str | None:
+        if cmd.mechanism != "PLAIN":
+            raise CommandNo("Unsupported authentication mechanism")
+        if cmd.initial is None:
+            self._auth_pending = cmd
+            self._write(b"+ \r\n")
+            return None
+        return await self._plain(cmd.initial)
+
+    async def _auth_response(self, line: bytes) -> None:
+        cmd = self._auth_pending
+        assert cmd is not None
+        self._auth_pending = None
+        try:
+            if line.strip() == b"*":
+                raise CommandBad("Authentication cancelled")
+            try:
+                payload = base64.b64decode(line.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raise CommandBad("Invalid base64 in authentication response") from None
+            text = await self._plain(payload)
+        except ImapError as exc:
+            self._reply(cmd.tag, exc)
+            return
+        self._write(f"{cmd.tag} OK {text}\r\n".encode())
+
+    async def _plain(self, payload: bytes) -> str:
+        parts = payload.split(b"\0")
+        if len(parts) != 3:
+            raise CommandBad("Malformed PLAIN response")
+        try:
+            authzid, authcid, password = (p.decode("utf-8") for p in parts)
+        except UnicodeDecodeError:
+            raise CommandBad("PLAIN response is not UTF-8") from None
+        user = await self.store.authenticate(authcid, password)
+        if user is None:
+            raise CommandNo("Invalid credentials", "AUTHENTICATIONFAILED")
+        if authzid and authzid not in (authcid, user.name, user.address):
+            raise CommandNo("Not authorised to act as another user", "AUTHORIZATIONFAILED")
+        return self._logged_in(user)
+
+    # --- authenticated -----------------------------------------------------------------------
+
+    async def _do_enable(self, cmd: c.Enable) -> str:
+        self._untagged(b"ENABLED")
+        return "ENABLE completed"
+
+    async def _do_namespace(self, cmd: c.Namespace) -> str:
+        self._untagged(b'NAMESPACE (("" "/")) NIL NIL')
+        return "NAMESPACE completed"
+
+    async def _do_listcmd(self, cmd: c.ListCmd) -> str:
+        assert self.user is not None
+        word = b"LSUB" if cmd.lsub else b"LIST"
+        if cmd.pattern == "" and not cmd.lsub:
+            self._untagged(b'LIST (\\Noselect) "/" ""')
+            return "LIST completed"
+        mailboxes = await self.store.list_mailboxes(self.user.id)
+        special = {m.name: m.special_use for m in mailboxes}
+        names = set(special)
+        for name in list(names):
+            parts = name.split(DELIMITER)
+            for i in range(1, len(parts)):
+                names.add(DELIMITER.join(parts[:i]))
+        pattern = _pattern(cmd.reference + cmd.pattern)
+        inbox_pattern = re.compile(pattern.pattern, re.IGNORECASE)
+        for name in sorted(names, key=lambda n: (n != "INBOX", n)):
+            if not (pattern.fullmatch(name) or (name == "INBOX" and inbox_pattern.fullmatch(name))):
+                continue
+            attrs = []
+            if name not in special:
+                attrs.append("\\Noselect")
+            has_children = any(n.startswith(name + DELIMITER) for n in names)
+            attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
+            if special.get(name):
+                attrs.append(str(special[name]))
+            self._untagged(word + b" (" + " ".join(attrs).encode() + b') "/" '
+                           + mailbox_name(name))
+        return f"{word.decode()} completed"
+
+    async def _do_select(self, cmd: c.Select) -> str:
+        self.selected = None
+        self.state = State.AUTHENTICATED
+        mailbox = await self._mailbox(cmd.mailbox)
+        version = self.notifier.version(mailbox.id)
+        metas = await self.store.list_messages(mailbox.id)
+        uids = [m.uid for m in metas]
+        sel = Selected(mailbox, cmd.readonly, uids, {m.uid: m for m in metas}, version,
+                       max_uid=uids[-1] if uids else 0)
+        sel.reindex()
+        keywords = sorted({f for m in metas for f in m.flags} - SYSTEM_FLAGS)
+        flag_list = " ".join([*_SYSTEM_FLAG_LIST, *keywords])
+        self._untagged(f"FLAGS ({flag_list})".encode())
+        permanent = "" if cmd.readonly else " ".join([*_SYSTEM_FLAG_LIST, "\\*"])
+        self._untagged(f"OK [PERMANENTFLAGS ({permanent})] Permanent flags".encode())
+        self._untagged(b"%d EXISTS" % len(uids))
+        self._untagged(b"0 RECENT")
+        first_unseen = next((i + 1 for i, m in enumerate(metas) if "\\Seen" not in m.flags), None)
+        if first_unseen is not None:
+            self._untagged(b"OK [UNSEEN %d] First unseen message" % first_unseen)
+        self._untagged(b"OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
+        uidnext = max(mailbox.uidnext, sel.max_uid + 1)
+        self._untagged(b"OK [UIDNEXT %d] Predicted next UID" % uidnext)
+        self.selected = sel
+        self.state = State.SELECTED
+        mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
+        return f"[{mode}] {'EXAMINE' if cmd.readonly else 'SELECT'} completed"
+
+    async def _do_status(self, cmd: c.Status) -> str:
+        mailbox = await self._mailbox(cmd.mailbox)
+        values = {"MESSAGES": mailbox.messages, "RECENT": 0, "UIDNEXT": mailbox.uidnext,
+                  "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen}
+        items = " ".join(f"{item} {values[item]}" for item in cmd.items)
+        self._untagged(b"STATUS " + mailbox_name(mailbox.name) + f" ({items})".encode())
+        return "STATUS completed"
+
+    async def _do_create(self, cmd: c.Create) -> str:
+        assert self.user is not None
+        name = cmd.mailbox.rstrip(DELIMITER)
+        if not name or DELIMITER * 2 in name or name.startswith(DELIMITER):
+            raise CommandBad("Invalid mailbox name")
+        if name == "INBOX":
+            raise CommandNo("INBOX always exists", "ALREADYEXISTS")
+        await self.store.create_mailbox(self.user.id, name)
+        return "CREATE completed"
+
+    async def _do_delete(self, cmd: c.Delete) -> str:
+        assert self.user is not None
+        if cmd.mailbox == "INBOX":
+            raise CommandNo("INBOX cannot be deleted", "CANNOT")
+        await self.store.delete_mailbox(self.user.id, cmd.mailbox)
+        if self.selected is not None and self.selected.mailbox.name == cmd.mailbox:
+            self.selected = None
+            self.state = State.AUTHENTICATED
+        return "DELETE completed"
+
+    async def _do_rename(self, cmd: c.Rename) -> str:
+        assert self.user is not None
+        new = cmd.new.rstrip(DELIMITER)
+        if not new or new == "INBOX":
+            raise CommandNo("Invalid target name", "CANNOT")
+        await self.store.rename_mailbox(self.user.id, cmd.old, new)
+        return "RENAME completed"
+
+    async def _do_subscribe(self, cmd: c.Subscribe) -> str:
+        # Every mailbox is subscribed (LSUB lists them all), so there is nothing to record.
+        await self._mailbox(cmd.mailbox)
+        return f"{'SUBSCRIBE' if cmd.subscribe else 'UNSUBSCRIBE'} completed"
+
+    async def _do_append(self, cmd: c.Append) -> str:
+        mailbox = await self._mailbox(cmd.mailbox, trycreate=True)
+        uidvalidity, uid = await self.store.append(mailbox.id, cmd.message, cmd.flags, cmd.date)
+        log.info("appended uid %d to mailbox %d (%d bytes)", uid, mailbox.id, len(cmd.message))
+        return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
+
+    async def _do_idle(self, cmd: c.Idle) -> str | None:
+        await self._sync(allow_expunge=True)
+        self._idle_tag = cmd.tag
+        self._write(b"+ idling\r\n")
+        return None
+
+    async def _idle_line(self, line: bytes) -> None:
+        tag = self._idle_tag
+        self._idle_tag = None
+        await self._sync(allow_expunge=True)
+        if line.strip().upper() == b"DONE":
+            self._write(f"{tag} OK IDLE terminated\r\n".encode())
+        else:
+            self._reply(tag, CommandBad("Expected DONE to end IDLE"))
+
+    # --- selected ----------------------------------------------------------------------------
+
+    async def _do_check(self, cmd: c.Check) -> str:
+        return "CHECK completed"
+
+    async def _do_close(self, cmd: c.Close) -> str:
+        sel = self.selected
+        assert sel is not None
+        self.selected = None
+        self.state = State.AUTHENTICATED
+        if not sel.readonly:
+            await self.store.expunge(sel.mailbox.id)
+        return "CLOSE completed"
+
+    async def _do_unselect(self, cmd: c.Unselect) -> str:
+        self.selected = None
+        self.state = State.AUTHENTICATED
+        return "UNSELECT completed"
+
+    async def _do_expunge(self, cmd: c.Expunge) -> str:
+        sel = self._require_writable()
+        uids = None if cmd.uids is None else cmd.uids.uids(sel.uids)
+        if uids == []:
+            return "EXPUNGE completed"
+        await self.store.expunge(sel.mailbox.id, uids)
+        return "EXPUNGE completed"
+
+    async def _do_fetch(self, cmd: c.Fetch) -> str:
+        sel = self.selected
+        assert sel is not None
+        attrs = cmd.attrs
+        if cmd.uid and not any(a.name == "UID" for a in attrs):
+            attrs = (c.FetchAttr("UID"), *attrs)
+        targets = self._targets(cmd.seqset, cmd.uid)
+        seen_changed: set[int] = set()
+        if not sel.readonly and any(a.sets_seen for a in attrs):
+            unseen = [u for _, u in targets if "\\Seen" not in sel.metas[u].flags]
+            if unseen:
+                for meta in await self.store.store_flags(sel.mailbox.id, unseen,
+                                                         frozenset({"\\Seen"}), "add"):
+                    sel.metas[meta.uid] = meta
+                    seen_changed.add(meta.uid)
+        with_flags = (*attrs, c.FetchAttr("FLAGS")) if not any(
+            a.name == "FLAGS" for a in attrs) else attrs
+        needs_raw = any(a.needs_body and (a.name not in STRUCTURE_ITEMS or a.section is not None)
+                        for a in attrs)
+        needs_structure = any(a.name in STRUCTURE_ITEMS and a.section is None for a in attrs)
+        missing = False
+        for start in range(0, len(targets), BODY_BATCH):
+            batch = targets[start:start + BODY_BATCH]
+            structures = {u: self.cache.get(sel.mailbox.id, u) for _, u in batch} \
+                if needs_structure else {}
+            want = [u for _, u in batch if needs_raw or (needs_structure and not structures[u])]
+            bodies = await self.store.fetch_bodies(sel.mailbox.id, want) if want else {}
+            for seq, uid in batch:
+                raw = bodies.get(uid)
+                if uid in want and raw is None:
+                    missing = True
+                    continue
+                structure = structures.get(uid)
+                if needs_structure and structure is None:
+                    assert raw is not None
+                    structure = self.cache.compute(sel.mailbox.id, uid, raw)
+                items = with_flags if uid in seen_changed else attrs
+                self._untagged(b"%d FETCH " % seq
+                               + render(sel.metas[uid], items, raw, structure))
+        if missing:
+            raise CommandNo("Some messages were expunged meanwhile", "EXPUNGEISSUED")
+        return f"{'UID ' if cmd.uid else ''}FETCH completed"
+
+    async def _do_storecmd(self, cmd: c.StoreCmd) -> str:
+        sel = self._require_writable()
+        targets = self._targets(cmd.seqset, cmd.uid)
+        if targets:
+            metas = await self.store.store_flags(sel.mailbox.id, [u for _, u in targets],
+                                                 cmd.flags, cmd.mode)
+            for meta in metas:
+                sel.metas[meta.uid] = meta
+            if not cmd.silent:
+                for meta in metas:
+                    uid_item = b"UID %d " % meta.uid if cmd.uid else b""
+                    self._untagged(b"%d FETCH (%sFLAGS %s)"
+                                   % (sel.seq_of[meta.uid], uid_item, r.flags(meta.flags)))
+        return f"{'UID ' if cmd.uid else ''}STORE completed"
+
+    async def _do_search(self, cmd: c.Search) -> str:
+        sel = self.selected
+        assert sel is not None
+        if cmd.charset is not None and cmd.charset not in search.CHARSETS:
+            raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
+        need_body = search.needs_body(cmd.key)
+        found: list[int] = []
+        max_seq = len(sel.uids)
+        max_uid = sel.uids[-1] if sel.uids else 0
+        for start in range(0, len(sel.uids), BODY_BATCH):
+            batch = sel.uids[start:start + BODY_BATCH]
+            bodies = await self.store.fetch_bodies(sel.mailbox.id, batch) if need_body else {}
+            for offset, uid in enumerate(batch):
+                cand = search.Candidate(start + offset + 1, sel.metas[uid], max_seq, max_uid,
+                                        bodies.get(uid))
+                if search.matches(cmd.key, cand):
+                    found.append(uid if cmd.uid else cand.seq)
+        self._untagged(b"SEARCH" + b"".join(b" %d" % n for n in found))
+        return f"{'UID ' if cmd.uid else ''}SEARCH completed"
+
+    async def _do_copy(self, cmd: c.Copy) -> str:
+        sel = self._require_writable() if cmd.move else self.selected
+        assert sel is not None
+        verb = ("UID " if cmd.uid else "") + ("MOVE" if cmd.move else "COPY")
+        targets = self._targets(cmd.seqset, cmd.uid)
+        dest = await self._mailbox(cmd.mailbox, trycreate=True)
+        if not targets:
+            return f"{verb} completed"
+        pairs = await self.store.copy(sel.mailbox.id, [u for _, u in targets], dest.id)
+        code = ""
+        if pairs:
+            code = (f"[COPYUID {dest.uidvalidity} {compress([p[0] for p in pairs])} "
+                    f"{compress([p[1] for p in pairs])}] ")
+        if cmd.move:
+            moved = [p[0] for p in pairs]
+            if code:
+                self._untagged(b"OK " + code.encode() + b"Moved")
+            if moved:
+                await self.store.store_flags(sel.mailbox.id, moved, frozenset({"\\Deleted"}),
+                                             "add")
+                await self.store.expunge(sel.mailbox.id, moved)
+            return f"{verb} completed"
+        return f"{code}{verb} completed"
+
+
+def _pattern(pattern: str) -> re.Pattern[str]:
+    """A LIST pattern as a regex: ``*`` matches anything, ``%`` stops at the delimiter."""
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append(f"[^{re.escape(DELIMITER)}]*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _store_error(exc: StoreError) -> ImapError:
+    if isinstance(exc, NoSuchMailbox):
+        return CommandNo("No such mailbox", "NONEXISTENT")
+    if isinstance(exc, MailboxExists):
+        return CommandNo("Mailbox already exists", "ALREADYEXISTS")
+    if isinstance(exc, MailboxProtected):
+        return CommandNo("This mailbox cannot be deleted or renamed", "CANNOT")
+    return CommandNo("Storage error", "SERVERBUG")

@@ -1,0 +1,222 @@
+"""Three real nodes on loopback, driven through the CLI and stock Python clients.
+
+A bootstrap node and nodes A and B form a DHT; alice (on A) writes to bob (on B) with smtplib,
+bob reads with imaplib and is notified through aioimaplib's IDLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import imaplib
+import smtplib
+import socket
+import ssl
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aioimaplib
+import pytest
+
+from crypto.address import address_for
+from crypto.keys import Identity
+from tests.e2e.nodes import NodeProcess, cli, wait_until
+
+pytestmark = pytest.mark.xdist_group("e2e")
+
+FAST = {"retry_initial": 0.5, "retry_max": 1.0, "failed_login_delay": 0.05,
+        "transfer_timeout": 10.0}
+
+
+@dataclass
+class Network:
+    boot: NodeProcess
+    a: NodeProcess
+    b: NodeProcess
+    alice: str
+    bob: str
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    root: Path = tmp_path_factory.mktemp("net")
+    boot = NodeProcess.init(root / "boot", [], **FAST)
+    a = NodeProcess.init(root / "a", [boot.p2p_port], **FAST)
+    b = NodeProcess.init(root / "b", [boot.p2p_port], **FAST)
+    alice = cli(a.data_dir, "user", "add", "alice", password="alice-pass").splitlines()[-1]
+    bob = cli(b.data_dir, "user", "add", "bob", password="bob-pass").splitlines()[-1]
+    started: list[NodeProcess] = []
+    try:
+        for node in (boot, a, b):
+            node.start()
+            started.append(node)
+        yield Network(boot, a, b, alice, bob)
+    finally:
+        for node in reversed(started):
+            node.stop()
+
+
+def compose(sender: str, to: str, subject: str) -> bytes:
+    return (f"From: Alice <{sender}>\r\nTo: Bob <{to}>\r\nSubject: {subject}\r\n"
+            f"Date: {email.utils.formatdate()}\r\nMessage-ID: <{time.time_ns()}@test>\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\n"
+            f"Hello Bob, this is {subject}.\r\nÜnïcödé and trailing spaces   \r\n"
+            "..a line starting with a dot\r\n").encode()
+
+
+def send(node: NodeProcess, sender: str, to: str, data: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", node.smtp_port, timeout=30) as smtp:
+        smtp.login("alice", "alice-pass")
+        smtp.sendmail(sender, [to], data)
+
+
+def inbox_bodies(node: NodeProcess, user: str, password: str) -> list[bytes]:
+    imap = imaplib.IMAP4("127.0.0.1", node.imap_port, timeout=30)
+    try:
+        imap.login(user, password)
+        typ, data = imap.select("INBOX", readonly=True)
+        assert typ == "OK"
+        if int(data[0] or 0) == 0:
+            return []
+        typ, items = imap.uid("FETCH", "1:*", "(BODY.PEEK[])")
+        assert typ == "OK"
+        return [item[1] for item in items if isinstance(item, tuple)]
+    finally:
+        imap.logout()
+
+
+def strip_trace(body: bytes) -> bytes:
+    """Remove the trace headers the nodes add on top (and only those)."""
+    lines = body.split(b"\r\n")
+    while lines and (lines[0].startswith((b"Received:", b"X-Mailnode-Verified-Sender:"))
+                     or lines[0].startswith((b"\t", b" "))):
+        lines.pop(0)
+    return b"\r\n".join(lines)
+
+
+def test_status_shows_peers_and_users(net: Network) -> None:
+    wait_until(lambda: "DHT peers    : 2" in cli(net.a.data_dir, "status"), 30, "DHT peers")
+    out = cli(net.b.data_dir, "status")
+    assert "state        : running" in out and net.bob in out
+
+
+async def test_mail_crosses_nodes_sealed_and_idle_sees_it(net: Network) -> None:
+    imap = aioimaplib.IMAP4("127.0.0.1", net.b.imap_port, timeout=30)
+    await imap.wait_hello_from_server()
+    assert (await imap.login("bob", "bob-pass")).result == "OK"
+    latencies = []
+    sent: list[bytes] = []
+    for i in range(5):
+        selected = await imap.select("INBOX")
+        assert selected.result == "OK"
+        idle = await imap.idle_start(timeout=60)
+        await imap.wait_server_push(timeout=10)  # "+ idling"
+        data = compose(net.alice, net.bob, f"message {i}")
+        sent.append(data)
+        accepted_at = 0.0
+
+        def submit(data: bytes = data) -> None:
+            nonlocal accepted_at
+            send(net.a, net.alice, net.bob, data)
+            accepted_at = time.monotonic()
+        submitting = asyncio.create_task(asyncio.to_thread(submit))
+        while True:
+            push = await imap.wait_server_push(timeout=60)
+            if any(b"EXISTS" in (line if isinstance(line, bytes) else line.encode())
+                   for line in push):
+                notified_at = time.monotonic()
+                break
+        await submitting
+        imap.idle_done()
+        await asyncio.wait_for(idle, 10)
+        latencies.append(notified_at - accepted_at)
+    await imap.logout()
+    bodies = inbox_bodies(net.b, "bob", "bob-pass")
+    for data in sent:
+        matches = [b for b in bodies if strip_trace(b) == data]
+        assert len(matches) == 1, "message not delivered byte-identical (or twice)"
+        assert f"X-Mailnode-Verified-Sender: {net.alice}".encode() in matches[0]
+    print(f"\n250 -> IDLE EXISTS latency over {len(latencies)} messages: median "
+          f"{statistics.median(latencies) * 1000:.1f} ms, all "
+          + ", ".join(f"{x * 1000:.1f}" for x in latencies) + " ms")
+
+
+def test_unknown_and_malformed_recipients_are_refused(net: Network) -> None:
+    stranger = address_for(Identity.generate().verify_key)
+    with smtplib.SMTP("127.0.0.1", net.a.smtp_port, timeout=30) as smtp:
+        code, _ = smtp.mail(net.alice)
+        assert code == 530  # not logged in yet
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            smtp.login("alice", "wrong")
+        smtp.login("alice", "alice-pass")
+        assert smtp.mail(net.bob)[0] == 553  # someone else's sender address
+        assert smtp.mail(net.alice)[0] == 250
+        assert smtp.rcpt("bob@example.com")[0] == 553
+        code, text = smtp.rcpt(stranger)
+        assert code == 550 and b"no node" in text.lower()
+        assert smtp.rcpt(net.bob)[0] == 250
+
+
+def test_queue_retries_until_recipient_node_returns(net: Network) -> None:
+    net.b.stop()
+    try:
+        data = compose(net.alice, net.bob, "sent while B was down")
+        send(net.a, net.alice, net.bob, data)  # 250: durably queued on A
+        assert "queue        : 1 message" in cli(net.a.data_dir, "status")
+    finally:
+        net.b.start()
+    wait_until(lambda: any(strip_trace(b) == data
+                           for b in inbox_bodies(net.b, "bob", "bob-pass")), 60,
+               "queued message to arrive after B restarted")
+    wait_until(lambda: "queue        : 0 message" in cli(net.a.data_dir, "status"), 30,
+               "A's queue to drain")
+
+
+def test_messages_survive_a_restart_and_kill(net: Network) -> None:
+    before = inbox_bodies(net.b, "bob", "bob-pass")
+    assert before
+    net.b.stop()
+    net.b.start()
+    assert inbox_bodies(net.b, "bob", "bob-pass") == before
+    net.b.kill()
+    net.b.start()
+    assert inbox_bodies(net.b, "bob", "bob-pass") == before
+
+
+def test_garbage_on_imap_and_transfer_ports_leaves_the_node_serving(net: Network) -> None:
+    with socket.create_connection(("127.0.0.1", net.b.imap_port), timeout=10) as sock:
+        greeting = sock.recv(4096)
+        assert greeting.startswith(b"* OK")
+        sock.sendall(b"\x00\xff garbage {5}\r\n")
+        reply = sock.recv(4096)
+        assert b"BAD" in reply
+        sock.sendall(b"a1 NOOP\r\n")
+        assert b"a1 OK" in sock.recv(4096)
+    for junk in (b"GET / HTTP/1.0\r\n\r\n", bytes(range(256)) * 4):
+        with socket.create_connection(("127.0.0.1", net.b.p2p_port), timeout=10) as sock:
+            sock.sendall(junk)
+            try:
+                while sock.recv(4096):
+                    pass  # the node answers with an alert or closes; it must not hang
+            except (ConnectionResetError, TimeoutError):
+                pass
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", net.b.p2p_port), timeout=10) as raw, \
+            ctx.wrap_socket(raw) as tls:
+        tls.sendall(b"\xff" * 64)  # junk frames after a good TLS handshake
+        try:
+            while tls.recv(4096):
+                pass
+        except (ConnectionResetError, ssl.SSLError, TimeoutError):
+            pass
+    data = compose(net.alice, net.bob, "after the garbage")
+    send(net.a, net.alice, net.bob, data)
+    wait_until(lambda: any(strip_trace(b) == data
+                           for b in inbox_bodies(net.b, "bob", "bob-pass")), 60,
+               "delivery after garbage")
