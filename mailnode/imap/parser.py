@@ -154,10 +154,12 @@ class CommandParser:
             # after its "{n}" marker, which is where the reader will look for it.
 
     def next_line_or_flood(self) -> bytes | None:
+        """Like :meth:`next_line`, but a flood error names the tag of the command it hit."""
+        head = bytes(self._text[:128]) if self._text else bytes(self._buf[:128])
         try:
             return self.next_line()
         except ParseError as exc:
-            tag = _tag_of(bytes(self._text))
+            tag = _tag_of(head)
             self._reset()
             raise ParseError(exc.text, tag, fatal=True) from None
 
@@ -668,7 +670,7 @@ def _search_key(r: _Reader, count: list[int]) -> c.SearchKey:
         keys = r.paren_list(lambda: _search_key(r, count), allow_empty=False)
         r.depth -= 1
         return keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    if r.peek() in b"0123456789*":
+    if r.peek() >= 0 and r.peek() in b"0123456789*":
         return c.SearchSeq(r.seqset())
     key = r.keyword()
     if key == "ALL":

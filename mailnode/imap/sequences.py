@@ -50,9 +50,11 @@ class SequenceSet:
         return out
 
     def has_explicit_above(self, limit: int) -> bool:
-        """Whether a literal number (not ``*``) exceeds ``limit``; such sets are invalid."""
-        return any(v is not None and (v > limit or v == 0)
-                   for pair in self.ranges for v in pair)
+        """Whether a range made only of literal numbers exceeds ``limit``; such sets are
+        invalid. Ranges ending in ``*`` are clamped instead, so ``1:*`` on an empty mailbox
+        simply selects nothing (clients send it after selecting empty mailboxes)."""
+        return any(lo is not None and hi is not None and max(lo, hi) > limit
+                   for lo, hi in self.ranges)
 
     def seqs(self, count: int) -> list[int]:
         """Sequence numbers 1..count selected by this set, ascending, without duplicates."""

@@ -88,7 +88,9 @@ def _encode_reason(reason: str) -> bytes:
 
 
 def _decode_reason(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")
+    """Peer-chosen text ends up in logs and bounces: no control characters (log injection)."""
+    text = raw.decode("utf-8", "replace")
+    return "".join(c if c.isprintable() else "\N{REPLACEMENT CHARACTER}" for c in text)
 
 
 def _expect_length(payload: bytes, size: int, what: str) -> None:

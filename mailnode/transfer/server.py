@@ -41,7 +41,13 @@ def _fingerprint(key: bytes | None) -> str:
 
 
 class TransferServer:
-    """Listens for other nodes handing over sealed envelopes for this node's users."""
+    """Listens for other nodes handing over sealed envelopes for this node's users.
+
+    ``timeout`` bounds each phase separately: the TLS handshake, the client's AUTH, every
+    frame while a body streams in, and the wait for the next OFFER on an idle connection.
+    ``now`` (wall-clock seconds) is only read at ``start`` to date the node certificate.
+    Any authenticated node may offer mail; deciding whether to take it is ``accept``'s job.
+    """
 
     def __init__(
         self,

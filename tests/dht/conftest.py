@@ -28,4 +28,3 @@ async def make_node() -> AsyncIterator[NodeFactory]:
     finally:
         for node in nodes:
             await node.aclose()
-

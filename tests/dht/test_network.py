@@ -96,9 +96,7 @@ async def test_late_joining_node_receives_and_finds_records(make_node: NodeFacto
 
 
 async def test_held_records_are_republished(make_node: NodeFactory) -> None:
-    nodes = await start_network(
-        make_node, 4, refresh_interval=0.05, republish_interval=0.05
-    )
+    nodes = await start_network(make_node, 4, refresh_interval=0.05, republish_interval=0.05)
     record = make_record(ALICE)
     nodes[2].storage.offer(KEY, record.encode())  # as if a peer had stored it only here
     await eventually(
@@ -152,3 +150,22 @@ async def test_stop_cancels_everything(make_node: NodeFactory) -> None:
         await node.lookup(ALICE.verify_key)
     node.stop()  # idempotent
     DhtNode().stop()  # never started
+
+
+async def test_lookup_gathers_past_the_first_answer(make_node: NodeFactory) -> None:
+    """Only the node farthest from the key has the newest record; it still wins.
+
+    The library's crawl stopped at the first round with any value (here: the closest node's
+    older record) — with alpha=1 that round asks just one node.
+    """
+    nodes = await start_network(make_node, 5, alpha=1)
+    querier, holders = nodes[0], nodes[1:]
+    farthest = max(
+        holders, key=lambda n: int.from_bytes(n.node_id, "big") ^ int.from_bytes(KEY, "big")
+    )
+    old, new = make_record(ALICE, seq=1), make_record(ALICE, seq=2)
+    for node in holders:
+        node.storage.offer(KEY, (new if node is farthest else old).encode())
+    assert await querier.lookup(ALICE.verify_key) == new
+    # the close nodes that answered with the old record are sent the new one
+    await eventually(lambda: all(n.storage.record(KEY) == new for n in holders), what="repair")

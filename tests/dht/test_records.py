@@ -98,7 +98,9 @@ def test_decoding_garbage_raises_only_record_error(data: bytes) -> None:
 
 
 @given(st.integers(0, len(VALID)), st.integers(0, len(VALID)), st.binary(max_size=300))
-def test_decoding_spliced_records_raises_only_record_error(start: int, end: int, junk: bytes) -> None:
+def test_decoding_spliced_records_raises_only_record_error(
+    start: int, end: int, junk: bytes
+) -> None:
     data = VALID[:start] + junk + VALID[end:]
     try:
         record = AddressRecord.decode(data)
@@ -113,7 +115,9 @@ hosts = st.text(
 
 
 @given(
-    st.lists(st.tuples(hosts, st.integers(1, 65535)), min_size=1, max_size=MAX_ENDPOINTS, unique=True),
+    st.lists(
+        st.tuples(hosts, st.integers(1, 65535)), min_size=1, max_size=MAX_ENDPOINTS, unique=True
+    ),
     st.integers(0, 2**64 - 1),
     st.integers(0, 2**64 - 1),
 )

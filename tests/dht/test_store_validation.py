@@ -33,7 +33,9 @@ KEY = dht_key(ALICE.verify_key)
 class Attacker:
     """A raw kademlia protocol endpoint that sends RPCs to one target."""
 
-    def __init__(self, protocol: Any, transport: asyncio.DatagramTransport, target: tuple[str, int]):
+    def __init__(
+        self, protocol: Any, transport: asyncio.DatagramTransport, target: tuple[str, int]
+    ):
         self.protocol = protocol
         self.transport = transport
         self.target = target

@@ -32,6 +32,8 @@ from mailnode.transfer.frames import (
     encode,
 )
 
+PRINTABLE = st.characters(exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"))
+
 SAMPLE_FRAMES: list[Frame] = [
     Challenge(1, b"K" * 32, b"N" * 32),
     Auth(b"C" * 32, b"S" * 64),
@@ -148,6 +150,15 @@ def test_invalid_utf8_reason_is_replaced_not_fatal() -> None:
     assert decoded.code is ErrorCode.UNEXPECTED
 
 
+def test_control_characters_in_reasons_are_neutralised() -> None:
+    [decoded] = FrameDecoder().events(
+        encode(Reject(Status.PERMANENT, "no\nINFO forged log\x1b[2J"))
+    )
+    assert isinstance(decoded, Reject)
+    assert "\n" not in decoded.reason and "\x1b" not in decoded.reason
+    assert decoded.reason.startswith("no")
+
+
 def test_encode_refuses_out_of_range_payload() -> None:
     with pytest.raises(ValueError):
         encode(Data(b""))
@@ -196,7 +207,7 @@ def test_valid_prefix_then_garbage(frames: list[Frame], garbage: bytes) -> None:
                 st.binary(min_size=32, max_size=32),
                 st.integers(0, 2**64 - 1),
             ),
-            st.builds(Result, st.sampled_from(list(Status)), st.text(max_size=40)),
+            st.builds(Result, st.sampled_from(list(Status)), st.text(PRINTABLE, max_size=40)),
         ),
         max_size=10,
     ),
