@@ -1,8 +1,9 @@
 """How much the store's write path costs over raw sqlite3 doing the same durable commits.
 
 Baseline: plain ``sqlite3`` in WAL + synchronous=FULL doing the same statements per message
-(BEGIN IMMEDIATE, read uidnext, INSERT, UPDATE uidnext, COMMIT) on the calling thread. Measured: ``SqlStore.append`` (SQLAlchemy Core, BEGIN IMMEDIATE, uid
-allocation, the database thread and the event-loop hop). Run: ``python -m bench.store_writes``.
+(BEGIN IMMEDIATE, read uidnext, INSERT, UPDATE uidnext, COMMIT) on the calling thread.
+Measured: ``SqlStore.append`` (SQLAlchemy Core, BEGIN IMMEDIATE, uid allocation, the database
+thread and the event-loop hop). Run: ``python -m bench.store_writes``.
 """
 
 from __future__ import annotations
