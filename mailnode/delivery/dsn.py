@@ -1,44 +1,71 @@
-"""RFC 3464 delivery status notifications, filed into the sender's INBOX on a final failure."""
+"""RFC 3464 delivery status notifications, filed into the sender's INBOX on a final failure.
+
+Written out by hand: the ``email`` package's generator cannot serialise a
+``message/delivery-status`` part built from text, and the format is small and fixed.
+"""
 
 from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime
 
 from crypto.address import DOMAIN
 
 
+def _clean(text: str) -> str:
+    """One header-safe line: no CR/LF can come from a peer's reason into our headers."""
+    return " ".join(text.split())[:500]
+
+
 def delivery_failure(sender: str, recipient: str, reason: str, original_headers: bytes,
-                     when: float, attempts: int) -> bytes:
-    """A ``multipart/report; report-type=delivery-status`` message (CRLF line endings)."""
+                     when: float, attempts: int, status: str = "5.0.0") -> bytes:
+    """A ``multipart/report; report-type=delivery-status`` message with CRLF line endings.
+
+    ``status`` is the RFC 3463 code: 5.4.7 when the queue gave up, 5.0.0 for a refusal.
+    """
     date = format_datetime(datetime.fromtimestamp(when, UTC))
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = f"Mail Delivery System <postmaster@{DOMAIN}>"
-    msg["To"] = sender
-    msg["Subject"] = "Undelivered Mail Returned to Sender"
-    msg["Date"] = date
-    msg["Message-ID"] = f"<{os.urandom(12).hex()}@{DOMAIN}>"
-    msg["Auto-Submitted"] = "auto-replied"
-    msg.set_content(
-        f"Your message could not be delivered to {recipient}.\n\n"
-        f"Reason: {reason}\n"
-        f"The node tried {attempts} time(s) before giving up.\n")
-    status = (f"Reporting-MTA: dns; mailnode\r\nArrival-Date: {date}\r\n\r\n"
-              f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\n"
-              f"Status: 5.4.7\r\nDiagnostic-Code: x-mailnode; {reason}\r\n"
-              f"Last-Attempt-Date: {date}\r\n")
-    msg.make_mixed()
-    msg.replace_header("Content-Type", "multipart/report")
-    msg.set_param("report-type", "delivery-status")
-    ds = EmailMessage(policy=SMTP)
-    ds.set_payload(status)
-    ds["Content-Type"] = "message/delivery-status"
-    msg.attach(ds)
-    headers = EmailMessage(policy=SMTP)
-    headers["Content-Type"] = "text/rfc822-headers"
-    headers.set_payload(original_headers.decode("utf-8", "replace"))
-    msg.attach(headers)
-    return msg.as_bytes()
+    boundary = f"=_mailnode_{os.urandom(8).hex()}"
+    reason = _clean(reason)
+    headers = original_headers.decode("utf-8", "replace").rstrip("\r\n")
+    lines = [
+        f"From: Mail Delivery System <postmaster@{DOMAIN}>",
+        f"To: <{sender}>",
+        "Subject: Undelivered Mail Returned to Sender",
+        f"Date: {date}",
+        f"Message-ID: <{os.urandom(12).hex()}@{DOMAIN}>",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        "",
+        "This is a delivery status notification in MIME format.",
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        f"Your message could not be delivered to {recipient}.",
+        "",
+        f"Reason: {reason}",
+        f"The node tried {attempts} time(s) before giving up.",
+        "",
+        f"--{boundary}",
+        "Content-Type: message/delivery-status",
+        "",
+        "Reporting-MTA: x-mailnode; mailnode",
+        f"Arrival-Date: {date}",
+        "",
+        f"Final-Recipient: rfc822; {recipient}",
+        "Action: failed",
+        f"Status: {status}",
+        f"Diagnostic-Code: x-mailnode; {reason}",
+        f"Last-Attempt-Date: {date}",
+        "",
+        f"--{boundary}",
+        "Content-Type: text/rfc822-headers; charset=utf-8",
+        "",
+        headers,
+        "",
+        f"--{boundary}--",
+        "",
+    ]
+    return "\r\n".join(lines).encode("utf-8")

@@ -117,7 +117,8 @@ class OutboundQueue:
             users = {u.id: u for u in await self.store.list_users()}
             sender = users.get(item.user_id)
             dsn = None if sender is None else LocalCopy(item.user_id, delivery_failure(
-                sender.address, item.recipient, reason, item.headers, now, item.attempts + 1))
+                sender.address, item.recipient, reason, item.headers, now, item.attempts + 1,
+                "5.0.0" if outcome.verdict is Verdict.PERMANENT else "5.4.7"))
             await self.store.outbound_done(item.id, dsn)
             return
         delay = self.policy.delay(item.attempts)

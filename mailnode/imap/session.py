@@ -191,6 +191,12 @@ class ImapSession:
         handler: Callable[[c.Command], Awaitable[str | None]] = getattr(
             self, "_do_" + type(cmd).__name__.lower())
         allow_expunge = not (isinstance(cmd, c.Fetch | c.StoreCmd | c.Search) and not cmd.uid)
+        if allow_expunge:
+            # Report pending changes first, so that the command works on (and its results
+            # are numbered by) the current state rather than on messages already gone.
+            await self._sync(True)
+            if self.closed:
+                return
         try:
             text = await handler(cmd)
         except ImapError as exc:

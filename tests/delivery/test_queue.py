@@ -1,0 +1,150 @@
+"""Submission, the outbound queue and inbound acceptance, with the network replaced by fakes
+(the real transfer and DHT are covered in their own suites and the three-node tests)."""
+
+from __future__ import annotations
+
+import email
+import os
+from dataclasses import dataclass, field
+
+from crypto.address import address_for, key_of
+from crypto.envelope import open_envelope, seal
+from crypto.keys import Identity, PublicIdentity
+from dht.records import AddressRecord
+from mailnode.delivery.inbound import InboundService
+from mailnode.delivery.outbound import OutboundQueue, RetryPolicy
+from mailnode.delivery.submit import SubmissionService
+from mailnode.store.sqlite import QueuedMessage, SqlStore
+from mailnode.transfer import InboundMessage, Outcome, TransferError, Verdict
+
+MSG = b"From: a\r\nTo: b\r\nSubject: queued\r\n\r\nbody\r\n"
+
+
+@dataclass
+class Clock:
+    now: float = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakeNet:
+    """Resolves every address; each send answers with the next scripted outcome."""
+
+    node: Identity = field(default_factory=Identity.generate)
+    script: list[Outcome | Exception] = field(default_factory=list)
+    sent: list[QueuedMessage] = field(default_factory=list)
+    known: bool = True
+
+    async def resolve(self, user_key: bytes) -> AddressRecord | None:
+        if not self.known:
+            return None
+        return AddressRecord(user_key, self.node.verify_key, (("127.0.0.1", 9),), 1, 2**40,
+                             b"\0" * 64)
+
+    async def send(self, record: AddressRecord, item: QueuedMessage) -> Outcome:
+        self.sent.append(item)
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+async def _queue_one(store: SqlStore, clock: Clock, net: FakeNet,
+                     policy: RetryPolicy) -> tuple[OutboundQueue, Identity, int]:
+    alice = await store.create_user("alice", "password1", Identity.generate())
+    carol = Identity.generate()
+    queue = OutboundQueue(store, net.resolve, net.send, policy, clock=clock)
+    service = SubmissionService(store, queue.wake, clock=clock)
+    await service.submit(alice, [address_for(carol.verify_key)], MSG)
+    return queue, carol, alice.id
+
+
+async def test_retries_with_exponential_backoff_then_delivers(store: SqlStore) -> None:
+    clock, net = Clock(), FakeNet()
+    store.clock = clock
+    net.script = [TransferError("refused"), Outcome(Verdict.TEMPORARY, "busy"),
+                  Outcome(Verdict.ACCEPTED, "stored")]
+    queue, carol, _ = await _queue_one(store, clock, net, RetryPolicy(10, 100, 10_000))
+    await queue.run_once()
+    assert len(net.sent) == 1 and await store.queue_length() == 1
+    clock.now += 9
+    await queue.run_once()
+    assert len(net.sent) == 1  # not due before the 10 s backoff
+    clock.now += 1
+    await queue.run_once()
+    assert len(net.sent) == 2
+    clock.now += 19
+    await queue.run_once()
+    assert len(net.sent) == 2  # second backoff is 20 s
+    clock.now += 1
+    await queue.run_once()
+    assert len(net.sent) == 3 and await store.queue_length() == 0
+    assert {i.message_id for i in net.sent} == {net.sent[0].message_id}  # same id: idempotent
+    assert open_envelope(carol, net.sent[-1].sealed).payload == MSG
+
+
+async def test_unknown_record_retries_and_expiry_returns_a_dsn(store: SqlStore) -> None:
+    clock, net = Clock(), FakeNet(known=False)
+    store.clock = clock
+    queue, _, alice_id = await _queue_one(store, clock, net, RetryPolicy(10, 20, 100))
+    for _ in range(20):
+        await queue.run_once()
+        clock.now += 20
+    assert await store.queue_length() == 0
+    inbox = await store.get_mailbox(alice_id, "INBOX")
+    assert inbox is not None and inbox.messages == 1
+    metas = await store.list_messages(inbox.id)
+    dsn = email.message_from_bytes(
+        (await store.fetch_bodies(inbox.id, [metas[0].uid]))[metas[0].uid])
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn.get_param("report-type") == "delivery-status"
+    parts = [p.get_content_type() for p in dsn.walk()]
+    assert "message/delivery-status" in parts and "text/rfc822-headers" in parts
+    assert b"Subject: queued" in dsn.as_bytes()
+
+
+async def test_permanent_refusal_returns_a_dsn_at_once(store: SqlStore) -> None:
+    clock, net = Clock(), FakeNet(script=[Outcome(Verdict.PERMANENT, "no such user")])
+    store.clock = clock
+    queue, _, alice_id = await _queue_one(store, clock, net, RetryPolicy(10, 20, 10_000))
+    await queue.run_once()
+    assert await store.queue_length() == 0
+    inbox = await store.get_mailbox(alice_id, "INBOX")
+    assert inbox is not None and inbox.messages == 1
+
+
+async def test_inbound_opens_verifies_and_files_once(store: SqlStore) -> None:
+    bob = await store.create_user("bob", "password1", Identity.generate())
+    alice = Identity.generate()
+    inbound = InboundService(store)
+    mid = os.urandom(16)
+    sealed = seal(alice, PublicIdentity(key_of(bob.address)), mid, 1, MSG)
+    msg = InboundMessage(os.urandom(32), mid, key_of(bob.address), sealed)
+    assert (await inbound.accept(msg)).verdict is Verdict.ACCEPTED
+    assert (await inbound.accept(msg)).verdict is Verdict.ACCEPTED  # retry: no duplicate
+    inbox = await store.get_mailbox(bob.id, "INBOX")
+    assert inbox is not None and inbox.messages == 1
+    uid = (await store.list_messages(inbox.id))[0].uid
+    body = (await store.fetch_bodies(inbox.id, [uid]))[uid]
+    assert body.endswith(MSG)
+    assert f"X-Mailnode-Verified-Sender: {address_for(alice.verify_key)}".encode() in body
+
+
+async def test_inbound_refuses_strangers_and_forgeries(store: SqlStore) -> None:
+    bob = await store.create_user("bob", "password1", Identity.generate())
+    inbound = InboundService(store)
+    stranger = Identity.generate()
+    mid = os.urandom(16)
+    sealed = seal(Identity.generate(), stranger.public, mid, 1, MSG)
+    outcome = await inbound.accept(InboundMessage(b"\1" * 32, mid, stranger.verify_key, sealed))
+    assert outcome.verdict is Verdict.PERMANENT
+    tampered = bytearray(seal(Identity.generate(), PublicIdentity(key_of(bob.address)), mid, 1,
+                              MSG))
+    tampered[-5] ^= 1
+    outcome = await inbound.accept(InboundMessage(b"\1" * 32, mid, key_of(bob.address),
+                                                  bytes(tampered)))
+    assert outcome.verdict is Verdict.PERMANENT
+    inbox = await store.get_mailbox(bob.id, "INBOX")
+    assert inbox is not None and inbox.messages == 0
