@@ -122,7 +122,8 @@ def _coerce(name: str, value: Any) -> Any:
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not type(default):
-        raise ConfigError(f"{name} must be a {type(default).__name__}, got {value!r}")
+        kind = {int: "an integer", float: "a number", str: "a string"}[type(default)]
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
     return value
 
 

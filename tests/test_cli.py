@@ -1,0 +1,94 @@
+"""The ``mailnode`` command line, in-process (the e2e tests run it as real processes)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from crypto.address import key_of
+from mailnode.cli import main
+from mailnode.config import CONFIG_NAME, DB_NAME, NODE_KEY_NAME, Config, ConfigError, load
+from mailnode.store.database import Database, is_current
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_init_writes_config_keys_and_current_database(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "node"
+    code, out, _ = run(capsys, "--data-dir", str(d), "init", "--smtp-port", "1025",
+                       "--bootstrap", "127.0.0.1:4000", "10.0.0.1:4001")
+    assert code == 0 and "mailnode.toml" in out
+    config = load(d / CONFIG_NAME)
+    assert config.smtp_port == 1025 and config.host == "127.0.0.1"
+    assert config.bootstrap == ("127.0.0.1:4000", "10.0.0.1:4001")
+    assert stat.S_IMODE(os.stat(d / NODE_KEY_NAME).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(d / DB_NAME).st_mode) == 0o600
+    db = Database(d / DB_NAME)
+    try:
+        assert is_current(db.engine)
+    finally:
+        db.close()
+    code, _, err = run(capsys, "--data-dir", str(d), "init")
+    assert code == 1 and "refusing" in err and "Traceback" not in err
+
+
+def test_user_add_prints_the_address_last(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    d = str(tmp_path / "node")
+    run(capsys, "--data-dir", d, "init")
+    monkeypatch.setenv("MAILNODE_PASSWORD", "long enough")
+    code, out, _ = run(capsys, "--data-dir", d, "user", "add", "alice")
+    assert code == 0
+    key_of(out.strip().splitlines()[-1])  # a valid mailnode address
+    code, _, err = run(capsys, "--data-dir", d, "user", "add", "alice")
+    assert code == 1 and "already exists" in err
+    code, _, err = run(capsys, "--data-dir", d, "user", "add", "Bad Name!")
+    assert code == 1 and "not a valid user name" in err
+    monkeypatch.setenv("MAILNODE_PASSWORD", "short")
+    code, _, err = run(capsys, "--data-dir", d, "user", "add", "bob")
+    assert code == 1 and "at least 8" in err
+
+
+def test_mailnode_home_and_status_of_a_stopped_node(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILNODE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MAILNODE_PASSWORD", "long enough")
+    assert run(capsys, "init")[0] == 0
+    address = run(capsys, "user", "add", "carol")[1].strip().splitlines()[-1]
+    code, out, _ = run(capsys, "status")
+    assert code == 0
+    assert "state        : stopped" in out and "queue        : 0" in out and address in out
+
+
+def test_commands_on_a_missing_node_say_what_to_do(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--data-dir", str(tmp_path / "none"), "status")
+    assert code == 1 and "init" in err
+
+
+def test_config_errors_are_clear(tmp_path: Path) -> None:
+    path = tmp_path / CONFIG_NAME
+    path.write_text("[network]\nsmtp_prot = 25\n")
+    with pytest.raises(ConfigError, match="unknown setting network.smtp_prot"):
+        load(path)
+    path.write_text("[network]\nsmtp_port = 'x'\n")
+    with pytest.raises(ConfigError, match="smtp_port must be an integer"):
+        load(path)
+    path.write_text("[dht]\nrecord_ttl = 10\nrepublish_interval = 20\n")
+    with pytest.raises(ConfigError, match="republish_interval"):
+        load(path)
+    path.write_text("not toml ===")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(path)
+    with pytest.raises(ConfigError, match="run `mailnode init`"):
+        load(tmp_path / "missing.toml")
+    assert Config().host == "127.0.0.1"  # safe default
