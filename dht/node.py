@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -240,8 +242,9 @@ class DhtNode:
             address = (peer[0], peer[1])
             if address not in self._bootstrap_peers:
                 self._bootstrap_peers.append(address)
-        if peers:
-            await self._server.bootstrap([(p[0], p[1]) for p in peers])
+        addresses = await self._resolve(peers)
+        if addresses:
+            await self._server.bootstrap(addresses)
         log.info("DHT bootstrap done: %d peers known", self.peer_count())
         return self.peer_count()
 
@@ -281,6 +284,30 @@ class DhtNode:
         pending = self._tasks.cancel_all()
         self.stop()
         await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _resolve(self, peers: Sequence[Address]) -> list[Address]:
+        """IP addresses for ``peers``: kademlia's routing only works with IPs, not host names.
+
+        Names are resolved off the event loop, again on every retry (dynamic DNS).
+        """
+        loop = asyncio.get_running_loop()
+        family = self._server.transport.get_extra_info("socket").family
+        addresses: list[Address] = []
+        for host, port in peers:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                pass
+            else:
+                addresses.append((host, port))
+                continue
+            try:
+                infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+            except OSError as exc:
+                log.warning("cannot resolve bootstrap peer %s:%s: %s", host, port, exc)
+                continue
+            addresses.extend((str(info[4][0]), int(info[4][1])) for info in infos[:1])
+        return addresses
 
     def _require_started(self) -> None:
         if self._server.protocol is None or self._tasks.closed:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import time
 
 import pytest
 from kademlia.network import Server
+from kademlia.storage import ForgetfulStorage
 
 from crypto.keys import Identity
 from dht.node import DhtNode
@@ -63,24 +65,39 @@ async def test_others_cannot_overwrite_or_roll_back_a_record(make_node: NodeFact
         assert await node.lookup(ALICE.verify_key) == current
 
 
+class StubbornStorage(ForgetfulStorage):  # type: ignore[misc]
+    """Serves its lie for every key and ignores attempts to correct it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lie: bytes | None = None
+        self.asked = 0
+
+    def get(self, key: bytes, default: object = None) -> object:
+        self.asked += 1
+        return self.lie
+
+    def __setitem__(self, key: bytes, value: object) -> None:
+        pass
+
+
 async def test_forged_and_stale_answers_are_not_believed(make_node: NodeFactory) -> None:
     """A peer running the unvalidating library serves junk; lookups still find the truth."""
     nodes = await start_network(make_node, 4)
-    clock_now = make_record(ALICE).expires - 3600
-    honest = make_record(ALICE, seq=1)
+    honest = make_record(ALICE, seq=2)
     await nodes[0].publish(honest)
-    liar = Server()
+    liar_storage = StubbornStorage()
+    liar = Server(storage=liar_storage)
     await liar.listen(0, LOOPBACK)
     try:
         await liar.bootstrap([(LOOPBACK, nodes[0].port)])
         forged = dataclasses.replace(make_record(MALLORY, seq=50), user_key=ALICE.verify_key)
-        liar.storage[KEY] = forged.encode()
-        for node in nodes[1:]:
-            assert await node.lookup(ALICE.verify_key) == honest
-        expired = make_record(ALICE, seq=60, expires=int(clock_now) - 10)
-        liar.storage[KEY] = expired.encode()
-        for node in nodes[1:]:
-            assert await node.lookup(ALICE.verify_key) == honest
+        expired = make_record(ALICE, seq=60, expires=int(time.time()) - 10)
+        for lie in (forged, expired, make_record(ALICE, seq=1)):
+            liar_storage.lie, liar_storage.asked = lie.encode(), 0
+            for node in nodes[1:]:
+                assert await node.lookup(ALICE.verify_key) == honest
+            assert liar_storage.asked >= len(nodes) - 1  # every lookup heard the lie
     finally:
         liar.stop()
 
@@ -169,3 +186,9 @@ async def test_lookup_gathers_past_the_first_answer(make_node: NodeFactory) -> N
     assert await querier.lookup(ALICE.verify_key) == new
     # the close nodes that answered with the old record are sent the new one
     await eventually(lambda: all(n.storage.record(KEY) == new for n in holders), what="repair")
+
+
+async def test_bootstrap_by_host_name(make_node: NodeFactory) -> None:
+    first = await make_node()
+    second = await make_node([("localhost", first.port)])
+    assert second.peers() == [(LOOPBACK, first.port)]

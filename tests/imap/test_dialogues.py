@@ -243,7 +243,8 @@ async def test_expunge_close_unselect(dialog: Dialog) -> None:
     await append(dialog)
     assert await dialog.send(b"b EXPUNGE\r\n") == b"* 2 EXPUNGE\r\nb OK EXPUNGE completed\r\n"
     assert await dialog.send(b"c SEARCH ALL\r\n") == b"* SEARCH 1 2 3\r\nc OK SEARCH completed\r\n"
-    assert await dialog.send(b"d STORE 1 +FLAGS.SILENT \\Deleted\r\n") == b"d OK STORE completed\r\n"
+    out = await dialog.send(b"d STORE 1 +FLAGS.SILENT \\Deleted\r\n")
+    assert out == b"d OK STORE completed\r\n"
     assert await dialog.send(b"e UNSELECT\r\n") == b"e OK UNSELECT completed\r\n"
     assert b"* 3 EXISTS" in await dialog.send(b"f SELECT INBOX\r\n")
     assert await dialog.send(b"g CLOSE\r\n") == b"g OK CLOSE completed\r\n"

@@ -22,15 +22,15 @@ def imaplib_session(port: int) -> list[str]:
     assert "IDLE" in m.capabilities and "AUTH=PLAIN" in m.capabilities
     assert m.login("alice", "secret")[0] == "OK"
     typ, boxes = m.list()
-    assert typ == "OK" and any(b'"Sent"' in b and b"\\Sent" in b for b in boxes if b)
-    typ, data = m.append("INBOX", r"(\Flagged)", None, MESSAGE)
-    assert typ == "OK" and b"APPENDUID" in data[0]
-    m.append("INBOX", None, None, MESSAGE.replace(b"Hello there", b"Second"))
-    typ, data = m.select("INBOX")
-    assert (typ, data) == ("OK", [b"2"])
-    typ, data = m.fetch("1", "(BODY[])")
     assert typ == "OK"
-    first = data[0]
+    assert any(isinstance(b, bytes) and b'"Sent"' in b and b"\\Sent" in b for b in boxes)
+    typ, appended = m.append("INBOX", r"(\Flagged)", None, MESSAGE)
+    assert typ == "OK" and b"APPENDUID" in appended[0]
+    m.append("INBOX", None, None, MESSAGE.replace(b"Hello there", b"Second"))
+    assert m.select("INBOX") == ("OK", [b"2"])
+    typ, fetched = m.fetch("1", "(BODY[])")
+    assert typ == "OK"
+    first = fetched[0]
     assert isinstance(first, tuple) and first[1] == MESSAGE
     typ, data = m.uid("FETCH", "2", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert typ == "OK"
@@ -49,6 +49,20 @@ def imaplib_session(port: int) -> list[str]:
 async def test_imaplib_session(server: ImapServer) -> None:
     assert server.port
     await asyncio.wait_for(asyncio.to_thread(imaplib_session, server.port), TIMEOUT)
+
+
+def imaplib_authenticate(port: int) -> None:
+    """AUTHENTICATE PLAIN waiting for "+", with the user name repeated as authzid (mutt)."""
+    m = imaplib.IMAP4("127.0.0.1", port, timeout=TIMEOUT)
+    typ, data = m.authenticate("PLAIN", lambda _: b"alice\0alice\0secret")
+    first: object = data[0]
+    assert typ == "OK" and isinstance(first, bytes) and first.startswith(b"[CAPABILITY IMAP4rev1")
+    assert m.logout()[0] == "BYE"
+
+
+async def test_imaplib_authenticate_plain(server: ImapServer) -> None:
+    assert server.port
+    await asyncio.wait_for(asyncio.to_thread(imaplib_authenticate, server.port), TIMEOUT)
 
 
 async def test_aioimaplib_idle_sees_append_from_other_session(server: ImapServer) -> None:
@@ -84,7 +98,7 @@ async def command(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     """Send one command; return all lines up to and including its tagged reply."""
     writer.write(tag + b" " + line + b"\r\n")
     await writer.drain()
-    lines = []
+    lines: list[bytes] = []
     while True:
         got = await asyncio.wait_for(reader.readline(), TIMEOUT)
         assert got, lines

@@ -48,7 +48,8 @@ def test_round_trip_text_and_compress() -> None:
     assert compress([]) == ""
 
 
-@pytest.mark.parametrize("name", ["INBOX", "Entw\u00fcrfe", "a&b", "\u65e5\u672c\u8a9e/x", "~peter"])
+@pytest.mark.parametrize("name", ["INBOX", "Entw\u00fcrfe", "a&b", "\u65e5\u672c\u8a9e/x",
+                                  "~peter"])
 def test_mailbox_names_round_trip_through_modified_utf7(name: str) -> None:
     wire = utf7.encode(name)
     assert all(b < 0x7F for b in wire)

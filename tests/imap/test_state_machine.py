@@ -81,3 +81,30 @@ async def test_login_twice_is_refused() -> None:
     await session.receive(b"x LOGIN alice secret\r\n")
     assert session.data_to_send().startswith(b"x BAD ")
     assert session.state is State.AUTHENTICATED
+
+
+_VERBS = st.sampled_from([b"FETCH", b"UID FETCH", b"SEARCH", b"UID SEARCH", b"STORE", b"COPY",
+                          b"UID MOVE", b"LIST", b"SELECT", b"STATUS", b"APPEND", b"EXPUNGE",
+                          b"UID EXPUNGE", b"CREATE", b"RENAME", b"IDLE", b"DONE", b"CLOSE"])
+_ARGS = st.sampled_from([b"1", b"1:*", b"*", b"2,4", b"(FLAGS)", b"BODY[1.2.MIME]",
+                         b"BODY[2.HEADER.FIELDS (A)]<0.5>", b"FULL", b"BODYSTRUCTURE", b"+FLAGS",
+                         b"\\Seen", b"INBOX", b"Trash", b'""', b"%", b"(MESSAGES)",
+                         b"{3+}\r\nabc", b"OR", b"NOT", b"UID", b"HEADER", b"SENTON",
+                         b"1-Jan-2024", b"(", b")", b"x"])
+_NESTED = (b"From: a\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+           b"Content-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\nhi\r\n--B--\r\n")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_VERBS, st.lists(_ARGS, max_size=5)), max_size=6))
+async def test_random_command_sequences_never_hit_internal_errors(
+        cmds: list[tuple[bytes, list[bytes]]]) -> None:
+    session = await session_in(State.SELECTED)
+    inbox = await session.store.get_mailbox(1, "INBOX")
+    assert inbox is not None
+    await session.store.append(inbox.id, b"Subject: s\r\n\r\nbody\r\n", frozenset(), None)
+    await session.store.append(inbox.id, _NESTED, frozenset(), None)
+    for i, (verb, args) in enumerate(cmds):
+        await session.receive(b"t%d %s %s\r\n" % (i, verb, b" ".join(args)))
+        out = session.data_to_send()
+        assert b"SERVERBUG" not in out, out
