@@ -90,20 +90,6 @@ def write_status(data_dir: Path, listening: Listening, dht: DhtNode, published: 
     tmp.replace(data_dir / STATUS_NAME)
 
 
-async def _resolve(peers: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """DHT datagrams need IP addresses; bootstrap entries may be names (as in compose)."""
-    loop = asyncio.get_running_loop()
-    out = []
-    for host, port in peers:
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        except OSError as exc:
-            log.warning("bootstrap peer %s:%d does not resolve: %s", host, port, exc)
-            continue
-        out.append((str(infos[0][4][0]), port))
-    return out
-
-
 def published_host(config: Config) -> str:
     """Where peers reach us: the configured address, or our own name's address when we bind
     every interface (inside a container, the name resolves to the container's address)."""
@@ -127,8 +113,9 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         stack.callback(db.close)
 
         dht = DhtNode(node_id_seed=node_identity.verify_key)
-        await dht.start(host, config.p2p_port, await _resolve(config.bootstrap_peers()))
-        stack.push_async_callback(_maybe_await, dht.stop)
+        # names are fine: the DHT resolves (and retries) them itself
+        await dht.start(host, config.p2p_port, config.bootstrap_peers())
+        stack.push_async_callback(dht.aclose)
 
         inbound = InboundService(store)
         transfer = TransferServer(node_identity, inbound.accept,
@@ -181,9 +168,3 @@ async def serve(data_dir: Path, stop: asyncio.Event,
             await asyncio.gather(*tasks, return_exceptions=True)
             (data_dir / STATUS_NAME).unlink(missing_ok=True)
         log.info("node stopping")
-
-
-async def _maybe_await(fn: Callable[[], object]) -> None:
-    result = fn()
-    if asyncio.iscoroutine(result):
-        await result

@@ -176,6 +176,20 @@ def test_queue_retries_until_recipient_node_returns(net: Network) -> None:
                "A's queue to drain")
 
 
+def test_queued_mail_survives_kill_9_of_the_sender(net: Network) -> None:
+    net.b.stop()
+    try:
+        data = compose(net.alice, net.bob, "queued, then the sender was killed")
+        send(net.a, net.alice, net.bob, data)  # 250 means it is in A's SQLite
+        net.a.kill()
+        net.a.start()
+    finally:
+        net.b.start()
+    wait_until(lambda: any(strip_trace(b) == data
+                           for b in inbox_bodies(net.b, "bob", "bob-pass")), 60,
+               "message queued before kill -9 to arrive")
+
+
 def test_messages_survive_a_restart_and_kill(net: Network) -> None:
     before = inbox_bodies(net.b, "bob", "bob-pass")
     assert before
