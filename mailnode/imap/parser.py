@@ -137,6 +137,9 @@ class CommandParser:
                 return _parse_command(text, literals, self.limits)
             size, sync, start = marker
             tag = _tag_of(bytes(self._text) + line)
+            if tag is None:  # not a command at all: never invite garbage to send a literal
+                self._reset()
+                raise ParseError("Missing or invalid tag")
             self._text += line[:start]
             self._literal_bytes += size
             if size > self.limits.max_literal or \

@@ -294,3 +294,13 @@ _TOKENS = st.sampled_from([
 @given(st.lists(_TOKENS, max_size=40))
 def test_fuzz_grammar_shaped_input(tokens: list[bytes]) -> None:
     drain([b"t " + b"".join(tokens) + b"\r\n"])
+
+
+def test_garbage_with_a_literal_marker_is_refused_without_continuation() -> None:
+    p = CommandParser()
+    p.feed(b"\x00\xff garbage {5}\r\n")
+    with pytest.raises(ParseError) as err:
+        p.next_event()
+    assert err.value.tag is None and not err.value.fatal
+    p.feed(b"a1 NOOP\r\n")
+    assert isinstance(p.next_event(), c.Noop)
