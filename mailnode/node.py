@@ -141,6 +141,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         await imap.start(host, config.imap_port)
         stack.push_async_callback(imap.stop)
 
+        assert imap.port is not None
         listening = Listening(host, smtp.port, imap.port, dht.port,
                               node_identity.verify_key.hex())
         publisher = Publisher(store, dht, node_identity, config,

@@ -78,7 +78,7 @@ def test_commands_on_a_missing_node_say_what_to_do(tmp_path: Path,
 def test_config_errors_are_clear(tmp_path: Path) -> None:
     path = tmp_path / CONFIG_NAME
     path.write_text("[network]\nsmtp_prot = 25\n")
-    with pytest.raises(ConfigError, match="unknown setting network.smtp_prot"):
+    with pytest.raises(ConfigError, match=r"unknown setting network\.smtp_prot"):
         load(path)
     path.write_text("[network]\nsmtp_port = 'x'\n")
     with pytest.raises(ConfigError, match="smtp_port must be an integer"):
@@ -89,6 +89,6 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
     path.write_text("not toml ===")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(path)
-    with pytest.raises(ConfigError, match="run `mailnode init`"):
+    with pytest.raises(ConfigError, match=r"run `mailnode init`"):
         load(tmp_path / "missing.toml")
     assert Config().host == "127.0.0.1"  # safe default
