@@ -131,9 +131,11 @@ def client_settings(config: Config, user: User, smtp_port: int, imap_port: int) 
     ])
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging(verbose: bool, serving: bool) -> None:
+    """Serving commands log their work; one-shot commands only warnings (or all with -v)."""
+    level = logging.DEBUG if verbose else (logging.INFO if serving else logging.WARNING)
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+        level=level, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kademlia").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
@@ -300,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose)
+    _configure_logging(args.verbose, args.command in ("run", "quickstart"))
     try:
         args.func(args)
     except (CliError, ConfigError, PermissionError) as exc:
@@ -308,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `mailnode status | head`
+        return 0
     return 0
 
 

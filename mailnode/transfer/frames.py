@@ -209,10 +209,11 @@ def _parse_status(raw: int, *, allow_ack: bool) -> Status:
 
 
 @dataclass(frozen=True)
-class Reject:
-    """The receiver refuses the last offer without reading its body."""
+class _StatusFrame:
+    """A status and a reason: the shape shared by REJECT and RESULT."""
 
-    TYPE: ClassVar[FrameType] = FrameType.REJECT
+    TYPE: ClassVar[FrameType]
+    ALLOWS_ACK: ClassVar[bool]
     MIN_SIZE: ClassVar[int] = 1
     MAX_SIZE: ClassVar[int] = 1 + MAX_REASON_SIZE
 
@@ -225,8 +226,17 @@ class Reject:
     @classmethod
     def parse(cls, payload: bytes) -> Self:
         if not payload:
-            raise ProtocolError(ErrorCode.MALFORMED, "REJECT without status")
-        return cls(_parse_status(payload[0], allow_ack=False), _decode_reason(payload[1:]))
+            raise ProtocolError(ErrorCode.MALFORMED, f"{cls.TYPE.name} without status")
+        return cls(_parse_status(payload[0], allow_ack=cls.ALLOWS_ACK),
+                   _decode_reason(payload[1:]))
+
+
+@dataclass(frozen=True)
+class Reject(_StatusFrame):
+    """The receiver refuses the last offer without reading its body."""
+
+    TYPE: ClassVar[FrameType] = FrameType.REJECT
+    ALLOWS_ACK: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
@@ -267,24 +277,11 @@ class End:
 
 
 @dataclass(frozen=True)
-class Result:
+class Result(_StatusFrame):
     """Final word on a message; ACK is only sent once the receiver has durably stored it."""
 
     TYPE: ClassVar[FrameType] = FrameType.RESULT
-    MIN_SIZE: ClassVar[int] = 1
-    MAX_SIZE: ClassVar[int] = 1 + MAX_REASON_SIZE
-
-    status: Status
-    reason: str
-
-    def payload(self) -> bytes:
-        return bytes([self.status]) + _encode_reason(self.reason)
-
-    @classmethod
-    def parse(cls, payload: bytes) -> Self:
-        if not payload:
-            raise ProtocolError(ErrorCode.MALFORMED, "RESULT without status")
-        return cls(_parse_status(payload[0], allow_ack=True), _decode_reason(payload[1:]))
+    ALLOWS_ACK: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import smtplib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +167,20 @@ async def test_authzid_of_another_user_is_refused(env: Env) -> None:
             code, _ = smtp.docmd("AUTH", f"PLAIN {blob}")  # mutt/mbsync style
             assert code == 235
     await asyncio.to_thread(dialogue)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_curl_smtp_submission(env: Env, tmp_path: Path) -> None:
+    data = message(env.alice.address, env.bob.address, "sent by curl\r\n")
+    (tmp_path / "mail.eml").write_bytes(data)
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sS", f"smtp://127.0.0.1:{env.port}", "--mail-from", env.alice.address,
+        "--mail-rcpt", env.bob.address, "--user", f"alice:{PASSWORD}",
+        "--upload-file", str(tmp_path / "mail.eml"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err
+    inbox = await env.store.get_mailbox(env.bob.id, "INBOX")
+    assert inbox is not None
+    uid = (await env.store.list_messages(inbox.id))[0].uid
+    assert (await env.store.fetch_bodies(inbox.id, [uid]))[uid].endswith(data)
