@@ -37,7 +37,7 @@ def make_engine(path: Path) -> Engine:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed message survives power loss, not only a process crash.
+        # Durable by default; Database.run(durable=False) relaxes single transactions.
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -89,15 +89,25 @@ class Database:
         upgrade(db.engine)
         return db
 
-    def run_sync(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the calling thread."""
-        with self.engine.begin() as conn:
-            return fn(conn)
+    def run_sync(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
+        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the calling thread.
 
-    async def run(self, fn: Callable[[Connection], T]) -> T:
+        ``durable`` commits with ``synchronous=FULL`` (fsync: the commit survives power loss),
+        for anything acknowledged to a peer or client as stored. Otherwise ``NORMAL``: in WAL
+        mode that still survives a crash of the process, and costs no fsync (flag changes,
+        queue bookkeeping).
+        """
+        with self.engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            raw.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+            with conn.begin():
+                return fn(conn)
+
+    async def run(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
         """Run ``fn`` in one transaction on the database thread; commits unless it raises."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.run_sync, fn)
+        return await loop.run_in_executor(self._executor, self.run_sync, fn, durable)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -97,11 +97,17 @@ class SqlStore:
         self.db = db
         self.notifier = notifier
         self.clock = clock
+        # mailbox id -> (notifier version, listing being or already loaded). Every write of
+        # this process bumps the version after its commit, so ten sessions woken by one change
+        # share one query. A load that straddles a write is keyed by the older version and is
+        # replaced as soon as the bump is seen.
+        self._listings: dict[int, tuple[int, asyncio.Future[tuple[MessageMeta, ...]]]] = {}
 
     # ---- helpers -----------------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[Connection], tuple[object, Iterable[int]]]) -> object:
-        result, changed = await self.db.run(fn)
+    async def _write(self, fn: Callable[[Connection], tuple[object, Iterable[int]]],
+                     durable: bool = True) -> object:
+        result, changed = await self.db.run(fn, durable)
         for mailbox_id in set(changed):
             await self.notifier.publish(mailbox_id)
         return result
@@ -243,12 +249,27 @@ class SqlStore:
     # ---- messages ----------------------------------------------------------------------
 
     async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
-        def q(conn: Connection) -> list[MessageMeta]:
+        version = self.notifier.version(mailbox_id)
+        cached = self._listings.get(mailbox_id)
+        if cached is None or cached[0] != version:
+            task = asyncio.ensure_future(self._load_listing(mailbox_id, version))
+            self._listings[mailbox_id] = cached = (version, task)
+            task.add_done_callback(lambda t: self._forget_failed(mailbox_id, t))
+        return list(await asyncio.shield(cached[1]))
+
+    def _forget_failed(self, mailbox_id: int, task: asyncio.Future[tuple[MessageMeta, ...]],
+                       ) -> None:
+        entry = self._listings.get(mailbox_id)
+        if entry is not None and entry[1] is task and (task.cancelled() or task.exception()):
+            del self._listings[mailbox_id]
+
+    async def _load_listing(self, mailbox_id: int, version: int) -> tuple[MessageMeta, ...]:
+        def q(conn: Connection) -> tuple[MessageMeta, ...]:
             rows = conn.execute(select(messages.c.uid, messages.c.flags, messages.c.internaldate,
                                        messages.c.size)
                                 .where(messages.c.mailbox_id == mailbox_id)
-                                .order_by(messages.c.uid))
-            return [_meta(*r) for r in rows]
+                                .order_by(messages.c.uid)).all()
+            return tuple(_meta(*r) for r in rows)
         return await self.db.run(q)
 
     async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
@@ -283,7 +304,7 @@ class SqlStore:
                                      .values(flags=_flags_text(new)))
                     result.append(_meta(uid, _flags_text(new), internaldate, size))
             return result, [mailbox_id] if changed else []
-        return await self._write(q)  # type: ignore[return-value]
+        return await self._write(q, durable=False)  # type: ignore[return-value]
 
     async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
                      internaldate: datetime | None) -> tuple[int, int]:
@@ -312,7 +333,7 @@ class SqlStore:
                     messages.c.id.in_([rid for rid, _ in gone[i:i + 500]])))
             removed = [uid for _, uid in gone]
             return removed, [mailbox_id] if removed else []
-        return await self._write(q)  # type: ignore[return-value]
+        return await self._write(q, durable=False)  # type: ignore[return-value]
 
     async def copy(self, src_mailbox_id: int, uids: Sequence[int],
                    dst_mailbox_id: int) -> list[tuple[int, int]]:
@@ -405,7 +426,7 @@ class SqlStore:
     async def outbound_retry(self, queue_id: int, next_attempt_at: int, error: str) -> None:
         await self.db.run(lambda conn: conn.execute(update(outbound).where(
             outbound.c.id == queue_id).values(next_attempt_at=next_attempt_at, last_error=error,
-                                              attempts=outbound.c.attempts + 1)))
+                                              attempts=outbound.c.attempts + 1)), durable=False)
 
     async def queue_length(self) -> int:
         return await self.db.run(lambda conn: int(conn.execute(
