@@ -3,7 +3,8 @@
 Baseline: plain ``sqlite3`` in WAL + synchronous=FULL doing the same statements per message
 (BEGIN IMMEDIATE, read uidnext, INSERT, UPDATE uidnext, COMMIT) on the calling thread.
 Measured: ``SqlStore.append`` (SQLAlchemy Core, BEGIN IMMEDIATE, uid allocation, the database
-thread and the event-loop hop). Run: ``python -m bench.store_writes``.
+thread and the event-loop hop), one at a time and 16 at once (the database thread then commits
+the queued appends as a group, one fsync for all). Run: ``python -m bench.store_writes``.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def main() -> None:
         base = baseline(Path(tmp) / "base.db")
         serial = asyncio.run(ours(Path(tmp) / "ours1.db", 1))
         parallel = asyncio.run(ours(Path(tmp) / "ours16.db", 16))
-    print(f"messages: {N} x {len(BODY)} bytes, one durable commit each")
+    print(f"messages: {N} x {len(BODY)} bytes, each durably committed before it returns")
     print(f"raw sqlite3 baseline      : {N / base:8.0f} msg/s (1.00)")
     print(f"SqlStore.append, serial   : {N / serial:8.0f} msg/s ({base / serial:.2f} of baseline)")
     print(f"SqlStore.append, 16 at once: {N / parallel:8.0f} msg/s "

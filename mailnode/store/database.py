@@ -4,16 +4,22 @@ pysqlite's default transaction handling lets two read-then-write transactions bo
 same ``uidnext``; ``BEGIN IMMEDIATE`` takes the write lock up front. All transactions run on a
 single worker thread, so there is one writer and the event loop never waits on the disk.
 Network I/O never happens inside ``run`` (the callables only touch the connection).
+
+Group commit: jobs that queue up while the thread is busy run together in one transaction,
+each inside its own SAVEPOINT (a job that raises is rolled back alone), and share one fsync.
+No job's caller hears back before the whole group has committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -71,13 +77,34 @@ def is_current(engine: Engine) -> bool:
         return MigrationContext.configure(conn).get_current_revision() == head
 
 
+@dataclass
+class _Job(Generic[T]):
+    fn: Callable[[Connection], T]
+    durable: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled; the transaction's outcome stands
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
 class Database:
-    """Runs transactions on the one database thread."""
+    """Runs transactions on the one database thread, committing queued jobs as a group."""
+
+    MAX_GROUP = 64
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.engine = make_engine(path)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailnode-db")
+        self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="mailnode-db", daemon=True)
+        self._thread.start()
 
     @classmethod
     def open(cls, path: Path) -> Database:
@@ -89,26 +116,73 @@ class Database:
         upgrade(db.engine)
         return db
 
-    def run_sync(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
-        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the calling thread.
+    async def run(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
+        """Run ``fn`` in a transaction on the database thread; commits unless it raises.
 
         ``durable`` commits with ``synchronous=FULL`` (fsync: the commit survives power loss),
         for anything acknowledged to a peer or client as stored. Otherwise ``NORMAL``: in WAL
-        mode that still survives a crash of the process, and costs no fsync (flag changes,
+        mode that still survives a crash of the process, without an fsync (flag changes,
         queue bookkeeping).
         """
-        with self.engine.connect() as conn:
-            raw = conn.connection.dbapi_connection
-            assert raw is not None
-            raw.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
-            with conn.begin():
-                return fn(conn)
-
-    async def run(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
-        """Run ``fn`` in one transaction on the database thread; commits unless it raises."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.run_sync, fn, durable)
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(fn, durable, loop, future))
+        return await future
+
+    def run_sync(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
+        """Run ``fn`` in one transaction on the calling thread (tools and benchmarks)."""
+        [(result, error)] = self._commit([_Job(fn, durable, None, None)])  # type: ignore[arg-type]
+        if error is not None:
+            raise error
+        return result  # type: ignore[no-any-return]
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            group = [job]
+            stop = False
+            while len(group) < self.MAX_GROUP:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+            for job, (result, error) in zip(group, self._commit(group), strict=True):
+                job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+            if stop:
+                return
+
+    def _commit(self, group: list[_Job[Any]]) -> list[tuple[Any, BaseException | None]]:
+        """One transaction for the group, a SAVEPOINT per job."""
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            with self.engine.connect() as conn:
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                durable = any(job.durable for job in group)
+                raw.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                with conn.begin():
+                    for job in group:
+                        savepoint = conn.begin_nested()
+                        try:
+                            result = job.fn(conn)
+                        except Exception as exc:
+                            savepoint.rollback()
+                            outcomes.append((None, exc))
+                        else:
+                            savepoint.commit()
+                            outcomes.append((result, None))
+        except Exception as exc:  # the commit itself failed: nothing in the group stands
+            return [(None, exc)] * len(group)
+        return outcomes
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        """Finish the queued jobs, stop the thread and close the connections."""
+        self._jobs.put(None)
+        self._thread.join()
         self.engine.dispose()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection
 
 from crypto.keys import Identity
 from mailnode.store.api import MailboxExists, MailboxProtected, NoSuchMailbox
@@ -125,3 +127,28 @@ async def test_submission_files_local_and_queues_remote_in_one_commit(store: Sql
     assert await store.queue_length() == 0
     alice_inbox = await store.get_mailbox(alice.id, "INBOX")
     assert alice_inbox is not None and alice_inbox.messages == 1
+
+
+async def test_group_commit_isolates_a_failing_job(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    db = Database.open(tmp_path / "g.db")
+    try:
+        await db.run(lambda c: c.execute(text("CREATE TABLE t (v INTEGER)")))
+
+        def write(v: int) -> Callable[[Connection], int]:
+            def fn(conn: Connection) -> int:
+                conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": v})
+                if v % 5 == 0:
+                    raise ValueError(v)  # after its write: the savepoint must undo it
+                return v
+            return fn
+
+        results = await asyncio.gather(*(db.run(write(v)) for v in range(1, 41)),
+                                       return_exceptions=True)
+        failed = {r.args[0] for r in results if isinstance(r, ValueError)}
+        assert failed == set(range(5, 41, 5))
+        stored = await db.run(lambda c: {r[0] for r in c.execute(text("SELECT v FROM t"))})
+        assert stored == set(range(1, 41)) - failed
+    finally:
+        db.close()
