@@ -107,7 +107,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
     node_identity = load_node_key(data_dir / NODE_KEY_NAME)
     db = await asyncio.to_thread(Database.open, data_dir / DB_NAME)  # migrates an older db
     notifier = ChangeNotifier()
-    store = SqlStore(db, notifier)
+    store = SqlStore(db, notifier, failed_login_delay=config.failed_login_delay)
     host = config.host
     async with AsyncExitStack() as stack:
         stack.callback(db.close)
@@ -131,8 +131,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         submission = SubmissionService(store, queue.wake, resolve=dht.lookup,
                                        has_peers=lambda: dht.peer_count() > 0)
         smtp = SubmissionServer(submission, max_message_size=config.max_message_size,
-                                max_connections=config.max_connections,
-                                failed_login_delay=config.failed_login_delay)
+                                max_connections=config.max_connections)
         await smtp.start(host, config.smtp_port)
         stack.push_async_callback(smtp.stop)
 

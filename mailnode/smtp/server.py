@@ -38,9 +38,8 @@ def _user(session: Session) -> User:
 class SubmissionHandler:
     """aiosmtpd handler for authenticated submission."""
 
-    def __init__(self, service: SubmissionService, failed_login_delay: float = 1.0) -> None:
+    def __init__(self, service: SubmissionService) -> None:
         self.service = service
-        self.failed_login_delay = failed_login_delay
 
     async def _login(self, server: SMTP, creds: PlainCredentials) -> AuthResult:
         if not creds.acts_as_self:
@@ -48,7 +47,6 @@ class SubmissionHandler:
         user = await self.service.store.authenticate(creds.login, creds.password)
         if user is None:
             log.info("smtp login failed for %r", creds.login)
-            await asyncio.sleep(self.failed_login_delay)  # costs the guesser, not the loop
             return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
         log.info("smtp login user=%s", user.name)
         return AuthResult(success=True, auth_data=user, message=replies.AUTH_OK)
@@ -141,9 +139,8 @@ class SubmissionServer:
     """The listening socket and its sessions."""
 
     def __init__(self, service: SubmissionService, *, max_message_size: int,
-                 max_connections: int = 100, hostname: str = "mailnode",
-                 failed_login_delay: float = 1.0) -> None:
-        self.handler = SubmissionHandler(service, failed_login_delay)
+                 max_connections: int = 100, hostname: str = "mailnode") -> None:
+        self.handler = SubmissionHandler(service)
         self.max_message_size = max_message_size
         self.max_connections = max_connections
         self.hostname = hostname

@@ -93,8 +93,9 @@ class SqlStore:
     """Users, mailboxes, messages and the outbound queue in one SQLite database."""
 
     def __init__(self, db: Database, notifier: ChangeNotifier,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, failed_login_delay: float = 1.0) -> None:
         self.db = db
+        self.failed_login_delay = failed_login_delay
         self.notifier = notifier
         self.clock = clock
         # mailbox id -> (notifier version, listing being or already loaded). Every write of
@@ -197,7 +198,11 @@ class SqlStore:
         found = await self.db.run(q)
         stored = found[1] if found else _DUMMY_HASH
         ok = await asyncio.to_thread(verify_password, stored, password)
-        return found[0] if (found and ok) else None
+        if found and ok:
+            return found[0]
+        # Every protocol's failed login waits here: it costs the guesser, not the loop.
+        await asyncio.sleep(self.failed_login_delay)
+        return None
 
     # ---- mailboxes ---------------------------------------------------------------------
 

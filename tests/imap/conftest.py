@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from crypto.keys import Identity
 from mailnode.imap.server import ImapServer
 from mailnode.imap.session import ImapSession
+from mailnode.store.api import MailStore
+from mailnode.store.database import Database
 from mailnode.store.notify import ChangeNotifier
+from mailnode.store.sqlite import SqlStore
 from tests.imap.memstore import MemStore
 
 MESSAGE = (b"From: Alice <alice@example.mailnode>\r\n"
@@ -39,21 +44,43 @@ def notifier() -> ChangeNotifier:
     return ChangeNotifier()
 
 
-@pytest.fixture
-def store(notifier: ChangeNotifier) -> MemStore:
-    s = MemStore(notifier)
-    s.add_user("alice", "secret", "alice@example.mailnode")
-    s.add_user("bob", "hunter2", "bob@example.mailnode")
-    return s
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, notifier: ChangeNotifier,
+                tmp_path: Path) -> AsyncIterator[MailStore]:
+    """Every IMAP test runs on the in-memory store and on the real SQLite store."""
+    if request.param == "memory":
+        s = MemStore(notifier)
+        s.add_user("alice", "secret", "alice@example.mailnode")
+        s.add_user("bob", "hunter2", "bob@example.mailnode")
+        yield s
+        return
+    db = Database.open(tmp_path / "imap.db")
+    try:
+        sql = SqlStore(db, notifier, failed_login_delay=0.01)
+        await sql.create_user("alice", "secret", Identity.generate())
+        await sql.create_user("bob", "hunter2", Identity.generate())
+        yield sql
+    finally:
+        db.close()
 
 
 @pytest.fixture
-def dialog(store: MemStore, notifier: ChangeNotifier) -> Dialog:
+async def alice_address(store: MailStore) -> str:
+    """Her login address: fixed in memory, derived from her key in SQLite."""
+    if isinstance(store, SqlStore):
+        user = await store.find_user("alice")
+        assert user is not None
+        return user.address
+    return "alice@example.mailnode"
+
+
+@pytest.fixture
+def dialog(store: MailStore, notifier: ChangeNotifier) -> Dialog:
     return Dialog(ImapSession(store, notifier))
 
 
 @pytest.fixture
-async def server(store: MemStore, notifier: ChangeNotifier) -> AsyncIterator[ImapServer]:
+async def server(store: MailStore, notifier: ChangeNotifier) -> AsyncIterator[ImapServer]:
     srv = ImapServer(store, notifier, max_literal=1_000_000, idle_timeout=30, login_timeout=30)
     await srv.start("127.0.0.1", 0)
     try:

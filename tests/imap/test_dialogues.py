@@ -35,8 +35,8 @@ async def test_login_failure(dialog: Dialog) -> None:
     assert (await dialog.login()).startswith(b"L OK")
 
 
-async def test_login_by_address(dialog: Dialog) -> None:
-    out = await dialog.send(b'a LOGIN "alice@example.mailnode" {6}\r\n')
+async def test_login_by_address(dialog: Dialog, alice_address: str) -> None:
+    out = await dialog.send(b'a LOGIN "' + alice_address.encode() + b'" {6}\r\n')
     assert out == b"+ Ready for literal data\r\n"
     assert (await dialog.send(b"secret\r\n")).startswith(b"a OK [CAPABILITY")
 
@@ -52,8 +52,8 @@ async def test_authenticate_plain_sasl_ir_with_authzid_repeated(dialog: Dialog) 
     assert out.startswith(b"a OK [CAPABILITY")
 
 
-async def test_authenticate_plain_authzid_address(dialog: Dialog) -> None:
-    ir = plain("alice@example.mailnode", "alice", "secret")
+async def test_authenticate_plain_authzid_address(dialog: Dialog, alice_address: str) -> None:
+    ir = plain(alice_address, "alice", "secret")
     assert (await dialog.send(b"a AUTHENTICATE PLAIN " + ir + b"\r\n")).startswith(b"a OK")
 
 

@@ -43,7 +43,7 @@ async def env(store: SqlStore) -> AsyncIterator[Env]:
     bob = await store.create_user("bob", PASSWORD, Identity.generate())
     wakes: list[int] = []
     server = SubmissionServer(SubmissionService(store, lambda: wakes.append(1)),
-                              max_message_size=MAX, failed_login_delay=0.01)
+                              max_message_size=MAX)
     await server.start("127.0.0.1", 0)
     try:
         yield Env(store, server.port, alice, bob, wakes)
