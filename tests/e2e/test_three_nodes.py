@@ -25,6 +25,8 @@ from crypto.address import address_for
 from crypto.keys import Identity
 from tests.e2e.nodes import NodeProcess, cli, wait_until
 
+# One worker runs the group; it may interleave other modules, which tears the module-scoped
+# network down and up again, so each test stands on its own.
 pytestmark = pytest.mark.xdist_group("e2e")
 
 FAST = {"retry_initial": 0.5, "retry_max": 1.0, "failed_login_delay": 0.05,
@@ -191,8 +193,11 @@ def test_queued_mail_survives_kill_9_of_the_sender(net: Network) -> None:
 
 
 def test_messages_survive_a_restart_and_kill(net: Network) -> None:
+    data = compose(net.alice, net.bob, "kept across restarts")
+    send(net.a, net.alice, net.bob, data)
+    wait_until(lambda: any(strip_trace(b) == data
+                           for b in inbox_bodies(net.b, "bob", "bob-pass")), 60, "delivery")
     before = inbox_bodies(net.b, "bob", "bob-pass")
-    assert before
     net.b.stop()
     net.b.start()
     assert inbox_bodies(net.b, "bob", "bob-pass") == before
