@@ -263,6 +263,14 @@ class DhtNode:
         self._require_started()
         return await self._server.find_record(dht_key(user_key))
 
+    def held(self, user_key: bytes) -> AddressRecord | None:
+        """The valid record for ``user_key`` this node already holds, without asking anyone.
+
+        Enough to know an address is published (e.g. to accept a recipient); delivery still
+        uses :meth:`lookup` for the newest record.
+        """
+        return self._storage.record(dht_key(user_key))
+
     def peer_count(self) -> int:
         return len(self.peers())
 

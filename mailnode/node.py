@@ -128,7 +128,11 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         policy = RetryPolicy(config.retry_initial, config.retry_max, config.give_up_after)
         queue = OutboundQueue(store, dht.lookup,
                               transfer_sender(node_identity, config.transfer_timeout), policy)
-        submission = SubmissionService(store, queue.wake, resolve=dht.lookup,
+
+        async def published(user_key: bytes) -> AddressRecord | None:
+            return dht.held(user_key) or await dht.lookup(user_key)
+
+        submission = SubmissionService(store, queue.wake, resolve=published,
                                        has_peers=lambda: dht.peer_count() > 0)
         smtp = SubmissionServer(submission, max_message_size=config.max_message_size,
                                 max_connections=config.max_connections)
