@@ -140,10 +140,10 @@ class Auth:
 
 
 @dataclass(frozen=True)
-class Ready:
-    """Server accepted the client's authentication; offers may follow."""
+class _EmptyFrame:
+    """A frame whose type is the whole message (READY, ACCEPT_OFFER, END)."""
 
-    TYPE: ClassVar[FrameType] = FrameType.READY
+    TYPE: ClassVar[FrameType]
     MIN_SIZE: ClassVar[int] = 0
     MAX_SIZE: ClassVar[int] = 0
 
@@ -152,8 +152,15 @@ class Ready:
 
     @classmethod
     def parse(cls, payload: bytes) -> Self:
-        _expect_length(payload, 0, "READY")
+        _expect_length(payload, 0, cls.TYPE.name)
         return cls()
+
+
+@dataclass(frozen=True)
+class Ready(_EmptyFrame):
+    """Server accepted the client's authentication; offers may follow."""
+
+    TYPE: ClassVar[FrameType] = FrameType.READY
 
 
 _OFFER = struct.Struct(f">{MESSAGE_ID_SIZE}s{KEY_SIZE}sQ")
@@ -182,20 +189,10 @@ class Offer:
 
 
 @dataclass(frozen=True)
-class AcceptOffer:
+class AcceptOffer(_EmptyFrame):
     """The receiver wants the body of the last offer."""
 
     TYPE: ClassVar[FrameType] = FrameType.ACCEPT_OFFER
-    MIN_SIZE: ClassVar[int] = 0
-    MAX_SIZE: ClassVar[int] = 0
-
-    def payload(self) -> bytes:
-        return b""
-
-    @classmethod
-    def parse(cls, payload: bytes) -> Self:
-        _expect_length(payload, 0, "ACCEPT_OFFER")
-        return cls()
 
 
 def _parse_status(raw: int, *, allow_ack: bool) -> Status:
@@ -260,20 +257,10 @@ class Data:
 
 
 @dataclass(frozen=True)
-class End:
+class End(_EmptyFrame):
     """The whole body has been sent."""
 
     TYPE: ClassVar[FrameType] = FrameType.END
-    MIN_SIZE: ClassVar[int] = 0
-    MAX_SIZE: ClassVar[int] = 0
-
-    def payload(self) -> bytes:
-        return b""
-
-    @classmethod
-    def parse(cls, payload: bytes) -> Self:
-        _expect_length(payload, 0, "END")
-        return cls()
 
 
 @dataclass(frozen=True)
