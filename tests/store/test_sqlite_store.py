@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 from crypto.keys import Identity
 from mailnode.store.api import MailboxExists, MailboxProtected, NoSuchMailbox
 from mailnode.store.database import Database, is_current
+from mailnode.store.notify import ChangeNotifier
 from mailnode.store.sqlite import LocalCopy, Outgoing, SqlStore, UserExists
 
 MSG = b"From: a@example\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -150,5 +151,24 @@ async def test_group_commit_isolates_a_failing_job(tmp_path: Path) -> None:
         assert failed == set(range(5, 41, 5))
         stored = await db.run(lambda c: {r[0] for r in c.execute(text("SELECT v FROM t"))})
         assert stored == set(range(1, 41)) - failed
+    finally:
+        db.close()
+
+
+async def test_opening_an_older_database_upgrades_it(tmp_path: Path) -> None:
+    from alembic import command
+
+    from mailnode.store.database import _alembic_config
+
+    db = Database.open(tmp_path / "old.db")
+    cfg = _alembic_config(db.engine)
+    command.downgrade(cfg, "base")  # as if written by a release before these tables
+    assert not is_current(db.engine)
+    db.close()
+    db = Database.open(tmp_path / "old.db")  # what `mailnode run` does before serving
+    try:
+        assert is_current(db.engine)
+        store = SqlStore(db, ChangeNotifier())
+        assert (await store.create_user("u", "password1", Identity.generate())).id == 1
     finally:
         db.close()
