@@ -312,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `mailnode status | head`
         return 0
+    except Exception as exc:  # a bug: keep the details in the log, end on a plain sentence
+        logging.getLogger("mailnode").exception("unexpected error")
+        print(f"mailnode: unexpected error ({type(exc).__name__}: {exc}). This is a bug; "
+              "the log above has the details, please report it.", file=sys.stderr)
+        return 2
     return 0
 
 

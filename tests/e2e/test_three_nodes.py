@@ -59,8 +59,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
             started.append(node)
         yield Network(boot, a, b, alice, bob)
     finally:
-        for node in reversed(started):
-            node.stop()
+        codes = [node.stop() for node in reversed(started)]
+    assert codes == [0] * len(started), "a node did not stop cleanly on SIGTERM"
 
 
 def compose(sender: str, to: str, subject: str) -> bytes:
@@ -200,12 +200,27 @@ def test_messages_survive_a_restart_and_kill(net: Network) -> None:
     wait_until(lambda: any(strip_trace(b) == data
                            for b in inbox_bodies(net.b, "bob", "bob-pass")), 60, "delivery")
     before = inbox_bodies(net.b, "bob", "bob-pass")
-    net.b.stop()
+    assert net.b.stop() == 0
     net.b.start()
     assert inbox_bodies(net.b, "bob", "bob-pass") == before
     net.b.kill()
     net.b.start()
     assert inbox_bodies(net.b, "bob", "bob-pass") == before
+
+
+def test_logs_name_messages_but_never_content_or_secrets(net: Network) -> None:
+    marker = f"secret-content-{time.time_ns()}"
+    data = compose(net.alice, net.bob, marker)
+    send(net.a, net.alice, net.bob, data)
+    wait_until(lambda: any(strip_trace(b) == data
+                           for b in inbox_bodies(net.b, "bob", "bob-pass")), 60, "delivery")
+    logs = "".join(net.a.log + net.b.log + net.boot.log)
+    assert "delivered" in logs  # the logs do talk about the message ...
+    for secret in (marker, "alice-pass", "bob-pass"):  # ... but not its content or passwords
+        assert secret not in logs
+    for node in (net.a, net.b):
+        seed = (node.data_dir / "node.key").read_bytes()
+        assert seed.hex() not in logs
 
 
 def test_garbage_on_imap_and_transfer_ports_leaves_the_node_serving(net: Network) -> None:
