@@ -163,6 +163,11 @@ def test_unknown_and_malformed_recipients_are_refused(net: Network) -> None:
         code, text = smtp.rcpt(stranger)
         assert code == 550 and b"no node" in text.lower()
         assert smtp.rcpt(net.bob)[0] == 250
+        smtp.rset()
+        limit = int(smtp.esmtp_features["size"])
+        assert smtp.mail(net.alice, [f"SIZE={limit + 1}"])[0] == 552  # oversize, before DATA
+        smtp.rset()
+        assert smtp.noop()[0] == 250  # the session is still served
 
 
 def test_queue_retries_until_recipient_node_returns(net: Network) -> None:
