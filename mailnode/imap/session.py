@@ -599,19 +599,15 @@ class ImapSession:
         dest = await self._mailbox(cmd.mailbox, trycreate=True)
         if not targets:
             return f"{verb} completed"
-        pairs = await self.store.copy(sel.mailbox.id, [u for _, u in targets], dest.id)
+        move_or_copy = self.store.move if cmd.move else self.store.copy
+        pairs = await move_or_copy(sel.mailbox.id, [u for _, u in targets], dest.id)
         code = ""
         if pairs:
             code = (f"[COPYUID {dest.uidvalidity} {compress([p[0] for p in pairs])} "
                     f"{compress([p[1] for p in pairs])}] ")
-        if cmd.move:
-            moved = [p[0] for p in pairs]
+        if cmd.move:  # RFC 6851: COPYUID comes untagged, before the EXPUNGEs
             if code:
                 self._untagged(b"OK " + code.encode() + b"Moved")
-            if moved:
-                await self.store.store_flags(sel.mailbox.id, moved, frozenset({"\\Deleted"}),
-                                             "add")
-                await self.store.expunge(sel.mailbox.id, moved)
             return f"{verb} completed"
         return f"{code}{verb} completed"
 

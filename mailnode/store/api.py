@@ -106,3 +106,7 @@ class MailStore(Protocol):
     async def copy(self, src_mailbox_id: int, uids: Sequence[int],
                    dst_mailbox_id: int) -> list[tuple[int, int]]:
         """Copy messages; returns ``(source uid, new uid)`` pairs."""
+
+    async def move(self, src_mailbox_id: int, uids: Sequence[int],
+                   dst_mailbox_id: int) -> list[tuple[int, int]]:
+        """Copy and remove in one step (RFC 6851): no session sees both or neither."""

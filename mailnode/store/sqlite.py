@@ -342,19 +342,31 @@ class SqlStore:
 
     async def copy(self, src_mailbox_id: int, uids: Sequence[int],
                    dst_mailbox_id: int) -> list[tuple[int, int]]:
+        return await self._transfer(src_mailbox_id, uids, dst_mailbox_id, remove=False)
+
+    async def move(self, src_mailbox_id: int, uids: Sequence[int],
+                   dst_mailbox_id: int) -> list[tuple[int, int]]:
+        return await self._transfer(src_mailbox_id, uids, dst_mailbox_id, remove=True)
+
+    async def _transfer(self, src_mailbox_id: int, uids: Sequence[int], dst_mailbox_id: int,
+                        remove: bool) -> list[tuple[int, int]]:
         def q(conn: Connection) -> tuple[list[tuple[int, int]], list[int]]:
             if conn.execute(select(mailboxes.c.id).where(mailboxes.c.id == dst_mailbox_id)
                             ).first() is None:
                 raise NoSuchMailbox("target mailbox does not exist")
             pairs: list[tuple[int, int]] = []
-            rows = conn.execute(select(messages.c.uid, messages.c.body, messages.c.flags,
-                                       messages.c.internaldate).where(
+            rows = conn.execute(select(messages.c.id, messages.c.uid, messages.c.body,
+                                       messages.c.flags, messages.c.internaldate).where(
                 messages.c.mailbox_id == src_mailbox_id, messages.c.uid.in_(list(uids)))
                 .order_by(messages.c.uid)).all()
-            for uid, body, flags, internaldate in rows:
+            for row_id, uid, body, flags, internaldate in rows:
                 pairs.append((uid, self._add_message(conn, dst_mailbox_id, bytes(body),
                                                      _flags_set(flags), internaldate)))
-            return pairs, [dst_mailbox_id] if pairs else []
+                if remove:
+                    conn.execute(delete(messages).where(messages.c.id == row_id))
+            if not pairs:
+                return pairs, []
+            return pairs, [dst_mailbox_id, src_mailbox_id] if remove else [dst_mailbox_id]
         return await self._write(q)  # type: ignore[return-value]
 
     # ---- delivery ----------------------------------------------------------------------

@@ -183,3 +183,13 @@ class MemStore:
             pairs.append((uid, new_uid))
         await self.notifier.publish(dst_mailbox_id)
         return pairs
+
+    async def move(self, src_mailbox_id: int, uids: Sequence[int],
+                   dst_mailbox_id: int) -> list[tuple[int, int]]:
+        pairs = await self.copy(src_mailbox_id, uids, dst_mailbox_id)
+        src = self._box(src_mailbox_id)
+        for uid, _ in pairs:
+            del src.messages[uid]
+        if pairs:
+            await self.notifier.publish(src_mailbox_id)
+        return pairs
