@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -96,6 +97,9 @@ class SqlStore:
                  clock: Callable[[], float] = time.time, failed_login_delay: float = 1.0) -> None:
         self.db = db
         self.failed_login_delay = failed_login_delay
+        # Password hashing gets one thread of its own: a flood of guesses queues up here
+        # instead of taking the shared pool that sealing and opening mail also use.
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailnode-scrypt")
         self.notifier = notifier
         self.clock = clock
         # mailbox id -> (notifier version, listing being or already loaded). Every write of
@@ -153,7 +157,8 @@ class SqlStore:
 
     async def create_user(self, name: str, password: str, identity: Identity) -> User:
         """Create a user with INBOX, Sent, Drafts and Trash."""
-        pw_hash = await asyncio.to_thread(hash_password, password)
+        pw_hash = await asyncio.get_running_loop().run_in_executor(
+            self._hasher, hash_password, password)
         return await self.db.run(lambda conn: self.create_user_sync(conn, name, pw_hash,
                                                                     identity))
 
@@ -197,7 +202,8 @@ class SqlStore:
             return None if row is None else (User(row[0], row[1], row[2]), row[3])
         found = await self.db.run(q)
         stored = found[1] if found else _DUMMY_HASH
-        ok = await asyncio.to_thread(verify_password, stored, password)
+        ok = await asyncio.get_running_loop().run_in_executor(
+            self._hasher, verify_password, stored, password)
         if found and ok:
             return found[0]
         # Every protocol's failed login waits here: it costs the guesser, not the loop.
@@ -449,7 +455,3 @@ class SqlStore:
         return await self.db.run(lambda conn: int(conn.execute(
             select(func.count()).select_from(outbound)).scalar_one()))
 
-
-async def with_store(db: Database, fn: Callable[[SqlStore], Awaitable[None]]) -> None:
-    """Run ``fn`` against a store on ``db`` (for the CLI's one-shot commands)."""
-    await fn(SqlStore(db, ChangeNotifier()))
