@@ -159,11 +159,9 @@ class SqlStore:
         """Create a user with INBOX, Sent, Drafts and Trash."""
         pw_hash = await asyncio.get_running_loop().run_in_executor(
             self._hasher, hash_password, password)
-        return await self.db.run(lambda conn: self.create_user_sync(conn, name, pw_hash,
-                                                                    identity))
+        return await self.db.run(lambda conn: self._create_user(conn, name, pw_hash, identity))
 
-    def create_user_sync(self, conn: Connection, name: str, pw_hash: str,
-                         identity: Identity) -> User:
+    def _create_user(self, conn: Connection, name: str, pw_hash: str, identity: Identity) -> User:
         if conn.execute(select(users.c.id).where(users.c.name == name)).first():
             raise UserExists(f"user {name!r} already exists")
         address = address_for(identity.verify_key)
@@ -413,10 +411,6 @@ class SqlStore:
             self._add_message(conn, inbox, body, (), now)
             return True, [inbox]
         return await self._write(q)  # type: ignore[return-value]
-
-    async def deliver_local(self, user_id: int, body: bytes) -> None:
-        """File a message the node itself writes (e.g. a delivery status notification)."""
-        await self.submit([LocalCopy(user_id, body)], [], user_id)
 
     # ---- outbound queue ----------------------------------------------------------------
 
