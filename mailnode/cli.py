@@ -45,11 +45,7 @@ def cmd_init(args: argparse.Namespace) -> None:
     if (data_dir / CONFIG_NAME).exists() or (data_dir / DB_NAME).exists():
         raise CliError(f"{data_dir} already holds a node (found {CONFIG_NAME}); refusing to "
                        "overwrite its keys and mail. Choose another --data-dir.")
-    for peer in args.bootstrap:
-        parse_hostport(peer)
-    config = validate(Config(host=args.host, smtp_port=args.smtp_port,
-                             imap_port=args.imap_port, p2p_port=args.p2p_port,
-                             bootstrap=tuple(args.bootstrap)))
+    config = _config_from(args)
     init_data_dir(data_dir, config)
     print(f"Created a mailnode data directory in {data_dir}:")
     print(f"  {CONFIG_NAME:14} settings (documented inside; edit and restart to change)")
@@ -230,7 +226,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     data_dir = _data_dir(args)
     banner: list[str] = []
     if not (data_dir / CONFIG_NAME).exists():
-        init_data_dir(data_dir, Config())
+        init_data_dir(data_dir, _config_from(args))
         name = re.sub(r"[^a-z0-9._-]", "", getpass.getuser().lower())[:64] or "me"
         if not USER_NAME.match(name):
             name = "me"
@@ -251,6 +247,29 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     _run_node(data_dir, banner)
 
 
+def _add_node_options(p: argparse.ArgumentParser) -> None:
+    """The settings ``init`` (and a first ``quickstart``) writes into mailnode.toml."""
+    defaults = Config()
+    p.add_argument("--host", default=defaults.host,
+                   help="address all listeners bind to (default %(default)s)")
+    p.add_argument("--smtp-port", type=int, default=defaults.smtp_port,
+                   help="SMTP submission port (default %(default)s)")
+    p.add_argument("--imap-port", type=int, default=defaults.imap_port,
+                   help="IMAP port (default %(default)s)")
+    p.add_argument("--p2p-port", type=int, default=defaults.p2p_port,
+                   help="DHT UDP port; transfers use TCP on the same number "
+                        "(default %(default)s)")
+    p.add_argument("--bootstrap", nargs="*", default=[], metavar="HOST:PORT",
+                   help="other nodes' DHT addresses to join the network through")
+
+
+def _config_from(args: argparse.Namespace) -> Config:
+    for peer in args.bootstrap:
+        parse_hostport(peer)
+    return validate(Config(host=args.host, smtp_port=args.smtp_port, imap_port=args.imap_port,
+                           p2p_port=args.p2p_port, bootstrap=tuple(args.bootstrap)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailnode",
@@ -264,18 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="create a node: config, keys and database",
                        description="Create a data directory with mailnode.toml, the node key "
                                    "and an empty database. Refuses an existing node.")
-    defaults = Config()
-    p.add_argument("--host", default=defaults.host,
-                   help="address all listeners bind to (default %(default)s)")
-    p.add_argument("--smtp-port", type=int, default=defaults.smtp_port,
-                   help="SMTP submission port (default %(default)s)")
-    p.add_argument("--imap-port", type=int, default=defaults.imap_port,
-                   help="IMAP port (default %(default)s)")
-    p.add_argument("--p2p-port", type=int, default=defaults.p2p_port,
-                   help="DHT UDP port; transfers use TCP on the same number "
-                        "(default %(default)s)")
-    p.add_argument("--bootstrap", nargs="*", default=[], metavar="HOST:PORT",
-                   help="other nodes' DHT addresses to join the network through")
+    _add_node_options(p)
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("user", help="manage users", description="Manage this node's users.")
@@ -295,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="first run: init, create a user, print client "
                        "settings, run", description="Create a node in the data directory if "
                        "there is none, create a first user, print mail-client settings and "
-                       "run the node.")
+                       "run the node. The options apply when it creates the node.")
+    _add_node_options(p)
     p.set_defaults(func=cmd_quickstart)
     return parser
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import imaplib
+import os
+import signal
 import smtplib
 import socket
 import ssl
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,11 +25,11 @@ from pathlib import Path
 import aioimaplib
 import pytest
 
-from crypto.address import address_for
+from crypto.address import address_for, key_of
 from crypto.keys import Identity
 from mailnode.transfer.frames import Challenge, FrameDecoder
 from mailnode.transfer.frames import Error as FrameError
-from tests.e2e.nodes import NodeProcess, cli, wait_until
+from tests.e2e.nodes import NodeProcess, cli, free_port, wait_until
 
 # One worker runs the group; it may interleave other modules, which tears the module-scoped
 # network down and up again, so each test stands on its own.
@@ -269,3 +273,35 @@ def test_garbage_on_imap_and_transfer_ports_leaves_the_node_serving(net: Network
     wait_until(lambda: any(strip_trace(b) == data
                            for b in inbox_bodies(net.b, "bob", "bob-pass")), 60,
                "delivery after garbage")
+
+
+def test_quickstart_creates_a_node_prints_settings_and_serves(tmp_path: Path) -> None:
+    """The README's first command on an empty home (with free ports instead of the defaults)."""
+    env = {**os.environ, "MAILNODE_HOME": str(tmp_path / "home"),
+           "MAILNODE_PASSWORD": "quickstart-pass"}
+    smtp_port, imap_port, p2p_port = free_port(), free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailnode", "quickstart", "--smtp-port", str(smtp_port),
+         "--imap-port", str(imap_port), "--p2p-port", str(p2p_port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("mailnode ready:"):
+                break
+        out = "".join(lines)
+        assert "mailnode ready:" in out, out
+        address = next(line.split(":", 1)[1].strip() for line in lines
+                       if "Email address" in line)
+        key_of(address)
+        assert f"IMAP (incoming): server 127.0.0.1  port {imap_port}" in out
+        assert f"SMTP (outgoing): server 127.0.0.1  port {smtp_port}" in out
+        name = next(line.split(":", 1)[1].split()[0] for line in lines if "User name" in line)
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as smtp:
+            smtp.login(name, "quickstart-pass")  # the printed settings work
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
