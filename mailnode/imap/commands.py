@@ -67,7 +67,7 @@ class SearchFlag:
 
 @dataclass(frozen=True)
 class SearchNew:
-    """NEW/OLD/RECENT: \\Recent is not tracked, so these only depend on ``recent``."""
+    """RECENT (``recent``), NEW (``recent`` and ``unseen_too``) or OLD (neither)."""
 
     recent: bool
     unseen_too: bool = False

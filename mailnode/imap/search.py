@@ -68,8 +68,11 @@ def matches(key: c.SearchKey, m: Candidate) -> bool:
         return True
     if isinstance(key, c.SearchFlag):
         return (key.flag in m.meta.flags) == key.present
-    if isinstance(key, c.SearchNew):
-        return not key.recent  # \Recent is never set by this server
+    if isinstance(key, c.SearchNew):  # NEW is RECENT UNSEEN; OLD is NOT RECENT
+        recent = "\\Recent" in m.meta.flags
+        if not key.recent:
+            return not recent
+        return recent and not (key.unseen_too and "\\Seen" in m.meta.flags)
     if isinstance(key, c.SearchSeq):
         return key.seqs.contains(m.seq, m.max_seq)
     if isinstance(key, c.SearchUid):

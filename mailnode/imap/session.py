@@ -13,7 +13,7 @@ import enum
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mailnode.imap import commands as c
 from mailnode.imap import responses as r
@@ -76,9 +76,17 @@ class Selected:
     version: int
     max_uid: int = 0
     seq_of: dict[int, int] = field(default_factory=dict)
+    recent: set[int] = field(default_factory=set)
+    """Uids that are \\Recent in this session (claimed by it, or unclaimed when read-only)."""
 
     def reindex(self) -> None:
         self.seq_of = {uid: i + 1 for i, uid in enumerate(self.uids)}
+
+    def shown(self, meta: MessageMeta) -> MessageMeta:
+        """The message as this session reports it: with \\Recent where it applies."""
+        if meta.uid in self.recent:
+            return replace(meta, flags=meta.flags | {"\\Recent"})
+        return meta
 
 
 def capabilities(state: State) -> str:
@@ -250,7 +258,7 @@ class ImapSession:
             if meta is not None and meta.flags != sel.metas[uid].flags:
                 sel.metas[uid] = meta
                 self._untagged(b"%d FETCH (UID %d FLAGS %s)"
-                               % (index + 1, uid, r.flags(meta.flags)))
+                               % (index + 1, uid, r.flags(sel.shown(meta).flags)))
         new = [m for m in current if m.uid > sel.max_uid]
         if new:
             for m in new:
@@ -258,8 +266,16 @@ class ImapSession:
                 sel.metas[m.uid] = m
             sel.max_uid = new[-1].uid
             sel.reindex()
+            await self._claim_recent(sel)
             self._untagged(b"%d EXISTS" % len(sel.uids))
+            self._untagged(b"%d RECENT" % len(sel.recent))
         sel.version = -1 if ghosts else version
+
+    async def _claim_recent(self, sel: Selected) -> None:
+        """Take the not-yet-claimed messages as this session's \\Recent ones."""
+        before, upto = await self.store.claim_recent(sel.mailbox.id, claim=not sel.readonly)
+        sel.recent.update(u for u in sel.uids if before < u <= upto)
+        sel.recent.intersection_update(sel.uids)
 
     def _targets(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
         """``(seq, uid)`` pairs named by a sequence set (or uid set), ascending."""
@@ -411,8 +427,9 @@ class ImapSession:
         self._untagged(f"FLAGS ({flag_list})".encode())
         permanent = "" if cmd.readonly else " ".join([*_SYSTEM_FLAG_LIST, "\\*"])
         self._untagged(f"OK [PERMANENTFLAGS ({permanent})] Permanent flags".encode())
+        await self._claim_recent(sel)
         self._untagged(b"%d EXISTS" % len(uids))
-        self._untagged(b"0 RECENT")
+        self._untagged(b"%d RECENT" % len(sel.recent))
         first_unseen = next((i + 1 for i, m in enumerate(metas) if "\\Seen" not in m.flags), None)
         if first_unseen is not None:
             self._untagged(b"OK [UNSEEN %d] First unseen message" % first_unseen)
@@ -426,7 +443,8 @@ class ImapSession:
 
     async def _do_status(self, cmd: c.Status) -> str:
         mailbox = await self._mailbox(cmd.mailbox)
-        values = {"MESSAGES": mailbox.messages, "RECENT": 0, "UIDNEXT": mailbox.uidnext,
+        values = {"MESSAGES": mailbox.messages, "RECENT": mailbox.recent,
+                  "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen}
         items = " ".join(f"{item} {values[item]}" for item in cmd.items)
         self._untagged(b"STATUS " + mailbox_name(mailbox.name) + f" ({items})".encode())
@@ -551,7 +569,7 @@ class ImapSession:
                     structure = self.cache.compute(sel.mailbox.id, uid, raw)
                 items = with_flags if uid in seen_changed else attrs
                 self._untagged(b"%d FETCH " % seq
-                               + render(sel.metas[uid], items, raw, structure))
+                               + render(sel.shown(sel.metas[uid]), items, raw, structure))
         if missing:
             raise CommandNo("Some messages were expunged meanwhile", "EXPUNGEISSUED")
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
@@ -568,7 +586,8 @@ class ImapSession:
                 for meta in metas:
                     uid_item = b"UID %d " % meta.uid if cmd.uid else b""
                     self._untagged(b"%d FETCH (%sFLAGS %s)"
-                                   % (sel.seq_of[meta.uid], uid_item, r.flags(meta.flags)))
+                                   % (sel.seq_of[meta.uid], uid_item,
+                                      r.flags(sel.shown(meta).flags)))
         return f"{'UID ' if cmd.uid else ''}STORE completed"
 
     async def _do_search(self, cmd: c.Search) -> str:
@@ -584,8 +603,8 @@ class ImapSession:
             batch = sel.uids[start:start + BODY_BATCH]
             bodies = await self.store.fetch_bodies(sel.mailbox.id, batch) if need_body else {}
             for offset, uid in enumerate(batch):
-                cand = search.Candidate(start + offset + 1, sel.metas[uid], max_seq, max_uid,
-                                        bodies.get(uid))
+                cand = search.Candidate(start + offset + 1, sel.shown(sel.metas[uid]), max_seq,
+                                        max_uid, bodies.get(uid))
                 if search.matches(cmd.key, cand):
                     found.append(uid if cmd.uid else cand.seq)
         self._untagged(b"SEARCH" + b"".join(b" %d" % n for n in found))

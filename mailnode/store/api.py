@@ -57,6 +57,8 @@ class Mailbox:
     special_use: str | None
     messages: int
     unseen: int
+    recent: int = 0
+    """Messages no session has yet claimed as \\Recent (see ``MailStore.claim_recent``)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,14 @@ class MailStore(Protocol):
     async def copy(self, src_mailbox_id: int, uids: Sequence[int],
                    dst_mailbox_id: int) -> list[tuple[int, int]]:
         """Copy messages; returns ``(source uid, new uid)`` pairs."""
+
+    async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
+        """``(before, upto)``: uids in ``before < uid <= upto`` are \\Recent to the caller.
+
+        With ``claim`` (a read-write SELECT) they stop being recent for every other session,
+        as RFC 3501 §2.3.2 asks; without it (EXAMINE) nothing changes and ``upto`` is the
+        newest uid.
+        """
 
     async def move(self, src_mailbox_id: int, uids: Sequence[int],
                    dst_mailbox_id: int) -> list[tuple[int, int]]:

@@ -43,6 +43,8 @@ mailboxes = Table(
     Column("uidvalidity", Integer, nullable=False),
     Column("uidnext", Integer, nullable=False),
     Column("special_use", String(32), nullable=True),
+    # Highest uid some session has already been told is \Recent.
+    Column("recent_uid", Integer, nullable=False, server_default="0"),
     UniqueConstraint("user_id", "name", name="uq_mailboxes_user_id_name"),
 )
 

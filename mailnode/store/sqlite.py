@@ -125,11 +125,12 @@ class SqlStore:
 
     def _mailbox(self, conn: Connection, row: Row[Any]) -> Mailbox:
         m = row._mapping
-        total, unseen = conn.execute(
-            select(func.count(), func.count().filter(~messages.c.flags.contains("\\Seen")))
+        total, unseen, recent = conn.execute(
+            select(func.count(), func.count().filter(~messages.c.flags.contains("\\Seen")),
+                   func.count().filter(messages.c.uid > m["recent_uid"]))
             .where(messages.c.mailbox_id == m["id"])).one()
         return Mailbox(m["id"], m["user_id"], m["name"], m["uidvalidity"], m["uidnext"],
-                       m["special_use"], total, unseen)
+                       m["special_use"], total, unseen, recent)
 
     def _new_mailbox(self, conn: Connection, user_id: int, name: str,
                      special_use: str | None) -> int:
@@ -280,6 +281,19 @@ class SqlStore:
                                 .order_by(messages.c.uid)).all()
             return tuple(_meta(*r) for r in rows)
         return await self.db.run(q)
+
+    async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
+        def q(conn: Connection) -> tuple[int, int]:
+            row = conn.execute(select(mailboxes.c.recent_uid, mailboxes.c.uidnext).where(
+                mailboxes.c.id == mailbox_id)).first()
+            if row is None:
+                raise NoSuchMailbox("mailbox no longer exists")
+            before, upto = int(row[0]), int(row[1]) - 1
+            if claim and upto > before:
+                conn.execute(update(mailboxes).where(mailboxes.c.id == mailbox_id)
+                             .values(recent_uid=upto))
+            return before, upto
+        return await self.db.run(q, durable=False)
 
     async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         def q(conn: Connection) -> dict[int, bytes]:

@@ -33,6 +33,7 @@ class _Box:
     uidvalidity: int
     special_use: str | None
     uidnext: int = 1
+    recent_uid: int = 0
     messages: dict[int, tuple[MessageMeta, bytes]] = field(default_factory=dict)
 
 
@@ -77,8 +78,9 @@ class MemStore:
     @staticmethod
     def _view(box: _Box) -> Mailbox:
         unseen = sum(1 for m, _ in box.messages.values() if "\\Seen" not in m.flags)
+        recent = sum(1 for uid in box.messages if uid > box.recent_uid)
         return Mailbox(box.id, box.user_id, box.name, box.uidvalidity, box.uidnext,
-                       box.special_use, len(box.messages), unseen)
+                       box.special_use, len(box.messages), unseen, recent)
 
     # --- MailStore ---
 
@@ -183,6 +185,13 @@ class MemStore:
             pairs.append((uid, new_uid))
         await self.notifier.publish(dst_mailbox_id)
         return pairs
+
+    async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
+        box = self._box(mailbox_id)
+        before, upto = box.recent_uid, box.uidnext - 1
+        if claim:
+            box.recent_uid = max(before, upto)
+        return before, upto
 
     async def move(self, src_mailbox_id: int, uids: Sequence[int],
                    dst_mailbox_id: int) -> list[tuple[int, int]]:

@@ -132,16 +132,18 @@ async def test_append_and_select(dialog: Dialog) -> None:
     assert out == (b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
                    b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)]"
                    b" Permanent flags\r\n"
-                   b"* 2 EXISTS\r\n* 0 RECENT\r\n"
+                   b"* 2 EXISTS\r\n* 2 RECENT\r\n"  # this session is the first to see them
                    b"* OK [UNSEEN 1] First unseen message\r\n"
                    b"* OK [UIDVALIDITY " + uidvalidity.group(1) + b"] UIDs valid\r\n"
                    b"* OK [UIDNEXT 3] Predicted next UID\r\n"
                    b"s OK [READ-WRITE] SELECT completed\r\n")
     out = await dialog.send(b"f FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE)\r\n")
-    assert out == (b'* 1 FETCH (FLAGS (\\Flagged) INTERNALDATE " 1-Feb-2024 12:00:00 +0000" '
+    assert out == (b"* 1 FETCH (FLAGS (\\Flagged \\Recent) "
+                   b'INTERNALDATE " 1-Feb-2024 12:00:00 +0000" '
                    b"RFC822.SIZE %d)\r\nf OK FETCH completed\r\n" % len(MESSAGE))
     assert (await dialog.send(b"x APPEND Nope {1+}\r\nx\r\n")).startswith(b"x NO [TRYCREATE]")
     out = await dialog.send(b"st STATUS INBOX (MESSAGES UNSEEN UIDNEXT RECENT)\r\n")
+    # RECENT 0: the SELECT above claimed both messages as recent for its own session
     assert out == (b'* STATUS "INBOX" (MESSAGES 2 UNSEEN 1 UIDNEXT 3 RECENT 0)\r\n'
                    b"st OK STATUS completed\r\n")
 
@@ -150,7 +152,7 @@ async def test_append_into_selected_mailbox_reports_exists(dialog: Dialog) -> No
     await dialog.login()
     await dialog.send(b"s SELECT INBOX\r\n")
     out = await append(dialog)
-    assert out.startswith(b"* 1 EXISTS\r\nap OK [APPENDUID ")
+    assert out.startswith(b"* 1 EXISTS\r\n* 1 RECENT\r\nap OK [APPENDUID ")
 
 
 async def test_fetch_bodies_and_seen(dialog: Dialog) -> None:
@@ -163,7 +165,7 @@ async def test_fetch_bodies_and_seen(dialog: Dialog) -> None:
     out = await dialog.send(b"b FETCH 1 (BODY[HEADER.FIELDS (SUBJECT)] BODY[TEXT]<3.3>)\r\n")
     assert out == (b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {24}\r\n"
                    b"Subject: Hello there\r\n\r\n BODY[TEXT]<3> {3}\r\nBob "
-                   b"FLAGS (\\Seen))\r\nb OK FETCH completed\r\n")
+                   b"FLAGS (\\Seen \\Recent))\r\nb OK FETCH completed\r\n")
     out = await dialog.send(b"c UID FETCH 1 (RFC822.SIZE RFC822.HEADER)\r\n")
     header = MESSAGE[:MESSAGE.index(b"\r\n\r\n") + 4]
     assert out == (b"* 1 FETCH (UID 1 RFC822.SIZE %d RFC822.HEADER {%d}\r\n"
@@ -183,8 +185,10 @@ async def test_examine_does_not_set_seen(dialog: Dialog) -> None:
     out = await dialog.send(b"a FETCH 1 (RFC822)\r\n")
     assert b"FLAGS" not in out
     assert (await dialog.send(b"b STORE 1 +FLAGS \\Seen\r\n")).startswith(b"b NO [READ-ONLY]")
+    # EXAMINE claims nothing: the message stays \Recent (for the next SELECT, too)
     assert await dialog.send(b"c FETCH 1 FLAGS\r\n") == \
-        b"* 1 FETCH (FLAGS ())\r\nc OK FETCH completed\r\n"
+        b"* 1 FETCH (FLAGS (\\Recent))\r\nc OK FETCH completed\r\n"
+    assert b"* 1 RECENT" in await dialog.send(b"s SELECT INBOX\r\n")
 
 
 async def test_store(dialog: Dialog) -> None:
@@ -193,15 +197,17 @@ async def test_store(dialog: Dialog) -> None:
         await append(dialog)
     await dialog.send(b"s SELECT INBOX\r\n")
     assert await dialog.send(b"a STORE 1:2 +FLAGS (\\Seen \\Flagged)\r\n") == (
-        b"* 1 FETCH (FLAGS (\\Flagged \\Seen))\r\n* 2 FETCH (FLAGS (\\Flagged \\Seen))\r\n"
+        b"* 1 FETCH (FLAGS (\\Flagged \\Seen \\Recent))\r\n"
+        b"* 2 FETCH (FLAGS (\\Flagged \\Seen \\Recent))\r\n"
         b"a OK STORE completed\r\n")
     assert await dialog.send(b"b STORE 2 -FLAGS.SILENT (\\Flagged)\r\n") == \
         b"b OK STORE completed\r\n"
     assert await dialog.send(b"c UID STORE 3 FLAGS ($Label1 \\Answered)\r\n") == \
-        b"* 3 FETCH (UID 3 FLAGS (\\Answered $Label1))\r\nc OK UID STORE completed\r\n"
+        b"* 3 FETCH (UID 3 FLAGS (\\Answered \\Recent $Label1))\r\nc OK UID STORE completed\r\n"
     assert await dialog.send(b"d FETCH 1:* FLAGS\r\n") == (
-        b"* 1 FETCH (FLAGS (\\Flagged \\Seen))\r\n* 2 FETCH (FLAGS (\\Seen))\r\n"
-        b"* 3 FETCH (FLAGS (\\Answered $Label1))\r\nd OK FETCH completed\r\n")
+        b"* 1 FETCH (FLAGS (\\Flagged \\Seen \\Recent))\r\n"
+        b"* 2 FETCH (FLAGS (\\Seen \\Recent))\r\n"
+        b"* 3 FETCH (FLAGS (\\Answered \\Recent $Label1))\r\nd OK FETCH completed\r\n")
 
 
 async def test_search(dialog: Dialog) -> None:
@@ -230,7 +236,9 @@ async def test_search(dialog: Dialog) -> None:
     assert await search(b"SEARCH SENTON 1-Jan-2024 LARGER 10") == b"* SEARCH 1 2 3"
     assert await search(b"SEARCH SENTBEFORE 1-Jan-2024") == b"* SEARCH"
     assert await search(b"SEARCH (DELETED) (SEEN)") == b"* SEARCH 3"
-    assert await search(b"SEARCH NEW") == b"* SEARCH"
+    assert await search(b"SEARCH NEW") == b"* SEARCH 2"  # recent and unseen
+    assert await search(b"SEARCH RECENT") == b"* SEARCH 1 2 3"
+    assert await search(b"SEARCH OLD") == b"* SEARCH"
     assert (await dialog.send(b"x SEARCH CHARSET KOI8-R ALL\r\n")).startswith(b"x NO [BADCHARSET")
 
 
@@ -278,10 +286,11 @@ async def test_idle_in_memory(dialog: Dialog, store: MemStore) -> None:
     await store.append(inbox.id, MESSAGE, frozenset(), None)
     assert store.notifier.version(watch[0]) != watch[1]
     await dialog.session.refresh()
-    assert dialog.session.data_to_send() == b"* 1 EXISTS\r\n"
+    assert dialog.session.data_to_send() == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
     await store.store_flags(inbox.id, [1], frozenset({"\\Deleted"}), "add")
     await dialog.session.refresh()
-    assert dialog.session.data_to_send() == b"* 1 FETCH (UID 1 FLAGS (\\Deleted))\r\n"
+    assert dialog.session.data_to_send() == \
+        b"* 1 FETCH (UID 1 FLAGS (\\Deleted \\Recent))\r\n"
     await store.expunge(inbox.id)
     await dialog.session.refresh()
     assert dialog.session.data_to_send() == b"* 1 EXPUNGE\r\n"
@@ -306,8 +315,11 @@ async def test_two_sessions_rfc2180(store: MemStore, notifier: ChangeNotifier) -
     assert await b.send(b"n NOOP\r\n") == b"* 2 EXPUNGE\r\nn OK NOOP completed\r\n"
     await a.send(b"z STORE 1 +FLAGS \\Flagged\r\n")
     await append(a)
+    # a appended while selected, so a heard of the new message first: \Recent is a's alone
     assert await b.send(b"n NOOP\r\n") == (b"* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\n"
-                                           b"* 3 EXISTS\r\nn OK NOOP completed\r\n")
+                                           b"* 3 EXISTS\r\n* 0 RECENT\r\n"
+                                           b"n OK NOOP completed\r\n")
+    assert b"\\Recent" in await a.send(b"m FETCH 3 FLAGS\r\n")
     assert await b.send(b"n NOOP\r\n") == b"n OK NOOP completed\r\n"
 
 

@@ -35,7 +35,7 @@ def imaplib_session(port: int) -> list[str]:
     typ, data = m.uid("FETCH", "2", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert typ == "OK"
     assert isinstance(data[0], tuple) and data[0][1] == b"Subject: Second\r\n\r\n"
-    assert m.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS (\\Flagged \\Seen))"]
+    assert m.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS (\\Flagged \\Seen \\Recent))"]
     assert m.store("2", "+FLAGS", r"(\Deleted)")[0] == "OK"
     assert m.search(None, "DELETED") == ("OK", [b"2"])
     assert m.search(None, "SUBJECT", '"hello there"') == ("OK", [b"1"])
@@ -128,15 +128,16 @@ async def test_two_sessions_see_each_others_changes(server: ImapServer, store: M
         assert await command(*a, b"x", b"FETCH 1:* UID") == [
             b"* 1 FETCH (UID 1)\r\n", b"* 2 FETCH (UID 2)\r\n", b"* 3 FETCH (UID 3)\r\n",
             b"x OK FETCH completed\r\n"]
+        # a selected first, so the three messages are \Recent in a's session only
         assert await command(*a, b"y", b"UID FETCH 1:* FLAGS") == [
-            b"* 2 EXPUNGE\r\n", b"* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\n",
-            b"* 2 FETCH (UID 3 FLAGS ())\r\n", b"y OK UID FETCH completed\r\n"]
+            b"* 2 EXPUNGE\r\n", b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))\r\n",
+            b"* 2 FETCH (UID 3 FLAGS (\\Recent))\r\n", b"y OK UID FETCH completed\r\n"]
         # An IDLE session is told of the other session's changes as they happen.
         a[1].write(b"i IDLE\r\n")
         assert await asyncio.wait_for(a[0].readline(), TIMEOUT) == b"+ idling\r\n"
         await command(*b, b"g", b"STORE 2 +FLAGS.SILENT (\\Deleted)")
         assert await asyncio.wait_for(a[0].readline(), TIMEOUT) == \
-            b"* 2 FETCH (UID 3 FLAGS (\\Deleted))\r\n"
+            b"* 2 FETCH (UID 3 FLAGS (\\Deleted \\Recent))\r\n"
         await command(*b, b"h", b"EXPUNGE")
         assert await asyncio.wait_for(a[0].readline(), TIMEOUT) == b"* 2 EXPUNGE\r\n"
         a[1].write(b"DONE\r\n")

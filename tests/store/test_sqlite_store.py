@@ -172,3 +172,37 @@ async def test_opening_an_older_database_upgrades_it(tmp_path: Path) -> None:
         assert (await store.create_user("u", "password1", Identity.generate())).id == 1
     finally:
         db.close()
+
+
+async def test_recent_is_claimed_once(store: SqlStore) -> None:
+    user = await store.create_user("u", "password1", Identity.generate())
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    assert inbox is not None
+    for _ in range(2):
+        await store.append(inbox.id, MSG, frozenset(), None)
+    assert await store.claim_recent(inbox.id, claim=False) == (0, 2)  # EXAMINE: a peek
+    assert await store.claim_recent(inbox.id) == (0, 2)  # the first SELECT takes both
+    assert await store.claim_recent(inbox.id) == (2, 2)  # the next one gets none
+    box = await store.get_mailbox(user.id, "INBOX")
+    assert box is not None and box.recent == 0
+
+
+async def test_upgrading_to_recent_tracking_keeps_old_mail_old(tmp_path: Path) -> None:
+    from alembic import command
+
+    from mailnode.store.database import _alembic_config
+
+    db = Database.open(tmp_path / "m.db")
+    store = SqlStore(db, ChangeNotifier())
+    user = await store.create_user("u", "password1", Identity.generate())
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    assert inbox is not None
+    await store.append(inbox.id, MSG, frozenset(), None)
+    command.downgrade(_alembic_config(db.engine), "0001")
+    db.close()
+    db = Database.open(tmp_path / "m.db")
+    try:
+        box = await SqlStore(db, ChangeNotifier()).get_mailbox(user.id, "INBOX")
+        assert box is not None and box.messages == 1 and box.recent == 0
+    finally:
+        db.close()
