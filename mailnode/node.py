@@ -32,6 +32,8 @@ from mailnode.transfer import TransferServer
 log = logging.getLogger(__name__)
 
 STATUS_NAME = "status.json"
+PEERS_NAME = "peers.json"
+MAX_SAVED_PEERS = 64
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,24 @@ class Publisher:
             await asyncio.sleep(check_every)
 
 
+def load_peers(data_dir: Path) -> list[tuple[str, int]]:
+    """Peers known at the last run: a restart rejoins through them even if every configured
+    bootstrap node is down (friends' nodes bootstrap each other)."""
+    try:
+        raw = json.loads((data_dir / PEERS_NAME).read_text())
+        return [(str(host), int(port)) for host, port in raw][:MAX_SAVED_PEERS]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def save_peers(data_dir: Path, peers: list[tuple[str, int]]) -> None:
+    if not peers:
+        return  # keep the last good list rather than forget it during an outage
+    tmp = data_dir / (PEERS_NAME + ".tmp")
+    tmp.write_text(json.dumps(peers[:MAX_SAVED_PEERS]))
+    tmp.replace(data_dir / PEERS_NAME)
+
+
 def write_status(data_dir: Path, listening: Listening, dht: DhtNode, published: int) -> None:
     """A small status file for ``mailnode status`` (the CLI cannot ask the DHT itself)."""
     tmp = data_dir / (STATUS_NAME + ".tmp")
@@ -114,7 +134,8 @@ async def serve(data_dir: Path, stop: asyncio.Event,
 
         dht = DhtNode(node_id_seed=node_identity.verify_key)
         # names are fine: the DHT resolves (and retries) them itself
-        await dht.start(host, config.p2p_port, config.bootstrap_peers())
+        bootstrap = list(dict.fromkeys([*config.bootstrap_peers(), *load_peers(data_dir)]))
+        await dht.start(host, config.p2p_port, bootstrap)
         stack.push_async_callback(dht.aclose)
 
         inbound = InboundService(store)
@@ -154,6 +175,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
             while True:
                 await asyncio.to_thread(write_status, data_dir, listening, dht,
                                         len(publisher.published))
+                await asyncio.to_thread(save_peers, data_dir, dht.peers())
                 await asyncio.sleep(2.0)
 
         tasks = [asyncio.create_task(coro, name=name) for name, coro in (

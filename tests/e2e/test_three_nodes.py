@@ -203,6 +203,23 @@ def test_queued_mail_survives_kill_9_of_the_sender(net: Network) -> None:
                "message queued before kill -9 to arrive")
 
 
+def test_a_restart_rejoins_through_saved_peers_when_bootstrap_is_down(net: Network) -> None:
+    wait_until(lambda: (net.a.data_dir / "peers.json").exists(), 30, "A to save its peers")
+    assert net.boot.stop() == 0
+    try:
+        assert net.a.stop() == 0
+        net.a.start()  # its only configured bootstrap node is down
+        wait_until(lambda: "DHT peers    : 0" not in cli(net.a.data_dir, "status"), 30,
+                   "A to rejoin through the peers it saved")
+        data = compose(net.alice, net.bob, "after rejoining without the bootstrap node")
+        send(net.a, net.alice, net.bob, data)
+        wait_until(lambda: any(strip_trace(b) == data
+                               for b in inbox_bodies(net.b, "bob", "bob-pass")), 60,
+                   "delivery without the bootstrap node")
+    finally:
+        net.boot.start()
+
+
 def test_messages_survive_a_restart_and_kill(net: Network) -> None:
     data = compose(net.alice, net.bob, "kept across restarts")
     send(net.a, net.alice, net.bob, data)
