@@ -12,8 +12,10 @@ import re
 import secrets
 import signal
 import sys
+import time
 from pathlib import Path
 
+from mailnode.client_tls import TLS_NAME, fingerprint
 from mailnode.config import (
     CONFIG_NAME,
     DB_NAME,
@@ -51,20 +53,24 @@ def cmd_init(args: argparse.Namespace) -> None:
     print(f"  {CONFIG_NAME:14} settings (documented inside; edit and restart to change)")
     print(f"  {NODE_KEY_NAME:14} this node's secret transport key (mode 0600, back it up)")
     print(f"  {DB_NAME:14} mailboxes, queue and user keys (SQLite, mode 0600)")
+    print(f"  {TLS_NAME:14} certificate for STARTTLS on SMTP and IMAP (mode 0600)")
     if not is_loopback(config.host):
         print(f"WARNING: listeners will bind to {config.host}, reachable from other machines. "
-              "Keep a firewall in front of the SMTP and IMAP ports.")
+              "SMTP and IMAP will then require STARTTLS before any password; keep a "
+              "firewall in front of them all the same.")
     print(f"Next: mailnode --data-dir {data_dir} user add NAME, then mailnode --data-dir "
           f"{data_dir} run")
 
 
 def init_data_dir(data_dir: Path, config: Config) -> None:
+    from mailnode.client_tls import ensure_certificate
     from mailnode.keys import create_node_key
     from mailnode.store.database import Database
 
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     (data_dir / CONFIG_NAME).write_text(render(config))
     create_node_key(data_dir / NODE_KEY_NAME)
+    ensure_certificate(data_dir, config.host, time.time())
     Database.open(data_dir / DB_NAME).close()
 
 
@@ -115,15 +121,20 @@ def _require_node(data_dir: Path) -> None:
         raise CliError(f"no node in {data_dir}: run `mailnode --data-dir {data_dir} init` first")
 
 
-def client_settings(config: Config, user: User, smtp_port: int, imap_port: int) -> str:
+def client_settings(config: Config, user: User, smtp_port: int, imap_port: int,
+                    tls_fingerprint: str) -> str:
+    security = ("none (loopback; STARTTLS offered)" if is_loopback(config.host)
+                else "STARTTLS (required)")
     return "\n".join([
         f"Mail client settings for {user.name}:",
         f"  Email address : {user.address}",
         f"  User name     : {user.name}   (the full address works too)",
-        f"  IMAP (incoming): server {config.host}  port {imap_port}  security: none "
-        "(loopback)  authentication: normal password",
-        f"  SMTP (outgoing): server {config.host}  port {smtp_port}  security: none "
-        "(loopback)  authentication: normal password",
+        f"  IMAP (incoming): server {config.host}  port {imap_port}  security: {security}  "
+        "authentication: normal password",
+        f"  SMTP (outgoing): server {config.host}  port {smtp_port}  security: {security}  "
+        "authentication: normal password",
+        "  TLS certificate fingerprint (SHA-256), to check when your client asks:",
+        f"    {tls_fingerprint}",
     ])
 
 
@@ -241,7 +252,8 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
         user = None
     config = load(data_dir / CONFIG_NAME)
     if user is not None:
-        banner.append(client_settings(config, user, config.smtp_port, config.imap_port))
+        banner.append(client_settings(config, user, config.smtp_port, config.imap_port,
+                                      fingerprint(data_dir / TLS_NAME)))
     banner.append("Add users with: mailnode --data-dir "
                   f"{data_dir} user add NAME.  Stop with Ctrl-C.")
     _run_node(data_dir, banner)

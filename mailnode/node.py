@@ -17,7 +17,9 @@ from crypto.envelope import OVERHEAD
 from crypto.keys import Identity
 from dht.node import DhtNode
 from dht.records import AddressRecord
-from mailnode.config import CONFIG_NAME, DB_NAME, NODE_KEY_NAME, Config, load
+from mailnode.client_tls import ensure_certificate
+from mailnode.client_tls import server_context as client_tls_context
+from mailnode.config import CONFIG_NAME, DB_NAME, NODE_KEY_NAME, Config, is_loopback, load
 from mailnode.delivery.inbound import InboundService
 from mailnode.delivery.outbound import OutboundQueue, RetryPolicy, transfer_sender
 from mailnode.delivery.submit import SubmissionService
@@ -155,13 +157,18 @@ async def serve(data_dir: Path, stop: asyncio.Event,
 
         submission = SubmissionService(store, queue.wake, resolve=published,
                                        has_peers=lambda: dht.peer_count() > 0)
+        tls_path = ensure_certificate(data_dir, config.host, time.time())
+        client_tls = client_tls_context(tls_path)
+        require_tls = not is_loopback(config.host)
         smtp = SubmissionServer(submission, max_message_size=config.max_message_size,
-                                max_connections=config.max_connections)
+                                max_connections=config.max_connections,
+                                tls_context=client_tls, require_tls=require_tls)
         await smtp.start(host, config.smtp_port)
         stack.push_async_callback(smtp.stop)
 
         imap = ImapServer(store, notifier, max_literal=config.max_message_size,
-                          max_connections=config.max_connections)
+                          max_connections=config.max_connections, tls_context=client_tls,
+                          require_tls=require_tls)
         await imap.start(host, config.imap_port)
         stack.push_async_callback(imap.stop)
 

@@ -157,6 +157,11 @@ class Noop(Command):
 
 
 @dataclass(frozen=True)
+class StartTls(Command):
+    pass
+
+
+@dataclass(frozen=True)
 class Logout(Command):
     pass
 
@@ -303,7 +308,8 @@ class Idle(Command):
 
 
 NAMES: dict[type[Command], str] = {
-    Capability: "CAPABILITY", Noop: "NOOP", Logout: "LOGOUT", Id: "ID", Enable: "ENABLE",
+    Capability: "CAPABILITY", Noop: "NOOP", StartTls: "STARTTLS", Logout: "LOGOUT", Id: "ID",
+    Enable: "ENABLE",
     Login: "LOGIN", Authenticate: "AUTHENTICATE", Namespace: "NAMESPACE", ListCmd: "LIST",
     Select: "SELECT", Status: "STATUS", Create: "CREATE", Delete: "DELETE", Rename: "RENAME",
     Subscribe: "SUBSCRIBE", Append: "APPEND", Check: "CHECK", Close: "CLOSE",

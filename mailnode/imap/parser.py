@@ -759,6 +759,7 @@ def _p_copy(move: bool) -> Callable[[_Reader, str, bool], c.Command]:
 
 _SIMPLE: dict[str, Callable[[_Reader, str], c.Command]] = {
     "CAPABILITY": _no_args(c.Capability), "NOOP": _no_args(c.Noop),
+    "STARTTLS": _no_args(c.StartTls),
     "LOGOUT": _no_args(c.Logout), "NAMESPACE": _no_args(c.Namespace),
     "CHECK": _no_args(c.Check), "CLOSE": _no_args(c.Close),
     "UNSELECT": _no_args(c.Unselect), "IDLE": _no_args(c.Idle),

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
 from mailnode.imap.fetch import StructureCache
 from mailnode.imap.parser import Limits
-from mailnode.imap.session import ImapSession
+from mailnode.imap.session import ImapSession, Security
 from mailnode.store.api import MailStore
 from mailnode.store.notify import ChangeNotifier
 
@@ -21,8 +22,12 @@ class ImapServer:
 
     def __init__(self, store: MailStore, notifier: ChangeNotifier, *, max_literal: int,
                  max_connections: int = 100, idle_timeout: float = 1800,
-                 login_timeout: float = 60) -> None:
+                 login_timeout: float = 60, tls_context: ssl.SSLContext | None = None,
+                 require_tls: bool = False) -> None:
         self.store = store
+        self.tls_context = tls_context
+        self.security = Security(tls_available=tls_context is not None,
+                                 tls_required=require_tls)
         self.notifier = notifier
         self.limits = Limits(max_literal=max_literal)
         self.max_connections = max_connections
@@ -62,7 +67,8 @@ class ImapServer:
             writer.close()
             return
         self._connections.add(task)
-        session = ImapSession(self.store, self.notifier, limits=self.limits, cache=self._cache)
+        session = ImapSession(self.store, self.notifier, limits=self.limits, cache=self._cache,
+                              security=self.security)
         try:
             await self._serve(session, reader, writer)
         except asyncio.CancelledError:
@@ -79,6 +85,16 @@ class ImapServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1)
+
+    async def _start_tls(self, session: ImapSession, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        assert self.tls_context is not None
+        # Bytes that arrived after STARTTLS came in the clear; a client that does not wait for
+        # the handshake (or an attacker injecting commands) is disconnected, not obeyed.
+        if reader._buffer:  # type: ignore[attr-defined]  # no public API for this check
+            raise ConnectionError("plaintext data after STARTTLS")
+        await writer.start_tls(self.tls_context)
+        session.tls_started()
 
     async def _serve(self, session: ImapSession, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
@@ -121,6 +137,8 @@ class ImapServer:
                 if out:
                     writer.write(out)
                     await writer.drain()
+                if session.starttls_requested:
+                    await self._start_tls(session, reader, writer)
         finally:
             for pending in (read_task, watch_task):
                 if pending is not None:

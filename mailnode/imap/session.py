@@ -56,7 +56,7 @@ _ANY = frozenset({c.Capability, c.Noop, c.Logout, c.Id})
 _AUTHENTICATED = _ANY | {c.Enable, c.Namespace, c.ListCmd, c.Select, c.Status, c.Create,
                          c.Delete, c.Rename, c.Subscribe, c.Append, c.Idle}
 ALLOWED: dict[State, frozenset[type[c.Command]]] = {
-    State.NOT_AUTHENTICATED: _ANY | {c.Login, c.Authenticate},
+    State.NOT_AUTHENTICATED: _ANY | {c.Login, c.Authenticate, c.StartTls},
     State.AUTHENTICATED: _AUTHENTICATED,
     State.SELECTED: _AUTHENTICATED | {c.Check, c.Close, c.Unselect, c.Expunge, c.Fetch,
                                       c.StoreCmd, c.Search, c.Copy},
@@ -89,10 +89,24 @@ class Selected:
         return meta
 
 
-def capabilities(state: State) -> str:
+@dataclass(frozen=True)
+class Security:
+    """What the connection offers: STARTTLS, and whether a password needs TLS first."""
+
+    tls_available: bool = False
+    tls_required: bool = False  # the listener is reachable beyond loopback
+
+
+def capabilities(state: State, security: Security = Security(), tls_active: bool = False,
+                 ) -> str:
     caps: tuple[str, ...] = BASE_CAPABILITIES
     if state is State.NOT_AUTHENTICATED:
-        caps += PRE_AUTH_CAPABILITIES
+        if security.tls_available and not tls_active:
+            caps += ("STARTTLS",)
+        if security.tls_required and not tls_active:
+            caps += ("LOGINDISABLED",)
+        else:
+            caps += PRE_AUTH_CAPABILITIES
     return " ".join(caps)
 
 
@@ -105,8 +119,13 @@ class ImapSession:
     """One client connection's protocol state."""
 
     def __init__(self, store: MailStore, notifier: ChangeNotifier, *,
-                 limits: Limits | None = None, cache: StructureCache | None = None) -> None:
+                 limits: Limits | None = None, cache: StructureCache | None = None,
+                 security: Security = Security()) -> None:
         self.store = store
+        self.security = security
+        self.tls_active = False
+        self.starttls_requested = False
+        """Set once STARTTLS is answered; the adapter then upgrades the connection."""
         self.notifier = notifier
         self.parser = CommandParser(limits)
         self.cache = cache or StructureCache()
@@ -120,7 +139,15 @@ class ImapSession:
     # --- adapter interface -------------------------------------------------------------------
 
     def greeting(self) -> bytes:
-        return f"* OK [CAPABILITY {capabilities(self.state)}] mailnode IMAP ready\r\n".encode()
+        return f"* OK [CAPABILITY {self._capabilities()}] mailnode IMAP ready\r\n".encode()
+
+    def _capabilities(self) -> str:
+        return capabilities(self.state, self.security, self.tls_active)
+
+    def tls_started(self) -> None:
+        """The adapter finished the TLS handshake: the session starts afresh (RFC 3501)."""
+        self.starttls_requested = False
+        self.tls_active = True
 
     @property
     def closed(self) -> bool:
@@ -155,7 +182,7 @@ class ImapSession:
     async def receive(self, data: bytes) -> None:
         """Handle received bytes: every complete command is executed in order."""
         self.parser.feed(data)
-        while not self.closed:
+        while not self.closed and not self.starttls_requested:
             try:
                 if self._auth_pending is not None or self._idle_tag is not None:
                     line = self.parser.next_line()
@@ -304,7 +331,7 @@ class ImapSession:
     # --- any state ---------------------------------------------------------------------------
 
     async def _do_capability(self, cmd: c.Capability) -> str:
-        self._untagged(b"CAPABILITY " + capabilities(self.state).encode())
+        self._untagged(b"CAPABILITY " + self._capabilities().encode())
         return "CAPABILITY completed"
 
     async def _do_noop(self, cmd: c.Noop) -> str:
@@ -320,19 +347,34 @@ class ImapSession:
 
     # --- not authenticated -------------------------------------------------------------------
 
+    async def _do_starttls(self, cmd: c.StartTls) -> str:
+        if not self.security.tls_available or self.tls_active:
+            raise CommandNo("STARTTLS is not available on this connection")
+        self.starttls_requested = True
+        # Anything the client sent after STARTTLS was sent in the clear: never execute it.
+        self.parser = CommandParser(self.parser.limits)
+        return "Begin TLS negotiation now"
+
+    def _require_privacy(self) -> None:
+        if self.security.tls_required and not self.tls_active:
+            raise CommandNo("Use STARTTLS first: passwords never cross the network in clear",
+                            "PRIVACYREQUIRED")
+
     def _logged_in(self, user: User) -> str:
         self.user = user
         self.state = State.AUTHENTICATED
         log.info("user %s logged in", user.id)
-        return f"[CAPABILITY {capabilities(self.state)}] Logged in"
+        return f"[CAPABILITY {self._capabilities()}] Logged in"
 
     async def _do_login(self, cmd: c.Login) -> str:
+        self._require_privacy()
         user = await self.store.authenticate(cmd.user, cmd.password)
         if user is None:
             raise CommandNo("Invalid credentials", "AUTHENTICATIONFAILED")
         return self._logged_in(user)
 
     async def _do_authenticate(self, cmd: c.Authenticate) -> str | None:
+        self._require_privacy()
         if cmd.mechanism != "PLAIN":
             raise CommandNo("Unsupported authentication mechanism")
         if cmd.initial is None:

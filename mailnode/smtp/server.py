@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import warnings
 from typing import Any
 
@@ -18,8 +19,8 @@ from mailnode.store.api import User
 
 log = logging.getLogger(__name__)
 
-# Plain AUTH is deliberate for the loopback default (``init`` warns when binding elsewhere);
-# aiosmtpd warns about it on every connection, which would flood the log.
+# Plain AUTH without TLS is only allowed on loopback (``require_tls`` otherwise); aiosmtpd
+# warns about it on every connection, which would flood the log.
 warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
 warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
 logging.getLogger("mail.log").addFilter(
@@ -139,8 +140,11 @@ class SubmissionServer:
     """The listening socket and its sessions."""
 
     def __init__(self, service: SubmissionService, *, max_message_size: int,
-                 max_connections: int = 100, hostname: str = "mailnode") -> None:
+                 max_connections: int = 100, hostname: str = "mailnode",
+                 tls_context: ssl.SSLContext | None = None, require_tls: bool = False) -> None:
         self.handler = SubmissionHandler(service)
+        self.tls_context = tls_context
+        self.require_tls = require_tls
         self.max_message_size = max_message_size
         self.max_connections = max_connections
         self.hostname = hostname
@@ -152,7 +156,9 @@ class SubmissionServer:
             self.handler, self._live, self.max_connections,
             hostname=self.hostname, ident="mailnode ESMTP", data_size_limit=self.max_message_size,
             enable_SMTPUTF8=True, decode_data=False, auth_required=True,
-            auth_require_tls=False,  # loopback by default; STARTTLS is future work
+            tls_context=self.tls_context,
+            # Beyond loopback a password only ever crosses the network inside TLS.
+            require_starttls=self.require_tls, auth_require_tls=self.require_tls,
             auth_exclude_mechanism=[], command_call_limit=1000, timeout=300)
 
     async def start(self, host: str, port: int) -> None:

@@ -13,7 +13,8 @@ from mailnode.store.notify import ChangeNotifier
 from tests.imap.memstore import MemStore
 
 SAMPLES: dict[type[c.Command], bytes] = {
-    c.Capability: b"CAPABILITY", c.Noop: b"NOOP", c.Logout: b"LOGOUT", c.Id: b"ID NIL",
+    c.Capability: b"CAPABILITY", c.Noop: b"NOOP", c.StartTls: b"STARTTLS",
+    c.Logout: b"LOGOUT", c.Id: b"ID NIL",
     c.Enable: b"ENABLE IDLE", c.Login: b"LOGIN alice secret",
     c.Authenticate: b"AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==", c.Namespace: b"NAMESPACE",
     c.ListCmd: b'LIST "" *', c.Select: b"SELECT INBOX", c.Status: b"STATUS INBOX (MESSAGES)",

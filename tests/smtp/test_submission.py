@@ -184,3 +184,37 @@ async def test_curl_smtp_submission(env: Env, tmp_path: Path) -> None:
     assert inbox is not None
     uid = (await env.store.list_messages(inbox.id))[0].uid
     assert (await env.store.fetch_bodies(inbox.id, [uid]))[uid].endswith(data)
+
+
+async def test_starttls_required_before_auth_beyond_loopback(store: SqlStore,
+                                                             tmp_path: Path) -> None:
+    import ssl
+
+    from mailnode.client_tls import ensure_certificate, server_context
+
+    alice = await store.create_user("alice", PASSWORD, Identity.generate())
+    context = server_context(ensure_certificate(tmp_path, "0.0.0.0", 1_800_000_000))
+    server = SubmissionServer(SubmissionService(store, lambda: None), max_message_size=MAX,
+                              tls_context=context, require_tls=True)
+    await server.start("127.0.0.1", 0)
+    client_ctx = ssl.create_default_context()
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+
+    def dialogue() -> None:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+            smtp.ehlo("test")
+            assert smtp.has_extn("starttls")
+            code, _ = smtp.docmd("AUTH", "PLAIN AGFsaWNlAHBhc3M=")
+            assert code in (530, 538)  # no password before TLS
+            smtp.starttls(context=client_ctx)
+            smtp.ehlo("test")
+            smtp.login("alice", PASSWORD)
+            smtp.sendmail(alice.address, [alice.address],
+                          message(alice.address, alice.address))
+    try:
+        await asyncio.to_thread(dialogue)
+    finally:
+        await server.stop()
+    inbox = await store.get_mailbox(alice.id, "INBOX")
+    assert inbox is not None and inbox.messages == 1
