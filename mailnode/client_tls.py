@@ -16,7 +16,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from mailnode.certificates import self_signed
 
 TLS_NAME = "tls.pem"
 VALIDITY = datetime.timedelta(days=3650)
@@ -43,20 +44,7 @@ def ensure_certificate(data_dir: Path, host: str, now: float) -> Path:
     if path.exists():
         return path
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailnode")])
-    issued = datetime.datetime.fromtimestamp(now, tz=datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(issued - datetime.timedelta(days=1))
-        .not_valid_after(issued + VALIDITY)
-        .add_extension(x509.SubjectAlternativeName(_alt_names(host)), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    certificate = self_signed(key, "mailnode", now, VALIDITY, _alt_names(host))
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     pem += certificate.public_bytes(serialization.Encoding.PEM)

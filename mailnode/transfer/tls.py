@@ -21,15 +21,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from cryptography.x509.oid import NameOID
 
 from crypto.keys import Identity
+from mailnode.certificates import self_signed
 from mailnode.transfer.session import PinMismatchError
 
 CERTIFICATE_VALIDITY = datetime.timedelta(days=365 * 30)
 """Nobody checks the dates (the pin is the trust anchor), so they must never get in the way."""
-
-CLOCK_SKEW = datetime.timedelta(days=1)
 
 
 def node_certificate(identity: Identity, now: float) -> bytes:
@@ -38,19 +36,7 @@ def node_certificate(identity: Identity, now: float) -> bytes:
     ``now`` is a POSIX timestamp passed in so certificate building stays free of clock reads.
     """
     key = Ed25519PrivateKey.from_private_bytes(identity.seed)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailnode transfer node")])
-    issued = datetime.datetime.fromtimestamp(now, tz=datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(issued - CLOCK_SKEW)
-        .not_valid_after(issued + CERTIFICATE_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, algorithm=None)
-    )
+    certificate = self_signed(key, "mailnode transfer node", now, CERTIFICATE_VALIDITY)
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
