@@ -160,7 +160,7 @@ def _run_node(data_dir: Path, banner: list[str] | None = None) -> None:
         for line in banner or []:
             print(line)
         print(f"mailnode ready: smtp={where.host}:{where.smtp_port} "
-              f"imap={where.host}:{where.imap_port} p2p={where.host}:{where.p2p_port} "
+              f"imap={where.host}:{where.imap_port} p2p={where.p2p_host}:{where.p2p_port} "
               f"node={where.node_key[:16]}", flush=True)
 
     async def main() -> None:
@@ -209,12 +209,12 @@ def cmd_status(args: argparse.Namespace) -> None:
     if running is None:
         print("state        : stopped")
         print(f"listeners    : smtp {config.host}:{config.smtp_port}  imap {config.host}:"
-              f"{config.imap_port}  p2p {config.host}:{config.p2p_port} (when running)")
+              f"{config.imap_port}  p2p {config.p2p_bind}:{config.p2p_port} (when running)")
         print("DHT peers    : unknown (node not running)")
     else:
         print(f"state        : running (pid {running['pid']})")
         print(f"listeners    : smtp {running['host']}:{running['smtp_port']}  imap "
-              f"{running['host']}:{running['imap_port']}  p2p {running['host']}:"
+              f"{running['host']}:{running['imap_port']}  p2p {running['p2p_host']}:"
               f"{running['p2p_port']}")
         print(f"DHT peers    : {running['dht_peers']}")
         print(f"published    : {running['records_published']} address record(s)")

@@ -25,6 +25,7 @@ class ConfigError(ValueError):
 class Config:
     # [network]
     host: str = "127.0.0.1"
+    p2p_host: str = ""
     advertise_host: str = ""
     smtp_port: int = 2587
     imap_port: int = 2143
@@ -43,17 +44,24 @@ class Config:
     record_ttl: float = 86400.0
     republish_interval: float = 3600.0
 
+    @property
+    def p2p_bind(self) -> str:
+        return self.p2p_host or self.host
+
     def bootstrap_peers(self) -> list[tuple[str, int]]:
         return [parse_hostport(b) for b in self.bootstrap]
 
 
 SECTIONS: dict[str, list[tuple[str, str]]] = {
     "network": [
-        ("host", "address every listener binds to; 127.0.0.1 keeps the node private to "
-                 "this machine (use 0.0.0.0 only behind a firewall you control)"),
+        ("host", "address the listeners bind to (all of them unless p2p_host is set); "
+                 "127.0.0.1 keeps the node private to this machine"),
+        ("p2p_host", "address the DHT and transfer listeners bind to; empty means host. Set "
+                     "0.0.0.0 to federate with other machines while SMTP and IMAP stay on "
+                     "host"),
         ("advertise_host", "address published in the DHT for peers to reach this node's "
-                           "transfer port; empty means host (or this machine's own address "
-                           "when host is 0.0.0.0)"),
+                           "transfer port; empty means p2p_host (or this machine's own "
+                           "address when that is 0.0.0.0)"),
         ("smtp_port", "SMTP submission port for your mail client (AUTH required)"),
         ("imap_port", "IMAP port for your mail client"),
         ("p2p_port", "DHT port (UDP); mail transfer between nodes uses TCP on the same number"),

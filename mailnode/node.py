@@ -43,6 +43,7 @@ class Listening:
     """Where the running node can be reached (ports resolved when 0 was configured)."""
 
     host: str
+    p2p_host: str
     smtp_port: int
     imap_port: int
     p2p_port: int
@@ -105,6 +106,7 @@ def write_status(data_dir: Path, listening: Listening, dht: DhtNode, published: 
     tmp = data_dir / (STATUS_NAME + ".tmp")
     tmp.write_text(json.dumps({
         "pid": os.getpid(), "updated": time.time(), "host": listening.host,
+        "p2p_host": listening.p2p_host,
         "smtp_port": listening.smtp_port, "imap_port": listening.imap_port,
         "p2p_port": listening.p2p_port, "node_key": listening.node_key,
         "dht_peers": dht.peer_count(), "records_published": published,
@@ -117,9 +119,9 @@ def published_host(config: Config) -> str:
     every interface (inside a container, the name resolves to the container's address)."""
     if config.advertise_host:
         return config.advertise_host
-    if config.host in ("0.0.0.0", "::", ""):
+    if config.p2p_bind in ("0.0.0.0", "::", ""):
         return socket.gethostbyname(socket.gethostname())
-    return config.host
+    return config.p2p_bind
 
 
 async def serve(data_dir: Path, stop: asyncio.Event,
@@ -137,7 +139,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         dht = DhtNode(node_id_seed=node_identity.verify_key)
         # names are fine: the DHT resolves (and retries) them itself
         bootstrap = list(dict.fromkeys([*config.bootstrap_peers(), *load_peers(data_dir)]))
-        await dht.start(host, config.p2p_port, bootstrap)
+        await dht.start(config.p2p_bind, config.p2p_port, bootstrap)
         stack.push_async_callback(dht.aclose)
 
         inbound = InboundService(store)
@@ -145,7 +147,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
                                   max_message_size=config.max_message_size + OVERHEAD,
                                   max_connections=config.max_connections,
                                   timeout=config.transfer_timeout)
-        await transfer.start(host, dht.port)
+        await transfer.start(config.p2p_bind, dht.port)
         stack.push_async_callback(transfer.stop)
 
         policy = RetryPolicy(config.retry_initial, config.retry_max, config.give_up_after)
@@ -173,7 +175,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         stack.push_async_callback(imap.stop)
 
         assert imap.port is not None
-        listening = Listening(host, smtp.port, imap.port, dht.port,
+        listening = Listening(host, config.p2p_bind, smtp.port, imap.port, dht.port,
                               node_identity.verify_key.hex())
         publisher = Publisher(store, dht, node_identity, config,
                               (published_host(config), dht.port))

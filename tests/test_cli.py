@@ -92,3 +92,15 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"run `mailnode init`"):
         load(tmp_path / "missing.toml")
     assert Config().host == "127.0.0.1"  # safe default
+
+
+def test_p2p_listeners_can_be_public_while_clients_stay_on_loopback() -> None:
+    from dataclasses import replace
+
+    from mailnode.node import published_host
+
+    config = Config()
+    assert config.p2p_bind == "127.0.0.1" and published_host(config) == "127.0.0.1"
+    public = replace(config, p2p_host="0.0.0.0", advertise_host="198.51.100.7")
+    assert public.host == "127.0.0.1"  # SMTP and IMAP stay private
+    assert public.p2p_bind == "0.0.0.0" and published_host(public) == "198.51.100.7"
