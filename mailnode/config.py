@@ -35,6 +35,7 @@ class Config:
     max_message_size: int = 25 * 1024 * 1024
     max_connections: int = 100
     failed_login_delay: float = 1.0
+    max_messages_per_minute: int = 60
     # [queue]
     retry_initial: float = 60.0
     retry_max: float = 3600.0
@@ -72,6 +73,8 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
                              "transfer)"),
         ("max_connections", "simultaneous connections per listener"),
         ("failed_login_delay", "seconds a failed login waits before its answer"),
+        ("max_messages_per_minute", "messages a user may submit per minute (bursts up to the "
+                                    "same number); more are refused with a temporary error"),
     ],
     "queue": [
         ("retry_initial", "seconds before the first retry of an undelivered message; "
@@ -142,6 +145,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{port_name} {port} is not a port number")
     for peer in config.bootstrap:
         parse_hostport(peer)
+    if config.max_messages_per_minute < 1:
+        raise ConfigError("max_messages_per_minute must be at least 1")
     if config.max_message_size < 1024:
         raise ConfigError("max_message_size must be at least 1024 bytes")
     if config.retry_initial <= 0 or config.retry_max < config.retry_initial:

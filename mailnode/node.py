@@ -158,7 +158,8 @@ async def serve(data_dir: Path, stop: asyncio.Event,
             return dht.held(user_key) or await dht.lookup(user_key)
 
         submission = SubmissionService(store, queue.wake, resolve=published,
-                                       has_peers=lambda: dht.peer_count() > 0)
+                                       has_peers=lambda: dht.peer_count() > 0,
+                                       messages_per_minute=config.max_messages_per_minute)
         tls_path = ensure_certificate(data_dir, config.host, time.time())
         client_tls = client_tls_context(tls_path)
         require_tls = not is_loopback(config.host)

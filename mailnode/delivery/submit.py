@@ -15,6 +15,7 @@ from crypto.envelope import seal
 from crypto.keys import Identity, PublicIdentity
 from mailnode.delivery.outbound import Resolver
 from mailnode.delivery.trace import received_header, split_headers
+from mailnode.ratelimit import RateLimiter
 from mailnode.smtp import replies
 from mailnode.store.api import User
 from mailnode.store.sqlite import LocalCopy, Outgoing, SqlStore
@@ -36,13 +37,14 @@ class SubmissionService:
     def __init__(self, store: SqlStore, wake_queue: Callable[[], None],
                  clock: Callable[[], float] = time.time, resolve: Resolver | None = None,
                  has_peers: Callable[[], bool] = lambda: False,
-                 lookup_timeout: float = 10.0) -> None:
+                 lookup_timeout: float = 10.0, messages_per_minute: int = 60) -> None:
         self.store = store
         self.wake_queue = wake_queue
         self.clock = clock
         self.resolve = resolve
         self.has_peers = has_peers
         self.lookup_timeout = lookup_timeout
+        self.rate_limit = RateLimiter(messages_per_minute)
 
     @staticmethod
     def is_own_address(user: User, address: str) -> bool:

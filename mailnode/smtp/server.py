@@ -86,6 +86,10 @@ class SubmissionHandler:
         user = _user(session)
         if not self.service.is_own_address(user, address):
             return replies.SENDER_NOT_OWNED.format(address=user.address)
+        wait = self.service.rate_limit.try_acquire(user.id)
+        if wait:
+            log.info("smtp rate limit for user=%s", user.name)
+            return replies.RATE_LIMITED.format(seconds=max(1, round(wait)))
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.SENDER_OK

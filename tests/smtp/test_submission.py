@@ -218,3 +218,26 @@ async def test_starttls_required_before_auth_beyond_loopback(store: SqlStore,
         await server.stop()
     inbox = await store.get_mailbox(alice.id, "INBOX")
     assert inbox is not None and inbox.messages == 1
+
+
+async def test_sending_rate_is_limited_per_user(store: SqlStore) -> None:
+    alice = await store.create_user("alice", PASSWORD, Identity.generate())
+    server = SubmissionServer(SubmissionService(store, lambda: None, messages_per_minute=2),
+                              max_message_size=MAX)
+    await server.start("127.0.0.1", 0)
+
+    def dialogue() -> None:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+            smtp.login("alice", PASSWORD)
+            for _ in range(2):
+                smtp.sendmail(alice.address, [alice.address],
+                              message(alice.address, alice.address))
+            code, text = smtp.docmd(f"MAIL FROM:<{alice.address}>")
+            assert code == 451 and b"rate limit" in text
+            assert smtp.noop()[0] == 250  # refused, not disconnected
+    try:
+        await asyncio.to_thread(dialogue)
+    finally:
+        await server.stop()
+    inbox = await store.get_mailbox(alice.id, "INBOX")
+    assert inbox is not None and inbox.messages == 2

@@ -1,0 +1,38 @@
+"""Token buckets: a steady rate with room for a burst, per key (e.g. per user)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """Allows ``per_minute`` events per key on average and bursts up to the same number."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.clock = clock
+        self._buckets: dict[object, _Bucket] = {}
+
+    def _bucket(self, key: object) -> _Bucket:
+        now = self.clock()
+        bucket = self._buckets.setdefault(key, _Bucket(self.capacity, now))
+        bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+        return bucket
+
+    def try_acquire(self, key: object) -> float:
+        """Take one token: 0.0 if allowed, else the seconds until one is available."""
+        bucket = self._bucket(key)
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate if self.rate > 0 else float("inf")

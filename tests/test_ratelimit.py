@@ -1,0 +1,19 @@
+"""Token buckets with a fake clock."""
+
+from __future__ import annotations
+
+from mailnode.ratelimit import RateLimiter
+
+
+def test_burst_then_steady_rate_per_key() -> None:
+    now = [0.0]
+    limiter = RateLimiter(6, clock=lambda: now[0])  # 6 a minute: one every 10 s
+    assert [limiter.try_acquire("a") for _ in range(6)] == [0.0] * 6
+    assert limiter.try_acquire("a") == 10.0
+    assert limiter.try_acquire("b") == 0.0  # keys are independent
+    now[0] += 5
+    assert limiter.try_acquire("a") == 5.0
+    now[0] += 5
+    assert limiter.try_acquire("a") == 0.0
+    now[0] += 3600
+    assert [limiter.try_acquire("a") for _ in range(7)][-1] > 0  # refills only to the burst
