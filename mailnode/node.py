@@ -183,9 +183,12 @@ async def serve(data_dir: Path, stop: asyncio.Event,
 
         async def report_status() -> None:
             while True:
-                await asyncio.to_thread(write_status, data_dir, listening, dht,
-                                        len(publisher.published))
-                await asyncio.to_thread(save_peers, data_dir, dht.peers())
+                try:
+                    await asyncio.to_thread(write_status, data_dir, listening, dht,
+                                            len(publisher.published))
+                    await asyncio.to_thread(save_peers, data_dir, dht.peers())
+                except OSError as exc:  # status is informative; never stop the node for it
+                    log.warning("cannot write the status files: %s", exc)
                 await asyncio.sleep(2.0)
 
         tasks = [asyncio.create_task(coro, name=name) for name, coro in (

@@ -74,8 +74,12 @@ class OutboundQueue:
     async def run(self) -> None:
         while True:
             self._wake.clear()
-            await self.run_once()
-            next_at = await self.store.next_outbound_at()
+            try:
+                await self.run_once()
+                next_at = await self.store.next_outbound_at()
+            except Exception:  # e.g. a full disk: keep the node up and try again soon
+                log.exception("outbound queue pass failed; retrying")
+                next_at = int(self.clock() + self.policy.initial)
             timeout = None if next_at is None else max(0.05, next_at - self.clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
