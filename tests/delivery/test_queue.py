@@ -148,3 +148,14 @@ async def test_inbound_refuses_strangers_and_forgeries(store: SqlStore) -> None:
     assert outcome.verdict is Verdict.PERMANENT
     inbox = await store.get_mailbox(bob.id, "INBOX")
     assert inbox is not None and inbox.messages == 0
+
+
+async def test_a_crashing_attempt_is_retried_not_lost(store: SqlStore) -> None:
+    clock, net = Clock(), FakeNet(script=[RuntimeError("bug"), Outcome(Verdict.ACCEPTED, "ok")])
+    store.clock = clock
+    queue, _, _ = await _queue_one(store, clock, net, RetryPolicy(10, 100, 10_000))
+    await queue.run_once()
+    assert await store.queue_length() == 1  # kept for the next attempt
+    clock.now += 10
+    await queue.run_once()
+    assert await store.queue_length() == 0
