@@ -151,7 +151,8 @@ def _configure_logging(verbose: bool, serving: bool) -> None:
 
 
 def _run_node(data_dir: Path, banner: list[str] | None = None) -> None:
-    from mailnode.node import Listening, serve
+    from mailnode.node import serve
+    from mailnode.runstate import Listening
 
     _require_node(data_dir)
     config = load(data_dir / CONFIG_NAME)
@@ -185,7 +186,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_status(args: argparse.Namespace) -> None:
     from mailnode.keys import load_node_key
-    from mailnode.node import STATUS_NAME
+    from mailnode.runstate import STATUS_NAME
     from mailnode.store.database import Database
     from mailnode.store.notify import ChangeNotifier
     from mailnode.store.sqlite import SqlStore

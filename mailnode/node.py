@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 from crypto.envelope import OVERHEAD
-from crypto.keys import Identity
 from dht.node import DhtNode
 from dht.records import AddressRecord
 from mailnode.client_tls import ensure_certificate
@@ -22,9 +18,11 @@ from mailnode.client_tls import server_context as client_tls_context
 from mailnode.config import CONFIG_NAME, DB_NAME, NODE_KEY_NAME, Config, is_loopback, load
 from mailnode.delivery.inbound import InboundService
 from mailnode.delivery.outbound import OutboundQueue, RetryPolicy, transfer_sender
+from mailnode.delivery.publish import Publisher
 from mailnode.delivery.submit import SubmissionService
 from mailnode.imap.server import ImapServer
 from mailnode.keys import load_node_key
+from mailnode.runstate import STATUS_NAME, Listening, load_peers, save_peers, write_status
 from mailnode.smtp.server import SubmissionServer
 from mailnode.store.database import Database
 from mailnode.store.notify import ChangeNotifier
@@ -32,87 +30,6 @@ from mailnode.store.sqlite import SqlStore
 from mailnode.transfer import TransferServer
 
 log = logging.getLogger(__name__)
-
-STATUS_NAME = "status.json"
-PEERS_NAME = "peers.json"
-MAX_SAVED_PEERS = 64
-
-
-@dataclass(frozen=True)
-class Listening:
-    """Where the running node can be reached (ports resolved when 0 was configured)."""
-
-    host: str
-    p2p_host: str
-    smtp_port: int
-    imap_port: int
-    p2p_port: int
-    node_key: str
-
-
-class Publisher:
-    """Keeps every local user's DHT record fresh: new users at once, all before expiry."""
-
-    def __init__(self, store: SqlStore, dht: DhtNode, node: Identity, config: Config,
-                 endpoint: tuple[str, int], clock: Callable[[], float] = time.time) -> None:
-        self.store, self.dht, self.node, self.config = store, dht, node, config
-        self.endpoint = endpoint
-        self.clock = clock
-        self.published: dict[int, float] = {}
-
-    async def publish_due(self) -> None:
-        now = self.clock()
-        for user in await self.store.list_users():
-            last = self.published.get(user.id)
-            if last is not None and now - last < self.config.republish_interval:
-                continue
-            identity = await self.store.identity(user.id)
-            record = AddressRecord.create(identity, self.node.verify_key, (self.endpoint,),
-                                          seq=int(now * 1000),
-                                          expires=int(now + self.config.record_ttl))
-            peers = await self.dht.publish(record)
-            self.published[user.id] = now
-            log.info("published record of user=%s to %d peer(s)", user.name, peers)
-
-    async def run(self, check_every: float = 5.0) -> None:
-        while True:
-            try:
-                await self.publish_due()
-            except Exception:
-                log.exception("publishing records failed; will retry")
-            await asyncio.sleep(check_every)
-
-
-def load_peers(data_dir: Path) -> list[tuple[str, int]]:
-    """Peers known at the last run: a restart rejoins through them even if every configured
-    bootstrap node is down (friends' nodes bootstrap each other)."""
-    try:
-        raw = json.loads((data_dir / PEERS_NAME).read_text())
-        return [(str(host), int(port)) for host, port in raw][:MAX_SAVED_PEERS]
-    except (OSError, ValueError, TypeError):
-        return []
-
-
-def save_peers(data_dir: Path, peers: list[tuple[str, int]]) -> None:
-    if not peers:
-        return  # keep the last good list rather than forget it during an outage
-    tmp = data_dir / (PEERS_NAME + ".tmp")
-    tmp.write_text(json.dumps(peers[:MAX_SAVED_PEERS]))
-    tmp.replace(data_dir / PEERS_NAME)
-
-
-def write_status(data_dir: Path, listening: Listening, dht: DhtNode, published: int) -> None:
-    """A small status file for ``mailnode status`` (the CLI cannot ask the DHT itself)."""
-    tmp = data_dir / (STATUS_NAME + ".tmp")
-    tmp.write_text(json.dumps({
-        "pid": os.getpid(), "updated": time.time(), "host": listening.host,
-        "p2p_host": listening.p2p_host,
-        "smtp_port": listening.smtp_port, "imap_port": listening.imap_port,
-        "p2p_port": listening.p2p_port, "node_key": listening.node_key,
-        "dht_peers": dht.peer_count(), "records_published": published,
-    }))
-    tmp.replace(data_dir / STATUS_NAME)
-
 
 def published_host(config: Config) -> str:
     """Where peers reach us: the configured address, or our own name's address when we bind

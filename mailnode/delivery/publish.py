@@ -1,0 +1,49 @@
+"""Publishing where each local user's mail is accepted: their signed DHT records."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from crypto.keys import Identity
+from dht.node import DhtNode
+from dht.records import AddressRecord
+from mailnode.config import Config
+from mailnode.store.sqlite import SqlStore
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    """Keeps every local user's DHT record fresh: new users at once, all before expiry."""
+
+    def __init__(self, store: SqlStore, dht: DhtNode, node: Identity, config: Config,
+                 endpoint: tuple[str, int], clock: Callable[[], float] = time.time) -> None:
+        self.store, self.dht, self.node, self.config = store, dht, node, config
+        self.endpoint = endpoint
+        self.clock = clock
+        self.published: dict[int, float] = {}
+
+    async def publish_due(self) -> None:
+        now = self.clock()
+        for user in await self.store.list_users():
+            last = self.published.get(user.id)
+            if last is not None and now - last < self.config.republish_interval:
+                continue
+            identity = await self.store.identity(user.id)
+            record = AddressRecord.create(identity, self.node.verify_key, (self.endpoint,),
+                                          seq=int(now * 1000),
+                                          expires=int(now + self.config.record_ttl))
+            peers = await self.dht.publish(record)
+            self.published[user.id] = now
+            log.info("published record of user=%s to %d peer(s)", user.name, peers)
+
+    async def run(self, check_every: float = 5.0) -> None:
+        while True:
+            try:
+                await self.publish_due()
+            except Exception:
+                log.exception("publishing records failed; will retry")
+            await asyncio.sleep(check_every)

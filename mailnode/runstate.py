@@ -1,0 +1,60 @@
+"""Files a running node keeps in its data dir: status for ``mailnode status``, known peers."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dht.node import DhtNode
+
+STATUS_NAME = "status.json"
+PEERS_NAME = "peers.json"
+MAX_SAVED_PEERS = 64
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Where the running node can be reached (ports resolved when 0 was configured)."""
+
+    host: str
+    p2p_host: str
+    smtp_port: int
+    imap_port: int
+    p2p_port: int
+    node_key: str
+
+
+def load_peers(data_dir: Path) -> list[tuple[str, int]]:
+    """Peers known at the last run: a restart rejoins through them even if every configured
+    bootstrap node is down (friends' nodes bootstrap each other)."""
+    try:
+        raw = json.loads((data_dir / PEERS_NAME).read_text())
+        return [(str(host), int(port)) for host, port in raw][:MAX_SAVED_PEERS]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def save_peers(data_dir: Path, peers: list[tuple[str, int]]) -> None:
+    if not peers:
+        return  # keep the last good list rather than forget it during an outage
+    tmp = data_dir / (PEERS_NAME + ".tmp")
+    tmp.write_text(json.dumps(peers[:MAX_SAVED_PEERS]))
+    tmp.replace(data_dir / PEERS_NAME)
+
+
+def write_status(data_dir: Path, listening: Listening, dht: DhtNode, published: int) -> None:
+    """A small status file for ``mailnode status`` (the CLI cannot ask the DHT itself)."""
+    tmp = data_dir / (STATUS_NAME + ".tmp")
+    tmp.write_text(json.dumps({
+        "pid": os.getpid(), "updated": time.time(), "host": listening.host,
+        "p2p_host": listening.p2p_host,
+        "smtp_port": listening.smtp_port, "imap_port": listening.imap_port,
+        "p2p_port": listening.p2p_port, "node_key": listening.node_key,
+        "dht_peers": dht.peer_count(), "records_published": published,
+    }))
+    tmp.replace(data_dir / STATUS_NAME)
