@@ -20,10 +20,10 @@ class PlainCredentials:
     def __repr__(self) -> str:  # never let a password reach a log line
         return f"PlainCredentials(authzid={self.authzid!r}, login={self.login!r})"
 
-    @property
-    def acts_as_self(self) -> bool:
-        """mutt and mbsync repeat the login as authzid; empty means the same."""
-        return self.authzid in ("", self.login)
+    def acts_as(self, *identities: str) -> bool:
+        """Whether the authzid names the authenticated user: empty, or one of its names
+        (mutt and mbsync repeat the login; some clients send the address)."""
+        return self.authzid in ("", self.login, *identities)
 
 
 def b64decode_strict(data: bytes | str) -> bytes:

@@ -22,6 +22,7 @@ from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, StructureCache, render
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.sequences import SequenceSet, compress
+from mailnode.sasl import SaslError, parse_plain
 from mailnode.store.api import (
     SYSTEM_FLAGS,
     Mailbox,
@@ -401,17 +402,14 @@ class ImapSession:
         self._write(f"{cmd.tag} OK {text}\r\n".encode())
 
     async def _plain(self, payload: bytes) -> str:
-        parts = payload.split(b"\0")
-        if len(parts) != 3:
-            raise CommandBad("Malformed PLAIN response")
         try:
-            authzid, authcid, password = (p.decode("utf-8") for p in parts)
-        except UnicodeDecodeError:
-            raise CommandBad("PLAIN response is not UTF-8") from None
-        user = await self.store.authenticate(authcid, password)
+            creds = parse_plain(payload)
+        except SaslError as exc:
+            raise CommandBad(f"Malformed PLAIN response: {exc}") from None
+        user = await self.store.authenticate(creds.login, creds.password)
         if user is None:
             raise CommandNo("Invalid credentials", "AUTHENTICATIONFAILED")
-        if authzid and authzid not in (authcid, user.name, user.address):
+        if not creds.acts_as(user.name, user.address):
             raise CommandNo("Not authorised to act as another user", "AUTHORIZATIONFAILED")
         return self._logged_in(user)
 

@@ -43,12 +43,12 @@ class SubmissionHandler:
         self.service = service
 
     async def _login(self, server: SMTP, creds: PlainCredentials) -> AuthResult:
-        if not creds.acts_as_self:
-            return AuthResult(success=False, handled=False, message=replies.AUTH_AUTHZID)
         user = await self.service.store.authenticate(creds.login, creds.password)
         if user is None:
             log.info("smtp login failed for %r", creds.login)
             return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
+        if not creds.acts_as(user.name, user.address):
+            return AuthResult(success=False, handled=False, message=replies.AUTH_AUTHZID)
         log.info("smtp login user=%s", user.name)
         return AuthResult(success=True, auth_data=user, message=replies.AUTH_OK)
 
