@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -310,7 +311,7 @@ class SqlStore:
                           mode: FlagMode) -> list[MessageMeta]:
         def q(conn: Connection) -> tuple[list[MessageMeta], list[int]]:
             result: list[MessageMeta] = []
-            changed = False
+            by_new_flags: defaultdict[str, list[int]] = defaultdict(list)
             wanted = list(uids)
             for i in range(0, len(wanted), 500):
                 rows = conn.execute(select(messages.c.id, messages.c.uid, messages.c.flags,
@@ -321,12 +322,17 @@ class SqlStore:
                     old = _flags_set(old_text)
                     new = flags if mode == "set" else (old | flags if mode == "add"
                                                        else old - flags)
+                    new_text = _flags_text(new)
                     if new != old:
-                        changed = True
-                        conn.execute(update(messages).where(messages.c.id == row_id)
-                                     .values(flags=_flags_text(new)))
-                    result.append(_meta(uid, _flags_text(new), internaldate, size))
-            return result, [mailbox_id] if changed else []
+                        by_new_flags[new_text].append(row_id)
+                    result.append(_meta(uid, new_text, internaldate, size))
+            # One UPDATE per resulting flag set: "+FLAGS \\Seen" on 1:* is a handful of
+            # statements, not one per message.
+            for new_text, ids in by_new_flags.items():
+                for i in range(0, len(ids), 500):
+                    conn.execute(update(messages).where(messages.c.id.in_(ids[i:i + 500]))
+                                 .values(flags=new_text))
+            return result, [mailbox_id] if by_new_flags else []
         return await self._write(q, durable=False)  # type: ignore[return-value]
 
     async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
