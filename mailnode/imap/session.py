@@ -431,11 +431,14 @@ class ImapSession:
             return "LIST completed"
         mailboxes = await self.store.list_mailboxes(self.user.id)
         special = {m.name: m.special_use for m in mailboxes}
-        names = set(special)
-        for name in list(names):
-            parts = name.split(DELIMITER)
-            for i in range(1, len(parts)):
-                names.add(DELIMITER.join(parts[:i]))
+        if cmd.lsub:
+            names = await self.store.subscriptions(self.user.id)
+        else:  # parents that are not mailboxes themselves show up as \Noselect
+            names = set(special)
+            for name in list(names):
+                parts = name.split(DELIMITER)
+                for i in range(1, len(parts)):
+                    names.add(DELIMITER.join(parts[:i]))
         pattern = _pattern(cmd.reference + cmd.pattern)
         inbox_pattern = re.compile(pattern.pattern, re.IGNORECASE)
         for name in sorted(names, key=lambda n: (n != "INBOX", n)):
@@ -519,8 +522,10 @@ class ImapSession:
         return "RENAME completed"
 
     async def _do_subscribe(self, cmd: c.Subscribe) -> str:
-        # Every mailbox is subscribed (LSUB lists them all), so there is nothing to record.
-        await self._mailbox(cmd.mailbox)
+        assert self.user is not None
+        if cmd.subscribe:
+            await self._mailbox(cmd.mailbox)  # only existing mailboxes can be subscribed to
+        await self.store.subscribe(self.user.id, cmd.mailbox, cmd.subscribe)
         return f"{'SUBSCRIBE' if cmd.subscribe else 'UNSUBSCRIBE'} completed"
 
     async def _do_append(self, cmd: c.Append) -> str:

@@ -88,6 +88,11 @@ class MailStore(Protocol):
 
     async def rename_mailbox(self, user_id: int, old: str, new: str) -> None: ...
 
+    async def subscriptions(self, user_id: int) -> set[str]:
+        """Names the user subscribed to (LSUB); the special mailboxes from the start."""
+
+    async def subscribe(self, user_id: int, name: str, subscribed: bool) -> None: ...
+
     async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
         """All messages in uid order (position + 1 is the IMAP sequence number)."""
 

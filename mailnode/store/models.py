@@ -61,6 +61,13 @@ messages = Table(
     UniqueConstraint("mailbox_id", "uid", name="uq_messages_mailbox_id_uid"),
 )
 
+# IMAP subscriptions (RFC 3501 §6.3.6): names, which need not exist as mailboxes.
+subscriptions = Table(
+    "subscriptions", metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(255), primary_key=True),
+)
+
 # Inbound idempotency: a retried transfer of the same signed envelope is delivered once.
 received = Table(
     "received", metadata,

@@ -32,7 +32,14 @@ from mailnode.store.api import (
     User,
 )
 from mailnode.store.database import Database
-from mailnode.store.models import mailboxes, messages, outbound, received, users
+from mailnode.store.models import (
+    mailboxes,
+    messages,
+    outbound,
+    received,
+    subscriptions,
+    users,
+)
 from mailnode.store.notify import ChangeNotifier
 
 # Verifying against this makes an unknown login cost as much as a wrong password.
@@ -172,6 +179,7 @@ class SqlStore:
             identity_seed=identity.seed, created_at=int(self.clock()))).inserted_primary_key[0])  # type: ignore[index]
         for mailbox, special in SPECIAL_MAILBOXES:
             self._new_mailbox(conn, user_id, mailbox, special)
+            conn.execute(insert(subscriptions).values(user_id=user_id, name=mailbox))
         return User(user_id, name, address)
 
     async def find_user(self, login: str) -> User | None:
@@ -256,6 +264,18 @@ class SqlStore:
             conn.execute(update(mailboxes).where(mailboxes.c.id == box.id).values(name=new))
             return None, []
         await self._write(q)
+
+    async def subscriptions(self, user_id: int) -> set[str]:
+        return await self.db.run(lambda conn: set(conn.execute(
+            select(subscriptions.c.name).where(subscriptions.c.user_id == user_id)).scalars()))
+
+    async def subscribe(self, user_id: int, name: str, subscribed: bool) -> None:
+        def q(conn: Connection) -> None:
+            conn.execute(delete(subscriptions).where(subscriptions.c.user_id == user_id,
+                                                     subscriptions.c.name == name))
+            if subscribed:
+                conn.execute(insert(subscriptions).values(user_id=user_id, name=name))
+        await self.db.run(q, durable=False)
 
     # ---- messages ----------------------------------------------------------------------
 

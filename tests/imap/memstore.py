@@ -46,6 +46,7 @@ class MemStore:
         self._boxes: dict[int, _Box] = {}
         self._ids = itertools.count(1)
         self._uidvalidity = itertools.count(1_700_000_000)
+        self._subscribed: dict[int, set[str]] = {}
 
     # --- test helpers ---
 
@@ -54,6 +55,7 @@ class MemStore:
         self._users[user.id] = (user, password)
         for box_name, special in SPECIAL_MAILBOXES:
             self._new_box(user.id, box_name, special)
+        self._subscribed[user.id] = {name for name, _ in SPECIAL_MAILBOXES}
         return user
 
     def _new_box(self, user_id: int, name: str, special: str | None) -> _Box:
@@ -121,6 +123,16 @@ class MemStore:
             raise MailboxExists(new)
         box.name = new
         await self.notifier.publish(box.id)
+
+    async def subscriptions(self, user_id: int) -> set[str]:
+        return set(self._subscribed.get(user_id, set()))
+
+    async def subscribe(self, user_id: int, name: str, subscribed: bool) -> None:
+        names = self._subscribed.setdefault(user_id, set())
+        if subscribed:
+            names.add(name)
+        else:
+            names.discard(name)
 
     async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
         box = self._box(mailbox_id)

@@ -95,7 +95,15 @@ async def test_list_and_lsub(dialog: Dialog, store: MemStore) -> None:
     assert await dialog.send(b'e LIST "" ""\r\n') == \
         b'* LIST (\\Noselect) "/" ""\r\ne OK LIST completed\r\n'
     lsub = await dialog.send(b'f LSUB "" *\r\n')
-    assert lsub.count(b"* LSUB ") == 6
+    assert lsub.count(b"* LSUB ") == 4  # the special mailboxes; Work/Projects is not subscribed
+    assert await dialog.send(b"g SUBSCRIBE Work/Projects\r\n") == \
+        b"g OK SUBSCRIBE completed\r\n"
+    assert b'"Work/Projects"' in await dialog.send(b'h LSUB "" *\r\n')
+    assert (await dialog.send(b"i SUBSCRIBE Nope\r\n")).startswith(b"i NO [NONEXISTENT]")
+    await dialog.send(b"j UNSUBSCRIBE Work/Projects\r\n")
+    await dialog.send(b"k UNSUBSCRIBE Trash\r\n")
+    lsub = await dialog.send(b'l LSUB "" *\r\n')
+    assert b"Work/Projects" not in lsub and b"Trash" not in lsub and lsub.count(b"* LSUB ") == 3
 
 
 async def test_create_delete_rename(dialog: Dialog) -> None:

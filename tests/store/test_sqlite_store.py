@@ -187,7 +187,7 @@ async def test_recent_is_claimed_once(store: SqlStore) -> None:
     assert box is not None and box.recent == 0
 
 
-async def test_upgrading_to_recent_tracking_keeps_old_mail_old(tmp_path: Path) -> None:
+async def test_upgrades_keep_old_mail_old_and_mailboxes_subscribed(tmp_path: Path) -> None:
     from alembic import command
 
     from mailnode.store.database import _alembic_config
@@ -202,7 +202,10 @@ async def test_upgrading_to_recent_tracking_keeps_old_mail_old(tmp_path: Path) -
     db.close()
     db = Database.open(tmp_path / "m.db")
     try:
-        box = await SqlStore(db, ChangeNotifier()).get_mailbox(user.id, "INBOX")
+        upgraded = SqlStore(db, ChangeNotifier())
+        box = await upgraded.get_mailbox(user.id, "INBOX")
         assert box is not None and box.messages == 1 and box.recent == 0
+        # 0003: LSUB used to list every mailbox, so existing ones start subscribed
+        assert await upgraded.subscriptions(user.id) == {"INBOX", "Sent", "Drafts", "Trash"}
     finally:
         db.close()
