@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.header import decode_header, make_header
 from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import compat32
+from email.parser import BytesHeaderParser, BytesParser
+from email.policy import compat32, default
 from email.utils import parsedate_to_datetime
 
 from mailnode.imap import commands as c
@@ -42,6 +42,7 @@ class Candidate:
     max_uid: int
     raw: bytes | None = None
     _fields: Message | None = field(default=None, repr=False)
+    _body_text: str | None = field(default=None, repr=False)
 
     @property
     def fields(self) -> Message:
@@ -49,6 +50,23 @@ class Candidate:
             header, _ = split_header(self.raw or b"")
             self._fields = BytesHeaderParser(policy=compat32).parsebytes(header)
         return self._fields
+
+    @property
+    def body_text(self) -> str:
+        """The body as a reader sees it: the raw text plus every text part decoded from its
+        transfer encoding and charset (so base64 and quoted-printable mail is searchable)."""
+        if self._body_text is None:
+            raw = self.raw or b""
+            texts = [split_header(raw)[1].decode("utf-8", "replace")]
+            message = BytesParser(policy=default).parsebytes(raw)
+            for part in message.walk():
+                if part.get_content_maintype() == "text" and not part.is_multipart():
+                    try:
+                        texts.append(part.get_content())
+                    except (LookupError, UnicodeError, ValueError, AssertionError):
+                        continue  # an unknown charset or broken encoding: raw text only
+            self._body_text = "\n".join(texts).casefold()
+        return self._body_text
 
 
 def _decoded(value: str) -> str:
@@ -94,9 +112,13 @@ def matches(key: c.SearchKey, m: Candidate) -> bool:
             return bool(values)
         return any(needle in _decoded(str(v)).casefold() for v in values)
     if isinstance(key, c.SearchText):
-        raw = m.raw or b""
-        haystack = split_header(raw)[1] if key.body_only else raw
-        return key.value.casefold() in haystack.decode("utf-8", "replace").casefold()
+        needle = key.value.casefold()
+        if needle in m.body_text:
+            return True
+        if key.body_only:
+            return False
+        header = split_header(m.raw or b"")[0].decode("utf-8", "replace")
+        return needle in header.casefold() or needle in _decoded(header).casefold()
     raise AssertionError(f"unhandled search key {key!r}")
 
 

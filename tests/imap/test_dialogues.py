@@ -357,3 +357,28 @@ async def test_logout_namespace_id_enable(dialog: Dialog) -> None:
     assert await dialog.send(b"d LOGOUT\r\n") == \
         b"* BYE mailnode logging out\r\nd OK LOGOUT completed\r\n"
     assert dialog.session.closed
+
+
+async def test_search_sees_through_transfer_encodings(dialog: Dialog) -> None:
+    import base64
+
+    await dialog.login()
+    b64 = base64.b64encode("Grüße aus Köln\n".encode()).decode()
+    await append(dialog, (
+        "From: a@b\r\nSubject: =?utf-8?q?Caf=C3=A9?=\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n"
+        f"\r\n{b64}\r\n").encode())
+    await append(dialog, (
+        b"From: a@b\r\nSubject: qp\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=iso-8859-1\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nna=EFve r=E9sum=E9\r\n"))
+    await dialog.send(b"s SELECT INBOX\r\n")
+
+    async def search(criteria: str) -> bytes:
+        out = await dialog.send(b"q SEARCH CHARSET UTF-8 " + criteria.encode() + b"\r\n")
+        return out.split(b"\r\n")[0]
+
+    assert await search('BODY "köln"') == b"* SEARCH 1"
+    assert await search('BODY "résumé"') == b"* SEARCH 2"
+    assert await search('TEXT "café"') == b"* SEARCH 1"  # an encoded-word header
+    assert await search('BODY "café"') == b"* SEARCH"  # BODY leaves the header out
