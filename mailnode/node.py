@@ -53,11 +53,15 @@ async def serve(data_dir: Path, stop: asyncio.Event,
     async with AsyncExitStack() as stack:
         stack.callback(db.close)
 
-        dht = DhtNode(node_id_seed=node_identity.verify_key)
-        # names are fine: the DHT resolves (and retries) them itself
-        bootstrap = list(dict.fromkeys([*config.bootstrap_peers(), *load_peers(data_dir)]))
-        await dht.start(config.p2p_bind, config.p2p_port, bootstrap)
+        # While it knows no peer the DHT retries its bootstrap peers every few seconds, so
+        # nodes started together (or a bootstrap node that comes up late) find each other.
+        dht = DhtNode(node_id_seed=node_identity.verify_key, bootstrap_interval=5.0)
+        await dht.start(config.p2p_bind, config.p2p_port)
         stack.push_async_callback(dht.aclose)
+        # Names are fine (the DHT resolves them); joining runs beside the listeners starting,
+        # so an unreachable bootstrap peer never delays SMTP and IMAP.
+        bootstrap = list(dict.fromkeys([*config.bootstrap_peers(), *load_peers(data_dir)]))
+        joining = asyncio.create_task(_join(dht, bootstrap), name="dht-bootstrap")
 
         inbound = InboundService(store)
         transfer = TransferServer(node_identity, inbound.accept,
@@ -69,7 +73,8 @@ async def serve(data_dir: Path, stop: asyncio.Event,
 
         policy = RetryPolicy(config.retry_initial, config.retry_max, config.give_up_after)
         queue = OutboundQueue(store, dht.lookup,
-                              transfer_sender(node_identity, config.transfer_timeout), policy)
+                              transfer_sender(node_identity, config.transfer_timeout), policy,
+                              has_peers=lambda: dht.peer_count() > 0)
 
         async def published(user_key: bytes) -> AddressRecord | None:
             return dht.held(user_key) or await dht.lookup(user_key)
@@ -108,19 +113,32 @@ async def serve(data_dir: Path, stop: asyncio.Event,
                     log.warning("cannot write the status files: %s", exc)
                 await asyncio.sleep(2.0)
 
-        tasks = [asyncio.create_task(coro, name=name) for name, coro in (
-            ("queue", queue.run()), ("publisher", publisher.run()), ("status", report_status()))]
+        tasks = [joining, *(asyncio.create_task(coro, name=name) for name, coro in (
+            ("queue", queue.run()), ("publisher", publisher.run()),
+            ("status", report_status())))]
+        stopping = asyncio.create_task(stop.wait())
         try:
             if on_ready is not None:
                 on_ready(listening)
-            done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
-                                         return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task in tasks and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            running: set[asyncio.Task[object]] = set(tasks)
+            while not stopping.done():
+                done, running = await asyncio.wait({stopping, *running},
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                running.discard(stopping)
+                for task in done - {stopping}:
+                    if task.exception() is not None:  # a service died: stop, do not limp on
+                        raise task.exception()  # type: ignore[misc]
         finally:
-            for task in tasks:
+            for task in (*tasks, stopping):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, stopping, return_exceptions=True)
             (data_dir / STATUS_NAME).unlink(missing_ok=True)
         log.info("node stopping")
+
+
+async def _join(dht: DhtNode, peers: list[tuple[str, int]]) -> None:
+    """First bootstrap; failures are retried by the DHT itself while it knows no peer."""
+    try:
+        await dht.bootstrap(peers)
+    except Exception:
+        log.exception("joining the DHT failed; retrying in the background")

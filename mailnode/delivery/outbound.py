@@ -22,6 +22,9 @@ from mailnode.transfer import Outcome, TransferError, Verdict
 
 log = logging.getLogger(__name__)
 
+OFFLINE_RETRY = 5.0
+"""Seconds between attempts while this node has no DHT peer at all."""
+
 Resolver = Callable[[bytes], Awaitable[AddressRecord | None]]
 Sender = Callable[[AddressRecord, QueuedMessage], Awaitable[Outcome]]
 
@@ -59,8 +62,10 @@ class OutboundQueue:
     """Works the queue until cancelled; ``wake()`` after new mail is queued."""
 
     def __init__(self, store: SqlStore, resolve: Resolver, send: Sender, policy: RetryPolicy,
-                 clock: Callable[[], float] = time.time, concurrency: int = 8) -> None:
+                 clock: Callable[[], float] = time.time, concurrency: int = 8,
+                 has_peers: Callable[[], bool] = lambda: True) -> None:
         self.store = store
+        self.has_peers = has_peers
         self.resolve = resolve
         self.send = send
         self.policy = policy
@@ -95,6 +100,15 @@ class OutboundQueue:
             mid = item.message_id.hex()
             try:
                 record = await self.resolve(key_of(item.recipient))
+                expired = self.clock() - item.created_at >= self.policy.give_up_after
+                if record is None and not self.has_peers() and not expired:
+                    # We are not in the DHT yet (just started, or offline): that says nothing
+                    # about the recipient, so wait briefly and do not let the backoff grow.
+                    delay = min(self.policy.initial, OFFLINE_RETRY)
+                    await self.store.outbound_retry(item.id, int(self.clock() + delay),
+                                                    "not connected to the DHT yet",
+                                                    count_attempt=False)
+                    return
                 if record is None:
                     outcome = Outcome(Verdict.TEMPORARY, "recipient's node not found in the DHT")
                 else:

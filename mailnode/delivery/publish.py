@@ -37,6 +37,9 @@ class Publisher:
                                           seq=int(now * 1000),
                                           expires=int(now + self.config.record_ttl))
             peers = await self.dht.publish(record)
+            if peers == 0:  # kept locally only: try again at the next check, not in an hour
+                log.debug("record of user=%s reached no peer yet", user.name)
+                continue
             self.published[user.id] = now
             log.info("published record of user=%s to %d peer(s)", user.name, peers)
 

@@ -12,8 +12,11 @@ RATE_LIMITED = "451 4.7.0 Sending rate limit reached; try again in {seconds} sec
 SENDER_NOT_OWNED = "553 5.7.1 Sender address must be your own address {address}"
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
 RECIPIENT_INVALID = "553 5.1.3 Bad recipient address: {reason}"
-RECIPIENT_UNPUBLISHED = ("550 5.1.1 No node publishes {address} in the DHT; "
-                         "check the address")
+# Temporary: absence from a DHT is never proof (the recipient's node may not have
+# published yet, or be offline past its record's expiry). The address checksum already
+# catches typos, so this is about addresses that are well-formed but unknown right now.
+RECIPIENT_UNPUBLISHED = ("450 4.1.1 No node publishes {address} in the DHT yet; "
+                         "check the address or try again later")
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 QUEUED = "250 2.0.0 Message accepted as {queue_id}"
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, message not accepted; try again later"

@@ -480,10 +480,12 @@ class SqlStore:
             return None, [inbox]
         await self._write(q)
 
-    async def outbound_retry(self, queue_id: int, next_attempt_at: int, error: str) -> None:
+    async def outbound_retry(self, queue_id: int, next_attempt_at: int, error: str,
+                             count_attempt: bool = True) -> None:
+        attempts = outbound.c.attempts + (1 if count_attempt else 0)
         await self.db.run(lambda conn: conn.execute(update(outbound).where(
             outbound.c.id == queue_id).values(next_attempt_at=next_attempt_at, last_error=error,
-                                              attempts=outbound.c.attempts + 1)), durable=False)
+                                              attempts=attempts)), durable=False)
 
     async def queue_length(self) -> int:
         return await self.db.run(lambda conn: int(conn.execute(

@@ -44,3 +44,24 @@ async def test_new_users_at_once_and_renewal_before_expiry(store: SqlStore) -> N
     renewed = [r for r in dht.records[2:] if r.user_key == first.user_key]
     assert len(renewed) == 1 and renewed[0].seq > first.seq
     assert renewed[0].expires > first.expires  # renewed while the old one is still valid
+
+
+async def test_a_record_that_reached_no_peer_is_published_again_soon(store: SqlStore) -> None:
+    class LonelyDht(FakeDht):
+        peers = 0
+
+        async def publish(self, record: AddressRecord) -> int:
+            self.records.append(record)
+            return self.peers
+
+    dht = LonelyDht()
+    publisher = Publisher(store, dht, Identity.generate(), Config(),  # type: ignore[arg-type]
+                          ("127.0.0.1", 2700), clock=lambda: 1_800_000_000.0)
+    await store.create_user("alice", "password1", Identity.generate())
+    await publisher.publish_due()
+    await publisher.publish_due()
+    assert len(dht.records) == 2  # tried again: nobody holds it yet
+    dht.peers = 3
+    await publisher.publish_due()
+    await publisher.publish_due()
+    assert len(dht.records) == 3  # reached peers: done until the republish interval

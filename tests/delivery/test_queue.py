@@ -159,3 +159,23 @@ async def test_a_crashing_attempt_is_retried_not_lost(store: SqlStore) -> None:
     clock.now += 10
     await queue.run_once()
     assert await store.queue_length() == 0
+
+
+async def test_offline_node_retries_soon_without_growing_the_backoff(store: SqlStore) -> None:
+    clock, net = Clock(), FakeNet(known=False)
+    store.clock = clock
+    online = [False]
+    alice = await store.create_user("alice", "password1", Identity.generate())
+    queue = OutboundQueue(store, net.resolve, net.send, RetryPolicy(600, 3600, 10_000),
+                          clock=clock, has_peers=lambda: online[0])
+    await SubmissionService(store, queue.wake, clock=clock).submit(
+        alice, [address_for(Identity.generate().verify_key)], MSG)
+    for _ in range(10):  # ten passes while not in the DHT: 5 s apart, none counted
+        await queue.run_once()
+        clock.now += 5
+    [item] = await store.due_outbound(now=int(clock.now))
+    assert item.attempts == 0
+    online[0], net.known = True, True
+    net.script = [Outcome(Verdict.ACCEPTED, "stored")]
+    await queue.run_once()  # connected: delivered at the next pass, not 600 s later
+    assert await store.queue_length() == 0

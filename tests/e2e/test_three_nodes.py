@@ -165,7 +165,7 @@ def test_unknown_and_malformed_recipients_are_refused(net: Network) -> None:
         assert smtp.mail(net.alice)[0] == 250
         assert smtp.rcpt("bob@example.com")[0] == 553
         code, text = smtp.rcpt(stranger)
-        assert code == 550 and b"no node" in text.lower()
+        assert code == 450 and b"no node" in text.lower()
         assert smtp.rcpt(net.bob)[0] == 250
         smtp.rset()
         limit = int(smtp.esmtp_features["size"])
