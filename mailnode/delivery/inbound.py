@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from crypto.address import address_for
 from crypto.envelope import EnvelopeError, open_envelope
-from mailnode.delivery.trace import received_header
+from mailnode.delivery.headers import authors, received_header
 from mailnode.store.sqlite import SqlStore
 from mailnode.transfer import InboundMessage, Outcome, Verdict
 
@@ -37,6 +37,11 @@ class InboundService:
             log.info("inbound id=%s refused: %s", mid, exc)
             return Outcome(Verdict.PERMANENT, f"envelope rejected: {exc}")
         sender = address_for(opened.sender_key)
+        if authors(opened.payload) != [sender]:
+            # A modified node could sign mail "From:" someone else: only the key's owner may
+            # appear as the author, so what the recipient's client shows is what was proven.
+            log.info("inbound id=%s refused: From does not match the signing key", mid)
+            return Outcome(Verdict.PERMANENT, "From: header does not match the sender's key")
         stamp = received_header(
             "mailnode", "mailnode-transfer",
             datetime.fromtimestamp(self.clock(), UTC),

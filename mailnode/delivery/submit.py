@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from crypto.address import AddressError, key_of, normalise
 from crypto.envelope import seal
 from crypto.keys import Identity, PublicIdentity
+from mailnode.delivery.headers import authors, received_header, split_headers
 from mailnode.delivery.outbound import Resolver
-from mailnode.delivery.trace import received_header, split_headers
 from mailnode.ratelimit import RateLimiter
 from mailnode.smtp import replies
 from mailnode.store.api import User
@@ -23,8 +23,8 @@ from mailnode.store.sqlite import LocalCopy, Outgoing, SqlStore
 log = logging.getLogger(__name__)
 
 
-class RecipientRejected(Exception):
-    """A recipient the node will not accept; carries the SMTP reply."""
+class Refused(Exception):
+    """A recipient or message the node will not accept; carries the SMTP reply."""
 
     def __init__(self, reply: str) -> None:
         super().__init__(reply)
@@ -54,11 +54,11 @@ class SubmissionService:
             return False
 
     async def check_recipient(self, address: str) -> str:
-        """The canonical form of a deliverable recipient, else RecipientRejected."""
+        """The canonical form of a deliverable recipient, else Refused."""
         try:
             canonical = normalise(address)
         except AddressError as exc:
-            raise RecipientRejected(replies.RECIPIENT_INVALID.format(reason=exc)) from exc
+            raise Refused(replies.RECIPIENT_INVALID.format(reason=exc)) from exc
         if self.resolve is None or not self.has_peers():
             return canonical  # cannot tell yet: queue it, the DSN reports a final failure
         if await self.store.find_user(canonical) is not None:
@@ -68,11 +68,14 @@ class SubmissionService:
         except (TimeoutError, OSError):
             return canonical
         if record is None:
-            raise RecipientRejected(replies.RECIPIENT_UNPUBLISHED.format(address=canonical))
+            raise Refused(replies.RECIPIENT_UNPUBLISHED.format(address=canonical))
         return canonical
 
     async def submit(self, user: User, recipients: list[str], content: bytes) -> str:
         """Seal and queue (or file locally); returns a queue id for the 250 reply."""
+        if authors(content) != [user.address]:
+            # The envelope sender is checked at MAIL; this is what recipients' clients show.
+            raise Refused(replies.AUTHOR_NOT_OWNED.format(address=user.address))
         now = self.clock()
         stamp = received_header("mailnode", "ESMTPA (authenticated submission)",
                                 datetime.fromtimestamp(now, UTC))

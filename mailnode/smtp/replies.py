@@ -10,6 +10,7 @@ AUTH_ABORTED = "501 5.7.0 Authentication aborted"
 SENDER_OK = "250 2.1.0 Sender OK"
 RATE_LIMITED = "451 4.7.0 Sending rate limit reached; try again in {seconds} seconds"
 SENDER_NOT_OWNED = "553 5.7.1 Sender address must be your own address {address}"
+AUTHOR_NOT_OWNED = "550 5.7.1 The From: header must be your own address {address}"
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
 RECIPIENT_INVALID = "553 5.1.3 Bad recipient address: {reason}"
 # Temporary: absence from a DHT is never proof (the recipient's node may not have

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from mailnode.delivery.submit import RecipientRejected, SubmissionService
+from mailnode.delivery.submit import Refused, SubmissionService
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.smtp import replies
 from mailnode.store.api import User
@@ -100,7 +100,7 @@ class SubmissionHandler:
             return replies.TOO_MANY_RECIPIENTS
         try:
             canonical = await self.service.check_recipient(address)
-        except RecipientRejected as exc:
+        except Refused as exc:
             return exc.reply
         envelope.rcpt_tos.append(canonical)
         envelope.rcpt_options.extend(rcpt_options)
@@ -111,6 +111,8 @@ class SubmissionHandler:
         content = envelope.original_content or b""
         try:
             queue_id = await self.service.submit(user, list(envelope.rcpt_tos), content)
+        except Refused as exc:
+            return exc.reply
         except Exception:
             log.exception("submission from user=%s failed", user.name)
             return replies.TEMPORARY_FAILURE

@@ -17,7 +17,10 @@ from mailnode.delivery.submit import SubmissionService
 from mailnode.store.sqlite import QueuedMessage, SqlStore
 from mailnode.transfer import InboundMessage, Outcome, TransferError, Verdict
 
-MSG = b"From: a\r\nTo: b\r\nSubject: queued\r\n\r\nbody\r\n"
+
+def msg(author: str) -> bytes:
+    return f"From: <{author}>\r\nTo: b\r\nSubject: queued\r\n\r\nbody\r\n".encode()
+
 
 
 @dataclass
@@ -57,7 +60,7 @@ async def _queue_one(store: SqlStore, clock: Clock, net: FakeNet,
     carol = Identity.generate()
     queue = OutboundQueue(store, net.resolve, net.send, policy, clock=clock)
     service = SubmissionService(store, queue.wake, clock=clock)
-    await service.submit(alice, [address_for(carol.verify_key)], MSG)
+    await service.submit(alice, [address_for(carol.verify_key)], msg(alice.address))
     return queue, carol, alice.id
 
 
@@ -82,7 +85,7 @@ async def test_retries_with_exponential_backoff_then_delivers(store: SqlStore) -
     await queue.run_once()
     assert len(net.sent) == 3 and await store.queue_length() == 0
     assert {i.message_id for i in net.sent} == {net.sent[0].message_id}  # same id: idempotent
-    assert open_envelope(carol, net.sent[-1].sealed).payload == MSG
+    assert open_envelope(carol, net.sent[-1].sealed).payload.startswith(b"From: <")
 
 
 async def test_unknown_record_retries_and_expiry_returns_a_dsn(store: SqlStore) -> None:
@@ -120,15 +123,16 @@ async def test_inbound_opens_verifies_and_files_once(store: SqlStore) -> None:
     alice = Identity.generate()
     inbound = InboundService(store)
     mid = os.urandom(16)
-    sealed = seal(alice, PublicIdentity(key_of(bob.address)), mid, 1, MSG)
-    msg = InboundMessage(os.urandom(32), mid, key_of(bob.address), sealed)
-    assert (await inbound.accept(msg)).verdict is Verdict.ACCEPTED
-    assert (await inbound.accept(msg)).verdict is Verdict.ACCEPTED  # retry: no duplicate
+    body_in = msg(address_for(alice.verify_key))
+    sealed = seal(alice, PublicIdentity(key_of(bob.address)), mid, 1, body_in)
+    transfer = InboundMessage(os.urandom(32), mid, key_of(bob.address), sealed)
+    assert (await inbound.accept(transfer)).verdict is Verdict.ACCEPTED
+    assert (await inbound.accept(transfer)).verdict is Verdict.ACCEPTED  # retry: no duplicate
     inbox = await store.get_mailbox(bob.id, "INBOX")
     assert inbox is not None and inbox.messages == 1
     uid = (await store.list_messages(inbox.id))[0].uid
     body = (await store.fetch_bodies(inbox.id, [uid]))[uid]
-    assert body.endswith(MSG)
+    assert body.endswith(body_in)
     assert f"X-Mailnode-Verified-Sender: {address_for(alice.verify_key)}".encode() in body
 
 
@@ -137,11 +141,11 @@ async def test_inbound_refuses_strangers_and_forgeries(store: SqlStore) -> None:
     inbound = InboundService(store)
     stranger = Identity.generate()
     mid = os.urandom(16)
-    sealed = seal(Identity.generate(), stranger.public, mid, 1, MSG)
+    sealed = seal(Identity.generate(), stranger.public, mid, 1, msg("x"))
     outcome = await inbound.accept(InboundMessage(b"\1" * 32, mid, stranger.verify_key, sealed))
     assert outcome.verdict is Verdict.PERMANENT
     tampered = bytearray(seal(Identity.generate(), PublicIdentity(key_of(bob.address)), mid, 1,
-                              MSG))
+                              msg("x")))
     tampered[-5] ^= 1
     outcome = await inbound.accept(InboundMessage(b"\1" * 32, mid, key_of(bob.address),
                                                   bytes(tampered)))
@@ -169,7 +173,7 @@ async def test_offline_node_retries_soon_without_growing_the_backoff(store: SqlS
     queue = OutboundQueue(store, net.resolve, net.send, RetryPolicy(600, 3600, 10_000),
                           clock=clock, has_peers=lambda: online[0])
     await SubmissionService(store, queue.wake, clock=clock).submit(
-        alice, [address_for(Identity.generate().verify_key)], MSG)
+        alice, [address_for(Identity.generate().verify_key)], msg(alice.address))
     for _ in range(10):  # ten passes while not in the DHT: 5 s apart, none counted
         await queue.run_once()
         clock.now += 5
@@ -179,3 +183,16 @@ async def test_offline_node_retries_soon_without_growing_the_backoff(store: SqlS
     net.script = [Outcome(Verdict.ACCEPTED, "stored")]
     await queue.run_once()  # connected: delivered at the next pass, not 600 s later
     assert await store.queue_length() == 0
+
+
+async def test_inbound_refuses_a_from_header_that_is_not_the_signer(store: SqlStore) -> None:
+    bob = await store.create_user("bob", "password1", Identity.generate())
+    mallory, boss = Identity.generate(), Identity.generate()
+    inbound = InboundService(store)
+    mid = os.urandom(16)
+    forged = msg(address_for(boss.verify_key))  # validly signed by mallory, "From" the boss
+    sealed = seal(mallory, PublicIdentity(key_of(bob.address)), mid, 1, forged)
+    outcome = await inbound.accept(InboundMessage(b"\1" * 32, mid, key_of(bob.address), sealed))
+    assert outcome.verdict is Verdict.PERMANENT and "From" in outcome.reason
+    inbox = await store.get_mailbox(bob.id, "INBOX")
+    assert inbox is not None and inbox.messages == 0

@@ -241,3 +241,19 @@ async def test_sending_rate_is_limited_per_user(store: SqlStore) -> None:
         await server.stop()
     inbox = await store.get_mailbox(alice.id, "INBOX")
     assert inbox is not None and inbox.messages == 2
+
+
+async def test_from_header_must_be_the_users_own_address(env: Env) -> None:
+    def dialogue() -> None:
+        with client(env) as smtp:
+            smtp.login("alice", PASSWORD)
+            for author in (env.bob.address, "Alice <alice@example.com>"):
+                with pytest.raises(smtplib.SMTPDataError) as err:
+                    smtp.sendmail(env.alice.address, [env.bob.address],
+                                  message(author, env.bob.address))
+                assert err.value.smtp_code == 550 and b"From:" in err.value.smtp_error
+            smtp.sendmail(env.alice.address, [env.bob.address],  # still serving
+                          message(f"Alice <{env.alice.address}>", env.bob.address))
+    await asyncio.to_thread(dialogue)
+    inbox = await env.store.get_mailbox(env.bob.id, "INBOX")
+    assert inbox is not None and inbox.messages == 1
