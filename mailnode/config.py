@@ -23,6 +23,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
+    """Every setting of mailnode.toml; fields are documented once, in ``SECTIONS``."""
+
     # [network]
     host: str = "127.0.0.1"
     p2p_host: str = ""

@@ -13,6 +13,8 @@ class SaslError(ValueError):
 
 @dataclass(frozen=True)
 class PlainCredentials:
+    """What SASL PLAIN carries; the repr leaves the password out."""
+
     authzid: str
     login: str
     password: str = ""

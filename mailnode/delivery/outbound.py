@@ -31,6 +31,8 @@ Sender = Callable[[AddressRecord, QueuedMessage], Awaitable[Outcome]]
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """Exponential backoff from ``initial`` to ``maximum``; a DSN after ``give_up_after``."""
+
     initial: float = 60.0
     maximum: float = 3600.0
     give_up_after: float = 5 * 86400.0

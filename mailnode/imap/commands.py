@@ -138,6 +138,8 @@ SearchKey = (SearchAll | SearchFlag | SearchNew | SearchSeq | SearchUid | Search
 
 @dataclass(frozen=True)
 class Command:
+    """A parsed IMAP command; subclasses are named after RFC 3501's commands."""
+
     tag: str
 
     @property

@@ -42,6 +42,8 @@ class MailboxProtected(StoreError):
 
 @dataclass(frozen=True)
 class User:
+    """A local user: login ``name`` and self-certifying ``address``."""
+
     id: int
     name: str
     address: str
@@ -49,6 +51,8 @@ class User:
 
 @dataclass(frozen=True)
 class Mailbox:
+    """A mailbox with the counts STATUS and SELECT report."""
+
     id: int
     user_id: int
     name: str
