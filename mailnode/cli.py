@@ -96,7 +96,6 @@ def _add_user(data_dir: Path, name: str, password: str) -> User:
     if not USER_NAME.match(name):
         raise CliError(f"{name!r} is not a valid user name: use lowercase letters, digits, "
                        "'.', '_' or '-' (at most 64)")
-    _require_node(data_dir)
     db = Database.open(data_dir / DB_NAME)
     try:
         store = SqlStore(db, ChangeNotifier())
@@ -155,7 +154,6 @@ def _run_node(data_dir: Path, banner: list[str] | None = None) -> None:
     from mailnode.runstate import Listening
 
     _require_node(data_dir)
-    config = load(data_dir / CONFIG_NAME)
 
     def ready(where: Listening) -> None:
         for line in banner or []:
@@ -171,7 +169,6 @@ def _run_node(data_dir: Path, banner: list[str] | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(data_dir, stop, ready)
 
-    _ = config
     try:
         asyncio.run(main())
     except OSError as exc:

@@ -37,6 +37,10 @@ class RetryPolicy:
     maximum: float = 3600.0
     give_up_after: float = 5 * 86400.0
 
+    def expired(self, created_at: float, now: float) -> bool:
+        """Whether a message queued at ``created_at`` is due back to its sender."""
+        return now - created_at >= self.give_up_after
+
     def delay(self, attempts: int) -> float:
         """Backoff before attempt ``attempts + 1`` (attempts already made)."""
         return float(min(self.maximum, self.initial * 2 ** min(attempts, 30)))
@@ -102,8 +106,8 @@ class OutboundQueue:
             mid = item.message_id.hex()
             try:
                 record = await self.resolve(key_of(item.recipient))
-                expired = self.clock() - item.created_at >= self.policy.give_up_after
-                if record is None and not self.has_peers() and not expired:
+                if (record is None and not self.has_peers()
+                        and not self.policy.expired(item.created_at, self.clock())):
                     # We are not in the DHT yet (just started, or offline): that says nothing
                     # about the recipient, so wait briefly and do not let the backoff grow.
                     delay = min(self.policy.initial, OFFLINE_RETRY)
@@ -129,15 +133,12 @@ class OutboundQueue:
             log.info("outbound id=%s delivered (%s)", mid, outcome.reason)
             await self.store.outbound_done(item.id)
             return
-        expired = now - item.created_at >= self.policy.give_up_after
-        if outcome.verdict is Verdict.PERMANENT or expired:
+        if outcome.verdict is Verdict.PERMANENT or self.policy.expired(item.created_at, now):
             reason = outcome.reason if outcome.verdict is Verdict.PERMANENT else (
                 f"gave up after retrying: {outcome.reason}")
             log.warning("outbound id=%s failed permanently: %s", mid, reason)
-            users = {u.id: u for u in await self.store.list_users()}
-            sender = users.get(item.user_id)
-            dsn = None if sender is None else LocalCopy(item.user_id, delivery_failure(
-                sender.address, item.recipient, reason, item.headers, now, item.attempts + 1,
+            dsn = LocalCopy(item.user_id, delivery_failure(
+                item.sender, item.recipient, reason, item.headers, now, item.attempts + 1,
                 "5.0.0" if outcome.verdict is Verdict.PERMANENT else "5.4.7"))
             await self.store.outbound_done(item.id, dsn)
             return

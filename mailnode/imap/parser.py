@@ -8,8 +8,6 @@ client cannot make the server buffer more than the limits allow.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from mailnode.imap import commands as c
 from mailnode.imap import utf7
 from mailnode.imap.errors import ParseError
 from mailnode.imap.sequences import SequenceSet, SequenceSetError
+from mailnode.sasl import SaslError, b64decode_strict
 
 T = TypeVar("T")
 
@@ -437,8 +436,8 @@ def _p_authenticate(r: _Reader, tag: str) -> c.Command:
             initial = b""
         else:
             try:
-                initial = base64.b64decode(raw, validate=True)
-            except (binascii.Error, ValueError):
+                initial = b64decode_strict(raw)
+            except SaslError:
                 raise r.error("Invalid base64 initial response") from None
     r.end()
     return c.Authenticate(tag, mech, initial)

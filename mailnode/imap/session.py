@@ -7,8 +7,6 @@ buffer; the asyncio adapter moves bytes and, while the client IDLEs, calls
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import logging
 import re
@@ -22,7 +20,7 @@ from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, StructureCache, render
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.sequences import SequenceSet, compress
-from mailnode.sasl import SaslError, parse_plain
+from mailnode.sasl import SaslError, b64decode_strict, parse_plain
 from mailnode.store.api import (
     SYSTEM_FLAGS,
     Mailbox,
@@ -392,8 +390,8 @@ class ImapSession:
             if line.strip() == b"*":
                 raise CommandBad("Authentication cancelled")
             try:
-                payload = base64.b64decode(line.strip(), validate=True)
-            except (binascii.Error, ValueError):
+                payload = b64decode_strict(line.strip())
+            except SaslError:
                 raise CommandBad("Invalid base64 in authentication response") from None
             text = await self._plain(payload)
         except ImapError as exc:

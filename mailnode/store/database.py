@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -131,10 +131,10 @@ class Database:
 
     def run_sync(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
         """Run ``fn`` in one transaction on the calling thread (tools and benchmarks)."""
-        [(result, error)] = self._commit([_Job(fn, durable, None, None)])  # type: ignore[arg-type]
+        [(result, error)] = self._commit([(fn, durable)])
         if error is not None:
             raise error
-        return result  # type: ignore[no-any-return]
+        return cast(T, result)
 
     def _work(self) -> None:
         while True:
@@ -152,25 +152,27 @@ class Database:
                     stop = True
                     break
                 group.append(more)
-            for job, (result, error) in zip(group, self._commit(group), strict=True):
+            outcomes = self._commit([(job.fn, job.durable) for job in group])
+            for job, (result, error) in zip(group, outcomes, strict=True):
                 job.loop.call_soon_threadsafe(_settle, job.future, result, error)
             if stop:
                 return
 
-    def _commit(self, group: list[_Job[Any]]) -> list[tuple[Any, BaseException | None]]:
+    def _commit(self, group: list[tuple[Callable[[Connection], Any], bool]],
+                ) -> list[tuple[Any, BaseException | None]]:
         """One transaction for the group, a SAVEPOINT per job."""
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             with self.engine.connect() as conn:
                 raw = conn.connection.dbapi_connection
                 assert raw is not None
-                durable = any(job.durable for job in group)
+                durable = any(job_durable for _, job_durable in group)
                 raw.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 with conn.begin():
-                    for job in group:
+                    for fn, _ in group:
                         savepoint = conn.begin_nested()
                         try:
-                            result = job.fn(conn)
+                            result = fn(conn)
                         except Exception as exc:
                             savepoint.rollback()
                             outcomes.append((None, exc))

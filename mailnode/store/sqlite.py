@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, Select, delete, func, insert, select, update
 
 from crypto.address import address_for
 from crypto.keys import Identity
@@ -42,6 +42,8 @@ from mailnode.store.models import (
 )
 from mailnode.store.notify import ChangeNotifier
 
+T = TypeVar("T")
+
 # Verifying against this makes an unknown login cost as much as a wrong password.
 _DUMMY_HASH = hash_password("mailnode-dummy", salt=b"\0" * 16)
 
@@ -57,6 +59,7 @@ class QueuedMessage:
     id: int
     message_id: bytes
     user_id: int
+    sender: str
     recipient: str
     sealed: bytes
     headers: bytes
@@ -118,8 +121,8 @@ class SqlStore:
 
     # ---- helpers -----------------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[Connection], tuple[object, Iterable[int]]],
-                     durable: bool = True) -> object:
+    async def _write(self, fn: Callable[[Connection], tuple[T, Iterable[int]]],
+                     durable: bool = True) -> T:
         result, changed = await self.db.run(fn, durable)
         for mailbox_id in set(changed):
             await self.notifier.publish(mailbox_id)
@@ -182,11 +185,15 @@ class SqlStore:
             conn.execute(insert(subscriptions).values(user_id=user_id, name=mailbox))
         return User(user_id, name, address)
 
+    @staticmethod
+    def _by_login(query: Select[Any], login: str) -> Select[Any]:
+        """Users are found by name or by full address (the address case-insensitively)."""
+        return query.where((users.c.name == login) | (users.c.address == login.strip().lower()))
+
     async def find_user(self, login: str) -> User | None:
-        """By user name or full address (case-insensitive address)."""
         def q(conn: Connection) -> User | None:
-            row = conn.execute(select(users.c.id, users.c.name, users.c.address).where(
-                (users.c.name == login) | (users.c.address == login.strip().lower()))).first()
+            row = conn.execute(self._by_login(
+                select(users.c.id, users.c.name, users.c.address), login)).first()
             return None if row is None else User(*row)
         return await self.db.run(q)
 
@@ -204,9 +211,8 @@ class SqlStore:
 
     async def authenticate(self, login: str, password: str) -> User | None:
         def q(conn: Connection) -> tuple[User, str] | None:
-            row = conn.execute(select(users.c.id, users.c.name, users.c.address,
-                                      users.c.password_hash).where(
-                (users.c.name == login) | (users.c.address == login.strip().lower()))).first()
+            row = conn.execute(self._by_login(select(
+                users.c.id, users.c.name, users.c.address, users.c.password_hash), login)).first()
             return None if row is None else (User(row[0], row[1], row[2]), row[3])
         found = await self.db.run(q)
         stored = found[1] if found else _DUMMY_HASH
@@ -353,7 +359,7 @@ class SqlStore:
                     conn.execute(update(messages).where(messages.c.id.in_(ids[i:i + 500]))
                                  .values(flags=new_text))
             return result, [mailbox_id] if by_new_flags else []
-        return await self._write(q, durable=False)  # type: ignore[return-value]
+        return await self._write(q, durable=False)
 
     async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
                      internaldate: datetime | None) -> tuple[int, int]:
@@ -366,7 +372,7 @@ class SqlStore:
                 raise NoSuchMailbox("mailbox no longer exists")
             uid = self._add_message(conn, mailbox_id, body, flags, when)
             return (int(uidvalidity), uid), [mailbox_id]
-        return await self._write(q)  # type: ignore[return-value]
+        return await self._write(q)
 
     async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
         restrict = None if uids is None else set(uids)
@@ -382,7 +388,7 @@ class SqlStore:
                     messages.c.id.in_([rid for rid, _ in gone[i:i + 500]])))
             removed = [uid for _, uid in gone]
             return removed, [mailbox_id] if removed else []
-        return await self._write(q, durable=False)  # type: ignore[return-value]
+        return await self._write(q, durable=False)
 
     async def copy(self, src_mailbox_id: int, uids: Sequence[int],
                    dst_mailbox_id: int) -> list[tuple[int, int]]:
@@ -411,7 +417,7 @@ class SqlStore:
             if not pairs:
                 return pairs, []
             return pairs, [dst_mailbox_id, src_mailbox_id] if remove else [dst_mailbox_id]
-        return await self._write(q)  # type: ignore[return-value]
+        return await self._write(q)
 
     # ---- delivery ----------------------------------------------------------------------
 
@@ -450,19 +456,21 @@ class SqlStore:
             inbox = self._inbox_id(conn, user_id)
             self._add_message(conn, inbox, body, (), now)
             return True, [inbox]
-        return await self._write(q)  # type: ignore[return-value]
+        return await self._write(q)
 
     # ---- outbound queue ----------------------------------------------------------------
 
     async def due_outbound(self, now: int, limit: int = 50) -> list[QueuedMessage]:
         def q(conn: Connection) -> list[QueuedMessage]:
             rows = conn.execute(select(
-                outbound.c.id, outbound.c.message_id, outbound.c.user_id, outbound.c.recipient,
-                outbound.c.sealed, outbound.c.headers, outbound.c.created_at,
-                outbound.c.attempts).where(outbound.c.next_attempt_at <= now)
+                outbound.c.id, outbound.c.message_id, outbound.c.user_id, users.c.address,
+                outbound.c.recipient, outbound.c.sealed, outbound.c.headers,
+                outbound.c.created_at, outbound.c.attempts)
+                .join(users, users.c.id == outbound.c.user_id)
+                .where(outbound.c.next_attempt_at <= now)
                 .order_by(outbound.c.next_attempt_at).limit(limit))
-            return [QueuedMessage(r[0], bytes(r[1]), r[2], r[3], bytes(r[4]), bytes(r[5]), r[6],
-                                  r[7]) for r in rows]
+            return [QueuedMessage(r[0], bytes(r[1]), r[2], r[3], r[4], bytes(r[5]), bytes(r[6]),
+                                  r[7], r[8]) for r in rows]
         return await self.db.run(q)
 
     async def next_outbound_at(self) -> int | None:
