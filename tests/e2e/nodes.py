@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -18,18 +19,41 @@ from mailnode.config import CONFIG_NAME, load, render
 READY = "mailnode ready:"
 
 
+_handed_out: set[int] = set()
+
+
+def _port_slice() -> range:
+    """This test process's own share of the ports below the kernel's ephemeral range.
+
+    A port taken from the ephemeral range (bind to port 0) can be handed by the kernel to
+    any other socket, an outgoing connection included, before the node binds it; ports
+    below that range are only ever taken by name, and each xdist worker names its own.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    first, last = 10000, max(low, 10000 + 2048)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    index = int(worker) % workers if worker.isdigit() else 0
+    width = (last - first) // workers
+    return range(first + width * index, first + width * (index + 1))
+
+
 def free_port() -> int:
     """A port free for both TCP and UDP (the DHT and the transfer listener share it)."""
-    for _ in range(100):
-        with socket.socket() as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
+    ports = [p for p in _port_slice() if p not in _handed_out]
+    random.shuffle(ports)
+    for port in ports[:200]:
+        try:
+            with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
     raise RuntimeError("no free port")
 
 
