@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import imaplib
+import json
 import os
 import signal
 import smtplib
@@ -27,6 +28,7 @@ import pytest
 
 from crypto.address import address_for, key_of
 from crypto.keys import Identity
+from mailnode.runstate import STATUS_NAME, load_peers
 from mailnode.transfer.frames import Challenge, FrameDecoder
 from mailnode.transfer.frames import Error as FrameError
 from tests.e2e.nodes import NodeProcess, cli, free_port, wait_until
@@ -61,10 +63,23 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
         for node in (boot, a, b):
             node.start()
             started.append(node)
+        # "ready" means listening; the DHT joins and publishes beside that. Tests start from a
+        # settled network: every node knows the other two, and each user's record is out.
+        wait_until(lambda: all(settled(node, peers=2, published=1) for node in (a, b)), 60,
+                   "the three nodes to join and publish")
         yield Network(boot, a, b, alice, bob)
     finally:
         codes = [node.stop() for node in reversed(started)]
     assert codes == [0] * len(started), "a node did not stop cleanly on SIGTERM"
+
+
+def settled(node: NodeProcess, peers: int, published: int) -> bool:
+    """What the running node reports in its status file (as ``mailnode status`` prints it)."""
+    try:
+        status = json.loads((node.data_dir / STATUS_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(status["dht_peers"] >= peers and status["records_published"] >= published)
 
 
 def compose(sender: str, to: str, subject: str) -> bytes:
@@ -204,7 +219,8 @@ def test_queued_mail_survives_kill_9_of_the_sender(net: Network) -> None:
 
 
 def test_a_restart_rejoins_through_saved_peers_when_bootstrap_is_down(net: Network) -> None:
-    wait_until(lambda: (net.a.data_dir / "peers.json").exists(), 30, "A to save its peers")
+    wait_until(lambda: ("127.0.0.1", net.b.p2p_port) in load_peers(net.a.data_dir), 30,
+               "A to save B among its peers")
     assert net.boot.stop() == 0
     try:
         assert net.a.stop() == 0
