@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import json
 import logging
 import os
 import re
@@ -183,7 +182,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_status(args: argparse.Namespace) -> None:
     from mailnode.keys import load_node_key
-    from mailnode.runstate import STATUS_NAME
+    from mailnode.runstate import read_status
     from mailnode.store.database import Database
     from mailnode.store.notify import ChangeNotifier
     from mailnode.store.sqlite import SqlStore
@@ -203,7 +202,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         db.close()
     print(f"node id      : {node.verify_key.hex()}")
     print(f"data dir     : {data_dir}")
-    running = _running_status(data_dir / STATUS_NAME)
+    running = read_status(data_dir)
     if running is None:
         print("state        : stopped")
         print(f"listeners    : smtp {config.host}:{config.smtp_port}  imap {config.host}:"
@@ -220,15 +219,6 @@ def cmd_status(args: argparse.Namespace) -> None:
     print(f"users        : {len(users)}")
     for user in users:
         print(f"  {user.name:16} {user.address}")
-
-
-def _running_status(path: Path) -> dict[str, object] | None:
-    try:
-        status: dict[str, object] = json.loads(path.read_text())
-        os.kill(int(status["pid"]), 0)  # type: ignore[call-overload]
-    except (OSError, ValueError, KeyError):
-        return None
-    return status
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dht.node import DhtNode
@@ -58,3 +58,14 @@ def write_status(data_dir: Path, listening: Listening, dht: DhtNode, published: 
         "dht_peers": dht.peer_count(), "records_published": published,
     }))
     tmp.replace(data_dir / STATUS_NAME)
+
+
+def read_status(data_dir: Path) -> dict[str, Any] | None:
+    """The running node's status file, or None when no node is running there (a file left
+    by a killed node names a dead pid)."""
+    try:
+        status: dict[str, Any] = json.loads((data_dir / STATUS_NAME).read_text())
+        os.kill(int(status["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return status

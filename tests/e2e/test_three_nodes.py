@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import imaplib
-import json
 import os
 import signal
 import smtplib
@@ -28,7 +27,7 @@ import pytest
 
 from crypto.address import address_for, key_of
 from crypto.keys import Identity
-from mailnode.runstate import STATUS_NAME, load_peers
+from mailnode.runstate import load_peers, read_status
 from mailnode.transfer.frames import Challenge, FrameDecoder
 from mailnode.transfer.frames import Error as FrameError
 from tests.e2e.nodes import NodeProcess, cli, free_port, wait_until
@@ -75,11 +74,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
 
 def settled(node: NodeProcess, peers: int, published: int) -> bool:
     """What the running node reports in its status file (as ``mailnode status`` prints it)."""
-    try:
-        status = json.loads((node.data_dir / STATUS_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(status["dht_peers"] >= peers and status["records_published"] >= published)
+    status = read_status(node.data_dir)
+    return (status is not None and status["dht_peers"] >= peers
+            and status["records_published"] >= published)
 
 
 def compose(sender: str, to: str, subject: str) -> bytes:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,11 +80,29 @@ def dialog(store: MailStore, notifier: ChangeNotifier) -> Dialog:
     return Dialog(ImapSession(store, notifier))
 
 
+ServerFactory = Callable[..., Awaitable[ImapServer]]
+
+
 @pytest.fixture
-async def server(store: MailStore, notifier: ChangeNotifier) -> AsyncIterator[ImapServer]:
-    srv = ImapServer(store, notifier, max_literal=1_000_000, idle_timeout=30, login_timeout=30)
-    await srv.start("127.0.0.1", 0)
+async def start_server(store: MailStore,
+                       notifier: ChangeNotifier) -> AsyncIterator[ServerFactory]:
+    """Starts servers on a free loopback port with the given settings; stops them all after."""
+    started: list[ImapServer] = []
+
+    async def start(**settings: Any) -> ImapServer:
+        srv = ImapServer(store, notifier, **{"max_literal": 1_000_000, **settings})
+        started.append(srv)
+        await srv.start("127.0.0.1", 0)
+        assert srv.port
+        return srv
+
     try:
-        yield srv
+        yield start
     finally:
-        await srv.stop()
+        for srv in started:
+            await srv.stop()
+
+
+@pytest.fixture
+async def server(start_server: ServerFactory) -> ImapServer:
+    return await start_server(idle_timeout=30, login_timeout=30)

@@ -10,7 +10,7 @@ import aioimaplib
 import pytest
 
 from mailnode.imap.server import ImapServer
-from tests.imap.conftest import MESSAGE
+from tests.imap.conftest import MESSAGE, ServerFactory
 from tests.imap.memstore import MemStore
 
 TIMEOUT = 10
@@ -165,25 +165,19 @@ async def test_garbage_then_normal_use(server: ImapServer) -> None:
         writer.close()
 
 
-async def test_line_flood_closes_connection(store: MemStore, notifier: object) -> None:
-    from mailnode.store.notify import ChangeNotifier
-    assert isinstance(notifier, ChangeNotifier)
-    srv = ImapServer(store, notifier, max_literal=1000)
-    await srv.start("127.0.0.1", 0)
-    try:
-        assert srv.port
-        reader, writer = await raw_connect(srv.port)
-        writer.write(b"a " + b"x" * 200_000)
-        await writer.drain()
-        rest = await asyncio.wait_for(reader.read(), TIMEOUT)
-        assert rest == b"a BAD Line too long\r\n* BYE Protocol error, closing connection\r\n"
-        writer.close()
-        # The server is still fine for others.
-        r2, w2 = await raw_connect(srv.port)
-        assert (await command(r2, w2, b"n", b"NOOP"))[-1] == b"n OK NOOP completed\r\n"
-        w2.close()
-    finally:
-        await srv.stop()
+async def test_line_flood_closes_connection(start_server: ServerFactory) -> None:
+    srv = await start_server(max_literal=1000)
+    assert srv.port
+    reader, writer = await raw_connect(srv.port)
+    writer.write(b"a " + b"x" * 200_000)
+    await writer.drain()
+    rest = await asyncio.wait_for(reader.read(), TIMEOUT)
+    assert rest == b"a BAD Line too long\r\n* BYE Protocol error, closing connection\r\n"
+    writer.close()
+    # The server is still fine for others.
+    r2, w2 = await raw_connect(srv.port)
+    assert (await command(r2, w2, b"n", b"NOOP"))[-1] == b"n OK NOOP completed\r\n"
+    w2.close()
 
 
 async def test_oversized_literal_is_refused(server: ImapServer) -> None:
@@ -198,11 +192,8 @@ async def test_oversized_literal_is_refused(server: ImapServer) -> None:
         writer.close()
 
 
-async def test_stop_says_bye_to_connected_clients(store: MemStore, notifier: object) -> None:
-    from mailnode.store.notify import ChangeNotifier
-    assert isinstance(notifier, ChangeNotifier)
-    srv = ImapServer(store, notifier, max_literal=1000)
-    await srv.start("127.0.0.1", 0)
+async def test_stop_says_bye_to_connected_clients(start_server: ServerFactory) -> None:
+    srv = await start_server(max_literal=1000)
     assert srv.port
     reader, writer = await raw_connect(srv.port)
     await command(reader, writer, b"l", b"LOGIN alice secret")
@@ -211,34 +202,22 @@ async def test_stop_says_bye_to_connected_clients(store: MemStore, notifier: obj
     writer.close()
 
 
-async def test_connection_limit(store: MemStore, notifier: object) -> None:
-    from mailnode.store.notify import ChangeNotifier
-    assert isinstance(notifier, ChangeNotifier)
-    srv = ImapServer(store, notifier, max_literal=1000, max_connections=1)
-    await srv.start("127.0.0.1", 0)
-    try:
-        assert srv.port
-        first = await raw_connect(srv.port)
-        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-        assert (await asyncio.wait_for(reader.read(), TIMEOUT)).startswith(b"* BYE ")
-        writer.close()
-        first[1].close()
-    finally:
-        await srv.stop()
+async def test_connection_limit(start_server: ServerFactory) -> None:
+    srv = await start_server(max_literal=1000, max_connections=1)
+    assert srv.port
+    first = await raw_connect(srv.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    assert (await asyncio.wait_for(reader.read(), TIMEOUT)).startswith(b"* BYE ")
+    writer.close()
+    first[1].close()
 
 
-async def test_login_timeout(store: MemStore, notifier: object) -> None:
-    from mailnode.store.notify import ChangeNotifier
-    assert isinstance(notifier, ChangeNotifier)
-    srv = ImapServer(store, notifier, max_literal=1000, login_timeout=0.2)
-    await srv.start("127.0.0.1", 0)
-    try:
-        assert srv.port
-        reader, writer = await raw_connect(srv.port)
-        assert (await asyncio.wait_for(reader.read(), TIMEOUT)).startswith(b"* BYE Autologout")
-        writer.close()
-    finally:
-        await srv.stop()
+async def test_login_timeout(start_server: ServerFactory) -> None:
+    srv = await start_server(max_literal=1000, login_timeout=0.2)
+    assert srv.port
+    reader, writer = await raw_connect(srv.port)
+    assert (await asyncio.wait_for(reader.read(), TIMEOUT)).startswith(b"* BYE Autologout")
+    writer.close()
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from mailnode.imap.server import ImapServer
 from mailnode.imap.session import ImapSession, Security
 from mailnode.store.api import MailStore
 from mailnode.store.notify import ChangeNotifier
-from tests.imap.conftest import Dialog
+from tests.imap.conftest import Dialog, ServerFactory
 
 TIMEOUT = 10
 
@@ -29,16 +28,9 @@ def client_context() -> ssl.SSLContext:
 
 
 @pytest.fixture
-async def tls_server(store: MailStore, notifier: ChangeNotifier,
-                     tmp_path: Path) -> AsyncIterator[ImapServer]:
+async def tls_server(start_server: ServerFactory, tmp_path: Path) -> ImapServer:
     context = server_context(ensure_certificate(tmp_path, "0.0.0.0", 1_800_000_000))
-    srv = ImapServer(store, notifier, max_literal=1 << 20, tls_context=context,
-                     require_tls=True)
-    await srv.start("127.0.0.1", 0)
-    try:
-        yield srv
-    finally:
-        await srv.stop()
+    return await start_server(tls_context=context, require_tls=True)
 
 
 async def test_password_refused_before_starttls(store: MailStore,

@@ -76,6 +76,14 @@ def close_quietly(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
+async def parting_error(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> ErrorCode:
+    """The one ERROR frame the server sends before it hangs up."""
+    [error] = FrameDecoder().events(await read_to_eof(reader))
+    close_quietly(writer)
+    assert isinstance(error, Error)
+    return error.code
+
+
 async def test_round_trip(
     make_server: ServerFactory, server_identity: Identity, client_identity: Identity
 ) -> None:
@@ -209,9 +217,7 @@ async def test_junk_frames_after_tls_then_good_client(
     server = await make_server(store)
     reader, writer, _ = await raw_tls(server.port)
     writer.write(b"\xde\xad\xbe\xef" * 64)
-    [error] = FrameDecoder().events(await read_to_eof(reader))
-    close_quietly(writer)
-    assert isinstance(error, Error) and error.code is ErrorCode.MALFORMED
+    assert await parting_error(reader, writer) is ErrorCode.MALFORMED
     assert (
         await send(client_identity, server.port, server_identity.verify_key, b"ok")
     ).verdict is (Verdict.ACCEPTED)
@@ -223,9 +229,7 @@ async def test_giant_frame_header_is_refused(
     server = await make_server(RecordingStore())
     reader, writer, _ = await raw_tls(server.port)
     writer.write(b"\x02\xff\xff\xff\xff")  # an AUTH frame claiming 4 GiB
-    [error] = FrameDecoder().events(await read_to_eof(reader))
-    close_quietly(writer)
-    assert isinstance(error, Error) and error.code is ErrorCode.FRAME_TOO_LARGE
+    assert await parting_error(reader, writer) is ErrorCode.FRAME_TOO_LARGE
 
 
 async def test_forged_auth_then_good_client(
@@ -238,9 +242,7 @@ async def test_forged_auth_then_good_client(
     # Claims client_identity's key but signs with another key.
     payload = challenge.server_key + challenge.nonce + client_identity.verify_key
     writer.write(encode(Auth(client_identity.verify_key, sign(impostor, AUTH_CONTEXT, payload))))
-    [error] = FrameDecoder().events(await read_to_eof(reader))
-    close_quietly(writer)
-    assert isinstance(error, Error) and error.code is ErrorCode.AUTH_FAILED
+    assert await parting_error(reader, writer) is ErrorCode.AUTH_FAILED
     assert store.calls == []
     assert (
         await send(client_identity, server.port, server_identity.verify_key, b"ok")
@@ -263,17 +265,13 @@ async def test_replayed_auth_is_refused(
     reader, writer, second = await raw_tls(server.port)
     assert second.nonce != challenge.nonce
     writer.write(recorded)
-    [error] = FrameDecoder().events(await read_to_eof(reader))
-    close_quietly(writer)
-    assert isinstance(error, Error) and error.code is ErrorCode.AUTH_FAILED
+    assert await parting_error(reader, writer) is ErrorCode.AUTH_FAILED
 
 
 async def test_silent_client_times_out(make_server: ServerFactory) -> None:
     server = await make_server(RecordingStore(), timeout=0.3)
     reader, writer, _ = await raw_tls(server.port)
-    [error] = FrameDecoder().events(await read_to_eof(reader))
-    close_quietly(writer)
-    assert isinstance(error, Error) and error.code is ErrorCode.TIMEOUT
+    assert await parting_error(reader, writer) is ErrorCode.TIMEOUT
 
 
 async def test_tcp_client_without_handshake_is_dropped(make_server: ServerFactory) -> None:
