@@ -289,6 +289,10 @@ async def test_upgrades_keep_old_mail_old_and_mailboxes_subscribed(tmp_path: Pat
         upgraded = SqlStore(db, ChangeNotifier())
         box = await upgraded.get_mailbox(user.id, "INBOX")
         assert box is not None and box.messages == 1 and box.recent == 0
+        assert await upgraded.fetch_bodies(box.id, [1]) == {1: MSG}  # 0004 moved the bytes
+        # ...and later ids continue above the old ones (0004: AUTOINCREMENT)
+        _, uid = await upgraded.append(box.id, MSG, frozenset(), None)
+        assert uid == 2 and await upgraded.fetch_bodies(box.id, [1, 2]) == {1: MSG, 2: MSG}
         # 0003: LSUB used to list every mailbox, so existing ones start subscribed
         assert await upgraded.subscriptions(user.id) == {"INBOX", "Sent", "Drafts", "Trash"}
     finally:
