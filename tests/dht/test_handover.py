@@ -52,7 +52,7 @@ class Calls:
         self.pings: list[Node] = []
         self.scanned = 0
         self._answer = answer_pings
-        protocol.call_store = self.call_store  # type: ignore[method-assign]
+        protocol.call_store = self.call_store
         protocol.call_ping = self.call_ping  # type: ignore[method-assign]
         nearest = protocol.router.nearest
 
