@@ -103,7 +103,7 @@ async def _measure(kind: str, contacts: int) -> tuple[Counter[str], int, float]:
             size += len(data)
         send(data, addr)
 
-    node_transport.sendto = counting_sendto
+    node_transport.sendto = counting_sendto  # type: ignore[method-assign,assignment]
     try:
         node_id = receiver.source_node.id if isinstance(receiver, Answering) else os.urandom(20)
         ping = b"\x00" + os.urandom(20) + umsgpack.packb(["ping", [node_id]])
