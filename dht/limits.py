@@ -37,6 +37,11 @@ class DhtLimits:
     here (a personal node publishes a handful of users; 1,000 per IP leaves room for republishing
     peers while one client can take at most 1% of the default 100,000-record store).
 
+    Requests: each source IP may send ``requests_per_ip_second`` (bursts of
+    ``requests_per_ip_burst``) before the rest is dropped unanswered, which bounds the CPU one
+    address can take and what a spoofed source (a reflection victim) receives from us: an answer
+    is up to ~40 times the size of its request. The last ``tracked_ips`` sources are tracked.
+
     Hand-over of records to new close contacts: at most ``handover_stores_per_second`` STOREs
     (bursts of ``handover_burst``), ``handover_per_contact`` records to any one contact, at most
     ``handover_pending`` contacts waiting, and ``handover_scan_step`` held records examined per
@@ -49,6 +54,9 @@ class DhtLimits:
     contacts_per_subnet: int = 16
     records_per_ip: int = 1_000
     records_per_subnet: int = 4_000
+    requests_per_ip_second: float = 50.0
+    requests_per_ip_burst: int = 200
+    tracked_ips: int = 4096
     handover_stores_per_second: float = 20.0
     handover_burst: int = 20
     handover_per_contact: int = 500

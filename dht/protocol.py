@@ -37,6 +37,7 @@ import heapq
 import ipaddress
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,7 +48,7 @@ from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable as _KademliaRoutingTable
 
 from dht.handover import Handover
-from dht.limits import DEFAULT_LIMITS, Address, DhtLimits, shown, subnet
+from dht.limits import DEFAULT_LIMITS, Address, DhtLimits, TokenBucket, shown, subnet
 from dht.records import DHT_KEY_SIZE, RecordError
 from dht.storage import RecordStore, validated
 from dht.tasks import TaskSet
@@ -266,8 +267,10 @@ class DhtProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia is untype
         self._tasks = tasks
         self._store: RecordStore = storage
         self.router = RoutingTable(self, ksize, source_node, tasks, limits, protected)
+        self._limits = limits
         self._handover = Handover(limits, time.monotonic())
         self._handover_task: asyncio.Task[None] | None = None
+        self._request_budgets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     # transport: rpcudp parses in fire-and-forget tasks that crash on malformed datagrams
 
@@ -284,8 +287,21 @@ class DhtProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia is untype
         msg_id = data[1:_HEADER]
         if kind == _RESPONSE:
             self._accept_response(msg_id, message, addr)
-        else:
+        elif self._may_ask(addr[0], time.monotonic()):
             self._tasks.spawn(self._answer(msg_id, message, addr))
+        else:
+            log.debug("dropping a request from %s: over its rate", shown(addr))
+
+    def _may_ask(self, ip: str, now: float) -> bool:
+        """Spend one of ``ip``'s request tokens (the least recently seen IP is forgotten)."""
+        budget = self._request_budgets.pop(ip, None)
+        if budget is None:
+            limits = self._limits
+            budget = TokenBucket(limits.requests_per_ip_second, limits.requests_per_ip_burst, now)
+            while len(self._request_budgets) >= limits.tracked_ips:
+                self._request_budgets.popitem(last=False)
+        self._request_budgets[ip] = budget
+        return budget.take(now)
 
     async def _answer(self, msg_id: bytes, message: object, addr: tuple[str, int]) -> None:
         try:

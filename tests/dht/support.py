@@ -15,12 +15,14 @@ from dht.records import AddressRecord
 LOOPBACK = "127.0.0.1"
 # Every test node shares 127.0.0.1, which the default per-IP contact caps (built to stop one
 # address from filling a routing table) would hold to two per bucket: networks of more than
-# three loopback nodes raise them explicitly.
+# three loopback nodes raise them explicitly (and the per-IP request rate with them).
 LOOPBACK_LIMITS = DhtLimits(
     contacts_per_ip_bucket=1000,
     contacts_per_ip=1000,
     contacts_per_subnet_bucket=1000,
     contacts_per_subnet=1000,
+    requests_per_ip_second=1e6,
+    requests_per_ip_burst=1_000_000,
 )
 NODE_KEY = bytes(range(32))
 

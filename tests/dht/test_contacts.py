@@ -258,7 +258,7 @@ async def test_a_flood_of_ids_over_udp_leaves_one_contact_and_the_bootstrap_peer
     boot = await make_node()
     node = await make_node(protected_peers=[(LOOPBACK, boot.port)])
     address = (LOOPBACK, node.port)
-    for _ in range(300):
+    for _ in range(DEFAULT_LIMITS.requests_per_ip_burst - 10):  # all answered: within rate
         ok, _ = await stranger.ping(address, os.urandom(20))
         assert ok
     assert node.peer_count() == 1
@@ -320,3 +320,28 @@ async def test_hostile_input_and_silent_peers_cannot_forge_or_flood_logs(
         assert record.levelno < logging.WARNING, message
         assert message.isprintable(), message
         assert "CRITICAL] root: forged" not in message or "\\n" in message
+
+
+class _Transport:
+    """Records what the protocol sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, Any]] = []
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        self.sent.append((data, addr))
+
+
+async def test_requests_beyond_a_source_ips_rate_are_dropped() -> None:
+    """Bounds the CPU one address takes and what a spoofed source (reflection victim) gets."""
+    protocol = _protocol(limits=DhtLimits(requests_per_ip_second=0.001, requests_per_ip_burst=10))
+    transport = _Transport()
+    protocol.connection_made(transport)
+    victim = ("198.51.100.77", 4000)
+    request = umsgpack.packb(["find_node", [os.urandom(20), os.urandom(20)]])
+    for _ in range(50):
+        protocol.datagram_received(b"\x00" + os.urandom(20) + request, victim)
+    protocol.datagram_received(b"\x00" + os.urandom(20) + request, ("198.51.100.78", 4000))
+    await eventually(lambda: len(protocol._tasks) == 0, what="requests answered")
+    answered = Counter(addr for _, addr in transport.sent)
+    assert answered == {victim: 10, ("198.51.100.78", 4000): 1}
