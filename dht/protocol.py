@@ -149,9 +149,6 @@ class RoutingTable(_KademliaRoutingTable):  # type: ignore[misc]  # kademlia is 
             for n in bucket.replacement_nodes.values():
                 yield index, n
 
-    def is_verified(self, node: Node) -> bool:
-        return node.id in self._verified
-
     def add_contact(self, node: Node, verified: bool = False) -> bool:
         """Add or refresh ``node``; False if refused. ``verified``: it answered our call.
 
