@@ -48,7 +48,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
     node_identity = load_node_key(data_dir / NODE_KEY_NAME)
     db = await asyncio.to_thread(Database.open, data_dir / DB_NAME)  # migrates an older db
     notifier = ChangeNotifier()
-    store = SqlStore(db, notifier, failed_login_delay=config.failed_login_delay)
+    store = SqlStore(db, notifier)
     host = config.host
     async with AsyncExitStack() as stack:
         stack.callback(db.close)
