@@ -81,6 +81,9 @@ class ConnectionTable(Generic[H]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def handles(self) -> list[H]:
+        return list(self._entries)
+
     def waiting(self) -> int:
         """Connections that have not logged in."""
         return len(self._waiting)
