@@ -94,7 +94,7 @@ class ImapServer:
             writer.close()
             return
         if admission.evict is not None:
-            log.info("evicting IMAP connection from %s that has not logged in: listener full",
+            log.debug("evicting IMAP connection from %s that has not logged in: listener full",
                      admission.evict.address)
             admission.evict.close("Too many connections, closing the oldest ones that are "
                                   "not logged in")

@@ -163,7 +163,7 @@ class _LimitedSMTP(SMTP):
             transport.close()
             return
         if admission.evict is not None:
-            log.info("evicting SMTP connection from %s that has not logged in: listener full",
+            log.debug("evicting SMTP connection from %s that has not logged in: listener full",
                      admission.evict.address)
             admission.evict.hang_up(replies.EVICTED)
         self._deadline = self.loop.call_later(self._login_timeout, self.hang_up,

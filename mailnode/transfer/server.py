@@ -134,7 +134,7 @@ class TransferServer:
                         admission.reason)
             return False
         if admission.evict is not None:
-            log.info("evicting unauthenticated transfer connection from %s: listener full",
+            log.debug("evicting unauthenticated transfer connection from %s: listener full",
                      admission.evict.peer)
             admission.evict.abort()
         return True
