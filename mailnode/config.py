@@ -81,7 +81,8 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
         ("max_connections", "simultaneous connections per listener; when full, the oldest "
                             "connection that has not logged in is closed to make room"),
         ("max_connections_per_source", "simultaneous connections per listener from one "
-                                       "address (IPv6: one /64)"),
+                                       "address (IPv6: one /64) that have not logged in "
+                                       "(transfer: all of them)"),
         ("max_sessions_per_user", "simultaneous sessions of one user per listener (transfer: "
                                   "of one peer node)"),
         ("login_timeout", "seconds a connection has to log in (transfer: TLS and AUTH), "

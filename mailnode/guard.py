@@ -60,19 +60,27 @@ class Admission(Generic[H]):
 class _Entry:
     source: str
     user: object = None  # set once the connection has logged in
+    per_source: bool = True  # still counted against its source's cap
 
 
 class ConnectionTable(Generic[H]):
-    """Open connections of one listener, keyed by whatever handle the adapter uses."""
+    """Open connections of one listener, keyed by whatever handle the adapter uses.
+
+    With ``sessions_per_source=False`` a connection leaves its source's count when it logs
+    in (it is then bounded per user): the per-source cap is about strangers, and the owner's
+    clients (on a loopback node, all from 127.0.0.1) are not capped by it. Where logging in
+    costs nothing (a peer node's key is free to make) it stays counted.
+    """
 
     def __init__(self, max_total: int, max_per_source: int,
-                 max_per_user: int | None = None) -> None:
+                 max_per_user: int | None = None, *, sessions_per_source: bool = True) -> None:
         if max_total < 1 or max_per_source < 1 or (max_per_user is not None
                                                    and max_per_user < 1):
             raise ValueError("connection limits must be positive")
         self.max_total = max_total
         self.max_per_source = max_per_source
         self.max_per_user = max_per_user
+        self.sessions_per_source = sessions_per_source
         self._entries: dict[H, _Entry] = {}
         self._per_source: dict[str, int] = defaultdict(int)
         self._per_user: dict[object, int] = defaultdict(int)
@@ -127,6 +135,10 @@ class ConnectionTable(Generic[H]):
         entry.user = user
         self._per_user[user] += 1
         self._waiting.pop(handle, None)
+        if not self.sessions_per_source:
+            entry.per_source = False
+            self._per_source[entry.source] -= 1
+            self._forget_source(entry.source)
         return True
 
     def release(self, handle: H) -> None:
@@ -135,8 +147,9 @@ class ConnectionTable(Generic[H]):
         if entry is None:
             return
         self._waiting.pop(handle, None)
-        self._per_source[entry.source] -= 1
-        self._forget_source(entry.source)
+        if entry.per_source:
+            self._per_source[entry.source] -= 1
+            self._forget_source(entry.source)
         if entry.user is not None:
             self._per_user[entry.user] -= 1
             if not self._per_user[entry.user]:

@@ -75,12 +75,28 @@ def test_login_of_an_evicted_connection_is_refused() -> None:
     assert not table.login(1, "alice")
 
 
+def test_logged_in_sessions_can_leave_the_source_count() -> None:
+    """IMAP and SMTP: the per-source cap is for strangers; users are capped per user."""
+    table: ConnectionTable[int] = ConnectionTable(10, 2, max_per_user=5,
+                                                  sessions_per_source=False)
+    for handle in (1, 2):
+        table.admit(handle, "127.0.0.1")
+        assert table.login(handle, "alice")
+    assert table.from_source("127.0.0.1") == 0
+    assert table.admit(3, "127.0.0.1").admitted and table.admit(4, "127.0.0.1").admitted
+    assert not table.admit(5, "127.0.0.1").admitted  # two strangers' worth still waiting
+    table.release(1)
+    assert table.from_source("127.0.0.1") == 2 and table.sessions("alice") == 1
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["admit", "login", "release"]),
-                          st.integers(0, 30), st.integers(0, 4), st.integers(0, 3))))
+                          st.integers(0, 30), st.integers(0, 4), st.integers(0, 3))),
+       st.booleans())
 def test_table_invariants_hold_for_any_sequence(
-        ops: list[tuple[str, int, int, int]]) -> None:
-    table: ConnectionTable[int] = ConnectionTable(8, 3, max_per_user=2)
+        ops: list[tuple[str, int, int, int]], sessions_per_source: bool) -> None:
+    table: ConnectionTable[int] = ConnectionTable(8, 3, max_per_user=2,
+                                                  sessions_per_source=sessions_per_source)
     open_: dict[int, str] = {}
     users: dict[int, str] = {}
     for op, handle, source_n, user_n in ops:
@@ -100,8 +116,9 @@ def test_table_invariants_hold_for_any_sequence(
             open_.pop(handle, None)
             users.pop(handle, None)
         assert len(table) == len(open_) <= 8
-        for s in set(open_.values()):
-            assert table.from_source(s) == list(open_.values()).count(s) <= 3
+        counted = [src for h, src in open_.items() if sessions_per_source or h not in users]
+        for src in set(open_.values()):
+            assert table.from_source(src) == counted.count(src) <= 3
         for u in set(users.values()):
             assert table.sessions(u) == list(users.values()).count(u) <= 2
         assert table.waiting() == len(open_) - len(users)

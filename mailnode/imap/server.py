@@ -53,7 +53,8 @@ class ImapServer:
         self.notifier = notifier
         self.limits = Limits(max_literal=max_literal)
         self.table: ConnectionTable[_Connection] = ConnectionTable(
-            max_connections, max_connections_per_source, max_sessions_per_user)
+            max_connections, max_connections_per_source, max_sessions_per_user,
+            sessions_per_source=False)
         self.idle_timeout = idle_timeout
         self.login_timeout = login_timeout
         self.port: int | None = None
@@ -102,10 +103,12 @@ class ImapServer:
         session = ImapSession(self.store, self.notifier, limits=self.limits, cache=self._cache,
                               security=self.security, auth=self.auth, client=conn.address,
                               admit_user=lambda user: self.table.login(conn, user.id))
+        def login_expired() -> None:
+            if not session.authenticated:
+                conn.close("Autologout: no login in time")
+
         # Absolute: trickling bytes, a slow reader or a pending login do not extend it.
-        deadline = asyncio.get_running_loop().call_later(
-            self.login_timeout, lambda: None if session.authenticated
-            else conn.close("Autologout: no login in time"))
+        deadline = asyncio.get_running_loop().call_later(self.login_timeout, login_expired)
         try:
             await self._serve(session, reader, writer)
         except asyncio.CancelledError:

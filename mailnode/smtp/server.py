@@ -204,7 +204,8 @@ class SubmissionServer:
         self.require_tls = require_tls
         self.max_message_size = max_message_size
         self.table: ConnectionTable[_LimitedSMTP] = ConnectionTable(
-            max_connections, max_connections_per_source, max_sessions_per_user)
+            max_connections, max_connections_per_source, max_sessions_per_user,
+            sessions_per_source=False)
         self.login_timeout = login_timeout
         self.hostname = hostname
         self._server: asyncio.Server | None = None

@@ -113,5 +113,12 @@ async def test_per_source_cap(start_server: ServerFactory) -> None:
         b"* BYE Too many connections from your address")
     other = await raw_connect(srv.port)  # 127.0.0.1
     assert (await command(*other, b"a", b"LOGIN alice secret"))[-1].startswith(b"a OK")
-    for _, w in (*held, (reader, writer), other):
+    # Logged-in sessions are capped per user, not per address: the owner's clients that
+    # share one address (all of them, on a loopback node) are not limited to three.
+    for conn in held:
+        assert (await command(*conn, b"b", b"LOGIN bob hunter2"))[-1].startswith(b"b OK")
+    more = [await connect_from(srv.port, "127.0.0.8") for _ in range(3)]
+    for r, _ in more:
+        assert (await asyncio.wait_for(r.readline(), TIMEOUT)).startswith(b"* OK")
+    for _, w in (*held, (reader, writer), other, *more):
         w.close()
