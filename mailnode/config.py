@@ -38,7 +38,12 @@ class Config:
     # [limits]
     max_message_size: int = 25 * 1024 * 1024
     max_connections: int = 100
+    max_connections_per_source: int = 20
+    max_sessions_per_user: int = 20
+    login_timeout: float = 60.0
     failed_login_delay: float = 1.0
+    login_lockout_after: int = 10
+    login_lockout: float = 900.0
     max_messages_per_minute: int = 60
     # [queue]
     retry_initial: float = 60.0
@@ -75,8 +80,23 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
     "limits": [
         ("max_message_size", "largest message accepted, in bytes (SMTP SIZE, IMAP APPEND, "
                              "transfer)"),
-        ("max_connections", "simultaneous connections per listener"),
-        ("failed_login_delay", "seconds a failed login waits before its answer"),
+        ("max_connections", "simultaneous connections per listener; when full, the oldest "
+                            "connection that has not logged in is closed to make room"),
+        ("max_connections_per_source", "simultaneous connections per listener from one "
+                                       "address (IPv6: one /64) that have not logged in "
+                                       "(transfer: all of them)"),
+        ("max_sessions_per_user", "simultaneous sessions of one user per listener (transfer: "
+                                  "of one peer node)"),
+        ("login_timeout", "seconds a connection has to log in (transfer: TLS and AUTH), "
+                          "however busily it sends; then it is closed"),
+        ("failed_login_delay", "seconds an address that failed a login waits before its next "
+                               "attempt is checked; doubles with every further failure "
+                               "(at most 30)"),
+        ("login_lockout_after", "failed logins after which an address is refused unchecked "
+                                "for login_lockout seconds; an account failed that often "
+                                "refuses the addresses that failed on it (only those)"),
+        ("login_lockout", "seconds a lockout lasts after the last failure; failures are "
+                          "forgotten after the same time"),
         ("max_messages_per_minute", "messages a user may submit per minute (bursts up to the "
                                     "same number); more are refused with a temporary error"),
     ],
@@ -149,6 +169,13 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{port_name} {port} is not a port number")
     for peer in config.bootstrap:
         parse_hostport(peer)
+    for name in ("max_connections", "max_connections_per_source", "max_sessions_per_user",
+                 "login_lockout_after"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    if config.login_timeout <= 0 or config.login_lockout <= 0 or config.failed_login_delay < 0:
+        raise ConfigError("login_timeout and login_lockout must be positive, "
+                          "failed_login_delay not negative")
     if config.max_messages_per_minute < 1:
         raise ConfigError("max_messages_per_minute must be at least 1")
     if config.max_message_size < 1024:

@@ -13,6 +13,7 @@ from pathlib import Path
 from crypto.envelope import OVERHEAD
 from dht.node import DhtNode
 from dht.records import AddressRecord
+from mailnode.auth import Authenticator
 from mailnode.client_tls import ensure_certificate
 from mailnode.client_tls import server_context as client_tls_context
 from mailnode.config import CONFIG_NAME, DB_NAME, NODE_KEY_NAME, Config, is_loopback, load
@@ -20,6 +21,7 @@ from mailnode.delivery.inbound import InboundService
 from mailnode.delivery.outbound import OutboundQueue, RetryPolicy, transfer_sender
 from mailnode.delivery.publish import Publisher
 from mailnode.delivery.submit import SubmissionService
+from mailnode.guard import LoginPenalty
 from mailnode.imap.server import ImapServer
 from mailnode.keys import load_node_key
 from mailnode.runstate import STATUS_NAME, Listening, load_peers, save_peers, write_status
@@ -48,7 +50,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
     node_identity = load_node_key(data_dir / NODE_KEY_NAME)
     db = await asyncio.to_thread(Database.open, data_dir / DB_NAME)  # migrates an older db
     notifier = ChangeNotifier()
-    store = SqlStore(db, notifier, failed_login_delay=config.failed_login_delay)
+    store = SqlStore(db, notifier)
     host = config.host
     async with AsyncExitStack() as stack:
         stack.callback(db.close)
@@ -68,7 +70,10 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         transfer = TransferServer(node_identity, inbound.accept,
                                   max_message_size=config.max_message_size + OVERHEAD,
                                   max_connections=config.max_connections,
-                                  timeout=config.transfer_timeout)
+                                  max_connections_per_source=config.max_connections_per_source,
+                                  max_sessions_per_peer=config.max_sessions_per_user,
+                                  timeout=config.transfer_timeout,
+                                  login_timeout=config.login_timeout)
         await transfer.start(config.p2p_bind, dht.port)
         stack.push_async_callback(transfer.stop)
 
@@ -86,15 +91,25 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         tls_path = ensure_certificate(data_dir, config.host, time.time())
         client_tls = client_tls_context(tls_path)
         require_tls = not is_loopback(config.host)
+        # One penalty for both protocols: a guesser cannot double its budget by switching.
+        auth = Authenticator(store, LoginPenalty(base_delay=config.failed_login_delay,
+                                                 lockout_after=config.login_lockout_after,
+                                                 lockout=config.login_lockout))
         smtp = SubmissionServer(submission, max_message_size=config.max_message_size,
                                 max_connections=config.max_connections,
-                                tls_context=client_tls, require_tls=require_tls)
+                                max_connections_per_source=config.max_connections_per_source,
+                                max_sessions_per_user=config.max_sessions_per_user,
+                                login_timeout=config.login_timeout,
+                                tls_context=client_tls, require_tls=require_tls, auth=auth)
         await smtp.start(host, config.smtp_port)
         stack.push_async_callback(smtp.stop)
 
         imap = ImapServer(store, notifier, max_literal=config.max_message_size,
-                          max_connections=config.max_connections, tls_context=client_tls,
-                          require_tls=require_tls)
+                          max_connections=config.max_connections,
+                          max_connections_per_source=config.max_connections_per_source,
+                          max_sessions_per_user=config.max_sessions_per_user,
+                          login_timeout=config.login_timeout,
+                          tls_context=client_tls, require_tls=require_tls, auth=auth)
         await imap.start(host, config.imap_port)
         stack.push_async_callback(imap.stop)
 

@@ -16,6 +16,6 @@ from mailnode.store.sqlite import SqlStore
 async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
     db = Database.open(tmp_path / "mailnode.db")
     try:
-        yield SqlStore(db, ChangeNotifier(), failed_login_delay=0.01)
+        yield SqlStore(db, ChangeNotifier())
     finally:
         db.close()

@@ -7,6 +7,8 @@ import contextlib
 import logging
 import ssl
 
+from mailnode.auth import Authenticator
+from mailnode.guard import ConnectionTable, source_key
 from mailnode.imap.fetch import StructureCache
 from mailnode.imap.parser import Limits
 from mailnode.imap.session import ImapSession, Security
@@ -17,20 +19,42 @@ log = logging.getLogger("mailnode.imap")
 READ_SIZE = 64 * 1024
 
 
+class _Connection:
+    """What the listener knows of one client: its task, and whether it was evicted."""
+
+    def __init__(self, task: asyncio.Task[None], address: str) -> None:
+        self.task = task
+        self.address = address
+        self.closing: str | None = None
+        """Why the listener cancelled the task (the BYE text), None on shutdown."""
+
+    def close(self, reason: str) -> None:
+        self.closing = reason
+        self.task.cancel()
+
+
 class ImapServer:
-    """Listens for IMAP clients; every connection gets its own :class:`ImapSession`."""
+    """Listens for IMAP clients; every connection gets its own :class:`ImapSession`.
+
+    ``login_timeout`` is absolute: a client that has not logged in by then is disconnected
+    however busily it trickles bytes. ``idle_timeout`` applies between commands afterwards.
+    """
 
     def __init__(self, store: MailStore, notifier: ChangeNotifier, *, max_literal: int,
-                 max_connections: int = 100, idle_timeout: float = 1800,
+                 max_connections: int = 100, max_connections_per_source: int = 20,
+                 max_sessions_per_user: int = 20, idle_timeout: float = 1800,
                  login_timeout: float = 60, tls_context: ssl.SSLContext | None = None,
-                 require_tls: bool = False) -> None:
+                 require_tls: bool = False, auth: Authenticator | None = None) -> None:
         self.store = store
+        self.auth = auth if auth is not None else Authenticator(store)
         self.tls_context = tls_context
         self.security = Security(tls_available=tls_context is not None,
                                  tls_required=require_tls)
         self.notifier = notifier
         self.limits = Limits(max_literal=max_literal)
-        self.max_connections = max_connections
+        self.table: ConnectionTable[_Connection] = ConnectionTable(
+            max_connections, max_connections_per_source, max_sessions_per_user,
+            sessions_per_source=False)
         self.idle_timeout = idle_timeout
         self.login_timeout = login_timeout
         self.port: int | None = None
@@ -60,25 +84,43 @@ class ImapServer:
                           writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= self.max_connections:
-            writer.write(b"* BYE Too many connections, try again later\r\n")
+        peer = writer.get_extra_info("peername")
+        conn = _Connection(task, str(peer[0]) if isinstance(peer, tuple) else "unknown")
+        admission = self.table.admit(conn, source_key(conn.address))
+        if not admission.admitted:
+            log.info("refusing IMAP connection from %s: %s", conn.address, admission.reason)
+            writer.write(f"* BYE {admission.reason.capitalize()}, try again later\r\n".encode())
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
             writer.close()
             return
+        if admission.evict is not None:
+            log.debug("evicting IMAP connection from %s that has not logged in: listener full",
+                     admission.evict.address)
+            admission.evict.close("Too many connections, closing the oldest ones that are "
+                                  "not logged in")
         self._connections.add(task)
         session = ImapSession(self.store, self.notifier, limits=self.limits, cache=self._cache,
-                              security=self.security)
+                              security=self.security, auth=self.auth, client=conn.address,
+                              admit_user=lambda user: self.table.login(conn, user.id))
+        def login_expired() -> None:
+            if not session.authenticated:
+                conn.close("Autologout: no login in time")
+
+        # Absolute: trickling bytes, a slow reader or a pending login do not extend it.
+        deadline = asyncio.get_running_loop().call_later(self.login_timeout, login_expired)
         try:
             await self._serve(session, reader, writer)
         except asyncio.CancelledError:
-            session.bye("Server shutting down")
+            session.bye(conn.closing or "Server shutting down")
         except (ConnectionError, TimeoutError):
             pass
         except Exception:
             log.exception("IMAP connection failed")
             session.bye("Internal server error")
         finally:
+            deadline.cancel()
+            self.table.release(conn)
             self._connections.discard(task)
             with contextlib.suppress(Exception):
                 writer.write(session.data_to_send())
@@ -117,7 +159,8 @@ class ImapServer:
                 waits: set[asyncio.Future[object]] = {read_task}  # type: ignore[arg-type]
                 if watch_task is not None:
                     waits.add(watch_task)  # type: ignore[arg-type]
-                timeout = self.idle_timeout if session.authenticated else self.login_timeout
+                # Before login the absolute deadline in _on_connect applies instead.
+                timeout = self.idle_timeout if session.authenticated else None
                 done, _ = await asyncio.wait(waits, timeout=timeout,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if not done:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.imap import commands as c
 from mailnode.imap import responses as r
 from mailnode.imap import search, utf7
@@ -20,7 +21,7 @@ from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, StructureCache, render
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.sequences import SequenceSet, compress
-from mailnode.sasl import SaslError, b64decode_strict, parse_plain
+from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.store.api import (
     SYSTEM_FLAGS,
     Mailbox,
@@ -119,8 +120,15 @@ class ImapSession:
 
     def __init__(self, store: MailStore, notifier: ChangeNotifier, *,
                  limits: Limits | None = None, cache: StructureCache | None = None,
-                 security: Security = Security()) -> None:
+                 security: Security = Security(), auth: Authenticator | None = None,
+                 client: str = "unknown",
+                 admit_user: Callable[[User], bool] = lambda user: True) -> None:
+        """``client`` is the peer's IP address (for the login penalty and the log);
+        ``admit_user`` says whether the user may open one more session."""
         self.store = store
+        self.auth = auth if auth is not None else Authenticator(store)
+        self.client = client
+        self.admit_user = admit_user
         self.security = security
         self.tls_active = False
         self.starttls_requested = False
@@ -376,18 +384,28 @@ class ImapSession:
             raise CommandNo("Use STARTTLS first: passwords never cross the network in clear",
                             "PRIVACYREQUIRED")
 
-    def _logged_in(self, user: User) -> str:
+    async def _login(self, creds: PlainCredentials) -> str:
+        """The one place where login errors become replies (both LOGIN and AUTHENTICATE)."""
+        try:
+            user = await self.auth.authenticate(creds, self.client, "imap")
+        except NotAuthorised:
+            raise CommandNo("Not authorised to act as another user",
+                            "AUTHORIZATIONFAILED") from None
+        except LoginFailed:
+            raise CommandNo("Invalid credentials", "AUTHENTICATIONFAILED") from None
+        except LoginThrottled as exc:
+            # The source is locked out: say so and hang up, it may not keep trying here.
+            self.bye("Too many failed logins")
+            raise CommandNo(str(exc), "UNAVAILABLE") from None
+        if not self.admit_user(user):
+            raise CommandNo("Too many sessions for this user", "LIMIT")
         self.user = user
         self.state = State.AUTHENTICATED
-        log.info("user %s logged in", user.id)
         return f"[CAPABILITY {self._capabilities()}] Logged in"
 
     async def _do_login(self, cmd: c.Login) -> str:
         self._require_privacy()
-        user = await self.store.authenticate(cmd.user, cmd.password)
-        if user is None:
-            raise CommandNo("Invalid credentials", "AUTHENTICATIONFAILED")
-        return self._logged_in(user)
+        return await self._login(PlainCredentials("", cmd.user, cmd.password))
 
     async def _do_authenticate(self, cmd: c.Authenticate) -> str | None:
         self._require_privacy()
@@ -421,12 +439,7 @@ class ImapSession:
             creds = parse_plain(payload)
         except SaslError as exc:
             raise CommandBad(f"Malformed PLAIN response: {exc}") from None
-        user = await self.store.authenticate(creds.login, creds.password)
-        if user is None:
-            raise CommandNo("Invalid credentials", "AUTHENTICATIONFAILED")
-        if not creds.acts_as(user.name, user.address):
-            raise CommandNo("Not authorised to act as another user", "AUTHORIZATIONFAILED")
-        return self._logged_in(user)
+        return await self._login(creds)
 
     # --- authenticated -----------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
+from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.delivery.submit import Refused, SubmissionService
+from mailnode.guard import ConnectionTable, source_key
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.smtp import replies
 from mailnode.store.api import User
@@ -39,17 +41,27 @@ def _user(session: Session) -> User:
 class SubmissionHandler:
     """aiosmtpd handler for authenticated submission."""
 
-    def __init__(self, service: SubmissionService) -> None:
+    def __init__(self, service: SubmissionService, auth: Authenticator | None = None) -> None:
         self.service = service
+        self.auth = auth if auth is not None else Authenticator(service.store)
 
     async def _login(self, server: SMTP, creds: PlainCredentials) -> AuthResult:
-        user = await self.service.store.authenticate(creds.login, creds.password)
-        if user is None:
-            log.info("smtp login failed for %r", creds.login)
-            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
-        if not creds.acts_as(user.name, user.address):
+        """The one place where login errors become SMTP replies."""
+        address = server.address if isinstance(server, _LimitedSMTP) else "unknown"
+        try:
+            user = await self.auth.authenticate(creds, address, "smtp")
+        except NotAuthorised:
             return AuthResult(success=False, handled=False, message=replies.AUTH_AUTHZID)
-        log.info("smtp login user=%s", user.name)
+        except LoginFailed:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
+        except LoginThrottled as exc:
+            # The source is locked out: answer and hang up rather than hear more guesses.
+            await server.push(replies.AUTH_THROTTLED.format(seconds=round(exc.retry_after)))
+            if server.transport is not None:
+                server.transport.close()
+            return AuthResult(success=False, handled=True)
+        if isinstance(server, _LimitedSMTP) and not server.logged_in(user):
+            return AuthResult(success=False, handled=False, message=replies.TOO_MANY_SESSIONS)
         return AuthResult(success=True, auth_data=user, message=replies.AUTH_OK)
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -120,25 +132,62 @@ class SubmissionHandler:
 
 
 class _LimitedSMTP(SMTP):
-    """Counts live sessions so the listener can refuse a connection flood."""
+    """One connection under the listener's :class:`ConnectionTable` and login deadline.
 
-    def __init__(self, handler: SubmissionHandler, live: set[SMTP], limit: int,
-                 **kwargs: Any) -> None:
+    aiosmtpd's own ``timeout`` restarts with every command; the login deadline does not, so
+    a client that trickles commands without logging in is still closed after
+    ``login_timeout``.
+    """
+
+    def __init__(self, handler: SubmissionHandler, table: ConnectionTable[_LimitedSMTP],
+                 login_timeout: float, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
-        self._live = live
-        self._limit = limit
+        self._table = table
+        self._login_timeout = login_timeout
+        self._deadline: asyncio.TimerHandle | None = None
+        self.address = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = not self.address  # STARTTLS calls this again for the TLS transport
         super().connection_made(transport)
-        if len(self._live) >= self._limit:
+        if not first:
+            return
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if isinstance(peer, tuple) else "unknown"
+        admission = self._table.admit(self, source_key(self.address))
+        if not admission.admitted:
+            log.info("refusing SMTP connection from %s: %s", self.address, admission.reason)
             assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            transport.write(replies.TOO_MANY_CONNECTIONS.format(
+                reason=admission.reason.capitalize()).encode() + b"\r\n")
             transport.close()
             return
-        self._live.add(self)
+        if admission.evict is not None:
+            log.debug("evicting SMTP connection from %s that has not logged in: listener full",
+                     admission.evict.address)
+            admission.evict.hang_up(replies.EVICTED)
+        self._deadline = self.loop.call_later(self._login_timeout, self.hang_up,
+                                              replies.LOGIN_TIMEOUT)
+
+    def logged_in(self, user: User) -> bool:
+        """Count the session as ``user``'s; False if that user already has too many."""
+        if not self._table.login(self, user.id):
+            return False
+        if self._deadline is not None:
+            self._deadline.cancel()
+        return True
+
+    def hang_up(self, reply: str) -> None:
+        """Close from the server side (eviction, login deadline) with a 421."""
+        if self.transport is not None and not self.transport.is_closing():
+            assert isinstance(self.transport, asyncio.WriteTransport)
+            self.transport.write(reply.encode() + b"\r\n")
+            self.transport.close()
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._live.discard(self)
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._table.release(self)
         super().connection_lost(error)
 
 
@@ -146,20 +195,24 @@ class SubmissionServer:
     """The listening socket and its sessions."""
 
     def __init__(self, service: SubmissionService, *, max_message_size: int,
-                 max_connections: int = 100, hostname: str = "mailnode",
-                 tls_context: ssl.SSLContext | None = None, require_tls: bool = False) -> None:
-        self.handler = SubmissionHandler(service)
+                 max_connections: int = 100, max_connections_per_source: int = 20,
+                 max_sessions_per_user: int = 20, login_timeout: float = 60.0,
+                 hostname: str = "mailnode", tls_context: ssl.SSLContext | None = None,
+                 require_tls: bool = False, auth: Authenticator | None = None) -> None:
+        self.handler = SubmissionHandler(service, auth)
         self.tls_context = tls_context
         self.require_tls = require_tls
         self.max_message_size = max_message_size
-        self.max_connections = max_connections
+        self.table: ConnectionTable[_LimitedSMTP] = ConnectionTable(
+            max_connections, max_connections_per_source, max_sessions_per_user,
+            sessions_per_source=False)
+        self.login_timeout = login_timeout
         self.hostname = hostname
         self._server: asyncio.Server | None = None
-        self._live: set[SMTP] = set()
 
     def _protocol(self) -> SMTP:
         return _LimitedSMTP(
-            self.handler, self._live, self.max_connections,
+            self.handler, self.table, self.login_timeout,
             hostname=self.hostname, ident="mailnode ESMTP", data_size_limit=self.max_message_size,
             enable_SMTPUTF8=True, decode_data=False, auth_required=True,
             tls_context=self.tls_context,
@@ -180,7 +233,7 @@ class SubmissionServer:
         if self._server is None:
             return
         self._server.close()
-        for session in list(self._live):
+        for session in self.table.handles():
             if session.transport is not None:
                 session.transport.close()
         await self._server.wait_closed()

@@ -144,12 +144,11 @@ class SqlStore:
     """Users, mailboxes, messages and the outbound queue in one SQLite database."""
 
     def __init__(self, db: Database, notifier: ChangeNotifier,
-                 clock: Callable[[], float] = time.time, failed_login_delay: float = 1.0,
+                 clock: Callable[[], float] = time.time,
                  analyse: Callable[[bytes], bytes] | None = None) -> None:
         self.db = db
         self.analyse = analyse
         """Computes a message's stored MIME structure once, when it arrives."""
-        self.failed_login_delay = failed_login_delay
         # Password hashing gets one thread of its own: a flood of guesses queues up here
         # instead of taking the shared pool that sealing and opening mail also use.
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailnode-scrypt")
@@ -299,11 +298,8 @@ class SqlStore:
         stored = found[1] if found else _DUMMY_HASH
         ok = await asyncio.get_running_loop().run_in_executor(
             self._hasher, verify_password, stored, password)
-        if found and ok:
-            return found[0]
-        # Every protocol's failed login waits here: it costs the guesser, not the loop.
-        await asyncio.sleep(self.failed_login_delay)
-        return None
+        # Slowing guessers down is mailnode.auth's job (per source, before the hash).
+        return found[0] if found and ok else None
 
     # ---- mailboxes ---------------------------------------------------------------------
 

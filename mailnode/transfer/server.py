@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from crypto.keys import Identity
-from mailnode.transfer.frames import CHALLENGE_SIZE
+from mailnode.guard import ConnectionTable, source_key
+from mailnode.transfer.frames import CHALLENGE_SIZE, ErrorCode
 from mailnode.transfer.session import (
     Authenticated,
     InboundMessage,
@@ -45,6 +46,9 @@ class TransferServer:
 
     ``timeout`` bounds each phase separately: the TLS handshake, the client's AUTH, every
     frame while a body streams in, and the wait for the next OFFER on an idle connection.
+    ``login_timeout`` (default ``timeout``) bounds handshake and AUTH together, absolutely:
+    a peer that trickles bytes is still dropped. Connections are capped in total and per
+    source address; when full, the oldest not yet authenticated one makes room.
     ``now`` (wall-clock seconds) is only read at ``start`` to date the node certificate.
     Any authenticated node may offer mail; deciding whether to take it is ``accept``'s job.
     """
@@ -56,20 +60,24 @@ class TransferServer:
         *,
         max_message_size: int,
         max_connections: int = 64,
+        max_connections_per_source: int = 20,
+        max_sessions_per_peer: int | None = None,
         timeout: float = 60.0,
+        login_timeout: float | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
-        if max_message_size < 0 or max_connections < 1 or timeout <= 0:
+        if max_message_size < 0 or timeout <= 0 or (login_timeout or timeout) <= 0:
             raise ValueError("limits must be positive")
         self._identity = identity
         self._accept = accept
         self._max_message_size = max_message_size
-        self._max_connections = max_connections
         self._timeout = timeout
+        self._login_timeout = login_timeout or timeout
         self._now = now
         self._context: ssl.SSLContext | None = None
         self._server: asyncio.Server | None = None
-        self._connections: set[_Connection] = set()
+        self._connections: ConnectionTable[_Connection] = ConnectionTable(
+            max_connections, max_connections_per_source, max_sessions_per_peer)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -106,7 +114,7 @@ class TransferServer:
         if server is None:
             return
         server.close()
-        for connection in list(self._connections):
+        for connection in self._connections.handles():
             connection.abort()
         tasks = list(self._tasks)
         for task in tasks:
@@ -117,14 +125,22 @@ class TransferServer:
 
     # used by _Connection
 
-    def _admit(self, connection: _Connection) -> bool:
-        if self._server is None or len(self._connections) >= self._max_connections:
+    def _admit(self, connection: _Connection, host: str) -> bool:
+        if self._server is None:
             return False
-        self._connections.add(connection)
+        admission = self._connections.admit(connection, source_key(host))
+        if not admission.admitted:
+            log.warning("refusing transfer connection from %s: %s", connection.peer,
+                        admission.reason)
+            return False
+        if admission.evict is not None:
+            log.debug("evicting unauthenticated transfer connection from %s: listener full",
+                     admission.evict.peer)
+            admission.evict.abort()
         return True
 
     def _release(self, connection: _Connection) -> None:
-        self._connections.discard(connection)
+        self._connections.release(connection)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -143,8 +159,9 @@ class _Connection(asyncio.Protocol):
         self._session: ServerSession | None = None
         self._early = bytearray()
         self._timer: asyncio.TimerHandle | None = None
+        self._login_timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._peer = "?"
+        self.peer = "?"
 
     # asyncio.Protocol
 
@@ -153,13 +170,16 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         peername = transport.get_extra_info("peername")
+        host = "unknown"
         if isinstance(peername, tuple) and len(peername) >= 2:
-            self._peer = f"{peername[0]}:{peername[1]}"
-        if not self._owner._admit(self):
-            log.warning("refusing transfer connection from %s: connection limit", self._peer)
+            host = str(peername[0])
+            self.peer = f"{peername[0]}:{peername[1]}"
+        if not self._owner._admit(self, host):
             self._closed = True
             transport.abort()
             return
+        self._login_timer = self._loop.call_later(self._owner._login_timeout,
+                                                  self._login_expired)
         transport.pause_reading()
         self._owner._spawn(self._upgrade(transport))
 
@@ -188,12 +208,13 @@ class _Connection(asyncio.Protocol):
         self._finish()
 
     def _finish(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._login_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._login_timer = None
         if not self._closed:
             self._closed = True
-            log.debug("transfer connection from %s closed", self._peer)
+            log.debug("transfer connection from %s closed", self.peer)
         self._owner._release(self)
 
     def _close(self) -> None:
@@ -203,6 +224,22 @@ class _Connection(asyncio.Protocol):
         elif self._transport is not None:
             self._transport.close()
         self._finish()
+
+    def _login_expired(self) -> None:
+        """Handshake and AUTH did not both finish within ``login_timeout``."""
+        self._login_timer = None
+        log.info("closing transfer connection from %s: not authenticated in time", self.peer)
+        self._hang_up(ErrorCode.TIMEOUT, "not authenticated in time")
+
+    def _hang_up(self, code: ErrorCode, reason: str) -> None:
+        """Close with a parting ERROR frame when the TLS session is up, else just drop."""
+        if self._session is None or self._tls is None:
+            self.abort()
+            return
+        self._session.close(code, reason)
+        if not self._closed:
+            self._tls.write(self._session.data_to_send())
+        self._close()
 
     async def _upgrade(self, raw: asyncio.Transport) -> None:
         owner = self._owner
@@ -217,7 +254,7 @@ class _Connection(asyncio.Protocol):
                 ssl_shutdown_timeout=owner._timeout,
             )
         except (OSError, EOFError) as exc:
-            log.info("TLS handshake with %s failed: %s", self._peer, exc)
+            log.info("TLS handshake with %s failed: %s", self.peer, exc)
             raw.abort()
             self._finish()
             return
@@ -249,9 +286,17 @@ class _Connection(asyncio.Protocol):
             if isinstance(event, Authenticated):
                 log.info(
                     "transfer peer %s authenticated as node %s",
-                    self._peer,
+                    self.peer,
                     _fingerprint(event.peer_node_key),
                 )
+                if self._login_timer is not None:
+                    self._login_timer.cancel()
+                    self._login_timer = None
+                if not self._owner._connections.login(self, event.peer_node_key):
+                    log.info("closing transfer connection from %s: too many from node %s",
+                             self.peer, _fingerprint(event.peer_node_key))
+                    self._hang_up(ErrorCode.UNEXPECTED, "too many connections from your node")
+                    return
             elif isinstance(event, OfferRefused):
                 log.info(
                     "refused message %s (%d bytes) from node %s: %s",
@@ -267,7 +312,7 @@ class _Connection(asyncio.Protocol):
                 if event.error is not None:
                     log.info(
                         "closing transfer connection from %s (node %s): %s",
-                        self._peer,
+                        self.peer,
                         _fingerprint(session.peer_node_key),
                         event.error,
                     )

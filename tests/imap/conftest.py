@@ -57,7 +57,7 @@ async def store(request: pytest.FixtureRequest, notifier: ChangeNotifier,
         return
     db = Database.open(tmp_path / "imap.db")
     try:
-        sql = SqlStore(db, notifier, failed_login_delay=0.01)
+        sql = SqlStore(db, notifier)
         await sql.create_user("alice", "secret", Identity.generate())
         await sql.create_user("bob", "hunter2", Identity.generate())
         yield sql

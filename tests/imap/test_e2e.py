@@ -203,13 +203,20 @@ async def test_stop_says_bye_to_connected_clients(start_server: ServerFactory) -
 
 
 async def test_connection_limit(start_server: ServerFactory) -> None:
+    """A full listener makes room by closing a connection that has not logged in; once
+    every connection is a logged-in session, newcomers are refused."""
     srv = await start_server(max_literal=1000, max_connections=1)
     assert srv.port
     first = await raw_connect(srv.port)
+    second = await raw_connect(srv.port)
+    assert (await asyncio.wait_for(first[0].read(), TIMEOUT)).startswith(
+        b"* BYE Too many connections")
+    assert (await command(*second, b"a", b"LOGIN alice secret"))[-1].startswith(b"a OK")
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
     assert (await asyncio.wait_for(reader.read(), TIMEOUT)).startswith(b"* BYE ")
     writer.close()
     first[1].close()
+    second[1].close()
 
 
 async def test_login_timeout(start_server: ServerFactory) -> None:
