@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
@@ -41,6 +41,13 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE
                      "UNSELECT", "CHILDREN", "SPECIAL-USE", "MOVE")
 PRE_AUTH_CAPABILITIES = ("SASL-IR", "AUTH=PLAIN")
 BODY_BATCH = 64
+MAX_PATTERN_LENGTH = 1024
+"""Longest LIST reference + pattern (characters); a longer one gets ``NO [LIMIT]``."""
+MAX_MAILBOXES = 10_000
+"""Mailboxes per user: CREATE beyond it gets ``NO [LIMIT]``, so one LIST stays bounded."""
+MAX_NAME_LENGTH = 512
+MAX_NAME_DEPTH = 32
+"""Longest mailbox name (characters) and deepest hierarchy a CREATE or RENAME may make."""
 _SYSTEM_FLAG_LIST = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
@@ -427,26 +434,22 @@ class ImapSession:
         if cmd.pattern == "" and not cmd.lsub:
             self._untagged(b'LIST (\\Noselect) "/" ""')
             return "LIST completed"
+        if len(cmd.reference) + len(cmd.pattern) > MAX_PATTERN_LENGTH:
+            raise CommandNo("Mailbox pattern too long", "LIMIT")
         mailboxes = await self.store.list_mailboxes(self.user.id)
         special = {m.name: m.special_use for m in mailboxes}
-        if cmd.lsub:
-            names = await self.store.subscriptions(self.user.id)
-        else:  # parents that are not mailboxes themselves show up as \Noselect
-            names = set(special)
-            for name in list(names):
-                parts = name.split(DELIMITER)
-                for i in range(1, len(parts)):
-                    names.add(DELIMITER.join(parts[:i]))
-        pattern = _pattern(cmd.reference + cmd.pattern)
-        inbox_pattern = re.compile(pattern.pattern, re.IGNORECASE)
+        names = await self.store.subscriptions(self.user.id) if cmd.lsub else set(special)
+        if not cmd.lsub:  # parents that are not mailboxes themselves show up as \Noselect
+            _add_parents(names)
+        matches = ListPattern(cmd.reference + cmd.pattern)
+        ordered = sorted(names)
         for name in sorted(names, key=lambda n: (n != "INBOX", n)):
-            if not (pattern.fullmatch(name) or (name == "INBOX" and inbox_pattern.fullmatch(name))):
+            if not matches(name):
                 continue
             attrs = []
             if name not in special:
                 attrs.append("\\Noselect")
-            has_children = any(n.startswith(name + DELIMITER) for n in names)
-            attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
+            attrs.append("\\HasChildren" if _has_children(ordered, name) else "\\HasNoChildren")
             if special.get(name):
                 attrs.append(str(special[name]))
             self._untagged(word + b" (" + " ".join(attrs).encode() + b') "/" '
@@ -498,6 +501,9 @@ class ImapSession:
             raise CommandBad("Invalid mailbox name")
         if name == "INBOX":
             raise CommandNo("INBOX always exists", "ALREADYEXISTS")
+        _check_name_limits(name)
+        if len(await self.store.list_mailboxes(self.user.id)) >= MAX_MAILBOXES:
+            raise CommandNo(f"At most {MAX_MAILBOXES} mailboxes per user", "LIMIT")
         await self.store.create_mailbox(self.user.id, name)
         return "CREATE completed"
 
@@ -516,6 +522,7 @@ class ImapSession:
         new = cmd.new.rstrip(DELIMITER)
         if not new or new == "INBOX":
             raise CommandNo("Invalid target name", "CANNOT")
+        _check_name_limits(new)
         await self.store.rename_mailbox(self.user.id, cmd.old, new)
         return "RENAME completed"
 
@@ -674,17 +681,89 @@ class ImapSession:
         return f"{code}{verb} completed"
 
 
-def _pattern(pattern: str) -> re.Pattern[str]:
-    """A LIST pattern as a regex: ``*`` matches anything, ``%`` stops at the delimiter."""
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append(f"[^{re.escape(DELIMITER)}]*")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
+class ListPattern:
+    """A LIST/LSUB pattern: ``*`` matches anything, ``%`` anything but the delimiter.
+
+    The pattern comes from the client, so it is never turned into a backtracking regex (``*a*a*a
+    ...b`` against a long name would run for ages). Matching simulates the pattern as an NFA
+    whose state set is a bit mask over pattern positions: one pass over the name, a few integer
+    operations per character, whatever the pattern. INBOX matches case-insensitively.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        collapsed: list[str] = []
+        for ch in pattern:  # a run of wildcards is one "*" if it has one, else one "%"
+            if ch in "*%" and collapsed and collapsed[-1] in "*%":
+                if ch == "*":
+                    collapsed[-1] = "*"
+                continue
+            collapsed.append(ch)
+        self._size = len(collapsed)
+        self._star = self._percent = 0
+        self._chars: dict[str, int] = {}
+        for i, ch in enumerate(collapsed):
+            if ch == "*":
+                self._star |= 1 << i
+            elif ch == "%":
+                self._percent |= 1 << i
+            else:
+                self._chars[ch] = self._chars.get(ch, 0) | 1 << i
+        self._inbox = ListPattern(_ascii_upper(pattern)) if pattern != _ascii_upper(pattern) \
+            else self
+
+    def __call__(self, name: str) -> bool:
+        if self._run(name):
+            return True
+        return name == "INBOX" and self._inbox is not self and self._inbox._run(name)
+
+    def _closure(self, states: int) -> int:
+        # A wildcard may match nothing: its position also enables the next one. Wildcard runs
+        # are collapsed, so one step reaches every position.
+        return states | (states & (self._star | self._percent)) << 1
+
+    def _run(self, name: str) -> bool:
+        states = self._closure(1)
+        star, percent, chars = self._star, self._percent, self._chars
+        for ch in name:
+            stay = star if ch == DELIMITER else star | percent
+            states = self._closure((states & stay) | (states & chars.get(ch, 0)) << 1)
+            if not states:
+                return False
+        return bool(states >> self._size & 1)
+
+
+def _ascii_upper(text: str) -> str:
+    return text.translate(_UPPER)
+
+
+_UPPER = {c: c - 32 for c in range(ord("a"), ord("z") + 1)}
+
+
+def _check_name_limits(name: str) -> None:
+    if len(name) > MAX_NAME_LENGTH or name.count(DELIMITER) >= MAX_NAME_DEPTH:
+        raise CommandNo(f"Mailbox names are limited to {MAX_NAME_LENGTH} characters and "
+                        f"{MAX_NAME_DEPTH} levels", "LIMIT")
+
+
+def _add_parents(names: set[str]) -> None:
+    """Add every ancestor of every name; stops climbing at an ancestor already present, so the
+    work is linear in the total length of the names."""
+    for name in list(names):
+        cut = name.rfind(DELIMITER)
+        while cut > 0:
+            parent = name[:cut]
+            if parent in names:
+                break
+            names.add(parent)
+            cut = name.rfind(DELIMITER, 0, cut)
+
+
+def _has_children(ordered: list[str], name: str) -> bool:
+    """Whether any name in the sorted list lies below ``name``: descendants sort right after
+    ``name + DELIMITER``, so one bisection finds out (a scan per name was quadratic)."""
+    prefix = name + DELIMITER
+    i = bisect_left(ordered, prefix)
+    return i < len(ordered) and ordered[i].startswith(prefix)
 
 
 def _store_error(exc: StoreError) -> ImapError:
