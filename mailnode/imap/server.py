@@ -80,6 +80,7 @@ class ImapServer:
             session.bye("Internal server error")
         finally:
             self._connections.discard(task)
+            session.close()
             with contextlib.suppress(Exception):
                 writer.write(session.data_to_send())
             writer.close()
@@ -98,6 +99,11 @@ class ImapServer:
 
     async def _serve(self, session: ImapSession, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
+        async def flush() -> None:  # a large FETCH goes out in pieces, at the client's pace
+            writer.write(session.data_to_send())
+            await writer.drain()
+
+        session.flush = flush
         writer.write(session.greeting())
         await writer.drain()
         read_task: asyncio.Task[bytes] | None = None

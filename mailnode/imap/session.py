@@ -10,14 +10,14 @@ from __future__ import annotations
 import enum
 import logging
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from mailnode.imap import commands as c
 from mailnode.imap import responses as r
 from mailnode.imap import search, utf7
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
-from mailnode.imap.fetch import STRUCTURE_ITEMS, StructureCache, render
+from mailnode.imap.fetch import STRUCTURE_ITEMS, StructureCache, render_chunks
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.sasl import SaslError, b64decode_strict, parse_plain
@@ -41,6 +41,12 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE
                      "UNSELECT", "CHILDREN", "SPECIAL-USE", "MOVE")
 PRE_AUTH_CAPABILITIES = ("SASL-IR", "AUTH=PLAIN")
 BODY_BATCH = 64
+BODY_BATCH_BYTES = 1024 * 1024
+"""FETCH/SEARCH load at most BODY_BATCH bodies at once, and FETCH no more than about this many
+bytes of them (at least one message), so memory stays near one message, not 64 of them."""
+FLUSH_ABOVE = 256 * 1024
+"""Once this much output is pending in a FETCH, the session hands it to the adapter (which
+writes and drains) before rendering more."""
 MAX_PATTERN_LENGTH = 1024
 """Longest LIST reference + pattern (characters); a longer one gets ``NO [LIMIT]``."""
 MAX_MAILBOXES = 10_000
@@ -133,12 +139,18 @@ class ImapSession:
         self.starttls_requested = False
         """Set once STARTTLS is answered; the adapter then upgrades the connection."""
         self.notifier = notifier
-        self.parser = CommandParser(limits)
+        self._limits = limits or Limits()
+        self._pre_auth_limits = self._limits.before_login()
+        self.parser = CommandParser(self._pre_auth_limits)
         self.cache = cache or StructureCache()
         self.state = State.NOT_AUTHENTICATED
         self.user: User | None = None
         self.selected: Selected | None = None
-        self._out = bytearray()
+        self.flush: Callable[[], Awaitable[None]] | None = None
+        """Set by the adapter: sends :meth:`data_to_send` and waits until the peer took it.
+        A large FETCH awaits it between pieces; without it output just accumulates."""
+        self._out: list[bytes] = []
+        self._out_size = 0
         self._auth_pending: c.Authenticate | None = None
         self._idle_tag: str | None = None
 
@@ -170,10 +182,20 @@ class ImapSession:
             return None
         return self.selected.mailbox.id, self.selected.version
 
+    @property
+    def pending_output(self) -> int:
+        """Bytes of output not yet taken by :meth:`data_to_send`."""
+        return self._out_size
+
     def data_to_send(self) -> bytes:
-        data = bytes(self._out)
+        data = b"".join(self._out)
         self._out.clear()
+        self._out_size = 0
         return data
+
+    def close(self) -> None:
+        """The connection is gone: release what a half-received command holds (spool files)."""
+        self.parser.close()
 
     def bye(self, text: str) -> None:
         """End the session from the server side (shutdown, timeout)."""
@@ -189,6 +211,8 @@ class ImapSession:
         """Handle received bytes: every complete command is executed in order."""
         self.parser.feed(data)
         while not self.closed and not self.starttls_requested:
+            # A stranger gets small lines and literals; a logged-in user the configured ones.
+            self.parser.limits = self._limits if self.authenticated else self._pre_auth_limits
             try:
                 if self._auth_pending is not None or self._idle_tag is not None:
                     line = self.parser.next_line()
@@ -210,15 +234,24 @@ class ImapSession:
             if isinstance(event, NeedContinuation):
                 self._write(b"+ Ready for literal data\r\n")
                 continue
-            await self._execute(event)
+            try:
+                await self._execute(event)
+            finally:
+                if isinstance(event, c.Append):
+                    event.message.close()  # done, failed or cancelled: the spool file goes
 
     # --- plumbing ----------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        self._out += data
+        self._out.append(data)
+        self._out_size += len(data)
 
     def _untagged(self, data: bytes) -> None:
-        self._out += b"* " + data + b"\r\n"
+        self._write(b"* " + data + b"\r\n")
+
+    async def _flush_if_full(self) -> None:
+        if self.flush is not None and self._out_size > FLUSH_ABOVE:
+            await self.flush()
 
     def _reply(self, tag: str | None, exc: ImapError) -> None:
         """The one place where errors become protocol replies."""
@@ -535,8 +568,9 @@ class ImapSession:
 
     async def _do_append(self, cmd: c.Append) -> str:
         mailbox = await self._mailbox(cmd.mailbox, trycreate=True)
-        uidvalidity, uid = await self.store.append(mailbox.id, cmd.message, cmd.flags, cmd.date)
-        log.info("appended uid %d to mailbox %d (%d bytes)", uid, mailbox.id, len(cmd.message))
+        uidvalidity, uid = await self.store.append(mailbox.id, cmd.message.read(), cmd.flags,
+                                                   cmd.date)
+        log.info("appended uid %d to mailbox %d (%d bytes)", uid, mailbox.id, cmd.message.size)
         return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
 
     async def _do_idle(self, cmd: c.Idle) -> str | None:
@@ -584,7 +618,7 @@ class ImapSession:
     async def _do_fetch(self, cmd: c.Fetch) -> str:
         sel = self.selected
         assert sel is not None
-        attrs = cmd.attrs
+        attrs = _unique_items(cmd.attrs)
         if cmd.uid and not any(a.name == "UID" for a in attrs):
             attrs = (c.FetchAttr("UID"), *attrs)
         targets = self._targets(cmd.seqset, cmd.uid)
@@ -602,14 +636,13 @@ class ImapSession:
                         for a in attrs)
         needs_structure = any(a.name in STRUCTURE_ITEMS and a.section is None for a in attrs)
         missing = False
-        for start in range(0, len(targets), BODY_BATCH):
-            batch = targets[start:start + BODY_BATCH]
+        for batch in self._body_batches(targets, needs_raw or needs_structure):
             structures = {u: self.cache.get(sel.mailbox.id, u) for _, u in batch} \
                 if needs_structure else {}
             want = [u for _, u in batch if needs_raw or (needs_structure and not structures[u])]
             bodies = await self.store.fetch_bodies(sel.mailbox.id, want) if want else {}
             for seq, uid in batch:
-                raw = bodies.get(uid)
+                raw = bodies.pop(uid, None)
                 if uid in want and raw is None:
                     missing = True
                     continue
@@ -618,11 +651,32 @@ class ImapSession:
                     assert raw is not None
                     structure = self.cache.compute(sel.mailbox.id, uid, raw)
                 items = with_flags if uid in seen_changed else attrs
-                self._untagged(b"%d FETCH " % seq
-                               + render(sel.shown(sel.metas[uid]), items, raw, structure))
+                self._write(b"* %d FETCH " % seq)
+                for chunk in render_chunks(sel.shown(sel.metas[uid]), items, raw, structure):
+                    self._write(chunk)
+                    await self._flush_if_full()
+                self._write(b"\r\n")
         if missing:
             raise CommandNo("Some messages were expunged meanwhile", "EXPUNGEISSUED")
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
+
+    def _body_batches(self, targets: list[tuple[int, int]], bodies: bool,
+                      ) -> Iterator[list[tuple[int, int]]]:
+        """Targets in groups to load together: BODY_BATCH at most, and when bodies are loaded
+        no more than BODY_BATCH_BYTES of them (a group holds at least one message)."""
+        sel = self.selected
+        assert sel is not None
+        batch: list[tuple[int, int]] = []
+        size = 0
+        for target in targets:
+            weight = sel.metas[target[1]].size if bodies else 0
+            if batch and (len(batch) >= BODY_BATCH or size + weight > BODY_BATCH_BYTES):
+                yield batch
+                batch, size = [], 0
+            batch.append(target)
+            size += weight
+        if batch:
+            yield batch
 
     async def _do_storecmd(self, cmd: c.StoreCmd) -> str:
         sel = self._require_writable()
@@ -737,6 +791,18 @@ def _ascii_upper(text: str) -> str:
 
 
 _UPPER = {c: c - 32 for c in range(ord("a"), ord("z") + 1)}
+
+
+def _unique_items(attrs: tuple[c.FetchAttr, ...]) -> tuple[c.FetchAttr, ...]:
+    """Each fetch item once, in first-mention order (BODY[] and BODY.PEEK[] answer the same
+    item; the non-peeking one wins). ``BODY[] BODY[] ...`` a thousand times would otherwise
+    send the message a thousand times."""
+    unique: dict[c.FetchAttr, c.FetchAttr] = {}
+    for attr in attrs:
+        key = replace(attr, peek=False)
+        if key not in unique or not attr.peek:
+            unique[key] = attr
+    return tuple(unique.values())
 
 
 def _check_name_limits(name: str) -> None:
