@@ -281,6 +281,8 @@ class ImapSession:
             await self._sync(allow_expunge)
             self._reply(cmd.tag, _store_error(exc))
             return
+        except ConnectionError:
+            raise  # the client went away during a flush: the adapter ends the connection
         except Exception:
             log.exception("internal error in %s", cmd.name)
             self._reply(cmd.tag, CommandNo("Internal server error", "SERVERBUG"))

@@ -9,6 +9,8 @@ import tempfile
 from typing import IO
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailnode.imap import commands as c
 from mailnode.imap import session as imap_session
@@ -313,3 +315,42 @@ async def test_server_streams_big_fetch_and_refuses_big_pre_auth_literal(
         assert await asyncio.wait_for(reader.readline(), TIMEOUT) == b"f OK FETCH completed\r\n"
     finally:
         writer.close()
+
+
+async def test_client_gone_during_flush_ends_the_command_quietly(
+        store: MailStore, notifier: ChangeNotifier, caplog: pytest.LogCaptureFixture) -> None:
+    d, _, _, _ = await fetching_dialog(store, notifier, MiB)
+
+    async def gone() -> None:
+        raise ConnectionResetError("peer closed")
+
+    d.session.flush = gone
+    with pytest.raises(ConnectionResetError):
+        await d.send(b"f FETCH 1 BODY.PEEK[]\r\n")
+    assert "internal error" not in caplog.text and "Traceback" not in caplog.text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=0, max_size=300), st.lists(st.integers(1, 64), max_size=20),
+       st.booleans())
+def test_spooled_or_not_any_chunking_gives_the_same_message(body: bytes, cuts: list[int],
+                                                            sync: bool) -> None:
+    data = b"a APPEND INBOX {%d%s}\r\n" % (len(body), b"" if sync else b"+") + body + \
+        b"\r\nb NOOP\r\n"
+    for spool_above in (16, 1024):
+        spy = SpoolSpy()
+        p = CommandParser(Limits(spool_above=spool_above), spool=spy)
+        got: list[object] = []
+        pos = 0
+        for size in [*cuts, len(data)]:
+            p.feed(data[pos:pos + size])
+            pos += size
+            while (ev := p.next_event()) is not None:
+                if not isinstance(ev, NeedContinuation):
+                    got.append(ev)
+        assert len(got) == 2 and got[1] == c.Noop("b")
+        append = got[0]
+        assert isinstance(append, c.Append) and append.message.read() == body
+        assert append.message.spooled == (len(body) > spool_above)
+        append.message.close()
+        assert all(f.closed for f in spy.files)
