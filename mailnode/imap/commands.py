@@ -4,9 +4,55 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import IO, Literal
 
 from mailnode.imap.sequences import SequenceSet
+
+
+class LiteralBody:
+    """A literal the client sent as a value (APPEND's message): bytes when small, else an
+    unlinked temporary file the parser streamed it into, so a message of the maximum size is
+    never buffered whole while it arrives. Whoever holds it closes it; its repr never shows
+    content."""
+
+    __slots__ = ("_data", "_file", "size")
+
+    def __init__(self, data: bytes = b"", *, file: IO[bytes] | None = None,
+                 size: int | None = None) -> None:
+        self._data = data
+        self._file = file
+        self.size = len(data) if file is None else (size or 0)
+
+    @property
+    def spooled(self) -> bool:
+        """Whether the content is in a temporary file rather than in memory."""
+        return self._file is not None
+
+    def read(self) -> bytes:
+        """The whole content (the caller asked for it: one copy, when it is needed)."""
+        if self._file is None:
+            return self._data
+        self._file.seek(0)
+        return self._file.read()
+
+    def close(self) -> None:
+        """Release the temporary file (it is unlinked already, so closing removes it)."""
+        if self._file is not None:
+            self._file.close()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LiteralBody):
+            return NotImplemented
+        if self._file is None and other._file is None:
+            return self._data == other._data
+        return self is other
+
+    def __hash__(self) -> int:
+        return hash(self._data) if self._file is None else id(self)
+
+    def __repr__(self) -> str:
+        return f"LiteralBody(size={self.size})"
+
 
 # --- FETCH -----------------------------------------------------------------------------------
 
@@ -247,10 +293,10 @@ class Append(Command):
     mailbox: str
     flags: frozenset[str]
     date: datetime | None
-    message: bytes
+    message: LiteralBody
 
     def __repr__(self) -> str:  # message content stays out of logs
-        return f"Append(tag={self.tag!r}, mailbox={self.mailbox!r}, size={len(self.message)})"
+        return f"Append(tag={self.tag!r}, mailbox={self.mailbox!r}, size={self.message.size})"
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 
 from mailnode.imap import commands as c
 from mailnode.imap import mime
-from mailnode.imap.responses import date_time, flags, literal
+from mailnode.imap.responses import date_time, flags
 from mailnode.store.api import MessageMeta
 
 STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
@@ -63,28 +64,40 @@ def body_section(raw: bytes, attr: c.FetchAttr) -> bytes:
 def render(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes | None,
            structure: dict[str, bytes] | None) -> bytes:
     """The parenthesised item list of one ``* n FETCH (...)`` response."""
-    out: list[bytes] = []
-    for attr in attrs:
+    return b"".join(render_chunks(meta, attrs, raw, structure))
+
+
+def render_chunks(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes | None,
+                  structure: dict[str, bytes] | None) -> Iterator[bytes]:
+    """:func:`render` in pieces, a literal's data on its own: the session sends them as they
+    come, so a response is never built whole (a FETCH may name a message's body many times)."""
+    yield b"("
+    for i, attr in enumerate(attrs):
+        if i:
+            yield b" "
         name = attr.name
         if name == "FLAGS":
-            out.append(b"FLAGS " + flags(meta.flags))
+            yield b"FLAGS " + flags(meta.flags)
         elif name == "UID":
-            out.append(b"UID %d" % meta.uid)
+            yield b"UID %d" % meta.uid
         elif name == "INTERNALDATE":
-            out.append(b"INTERNALDATE " + date_time(meta.internaldate))
+            yield b"INTERNALDATE " + date_time(meta.internaldate)
         elif name == "RFC822.SIZE":
-            out.append(b"RFC822.SIZE %d" % meta.size)
+            yield b"RFC822.SIZE %d" % meta.size
         elif name in STRUCTURE_ITEMS and attr.section is None:
             assert structure is not None
-            out.append(name.encode() + b" " + structure[name])
+            yield name.encode() + b" " + structure[name]
         else:
             assert raw is not None
             if name == "RFC822":
-                out.append(b"RFC822 " + literal(raw))
+                data = raw
             elif name == "RFC822.HEADER":
-                out.append(b"RFC822.HEADER " + literal(mime.split_header(raw)[0]))
+                data = mime.split_header(raw)[0]
             elif name == "RFC822.TEXT":
-                out.append(b"RFC822.TEXT " + literal(mime.split_header(raw)[1]))
+                data = mime.split_header(raw)[1]
             else:
-                out.append(section_name(attr) + b" " + literal(body_section(raw, attr)))
-    return b"(" + b" ".join(out) + b")"
+                name = section_name(attr).decode("ascii")
+                data = body_section(raw, attr)
+            yield name.encode("ascii") + b" {%d}\r\n" % len(data)
+            yield data
+    yield b")"

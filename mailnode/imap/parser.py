@@ -3,16 +3,19 @@
 The parser never reads from a socket. The adapter feeds whatever bytes arrived and asks for the
 next event; a synchronising literal yields :class:`NeedContinuation` so the adapter can send
 ``+ Ready`` before the client sends the literal. All resource limits live here, so a hostile
-client cannot make the server buffer more than the limits allow.
+client cannot make the server buffer more than the limits allow. A literal larger than
+``Limits.spool_above`` is written to a temporary file as it arrives (the only I/O done here,
+through an injectable factory), so even a maximum-size APPEND never sits whole in the buffer.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from mailnode.imap import commands as c
 from mailnode.imap import utf7
@@ -23,6 +26,7 @@ from mailnode.sasl import SaslError, b64decode_strict
 T = TypeVar("T")
 
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,10})(\+?)\}\Z")
+_LITERAL = re.compile(rb"\{\d+\+?\}")
 _ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0x20)) | {0x7F}
 _TAG_SPECIALS = _ATOM_SPECIALS | {ord("+")}
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -55,6 +59,11 @@ class NeedContinuation:
     size: int
 
 
+PRE_AUTH_LINE = 8 * 1024
+PRE_AUTH_LITERAL = 8 * 1024
+"""Before login a client needs no more than a LOGIN or AUTHENTICATE: a stranger gets this."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Resource bounds; ``max_literal`` is usually the node's maximum message size."""
@@ -64,20 +73,48 @@ class Limits:
     max_literals: int = 64
     max_depth: int = 16
     max_items: int = 1024
+    spool_above: int = 256 * 1024
+    """Literals larger than this go to a temporary file as they arrive, not to the buffer."""
+
+    def before_login(self) -> Limits:
+        """The bounds for a client that has not logged in: small lines, small literals."""
+        return replace(self, max_line=min(self.max_line, PRE_AUTH_LINE),
+                       max_literal=min(self.max_literal, PRE_AUTH_LITERAL))
+
+
+def _temporary_file() -> IO[bytes]:
+    # Unlinked at once on POSIX: nothing is left on disk whatever happens to the connection.
+    return tempfile.TemporaryFile(prefix="mailnode-literal-")
 
 
 class CommandParser:
     """Incremental framing (lines + literals) and parsing of IMAP commands."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None,
+                 spool: Callable[[], IO[bytes]] = _temporary_file) -> None:
         self.limits = limits or Limits()
+        self._spool_factory = spool
         self._buf = bytearray()
         self._text = bytearray()
-        self._literals: dict[int, bytes] = {}
+        self._literals: dict[int, bytes | c.LiteralBody] = {}
         self._literal_bytes = 0
         self._pending: int | None = None
+        """Bytes of the current literal still to come."""
         self._pending_sync = False
         self._announced = False
+        self._spool: IO[bytes] | None = None
+        self._spool_size = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held in memory for the command being received (the spool file not counted)."""
+        return len(self._buf) + len(self._text) + sum(
+            len(v) for v in self._literals.values() if isinstance(v, bytes))
+
+    def close(self) -> None:
+        """Drop everything buffered and close spool files (the connection is gone)."""
+        self._buf.clear()
+        self._reset()
 
     def feed(self, data: bytes) -> None:
         """Add bytes received from the client."""
@@ -111,13 +148,23 @@ class CommandParser:
         while True:
             if self._pending is not None:
                 n = self._pending
-                if len(self._buf) < n:
+                if self._spool is not None and self._buf:
+                    take = min(n, len(self._buf))
+                    self._spool.write(self._buf[:take])
+                    del self._buf[:take]
+                    n = self._pending = n - take
+                if self._spool is not None and n == 0:
+                    self._literals[len(self._text)] = c.LiteralBody(file=self._spool,
+                                                                    size=self._spool_size)
+                    self._spool = None
+                elif self._spool is None and len(self._buf) >= n:
+                    self._literals[len(self._text)] = bytes(self._buf[:n])
+                    del self._buf[:n]
+                else:
                     if self._pending_sync and not self._announced:
                         self._announced = True
                         return NeedContinuation(n)
                     return None
-                self._literals[len(self._text)] = bytes(self._buf[:n])
-                del self._buf[:n]
                 self._pending = None
                 continue
             line = self.next_line_or_flood()
@@ -132,6 +179,7 @@ class CommandParser:
                 raise ParseError("Command too long", tag, fatal=True)
             if marker is None:
                 text, literals = bytes(self._text + line), self._literals
+                self._literals = {}  # handed to the command (or closed if it is invalid)
                 self._reset()
                 return _parse_command(text, literals, self.limits)
             size, sync, start = marker
@@ -152,6 +200,9 @@ class CommandParser:
             self._pending = size
             self._pending_sync = sync
             self._announced = False
+            if size > self.limits.spool_above:
+                self._spool = self._spool_factory()
+                self._spool_size = size
             # When the literal arrives it is keyed by len(self._text), i.e. the offset just
             # after its "{n}" marker, which is where the reader will look for it.
 
@@ -166,11 +217,21 @@ class CommandParser:
             raise ParseError(exc.text, tag, fatal=True) from None
 
     def _reset(self) -> None:
+        _close_spooled(self._literals.values())
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
         self._text = bytearray()
         self._literals = {}
         self._literal_bytes = 0
         self._pending = None
         self._announced = False
+
+
+def _close_spooled(values: Iterable[bytes | c.LiteralBody]) -> None:
+    for value in values:
+        if isinstance(value, c.LiteralBody):
+            value.close()
 
 
 def _literal_marker(line: bytes) -> tuple[int, bool, int] | None:
@@ -207,9 +268,12 @@ class _Reader:
     """Recursive-descent reader over one command's text; literals sit beside the text,
     keyed by the offset just after their ``{n}`` marker."""
 
-    def __init__(self, text: bytes, literals: dict[int, bytes], limits: Limits) -> None:
+    def __init__(self, text: bytes, literals: dict[int, bytes | c.LiteralBody],
+                 limits: Limits) -> None:
         self.text = text
         self.literals = literals
+        self.handed: set[int] = set()
+        """Keys of spooled literals now owned by the command being built."""
         self.limits = limits
         self.pos = 0
         self.tag: str | None = None
@@ -271,12 +335,27 @@ class _Reader:
             raise self.error("Number too large")
         return value
 
-    def literal(self) -> bytes:
-        m = re.compile(rb"\{\d+\+?\}").match(self.text, self.pos)
+    def _literal_value(self) -> tuple[int, bytes | c.LiteralBody]:
+        m = _LITERAL.match(self.text, self.pos)
         if m is None or m.end() not in self.literals:
             raise self.error("Invalid literal")
         self.pos = m.end()
-        return self.literals[m.end()]
+        return m.end(), self.literals[m.end()]
+
+    def literal(self) -> bytes:
+        """A literal used as a string: only ones small enough to stay in memory."""
+        _, value = self._literal_value()
+        if isinstance(value, c.LiteralBody):
+            raise self.error("Literal too large for this argument", code="TOOBIG")
+        return value
+
+    def literal_body(self) -> c.LiteralBody:
+        """A literal used as a value (APPEND's message), spooled or not."""
+        key, value = self._literal_value()
+        if isinstance(value, bytes):
+            return c.LiteralBody(value)
+        self.handed.add(key)
+        return value
 
     def quoted(self) -> bytes:
         self.expect(b'"')
@@ -550,7 +629,7 @@ def _p_append(r: _Reader, tag: str) -> c.Command:
         r.sp()
     if r.peek() != 0x7B:
         raise r.error("APPEND needs the message as a literal")
-    message = r.literal()
+    message = r.literal_body()
     r.end()
     return c.Append(tag, name, flags, date, message)
 
@@ -775,8 +854,21 @@ _UID_CAPABLE: dict[str, Callable[[_Reader, str, bool], c.Command]] = {
 }
 
 
-def _parse_command(text: bytes, literals: dict[int, bytes], limits: Limits) -> c.Command:
+def _parse_command(text: bytes, literals: dict[int, bytes | c.LiteralBody],
+                   limits: Limits) -> c.Command:
+    """Parse one command; spooled literals it did not take over are closed, all of them if
+    the command is invalid."""
     r = _Reader(text, literals, limits)
+    try:
+        cmd = _dispatch(r)
+    except BaseException:
+        _close_spooled(literals.values())
+        raise
+    _close_spooled(v for k, v in literals.items() if k not in r.handed)
+    return cmd
+
+
+def _dispatch(r: _Reader) -> c.Command:
     raw_tag = r._run(lambda ch: ch not in _TAG_SPECIALS and ch < 0x80)
     if not raw_tag or r.peek() != 0x20:
         raise ParseError("Missing or invalid tag")

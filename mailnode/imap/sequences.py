@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _RANGE = re.compile(rb"(\d+|\*)(?::(\d+|\*))?")
 MAX_NUMBER = 0xFFFFFFFF
@@ -16,9 +17,18 @@ class SequenceSetError(ValueError):
 
 @dataclass(frozen=True)
 class SequenceSet:
-    """Ranges as ``(low, high)`` pairs where ``None`` stands for ``*`` (the largest value)."""
+    """Ranges as ``(low, high)`` pairs where ``None`` stands for ``*`` (the largest value).
+
+    A client controls how many ranges there are (tens of thousands fit in one line) and how
+    wide they are (``1:4294967295``), so every selection works on the ranges normalised once
+    (sorted, merged) and never on every number a range spans: cost grows with the number of
+    ranges and the size of the result, not with their product.
+    """
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    _merged: dict[int, tuple[list[int], list[int]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False)
+    """Normalised ranges per value of ``*``: (sorted starts, matching ends), disjoint."""
 
     @classmethod
     def parse(cls, raw: bytes) -> SequenceSet:
@@ -41,13 +51,30 @@ class SequenceSet:
 
         return ",".join(one(lo) if lo == hi else f"{one(lo)}:{one(hi)}" for lo, hi in self.ranges)
 
-    def _bounds(self, largest: int) -> list[tuple[int, int]]:
-        out = []
+    def _normalised(self, largest: int) -> tuple[list[int], list[int]]:
+        """Disjoint, ascending ``(starts, ends)`` with ``*`` read as ``largest``; cached, so
+        SEARCH's per-message :meth:`contains` costs a bisection, not a pass over the ranges."""
+        cached = self._merged.get(largest)
+        if cached is not None:
+            return cached
+        bounds = []
         for lo, hi in self.ranges:
             a = largest if lo is None else lo
             b = largest if hi is None else hi
-            out.append((min(a, b), max(a, b)))
-        return out
+            bounds.append((min(a, b), max(a, b)))
+        bounds.sort()
+        starts: list[int] = []
+        ends: list[int] = []
+        for a, b in bounds:
+            if ends and a <= ends[-1] + 1:
+                ends[-1] = max(ends[-1], b)
+            else:
+                starts.append(a)
+                ends.append(b)
+        if len(self._merged) >= 4:  # a set is used with one or two values of "*"
+            self._merged.clear()
+        self._merged[largest] = (starts, ends)
+        return starts, ends
 
     def has_explicit_above(self, limit: int) -> bool:
         """Whether a range made only of literal numbers exceeds ``limit``; such sets are
@@ -60,21 +87,29 @@ class SequenceSet:
         """Sequence numbers 1..count selected by this set, ascending, without duplicates."""
         if count == 0:
             return []
-        chosen: set[int] = set()
-        for a, b in self._bounds(count):
-            chosen.update(range(max(a, 1), min(b, count) + 1))
-        return sorted(chosen)
+        out: list[int] = []
+        for a, b in zip(*self._normalised(count), strict=True):
+            if a > count:
+                break
+            out.extend(range(a, min(b, count) + 1))
+        return out
 
     def uids(self, existing: Sequence[int]) -> list[int]:
         """Existing uids (ascending list) selected by this set; ``*`` is the largest uid."""
         if not existing:
             return []
-        bounds = self._bounds(existing[-1])
-        return [u for u in existing if any(a <= u <= b for a, b in bounds)]
+        out: list[int] = []
+        for a, b in zip(*self._normalised(existing[-1]), strict=True):
+            if a > existing[-1]:
+                break
+            out.extend(existing[bisect_left(existing, a):bisect_right(existing, b)])
+        return out
 
     def contains(self, value: int, largest: int) -> bool:
         """Membership test, ``*`` meaning ``largest`` (used by SEARCH)."""
-        return any(a <= value <= b for a, b in self._bounds(largest))
+        starts, ends = self._normalised(largest)
+        i = bisect_right(starts, value) - 1
+        return i >= 0 and value <= ends[i]
 
 
 def _number(raw: bytes) -> int | None:

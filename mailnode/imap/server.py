@@ -122,6 +122,7 @@ class ImapServer:
             deadline.cancel()
             self.table.release(conn)
             self._connections.discard(task)
+            session.close()
             with contextlib.suppress(Exception):
                 writer.write(session.data_to_send())
             writer.close()
@@ -140,6 +141,11 @@ class ImapServer:
 
     async def _serve(self, session: ImapSession, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
+        async def flush() -> None:  # a large FETCH goes out in pieces, at the client's pace
+            writer.write(session.data_to_send())
+            await writer.drain()
+
+        session.flush = flush
         writer.write(session.greeting())
         await writer.drain()
         read_task: asyncio.Task[bytes] | None = None

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
-from collections.abc import Awaitable, Callable
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
@@ -18,7 +18,7 @@ from mailnode.imap import commands as c
 from mailnode.imap import responses as r
 from mailnode.imap import search, utf7
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
-from mailnode.imap.fetch import STRUCTURE_ITEMS, StructureCache, render
+from mailnode.imap.fetch import STRUCTURE_ITEMS, StructureCache, render_chunks
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
@@ -42,6 +42,19 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE
                      "UNSELECT", "CHILDREN", "SPECIAL-USE", "MOVE")
 PRE_AUTH_CAPABILITIES = ("SASL-IR", "AUTH=PLAIN")
 BODY_BATCH = 64
+BODY_BATCH_BYTES = 1024 * 1024
+"""FETCH/SEARCH load at most BODY_BATCH bodies at once, and FETCH no more than about this many
+bytes of them (at least one message), so memory stays near one message, not 64 of them."""
+FLUSH_ABOVE = 256 * 1024
+"""Once this much output is pending in a FETCH, the session hands it to the adapter (which
+writes and drains) before rendering more."""
+MAX_PATTERN_LENGTH = 1024
+"""Longest LIST reference + pattern (characters); a longer one gets ``NO [LIMIT]``."""
+MAX_MAILBOXES = 10_000
+"""Mailboxes per user: CREATE beyond it gets ``NO [LIMIT]``, so one LIST stays bounded."""
+MAX_NAME_LENGTH = 512
+MAX_NAME_DEPTH = 32
+"""Longest mailbox name (characters) and deepest hierarchy a CREATE or RENAME may make."""
 _SYSTEM_FLAG_LIST = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
@@ -134,12 +147,18 @@ class ImapSession:
         self.starttls_requested = False
         """Set once STARTTLS is answered; the adapter then upgrades the connection."""
         self.notifier = notifier
-        self.parser = CommandParser(limits)
+        self._limits = limits or Limits()
+        self._pre_auth_limits = self._limits.before_login()
+        self.parser = CommandParser(self._pre_auth_limits)
         self.cache = cache or StructureCache()
         self.state = State.NOT_AUTHENTICATED
         self.user: User | None = None
         self.selected: Selected | None = None
-        self._out = bytearray()
+        self.flush: Callable[[], Awaitable[None]] | None = None
+        """Set by the adapter: sends :meth:`data_to_send` and waits until the peer took it.
+        A large FETCH awaits it between pieces; without it output just accumulates."""
+        self._out: list[bytes] = []
+        self._out_size = 0
         self._auth_pending: c.Authenticate | None = None
         self._idle_tag: str | None = None
 
@@ -171,10 +190,20 @@ class ImapSession:
             return None
         return self.selected.mailbox.id, self.selected.version
 
+    @property
+    def pending_output(self) -> int:
+        """Bytes of output not yet taken by :meth:`data_to_send`."""
+        return self._out_size
+
     def data_to_send(self) -> bytes:
-        data = bytes(self._out)
+        data = b"".join(self._out)
         self._out.clear()
+        self._out_size = 0
         return data
+
+    def close(self) -> None:
+        """The connection is gone: release what a half-received command holds (spool files)."""
+        self.parser.close()
 
     def bye(self, text: str) -> None:
         """End the session from the server side (shutdown, timeout)."""
@@ -205,6 +234,8 @@ class ImapSession:
         """Handle received bytes: every complete command is executed in order."""
         self.parser.feed(data)
         while not self.closed and not self.starttls_requested:
+            # A stranger gets small lines and literals; a logged-in user the configured ones.
+            self.parser.limits = self._limits if self.authenticated else self._pre_auth_limits
             try:
                 if self._auth_pending is not None or self._idle_tag is not None:
                     line = self.parser.next_line()
@@ -226,15 +257,24 @@ class ImapSession:
             if isinstance(event, NeedContinuation):
                 self._write(b"+ Ready for literal data\r\n")
                 continue
-            await self._execute(event)
+            try:
+                await self._execute(event)
+            finally:
+                if isinstance(event, c.Append):
+                    event.message.close()  # done, failed or cancelled: the spool file goes
 
     # --- plumbing ----------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        self._out += data
+        self._out.append(data)
+        self._out_size += len(data)
 
     def _untagged(self, data: bytes) -> None:
-        self._out += b"* " + data + b"\r\n"
+        self._write(b"* " + data + b"\r\n")
+
+    async def _flush_if_full(self) -> None:
+        if self.flush is not None and self._out_size > FLUSH_ABOVE:
+            await self.flush()
 
     def _reply(self, tag: str | None, exc: ImapError) -> None:
         """The one place where errors become protocol replies."""
@@ -266,6 +306,8 @@ class ImapSession:
             await self._sync(allow_expunge)
             self._reply(cmd.tag, _store_error(exc))
             return
+        except ConnectionError:
+            raise  # the client went away during a flush: the adapter ends the connection
         except Exception:
             log.exception("internal error in %s", cmd.name)
             self._reply(cmd.tag, CommandNo("Internal server error", "SERVERBUG"))
@@ -457,26 +499,22 @@ class ImapSession:
         if cmd.pattern == "" and not cmd.lsub:
             self._untagged(b'LIST (\\Noselect) "/" ""')
             return "LIST completed"
+        if len(cmd.reference) + len(cmd.pattern) > MAX_PATTERN_LENGTH:
+            raise CommandNo("Mailbox pattern too long", "LIMIT")
         mailboxes = await self.store.list_mailboxes(self.user.id)
         special = {m.name: m.special_use for m in mailboxes}
-        if cmd.lsub:
-            names = await self.store.subscriptions(self.user.id)
-        else:  # parents that are not mailboxes themselves show up as \Noselect
-            names = set(special)
-            for name in list(names):
-                parts = name.split(DELIMITER)
-                for i in range(1, len(parts)):
-                    names.add(DELIMITER.join(parts[:i]))
-        pattern = _pattern(cmd.reference + cmd.pattern)
-        inbox_pattern = re.compile(pattern.pattern, re.IGNORECASE)
+        names = await self.store.subscriptions(self.user.id) if cmd.lsub else set(special)
+        if not cmd.lsub:  # parents that are not mailboxes themselves show up as \Noselect
+            _add_parents(names)
+        matches = ListPattern(cmd.reference + cmd.pattern)
+        ordered = sorted(names)
         for name in sorted(names, key=lambda n: (n != "INBOX", n)):
-            if not (pattern.fullmatch(name) or (name == "INBOX" and inbox_pattern.fullmatch(name))):
+            if not matches(name):
                 continue
             attrs = []
             if name not in special:
                 attrs.append("\\Noselect")
-            has_children = any(n.startswith(name + DELIMITER) for n in names)
-            attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
+            attrs.append("\\HasChildren" if _has_children(ordered, name) else "\\HasNoChildren")
             if special.get(name):
                 attrs.append(str(special[name]))
             self._untagged(word + b" (" + " ".join(attrs).encode() + b') "/" '
@@ -528,6 +566,9 @@ class ImapSession:
             raise CommandBad("Invalid mailbox name")
         if name == "INBOX":
             raise CommandNo("INBOX always exists", "ALREADYEXISTS")
+        _check_name_limits(name)
+        if len(await self.store.list_mailboxes(self.user.id)) >= MAX_MAILBOXES:
+            raise CommandNo(f"At most {MAX_MAILBOXES} mailboxes per user", "LIMIT")
         await self.store.create_mailbox(self.user.id, name)
         return "CREATE completed"
 
@@ -546,6 +587,7 @@ class ImapSession:
         new = cmd.new.rstrip(DELIMITER)
         if not new or new == "INBOX":
             raise CommandNo("Invalid target name", "CANNOT")
+        _check_name_limits(new)
         await self.store.rename_mailbox(self.user.id, cmd.old, new)
         if self.selected is not None and self.selected.mailbox.name == cmd.old:
             self.selected = None  # renamed under us: a new mailbox now (new UIDVALIDITY)
@@ -561,8 +603,9 @@ class ImapSession:
 
     async def _do_append(self, cmd: c.Append) -> str:
         mailbox = await self._mailbox(cmd.mailbox, trycreate=True)
-        uidvalidity, uid = await self.store.append(mailbox.id, cmd.message, cmd.flags, cmd.date)
-        log.info("appended uid %d to mailbox %d (%d bytes)", uid, mailbox.id, len(cmd.message))
+        uidvalidity, uid = await self.store.append(mailbox.id, cmd.message.read(), cmd.flags,
+                                                   cmd.date)
+        log.info("appended uid %d to mailbox %d (%d bytes)", uid, mailbox.id, cmd.message.size)
         return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
 
     async def _do_idle(self, cmd: c.Idle) -> str | None:
@@ -610,7 +653,7 @@ class ImapSession:
     async def _do_fetch(self, cmd: c.Fetch) -> str:
         sel = self.selected
         assert sel is not None
-        attrs = cmd.attrs
+        attrs = _unique_items(cmd.attrs)
         if cmd.uid and not any(a.name == "UID" for a in attrs):
             attrs = (c.FetchAttr("UID"), *attrs)
         targets = self._targets(cmd.seqset, cmd.uid)
@@ -628,14 +671,13 @@ class ImapSession:
                         for a in attrs)
         needs_structure = any(a.name in STRUCTURE_ITEMS and a.section is None for a in attrs)
         missing = False
-        for start in range(0, len(targets), BODY_BATCH):
-            batch = targets[start:start + BODY_BATCH]
+        for batch in self._body_batches(targets, needs_raw or needs_structure):
             structures = {u: self.cache.get(sel.mailbox.id, u) for _, u in batch} \
                 if needs_structure else {}
             want = [u for _, u in batch if needs_raw or (needs_structure and not structures[u])]
             bodies = await self.store.fetch_bodies(sel.mailbox.id, want) if want else {}
             for seq, uid in batch:
-                raw = bodies.get(uid)
+                raw = bodies.pop(uid, None)
                 if uid in want and raw is None:
                     missing = True
                     continue
@@ -644,11 +686,32 @@ class ImapSession:
                     assert raw is not None
                     structure = self.cache.compute(sel.mailbox.id, uid, raw)
                 items = with_flags if uid in seen_changed else attrs
-                self._untagged(b"%d FETCH " % seq
-                               + render(sel.shown(sel.metas[uid]), items, raw, structure))
+                self._write(b"* %d FETCH " % seq)
+                for chunk in render_chunks(sel.shown(sel.metas[uid]), items, raw, structure):
+                    self._write(chunk)
+                    await self._flush_if_full()
+                self._write(b"\r\n")
         if missing:
             raise CommandNo("Some messages were expunged meanwhile", "EXPUNGEISSUED")
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
+
+    def _body_batches(self, targets: list[tuple[int, int]], bodies: bool,
+                      ) -> Iterator[list[tuple[int, int]]]:
+        """Targets in groups to load together: BODY_BATCH at most, and when bodies are loaded
+        no more than BODY_BATCH_BYTES of them (a group holds at least one message)."""
+        sel = self.selected
+        assert sel is not None
+        batch: list[tuple[int, int]] = []
+        size = 0
+        for target in targets:
+            weight = sel.metas[target[1]].size if bodies else 0
+            if batch and (len(batch) >= BODY_BATCH or size + weight > BODY_BATCH_BYTES):
+                yield batch
+                batch, size = [], 0
+            batch.append(target)
+            size += weight
+        if batch:
+            yield batch
 
     async def _do_storecmd(self, cmd: c.StoreCmd) -> str:
         sel = self._require_writable()
@@ -707,17 +770,101 @@ class ImapSession:
         return f"{code}{verb} completed"
 
 
-def _pattern(pattern: str) -> re.Pattern[str]:
-    """A LIST pattern as a regex: ``*`` matches anything, ``%`` stops at the delimiter."""
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append(f"[^{re.escape(DELIMITER)}]*")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
+class ListPattern:
+    """A LIST/LSUB pattern: ``*`` matches anything, ``%`` anything but the delimiter.
+
+    The pattern comes from the client, so it is never turned into a backtracking regex (``*a*a*a
+    ...b`` against a long name would run for ages). Matching simulates the pattern as an NFA
+    whose state set is a bit mask over pattern positions: one pass over the name, a few integer
+    operations per character, whatever the pattern. INBOX matches case-insensitively.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        collapsed: list[str] = []
+        for ch in pattern:  # a run of wildcards is one "*" if it has one, else one "%"
+            if ch in "*%" and collapsed and collapsed[-1] in "*%":
+                if ch == "*":
+                    collapsed[-1] = "*"
+                continue
+            collapsed.append(ch)
+        self._size = len(collapsed)
+        self._star = self._percent = 0
+        self._chars: dict[str, int] = {}
+        for i, ch in enumerate(collapsed):
+            if ch == "*":
+                self._star |= 1 << i
+            elif ch == "%":
+                self._percent |= 1 << i
+            else:
+                self._chars[ch] = self._chars.get(ch, 0) | 1 << i
+        self._inbox = ListPattern(_ascii_upper(pattern)) if pattern != _ascii_upper(pattern) \
+            else self
+
+    def __call__(self, name: str) -> bool:
+        if self._run(name):
+            return True
+        return name == "INBOX" and self._inbox is not self and self._inbox._run(name)
+
+    def _closure(self, states: int) -> int:
+        # A wildcard may match nothing: its position also enables the next one. Wildcard runs
+        # are collapsed, so one step reaches every position.
+        return states | (states & (self._star | self._percent)) << 1
+
+    def _run(self, name: str) -> bool:
+        states = self._closure(1)
+        star, percent, chars = self._star, self._percent, self._chars
+        for ch in name:
+            stay = star if ch == DELIMITER else star | percent
+            states = self._closure((states & stay) | (states & chars.get(ch, 0)) << 1)
+            if not states:
+                return False
+        return bool(states >> self._size & 1)
+
+
+def _ascii_upper(text: str) -> str:
+    return text.translate(_UPPER)
+
+
+_UPPER = {c: c - 32 for c in range(ord("a"), ord("z") + 1)}
+
+
+def _unique_items(attrs: tuple[c.FetchAttr, ...]) -> tuple[c.FetchAttr, ...]:
+    """Each fetch item once, in first-mention order (BODY[] and BODY.PEEK[] answer the same
+    item; the non-peeking one wins). ``BODY[] BODY[] ...`` a thousand times would otherwise
+    send the message a thousand times."""
+    unique: dict[c.FetchAttr, c.FetchAttr] = {}
+    for attr in attrs:
+        key = replace(attr, peek=False)
+        if key not in unique or not attr.peek:
+            unique[key] = attr
+    return tuple(unique.values())
+
+
+def _check_name_limits(name: str) -> None:
+    if len(name) > MAX_NAME_LENGTH or name.count(DELIMITER) >= MAX_NAME_DEPTH:
+        raise CommandNo(f"Mailbox names are limited to {MAX_NAME_LENGTH} characters and "
+                        f"{MAX_NAME_DEPTH} levels", "LIMIT")
+
+
+def _add_parents(names: set[str]) -> None:
+    """Add every ancestor of every name; stops climbing at an ancestor already present, so the
+    work is linear in the total length of the names."""
+    for name in list(names):
+        cut = name.rfind(DELIMITER)
+        while cut > 0:
+            parent = name[:cut]
+            if parent in names:
+                break
+            names.add(parent)
+            cut = name.rfind(DELIMITER, 0, cut)
+
+
+def _has_children(ordered: list[str], name: str) -> bool:
+    """Whether any name in the sorted list lies below ``name``: descendants sort right after
+    ``name + DELIMITER``, so one bisection finds out (a scan per name was quadratic)."""
+    prefix = name + DELIMITER
+    i = bisect_left(ordered, prefix)
+    return i < len(ordered) and ordered[i].startswith(prefix)
 
 
 def _store_error(exc: StoreError) -> ImapError:

@@ -129,20 +129,20 @@ def test_append_with_flags_date_and_literal() -> None:
     p.feed(b"hello\r\n")
     cmd = p.next_event()
     assert isinstance(cmd, c.Append)
-    assert cmd.message == b"hello"
+    assert cmd.message.read() == b"hello"
     assert cmd.flags == {"\\Seen"}
     assert cmd.date == datetime(2024, 3, 5, 10, 11, 12, tzinfo=timezone(timedelta(hours=1)))
 
 
 def test_literal_plus_needs_no_continuation() -> None:
     assert events(b"a APPEND INBOX {3+}\r\nabc\r\n") == [
-        c.Append("a", "INBOX", frozenset(), None, b"abc")]
+        c.Append("a", "INBOX", frozenset(), None, c.LiteralBody(b"abc"))]
 
 
 def test_literal_bytes_are_opaque() -> None:
     body = b"a {9}\r\n\"x\r\n\\\x00)"
     cmd = parse_one(b"t APPEND INBOX {%d+}\r\n" % len(body) + body + b"\r\n")
-    assert isinstance(cmd, c.Append) and cmd.message == body
+    assert isinstance(cmd, c.Append) and cmd.message.read() == body
 
 
 def test_login_with_literals() -> None:

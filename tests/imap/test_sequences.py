@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailnode.imap import utf7
 from mailnode.imap.sequences import SequenceSet, SequenceSetError, compress
@@ -59,3 +61,69 @@ def test_mailbox_names_round_trip_through_modified_utf7(name: str) -> None:
 def test_known_modified_utf7() -> None:
     assert utf7.encode("Entw\u00fcrfe") == b"Entw&APw-rfe"
     assert utf7.encode("a&b") == b"a&-b"
+
+
+# --- hostile sets: the result equals a plain reference, and the work does not multiply ------
+
+def reference_seqs(seqset: SequenceSet, count: int) -> list[int]:
+    return [n for n in range(1, count + 1) if reference_contains(seqset, n, count)]
+
+
+def reference_uids(seqset: SequenceSet, existing: list[int]) -> list[int]:
+    largest = existing[-1] if existing else 0
+    return [u for u in existing if reference_contains(seqset, u, largest)]
+
+
+def reference_contains(seqset: SequenceSet, value: int, largest: int) -> bool:
+    for lo, hi in seqset.ranges:
+        a = largest if lo is None else lo
+        b = largest if hi is None else hi
+        if min(a, b) <= value <= max(a, b):
+            return True
+    return False
+
+
+_BOUND = st.one_of(st.none(), st.integers(1, 60))
+_SETS = st.lists(st.tuples(_BOUND, _BOUND), min_size=1, max_size=12).map(
+    lambda ranges: SequenceSet(tuple(ranges)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_SETS, st.integers(0, 50))
+def test_seqs_equal_reference(seqset: SequenceSet, count: int) -> None:
+    assert seqset.seqs(count) == reference_seqs(seqset, count)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_SETS, st.lists(st.integers(1, 70), max_size=30, unique=True).map(sorted))
+def test_uids_and_contains_equal_reference(seqset: SequenceSet, existing: list[int]) -> None:
+    assert seqset.uids(existing) == reference_uids(seqset, existing)
+    largest = existing[-1] if existing else 0
+    for value in range(1, 75):
+        assert seqset.contains(value, largest) == reference_contains(seqset, value, largest)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_SETS)
+def test_parse_round_trips(seqset: SequenceSet) -> None:
+    assert SequenceSet.parse(str(seqset).encode()) == seqset
+
+
+def test_thousands_of_whole_range_copies_select_each_message_once() -> None:
+    # The shape a hostile client sends: 6,000 copies of 1:4294967295 (fits in a 64 KiB line).
+    raw = b",".join([b"1:4294967295"] * 6000)
+    seqset = SequenceSet.parse(raw)
+    existing = list(range(1, 100_001))
+    assert seqset.uids(existing) == existing
+    assert seqset.seqs(100_000) == existing
+    assert seqset.contains(99_999, 100_000)
+    assert len(seqset._normalised(100_000)[0]) == 1  # merged into one range
+
+
+def test_thousands_of_single_numbers_against_many_messages() -> None:
+    raw = b",".join(b"%d" % n for n in range(1, 20_000, 2))
+    seqset = SequenceSet.parse(raw)
+    existing = list(range(1, 100_001))
+    assert seqset.uids(existing) == list(range(1, 20_000, 2))
+    assert seqset.seqs(100_000) == list(range(1, 20_000, 2))
+    assert [n for n in range(1, 30) if seqset.contains(n, 100_000)] == list(range(1, 30, 2))
