@@ -181,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
+    from mailnode.delivery.headers import authserv_id
     from mailnode.keys import load_node_key
     from mailnode.runstate import read_status
     from mailnode.store.database import Database
@@ -201,6 +202,8 @@ def cmd_status(args: argparse.Namespace) -> None:
     finally:
         db.close()
     print(f"node id      : {node.verify_key.hex()}")
+    # Mail clients should trust only Authentication-Results headers naming this id (README).
+    print(f"authserv-id  : {authserv_id(node.verify_key)}")
     print(f"data dir     : {data_dir}")
     running = read_status(data_dir)
     if running is None:
