@@ -41,7 +41,10 @@ def authors(message: bytes) -> list[str] | None:
     """
     fields = BytesHeaderParser(policy=compat32).parsebytes(split_headers(message))
     values = [str(v) for v in fields.get_all("From", [])]
-    pairs = getaddresses(values)
+    try:
+        pairs = getaddresses(values)
+    except RecursionError:  # the stdlib parses nested comments recursively: "From: ((((..."
+        return None
     if not pairs:
         return None
     try:

@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 from crypto.address import address_for, key_of
 from crypto.envelope import seal
 from crypto.keys import Identity, PublicIdentity
-from mailnode.delivery.headers import authentication_results, authserv_id, strip_claims
+from mailnode.delivery.headers import (
+    authentication_results,
+    authors,
+    authserv_id,
+    strip_claims,
+)
 from mailnode.delivery.inbound import InboundService
 from mailnode.delivery.submit import SubmissionService
 from mailnode.store.sqlite import SqlStore
@@ -149,3 +154,10 @@ async def test_a_local_user_cannot_forge_our_verdict_to_another(store: SqlStore)
     assert _stored(body) == [f"{OURS};\r\n\tmailnode=pass (authenticated submission) "
                              f"header.from={alice.address}"]
     assert body.endswith(content[content.index(b"From:"):])
+
+
+def test_deeply_nested_comments_in_from_mean_no_author() -> None:
+    """The stdlib address parser recurses per '(': this raised RecursionError, which became
+    a logged traceback on submission and on mail from a stranger's node."""
+    assert authors(b"From: " + b"(" * 5000 + b"a@b\r\n\r\n") is None
+    assert authors(b"From: (c (d)) <a@b>\r\n\r\n") is None  # not a mailnode address
