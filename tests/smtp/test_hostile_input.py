@@ -124,5 +124,5 @@ async def test_a_handler_bug_is_logged_with_its_traceback_but_not_told(
     assert b"451 4.3.0 Internal error; try again later\r\n" in replies
     assert not any(b"internal detail" in r or b"KeyError" in r for r in replies)
     [bug] = [r for r in caplog.records if r.exc_info]
-    assert bug.levelno == logging.ERROR and bug.exc_info[1] is not None
+    assert bug.levelno == logging.ERROR and bug.exc_info is not None
     assert isinstance(bug.exc_info[1], KeyError)
