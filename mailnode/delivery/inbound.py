@@ -16,6 +16,7 @@ from mailnode.delivery.headers import (
     received_header,
     strip_claims,
 )
+from mailnode.logsafe import clean
 from mailnode.store.sqlite import SqlStore
 from mailnode.transfer import InboundMessage, Outcome, Verdict
 
@@ -41,7 +42,7 @@ class InboundService:
         try:
             opened = await asyncio.to_thread(open_envelope, identity, msg.sealed)
         except EnvelopeError as exc:
-            log.info("inbound id=%s refused: %s", mid, exc)
+            log.info("inbound id=%s refused: %s", mid, clean(exc))
             return Outcome(Verdict.PERMANENT, f"envelope rejected: {exc}")
         sender = address_for(opened.sender_key)
         if authors(opened.payload) != [sender]:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from crypto.keys import Identity
+from mailnode.logsafe import clean
 from mailnode.transfer.frames import CHALLENGE_SIZE
 from mailnode.transfer.session import (
     Authenticated,
@@ -217,7 +218,7 @@ class _Connection(asyncio.Protocol):
                 ssl_shutdown_timeout=owner._timeout,
             )
         except (OSError, EOFError) as exc:
-            log.info("TLS handshake with %s failed: %s", self._peer, exc)
+            log.info("TLS handshake with %s failed: %s", self._peer, clean(exc))
             raw.abort()
             self._finish()
             return
@@ -258,7 +259,7 @@ class _Connection(asyncio.Protocol):
                     event.message_id.hex(),
                     event.size,
                     _fingerprint(session.peer_node_key),
-                    event.reason,
+                    clean(event.reason),
                 )
             elif isinstance(event, MessageReceived):
                 self._tls.pause_reading()
@@ -269,7 +270,7 @@ class _Connection(asyncio.Protocol):
                         "closing transfer connection from %s (node %s): %s",
                         self._peer,
                         _fingerprint(session.peer_node_key),
-                        event.error,
+                        clean(event.error),
                     )
                 self._close()
         self._arm_timer()
@@ -287,7 +288,7 @@ class _Connection(asyncio.Protocol):
             len(message.sealed),
             _fingerprint(message.peer_node_key),
             outcome.verdict.value,
-            outcome.reason,
+            clean(outcome.reason),
         )
         session = self._session
         if self._closed or session is None or self._tls is None:
