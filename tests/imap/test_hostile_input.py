@@ -3,17 +3,20 @@ raises, never answers with a Python exception's text, and logs no traceback for 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailnode.client_tls import ensure_certificate, server_context
 from mailnode.imap.session import ImapSession
 from mailnode.store.notify import ChangeNotifier
-from tests.imap.conftest import MESSAGE
+from tests.imap.conftest import MESSAGE, ServerFactory
 from tests.imap.memstore import MemStore
 
 PYTHON_TEXT = re.compile(
@@ -120,3 +123,20 @@ async def test_arbitrary_command_lines(bugs: _Bugs, prefix: bytes,
     lines = [b"t%d %s %s\r\n" % (i, verb, b" ".join(args))
              for i, (verb, args) in enumerate(commands)]
     check(await run(prefix, lines), bugs)
+
+
+async def test_garbage_instead_of_a_tls_handshake_is_no_bug(
+        start_server: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that says STARTTLS and then sends no ClientHello is ordinary bad input: the
+    connection ends, the log gets no traceback (ssl.SSLError is not a ConnectionError)."""
+    context = server_context(ensure_certificate(tmp_path, "0.0.0.0", 1_800_000_000))
+    server = await start_server(tls_context=context, require_tls=True)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    await asyncio.wait_for(reader.readline(), 10)
+    writer.write(b"s STARTTLS\r\n")
+    assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"s OK")
+    writer.write(b"\x16\x03\x01\x00\x05garbage, not a ClientHello\r\n" * 4)
+    while await asyncio.wait_for(reader.read(4096), 10):
+        pass  # until the server hangs up, after it has logged what happened
+    writer.close()
+    assert not [r for r in caplog.records if r.exc_info], caplog.text

@@ -8,10 +8,12 @@ import base64
 import logging
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from crypto.keys import Identity
+from mailnode.client_tls import ensure_certificate, server_context
 from mailnode.delivery.submit import SubmissionService
 from mailnode.logsafe import LOG_FORMAT, SafeFormatter
 from mailnode.smtp.server import SubmissionServer
@@ -126,3 +128,24 @@ async def test_a_handler_bug_is_logged_with_its_traceback_but_not_told(
     [bug] = [r for r in caplog.records if r.exc_info]
     assert bug.levelno == logging.ERROR and bug.exc_info is not None
     assert isinstance(bug.exc_info[1], KeyError)
+
+
+async def test_garbage_instead_of_a_tls_handshake_is_no_bug(
+        store: SqlStore, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    context = server_context(ensure_certificate(tmp_path, "0.0.0.0", 1_800_000_000))
+    smtp = SubmissionServer(SubmissionService(store, lambda: None,
+                                              server_id="0011223344556677.mailnode.invalid"),
+                            max_message_size=1024, tls_context=context, require_tls=True)
+    await smtp.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", smtp.port)
+        writer.write(b"EHLO x\r\nSTARTTLS\r\n")
+        while not (await asyncio.wait_for(reader.readline(), 10)).startswith(b"220 Ready"):
+            pass
+        writer.write(b"\x16\x03\x01\x00\x05garbage, not a ClientHello\r\n" * 4)
+        while await asyncio.wait_for(reader.read(4096), 10):
+            pass  # until the server hangs up, after it has logged what happened
+        writer.close()
+    finally:
+        await smtp.stop()
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
