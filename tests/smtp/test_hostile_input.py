@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -98,14 +99,16 @@ class _Collect(logging.Handler):
         self.records.append(record)
 
 
-@pytest.fixture
-def logged() -> Iterator[_Collect]:
+@contextlib.contextmanager
+def collecting() -> Iterator[_Collect]:
     """Every record of aiosmtpd and mailnode, down to DEBUG, kept away from pytest's own
-    capture: its report would carry the raw (unescaped, even unencodable) client bytes."""
+    capture: its report would carry the raw (unescaped, even unencodable) client bytes.
+    Entered inside the test: pytest attaches its handlers to non-propagating loggers when
+    each test phase starts."""
     handler = _Collect()
     loggers = [logging.getLogger(name) for name in ("mail.log", "mailnode")]
     saved = [(lg.level, lg.propagate, lg.handlers) for lg in loggers]
-    for lg in loggers:  # pytest attaches its capture handlers to these loggers directly
+    for lg in loggers:
         lg.setLevel(logging.DEBUG)
         lg.propagate = False
         lg.handlers = [handler]
@@ -119,10 +122,12 @@ def logged() -> Iterator[_Collect]:
 
 
 async def test_every_reply_is_well_formed_and_nothing_raw_is_logged(
-        server: tuple[int, User], logged: _Collect) -> None:
+        server: tuple[int, User]) -> None:
     port, alice = server
-    for lines in hostile(alice.address.encode()):
-        replies = await dialogue(port, lines)
+    with collecting() as logged:
+        replies_of = [(lines, await dialogue(port, lines))
+                      for lines in hostile(alice.address.encode())]
+    for lines, replies in replies_of:
         assert replies[-1] == b"221 Bye\r\n", (lines, replies)  # still serving after it all
         for reply in replies:
             assert reply.endswith(b"\r\n") and b"\r" not in reply[:-2], reply
@@ -138,7 +143,6 @@ async def test_every_reply_is_well_formed_and_nothing_raw_is_logged(
         assert rendered.isprintable(), rendered  # no CR, LF, NUL or ESC from a client
         rendered.encode("utf-8")  # nor a lone surrogate, which the log stream cannot write
     ours = [r.getMessage() for r in logged.records if r.name.startswith("mailnode")]
-    assert "smtp login failed for \\x00bob\\r\\nINFO forged\\x1b[0m" not in ours
     assert "smtp login failed for bob\\r\\nINFO forged\\x1b[0m" in ours
     assert all(message.isprintable() for message in ours)
 
