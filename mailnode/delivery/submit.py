@@ -90,7 +90,8 @@ class SubmissionService:
             self.server_id, user.address, "authenticated submission")
         # A user could write our verdict naming someone else into the content; nothing this
         # node files or sends carries a verdict in its name that it did not add itself.
-        content = strip_claims(content, self.server_id)
+        # Off the loop: linear, but a hostile header block may be the whole message.
+        content = await asyncio.to_thread(strip_claims, content, self.server_id)
         local: list[LocalCopy] = []
         remote_addresses: list[str] = []
         for rcpt in dict.fromkeys(recipients):  # a duplicate RCPT gets one copy
