@@ -21,6 +21,7 @@ from kademlia.network import Server
 from kademlia.node import Node
 from kademlia.utils import digest
 
+from dht.limits import DEFAULT_LIMITS, DhtLimits
 from dht.protocol import DhtProtocol, RoutingTable, ValueGatherCrawl
 from dht.records import AddressRecord, RecordError, dht_key
 from dht.storage import RecordStore, validated
@@ -47,11 +48,15 @@ class _Server(Server):  # type: ignore[misc]  # kademlia is untyped
         storage: RecordStore,
         tasks: TaskSet,
         rpc_timeout: float,
+        limits: DhtLimits,
+        protected: set[Address],
     ) -> None:
         super().__init__(ksize=ksize, alpha=alpha, node_id=node_id, storage=storage)
         self.storage = storage  # the library's `storage or ForgetfulStorage()` drops an empty one
         self._tasks = tasks
         self._rpc_timeout = rpc_timeout
+        self._limits = limits
+        self._protected = protected
 
     def _create_protocol(self) -> DhtProtocol:
         return DhtProtocol(
@@ -60,6 +65,8 @@ class _Server(Server):  # type: ignore[misc]  # kademlia is untyped
             self.ksize,
             tasks=self._tasks,
             rpc_timeout=self._rpc_timeout,
+            limits=self._limits,
+            protected=self._protected,
         )
 
     @property
@@ -157,6 +164,14 @@ class _Server(Server):  # type: ignore[misc]  # kademlia is untyped
             await self.set_digest(dkey, value)
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _node_id(seed: bytes | None) -> bytes:
     if seed is None:
         return os.urandom(20)
@@ -171,6 +186,10 @@ class DhtNode:
     and held records are refreshed every ``refresh_interval``, a held record is republished when
     nobody stored it for ``republish_interval``, and bootstrapping is retried every
     ``bootstrap_interval`` while no peer is known.
+
+    ``limits`` caps what strangers can make the node hold or send (see :class:`DhtLimits`).
+    ``protected_peers`` (host, port) are exempt from the per-address caps on contacts and listed
+    first by :meth:`peers`: the configured bootstrap peers, and the hook for friends' nodes.
     """
 
     def __init__(
@@ -185,9 +204,14 @@ class DhtNode:
         republish_interval: float = 3600.0,
         bootstrap_interval: float = 30.0,
         max_records: int = 100_000,
+        limits: DhtLimits = DEFAULT_LIMITS,
+        protected_peers: Sequence[Address] = (),
     ) -> None:
         self._tasks = TaskSet()
-        self._storage = RecordStore(clock, max_records)
+        self._storage = RecordStore(clock, max_records, limits)
+        self._protected_names = {(host, port) for host, port in protected_peers}
+        # their IP addresses: given, or as resolved at each bootstrap
+        self._protected: set[Address] = {a for a in self._protected_names if _is_ip(a[0])}
         self._server = _Server(
             ksize=ksize,
             alpha=alpha,
@@ -195,6 +219,8 @@ class DhtNode:
             storage=self._storage,
             tasks=self._tasks,
             rpc_timeout=rpc_timeout,
+            limits=limits,
+            protected=self._protected,
         )
         self._refresh_interval = refresh_interval
         self._republish_interval = republish_interval
@@ -275,10 +301,12 @@ class DhtNode:
         return len(self.peers())
 
     def peers(self) -> list[Address]:
-        """Addresses of the nodes in the routing table."""
+        """Addresses of the nodes in the routing table, protected peers first (so a saved,
+        capped list keeps them)."""
         if self._server.protocol is None:
             return []
-        return [(n.ip, n.port) for n in self._server.router.all_nodes()]
+        addresses = [(n.ip, n.port) for n in self._server.router.all_nodes()]
+        return sorted(addresses, key=lambda a: a not in self._protected)
 
     def stop(self) -> None:
         """Close the socket and cancel every task and pending call this node started."""
@@ -302,19 +330,20 @@ class DhtNode:
         family = self._server.transport.get_extra_info("socket").family
         addresses: list[Address] = []
         for host, port in peers:
-            try:
-                ipaddress.ip_address(host)
-            except ValueError:
-                pass
+            if _is_ip(host):
+                resolved = [(host, port)]
             else:
-                addresses.append((host, port))
-                continue
-            try:
-                infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
-            except OSError as exc:
-                log.warning("cannot resolve bootstrap peer %s:%s: %s", host, port, exc)
-                continue
-            addresses.extend((str(info[4][0]), int(info[4][1])) for info in infos[:1])
+                try:
+                    infos = await loop.getaddrinfo(
+                        host, port, family=family, type=socket.SOCK_DGRAM
+                    )
+                except OSError as exc:
+                    log.warning("cannot resolve bootstrap peer %s:%s: %s", host, port, exc)
+                    continue
+                resolved = [(str(info[4][0]), int(info[4][1])) for info in infos[:1]]
+            if (host, port) in self._protected_names:
+                self._protected.update(resolved)
+            addresses.extend(resolved)
         return addresses
 
     def _require_started(self) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from dht.limits import MAX_RECORD_TTL
+
 CONFIG_NAME = "mailnode.toml"
 DB_NAME = "mailnode.db"
 NODE_KEY_NAME = "node.key"
@@ -153,6 +155,9 @@ def validate(config: Config) -> Config:
         raise ConfigError("max_message_size must be at least 1024 bytes")
     if config.retry_initial <= 0 or config.retry_max < config.retry_initial:
         raise ConfigError("retry_initial must be positive and no larger than retry_max")
+    if config.record_ttl > MAX_RECORD_TTL:
+        raise ConfigError(f"record_ttl may be at most {MAX_RECORD_TTL} seconds: DHT nodes "
+                          "refuse records that expire later")
     if config.republish_interval >= config.record_ttl:
         raise ConfigError("republish_interval must be shorter than record_ttl, or records "
                           "expire before they are renewed")

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dht.limits import DEFAULT_LIMITS, cap_addresses
+
 if TYPE_CHECKING:
     from dht.node import DhtNode
 
@@ -29,21 +31,30 @@ class Listening:
     node_key: str
 
 
+def _capped(peers: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """At most MAX_SAVED_PEERS, and no more per IP and per subnet than the routing table allows:
+    one address that flooded the table must not own the list we rejoin through."""
+    return cap_addresses(peers, per_ip=DEFAULT_LIMITS.contacts_per_ip,
+                         per_subnet=DEFAULT_LIMITS.contacts_per_subnet, total=MAX_SAVED_PEERS)
+
+
 def load_peers(data_dir: Path) -> list[tuple[str, int]]:
     """Peers known at the last run: a restart rejoins through them even if every configured
-    bootstrap node is down (friends' nodes bootstrap each other)."""
+    bootstrap node is down (friends' nodes bootstrap each other). Capped again, as a list
+    saved by an older version may have been filled by one address."""
     try:
         raw = json.loads((data_dir / PEERS_NAME).read_text())
-        return [(str(host), int(port)) for host, port in raw][:MAX_SAVED_PEERS]
+        return _capped([(str(host), int(port)) for host, port in raw])
     except (OSError, ValueError, TypeError):
         return []
 
 
 def save_peers(data_dir: Path, peers: list[tuple[str, int]]) -> None:
+    """Save ``peers`` (listed most important first: the DHT lists bootstrap peers first)."""
     if not peers:
         return  # keep the last good list rather than forget it during an outage
     tmp = data_dir / (PEERS_NAME + ".tmp")
-    tmp.write_text(json.dumps(peers[:MAX_SAVED_PEERS]))
+    tmp.write_text(json.dumps(_capped(peers)))
     tmp.replace(data_dir / PEERS_NAME)
 
 

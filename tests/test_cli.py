@@ -86,6 +86,9 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
     path.write_text("[dht]\nrecord_ttl = 10\nrepublish_interval = 20\n")
     with pytest.raises(ConfigError, match="republish_interval"):
         load(path)
+    path.write_text("[dht]\nrecord_ttl = 691201\n")  # DHT nodes refuse records beyond 7 days
+    with pytest.raises(ConfigError, match="record_ttl may be at most 604800"):
+        load(path)
     path.write_text("not toml ===")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(path)

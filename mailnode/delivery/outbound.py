@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from crypto.address import key_of
-from crypto.keys import Identity
+from crypto.envelope import seal
+from crypto.keys import Identity, PublicIdentity
 from dht.records import AddressRecord
 from mailnode.delivery.dsn import delivery_failure
 from mailnode.logsafe import clean
@@ -27,7 +28,8 @@ OFFLINE_RETRY = 5.0
 """Seconds between attempts while this node has no DHT peer at all."""
 
 Resolver = Callable[[bytes], Awaitable[AddressRecord | None]]
-Sender = Callable[[AddressRecord, QueuedMessage], Awaitable[Outcome]]
+Sender = Callable[[AddressRecord, QueuedMessage, bytes], Awaitable[Outcome]]
+"""Hands one sealed envelope (the third argument) to the node the record names."""
 
 
 @dataclass(frozen=True)
@@ -51,18 +53,36 @@ def transfer_sender(identity: Identity, timeout: float) -> Sender:
     """Send over the transfer protocol to the first endpoint that answers."""
     from mailnode.transfer import send_message
 
-    async def send(record: AddressRecord, item: QueuedMessage) -> Outcome:
+    async def send(record: AddressRecord, item: QueuedMessage, sealed: bytes) -> Outcome:
         last: Exception | None = None
         for host, port in record.endpoints:
             try:
                 return await send_message(identity, host, port, record.node_key,
-                                          item.message_id, record.user_key, item.sealed,
+                                          item.message_id, record.user_key, sealed,
                                           timeout=timeout)
             except TransferError as exc:
                 last = exc
         raise TransferError(f"no endpoint answered: {last}")
 
     return send
+
+
+async def sealed_envelope(store: SqlStore, item: QueuedMessage) -> bytes | None:
+    """The envelope for one recipient, sealed now from the shared payload (None: no longer
+    queued).
+
+    Sealing at send time keeps one stored copy per message however many recipients it has,
+    and only the copies being sent (the queue's ``concurrency``) are in memory at once.
+    """
+    content = await store.outbound_content(item.id)
+    if content is None:
+        return None
+    if content.sealed is not None:
+        return content.sealed
+    assert content.content is not None
+    identity = await store.identity(item.user_id)
+    return await asyncio.to_thread(seal, identity, PublicIdentity(key_of(item.recipient)),
+                                   item.message_id, item.created_at, content.content)
 
 
 class OutboundQueue:
@@ -119,7 +139,10 @@ class OutboundQueue:
                 if record is None:
                     outcome = Outcome(Verdict.TEMPORARY, "recipient's node not found in the DHT")
                 else:
-                    outcome = await self.send(record, item)
+                    sealed = await sealed_envelope(self.store, item)
+                    if sealed is None:
+                        return  # no longer queued (sent or expired meanwhile)
+                    outcome = await self.send(record, item, sealed)
             except (TransferError, OSError) as exc:
                 outcome = Outcome(Verdict.TEMPORARY, f"transfer failed: {exc}")
             except Exception as exc:  # a bug must not stop the queue: retry later
@@ -138,8 +161,11 @@ class OutboundQueue:
             reason = outcome.reason if outcome.verdict is Verdict.PERMANENT else (
                 f"gave up after retrying: {outcome.reason}")
             log.warning("outbound id=%s failed permanently: %s", mid, clean(reason))
+            content = await self.store.outbound_content(item.id)
+            if content is None:
+                return
             dsn = LocalCopy(item.user_id, delivery_failure(
-                item.sender, item.recipient, reason, item.headers, now, item.attempts + 1,
+                item.sender, item.recipient, reason, content.headers, now, item.attempts + 1,
                 "5.0.0" if outcome.verdict is Verdict.PERMANENT else "5.4.7"))
             await self.store.outbound_done(item.id, dsn)
             return

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from crypto.address import AddressError, key_of, normalise
-from crypto.envelope import seal
-from crypto.keys import Identity, PublicIdentity
 from mailnode.delivery.headers import (
     authentication_results,
     authors,
@@ -24,7 +22,7 @@ from mailnode.delivery.outbound import Resolver
 from mailnode.ratelimit import RateLimiter
 from mailnode.smtp import replies
 from mailnode.store.api import User
-from mailnode.store.sqlite import LocalCopy, Outgoing, SqlStore
+from mailnode.store.sqlite import Outgoing, SqlStore, Submission
 
 log = logging.getLogger(__name__)
 
@@ -92,34 +90,24 @@ class SubmissionService:
         # node files or sends carries a verdict in its name that it did not add itself.
         # Off the loop: linear, but a hostile header block may be the whole message.
         content = await asyncio.to_thread(strip_claims, content, self.server_id)
-        local: list[LocalCopy] = []
-        remote_addresses: list[str] = []
+        local: list[int] = []
+        remote: list[Outgoing] = []
         for rcpt in dict.fromkeys(recipients):  # a duplicate RCPT gets one copy
             found = await self.store.find_user(rcpt)
             if found is not None:
-                local.append(LocalCopy(found.id, stamp + content))
+                local.append(found.id)
             else:
-                remote_addresses.append(rcpt)
-        remote: list[Outgoing] = []
-        if remote_addresses:
-            identity = await self.store.identity(user.id)
-            remote = await asyncio.to_thread(self._seal_all, identity, remote_addresses,
-                                             content, int(now))
-        await self.store.submit(local, remote, user.id)
+                remote.append(Outgoing(os.urandom(16), rcpt))
+        # One stored copy for all local recipients and one for all remote ones: a message
+        # to 100 recipients costs its size twice, not 100 times (remote copies are sealed
+        # one by one when the queue sends them).
+        await self.store.submit(Submission(
+            user.id, stamp + content if local else b"", tuple(local),
+            content if remote else b"", split_headers(content) if remote else b"",
+            tuple(remote)))
         if remote:
             self.wake_queue()
         queue_id = (remote[0].message_id.hex() if remote else os.urandom(8).hex())[:16]
         log.info("accepted message id=%s from user=%s local=%d remote=%d", queue_id, user.name,
                  len(local), len(remote))
         return queue_id
-
-    @staticmethod
-    def _seal_all(identity: Identity, addresses: list[str], content: bytes,
-                  created: int) -> list[Outgoing]:
-        headers = split_headers(content)
-        out = []
-        for address in addresses:
-            message_id = os.urandom(16)
-            sealed = seal(identity, PublicIdentity(key_of(address)), message_id, created, content)
-            out.append(Outgoing(message_id, address, sealed, headers))
-        return out

@@ -177,7 +177,22 @@ class ImapSession:
 
     async def refresh(self) -> None:
         """Report changes of the selected mailbox (used during IDLE)."""
+        if self._mailbox_gone():
+            return
         await self._sync(allow_expunge=True)
+
+    def _mailbox_gone(self) -> bool:
+        """End the session if its selected mailbox was deleted or renamed by another session.
+
+        RFC 3501 leaves BYE as the way out: the client re-syncs on a new connection, and
+        nothing about whatever the mailbox's name or id stands for now is ever shown.
+        """
+        sel = self.selected
+        if sel is None or not self.notifier.retired(sel.mailbox.id, sel.mailbox.uidvalidity):
+            return False
+        self.selected = None
+        self.bye("Selected mailbox was deleted or renamed")
+        return True
 
     async def receive(self, data: bytes) -> None:
         """Handle received bytes: every complete command is executed in order."""
@@ -220,6 +235,8 @@ class ImapSession:
 
     async def _execute(self, cmd: c.Command) -> None:
         log.debug("command %s %s", clean(cmd.tag), cmd.name)
+        if self._mailbox_gone():
+            return
         if type(cmd) not in ALLOWED[self.state]:
             self._reply(cmd.tag, CommandBad(f"{cmd.name} not allowed in {self.state.value} state"))
             return
@@ -518,6 +535,9 @@ class ImapSession:
         if not new or new == "INBOX":
             raise CommandNo("Invalid target name", "CANNOT")
         await self.store.rename_mailbox(self.user.id, cmd.old, new)
+        if self.selected is not None and self.selected.mailbox.name == cmd.old:
+            self.selected = None  # renamed under us: a new mailbox now (new UIDVALIDITY)
+            self.state = State.AUTHENTICATED
         return "RENAME completed"
 
     async def _do_subscribe(self, cmd: c.Subscribe) -> str:

@@ -88,9 +88,13 @@ class MailStore(Protocol):
 
     async def create_mailbox(self, user_id: int, name: str) -> Mailbox: ...
 
-    async def delete_mailbox(self, user_id: int, name: str) -> None: ...
+    async def delete_mailbox(self, user_id: int, name: str) -> None:
+        """Ids are never reused; sessions that had it selected learn of it through
+        ``ChangeNotifier.retired``."""
 
-    async def rename_mailbox(self, user_id: int, old: str, new: str) -> None: ...
+    async def rename_mailbox(self, user_id: int, old: str, new: str) -> None:
+        """The renamed mailbox gets a new UIDVALIDITY (a new name is a new mailbox to
+        clients); UIDVALIDITY values only ever grow, node-wide."""
 
     async def subscriptions(self, user_id: int) -> set[str]:
         """Names the user subscribed to (LSUB); the special mailboxes from the start."""
@@ -102,6 +106,11 @@ class MailStore(Protocol):
 
     async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         """Full RFC 5322 bytes of the given messages (missing uids are left out)."""
+
+    async def fetch_structures(self, mailbox_id: int, uids: Sequence[int],
+                               ) -> dict[int, bytes | None]:
+        """The MIME structure stored when each message arrived (``mailnode.mime``); None
+        where there is none yet (the caller computes it, off the event loop)."""
 
     async def store_flags(self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str],
                           mode: FlagMode) -> list[MessageMeta]:

@@ -66,8 +66,20 @@ def upgrade(engine: Engine) -> None:
     """Bring the database to the newest Alembic revision (creates it if new)."""
     cfg = _alembic_config(engine)
     with engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        # Migrations rebuild tables (copy, drop, rename): with foreign keys on, dropping a
+        # parent table would cascade-delete its children. SQLite only honours this pragma
+        # outside a transaction, hence the raw connection; integrity is checked afterwards.
+        raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            broken = raw.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"migration left {len(broken)} dangling references")
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")
 
 
 def is_current(engine: Engine) -> bool:

@@ -33,6 +33,7 @@ users = Table(
     # The user's Ed25519 seed: the node signs and opens mail on the user's behalf.
     Column("identity_seed", LargeBinary(32), nullable=False),
     Column("created_at", Integer, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 mailboxes = Table(
@@ -46,6 +47,18 @@ mailboxes = Table(
     # Highest uid some session has already been told is \Recent.
     Column("recent_uid", Integer, nullable=False, server_default="0"),
     UniqueConstraint("user_id", "name", name="uq_mailboxes_user_id_name"),
+    sqlite_autoincrement=True,
+)
+
+# Message bytes, shared by every copy of the same message (several local recipients, COPY),
+# with the MIME structure computed once when they arrived. Listings never read this table.
+bodies = Table(
+    "bodies", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    # mailnode.mime.MessageStructure.encode(); NULL (or an older format) is recomputed.
+    Column("structure", LargeBinary, nullable=True),
+    sqlite_autoincrement=True,
 )
 
 messages = Table(
@@ -57,8 +70,17 @@ messages = Table(
     Column("flags", Text, nullable=False, default=""),
     Column("internaldate", Integer, nullable=False),
     Column("size", Integer, nullable=False),
-    Column("body", LargeBinary, nullable=False),
+    Column("body_id", Integer, ForeignKey("bodies.id"), nullable=False),
     UniqueConstraint("mailbox_id", "uid", name="uq_messages_mailbox_id_uid"),
+    Index("ix_messages_body_id", "body_id"),
+    sqlite_autoincrement=True,
+)
+
+# Node-wide counters that must never go backwards (UIDVALIDITY: RFC 3501 §2.3.1.1).
+counters = Table(
+    "counters", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", Integer, nullable=False),
 )
 
 # IMAP subscriptions (RFC 3501 §6.3.6): names, which need not exist as mailboxes.
@@ -77,18 +99,33 @@ received = Table(
     Column("received_at", Integer, nullable=False),
 )
 
+# A submitted message queued for remote recipients: stored once however many there are; each
+# recipient's envelope is sealed from it when its turn to be sent comes.
+outbound_payloads = Table(
+    "outbound_payloads", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("content", LargeBinary, nullable=False),
+    # Its header block, for the delivery status notification if a recipient fails.
+    Column("headers", LargeBinary, nullable=False),
+    sqlite_autoincrement=True,
+)
+
 outbound = Table(
     "outbound", metadata,
     Column("id", Integer, primary_key=True),
     Column("message_id", LargeBinary(16), nullable=False, unique=True),
     Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("recipient", String(128), nullable=False),
-    Column("sealed", LargeBinary, nullable=False),
-    # The submitted header block, kept only to write a delivery status notification.
-    Column("headers", LargeBinary, nullable=False),
+    # Rows queued before payloads existed carry their sealed envelope instead.
+    Column("sealed", LargeBinary, nullable=True),
+    Column("payload_id", Integer, ForeignKey("outbound_payloads.id"), nullable=True),
+    # Legacy rows: the submitted header block (new rows keep it in their payload).
+    Column("headers", LargeBinary, nullable=True),
     Column("created_at", Integer, nullable=False),
     Column("next_attempt_at", Integer, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=True),
     Index("ix_outbound_next_attempt_at", "next_attempt_at"),
+    Index("ix_outbound_payload_id", "payload_id"),
+    sqlite_autoincrement=True,
 )

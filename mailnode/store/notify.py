@@ -12,6 +12,18 @@ class ChangeNotifier:
     def __init__(self) -> None:
         self._versions: defaultdict[int, int] = defaultdict(int)
         self._conditions: dict[int, asyncio.Condition] = {}
+        self._retired: set[tuple[int, int]] = set()
+
+    def retire(self, mailbox_id: int, uidvalidity: int) -> None:
+        """The mailbox as sessions knew it is gone (deleted, or renamed: a new UIDVALIDITY).
+
+        Sessions that still have it selected must stop serving it (RFC 3501: BYE), never
+        show what the id or name now stands for. Called after the commit, before publishing.
+        """
+        self._retired.add((mailbox_id, uidvalidity))
+
+    def retired(self, mailbox_id: int, uidvalidity: int) -> bool:
+        return (mailbox_id, uidvalidity) in self._retired
 
     def version(self, mailbox_id: int) -> int:
         return self._versions[mailbox_id]

@@ -33,9 +33,12 @@ from mailnode.store.api import (
 )
 from mailnode.store.database import Database
 from mailnode.store.models import (
+    bodies,
+    counters,
     mailboxes,
     messages,
     outbound,
+    outbound_payloads,
     received,
     subscriptions,
     users,
@@ -54,17 +57,25 @@ class UserExists(StoreError):
 
 @dataclass(frozen=True)
 class QueuedMessage:
-    """One sealed envelope waiting for its recipient's node."""
+    """One recipient's copy waiting for its node; the bytes are loaded when it is sent
+    (:meth:`SqlStore.outbound_content`), so a long queue costs no memory."""
 
     id: int
     message_id: bytes
     user_id: int
     sender: str
     recipient: str
-    sealed: bytes
-    headers: bytes
     created_at: int
     attempts: int
+
+
+@dataclass(frozen=True)
+class OutboundContent:
+    """What to send for a queued copy: a legacy sealed envelope, or the payload to seal."""
+
+    sealed: bytes | None
+    content: bytes | None
+    headers: bytes
 
 
 @dataclass(frozen=True)
@@ -76,13 +87,26 @@ class LocalCopy:
 
 
 @dataclass(frozen=True)
+class Submission:
+    """One accepted message: its bytes are stored once for all local recipients and once
+    for all remote ones, however many recipients there are."""
+
+    user_id: int
+    local_body: bytes
+    """The message as filed locally (with the node's trace headers)."""
+    local_users: tuple[int, ...]
+    content: bytes
+    """The message as submitted; each remote copy is sealed from it when it is sent."""
+    headers: bytes
+    remote: tuple[Outgoing, ...]
+
+
+@dataclass(frozen=True)
 class Outgoing:
-    """A sealed envelope to queue as part of a submission."""
+    """A remote recipient to queue as part of a submission (sealed when it is sent)."""
 
     message_id: bytes
     recipient: str
-    sealed: bytes
-    headers: bytes
 
 
 def _flags_text(flags: Iterable[str]) -> str:
@@ -101,12 +125,30 @@ def _is_inbox(name: str) -> bool:
     return name.upper() == "INBOX"
 
 
+UIDVALIDITY_MAX = 0xFFFFFFFF
+
+
+def next_uidvalidity(last: int, now: float) -> int:
+    """A UIDVALIDITY larger than every one handed out before (RFC 3501 §2.3.1.1).
+
+    The clock only makes values look like dates; a clock that steps back, two mailboxes in
+    one second, or a restart can never repeat or lower one, because ``last`` is stored.
+    """
+    value = max(last + 1, int(now))
+    if value > UIDVALIDITY_MAX:
+        raise StoreError("UIDVALIDITY space exhausted")
+    return value
+
+
 class SqlStore:
     """Users, mailboxes, messages and the outbound queue in one SQLite database."""
 
     def __init__(self, db: Database, notifier: ChangeNotifier,
-                 clock: Callable[[], float] = time.time, failed_login_delay: float = 1.0) -> None:
+                 clock: Callable[[], float] = time.time, failed_login_delay: float = 1.0,
+                 analyse: Callable[[bytes], bytes] | None = None) -> None:
         self.db = db
+        self.analyse = analyse
+        """Computes a message's stored MIME structure once, when it arrives."""
         self.failed_login_delay = failed_login_delay
         # Password hashing gets one thread of its own: a flood of guesses queues up here
         # instead of taking the shared pool that sealing and opening mail also use.
@@ -120,6 +162,12 @@ class SqlStore:
         self._listings: dict[int, tuple[int, asyncio.Future[tuple[MessageMeta, ...]]]] = {}
 
     # ---- helpers -----------------------------------------------------------------------
+
+    async def _structure(self, body: bytes) -> bytes | None:
+        """The MIME structure of new message bytes, computed off the event loop."""
+        if self.analyse is None:
+            return None
+        return await asyncio.to_thread(self.analyse, body)
 
     async def _write(self, fn: Callable[[Connection], tuple[T, Iterable[int]]],
                      durable: bool = True) -> T:
@@ -143,23 +191,56 @@ class SqlStore:
         return Mailbox(m["id"], m["user_id"], m["name"], m["uidvalidity"], m["uidnext"],
                        m["special_use"], total, unseen, recent)
 
+    def _uidvalidity(self, conn: Connection) -> int:
+        last = conn.execute(select(counters.c.value).where(counters.c.name == "uidvalidity")
+                            ).scalar()
+        value = next_uidvalidity(int(last or 0), self.clock())
+        if last is None:
+            conn.execute(insert(counters).values(name="uidvalidity", value=value))
+        else:
+            conn.execute(update(counters).where(counters.c.name == "uidvalidity")
+                         .values(value=value))
+        return value
+
     def _new_mailbox(self, conn: Connection, user_id: int, name: str,
                      special_use: str | None) -> int:
-        uidvalidity = max(1, int(self.clock()) & 0x7FFFFFFF)
         return int(conn.execute(insert(mailboxes).values(
-            user_id=user_id, name=name, uidvalidity=uidvalidity, uidnext=1,
+            user_id=user_id, name=name, uidvalidity=self._uidvalidity(conn), uidnext=1,
             special_use=special_use)).inserted_primary_key[0])  # type: ignore[index]
 
-    def _add_message(self, conn: Connection, mailbox_id: int, body: bytes, flags: Iterable[str],
-                     internaldate: int) -> int:
+    @staticmethod
+    def _add_body(conn: Connection, data: bytes, structure: bytes | None) -> int:
+        return int(conn.execute(insert(bodies).values(data=data, structure=structure))
+                   .inserted_primary_key[0])  # type: ignore[index]
+
+    def _add_message(self, conn: Connection, mailbox_id: int, body_id: int, size: int,
+                     flags: Iterable[str], internaldate: int) -> int:
         uid = conn.execute(select(mailboxes.c.uidnext).where(mailboxes.c.id == mailbox_id)
                            ).scalar_one()
         conn.execute(insert(messages).values(
             mailbox_id=mailbox_id, uid=uid, flags=_flags_text(flags), internaldate=internaldate,
-            size=len(body), body=body))
+            size=size, body_id=body_id))
         conn.execute(update(mailboxes).where(mailboxes.c.id == mailbox_id)
                      .values(uidnext=uid + 1))
         return int(uid)
+
+    def _file(self, conn: Connection, mailbox_id: int, body: bytes, structure: bytes | None,
+              flags: Iterable[str], internaldate: int) -> int:
+        """Store new message bytes and file them into a mailbox; returns the uid."""
+        return self._add_message(conn, mailbox_id, self._add_body(conn, body, structure),
+                                 len(body), flags, internaldate)
+
+    @staticmethod
+    def _drop_orphan_bodies(conn: Connection, body_ids: Iterable[int]) -> None:
+        """Delete bodies that no message refers to any more (after expunge or delete)."""
+        ids = sorted(set(body_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            used = set(conn.execute(select(messages.c.body_id).where(
+                messages.c.body_id.in_(chunk))).scalars())
+            gone = [b for b in chunk if b not in used]
+            if gone:
+                conn.execute(delete(bodies).where(bodies.c.id.in_(gone)))
 
     def _inbox_id(self, conn: Connection, user_id: int) -> int:
         return int(conn.execute(select(mailboxes.c.id).where(
@@ -247,19 +328,23 @@ class SqlStore:
         return await self.db.run(q)
 
     async def delete_mailbox(self, user_id: int, name: str) -> None:
-        def q(conn: Connection) -> tuple[None, list[int]]:
+        def q(conn: Connection) -> tuple[Mailbox, list[int]]:
             box = self._mailbox_row(conn, user_id, name)
             if box is None:
                 raise NoSuchMailbox(f"no mailbox {name!r}")
             if box.special_use is not None or _is_inbox(box.name):
                 raise MailboxProtected(f"{box.name} cannot be deleted")
+            body_ids = list(conn.execute(select(messages.c.body_id).where(
+                messages.c.mailbox_id == box.id)).scalars())
             conn.execute(delete(messages).where(messages.c.mailbox_id == box.id))
             conn.execute(delete(mailboxes).where(mailboxes.c.id == box.id))
-            return None, [box.id]
-        await self._write(q)
+            self._drop_orphan_bodies(conn, body_ids)
+            return box, [box.id]
+        box = await self._write(q)
+        self.notifier.retire(box.id, box.uidvalidity)
 
     async def rename_mailbox(self, user_id: int, old: str, new: str) -> None:
-        def q(conn: Connection) -> tuple[None, list[int]]:
+        def q(conn: Connection) -> tuple[Mailbox, list[int]]:
             box = self._mailbox_row(conn, user_id, old)
             if box is None:
                 raise NoSuchMailbox(f"no mailbox {old!r}")
@@ -267,9 +352,13 @@ class SqlStore:
                 raise MailboxProtected(f"{box.name} cannot be renamed")
             if self._mailbox_row(conn, user_id, new) is not None:
                 raise MailboxExists(f"mailbox {new!r} already exists")
-            conn.execute(update(mailboxes).where(mailboxes.c.id == box.id).values(name=new))
-            return None, []
-        await self._write(q)
+            # A new name is a new mailbox to clients: a fresh UIDVALIDITY, so one that cached
+            # an earlier mailbox of that name cannot mistake these uids for its own.
+            conn.execute(update(mailboxes).where(mailboxes.c.id == box.id).values(
+                name=new, uidvalidity=self._uidvalidity(conn)))
+            return box, [box.id]
+        box = await self._write(q)
+        self.notifier.retire(box.id, box.uidvalidity)
 
     async def subscriptions(self, user_id: int) -> set[str]:
         return await self.db.run(lambda conn: set(conn.execute(
@@ -327,9 +416,24 @@ class SqlStore:
             out: dict[int, bytes] = {}
             wanted = list(uids)
             for i in range(0, len(wanted), 500):
-                rows = conn.execute(select(messages.c.uid, messages.c.body).where(
+                rows = conn.execute(select(messages.c.uid, bodies.c.data)
+                                    .join(bodies, bodies.c.id == messages.c.body_id).where(
                     messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500])))
                 out.update({uid: bytes(body) for uid, body in rows})
+            return out
+        return await self.db.run(q)
+
+    async def fetch_structures(self, mailbox_id: int, uids: Sequence[int],
+                               ) -> dict[int, bytes | None]:
+        """The stored MIME structure of each message (None where it was never computed)."""
+        def q(conn: Connection) -> dict[int, bytes | None]:
+            out: dict[int, bytes | None] = {}
+            wanted = list(uids)
+            for i in range(0, len(wanted), 500):
+                rows = conn.execute(select(messages.c.uid, bodies.c.structure)
+                                    .join(bodies, bodies.c.id == messages.c.body_id).where(
+                    messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500])))
+                out.update({uid: None if st is None else bytes(st) for uid, st in rows})
             return out
         return await self.db.run(q)
 
@@ -364,13 +468,14 @@ class SqlStore:
     async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
                      internaldate: datetime | None) -> tuple[int, int]:
         when = int(internaldate.timestamp() if internaldate else self.clock())
+        structure = await self._structure(body)
 
         def q(conn: Connection) -> tuple[tuple[int, int], list[int]]:
             uidvalidity = conn.execute(select(mailboxes.c.uidvalidity).where(
                 mailboxes.c.id == mailbox_id)).scalar()
             if uidvalidity is None:
                 raise NoSuchMailbox("mailbox no longer exists")
-            uid = self._add_message(conn, mailbox_id, body, flags, when)
+            uid = self._file(conn, mailbox_id, body, structure, flags, when)
             return (int(uidvalidity), uid), [mailbox_id]
         return await self._write(q)
 
@@ -378,15 +483,16 @@ class SqlStore:
         restrict = None if uids is None else set(uids)
 
         def q(conn: Connection) -> tuple[list[int], list[int]]:
-            rows = conn.execute(select(messages.c.id, messages.c.uid).where(
+            rows = conn.execute(select(messages.c.id, messages.c.uid, messages.c.body_id).where(
                 messages.c.mailbox_id == mailbox_id,
                 messages.c.flags.contains("\\Deleted")).order_by(messages.c.uid)).all()
-            gone = [(rid, uid) for rid, uid in rows
+            gone = [(rid, uid, body_id) for rid, uid, body_id in rows
                     if (restrict is None or uid in restrict)]
             for i in range(0, len(gone), 500):
                 conn.execute(delete(messages).where(
-                    messages.c.id.in_([rid for rid, _ in gone[i:i + 500]])))
-            removed = [uid for _, uid in gone]
+                    messages.c.id.in_([rid for rid, _, _ in gone[i:i + 500]])))
+            self._drop_orphan_bodies(conn, (body_id for _, _, body_id in gone))
+            removed = [uid for _, uid, _ in gone]
             return removed, [mailbox_id] if removed else []
         return await self._write(q, durable=False)
 
@@ -405,12 +511,14 @@ class SqlStore:
                             ).first() is None:
                 raise NoSuchMailbox("target mailbox does not exist")
             pairs: list[tuple[int, int]] = []
-            rows = conn.execute(select(messages.c.id, messages.c.uid, messages.c.body,
-                                       messages.c.flags, messages.c.internaldate).where(
+            rows = conn.execute(select(messages.c.id, messages.c.uid, messages.c.body_id,
+                                       messages.c.size, messages.c.flags,
+                                       messages.c.internaldate).where(
                 messages.c.mailbox_id == src_mailbox_id, messages.c.uid.in_(list(uids)))
                 .order_by(messages.c.uid)).all()
-            for row_id, uid, body, flags, internaldate in rows:
-                pairs.append((uid, self._add_message(conn, dst_mailbox_id, bytes(body),
+            for row_id, uid, body_id, size, flags, internaldate in rows:
+                # The copy shares the bytes: messages never change, so no copy of them is made.
+                pairs.append((uid, self._add_message(conn, dst_mailbox_id, body_id, size,
                                                      _flags_set(flags), internaldate)))
                 if remove:
                     conn.execute(delete(messages).where(messages.c.id == row_id))
@@ -421,22 +529,27 @@ class SqlStore:
 
     # ---- delivery ----------------------------------------------------------------------
 
-    async def submit(self, local: Sequence[LocalCopy], remote: Sequence[Outgoing],
-                     user_id: int) -> None:
-        """File local copies and queue sealed envelopes in one transaction (SMTP's 250)."""
+    async def submit(self, sub: Submission) -> None:
+        """File local copies and queue remote ones in one transaction (SMTP's 250)."""
         now = int(self.clock())
+        structure = await self._structure(sub.local_body) if sub.local_users else None
 
         def q(conn: Connection) -> tuple[None, list[int]]:
             changed = []
-            for copy in local:
-                inbox = self._inbox_id(conn, copy.user_id)
-                self._add_message(conn, inbox, copy.body, (), now)
-                changed.append(inbox)
-            for out in remote:
-                conn.execute(insert(outbound).values(
-                    message_id=out.message_id, user_id=user_id, recipient=out.recipient,
-                    sealed=out.sealed, headers=out.headers, created_at=now,
-                    next_attempt_at=now, attempts=0))
+            if sub.local_users:
+                body_id = self._add_body(conn, sub.local_body, structure)
+                for user_id in sub.local_users:
+                    inbox = self._inbox_id(conn, user_id)
+                    self._add_message(conn, inbox, body_id, len(sub.local_body), (), now)
+                    changed.append(inbox)
+            if sub.remote:
+                payload_id = conn.execute(insert(outbound_payloads).values(
+                    content=sub.content, headers=sub.headers)).inserted_primary_key[0]  # type: ignore[index]
+                for out in sub.remote:
+                    conn.execute(insert(outbound).values(
+                        message_id=out.message_id, user_id=sub.user_id,
+                        recipient=out.recipient, payload_id=payload_id, created_at=now,
+                        next_attempt_at=now, attempts=0))
             return None, changed
         await self._write(q)
 
@@ -444,6 +557,7 @@ class SqlStore:
                               body: bytes) -> bool:
         """File a verified message into INBOX once; False if it was already delivered."""
         now = int(self.clock())
+        structure = await self._structure(body)
 
         def q(conn: Connection) -> tuple[bool, list[int]]:
             seen = conn.execute(select(received.c.received_at).where(
@@ -454,7 +568,7 @@ class SqlStore:
             conn.execute(insert(received).values(sender_key=sender_key, message_id=message_id,
                                                  user_id=user_id, received_at=now))
             inbox = self._inbox_id(conn, user_id)
-            self._add_message(conn, inbox, body, (), now)
+            self._file(conn, inbox, body, structure, (), now)
             return True, [inbox]
         return await self._write(q)
 
@@ -464,13 +578,29 @@ class SqlStore:
         def q(conn: Connection) -> list[QueuedMessage]:
             rows = conn.execute(select(
                 outbound.c.id, outbound.c.message_id, outbound.c.user_id, users.c.address,
-                outbound.c.recipient, outbound.c.sealed, outbound.c.headers,
-                outbound.c.created_at, outbound.c.attempts)
+                outbound.c.recipient, outbound.c.created_at, outbound.c.attempts)
                 .join(users, users.c.id == outbound.c.user_id)
                 .where(outbound.c.next_attempt_at <= now)
                 .order_by(outbound.c.next_attempt_at).limit(limit))
-            return [QueuedMessage(r[0], bytes(r[1]), r[2], r[3], r[4], bytes(r[5]), bytes(r[6]),
-                                  r[7], r[8]) for r in rows]
+            return [QueuedMessage(r[0], bytes(r[1]), r[2], r[3], r[4], r[5], r[6])
+                    for r in rows]
+        return await self.db.run(q)
+
+    async def outbound_content(self, queue_id: int) -> OutboundContent | None:
+        """The bytes of one queued copy (None if it is no longer queued)."""
+        def q(conn: Connection) -> OutboundContent | None:
+            row = conn.execute(select(
+                outbound.c.sealed, outbound.c.headers, outbound_payloads.c.content,
+                outbound_payloads.c.headers)
+                .outerjoin(outbound_payloads, outbound_payloads.c.id == outbound.c.payload_id)
+                .where(outbound.c.id == queue_id)).first()
+            if row is None:
+                return None
+            sealed, legacy_headers, content, headers = row
+            return OutboundContent(None if sealed is None else bytes(sealed),
+                                   None if content is None else bytes(content),
+                                   bytes(headers if headers is not None else legacy_headers
+                                         or b""))
         return await self.db.run(q)
 
     async def next_outbound_at(self) -> int | None:
@@ -479,12 +609,20 @@ class SqlStore:
 
     async def outbound_done(self, queue_id: int, dsn: LocalCopy | None = None) -> None:
         """Drop a sent (or expired) envelope; an expiry files its DSN in the same commit."""
+        structure = None if dsn is None else await self._structure(dsn.body)
+
         def q(conn: Connection) -> tuple[None, list[int]]:
+            payload_id = conn.execute(select(outbound.c.payload_id).where(
+                outbound.c.id == queue_id)).scalar()
             conn.execute(delete(outbound).where(outbound.c.id == queue_id))
+            if payload_id is not None and conn.execute(select(outbound.c.id).where(
+                    outbound.c.payload_id == payload_id).limit(1)).first() is None:
+                conn.execute(delete(outbound_payloads).where(
+                    outbound_payloads.c.id == payload_id))
             if dsn is None:
                 return None, []
             inbox = self._inbox_id(conn, dsn.user_id)
-            self._add_message(conn, inbox, dsn.body, (), int(self.clock()))
+            self._file(conn, inbox, dsn.body, structure, (), int(self.clock()))
             return None, [inbox]
         await self._write(q)
 

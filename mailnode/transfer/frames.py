@@ -334,6 +334,15 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._failed = False
+        self._expected: frozenset[int] | None = None
+
+    def expect(self, types: frozenset[int] | None) -> None:
+        """Only frames of these types may come next (None: any).
+
+        Checked on the type byte, before the length is read or a payload buffered: a peer
+        that is not yet authenticated can make us hold at most one small AUTH frame.
+        """
+        self._expected = types
 
     @property
     def failed(self) -> bool:
@@ -374,6 +383,8 @@ class FrameDecoder:
         cls = _FRAME_CLASSES.get(buffer[0])
         if cls is None:
             raise ProtocolError(ErrorCode.MALFORMED, f"unknown frame type 0x{buffer[0]:02x}")
+        if self._expected is not None and cls.TYPE not in self._expected:
+            raise ProtocolError(ErrorCode.UNEXPECTED, f"{cls.TYPE.name} frame not expected now")
         if len(buffer) < HEADER_SIZE:
             return None
         _, length = HEADER.unpack_from(buffer)

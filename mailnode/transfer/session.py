@@ -145,6 +145,18 @@ class Terminated:
 ServerEvent = Authenticated | OfferRefused | MessageReceived | Terminated
 
 
+def _types(*classes: type[Frame]) -> frozenset[int]:
+    return frozenset(int(cls.TYPE) for cls in classes)
+
+
+_EXPECTED = {
+    ServerState.AWAIT_AUTH: _types(Auth, Error),
+    ServerState.IDLE: _types(Offer, Error),
+    ServerState.RECEIVING: _types(Data, End, Error),
+}
+"""Frames the server accepts in each state; anything else fails on its type byte."""
+
+
 class ServerSession:
     """Receiving side of one connection.
 
@@ -204,6 +216,7 @@ class ServerSession:
         self._decoder.feed(data)
         events: list[ServerEvent] = []
         while self._state not in (ServerState.AWAIT_COMMIT, ServerState.CLOSED):
+            self._decoder.expect(_EXPECTED[self._state])
             item = self._decoder.next_event()
             if item is None:
                 break

@@ -41,6 +41,7 @@ class FakeNet:
     node: Identity = field(default_factory=Identity.generate)
     script: list[Outcome | Exception] = field(default_factory=list)
     sent: list[QueuedMessage] = field(default_factory=list)
+    envelopes: list[bytes] = field(default_factory=list)
     known: bool = True
 
     async def resolve(self, user_key: bytes) -> AddressRecord | None:
@@ -49,8 +50,9 @@ class FakeNet:
         return AddressRecord(user_key, self.node.verify_key, (("127.0.0.1", 9),), 1, 2**40,
                              b"\0" * 64)
 
-    async def send(self, record: AddressRecord, item: QueuedMessage) -> Outcome:
+    async def send(self, record: AddressRecord, item: QueuedMessage, sealed: bytes) -> Outcome:
         self.sent.append(item)
+        self.envelopes.append(sealed)
         step = self.script.pop(0)
         if isinstance(step, Exception):
             raise step
@@ -88,7 +90,7 @@ async def test_retries_with_exponential_backoff_then_delivers(store: SqlStore) -
     await queue.run_once()
     assert len(net.sent) == 3 and await store.queue_length() == 0
     assert {i.message_id for i in net.sent} == {net.sent[0].message_id}  # same id: idempotent
-    assert open_envelope(carol, net.sent[-1].sealed).payload.startswith(b"From: <")
+    assert open_envelope(carol, net.envelopes[-1]).payload.startswith(b"From: <")
 
 
 async def test_unknown_record_retries_and_expiry_returns_a_dsn(store: SqlStore) -> None:

@@ -8,10 +8,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from crypto.keys import Identity
+from dht.limits import DhtLimits
 from dht.node import DhtNode
 from dht.records import AddressRecord
 
 LOOPBACK = "127.0.0.1"
+# Every test node shares 127.0.0.1, which the default per-IP contact caps (built to stop one
+# address from filling a routing table) would hold to two per bucket: networks of more than
+# three loopback nodes raise them explicitly (and the per-IP request rate with them).
+LOOPBACK_LIMITS = DhtLimits(
+    contacts_per_ip_bucket=1000,
+    contacts_per_ip=1000,
+    contacts_per_subnet_bucket=1000,
+    contacts_per_subnet=1000,
+    requests_per_ip_second=1e6,
+    requests_per_ip_burst=1_000_000,
+)
 NODE_KEY = bytes(range(32))
 
 
@@ -56,7 +68,8 @@ def make_record(
 
 
 async def start_network(make_node: NodeFactory, size: int, **kwargs: Any) -> list[DhtNode]:
-    """``size`` nodes that joined through the first one."""
+    """``size`` nodes that joined through the first one (with :data:`LOOPBACK_LIMITS`)."""
+    kwargs.setdefault("limits", LOOPBACK_LIMITS)
     first = await make_node(**kwargs)
     rest = [await make_node([(LOOPBACK, first.port)], **kwargs) for _ in range(size - 1)]
     nodes = [first, *rest]

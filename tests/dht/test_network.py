@@ -15,6 +15,7 @@ from dht.node import DhtNode
 from dht.records import RecordError, dht_key
 from tests.dht.support import (
     LOOPBACK,
+    LOOPBACK_LIMITS,
     FakeClock,
     NodeFactory,
     eventually,
@@ -53,7 +54,7 @@ async def test_others_cannot_overwrite_or_roll_back_a_record(make_node: NodeFact
     old, current = make_record(ALICE, seq=1), make_record(ALICE, seq=2)
     await nodes[0].publish(old)
     await nodes[0].publish(current)
-    mallory = await make_node([(LOOPBACK, nodes[1].port)])
+    mallory = await make_node([(LOOPBACK, nodes[1].port)], limits=LOOPBACK_LIMITS)
     forged = dataclasses.replace(make_record(MALLORY, seq=100), user_key=ALICE.verify_key)
     with pytest.raises(RecordError, match="signature"):
         await mallory.publish(forged)
@@ -106,7 +107,7 @@ async def test_late_joining_node_receives_and_finds_records(make_node: NodeFacto
     nodes = await start_network(make_node, SIZE)
     record = make_record(ALICE)
     await nodes[4].publish(record)
-    late = await make_node([(LOOPBACK, nodes[1].port)])
+    late = await make_node([(LOOPBACK, nodes[1].port)], limits=LOOPBACK_LIMITS)
     # the closest holder hands the newcomer the record (welcome_if_new, fixed)
     await eventually(lambda: late.storage.record(KEY) == record, what="record handed over")
     assert await late.lookup(ALICE.verify_key) == record

@@ -14,7 +14,7 @@ from dht.protocol import DhtProtocol
 from dht.records import dht_key
 from dht.storage import RecordStore
 from dht.tasks import TaskSet
-from tests.dht.support import FakeClock, eventually, make_record
+from tests.dht.support import LOOPBACK_LIMITS, FakeClock, eventually, make_record
 
 ALICE = Identity(bytes([1]) * 32)
 KEY = dht_key(ALICE.verify_key)
@@ -25,13 +25,21 @@ def _xor(node_id: bytes, value: int) -> bytes:
 
 
 def _protocol(own_id: bytes, ksize: int, clock: FakeClock) -> DhtProtocol:
-    return DhtProtocol(Node(own_id), RecordStore(clock), ksize, tasks=TaskSet(), rpc_timeout=1.0)
+    """A protocol without a socket; all its contacts are on 127.0.0.1, so caps are raised."""
+    return DhtProtocol(
+        Node(own_id),
+        RecordStore(clock),
+        ksize,
+        tasks=TaskSet(),
+        rpc_timeout=1.0,
+        limits=LOOPBACK_LIMITS,
+    )
 
 
 async def test_find_neighbors_returns_the_exact_k_closest() -> None:
     rng = random.Random(1234)
     protocol = _protocol(rng.randbytes(20), 5, FakeClock())
-    protocol.call_ping = _noop  # a full bucket pings its head
+    protocol.call_ping = _noop  # type: ignore[method-assign,assignment]  # full bucket pings head
     contacts = [Node(rng.randbytes(20), "127.0.0.1", 1000 + i) for i in range(300)]
     for contact in contacts:
         protocol.router.add_contact(contact)
@@ -66,15 +74,16 @@ async def test_new_close_node_is_handed_the_record() -> None:
 
     protocol.call_store = call_store
     newcomer = Node(_xor(KEY, 1), "127.0.0.1", 3000)  # the closest node there is
-    protocol.welcome_if_new(newcomer)
+    protocol.welcome_if_new(newcomer, verified=True)  # it answered one of our calls
     await eventually(lambda: len(sent) == 1, what="hand-over")
     assert sent == [(newcomer, KEY, record.encode())]
     assert newcomer in protocol.router.all_nodes()
 
     # a far newcomer is not given it, and neither is an already known node
-    protocol.welcome_if_new(Node(_xor(rehashed, 4), "127.0.0.1", 3001))
-    protocol.welcome_if_new(newcomer)
-    assert len(protocol._tasks) == 0 and len(sent) == 1
+    protocol.welcome_if_new(Node(_xor(rehashed, 4), "127.0.0.1", 3001), verified=True)
+    protocol.welcome_if_new(newcomer, verified=True)
+    await eventually(lambda: len(protocol._tasks) == 0, what="hand-over finished")
+    assert len(sent) == 1
 
 
 async def test_only_the_closest_holder_hands_over() -> None:
@@ -89,6 +98,7 @@ async def test_only_the_closest_holder_hands_over() -> None:
         return True, True
 
     protocol.call_store = call_store
-    protocol.welcome_if_new(Node(os.urandom(20), "127.0.0.1", 3000))
-    protocol.welcome_if_new(Node(_xor(KEY, 1), "127.0.0.1", 3001))
-    assert len(protocol._tasks) == 0 and sent == []
+    protocol.welcome_if_new(Node(os.urandom(20), "127.0.0.1", 3000), verified=True)
+    protocol.welcome_if_new(Node(_xor(KEY, 1), "127.0.0.1", 3001), verified=True)
+    await eventually(lambda: len(protocol._tasks) == 0, what="hand-over finished")
+    assert sent == []

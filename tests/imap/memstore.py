@@ -111,6 +111,7 @@ class MemStore:
         if box.name == "INBOX" or box.special_use is not None:
             raise MailboxProtected(name)
         del self._boxes[box.id]
+        self.notifier.retire(box.id, box.uidvalidity)
         await self.notifier.publish(box.id)
 
     async def rename_mailbox(self, user_id: int, old: str, new: str) -> None:
@@ -121,7 +122,9 @@ class MemStore:
             raise MailboxProtected(old)
         if self._find(user_id, new) is not None:
             raise MailboxExists(new)
+        self.notifier.retire(box.id, box.uidvalidity)
         box.name = new
+        box.uidvalidity = next(self._uidvalidity)
         await self.notifier.publish(box.id)
 
     async def subscriptions(self, user_id: int) -> set[str]:
@@ -141,6 +144,11 @@ class MemStore:
     async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         box = self._box(mailbox_id)
         return {uid: box.messages[uid][1] for uid in uids if uid in box.messages}
+
+    async def fetch_structures(self, mailbox_id: int, uids: Sequence[int],
+                               ) -> dict[int, bytes | None]:
+        box = self._box(mailbox_id)
+        return {uid: None for uid in uids if uid in box.messages}
 
     async def store_flags(self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str],
                           mode: FlagMode) -> list[MessageMeta]:

@@ -14,6 +14,7 @@ import pytest
 from crypto.address import address_for, key_of
 from crypto.envelope import open_envelope
 from crypto.keys import Identity
+from mailnode.delivery.outbound import sealed_envelope
 from mailnode.delivery.submit import SubmissionService
 from mailnode.smtp.server import SubmissionServer
 from mailnode.store.api import User
@@ -88,8 +89,9 @@ async def test_remote_recipient_is_sealed_and_queued(env: Env) -> None:
     await asyncio.to_thread(send)
     queued = await env.store.due_outbound(now=2**40)
     assert len(queued) == 1 and env.wakes
-    assert b"x" * 100 not in queued[0].sealed  # sealed, not plaintext
-    opened = open_envelope(carol, queued[0].sealed)
+    sealed = await sealed_envelope(env.store, queued[0])  # what the queue hands over
+    assert sealed is not None and b"x" * 100 not in sealed  # sealed, not plaintext
+    opened = open_envelope(carol, sealed)
     assert opened.payload == data
     assert opened.sender_key == key_of(env.alice.address)
 

@@ -9,13 +9,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from crypto.keys import Identity
 from mailnode.store.api import MailboxExists, MailboxProtected, NoSuchMailbox
 from mailnode.store.database import Database, is_current
 from mailnode.store.notify import ChangeNotifier
-from mailnode.store.sqlite import LocalCopy, Outgoing, SqlStore, UserExists
+from mailnode.store.sqlite import (
+    LocalCopy,
+    OutboundContent,
+    Outgoing,
+    SqlStore,
+    Submission,
+    UserExists,
+)
 
 MSG = b"From: a@example\r\nSubject: hi\r\n\r\nbody\r\n"
 
@@ -115,19 +122,96 @@ async def test_inbound_delivery_is_idempotent_and_notifies(store: SqlStore) -> N
 async def test_submission_files_local_and_queues_remote_in_one_commit(store: SqlStore) -> None:
     alice = await store.create_user("alice", "password1", Identity.generate())
     bob = await store.create_user("bob", "password1", Identity.generate())
-    out = Outgoing(os.urandom(16), "x@mailnode.invalid", b"sealed", b"Subject: s\r\n")
-    await store.submit([LocalCopy(bob.id, MSG)], [out], alice.id)
-    bob_inbox = await store.get_mailbox(bob.id, "INBOX")
-    assert bob_inbox is not None and bob_inbox.messages == 1
-    assert await store.queue_length() == 1
+    carol = await store.create_user("carol", "password1", Identity.generate())
+    remote = tuple(Outgoing(os.urandom(16), f"x{i}@mailnode.invalid") for i in range(3))
+    await store.submit(Submission(alice.id, MSG, (bob.id, carol.id), MSG + b"payload",
+                                  b"Subject: s\r\n", remote))
+    for user in (bob, carol):
+        inbox = await store.get_mailbox(user.id, "INBOX")
+        assert inbox is not None and inbox.messages == 1
+        assert (await store.fetch_bodies(inbox.id, [1])) == {1: MSG}
+    assert await store.queue_length() == 3
+    # One stored copy per message, however many recipients (local ones, remote ones).
+    counts = await store.db.run(lambda c: (
+        c.execute(text("SELECT count(*) FROM bodies")).scalar(),
+        c.execute(text("SELECT count(*) FROM outbound_payloads")).scalar()))
+    assert counts == (1, 1)
     due = await store.due_outbound(now=2**40)
-    assert [d.message_id for d in due] == [out.message_id]
+    assert [d.message_id for d in due] == [o.message_id for o in remote]
+    content = await store.outbound_content(due[0].id)
+    assert content == OutboundContent(None, MSG + b"payload", b"Subject: s\r\n")
     await store.outbound_retry(due[0].id, 2**41, "down")
-    assert await store.due_outbound(now=2**40) == []
+    assert len(await store.due_outbound(now=2**40)) == 2
     await store.outbound_done(due[0].id, LocalCopy(alice.id, b"DSN\r\n"))
+    for item in due[1:]:
+        await store.outbound_done(item.id)
     assert await store.queue_length() == 0
+    assert await store.outbound_content(due[0].id) is None
+    assert await store.db.run(lambda c: c.execute(
+        text("SELECT count(*) FROM outbound_payloads")).scalar()) == 0  # freed with the last
     alice_inbox = await store.get_mailbox(alice.id, "INBOX")
     assert alice_inbox is not None and alice_inbox.messages == 1
+
+
+async def test_ids_are_never_reused(store: SqlStore) -> None:
+    """SQLite hands the highest rowid out again after a delete unless AUTOINCREMENT."""
+    user = await store.create_user("u", "password1", Identity.generate())
+    box = await store.create_mailbox(user.id, "Tmp")
+    await store.delete_mailbox(user.id, "Tmp")
+    assert (await store.create_mailbox(user.id, "Tmp2")).id > box.id
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    assert inbox is not None
+    await store.append(inbox.id, MSG, frozenset({"\\Deleted"}), None)
+    ids = await store.db.run(lambda c: c.execute(text("SELECT max(id) FROM messages")).one())
+    await store.expunge(inbox.id)
+    await store.append(inbox.id, MSG, frozenset(), None)
+    assert (await store.db.run(lambda c: c.execute(
+        text("SELECT max(id) FROM messages")).one()))[0] > ids[0]
+    remote = (Outgoing(os.urandom(16), "x@mailnode.invalid"),)
+    await store.submit(Submission(user.id, b"", (), MSG, b"", remote))
+    [first] = await store.due_outbound(now=2**40)
+    await store.outbound_done(first.id)
+    await store.submit(Submission(user.id, b"", (), MSG, b"",
+                                  (Outgoing(os.urandom(16), "x@mailnode.invalid"),)))
+    [second] = await store.due_outbound(now=2**40)
+    assert second.id > first.id
+    # Every table keyed by an integer id says AUTOINCREMENT in its schema.
+    schemas: dict[str, str] = await store.db.run(lambda c: dict(c.execute(text(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql LIKE '%id INTEGER%'"
+    )).all()))
+    for name in ("users", "mailboxes", "messages", "bodies", "outbound", "outbound_payloads"):
+        assert "AUTOINCREMENT" in schemas[name], name
+
+
+async def test_uidvalidity_strictly_grows_whatever_the_clock_does(tmp_path: Path) -> None:
+    now = [1_800_000_000.0]
+    db = Database.open(tmp_path / "u.db")
+    seen = []
+    try:
+        store = SqlStore(db, ChangeNotifier(), clock=lambda: now[0])
+        user = await store.create_user("u", "password1", Identity.generate())
+        for step in (0.0, 0.0, -3600.0, 0.0):  # same second, then the clock steps back
+            now[0] += step
+            box = await store.create_mailbox(user.id, "Box")
+            seen.append(box.uidvalidity)
+            await store.delete_mailbox(user.id, "Box")
+        await store.create_mailbox(user.id, "Other")
+        await store.rename_mailbox(user.id, "Other", "Box")
+        renamed = await store.get_mailbox(user.id, "Box")
+        assert renamed is not None
+        seen.append(renamed.uidvalidity)
+    finally:
+        db.close()
+    db = Database.open(tmp_path / "u.db")  # a restart, with the clock still behind
+    try:
+        store = SqlStore(db, ChangeNotifier(), clock=lambda: now[0] - 86400)
+        user2 = await store.create_user("v", "password1", Identity.generate())
+        inbox = await store.get_mailbox(user2.id, "INBOX")
+        assert inbox is not None
+        seen.append(inbox.uidvalidity)
+    finally:
+        db.close()
+    assert seen == sorted(set(seen)) and len(seen) == 6, seen
 
 
 async def test_group_commit_isolates_a_failing_job(tmp_path: Path) -> None:
@@ -205,6 +289,10 @@ async def test_upgrades_keep_old_mail_old_and_mailboxes_subscribed(tmp_path: Pat
         upgraded = SqlStore(db, ChangeNotifier())
         box = await upgraded.get_mailbox(user.id, "INBOX")
         assert box is not None and box.messages == 1 and box.recent == 0
+        assert await upgraded.fetch_bodies(box.id, [1]) == {1: MSG}  # 0004 moved the bytes
+        # ...and later ids continue above the old ones (0004: AUTOINCREMENT)
+        _, uid = await upgraded.append(box.id, MSG, frozenset(), None)
+        assert uid == 2 and await upgraded.fetch_bodies(box.id, [1, 2]) == {1: MSG, 2: MSG}
         # 0003: LSUB used to list every mailbox, so existing ones start subscribed
         assert await upgraded.subscriptions(user.id) == {"INBOX", "Sent", "Drafts", "Trash"}
     finally:

@@ -373,3 +373,17 @@ def test_client_raises_only_protocol_error(inputs: list[Frame | bytes]) -> None:
         except ProtocolError:
             assert client.state is ClientState.CLOSED
             return
+
+
+@pytest.mark.parametrize("frame", [
+    Data(b"x" * 1000), Offer(MESSAGE_ID, RECIPIENT, 10), End(), Result(Status.ACK, "ok")])
+def test_unauthenticated_peer_cannot_make_the_server_buffer(frame: Frame) -> None:
+    """Before AUTH only an AUTH frame is read: anything else fails on its header, so a
+    stranger never gets a 64 KiB DATA frame (or any other) buffered by trickling it."""
+    server = new_server()
+    server.data_to_send()
+    header = encode(frame)[:3]
+    events = server.receive_data(header, now=1.0)
+    assert len(events) == 1 and isinstance(events[0], Terminated)
+    assert events[0].error is not None and events[0].error.code is ErrorCode.UNEXPECTED
+    assert server.state is ServerState.CLOSED and server._decoder.buffered == 0
