@@ -88,7 +88,8 @@ async def ours(tmp: Path) -> float:
     store = SqlStore(db, ChangeNotifier())
     sender = await store.create_user("bench", "bench-password", Identity.generate())
     rcpt = await store.create_user("rcpt", "bench-password", Identity.generate())
-    service = SubmissionService(store, lambda: None, messages_per_minute=1_000_000)
+    service = SubmissionService(store, lambda: None, messages_per_minute=1_000_000,
+                                server_id="bench.mailnode.invalid")
     server = SubmissionServer(service,
                               max_message_size=1 << 20)
     await server.start("127.0.0.1", 0)

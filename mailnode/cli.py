@@ -28,6 +28,7 @@ from mailnode.config import (
     render,
     validate,
 )
+from mailnode.logsafe import safe_handler
 from mailnode.store.api import User
 
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -139,9 +140,8 @@ def client_settings(config: Config, user: User, smtp_port: int, imap_port: int,
 def _configure_logging(verbose: bool, serving: bool) -> None:
     """Serving commands log their work; one-shot commands only warnings (or all with -v)."""
     level = logging.DEBUG if verbose else (logging.INFO if serving else logging.WARNING)
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Every line passes the escaping formatter: values from the network cannot forge lines.
+    logging.basicConfig(level=level, handlers=[safe_handler(sys.stderr)])
     logging.getLogger("kademlia").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     logging.getLogger("rpcudp").setLevel(logging.WARNING)
@@ -181,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
+    from mailnode.delivery.headers import authserv_id
     from mailnode.keys import load_node_key
     from mailnode.runstate import read_status
     from mailnode.store.database import Database
@@ -201,6 +202,8 @@ def cmd_status(args: argparse.Namespace) -> None:
     finally:
         db.close()
     print(f"node id      : {node.verify_key.hex()}")
+    # Mail clients should trust only Authentication-Results headers naming this id (README).
+    print(f"authserv-id  : {authserv_id(node.verify_key)}")
     print(f"data dir     : {data_dir}")
     running = read_status(data_dir)
     if running is None:

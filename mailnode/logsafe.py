@@ -2,12 +2,30 @@
 
 A login name or SMTP argument containing CR/LF or terminal escapes could otherwise forge log
 lines (and fool fail2ban) or drive the operator's terminal. ``clean`` is what call sites use
-for such values; it is cheap, never raises and bounds the length.
+for such values; it is cheap, never raises and bounds the length. ``SafeFormatter`` is the
+second layer, installed on the node's log handler: it escapes every rendered message, so a
+call site that forgot ``clean`` (or a library such as aiosmtpd, which logs the command lines
+clients send) still cannot start a new line or send an escape sequence to the terminal.
 """
 
 from __future__ import annotations
 
+import logging
+from types import TracebackType
+from typing import TextIO
+
 _LIMIT = 200
+# A whole log message is bounded too (a library may log a peer's entire line), but loosely:
+# it is our own text plus a few values.
+MESSAGE_LIMIT = 4000
+
+
+def escape(text: str) -> str:
+    """``text`` with every non-printable character (CR, LF, ESC, NUL, U+2028...) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
 
 
 def clean(value: object, limit: int = _LIMIT) -> str:
@@ -18,7 +36,34 @@ def clean(value: object, limit: int = _LIMIT) -> str:
         text = str(value)
     if len(text) > limit:
         text = text[:limit] + "..."
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
-                   for ch in text)
+    return escape(text)
+
+
+class SafeFormatter(logging.Formatter):
+    """Renders each record as one printable line; a traceback keeps its line breaks only.
+
+    The traceback block is only present for genuine bugs (``log.exception``), and its line
+    structure is what makes it readable; control characters other than LF are still escaped.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return clean(super().formatMessage(record), MESSAGE_LIMIT)
+
+    def formatException(
+            self, ei: tuple[type[BaseException], BaseException, TracebackType | None]
+            | tuple[None, None, None]) -> str:
+        text = super().formatException(ei)
+        return "\n".join(escape(line) for line in text.split("\n"))
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join(escape(line) for line in stack_info.split("\n"))
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def safe_handler(stream: TextIO) -> logging.Handler:
+    """The node's log handler: every line goes through ``SafeFormatter``."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(SafeFormatter(LOG_FORMAT))
+    return handler

@@ -17,6 +17,7 @@ from mailnode.auth import Authenticator
 from mailnode.client_tls import ensure_certificate
 from mailnode.client_tls import server_context as client_tls_context
 from mailnode.config import CONFIG_NAME, DB_NAME, NODE_KEY_NAME, Config, is_loopback, load
+from mailnode.delivery.headers import authserv_id
 from mailnode.delivery.inbound import InboundService
 from mailnode.delivery.outbound import OutboundQueue, RetryPolicy, transfer_sender
 from mailnode.delivery.publish import Publisher
@@ -66,7 +67,8 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         bootstrap = list(dict.fromkeys([*config.bootstrap_peers(), *load_peers(data_dir)]))
         joining = asyncio.create_task(_join(dht, bootstrap), name="dht-bootstrap")
 
-        inbound = InboundService(store)
+        server_id = authserv_id(node_identity.verify_key)
+        inbound = InboundService(store, server_id=server_id)
         transfer = TransferServer(node_identity, inbound.accept,
                                   max_message_size=config.max_message_size + OVERHEAD,
                                   max_connections=config.max_connections,
@@ -87,7 +89,8 @@ async def serve(data_dir: Path, stop: asyncio.Event,
 
         submission = SubmissionService(store, queue.wake, resolve=published,
                                        has_peers=lambda: dht.peer_count() > 0,
-                                       messages_per_minute=config.max_messages_per_minute)
+                                       messages_per_minute=config.max_messages_per_minute,
+                                       server_id=server_id)
         tls_path = ensure_certificate(data_dir, config.host, time.time())
         client_tls = client_tls_context(tls_path)
         require_tls = not is_loopback(config.host)

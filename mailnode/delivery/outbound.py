@@ -18,6 +18,7 @@ from crypto.envelope import seal
 from crypto.keys import Identity, PublicIdentity
 from dht.records import AddressRecord
 from mailnode.delivery.dsn import delivery_failure
+from mailnode.logsafe import clean
 from mailnode.store.sqlite import LocalCopy, QueuedMessage, SqlStore
 from mailnode.transfer import Outcome, TransferError, Verdict
 
@@ -153,13 +154,13 @@ class OutboundQueue:
         mid = item.message_id.hex()
         now = self.clock()
         if outcome.verdict is Verdict.ACCEPTED:
-            log.info("outbound id=%s delivered (%s)", mid, outcome.reason)
+            log.info("outbound id=%s delivered (%s)", mid, clean(outcome.reason))
             await self.store.outbound_done(item.id)
             return
         if outcome.verdict is Verdict.PERMANENT or self.policy.expired(item.created_at, now):
             reason = outcome.reason if outcome.verdict is Verdict.PERMANENT else (
                 f"gave up after retrying: {outcome.reason}")
-            log.warning("outbound id=%s failed permanently: %s", mid, reason)
+            log.warning("outbound id=%s failed permanently: %s", mid, clean(reason))
             content = await self.store.outbound_content(item.id)
             if content is None:
                 return
@@ -169,5 +170,5 @@ class OutboundQueue:
             await self.store.outbound_done(item.id, dsn)
             return
         delay = self.policy.delay(item.attempts)
-        log.info("outbound id=%s deferred %.0fs: %s", mid, delay, outcome.reason)
+        log.info("outbound id=%s deferred %.0fs: %s", mid, delay, clean(outcome.reason))
         await self.store.outbound_retry(item.id, int(now + delay), outcome.reason)

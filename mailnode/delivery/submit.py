@@ -11,7 +11,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from crypto.address import AddressError, key_of, normalise
-from mailnode.delivery.headers import authors, received_header, split_headers
+from mailnode.delivery.headers import (
+    authentication_results,
+    authors,
+    received_header,
+    split_headers,
+    strip_claims,
+)
 from mailnode.delivery.outbound import Resolver
 from mailnode.ratelimit import RateLimiter
 from mailnode.smtp import replies
@@ -35,8 +41,10 @@ class SubmissionService:
     def __init__(self, store: SqlStore, wake_queue: Callable[[], None],
                  clock: Callable[[], float] = time.time, resolve: Resolver | None = None,
                  has_peers: Callable[[], bool] = lambda: False,
-                 lookup_timeout: float = 10.0, messages_per_minute: int = 60) -> None:
+                 lookup_timeout: float = 10.0, messages_per_minute: int = 60, *,
+                 server_id: str) -> None:
         self.store = store
+        self.server_id = server_id  # our authserv-id (headers.authserv_id)
         self.wake_queue = wake_queue
         self.clock = clock
         self.resolve = resolve
@@ -76,7 +84,12 @@ class SubmissionService:
             raise Refused(replies.AUTHOR_NOT_OWNED.format(address=user.address))
         now = self.clock()
         stamp = received_header("mailnode", "ESMTPA (authenticated submission)",
-                                datetime.fromtimestamp(now, UTC))
+                                datetime.fromtimestamp(now, UTC)) + authentication_results(
+            self.server_id, user.address, "authenticated submission")
+        # A user could write our verdict naming someone else into the content; nothing this
+        # node files or sends carries a verdict in its name that it did not add itself.
+        # Off the loop: linear, but a hostile header block may be the whole message.
+        content = await asyncio.to_thread(strip_claims, content, self.server_id)
         local: list[int] = []
         remote: list[Outgoing] = []
         for rcpt in dict.fromkeys(recipients):  # a duplicate RCPT gets one copy

@@ -12,6 +12,7 @@ from mailnode.guard import ConnectionTable, source_key
 from mailnode.imap.fetch import StructureCache
 from mailnode.imap.parser import Limits
 from mailnode.imap.session import ImapSession, Security
+from mailnode.logsafe import clean
 from mailnode.store.api import MailStore
 from mailnode.store.notify import ChangeNotifier
 
@@ -115,6 +116,8 @@ class ImapServer:
             session.bye(conn.closing or "Server shutting down")
         except (ConnectionError, TimeoutError):
             pass
+        except ssl.SSLError as exc:  # a failed STARTTLS handshake is the client's doing
+            log.info("IMAP TLS handshake failed: %s", clean(exc))
         except Exception:
             log.exception("IMAP connection failed")
             session.bye("Internal server error")

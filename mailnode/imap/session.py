@@ -21,6 +21,7 @@ from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, StructureCache, render_chunks
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.sequences import SequenceSet, compress
+from mailnode.logsafe import clean
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.store.api import (
     SYSTEM_FLAGS,
@@ -281,7 +282,7 @@ class ImapSession:
         self._write(f"{tag or '*'} {exc.status} {exc.response_text()}\r\n".encode())
 
     async def _execute(self, cmd: c.Command) -> None:
-        log.debug("command %s %s", cmd.tag, cmd.name)
+        log.debug("command %s %s", clean(cmd.tag), cmd.name)
         if self._mailbox_gone():
             return
         if type(cmd) not in ALLOWED[self.state]:

@@ -8,13 +8,14 @@ import asyncio
 import logging
 import ssl
 import warnings
-from typing import Any
+from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session, TLSSetupException
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.delivery.submit import Refused, SubmissionService
 from mailnode.guard import ConnectionTable, source_key
+from mailnode.logsafe import clean, escape
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.smtp import replies
 from mailnode.store.api import User
@@ -130,6 +131,24 @@ class SubmissionHandler:
             return replies.TEMPORARY_FAILURE
         return replies.QUEUED.format(queue_id=queue_id)
 
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's answer to anything a command raised. Without this hook it replies
+        ``500 Error: (ValueError) ...`` with the exception text and logs a traceback, also
+        for a client's overlong AUTH line. Bad input gets a plain reply and an INFO line;
+        only the unexpected is logged as a bug."""
+        if isinstance(error, ValueError) and isinstance(error.__context__,
+                                                        asyncio.LimitOverrunError):
+            log.info("smtp client sent an overlong line")  # readline() in an AUTH exchange
+            return replies.LINE_TOO_LONG
+        if isinstance(error, UnicodeError):
+            log.info("smtp client sent undecodable characters")
+            return replies.BAD_CHARACTERS
+        if isinstance(error, TLSSetupException | ConnectionError):
+            log.info("smtp connection failed: %s", clean(error.__cause__ or error))
+            return replies.INTERNAL_ERROR  # aiosmtpd closes the connection on TLS failures
+        log.error("smtp session failed", exc_info=error)
+        return replies.INTERNAL_ERROR
+
 
 class _LimitedSMTP(SMTP):
     """One connection under the listener's :class:`ConnectionTable` and login deadline.
@@ -189,6 +208,15 @@ class _LimitedSMTP(SMTP):
             self._deadline.cancel()
         self._table.release(self)
         super().connection_lost(error)
+
+    async def push(self, status: AnyStr) -> None:
+        """Every reply leaves as one printable line: aiosmtpd echoes a client's unknown
+        command (and a VRFY argument) back, which must not carry CR, NUL, escapes or
+        undecodable bytes (a lone surrogate would even make the encoding raise)."""
+        if isinstance(status, str):
+            await super().push(escape(status))
+        else:
+            await super().push(status)
 
 
 class SubmissionServer:

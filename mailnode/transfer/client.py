@@ -14,6 +14,7 @@ import logging
 from types import TracebackType
 
 from crypto.keys import Identity
+from mailnode.logsafe import clean
 from mailnode.transfer.frames import DATA_CHUNK_SIZE, KEY_SIZE, MESSAGE_ID_SIZE, ProtocolError
 from mailnode.transfer.session import (
     ClientEvent,
@@ -97,9 +98,9 @@ class TransferConnection:
             "message %s (%d bytes) to %s: %s %s",
             message_id.hex(),
             len(sealed),
-            self._label,
+            clean(self._label),
             outcome.verdict.value,
-            outcome.reason,
+            clean(outcome.reason),  # the receiving node's words
         )
         return outcome
 
@@ -203,7 +204,7 @@ async def connect(
         check_pin(writer.get_extra_info("ssl_object"), node_key)
     except PinMismatchError:
         writer.transport.abort()
-        log.warning("TLS pin mismatch at %s", label)
+        log.warning("TLS pin mismatch at %s", clean(label))
         raise
     connection = TransferConnection(
         reader,
@@ -218,7 +219,7 @@ async def connect(
     except BaseException:
         connection._abort()
         raise
-    log.debug("authenticated transfer connection to %s", label)
+    log.debug("authenticated transfer connection to %s", clean(label))
     return connection
 
 

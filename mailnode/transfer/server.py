@@ -17,6 +17,7 @@ from typing import Any
 
 from crypto.keys import Identity
 from mailnode.guard import ConnectionTable, source_key
+from mailnode.logsafe import clean
 from mailnode.transfer.frames import CHALLENGE_SIZE, ErrorCode
 from mailnode.transfer.session import (
     Authenticated,
@@ -254,7 +255,7 @@ class _Connection(asyncio.Protocol):
                 ssl_shutdown_timeout=owner._timeout,
             )
         except (OSError, EOFError) as exc:
-            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            log.info("TLS handshake with %s failed: %s", self.peer, clean(exc))
             raw.abort()
             self._finish()
             return
@@ -303,7 +304,7 @@ class _Connection(asyncio.Protocol):
                     event.message_id.hex(),
                     event.size,
                     _fingerprint(session.peer_node_key),
-                    event.reason,
+                    clean(event.reason),
                 )
             elif isinstance(event, MessageReceived):
                 self._tls.pause_reading()
@@ -314,7 +315,7 @@ class _Connection(asyncio.Protocol):
                         "closing transfer connection from %s (node %s): %s",
                         self.peer,
                         _fingerprint(session.peer_node_key),
-                        event.error,
+                        clean(event.error),
                     )
                 self._close()
         self._arm_timer()
@@ -332,7 +333,7 @@ class _Connection(asyncio.Protocol):
             len(message.sealed),
             _fingerprint(message.peer_node_key),
             outcome.verdict.value,
-            outcome.reason,
+            clean(outcome.reason),
         )
         session = self._session
         if self._closed or session is None or self._tls is None:

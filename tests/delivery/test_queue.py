@@ -11,11 +11,14 @@ from crypto.address import address_for, key_of
 from crypto.envelope import open_envelope, seal
 from crypto.keys import Identity, PublicIdentity
 from dht.records import AddressRecord
+from mailnode.delivery.headers import authentication_results
 from mailnode.delivery.inbound import InboundService
 from mailnode.delivery.outbound import OutboundQueue, RetryPolicy
 from mailnode.delivery.submit import SubmissionService
 from mailnode.store.sqlite import QueuedMessage, SqlStore
 from mailnode.transfer import InboundMessage, Outcome, TransferError, Verdict
+
+SERVER_ID = "00112233aabbccdd.mailnode.invalid"
 
 
 def msg(author: str) -> bytes:
@@ -61,7 +64,7 @@ async def _queue_one(store: SqlStore, clock: Clock, net: FakeNet,
     alice = await store.create_user("alice", "password1", Identity.generate())
     carol = Identity.generate()
     queue = OutboundQueue(store, net.resolve, net.send, policy, clock=clock)
-    service = SubmissionService(store, queue.wake, clock=clock)
+    service = SubmissionService(store, queue.wake, clock=clock, server_id=SERVER_ID)
     await service.submit(alice, [address_for(carol.verify_key)], msg(alice.address))
     return queue, carol, alice.id
 
@@ -123,7 +126,7 @@ async def test_permanent_refusal_returns_a_dsn_at_once(store: SqlStore) -> None:
 async def test_inbound_opens_verifies_and_files_once(store: SqlStore) -> None:
     bob = await store.create_user("bob", "password1", Identity.generate())
     alice = Identity.generate()
-    inbound = InboundService(store)
+    inbound = InboundService(store, server_id=SERVER_ID)
     mid = os.urandom(16)
     body_in = msg(address_for(alice.verify_key))
     sealed = seal(alice, PublicIdentity(key_of(bob.address)), mid, 1, body_in)
@@ -135,12 +138,14 @@ async def test_inbound_opens_verifies_and_files_once(store: SqlStore) -> None:
     uid = (await store.list_messages(inbox.id))[0].uid
     body = (await store.fetch_bodies(inbox.id, [uid]))[uid]
     assert body.endswith(body_in)
-    assert f"X-Mailnode-Verified-Sender: {address_for(alice.verify_key)}".encode() in body
+    assert body.startswith(b"Received: ")
+    assert authentication_results(SERVER_ID, address_for(alice.verify_key),
+                                  "signed by the sender's key") + body_in in body
 
 
 async def test_inbound_refuses_strangers_and_forgeries(store: SqlStore) -> None:
     bob = await store.create_user("bob", "password1", Identity.generate())
-    inbound = InboundService(store)
+    inbound = InboundService(store, server_id=SERVER_ID)
     stranger = Identity.generate()
     mid = os.urandom(16)
     sealed = seal(Identity.generate(), stranger.public, mid, 1, msg("x"))
@@ -174,7 +179,7 @@ async def test_offline_node_retries_soon_without_growing_the_backoff(store: SqlS
     alice = await store.create_user("alice", "password1", Identity.generate())
     queue = OutboundQueue(store, net.resolve, net.send, RetryPolicy(600, 3600, 10_000),
                           clock=clock, has_peers=lambda: online[0])
-    await SubmissionService(store, queue.wake, clock=clock).submit(
+    await SubmissionService(store, queue.wake, clock=clock, server_id=SERVER_ID).submit(
         alice, [address_for(Identity.generate().verify_key)], msg(alice.address))
     for _ in range(10):  # ten passes while not in the DHT: 5 s apart, none counted
         await queue.run_once()
@@ -190,7 +195,7 @@ async def test_offline_node_retries_soon_without_growing_the_backoff(store: SqlS
 async def test_inbound_refuses_a_from_header_that_is_not_the_signer(store: SqlStore) -> None:
     bob = await store.create_user("bob", "password1", Identity.generate())
     mallory, boss = Identity.generate(), Identity.generate()
-    inbound = InboundService(store)
+    inbound = InboundService(store, server_id=SERVER_ID)
     mid = os.urandom(16)
     forged = msg(address_for(boss.verify_key))  # validly signed by mallory, "From" the boss
     sealed = seal(mallory, PublicIdentity(key_of(bob.address)), mid, 1, forged)

@@ -27,6 +27,9 @@ import pytest
 
 from crypto.address import address_for, key_of
 from crypto.keys import Identity
+from mailnode.config import NODE_KEY_NAME
+from mailnode.delivery.headers import authentication_results, authserv_id
+from mailnode.keys import load_node_key
 from mailnode.runstate import load_peers, read_status
 from mailnode.transfer.frames import Challenge, FrameDecoder
 from mailnode.transfer.frames import Error as FrameError
@@ -112,7 +115,7 @@ def inbox_bodies(node: NodeProcess, user: str, password: str) -> list[bytes]:
 def strip_trace(body: bytes) -> bytes:
     """Remove the trace headers the nodes add on top (and only those)."""
     lines = body.split(b"\r\n")
-    while lines and (lines[0].startswith((b"Received:", b"X-Mailnode-Verified-Sender:"))
+    while lines and (lines[0].startswith((b"Received:", b"Authentication-Results:"))
                      or lines[0].startswith((b"\t", b" "))):
         lines.pop(0)
     return b"\r\n".join(lines)
@@ -158,7 +161,9 @@ async def test_mail_crosses_nodes_sealed_and_idle_sees_it(net: Network) -> None:
     for data in sent:
         matches = [b for b in bodies if strip_trace(b) == data]
         assert len(matches) == 1, "message not delivered byte-identical (or twice)"
-        assert f"X-Mailnode-Verified-Sender: {net.alice}".encode() in matches[0]
+        assert authentication_results(authserv_id(load_node_key(net.b.data_dir / NODE_KEY_NAME)
+                                                  .verify_key), net.alice,
+                                      "signed by the sender's key") in matches[0]
     print(f"\n250 -> IDLE EXISTS latency over {len(latencies)} messages: median "
           f"{statistics.median(latencies) * 1000:.1f} ms, all "
           + ", ".join(f"{x * 1000:.1f}" for x in latencies) + " ms")

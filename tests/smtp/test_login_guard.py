@@ -71,7 +71,7 @@ async def start(store: SqlStore) -> AsyncIterator[Start]:
 
     async def make(**settings: Any) -> SubmissionServer:
         penalty = LoginPenalty(base_delay=0.0, lockout_after=3)
-        server = SubmissionServer(SubmissionService(store, lambda: None),
+        server = SubmissionServer(SubmissionService(store, lambda: None, server_id="t.invalid"),
                                   max_message_size=65536,
                                   auth=Authenticator(store, penalty), **settings)
         await server.start("127.0.0.1", 0)

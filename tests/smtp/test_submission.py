@@ -21,6 +21,7 @@ from mailnode.store.api import User
 from mailnode.store.sqlite import SqlStore
 
 PASSWORD = "s3cret-pass"
+SERVER_ID = "00112233aabbccdd.mailnode.invalid"
 MAX = 64 * 1024
 
 
@@ -43,7 +44,8 @@ async def env(store: SqlStore) -> AsyncIterator[Env]:
     alice = await store.create_user("alice", PASSWORD, Identity.generate())
     bob = await store.create_user("bob", PASSWORD, Identity.generate())
     wakes: list[int] = []
-    server = SubmissionServer(SubmissionService(store, lambda: wakes.append(1)),
+    server = SubmissionServer(SubmissionService(store, lambda: wakes.append(1),
+                                                server_id=SERVER_ID),
                               max_message_size=MAX)
     await server.start("127.0.0.1", 0)
     try:
@@ -196,7 +198,8 @@ async def test_starttls_required_before_auth_beyond_loopback(store: SqlStore,
 
     alice = await store.create_user("alice", PASSWORD, Identity.generate())
     context = server_context(ensure_certificate(tmp_path, "0.0.0.0", 1_800_000_000))
-    server = SubmissionServer(SubmissionService(store, lambda: None), max_message_size=MAX,
+    server = SubmissionServer(SubmissionService(store, lambda: None, server_id=SERVER_ID),
+                              max_message_size=MAX,
                               tls_context=context, require_tls=True)
     await server.start("127.0.0.1", 0)
     client_ctx = ssl.create_default_context()
@@ -224,7 +227,8 @@ async def test_starttls_required_before_auth_beyond_loopback(store: SqlStore,
 
 async def test_sending_rate_is_limited_per_user(store: SqlStore) -> None:
     alice = await store.create_user("alice", PASSWORD, Identity.generate())
-    server = SubmissionServer(SubmissionService(store, lambda: None, messages_per_minute=2),
+    server = SubmissionServer(SubmissionService(store, lambda: None, messages_per_minute=2,
+                                                server_id=SERVER_ID),
                               max_message_size=MAX)
     await server.start("127.0.0.1", 0)
 
