@@ -1,0 +1,197 @@
+"""Header fields out of a header block, Content-Type style parameters (RFC 2045, RFC 2231),
+charsets and RFC 2047 encoded words — each linear in its input and bounded in its output."""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import re
+from functools import lru_cache
+from urllib.parse import unquote_to_bytes
+
+from mailnode.mime.lexer import ATOM, PARAMS, QUOTED, SPECIAL, tokenize
+from mailnode.mime.model import Params
+
+MAX_VALUE = 16 * 1024  # raw bytes of one field value that are parsed and stored
+MAX_FIELDS = 256  # interesting fields looked at per header block
+MAX_PARAMS = 64  # parameters kept per Content-Type / Content-Disposition
+_UNSAFE_CODECS = frozenset({"punycode", "idna"})  # super-linear decoders
+_UNFOLD = re.compile(rb"\r?\n(?=[ \t])")
+_FIELD_END = re.compile(rb"\n(?![ \t])")
+_CHARSET_NAME = re.compile(r"[A-Za-z0-9_.:+-]{1,40}")
+_SECTION = re.compile(r"(?:(\d{1,4})\*?)?")  # after "name*": "", "0", "0*"
+_TYPE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)/([!#$%&'*+.^_`|~0-9A-Za-z-]+)\Z")
+
+
+def field_pattern(names: tuple[str, ...]) -> re.Pattern[bytes]:
+    """A pattern finding the start of any of ``names`` (lower case) at a line start."""
+    alts = b"|".join(re.escape(n.encode("ascii")) for n in names)
+    return re.compile(rb"(?im)^(" + alts + rb")[ \t]*:")
+
+
+def fields(raw: bytes, start: int, end: int, pattern: re.Pattern[bytes],
+           limit: int = MAX_FIELDS) -> tuple[list[tuple[str, bytes]], int]:
+    """The (lower-case name, unfolded raw value) of fields matching ``pattern`` in
+    ``raw[start:end]``, in order, at most ``limit`` of them, each value cut at
+    ``MAX_VALUE`` bytes; and the number of bytes scanned. One regex pass over the block plus
+    one bounded scan per field kept: linear."""
+    out: list[tuple[str, bytes]] = []
+    scanned = 0
+    pos = start
+    for m in pattern.finditer(raw, start, end):
+        if len(out) >= limit:
+            break
+        if m.start() < pos:
+            continue  # inside the value of a field already taken (cannot happen for ^name:)
+        stop = min(end, m.end() + MAX_VALUE)
+        e = _FIELD_END.search(raw, m.end(), stop)
+        value_end = e.start() if e is not None else stop
+        scanned += value_end - m.end()
+        value = _UNFOLD.sub(b"", raw[m.end():value_end]).lstrip(b" \t").rstrip(b"\r\n")
+        out.append((m.group(1).decode("ascii").lower(), value))
+        pos = value_end
+    return out, scanned + (end - start)
+
+
+def text(value: bytes) -> str:
+    """Bytes as a ``str`` that encodes back to the same bytes (UTF-8, surrogateescape)."""
+    return value.decode("utf-8", "surrogateescape")
+
+
+@lru_cache(maxsize=256)
+def _codec(charset: str) -> str | None:
+    if not _CHARSET_NAME.fullmatch(charset):
+        return None
+    try:
+        info = codecs.lookup(charset)
+    except LookupError:
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _UNSAFE_CODECS:
+        return None
+    return info.name
+
+
+def decode(data: bytes, charset: str | None, errors: str = "replace") -> str:
+    """``data`` in ``charset``; an unknown, unsafe or missing charset falls back to UTF-8
+    (8-bit content in a us-ascii part is usually UTF-8 in practice)."""
+    name = _codec(charset.strip().lower()) if charset else None
+    if name is None or name == "ascii":
+        name = "utf-8"
+    try:
+        return data.decode(name, errors)
+    except (UnicodeError, LookupError, ValueError):
+        return data.decode("utf-8", errors)
+
+
+def _collapse(pieces: list[tuple[int, bool, str]]) -> str:
+    """RFC 2231: join continuation sections in order; percent-decode the extended ones and
+    decode the whole with the charset the first extended section names."""
+    pieces.sort(key=lambda p: p[0])
+    charset: str | None = None
+    data = bytearray()
+    for index, (_, extended, value) in enumerate(pieces):
+        if extended:
+            if index == 0 and value.count("'") >= 2:
+                charset, _lang, value = value.split("'", 2)
+            data += unquote_to_bytes(value.encode("utf-8", "surrogateescape"))
+        else:
+            data += value.encode("utf-8", "surrogateescape")
+    if charset is None:
+        return text(bytes(data))
+    return decode(bytes(data), charset)
+
+
+def parse_params(value: str) -> tuple[str, Params, int]:
+    """(first token, parameters, tokenizer steps) of ``type; a=b; c*0*=...``: names lower
+    case, RFC 2231 sections joined and decoded; at most ``MAX_PARAMS`` parameters."""
+    tokens, steps = tokenize(value, PARAMS)
+    head: list[str] = []
+    i = 0
+    while i < len(tokens) and not (tokens[i].kind == SPECIAL and tokens[i].text == ";"):
+        if tokens[i].text:
+            head.append(tokens[i].source)
+        i += 1
+    raw_params: list[tuple[str, str]] = []
+    while i < len(tokens) and len(raw_params) < MAX_PARAMS * 4:
+        i += 1  # past ";"
+        name_parts: list[str] = []
+        while i < len(tokens) and tokens[i].kind == ATOM:
+            name_parts.append(tokens[i].text)
+            i += 1
+        if not (i < len(tokens) and tokens[i].text == "="):
+            while i < len(tokens) and tokens[i].text != ";":
+                i += 1  # no "=": not a parameter, skip to the next ";"
+            continue
+        i += 1
+        words: list[str] = []
+        quoted = False
+        while i < len(tokens) and tokens[i].text != ";":
+            t = tokens[i]
+            if t.kind == QUOTED and not words:
+                quoted = True
+                words.append(t.text)
+            elif not quoted:
+                words.append((" " if t.space and words else "") + t.source)
+            i += 1
+        name = "".join(name_parts).lower()
+        if name:
+            raw_params.append((name, "".join(words)))
+    # RFC 2231 continuations: sections are gathered per base name at its first position.
+    result: list[tuple[str, str]] = []
+    first: dict[str, int] = {}
+    sections: dict[str, list[tuple[int, bool, str]]] = {}
+    for name, val in raw_params:
+        base, star, rest = name.partition("*")
+        m = _SECTION.fullmatch(rest) if star else None
+        if m is None or not base:
+            result.append((name, val))
+            continue
+        if base not in sections:
+            sections[base] = []
+            first[base] = len(result)
+            result.append((base, ""))
+        number = int(m.group(1)) if m.group(1) else 0
+        sections[base].append((number, name.endswith("*"), val))
+    for base, pieces in sections.items():
+        result[first[base]] = (base, _collapse(pieces))
+    # A plain parameter repeating a name that has RFC 2231 sections loses (RFC 2231 §4).
+    result = [(n, v) for i, (n, v) in enumerate(result) if n not in first or first[n] == i]
+    return " ".join(head), tuple(result[:MAX_PARAMS]), steps
+
+
+def content_type(value: str | None, default: tuple[str, str]
+                 ) -> tuple[tuple[str, str], Params, bool]:
+    """(type, params, valid): a missing or malformed type gives the default (RFC 2045 §5.2)."""
+    if value is None:
+        return default, (), False
+    head, params, _ = parse_params(value)
+    m = _TYPE.match(head.replace(" ", ""))
+    if m is None:
+        return default, params, False
+    return (m.group(1).lower(), m.group(2).lower()), params, True
+
+
+# --- RFC 2047 encoded words (for SEARCH; ENVELOPE leaves them to the client) ---------------
+
+_WORD = re.compile(r"=\?([^?\s*]{1,40})(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = re.compile(r"(?<=\?=)[ \t\r\n]+(?==\?)")
+
+
+def _word(m: re.Match[str]) -> str:
+    charset, kind, payload = m.group(1), m.group(2).upper(), m.group(3)
+    data = payload.encode("utf-8", "surrogateescape")
+    try:
+        if kind == "B":
+            data = binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+        else:
+            data = binascii.a2b_qp(data.replace(b"_", b" "), header=True)
+    except (binascii.Error, ValueError):
+        return m.group()
+    return decode(data, charset)
+
+
+def decode_words(value: str) -> str:
+    """Encoded words decoded in one regex pass (whitespace between two of them dropped)."""
+    if "=?" not in value:
+        return value
+    return _WORD.sub(_word, _BETWEEN_WORDS.sub("", value))

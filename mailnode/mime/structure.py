@@ -1,0 +1,237 @@
+"""``analyse``: the MIME tree of a raw message in one forward pass, bounded everywhere.
+
+How it stays linear: the message is read front to back exactly once by a single scanner.
+At any point it searches (one compiled regex, in C) for either the end of the current header
+block or a delimiter line of *any* enclosing multipart; what it finds decides what comes next
+(body, next part, end of an enclosing part), and the search resumes where the last one ended.
+So nested multiparts are not rescanned per level: every byte is looked at once by the
+scanner, plus once by the field extractor if it lies in a header block. The regex tries the
+alternation of active boundaries only at line starts that begin with ``--``, and at most
+``MAX_DEPTH`` boundaries are active, so the total is O(len(raw) * MAX_DEPTH) in the worst
+case and O(len(raw)) in practice. Values are parsed by the linear, non-recursive lexers of
+:mod:`mailnode.mime.lexer`.
+
+Bounds (anything beyond degrades, never raises): nesting depth ``MAX_DEPTH`` (deeper
+multipart or message parts become opaque ``application/octet-stream``), total parts
+``MAX_PARTS`` (further parts of a multipart are left out of the tree, their bytes stay in
+the enclosing part's body), interesting header fields per entity, bytes per parsed value,
+parameters per header, addresses per field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from mailnode.mime.address import parse_addresses
+from mailnode.mime.headers import content_type, field_pattern, fields, parse_params, text
+from mailnode.mime.model import Address, Envelope, MessageStructure, Params, Part
+
+MAX_DEPTH = 16
+MAX_PARTS = 512
+MAX_BOUNDARY = 200  # RFC 2046 allows 70; longer ones are treated as missing
+MAX_ADDRESS_FIELDS = 32  # occurrences of one address field that are joined
+
+_MIME_FIELDS = ("content-type", "content-disposition", "content-transfer-encoding",
+                "content-id", "content-description", "content-md5", "content-language",
+                "content-location")
+_ENVELOPE_FIELDS = ("date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc",
+                    "in-reply-to", "message-id")
+_ADDRESS_FIELDS = frozenset({"from", "sender", "reply-to", "to", "cc", "bcc"})
+_MIME_ONLY = field_pattern(_MIME_FIELDS)
+_WITH_ENVELOPE = field_pattern(_MIME_FIELDS + _ENVELOPE_FIELDS)
+_OPAQUE = ("application", "octet-stream")
+US_ASCII: Params = (("charset", "us-ascii"),)
+
+
+@dataclass(frozen=True)
+class _Delimiter:
+    start: int  # where the part before it ends (the CRLF before "--" belongs to it)
+    end: int  # where the next part starts
+    boundary: bytes
+    close: bool
+
+
+_TAIL = rb")(--)?[ \t]*(?:\r?\n|\Z)"
+
+
+@lru_cache(maxsize=128)
+def _body_re(bounds: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    """A delimiter line of any of ``bounds``."""
+    alts = b"|".join(re.escape(b) for b in bounds)
+    return re.compile(rb"(?m)(?:\r?\n|^)--(" + alts + _TAIL)
+
+
+@lru_cache(maxsize=128)
+def _header_re(bounds: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    """The blank line ending a header block (group 1), or a delimiter of any of ``bounds``."""
+    if not bounds:
+        return re.compile(rb"(?m)(?:\r?\n|^)(\r?\n)")
+    alts = b"|".join(re.escape(b) for b in bounds)
+    return re.compile(rb"(?m)(?:\r?\n|^)(?:(\r?\n)|--(" + alts + _TAIL + rb")")
+
+
+class Analyser:
+    """One run of :func:`analyse`; ``scanned`` counts the bytes its searches covered (tests
+    use it to check the work is linear without timing anything)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.parts = 0
+        self.scanned = 0
+        self.steps = 0  # value-lexer loop steps
+
+    def run(self) -> MessageStructure:
+        root, _ = self._entity(0, (), 0, ("text", "plain"), envelope=True)
+        return MessageStructure(root)
+
+    def _search(self, pattern: re.Pattern[bytes], pos: int) -> re.Match[bytes] | None:
+        m = pattern.search(self.raw, pos)
+        self.scanned += (m.end() if m is not None else len(self.raw)) - pos
+        return m
+
+    def _delimiter(self, pattern: re.Pattern[bytes], pos: int, group: int
+                   ) -> _Delimiter | None:
+        m = self._search(pattern, pos)
+        if m is None or m.group(group) is None:
+            return None
+        return _Delimiter(m.start(), m.end(), m.group(group), bool(m.group(group + 1)))
+
+    def _leaf_end(self, pos: int, bounds: tuple[bytes, ...]) -> tuple[int, _Delimiter | None]:
+        """Where a part with no inner structure ends: the next enclosing delimiter."""
+        if not bounds:
+            return len(self.raw), None
+        d = self._delimiter(_body_re(bounds), pos, 1)
+        return (d.start, d) if d is not None else (len(self.raw), None)
+
+    def _entity(self, start: int, bounds: tuple[bytes, ...], depth: int,
+                default: tuple[str, str], *, envelope: bool
+                ) -> tuple[Part, _Delimiter | None]:
+        raw = self.raw
+        self.parts += 1
+        # Header block: up to the blank line, or up to an enclosing delimiter (no body then).
+        m = self._search(_header_re(bounds), start)
+        delim: _Delimiter | None = None
+        if m is None:
+            body_start = len(raw)
+            header_only = True
+        elif m.group(1) is not None:
+            body_start = m.end()
+            header_only = False
+        else:
+            body_start = m.start()
+            delim = _Delimiter(m.start(), m.end(), m.group(2), bool(m.group(3)))
+            header_only = True
+        found, scanned = fields(raw, start, body_start,
+                                _WITH_ENVELOPE if envelope else _MIME_ONLY)
+        self.scanned += scanned
+        first: dict[str, str] = {}
+        addresses: dict[str, list[str]] = {}
+        for name, value in found:
+            if name in _ADDRESS_FIELDS:
+                if len(addresses.setdefault(name, [])) < MAX_ADDRESS_FIELDS:
+                    addresses[name].append(text(value))
+            else:
+                first.setdefault(name, text(value))
+        ctype, params, valid = content_type(first.get("content-type"), default)
+        if not valid and ctype == ("text", "plain"):
+            params = US_ASCII  # RFC 2045 §5.2: text/plain; charset=us-ascii
+        env = self._envelope(first, addresses) if envelope else None
+        children: tuple[Part, ...] = ()
+        message: Part | None = None
+        boundary = (params_get(params, "boundary") or "").encode("utf-8", "surrogateescape")
+        if ctype[0] == "multipart" and not _usable(boundary):
+            ctype, params = ("text", "plain"), US_ASCII  # no way to find the parts: flat
+        descend = depth < MAX_DEPTH and self.parts < MAX_PARTS
+        if (ctype[0] == "multipart" or ctype == ("message", "rfc822")) and not descend:
+            ctype = _OPAQUE
+        if header_only:
+            end = body_start
+            if ctype == ("message", "rfc822"):
+                self.parts += 1
+                message = Part(body_start, body_start, body_start, ("text", "plain"),
+                               US_ASCII, envelope=Envelope())
+        elif ctype[0] == "multipart":
+            kids, end, delim = self._multipart(body_start, boundary, bounds, depth,
+                                               ctype[1] == "digest")
+            children = tuple(kids)
+        elif ctype == ("message", "rfc822"):
+            message, delim = self._entity(body_start, bounds, depth + 1, ("text", "plain"),
+                                          envelope=True)
+            end = message.end
+        else:
+            end, delim = self._leaf_end(body_start, bounds)
+        disposition = None
+        if "content-disposition" in first:
+            kind, dparams, steps = parse_params(first["content-disposition"])
+            self.steps += steps
+            disposition = (kind.lower(), dparams)
+        part = Part(
+            start, body_start, end, ctype, params, disposition,
+            id=first.get("content-id"), description=first.get("content-description"),
+            encoding=_strip(first.get("content-transfer-encoding")),
+            md5=first.get("content-md5"), language=first.get("content-language"),
+            location=first.get("content-location"),
+            lines=0 if children or ctype[0] == "multipart" else raw.count(b"\n", body_start, end),
+            children=children, message=message,
+            envelope=env)
+        return part, delim
+
+    def _multipart(self, body_start: int, own: bytes, bounds: tuple[bytes, ...], depth: int,
+                   digest: bool) -> tuple[list[Part], int, _Delimiter | None]:
+        """The parts between delimiters of ``own``; an enclosing delimiter ends it early."""
+        inner = (own, *bounds)
+        pattern = _body_re(inner)
+        child_default = ("message", "rfc822") if digest else ("text", "plain")
+        children: list[Part] = []
+        d = self._delimiter(pattern, body_start, 1)
+        while True:
+            if d is None:
+                return children, len(self.raw), None
+            if d.boundary != own:
+                return children, d.start, d
+            if d.close:
+                end, outer = self._leaf_end(d.end, bounds)  # the epilogue
+                return children, end, outer
+            if self.parts >= MAX_PARTS:
+                d = self._delimiter(pattern, d.end, 1)  # over budget: skip this part
+                continue
+            child, d = self._entity(d.end, inner, depth + 1, child_default, envelope=False)
+            children.append(child)
+
+    def _envelope(self, first: dict[str, str], addresses: dict[str, list[str]]) -> Envelope:
+        def addrs(name: str) -> tuple[Address, ...]:
+            out: list[Address] = []
+            for value in addresses.get(name, ()):
+                parsed, steps = parse_addresses(value)
+                self.steps += steps
+                out.extend(parsed)
+            return tuple(out)
+
+        return Envelope(first.get("date"), first.get("subject"), first.get("in-reply-to"),
+                        first.get("message-id"), addrs("from"), addrs("sender"),
+                        addrs("reply-to"), addrs("to"), addrs("cc"), addrs("bcc"))
+
+
+def params_get(params: Params, name: str) -> str | None:
+    """The first parameter called ``name``."""
+    return next((v for k, v in params if k == name), None)
+
+
+def _usable(boundary: bytes) -> bool:
+    return 0 < len(boundary) <= MAX_BOUNDARY and b"\r" not in boundary and b"\n" not in boundary
+
+
+def _strip(value: str | None) -> str | None:
+    return value.strip() if value is not None else None
+
+
+def analyse(raw: bytes) -> MessageStructure:
+    """The MIME structure of ``raw``. Never raises on any input; time and memory linear in
+    ``len(raw)``; depth, part count and parsed value sizes bounded (see module docstring)."""
+    try:
+        return Analyser(raw).run()
+    except Exception:  # a bug must not make a mailbox unreadable: degrade to a flat message
+        return MessageStructure(Part(0, len(raw), len(raw), ("text", "plain"), US_ASCII,
+                                     lines=raw.count(b"\n"), envelope=Envelope()))
