@@ -11,7 +11,7 @@ from mailnode.mime import Address, Envelope, MessageStructure, Part, analyse
 from mailnode.mime.model import Params
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
-_EMPTY_TEXT = b'("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0)'
+_EMPTY_TEXT = b'("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0'
 
 
 def split_header(raw: bytes) -> tuple[bytes, bytes]:
@@ -142,7 +142,10 @@ def bodystructure(part: Part, extended: bool) -> bytes:
     out. Recursion follows the tree, whose depth ``analyse`` bounds."""
     maintype, subtype = part.content_type
     if maintype == "multipart":
-        children = [bodystructure(ch, extended) for ch in part.children] or [_EMPTY_TEXT]
+        # A multipart needs at least one body (RFC 3501 body-type-mpart): an empty text part
+        # stands in when no delimiter was found.
+        children = [bodystructure(ch, extended) for ch in part.children] or \
+            [_EMPTY_TEXT + (b" NIL NIL NIL NIL)" if extended else b")")]
         out = b"(" + b"".join(children) + b" " + _s(subtype.upper())
         if extended:
             out += b" " + b" ".join([_params(part.params), _disposition(part),

@@ -7,7 +7,7 @@ routes ``<@a,@b:user@host>`` the ``adl`` field; encoded words stay raw for the c
 
 from __future__ import annotations
 
-from mailnode.mime.lexer import ADDRESS, SPECIAL, Token, tokenize
+from mailnode.mime.lexer import ADDRESS, SPECIAL, Lexer, Token
 from mailnode.mime.model import Address
 
 MAX_ADDRESSES = 1000
@@ -78,12 +78,12 @@ def _finish(tokens: list[Token], comment: str | None, out: list[Address]) -> Non
 
 def parse_addresses(value: str) -> tuple[tuple[Address, ...], int]:
     """The addresses in one header value, and the tokenizer's step count (for tests)."""
-    tokens, steps = tokenize(value, ADDRESS)
+    lexer = Lexer(value, ADDRESS)
     out: list[Address] = []
     current: list[Token] = []
     in_angle = False
     in_group = False
-    for t in tokens:
+    for t in lexer:
         if len(out) >= MAX_ADDRESSES:
             break
         if t.kind == SPECIAL:
@@ -118,4 +118,4 @@ def parse_addresses(value: str) -> tuple[tuple[Address, ...], int]:
         _finish(current, None, out)
     if in_group and len(out) < MAX_ADDRESSES:
         out.append(GROUP_END)  # an unterminated group is closed, so markers always pair
-    return tuple(out[:MAX_ADDRESSES]), steps
+    return tuple(out[:MAX_ADDRESSES]), lexer.steps

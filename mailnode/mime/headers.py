@@ -9,13 +9,14 @@ import re
 from functools import lru_cache
 from urllib.parse import unquote_to_bytes
 
-from mailnode.mime.lexer import ATOM, PARAMS, QUOTED, SPECIAL, tokenize
+from mailnode.mime.lexer import ATOM, PARAMS, QUOTED, SPECIAL, Lexer
 from mailnode.mime.model import Params
 
 MAX_VALUE = 16 * 1024  # raw bytes of one field value that are parsed and stored
 MAX_FIELDS = 256  # interesting fields looked at per header block
 MAX_PARAMS = 64  # parameters kept per Content-Type / Content-Disposition
 _UNSAFE_CODECS = frozenset({"punycode", "idna"})  # super-linear decoders
+_HEAD, _NAME, _VALUE, _SKIP = range(4)  # parse_params states
 _UNFOLD = re.compile(rb"\r?\n(?=[ \t])")
 _FIELD_END = re.compile(rb"\n(?![ \t])")
 _CHARSET_NAME = re.compile(r"[A-Za-z0-9_.:+-]{1,40}")
@@ -102,40 +103,40 @@ def _collapse(pieces: list[tuple[int, bool, str]]) -> str:
 
 
 def parse_params(value: str) -> tuple[str, Params, int]:
-    """(first token, parameters, tokenizer steps) of ``type; a=b; c*0*=...``: names lower
-    case, RFC 2231 sections joined and decoded; at most ``MAX_PARAMS`` parameters."""
-    tokens, steps = tokenize(value, PARAMS)
+    """(first token, parameters, lexer steps) of ``type; a=b; c*0*=...``: names lower
+    case, RFC 2231 sections joined and decoded; at most ``MAX_PARAMS`` parameters. One pass
+    over the tokens, which stops once enough parameters are collected."""
+    lexer = Lexer(value, PARAMS)
     head: list[str] = []
-    i = 0
-    while i < len(tokens) and not (tokens[i].kind == SPECIAL and tokens[i].text == ";"):
-        if tokens[i].text:
-            head.append(tokens[i].source)
-        i += 1
     raw_params: list[tuple[str, str]] = []
-    while i < len(tokens) and len(raw_params) < MAX_PARAMS * 4:
-        i += 1  # past ";"
-        name_parts: list[str] = []
-        while i < len(tokens) and tokens[i].kind == ATOM:
-            name_parts.append(tokens[i].text)
-            i += 1
-        if not (i < len(tokens) and tokens[i].text == "="):
-            while i < len(tokens) and tokens[i].text != ";":
-                i += 1  # no "=": not a parameter, skip to the next ";"
-            continue
-        i += 1
-        words: list[str] = []
-        quoted = False
-        while i < len(tokens) and tokens[i].text != ";":
-            t = tokens[i]
+    state = _HEAD
+    name_parts: list[str] = []
+    words: list[str] = []
+    quoted = False
+    for t in lexer:
+        if t.kind == SPECIAL and t.text == ";":
+            if state == _VALUE and name_parts:
+                raw_params.append(("".join(name_parts).lower(), "".join(words)))
+            if len(raw_params) >= MAX_PARAMS * 4:
+                state = _SKIP
+                break
+            state, name_parts, words, quoted = _NAME, [], [], False
+        elif state == _HEAD:
+            if t.text:
+                head.append(t.source)
+        elif state == _NAME:
+            if t.kind == ATOM:
+                name_parts.append(t.text)
+            else:  # "=" starts the value; anything else: not a parameter, skip to ";"
+                state = _VALUE if t.text == "=" else _SKIP
+        elif state == _VALUE:
             if t.kind == QUOTED and not words:
                 quoted = True
                 words.append(t.text)
             elif not quoted:
                 words.append((" " if t.space and words else "") + t.source)
-            i += 1
-        name = "".join(name_parts).lower()
-        if name:
-            raw_params.append((name, "".join(words)))
+    if state == _VALUE and name_parts:
+        raw_params.append(("".join(name_parts).lower(), "".join(words)))
     # RFC 2231 continuations: sections are gathered per base name at its first position.
     result: list[tuple[str, str]] = []
     first: dict[str, int] = {}
@@ -156,7 +157,7 @@ def parse_params(value: str) -> tuple[str, Params, int]:
         result[first[base]] = (base, _collapse(pieces))
     # A plain parameter repeating a name that has RFC 2231 sections loses (RFC 2231 §4).
     result = [(n, v) for i, (n, v) in enumerate(result) if n not in first or first[n] == i]
-    return " ".join(head), tuple(result[:MAX_PARAMS]), steps
+    return " ".join(head), tuple(result[:MAX_PARAMS]), lexer.steps
 
 
 def content_type(value: str | None, default: tuple[str, str]

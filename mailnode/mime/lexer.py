@@ -10,7 +10,8 @@ comments that never close end at the end of the value.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from typing import NamedTuple
 
 # Kinds of token.
 ATOM, QUOTED, LITERAL, SPECIAL = "atom", "quoted", "literal", "special"
@@ -28,10 +29,10 @@ _UNQUOTE = re.compile(r"\\(.)", re.DOTALL)
 MAX_COMMENT_TEXT = 256
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     """``text`` is the decoded value (quotes and escapes removed); ``source`` the original;
-    ``space`` says whether whitespace or a comment preceded it."""
+    ``space`` says whether whitespace or a comment preceded it. (A NamedTuple: cheap to make,
+    and values can hold many tokens.)"""
 
     kind: str
     text: str
@@ -53,58 +54,66 @@ def _ends_escaped(text: str) -> bool:
     return n % 2 == 1
 
 
-def tokenize(value: str, pattern: re.Pattern[str]) -> tuple[list[Token], int]:
-    """The tokens of ``value`` (comments dropped) and the number of loop steps taken, which
-    is at most ``len(value)``: tests use it to check linearity without timing."""
-    tokens: list[Token] = []
-    pos, depth, steps, n = 0, 0, 0, len(value)
-    space = False
-    comment: list[str] = []
-    comment_len = 0
-    last_comment: str | None = None
-    while pos < n:
-        steps += 1
-        if depth:
-            m = _COMMENT.match(value, pos)
-            assert m is not None  # the last alternative matches any single character
-            t = m.group()
+class Lexer:
+    """Iterates over the tokens of ``value`` (comments dropped), lazily, so a caller that has
+    all it may keep stops early. ``steps`` counts loop iterations; it never exceeds
+    ``len(value)`` (each consumes at least one character): tests use it to check linearity
+    without timing."""
+
+    def __init__(self, value: str, pattern: re.Pattern[str]) -> None:
+        self.value = value
+        self.pattern = pattern
+        self.steps = 0
+
+    def __iter__(self) -> Iterator[Token]:
+        value, pattern = self.value, self.pattern
+        pos, depth, n = 0, 0, len(value)
+        space = False
+        comment: list[str] = []
+        comment_len = 0
+        last_comment: str | None = None
+        while pos < n:
+            self.steps += 1
+            if depth:
+                m = _COMMENT.match(value, pos)
+                assert m is not None  # the last alternative matches any single character
+                t = m.group()
+                pos = m.end()
+                if t == "(":
+                    depth += 1
+                elif t == ")":
+                    depth -= 1
+                    if depth == 0:
+                        last_comment = "".join(comment).strip()
+                        space = True
+                elif depth == 1 and comment_len < MAX_COMMENT_TEXT:
+                    comment.append(_UNQUOTE.sub(r"\1", t[:MAX_COMMENT_TEXT]))
+                    comment_len += len(comment[-1])
+                continue
+            m = pattern.match(value, pos)
+            assert m is not None
             pos = m.end()
-            if t == "(":
-                depth += 1
-            elif t == ")":
-                depth -= 1
-                if depth == 0:
-                    last_comment = "".join(comment).strip()
-                    space = True
-            elif depth == 1 and comment_len < MAX_COMMENT_TEXT:
-                comment.append(_UNQUOTE.sub(r"\1", t[:MAX_COMMENT_TEXT]))
-                comment_len += len(comment[-1])
-            continue
-        m = pattern.match(value, pos)
-        assert m is not None
-        pos = m.end()
-        kind = m.lastgroup
-        t = m.group()
-        if kind == "ws":
-            space = True
-        elif kind == "paren":
-            if t == "(":
-                depth, comment, comment_len = 1, [], 0
-            space = True  # a stray ")" is ignored like whitespace
-        else:
+            kind = m.lastgroup
+            t = m.group()
+            if kind == "ws":
+                space = True
+                continue
+            if kind == "paren":
+                if t == "(":
+                    depth, comment, comment_len = 1, [], 0
+                space = True  # a stray ")" is ignored like whitespace
+                continue
             if kind == "qs":
-                tok = Token(QUOTED, unquote(t), t, space, last_comment)
+                yield Token(QUOTED, unquote(t), t, space, last_comment)
             elif kind == "dl":
-                tok = Token(LITERAL, t, t, space, last_comment)
+                yield Token(LITERAL, t, t, space, last_comment)
             elif kind == "atom":
-                tok = Token(ATOM, t, t, space, last_comment)
+                yield Token(ATOM, t, t, space, last_comment)
             else:
-                tok = Token(SPECIAL, t, t, space, last_comment)
-            tokens.append(tok)
+                yield Token(SPECIAL, t, t, space, last_comment)
             space = False
             last_comment = None
-    if depth and comment:
-        last_comment = "".join(comment).strip()
-    if last_comment is not None:
-        tokens.append(Token(SPECIAL, "", "", space, last_comment))  # carries a trailing comment
-    return tokens, steps
+        if depth and comment:
+            last_comment = "".join(comment).strip()
+        if last_comment is not None:
+            yield Token(SPECIAL, "", "", space, last_comment)  # carries a trailing comment
