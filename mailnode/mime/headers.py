@@ -17,6 +17,7 @@ MAX_FIELDS = 256  # interesting fields looked at per header block
 MAX_PARAMS = 64  # parameters kept per Content-Type / Content-Disposition
 _UNSAFE_CODECS = frozenset({"punycode", "idna"})  # super-linear decoders
 _HEAD, _NAME, _VALUE, _SKIP = range(4)  # parse_params states
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _UNFOLD = re.compile(rb"\r?\n(?=[ \t])")
 _FIELD_END = re.compile(rb"\n(?![ \t])")
 _CHARSET_NAME = re.compile(r"[A-Za-z0-9_.:+-]{1,40}")
@@ -72,16 +73,19 @@ def _codec(charset: str) -> str | None:
     return info.name
 
 
-def decode(data: bytes, charset: str | None, errors: str = "replace") -> str:
+def decode(data: bytes, charset: str | None) -> str:
     """``data`` in ``charset``; an unknown, unsafe or missing charset falls back to UTF-8
-    (8-bit content in a us-ascii part is usually UTF-8 in practice)."""
+    (8-bit content in a us-ascii part is usually UTF-8 in practice). Undecodable bytes become
+    U+FFFD, and so do surrogates some codecs (UTF-7) let through: stored strings then hold
+    no surrogates but the low ones ``surrogateescape`` makes, which JSON round-trips."""
     name = _codec(charset.strip().lower()) if charset else None
     if name is None or name == "ascii":
         name = "utf-8"
     try:
-        return data.decode(name, errors)
+        out = data.decode(name, "replace")
     except (UnicodeError, LookupError, ValueError):
-        return data.decode("utf-8", errors)
+        out = data.decode("utf-8", "replace")
+    return _SURROGATE.sub("\ufffd", out)
 
 
 def _collapse(pieces: list[tuple[int, bool, str]]) -> str:

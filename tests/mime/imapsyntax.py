@@ -4,9 +4,9 @@ they are well formed: parentheses balanced, quoted strings clean, literal length
 from __future__ import annotations
 
 import re
-from typing import Union
+from typing import TypeAlias
 
-Value = Union[None, int, bytes, list["Value"]]
+Value: TypeAlias = int | bytes | list["Value"] | None
 _LITERAL = re.compile(rb"\{(\d+)\}\r\n")
 _ATOM = re.compile(rb"[^ ()\"{\r\n\x00-\x1f\x7f]+")
 

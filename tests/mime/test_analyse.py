@@ -100,7 +100,7 @@ def test_message_rfc822_nesting_is_bounded() -> None:
     structure, _ = check(CLASSES["deep_message"](100_000))
     depths = [d for _, d in walk(structure.root)]
     assert max(depths) == MAX_DEPTH + 1
-    deepest = [p for p, d in walk(structure.root) if d == MAX_DEPTH + 1][0]
+    deepest = next(p for p, d in walk(structure.root) if d == MAX_DEPTH + 1)
     assert deepest.content_type == ("application", "octet-stream")
 
 
@@ -217,7 +217,8 @@ def test_an_outer_boundary_ends_inner_parts() -> None:
 
 def test_digest_children_default_to_message_rfc822() -> None:
     raw = (HEAD + b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\n"
-           b"Subject: one\r\n\r\nfirst\r\n--d\r\nContent-Type: text/plain\r\n\r\nplain\r\n--d--\r\n")
+           b"Subject: one\r\n\r\nfirst\r\n--d\r\nContent-Type: text/plain\r\n\r\nplain\r\n"
+           b"--d--\r\n")
     structure, _ = check(raw)
     one, two = structure.root.children
     assert one.content_type == ("message", "rfc822") and one.message is not None
@@ -265,3 +266,4 @@ def test_encoded_words_and_charsets_for_search() -> None:
     assert decode(b"\xe4", "iso-8859-1") == "ä"
     assert decode(b"abc-", "punycode") == "abc-"  # refused: punycode decoding is quadratic
     assert decode(b"x", "base64_codec") == "x"  # not a text encoding
+    assert decode(b"+2D0-", "utf-7") == "\ufffd"  # a lone surrogate from UTF-7
