@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from typing import TypeAlias
 
-Value: TypeAlias = int | bytes | list["Value"] | None
+Value: TypeAlias = int | bytes | str | list["Value"] | None
 _LITERAL = re.compile(rb"\{(\d+)\}\r\n")
-_ATOM = re.compile(rb"[^ ()\"{\r\n\x00-\x1f\x7f]+")
+# An atom, or a FETCH item name such as BODY[HEADER.FIELDS (FROM)]<0>.
+_ATOM = re.compile(rb"[^ ()\"{\r\n\x00-\x1f\x7f\[\]]+(?:\[[^\]\r\n]*\](?:<\d+>)?)?")
 
 
 def read(data: bytes) -> Value:
@@ -58,8 +59,9 @@ def _value(data: bytes, pos: int) -> tuple[Value, int]:
     atom = m.group()
     if atom == b"NIL":
         return None, m.end()
-    assert atom.isdigit(), f"unexpected atom {atom!r}"
-    return int(atom), m.end()
+    if atom.isdigit():
+        return int(atom), m.end()
+    return atom.decode("ascii"), m.end()
 
 
 def check_address_list(value: Value) -> None:
