@@ -103,3 +103,21 @@ async def test_hostile_mailbox_stays_readable(dialog: Dialog) -> None:
     for key in (b"TEXT needle", b"BODY needle", b"FROM a@", b"SENTSINCE 1-Jan-2000"):
         out = await dialog.send(b"q SEARCH " + key + b"\r\n")
         assert out.endswith(b"q OK SEARCH completed\r\n"), key
+
+
+def test_a_given_structure_is_never_reanalysed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FETCH and SEARCH work from the stored structure: with one given, nothing is parsed."""
+    import mailnode.imap.fetch as fetch_module
+    import mailnode.imap.mime as mime_module
+
+    raw = CLASSES["many_parts"](20_000)
+    structure = analyse(raw)
+
+    def refuse(raw: bytes) -> None:
+        raise AssertionError("analysed again")
+
+    for module in (fetch_module, mime_module, search):
+        monkeypatch.setattr(module, "analyse", refuse)
+    assert render(META, ITEMS, raw, structure).startswith(b"(ENVELOPE (")
+    for key in KEYS:
+        search.matches(key, search.Candidate(1, META, 1, 1, raw, structure))
