@@ -122,7 +122,7 @@ def _transfer_decode(body: bytes, encoding: str | None) -> bytes:
 
 
 @lru_cache(maxsize=64)
-def _field_pattern(name: str) -> re.Pattern[bytes]:
+def _field_pattern(name: str) -> mh.FieldPattern:
     return mh.field_pattern((name,))
 
 

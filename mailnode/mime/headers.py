@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import itertools
 import re
 from functools import lru_cache
 from urllib.parse import unquote_to_bytes
@@ -25,13 +26,18 @@ _SECTION = re.compile(r"(?:(\d{1,4})\*?)?")  # after "name*": "", "0", "0*"
 _TYPE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)/([!#$%&'*+.^_`|~0-9A-Za-z-]+)\Z")
 
 
-def field_pattern(names: tuple[str, ...]) -> re.Pattern[bytes]:
-    """A pattern finding the start of any of ``names`` (lower case) at a line start."""
-    alts = b"|".join(re.escape(n.encode("ascii")) for n in names)
-    return re.compile(rb"(?im)^(" + alts + rb")[ \t]*:")
+FieldPattern = tuple[re.Pattern[bytes], re.Pattern[bytes]]
 
 
-def fields(raw: bytes, start: int, end: int, pattern: re.Pattern[bytes],
+def field_pattern(names: tuple[str, ...]) -> FieldPattern:
+    """Patterns finding any of ``names`` (any case) as a field name: at the start of a block,
+    and after a line break (a literal first byte lets the regex engine skip ahead fast)."""
+    core = rb"(?i)(" + b"|".join(re.escape(n.encode("utf-8", "surrogateescape"))
+                                for n in names) + rb")[ \t]*:"
+    return re.compile(core), re.compile(rb"(?i)\n" + core[4:])
+
+
+def fields(raw: bytes, start: int, end: int, pattern: FieldPattern,
            limit: int = MAX_FIELDS) -> tuple[list[tuple[str, bytes]], int]:
     """The (lower-case name, unfolded raw value) of fields matching ``pattern`` in
     ``raw[start:end]``, in order, at most ``limit`` of them, each value cut at
@@ -39,19 +45,16 @@ def fields(raw: bytes, start: int, end: int, pattern: re.Pattern[bytes],
     one bounded scan per field kept: linear."""
     out: list[tuple[str, bytes]] = []
     scanned = 0
-    pos = start
-    for m in pattern.finditer(raw, start, end):
+    first = pattern[0].match(raw, start, end)
+    for m in itertools.chain([first] if first else [], pattern[1].finditer(raw, start, end)):
         if len(out) >= limit:
             break
-        if m.start() < pos:
-            continue  # inside the value of a field already taken (cannot happen for ^name:)
         stop = min(end, m.end() + MAX_VALUE)
         e = _FIELD_END.search(raw, m.end(), stop)
         value_end = e.start() if e is not None else stop
         scanned += value_end - m.end()
         value = _UNFOLD.sub(b"", raw[m.end():value_end]).lstrip(b" \t").rstrip(b"\r\n")
-        out.append((m.group(1).decode("ascii").lower(), value))
-        pos = value_end
+        out.append((m.group(1).decode("utf-8", "surrogateescape").lower(), value))
     return out, scanned + (end - start)
 
 

@@ -57,22 +57,37 @@ class _Delimiter:
 
 
 _TAIL = rb")(--)?[ \t]*(?:\r?\n|\Z)"
+# Each search is a pair of patterns: one tried at the search position when it is a line
+# start, one that begins with a literal "\n" (so the regex engine skips ahead at memchr
+# speed instead of trying an alternation at every byte).
+Finder = tuple[re.Pattern[bytes], re.Pattern[bytes]]
+
+
+def _pair(core: bytes) -> Finder:
+    return re.compile(core), re.compile(rb"\n" + core)
 
 
 @lru_cache(maxsize=128)
-def _body_re(bounds: tuple[bytes, ...]) -> re.Pattern[bytes]:
-    """A delimiter line of any of ``bounds``."""
-    alts = b"|".join(re.escape(b) for b in bounds)
-    return re.compile(rb"(?m)(?:\r?\n|^)--(" + alts + _TAIL)
+def _body_re(bounds: tuple[bytes, ...]) -> Finder:
+    """A delimiter line of any of ``bounds``: group 1 the boundary, group 2 the close."""
+    return _pair(b"--(" + b"|".join(re.escape(b) for b in bounds) + _TAIL)
 
 
 @lru_cache(maxsize=128)
-def _header_re(bounds: tuple[bytes, ...]) -> re.Pattern[bytes]:
-    """The blank line ending a header block (group 1), or a delimiter of any of ``bounds``."""
+def _close_re(own: bytes, bounds: tuple[bytes, ...]) -> Finder:
+    """Only the close delimiter of ``own``, or any delimiter of ``bounds``: how the rest of a
+    multipart is skipped in one search once the part budget is spent."""
+    alts = b"".join(b"|" + re.escape(b) for b in bounds)
+    return _pair(b"--(" + re.escape(own) + b"(?=--)" + alts + _TAIL)
+
+
+@lru_cache(maxsize=128)
+def _header_re(bounds: tuple[bytes, ...]) -> Finder:
+    """The blank line ending a header block (group 1), or a delimiter of any of ``bounds``
+    (groups 2 and 3)."""
     if not bounds:
-        return re.compile(rb"(?m)(?:\r?\n|^)(\r?\n)")
-    alts = b"|".join(re.escape(b) for b in bounds)
-    return re.compile(rb"(?m)(?:\r?\n|^)(?:(\r?\n)|--(" + alts + _TAIL + rb")")
+        return _pair(rb"(\r?\n)")
+    return _pair(rb"(?:(\r?\n)|--(" + b"|".join(re.escape(b) for b in bounds) + _TAIL + rb")")
 
 
 class Analyser:
@@ -89,23 +104,32 @@ class Analyser:
         root, _ = self._entity(0, (), 0, ("text", "plain"), envelope=True)
         return MessageStructure(root)
 
-    def _search(self, pattern: re.Pattern[bytes], pos: int) -> re.Match[bytes] | None:
-        m = pattern.search(self.raw, pos)
-        self.scanned += (m.end() if m is not None else len(self.raw)) - pos
-        return m
+    def _search(self, finder: Finder, pos: int) -> tuple[int, re.Match[bytes]] | None:
+        """The first line at or after ``pos`` (a line start) that ``finder`` matches, and
+        where the line break before it starts (it belongs to what was found)."""
+        raw = self.raw
+        m = finder[0].match(raw, pos) if pos == 0 or raw[pos - 1:pos] == b"\n" else None
+        start = pos
+        if m is None:
+            m = finder[1].search(raw, pos)
+            if m is not None:
+                start = m.start() - 1 if raw[m.start() - 1:m.start()] == b"\r" and \
+                    m.start() > pos else m.start()
+        self.scanned += (m.end() if m is not None else len(raw)) - pos
+        return (start, m) if m is not None else None
 
-    def _delimiter(self, pattern: re.Pattern[bytes], pos: int, group: int
-                   ) -> _Delimiter | None:
-        m = self._search(pattern, pos)
-        if m is None or m.group(group) is None:
+    def _delimiter(self, finder: Finder, pos: int) -> _Delimiter | None:
+        found = self._search(finder, pos)
+        if found is None:
             return None
-        return _Delimiter(m.start(), m.end(), m.group(group), bool(m.group(group + 1)))
+        start, m = found
+        return _Delimiter(start, m.end(), m.group(1), bool(m.group(2)))
 
     def _leaf_end(self, pos: int, bounds: tuple[bytes, ...]) -> tuple[int, _Delimiter | None]:
         """Where a part with no inner structure ends: the next enclosing delimiter."""
         if not bounds:
             return len(self.raw), None
-        d = self._delimiter(_body_re(bounds), pos, 1)
+        d = self._delimiter(_body_re(bounds), pos)
         return (d.start, d) if d is not None else (len(self.raw), None)
 
     def _entity(self, start: int, bounds: tuple[bytes, ...], depth: int,
@@ -114,17 +138,17 @@ class Analyser:
         raw = self.raw
         self.parts += 1
         # Header block: up to the blank line, or up to an enclosing delimiter (no body then).
-        m = self._search(_header_re(bounds), start)
+        found_end = self._search(_header_re(bounds), start)
         delim: _Delimiter | None = None
-        if m is None:
+        if found_end is None:
             body_start = len(raw)
             header_only = True
-        elif m.group(1) is not None:
-            body_start = m.end()
+        elif found_end[1].group(1) is not None:
+            body_start = found_end[1].end()
             header_only = False
         else:
-            body_start = m.start()
-            delim = _Delimiter(m.start(), m.end(), m.group(2), bool(m.group(3)))
+            body_start, m = found_end
+            delim = _Delimiter(body_start, m.end(), m.group(2), bool(m.group(3)))
             header_only = True
         found, scanned = fields(raw, start, body_start,
                                 _WITH_ENVELOPE if envelope else _MIME_ONLY)
@@ -188,7 +212,7 @@ class Analyser:
         pattern = _body_re(inner)
         child_default = ("message", "rfc822") if digest else ("text", "plain")
         children: list[Part] = []
-        d = self._delimiter(pattern, body_start, 1)
+        d = self._delimiter(pattern, body_start)
         while True:
             if d is None:
                 return children, len(self.raw), None
@@ -197,8 +221,8 @@ class Analyser:
             if d.close:
                 end, outer = self._leaf_end(d.end, bounds)  # the epilogue
                 return children, end, outer
-            if self.parts >= MAX_PARTS:
-                d = self._delimiter(pattern, d.end, 1)  # over budget: skip this part
+            if self.parts >= MAX_PARTS:  # over budget: the remaining parts stay out of the tree
+                d = self._delimiter(_close_re(own, bounds), d.end)
                 continue
             child, d = self._entity(d.end, inner, depth + 1, child_default, envelope=False)
             children.append(child)
