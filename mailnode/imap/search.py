@@ -15,8 +15,10 @@ from mailnode.mime import headers as mh
 from mailnode.store.api import MessageMeta
 
 CHARSETS = frozenset({"US-ASCII", "UTF-8"})
-_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]+")
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]+")  # "=" too: padding is redone
 MAX_DATE = 200  # characters of a Date value handed to the date parser
+MAX_DECODED = 8 * 1024 * 1024  # decoded text-part characters searched per message
+MAX_HEADER_VALUES = 1000  # occurrences of one field a HEADER key looks at
 
 
 def needs_body(key: c.SearchKey) -> bool:
@@ -32,10 +34,6 @@ def needs_body(key: c.SearchKey) -> bool:
     if isinstance(key, c.SearchAnd):
         return any(needs_body(k) for k in key.keys)
     return False
-
-
-MAX_DECODED = 8 * 1024 * 1024  # decoded text-part characters searched per message
-MAX_HEADER_VALUES = 1000  # occurrences of one field a HEADER key looks at
 
 
 @dataclass
@@ -111,9 +109,10 @@ def _transfer_decode(body: bytes, encoding: str | None) -> bytes:
     """Undo base64 / quoted-printable (both linear, in C); anything else is taken as is."""
     kind = (encoding or "").lower()
     try:
-        if kind == "base64":
+        if kind == "base64":  # lenient like mail readers: stray characters and padding
             data = _NOT_BASE64.sub(b"", body)
-            return binascii.a2b_base64(data[:len(data) - len(data) % 4])
+            data = data[:len(data) - 1] if len(data) % 4 == 1 else data
+            return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
         if kind == "quoted-printable":
             return binascii.a2b_qp(body)
     except (binascii.Error, ValueError):

@@ -62,6 +62,10 @@ def test_search_decodes_text_parts_found_by_the_structure() -> None:
            f"{base64.b64encode(b'secret haystack').decode()}\r\n--b--\r\n").encode()
     cand = search.Candidate(1, META, 1, 1, raw)
     assert search.matches(c.SearchText("köln", body_only=True), cand)
+    for tail in (b"end xy", b"end xyz", b"end wxyz"):  # every padding length, and none
+        padded = raw.replace(encoded.encode(), base64.b64encode(tail) + b"\r\n=\r\n")
+        assert search.matches(c.SearchText(tail.decode()[-2:], body_only=True),
+                              search.Candidate(1, META, 1, 1, padded))
     assert not search.matches(c.SearchText("haystack", body_only=True), cand)  # not text
     assert cand.structure is not None  # analysed once and kept for further keys
 
