@@ -23,7 +23,7 @@ _UNFOLD = re.compile(rb"\r?\n(?=[ \t])")
 _FIELD_END = re.compile(rb"\n(?![ \t])")
 _CHARSET_NAME = re.compile(r"[A-Za-z0-9_.:+-]{1,40}")
 _SECTION = re.compile(r"(?:(\d{1,4})\*?)?")  # after "name*": "", "0", "0*"
-_TYPE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)/([!#$%&'*+.^_`|~0-9A-Za-z-]+)\Z")
+_TYPE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]{1,64})/([!#$%&'*+.^_`|~0-9A-Za-z-]{1,64})\Z")
 
 
 FieldPattern = tuple[re.Pattern[bytes], re.Pattern[bytes]]

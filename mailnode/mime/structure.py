@@ -18,13 +18,15 @@ Bounds (anything beyond degrades, never raises): nesting depth ``MAX_DEPTH`` (de
 multipart or message parts become opaque ``application/octet-stream``), total parts
 ``MAX_PARTS`` (further parts of a multipart are left out of the tree, their bytes stay in
 the enclosing part's body), interesting header fields per entity, bytes per parsed value,
-parameters per header, addresses per field.
+parameters per header, addresses per field, and ``MAX_STORED`` characters of values in the
+whole tree (so the stored blob stays small: values beyond it are left out, the structure
+itself is kept).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from mailnode.mime.address import parse_addresses
@@ -35,6 +37,9 @@ MAX_DEPTH = 16
 MAX_PARTS = 512
 MAX_BOUNDARY = 200  # RFC 2046 allows 70; longer ones are treated as missing
 MAX_ADDRESS_FIELDS = 32  # occurrences of one address field that are joined
+MAX_ADDRESSES = 1000  # addresses kept per envelope field
+MAX_STORED = 256 * 1024  # characters of header values kept in the whole tree (blob size)
+MAX_ENCODING = 64  # a longer Content-Transfer-Encoding is garbage: treated as absent
 
 _MIME_FIELDS = ("content-type", "content-disposition", "content-transfer-encoding",
                 "content-id", "content-description", "content-md5", "content-language",
@@ -99,6 +104,33 @@ class Analyser:
         self.parts = 0
         self.scanned = 0
         self.steps = 0  # value-lexer loop steps
+        self.room = MAX_STORED  # characters of values the tree may still keep
+
+    def _keep(self, value: str | None) -> str | None:
+        """``value`` if the stored-size budget still has room for it (earlier fields, so
+        the top-level message's, come first), else None."""
+        if value is None or len(value) > self.room:
+            return None
+        self.room -= len(value)
+        return value
+
+    def _keep_params(self, params: Params) -> Params:
+        kept = []
+        for key, value in params:
+            if len(key) + len(value) <= self.room:
+                self.room -= len(key) + len(value)
+                kept.append((key, value))
+        return tuple(kept)
+
+    def _keep_addresses(self, addrs: list[Address]) -> tuple[Address, ...]:
+        kept = []
+        for a in addrs[:MAX_ADDRESSES]:
+            size = sum(len(x) for x in (a.name, a.adl, a.mailbox, a.host) if x is not None)
+            if size > self.room:
+                break
+            self.room -= size
+            kept.append(a)
+        return tuple(kept)
 
     def run(self) -> MessageStructure:
         root, _ = self._entity(0, (), 0, ("text", "plain"), envelope=True)
@@ -173,6 +205,8 @@ class Analyser:
         descend = depth < MAX_DEPTH and self.parts < MAX_PARTS
         if (ctype[0] == "multipart" or ctype == ("message", "rfc822")) and not descend:
             ctype = _OPAQUE
+        # This entity's values are charged to the size budget before its children's.
+        kept = self._kept_fields(first, params, Part(start, body_start, body_start))
         if header_only:
             end = body_start
             if ctype == ("message", "rfc822"):
@@ -189,21 +223,32 @@ class Analyser:
             end = message.end
         else:
             end, delim = self._leaf_end(body_start, bounds)
-        disposition = None
-        if "content-disposition" in first:
-            kind, dparams, steps = parse_params(first["content-disposition"])
-            self.steps += steps
-            disposition = (kind.lower(), dparams)
         part = Part(
-            start, body_start, end, ctype, params, disposition,
-            id=first.get("content-id"), description=first.get("content-description"),
-            encoding=_strip(first.get("content-transfer-encoding")),
-            md5=first.get("content-md5"), language=first.get("content-language"),
-            location=first.get("content-location"),
+            start, body_start, end, ctype, kept.params, kept.disposition, id=kept.id,
+            description=kept.description, encoding=kept.encoding, md5=kept.md5,
+            language=kept.language, location=kept.location,
             lines=0 if children or ctype[0] == "multipart" else raw.count(b"\n", body_start, end),
             children=children, message=message,
             envelope=env)
         return part, delim
+
+    def _kept_fields(self, first: dict[str, str], params: Params, empty: Part) -> Part:
+        """The stored values of one entity, as far as the size budget allows (on a
+        placeholder Part; offsets and tree are filled in by the caller)."""
+        disposition = None
+        if "content-disposition" in first:
+            kind, dparams, steps = parse_params(first["content-disposition"])
+            self.steps += steps
+            disposition = (self._keep(kind.lower()) or "", self._keep_params(dparams))
+        encoding = _strip(first.get("content-transfer-encoding"))
+        return replace(
+            empty, params=self._keep_params(params), disposition=disposition,
+            id=self._keep(first.get("content-id")),
+            description=self._keep(first.get("content-description")),
+            encoding=encoding if encoding is None or len(encoding) <= MAX_ENCODING else None,
+            md5=self._keep(first.get("content-md5")),
+            language=self._keep(first.get("content-language")),
+            location=self._keep(first.get("content-location")))
 
     def _multipart(self, body_start: int, own: bytes, bounds: tuple[bytes, ...], depth: int,
                    digest: bool) -> tuple[list[Part], int, _Delimiter | None]:
@@ -231,14 +276,18 @@ class Analyser:
         def addrs(name: str) -> tuple[Address, ...]:
             out: list[Address] = []
             for value in addresses.get(name, ()):
+                if len(out) >= MAX_ADDRESSES:
+                    break
                 parsed, steps = parse_addresses(value)
                 self.steps += steps
                 out.extend(parsed)
-            return tuple(out)
+            return self._keep_addresses(out)
 
-        return Envelope(first.get("date"), first.get("subject"), first.get("in-reply-to"),
-                        first.get("message-id"), addrs("from"), addrs("sender"),
-                        addrs("reply-to"), addrs("to"), addrs("cc"), addrs("bcc"))
+        keep = self._keep
+        return Envelope(keep(first.get("date")), keep(first.get("subject")),
+                        keep(first.get("in-reply-to")), keep(first.get("message-id")),
+                        addrs("from"), addrs("sender"), addrs("reply-to"), addrs("to"),
+                        addrs("cc"), addrs("bcc"))
 
 
 def params_get(params: Params, name: str) -> str | None:

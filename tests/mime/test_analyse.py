@@ -267,3 +267,21 @@ def test_encoded_words_and_charsets_for_search() -> None:
     assert decode(b"abc-", "punycode") == "abc-"  # refused: punycode decoding is quadratic
     assert decode(b"x", "base64_codec") == "x"  # not a text encoding
     assert decode(b"+2D0-", "utf-7") == "\ufffd"  # a lone surrogate from UTF-7
+
+
+def test_stored_values_are_bounded_so_the_blob_stays_small() -> None:
+    from mailnode.mime.structure import MAX_STORED
+
+    part = (b"--b\r\nContent-Type: text/plain; name=\"" + b"\xff" * 4000 + b"\"\r\n"
+            b"Content-Description: " + b"d" * 15000 + b"\r\n\r\nx\r\n")
+    raw = (HEAD + b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + part * 400
+           + b"--b--\r\n")
+    structure, _ = check(raw)
+    root = structure.root
+    assert root.envelope is not None and root.envelope.subject == "hostile"
+    assert root.params == (("boundary", "b"),)  # the top level is charged first
+    assert len(root.children) == 400  # the tree is whole; only values are left out
+    kept = sum(len(c.description or "") + sum(len(v) for _, v in c.params)
+               for c in root.children)
+    assert 0 < kept <= MAX_STORED
+    assert len(structure.encode()) <= 6 * MAX_STORED + 300 * MAX_PARTS
