@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from mailnode.imap import mime as imap_mime
 from mailnode.mime import Address, Envelope, MessageStructure, Part, analyse
-from mailnode.mime.headers import text
+from mailnode.mime.address import parse_addresses
+from mailnode.mime.headers import decode_words, parse_params, text
 from tests.mime.test_analyse import check
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -139,3 +140,20 @@ def test_decode_never_accepts_truncated_blobs(raw: bytes) -> None:
         except ValueError:
             continue
         raise AssertionError("a truncated blob decoded")
+
+
+_HEADERISH = st.text(alphabet=st.sampled_from(list('()<>@,;:\\".[] \t\r\naZ=?*\'%é\udcff')),
+                     max_size=300)
+
+
+@FAST
+@given(_HEADERISH)
+def test_value_parsers_take_at_most_one_step_per_character(value: str) -> None:
+    addrs, steps = parse_addresses(value)
+    assert steps <= len(value)
+    groups = sum(1 for a in addrs if a.mailbox is not None and a.host is None)
+    ends = sum(1 for a in addrs if a == Address(None, None, None, None))
+    assert groups == ends  # group markers always pair
+    _, params, steps = parse_params(value)
+    assert steps <= len(value) and all(k and k == k.lower() for k, _ in params)
+    assert isinstance(decode_words(value), str)
