@@ -8,33 +8,30 @@ from collections.abc import Iterator
 from mailnode.imap import commands as c
 from mailnode.imap import mime
 from mailnode.imap.responses import date_time, flags
+from mailnode.mime import MessageStructure, analyse
 from mailnode.store.api import MessageMeta
 
 STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
 
 
 class StructureCache:
-    """ENVELOPE/BODY/BODYSTRUCTURE per message, so repeated client scans skip MIME parsing
-    (and fetching the body). Messages never change, so entries never go stale."""
+    """Analysed structures per message, so repeated client scans skip MIME analysis (and
+    fetching the body). Messages never change, so entries never go stale. A stop-gap until
+    FETCH reads the structure stored at delivery."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[int, int], dict[str, bytes]] = OrderedDict()
+        self._items: OrderedDict[tuple[int, int], MessageStructure] = OrderedDict()
 
-    def get(self, mailbox_id: int, uid: int) -> dict[str, bytes] | None:
+    def get(self, mailbox_id: int, uid: int) -> MessageStructure | None:
         key = (mailbox_id, uid)
         value = self._items.get(key)
         if value is not None:
             self._items.move_to_end(key)
         return value
 
-    def compute(self, mailbox_id: int, uid: int, raw: bytes) -> dict[str, bytes]:
-        entity = mime.parse(raw)
-        value = {
-            "ENVELOPE": mime.envelope(entity),
-            "BODYSTRUCTURE": mime.bodystructure(entity, extended=True),
-            "BODY": mime.bodystructure(entity, extended=False),
-        }
+    def compute(self, mailbox_id: int, uid: int, raw: bytes) -> MessageStructure:
+        value = analyse(raw)
         self._items[(mailbox_id, uid)] = value
         if len(self._items) > self.size:
             self._items.popitem(last=False)
@@ -50,11 +47,12 @@ def section_name(attr: c.FetchAttr) -> bytes:
     return name.encode("ascii")
 
 
-def body_section(raw: bytes, attr: c.FetchAttr) -> bytes:
-    """The bytes for ``BODY[section]<partial>``."""
+def body_section(raw: bytes, attr: c.FetchAttr,
+                 structure: MessageStructure | None = None) -> bytes:
+    """The bytes for ``BODY[section]<partial>`` (``structure`` is analysed when absent)."""
     assert attr.section is not None
     s = attr.section
-    data = mime.section_bytes(raw, s.parts, s.text, s.fields)
+    data = mime.section_bytes(raw, structure, s.parts, s.text, s.fields)
     if attr.partial is not None:
         start, count = attr.partial
         data = data[start:start + count]
@@ -62,15 +60,17 @@ def body_section(raw: bytes, attr: c.FetchAttr) -> bytes:
 
 
 def render(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes | None,
-           structure: dict[str, bytes] | None) -> bytes:
+           structure: MessageStructure | None) -> bytes:
     """The parenthesised item list of one ``* n FETCH (...)`` response."""
     return b"".join(render_chunks(meta, attrs, raw, structure))
 
 
 def render_chunks(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes | None,
-                  structure: dict[str, bytes] | None) -> Iterator[bytes]:
+                  structure: MessageStructure | None) -> Iterator[bytes]:
     """:func:`render` in pieces, a literal's data on its own: the session sends them as they
-    come, so a response is never built whole (a FETCH may name a message's body many times)."""
+    come, so a response is never built whole (a FETCH may name a message's body many times).
+    ``structure`` is needed for ENVELOPE/BODY/BODYSTRUCTURE; for body sections it is
+    analysed (once) from ``raw`` when not given."""
     yield b"("
     for i, attr in enumerate(attrs):
         if i:
@@ -86,7 +86,11 @@ def render_chunks(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes 
             yield b"RFC822.SIZE %d" % meta.size
         elif name in STRUCTURE_ITEMS and attr.section is None:
             assert structure is not None
-            yield name.encode() + b" " + structure[name]
+            if name == "ENVELOPE":
+                value = mime.envelope(structure)
+            else:
+                value = mime.bodystructure(structure.root, extended=name == "BODYSTRUCTURE")
+            yield name.encode() + b" " + value
         else:
             assert raw is not None
             if name == "RFC822":
@@ -96,8 +100,11 @@ def render_chunks(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes 
             elif name == "RFC822.TEXT":
                 data = mime.split_header(raw)[1]
             else:
+                assert attr.section is not None
+                if structure is None and attr.section.parts:
+                    structure = analyse(raw)
                 name = section_name(attr).decode("ascii")
-                data = body_section(raw, attr)
+                data = body_section(raw, attr, structure)
             yield name.encode("ascii") + b" {%d}\r\n" % len(data)
             yield data
     yield b")"

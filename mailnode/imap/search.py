@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import binascii
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from email.header import decode_header, make_header
-from email.message import Message
-from email.parser import BytesHeaderParser, BytesParser
-from email.policy import compat32, default
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 
 from mailnode.imap import commands as c
-from mailnode.imap.mime import split_header
+from mailnode.mime import MessageStructure, Part, analyse
+from mailnode.mime import headers as mh
 from mailnode.store.api import MessageMeta
 
 CHARSETS = frozenset({"US-ASCII", "UTF-8"})
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]+")  # "=" too: padding is redone
+MAX_DATE = 200  # characters of a Date value handed to the date parser
+MAX_DECODED = 8 * 1024 * 1024  # decoded text-part characters searched per message
+MAX_HEADER_VALUES = 1000  # occurrences of one field a HEADER key looks at
 
 
 def needs_body(key: c.SearchKey) -> bool:
@@ -34,22 +38,36 @@ def needs_body(key: c.SearchKey) -> bool:
 
 @dataclass
 class Candidate:
-    """A message being tested; the parsed header is computed at most once."""
+    """A message being tested. Its structure (the stored one, or analysed here once when
+    the caller has none) locates the header and the text parts, so nothing is re-parsed per
+    key, and what is decoded for BODY/TEXT is bounded by ``MAX_DECODED``."""
 
     seq: int
     meta: MessageMeta
     max_seq: int
     max_uid: int
     raw: bytes | None = None
-    _fields: Message | None = field(default=None, repr=False)
+    structure: MessageStructure | None = None
     _body_text: str | None = field(default=None, repr=False)
 
     @property
-    def fields(self) -> Message:
-        if self._fields is None:
-            header, _ = split_header(self.raw or b"")
-            self._fields = BytesHeaderParser(policy=compat32).parsebytes(header)
-        return self._fields
+    def tree(self) -> Part:
+        if self.structure is None:
+            self.structure = analyse(self.raw or b"")
+        return self.structure.root
+
+    @property
+    def header(self) -> bytes:
+        """The top-level header block."""
+        root = self.tree
+        return (self.raw or b"")[root.header_start:root.body_start]
+
+    def header_values(self, name: str) -> list[str]:
+        """Every (unfolded, length-bounded) value of field ``name`` in the top header."""
+        root = self.tree
+        found, _ = mh.fields(self.raw or b"", root.header_start, root.body_start,
+                             _field_pattern(name.lower()), MAX_HEADER_VALUES)
+        return [v.decode("utf-8", "replace") for _, v in found]
 
     @property
     def body_text(self) -> str:
@@ -57,23 +75,58 @@ class Candidate:
         transfer encoding and charset (so base64 and quoted-printable mail is searchable)."""
         if self._body_text is None:
             raw = self.raw or b""
-            texts = [split_header(raw)[1].decode("utf-8", "replace")]
-            message = BytesParser(policy=default).parsebytes(raw)
-            for part in message.walk():
-                if part.get_content_maintype() == "text" and not part.is_multipart():
-                    try:
-                        texts.append(part.get_content())
-                    except (LookupError, UnicodeError, ValueError, AssertionError):
-                        continue  # an unknown charset or broken encoding: raw text only
+            root = self.tree
+            texts = [raw[root.body_start:root.end].decode("utf-8", "replace")]
+            budget = MAX_DECODED
+            for part in _text_parts(root):
+                if budget <= 0:
+                    break
+                body = raw[part.body_start:min(part.end, part.body_start + 2 * budget)]
+                decoded = mh.decode(_transfer_decode(body, part.encoding),
+                                    part.param("charset"))[:budget]
+                budget -= len(decoded)
+                texts.append(decoded)
             self._body_text = "\n".join(texts).casefold()
         return self._body_text
 
 
-def _decoded(value: str) -> str:
+def _text_parts(root: Part) -> list[Part]:
+    """The text leaves, in order, including those of encapsulated messages."""
+    out: list[Part] = []
+    stack = [root]
+    while stack:
+        part = stack.pop()
+        if part.children:
+            stack.extend(reversed(part.children))
+        elif part.message is not None:
+            stack.append(part.message)
+        elif part.content_type[0] == "text":
+            out.append(part)
+    return out
+
+
+def _transfer_decode(body: bytes, encoding: str | None) -> bytes:
+    """Undo base64 / quoted-printable (both linear, in C); anything else is taken as is."""
+    kind = (encoding or "").lower()
     try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
-        return value
+        if kind == "base64":  # lenient like mail readers: stray characters and padding
+            data = _NOT_BASE64.sub(b"", body)
+            data = data[:len(data) - 1] if len(data) % 4 == 1 else data
+            return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+        if kind == "quoted-printable":
+            return binascii.a2b_qp(body)
+    except (binascii.Error, ValueError):
+        pass
+    return body
+
+
+@lru_cache(maxsize=64)
+def _field_pattern(name: str) -> mh.FieldPattern:
+    return mh.field_pattern((name,))
+
+
+def _decoded(value: str) -> str:
+    return mh.decode_words(value)
 
 
 def _day(value: datetime) -> date:
@@ -107,28 +160,29 @@ def matches(key: c.SearchKey, m: Candidate) -> bool:
         return _match_date(key, m)
     if isinstance(key, c.SearchHeader):
         needle = key.value.casefold()
-        values = m.fields.get_all(key.name) or []
+        values = m.header_values(key.name)
         if not needle:
             return bool(values)
-        return any(needle in _decoded(str(v)).casefold() for v in values)
+        return any(needle in _decoded(v).casefold() for v in values)
     if isinstance(key, c.SearchText):
         needle = key.value.casefold()
         if needle in m.body_text:
             return True
         if key.body_only:
             return False
-        header = split_header(m.raw or b"")[0].decode("utf-8", "replace")
+        header = m.header.decode("utf-8", "replace")
         return needle in header.casefold() or needle in _decoded(header).casefold()
     raise AssertionError(f"unhandled search key {key!r}")
 
 
 def _match_date(key: c.SearchDate, m: Candidate) -> bool:
     if key.sent:
-        value = m.fields.get("date")
+        envelope = m.tree.envelope
+        value = envelope.date if envelope is not None else None
         if value is None:
             return False
         try:
-            when = parsedate_to_datetime(str(value))
+            when = parsedate_to_datetime(value[:MAX_DATE])
         except (TypeError, ValueError):
             return False
     else:

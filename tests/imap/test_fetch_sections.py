@@ -5,6 +5,7 @@ from __future__ import annotations
 from mailnode.imap import commands as c
 from mailnode.imap import mime
 from mailnode.imap.fetch import body_section
+from mailnode.mime import analyse
 
 MULTIPART = (
     b"From: a@example.mailnode\r\n"
@@ -78,23 +79,23 @@ def test_multipart_parts() -> None:
 
 
 def test_bodystructure_of_multipart() -> None:
-    entity = mime.parse(MULTIPART)
-    bs = mime.bodystructure(entity, extended=True)
+    root = analyse(MULTIPART).root
+    bs = mime.bodystructure(root, extended=True)
     assert bs.startswith(b'(("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 10 0')
     assert b'("MESSAGE" "RFC822" NIL NIL NIL "7BIT"' in bs
     assert b'("ATTACHMENT" ("FILENAME" "x.bin"))' in bs
     assert bs.endswith(b' "MIXED" ("BOUNDARY" "XX") NIL NIL NIL)')
-    body = mime.bodystructure(entity, extended=False)
+    body = mime.bodystructure(root, extended=False)
     assert body.endswith(b' "MIXED")') and b"ATTACHMENT" not in body
 
 
 def test_bodystructure_defaults_for_plain_message() -> None:
-    bs = mime.bodystructure(mime.parse(SIMPLE), extended=False)
+    bs = mime.bodystructure(analyse(SIMPLE).root, extended=False)
     assert bs == b'("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 19 2)'
 
 
 def test_envelope() -> None:
-    env = mime.envelope(mime.parse(SIMPLE))
+    env = mime.envelope(analyse(SIMPLE))
     assert env == (b'(NIL "hi" (("Alice" NIL "alice" "example.mailnode")) '
                    b'(("Alice" NIL "alice" "example.mailnode")) '
                    b'(("Alice" NIL "alice" "example.mailnode")) NIL NIL NIL NIL NIL)')
@@ -102,4 +103,4 @@ def test_envelope() -> None:
 
 def test_message_without_header_end() -> None:
     assert section(b"Subject: x\r\n", text="TEXT") == b""
-    assert mime.bodystructure(mime.parse(b""), extended=True).startswith(b'("TEXT" "PLAIN"')
+    assert mime.bodystructure(analyse(b"").root, extended=True).startswith(b'("TEXT" "PLAIN"')

@@ -1,0 +1,205 @@
+"""Header fields out of a header block, Content-Type style parameters (RFC 2045, RFC 2231),
+charsets and RFC 2047 encoded words — each linear in its input and bounded in its output."""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import itertools
+import re
+from functools import lru_cache
+from urllib.parse import unquote_to_bytes
+
+from mailnode.mime.lexer import ATOM, PARAMS, QUOTED, SPECIAL, Lexer
+from mailnode.mime.model import Params
+
+MAX_VALUE = 16 * 1024  # raw bytes of one field value that are parsed and stored
+MAX_FIELDS = 256  # interesting fields looked at per header block
+MAX_PARAMS = 64  # parameters kept per Content-Type / Content-Disposition
+_UNSAFE_CODECS = frozenset({"punycode", "idna"})  # super-linear decoders
+_HEAD, _NAME, _VALUE, _SKIP = range(4)  # parse_params states
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNFOLD = re.compile(rb"\r?\n(?=[ \t])")
+_FIELD_END = re.compile(rb"\n(?![ \t])")
+_CHARSET_NAME = re.compile(r"[A-Za-z0-9_.:+-]{1,40}")
+_SECTION = re.compile(r"(?:(\d{1,4})\*?)?")  # after "name*": "", "0", "0*"
+_TYPE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]{1,64})/([!#$%&'*+.^_`|~0-9A-Za-z-]{1,64})\Z")
+
+
+FieldPattern = tuple[re.Pattern[bytes], re.Pattern[bytes]]
+
+
+def field_pattern(names: tuple[str, ...]) -> FieldPattern:
+    """Patterns finding any of ``names`` (any case) as a field name: at the start of a block,
+    and after a line break (a literal first byte lets the regex engine skip ahead fast)."""
+    core = rb"(?i)(" + b"|".join(re.escape(n.encode("utf-8", "surrogateescape"))
+                                for n in names) + rb")[ \t]*:"
+    return re.compile(core), re.compile(rb"(?i)\n" + core[4:])
+
+
+def fields(raw: bytes, start: int, end: int, pattern: FieldPattern,
+           limit: int = MAX_FIELDS) -> tuple[list[tuple[str, bytes]], int]:
+    """The (lower-case name, unfolded raw value) of fields matching ``pattern`` in
+    ``raw[start:end]``, in order, at most ``limit`` of them, each value cut at
+    ``MAX_VALUE`` bytes; and the number of bytes scanned. One regex pass over the block plus
+    one bounded scan per field kept: linear."""
+    out: list[tuple[str, bytes]] = []
+    scanned = 0
+    first = pattern[0].match(raw, start, end)
+    for m in itertools.chain([first] if first else [], pattern[1].finditer(raw, start, end)):
+        if len(out) >= limit:
+            break
+        stop = min(end, m.end() + MAX_VALUE)
+        e = _FIELD_END.search(raw, m.end(), stop)
+        value_end = e.start() if e is not None else stop
+        scanned += value_end - m.end()
+        value = _UNFOLD.sub(b"", raw[m.end():value_end]).lstrip(b" \t").rstrip(b"\r\n")
+        out.append((m.group(1).decode("utf-8", "surrogateescape").lower(), value))
+    return out, scanned + (end - start)
+
+
+def text(value: bytes) -> str:
+    """Bytes as a ``str`` that encodes back to the same bytes (UTF-8, surrogateescape)."""
+    return value.decode("utf-8", "surrogateescape")
+
+
+@lru_cache(maxsize=256)
+def _codec(charset: str) -> str | None:
+    if not _CHARSET_NAME.fullmatch(charset):
+        return None
+    try:
+        info = codecs.lookup(charset)
+    except LookupError:
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _UNSAFE_CODECS:
+        return None
+    return info.name
+
+
+def decode(data: bytes, charset: str | None) -> str:
+    """``data`` in ``charset``; an unknown, unsafe or missing charset falls back to UTF-8
+    (8-bit content in a us-ascii part is usually UTF-8 in practice). Undecodable bytes become
+    U+FFFD, and so do surrogates some codecs (UTF-7) let through: stored strings then hold
+    no surrogates but the low ones ``surrogateescape`` makes, which JSON round-trips."""
+    name = _codec(charset.strip().lower()) if charset else None
+    if name is None or name == "ascii":
+        name = "utf-8"
+    try:
+        out = data.decode(name, "replace")
+    except (UnicodeError, LookupError, ValueError):
+        out = data.decode("utf-8", "replace")
+    return _SURROGATE.sub("\ufffd", out)
+
+
+def _collapse(pieces: list[tuple[int, bool, str]]) -> str:
+    """RFC 2231: join continuation sections in order; percent-decode the extended ones and
+    decode the whole with the charset the first extended section names."""
+    pieces.sort(key=lambda p: p[0])
+    charset: str | None = None
+    data = bytearray()
+    for index, (_, extended, value) in enumerate(pieces):
+        if extended:
+            if index == 0 and value.count("'") >= 2:
+                charset, _lang, value = value.split("'", 2)
+            data += unquote_to_bytes(value.encode("utf-8", "surrogateescape"))
+        else:
+            data += value.encode("utf-8", "surrogateescape")
+    if charset is None:
+        return text(bytes(data))
+    return decode(bytes(data), charset)
+
+
+def parse_params(value: str) -> tuple[str, Params, int]:
+    """(first token, parameters, lexer steps) of ``type; a=b; c*0*=...``: names lower
+    case, RFC 2231 sections joined and decoded; at most ``MAX_PARAMS`` parameters. One pass
+    over the tokens, which stops once enough parameters are collected."""
+    lexer = Lexer(value, PARAMS)
+    head: list[str] = []
+    raw_params: list[tuple[str, str]] = []
+    state = _HEAD
+    name_parts: list[str] = []
+    words: list[str] = []
+    quoted = False
+    for t in lexer:
+        if t.kind == SPECIAL and t.text == ";":
+            if state == _VALUE and name_parts:
+                raw_params.append(("".join(name_parts).lower(), "".join(words)))
+            if len(raw_params) >= MAX_PARAMS * 4:
+                state = _SKIP
+                break
+            state, name_parts, words, quoted = _NAME, [], [], False
+        elif state == _HEAD:
+            if t.text:
+                head.append(t.source)
+        elif state == _NAME:
+            if t.kind == ATOM:
+                name_parts.append(t.text)
+            else:  # "=" starts the value; anything else: not a parameter, skip to ";"
+                state = _VALUE if t.text == "=" else _SKIP
+        elif state == _VALUE:
+            if t.kind == QUOTED and not words:
+                quoted = True
+                words.append(t.text)
+            elif not quoted:
+                words.append((" " if t.space and words else "") + t.source)
+    if state == _VALUE and name_parts:
+        raw_params.append(("".join(name_parts).lower(), "".join(words)))
+    # RFC 2231 continuations: sections are gathered per base name at its first position.
+    result: list[tuple[str, str]] = []
+    first: dict[str, int] = {}
+    sections: dict[str, list[tuple[int, bool, str]]] = {}
+    for name, val in raw_params:
+        base, star, rest = name.partition("*")
+        m = _SECTION.fullmatch(rest) if star else None
+        if m is None or not base:
+            result.append((name, val))
+            continue
+        if base not in sections:
+            sections[base] = []
+            first[base] = len(result)
+            result.append((base, ""))
+        number = int(m.group(1)) if m.group(1) else 0
+        sections[base].append((number, name.endswith("*"), val))
+    for base, pieces in sections.items():
+        result[first[base]] = (base, _collapse(pieces))
+    # A plain parameter repeating a name that has RFC 2231 sections loses (RFC 2231 §4).
+    result = [(n, v) for i, (n, v) in enumerate(result) if n not in first or first[n] == i]
+    return " ".join(head), tuple(result[:MAX_PARAMS]), lexer.steps
+
+
+def content_type(value: str | None, default: tuple[str, str]
+                 ) -> tuple[tuple[str, str], Params, bool]:
+    """(type, params, valid): a missing or malformed type gives the default (RFC 2045 §5.2)."""
+    if value is None:
+        return default, (), False
+    head, params, _ = parse_params(value)
+    m = _TYPE.match(head.replace(" ", ""))
+    if m is None:
+        return default, params, False
+    return (m.group(1).lower(), m.group(2).lower()), params, True
+
+
+# --- RFC 2047 encoded words (for SEARCH; ENVELOPE leaves them to the client) ---------------
+
+_WORD = re.compile(r"=\?([^?\s*]{1,40})(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = re.compile(r"(?<=\?=)[ \t\r\n]+(?==\?)")
+
+
+def _word(m: re.Match[str]) -> str:
+    charset, kind, payload = m.group(1), m.group(2).upper(), m.group(3)
+    data = payload.encode("utf-8", "surrogateescape")
+    try:
+        if kind == "B":
+            data = binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+        else:
+            data = binascii.a2b_qp(data.replace(b"_", b" "), header=True)
+    except (binascii.Error, ValueError):
+        return m.group()
+    return decode(data, charset)
+
+
+def decode_words(value: str) -> str:
+    """Encoded words decoded in one regex pass (whitespace between two of them dropped)."""
+    if "=?" not in value:
+        return value
+    return _WORD.sub(_word, _BETWEEN_WORDS.sub("", value))
