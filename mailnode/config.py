@@ -37,7 +37,8 @@ class Config:
     bootstrap: tuple[str, ...] = ()
     # [limits]
     max_message_size: int = 25 * 1024 * 1024
-    max_connections: int = 100
+    max_connections: int = 1000
+    max_peer_connections: int = 128
     max_connections_per_source: int = 20
     max_sessions_per_user: int = 20
     login_timeout: float = 60.0
@@ -80,8 +81,11 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
     "limits": [
         ("max_message_size", "largest message accepted, in bytes (SMTP SIZE, IMAP APPEND, "
                              "transfer)"),
-        ("max_connections", "simultaneous connections per listener; when full, the oldest "
-                            "connection that has not logged in is closed to make room"),
+        ("max_connections", "simultaneous connections to SMTP and to IMAP (each); when full, "
+                            "the oldest connection that has not logged in (and is more than "
+                            "3 s old) is closed to make room"),
+        ("max_peer_connections", "simultaneous connections from other nodes to the transfer "
+                                 "port (each TLS connection holds about 150 KiB)"),
         ("max_connections_per_source", "simultaneous connections per listener from one "
                                        "address (IPv6: one /64) that have not logged in "
                                        "(transfer: all of them)"),
@@ -169,8 +173,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{port_name} {port} is not a port number")
     for peer in config.bootstrap:
         parse_hostport(peer)
-    for name in ("max_connections", "max_connections_per_source", "max_sessions_per_user",
-                 "login_lockout_after"):
+    for name in ("max_connections", "max_peer_connections", "max_connections_per_source",
+                 "max_sessions_per_user", "login_lockout_after"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
     if config.login_timeout <= 0 or config.login_lockout <= 0 or config.failed_login_delay < 0:

@@ -59,8 +59,13 @@ class Admission(Generic[H]):
 @dataclass
 class _Entry:
     source: str
+    since: float = 0.0  # when it was admitted
     user: object = None  # set once the connection has logged in
     per_source: bool = True  # still counted against its source's cap
+
+
+LOGIN_GRACE = 3.0
+"""Seconds a new connection cannot be evicted for newcomers (see ``ConnectionTable.grace``)."""
 
 
 class ConnectionTable(Generic[H]):
@@ -73,7 +78,8 @@ class ConnectionTable(Generic[H]):
     """
 
     def __init__(self, max_total: int, max_per_source: int,
-                 max_per_user: int | None = None, *, sessions_per_source: bool = True) -> None:
+                 max_per_user: int | None = None, *, sessions_per_source: bool = True,
+                 grace: float = 0.0) -> None:
         if max_total < 1 or max_per_source < 1 or (max_per_user is not None
                                                    and max_per_user < 1):
             raise ValueError("connection limits must be positive")
@@ -81,6 +87,10 @@ class ConnectionTable(Generic[H]):
         self.max_per_source = max_per_source
         self.max_per_user = max_per_user
         self.sessions_per_source = sessions_per_source
+        self.grace = grace
+        """Seconds a new connection is safe from eviction: long enough for a real client to
+        log in, so a flood of newcomers cannot push out someone who is logging in (when
+        every waiting connection is that young, the newcomer is refused instead)."""
         self._entries: dict[H, _Entry] = {}
         self._per_source: dict[str, int] = defaultdict(int)
         self._per_user: dict[object, int] = defaultdict(int)
@@ -96,27 +106,32 @@ class ConnectionTable(Generic[H]):
         """Connections that have not logged in."""
         return len(self._waiting)
 
-    def admit(self, handle: H, source: str) -> Admission[H]:
-        """Take a new connection from ``source``; the caller closes ``evict`` if one is named."""
+    def admit(self, handle: H, source: str, now: float = 0.0) -> Admission[H]:
+        """Take a new connection from ``source`` at time ``now``; the caller closes ``evict``
+        if one is named."""
         if self._per_source[source] >= self.max_per_source:
             self._forget_source(source)
             return Admission(False, reason="too many connections from your address")
         victim: H | None = None
         if len(self._entries) >= self.max_total:
-            victim = self._victim()
+            victim = self._victim(now)
             if victim is None:
                 return Admission(False, reason="too many connections")
             self.release(victim)
-        self._entries[handle] = _Entry(source)
+        self._entries[handle] = _Entry(source, now)
         self._per_source[source] += 1
         self._waiting[handle] = None
         return Admission(True, evict=victim)
 
-    def _victim(self) -> H | None:
-        """The oldest waiting connection of the source with the most waiting connections."""
+    def _victim(self, now: float) -> H | None:
+        """The oldest waiting connection, past its grace, of the source with the most such."""
+        cutoff = now - self.grace
         counts: dict[str, int] = defaultdict(int)
         for handle in self._waiting:
-            counts[self._entries[handle].source] += 1
+            entry = self._entries[handle]
+            if entry.since > cutoff:
+                break  # oldest first: the rest are younger still
+            counts[entry.source] += 1
         if not counts:
             return None
         busiest = max(counts.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 import time
 from collections.abc import Callable
@@ -44,10 +45,24 @@ def published_host(config: Config) -> str:
     return config.p2p_bind
 
 
+def raise_file_limit(config: Config) -> None:
+    """Let the process hold every connection the limits allow (Linux's default soft limit
+    of 1024 descriptors is below two listeners' worth), up to the hard limit."""
+    want = 2 * config.max_connections + config.max_peer_connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < want:
+            log.warning("only %d file descriptors allowed (the limits need %d): lower "
+                        "max_connections or raise the hard limit (ulimit -Hn)", new, want)
+
+
 async def serve(data_dir: Path, stop: asyncio.Event,
                 on_ready: Callable[[Listening], None] | None = None) -> None:
     """Run the node until ``stop`` is set; every listener and task is closed on the way out."""
     config = load(data_dir / CONFIG_NAME)
+    raise_file_limit(config)
     node_identity = load_node_key(data_dir / NODE_KEY_NAME)
     db = await asyncio.to_thread(Database.open, data_dir / DB_NAME)  # migrates an older db
     notifier = ChangeNotifier()
@@ -71,7 +86,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         inbound = InboundService(store, server_id=server_id)
         transfer = TransferServer(node_identity, inbound.accept,
                                   max_message_size=config.max_message_size + OVERHEAD,
-                                  max_connections=config.max_connections,
+                                  max_connections=config.max_peer_connections,
                                   max_connections_per_source=config.max_connections_per_source,
                                   max_sessions_per_peer=config.max_sessions_per_user,
                                   timeout=config.transfer_timeout,

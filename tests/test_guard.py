@@ -248,3 +248,19 @@ def test_tables_stay_bounded_under_a_flood_of_sources_and_names() -> None:
         p.failed(f"src-{i}", f"name-{i % 3000}", float(i) / 1000)
     assert len(p._sources) == 100 and len(p._accounts) == 50
     assert all(len(a.failed_from) <= 8 for a in p._accounts.values())
+
+
+def test_young_connections_are_not_evicted_for_newcomers() -> None:
+    """Within its grace a connection (someone logging in right now) is safe: a flood of
+    newcomers is refused instead; past it, the oldest stranger makes room."""
+    table: ConnectionTable[str] = ConnectionTable(2, 5, grace=3.0)
+    assert table.admit("user", "10.0.0.1", now=100.0).admitted
+    assert table.admit("s1", "10.0.0.2", now=100.5).admitted
+    refused = table.admit("s2", "10.0.0.3", now=101.0)
+    assert not refused.admitted and refused.evict is None
+    admission = table.admit("s3", "10.0.0.4", now=103.2)  # "user" is past its grace now
+    assert admission.admitted and admission.evict == "user"
+    table.login("s1", "bob")
+    assert table.admit("s4", "10.0.0.5", now=200.0).evict == "s3"  # not bob's session
+    table.login("s4", "carol")
+    assert not table.admit("s5", "10.0.0.6", now=300.0).admitted  # sessions never evicted

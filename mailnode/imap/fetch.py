@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator
 
 from mailnode.imap import commands as c
@@ -12,30 +11,6 @@ from mailnode.mime import MessageStructure, analyse
 from mailnode.store.api import MessageMeta
 
 STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
-
-
-class StructureCache:
-    """Analysed structures per message, so repeated client scans skip MIME analysis (and
-    fetching the body). Messages never change, so entries never go stale. A stop-gap until
-    FETCH reads the structure stored at delivery."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[int, int], MessageStructure] = OrderedDict()
-
-    def get(self, mailbox_id: int, uid: int) -> MessageStructure | None:
-        key = (mailbox_id, uid)
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def compute(self, mailbox_id: int, uid: int, raw: bytes) -> MessageStructure:
-        value = analyse(raw)
-        self._items[(mailbox_id, uid)] = value
-        if len(self._items) > self.size:
-            self._items.popitem(last=False)
-        return value
 
 
 def section_name(attr: c.FetchAttr) -> bytes:

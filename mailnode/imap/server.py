@@ -8,8 +8,7 @@ import logging
 import ssl
 
 from mailnode.auth import Authenticator
-from mailnode.guard import ConnectionTable, source_key
-from mailnode.imap.fetch import StructureCache
+from mailnode.guard import LOGIN_GRACE, ConnectionTable, source_key
 from mailnode.imap.parser import Limits
 from mailnode.imap.session import ImapSession, Security
 from mailnode.logsafe import clean
@@ -45,7 +44,8 @@ class ImapServer:
                  max_connections: int = 100, max_connections_per_source: int = 20,
                  max_sessions_per_user: int = 20, idle_timeout: float = 1800,
                  login_timeout: float = 60, tls_context: ssl.SSLContext | None = None,
-                 require_tls: bool = False, auth: Authenticator | None = None) -> None:
+                 require_tls: bool = False, auth: Authenticator | None = None,
+                 eviction_grace: float = LOGIN_GRACE) -> None:
         self.store = store
         self.auth = auth if auth is not None else Authenticator(store)
         self.tls_context = tls_context
@@ -55,13 +55,12 @@ class ImapServer:
         self.limits = Limits(max_literal=max_literal)
         self.table: ConnectionTable[_Connection] = ConnectionTable(
             max_connections, max_connections_per_source, max_sessions_per_user,
-            sessions_per_source=False)
+            sessions_per_source=False, grace=eviction_grace)
         self.idle_timeout = idle_timeout
         self.login_timeout = login_timeout
         self.port: int | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._cache = StructureCache()
 
     async def start(self, host: str, port: int) -> None:
         """Bind and listen; with ``port=0`` the chosen port is in :attr:`port` afterwards."""
@@ -87,7 +86,8 @@ class ImapServer:
         assert task is not None
         peer = writer.get_extra_info("peername")
         conn = _Connection(task, str(peer[0]) if isinstance(peer, tuple) else "unknown")
-        admission = self.table.admit(conn, source_key(conn.address))
+        admission = self.table.admit(conn, source_key(conn.address),
+                                     asyncio.get_running_loop().time())
         if not admission.admitted:
             log.info("refusing IMAP connection from %s: %s", conn.address, admission.reason)
             writer.write(f"* BYE {admission.reason.capitalize()}, try again later\r\n".encode())
@@ -101,7 +101,7 @@ class ImapServer:
             admission.evict.close("Too many connections, closing the oldest ones that are "
                                   "not logged in")
         self._connections.add(task)
-        session = ImapSession(self.store, self.notifier, limits=self.limits, cache=self._cache,
+        session = ImapSession(self.store, self.notifier, limits=self.limits,
                               security=self.security, auth=self.auth, client=conn.address,
                               admit_user=lambda user: self.table.login(conn, user.id))
         def login_expired() -> None:

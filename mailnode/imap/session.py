@@ -7,6 +7,8 @@ buffer; the asyncio adapter moves bytes and, while the client IDLEs, calls
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import logging
 from bisect import bisect_left
@@ -18,10 +20,11 @@ from mailnode.imap import commands as c
 from mailnode.imap import responses as r
 from mailnode.imap import search, utf7
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
-from mailnode.imap.fetch import STRUCTURE_ITEMS, StructureCache, render_chunks
+from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.logsafe import clean
+from mailnode.mime import MessageStructure, analyse
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.store.api import (
     SYSTEM_FLAGS,
@@ -133,7 +136,7 @@ class ImapSession:
     """One client connection's protocol state."""
 
     def __init__(self, store: MailStore, notifier: ChangeNotifier, *,
-                 limits: Limits | None = None, cache: StructureCache | None = None,
+                 limits: Limits | None = None,
                  security: Security = Security(), auth: Authenticator | None = None,
                  client: str = "unknown",
                  admit_user: Callable[[User], bool] = lambda user: True) -> None:
@@ -151,7 +154,6 @@ class ImapSession:
         self._limits = limits or Limits()
         self._pre_auth_limits = self._limits.before_login()
         self.parser = CommandParser(self._pre_auth_limits)
-        self.cache = cache or StructureCache()
         self.state = State.NOT_AUTHENTICATED
         self.user: User | None = None
         self.selected: Selected | None = None
@@ -670,31 +672,42 @@ class ImapSession:
             a.name == "FLAGS" for a in attrs) else attrs
         needs_raw = any(a.needs_body and (a.name not in STRUCTURE_ITEMS or a.section is not None)
                         for a in attrs)
-        needs_structure = any(a.name in STRUCTURE_ITEMS and a.section is None for a in attrs)
+        needs_structure = any((a.name in STRUCTURE_ITEMS and a.section is None)
+                              or (a.section is not None and a.section.parts) for a in attrs)
         missing = False
         for batch in self._body_batches(targets, needs_raw or needs_structure):
-            structures = {u: self.cache.get(sel.mailbox.id, u) for _, u in batch} \
-                if needs_structure else {}
-            want = [u for _, u in batch if needs_raw or (needs_structure and not structures[u])]
+            uids = [u for _, u in batch]
+            structures = await self._structures(uids) if needs_structure else {}
+            want = [u for u in uids if needs_raw or (needs_structure and u not in structures)]
             bodies = await self.store.fetch_bodies(sel.mailbox.id, want) if want else {}
+            if needs_structure:
+                structures.update(await _analyse_missing(structures, bodies, uids))
             for seq, uid in batch:
                 raw = bodies.pop(uid, None)
                 if uid in want and raw is None:
                     missing = True
                     continue
-                structure = structures.get(uid)
-                if needs_structure and structure is None:
-                    assert raw is not None
-                    structure = self.cache.compute(sel.mailbox.id, uid, raw)
                 items = with_flags if uid in seen_changed else attrs
                 self._write(b"* %d FETCH " % seq)
-                for chunk in render_chunks(sel.shown(sel.metas[uid]), items, raw, structure):
+                for chunk in render_chunks(sel.shown(sel.metas[uid]), items, raw,
+                                           structures.get(uid)):
                     self._write(chunk)
                     await self._flush_if_full()
                 self._write(b"\r\n")
         if missing:
             raise CommandNo("Some messages were expunged meanwhile", "EXPUNGEISSUED")
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
+
+    async def _structures(self, uids: list[int]) -> dict[int, MessageStructure]:
+        """The MIME structures stored at delivery (left out: none stored, or unreadable)."""
+        sel = self.selected
+        assert sel is not None
+        out = {}
+        for uid, blob in (await self.store.fetch_structures(sel.mailbox.id, uids)).items():
+            if blob is not None:
+                with contextlib.suppress(ValueError):  # an older format: analysed again
+                    out[uid] = MessageStructure.decode(blob)
+        return out
 
     def _body_batches(self, targets: list[tuple[int, int]], bodies: bool,
                       ) -> Iterator[list[tuple[int, int]]]:
@@ -739,14 +752,18 @@ class ImapSession:
         found: list[int] = []
         max_seq = len(sel.uids)
         max_uid = sel.uids[-1] if sel.uids else 0
-        for start in range(0, len(sel.uids), BODY_BATCH):
-            batch = sel.uids[start:start + BODY_BATCH]
-            bodies = await self.store.fetch_bodies(sel.mailbox.id, batch) if need_body else {}
-            for offset, uid in enumerate(batch):
-                cand = search.Candidate(start + offset + 1, sel.shown(sel.metas[uid]), max_seq,
-                                        max_uid, bodies.get(uid))
-                if search.matches(cmd.key, cand):
-                    found.append(uid if cmd.uid else cand.seq)
+        targets = list(enumerate(sel.uids, start=1))
+        for batch in self._body_batches(targets, need_body):
+            uids = [u for _, u in batch]
+            bodies = await self.store.fetch_bodies(sel.mailbox.id, uids) if need_body else {}
+            structures = await self._structures(uids) if need_body else {}
+            candidates = [search.Candidate(seq, sel.shown(sel.metas[uid]), max_seq, max_uid,
+                                           bodies.pop(uid, None), structures.get(uid))
+                          for seq, uid in batch]
+            # Decoding bodies and headers is bounded but not free: never on the event loop.
+            matched = (await asyncio.to_thread(_matching, cmd.key, candidates) if need_body
+                       else _matching(cmd.key, candidates))
+            found.extend(cand.meta.uid if cmd.uid else cand.seq for cand in matched)
         self._untagged(b"SEARCH" + b"".join(b" %d" % n for n in found))
         return f"{'UID ' if cmd.uid else ''}SEARCH completed"
 
@@ -866,6 +883,19 @@ def _has_children(ordered: list[str], name: str) -> bool:
     prefix = name + DELIMITER
     i = bisect_left(ordered, prefix)
     return i < len(ordered) and ordered[i].startswith(prefix)
+
+
+def _matching(key: c.SearchKey, candidates: list[search.Candidate]) -> list[search.Candidate]:
+    return [cand for cand in candidates if search.matches(key, cand)]
+
+
+async def _analyse_missing(structures: dict[int, MessageStructure], bodies: dict[int, bytes],
+                           uids: list[int]) -> dict[int, MessageStructure]:
+    """Structures for messages stored without one (older mail), analysed off the loop."""
+    todo = {u: bodies[u] for u in uids if u not in structures and u in bodies}
+    if not todo:
+        return {}
+    return await asyncio.to_thread(lambda: {u: analyse(raw) for u, raw in todo.items()})
 
 
 def _store_error(exc: StoreError) -> ImapError:

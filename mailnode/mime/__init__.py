@@ -8,4 +8,9 @@ from mailnode.mime.model import Address, Envelope, MessageStructure, Params, Par
 from mailnode.mime.structure import MAX_DEPTH, MAX_PARTS, analyse
 
 __all__ = ["MAX_DEPTH", "MAX_PARTS", "Address", "Envelope", "MessageStructure", "Params",
-           "Part", "analyse"]
+           "Part", "analyse", "structure_blob"]
+
+
+def structure_blob(raw: bytes) -> bytes:
+    """What the store keeps beside a message's bytes (computed once, when it arrives)."""
+    return analyse(raw).encode()

@@ -14,7 +14,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session, TLSSetupException
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.delivery.submit import Refused, SubmissionService
-from mailnode.guard import ConnectionTable, source_key
+from mailnode.guard import LOGIN_GRACE, ConnectionTable, source_key
 from mailnode.logsafe import clean, escape
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.smtp import replies
@@ -173,7 +173,8 @@ class _LimitedSMTP(SMTP):
             return
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if isinstance(peer, tuple) else "unknown"
-        admission = self._table.admit(self, source_key(self.address))
+        admission = self._table.admit(self, source_key(self.address),
+                                      asyncio.get_running_loop().time())
         if not admission.admitted:
             log.info("refusing SMTP connection from %s: %s", self.address, admission.reason)
             assert isinstance(transport, asyncio.WriteTransport)
@@ -226,14 +227,15 @@ class SubmissionServer:
                  max_connections: int = 100, max_connections_per_source: int = 20,
                  max_sessions_per_user: int = 20, login_timeout: float = 60.0,
                  hostname: str = "mailnode", tls_context: ssl.SSLContext | None = None,
-                 require_tls: bool = False, auth: Authenticator | None = None) -> None:
+                 require_tls: bool = False, auth: Authenticator | None = None,
+                 eviction_grace: float = LOGIN_GRACE) -> None:
         self.handler = SubmissionHandler(service, auth)
         self.tls_context = tls_context
         self.require_tls = require_tls
         self.max_message_size = max_message_size
         self.table: ConnectionTable[_LimitedSMTP] = ConnectionTable(
             max_connections, max_connections_per_source, max_sessions_per_user,
-            sessions_per_source=False)
+            sessions_per_source=False, grace=eviction_grace)
         self.login_timeout = login_timeout
         self.hostname = hostname
         self._server: asyncio.Server | None = None

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Row, Select, delete, func, insert, select, up
 from crypto.address import address_for
 from crypto.keys import Identity
 from crypto.passwords import hash_password, verify_password
+from mailnode.mime import structure_blob
 from mailnode.store.api import (
     SPECIAL_MAILBOXES,
     FlagMode,
@@ -145,7 +146,7 @@ class SqlStore:
 
     def __init__(self, db: Database, notifier: ChangeNotifier,
                  clock: Callable[[], float] = time.time,
-                 analyse: Callable[[bytes], bytes] | None = None) -> None:
+                 analyse: Callable[[bytes], bytes] | None = structure_blob) -> None:
         self.db = db
         self.analyse = analyse
         """Computes a message's stored MIME structure once, when it arrives."""

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from crypto.keys import Identity
-from mailnode.guard import ConnectionTable, source_key
+from mailnode.guard import LOGIN_GRACE, ConnectionTable, source_key
 from mailnode.logsafe import clean
 from mailnode.transfer.frames import CHALLENGE_SIZE, ErrorCode
 from mailnode.transfer.session import (
@@ -66,6 +66,7 @@ class TransferServer:
         timeout: float = 60.0,
         login_timeout: float | None = None,
         now: Callable[[], float] = time.time,
+        eviction_grace: float = LOGIN_GRACE,
     ) -> None:
         if max_message_size < 0 or timeout <= 0 or (login_timeout or timeout) <= 0:
             raise ValueError("limits must be positive")
@@ -78,7 +79,8 @@ class TransferServer:
         self._context: ssl.SSLContext | None = None
         self._server: asyncio.Server | None = None
         self._connections: ConnectionTable[_Connection] = ConnectionTable(
-            max_connections, max_connections_per_source, max_sessions_per_peer)
+            max_connections, max_connections_per_source, max_sessions_per_peer,
+            grace=eviction_grace)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -129,7 +131,8 @@ class TransferServer:
     def _admit(self, connection: _Connection, host: str) -> bool:
         if self._server is None:
             return False
-        admission = self._connections.admit(connection, source_key(host))
+        admission = self._connections.admit(connection, source_key(host),
+                                                asyncio.get_running_loop().time())
         if not admission.admitted:
             log.warning("refusing transfer connection from %s: %s", connection.peer,
                         admission.reason)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import imaplib
 import os
+import smtplib
 import socket
 import statistics
 import threading
@@ -44,6 +45,7 @@ FORGED = "mailnode.auth: auth ok service=imap user=root"
 class Target:
     node: NodeProcess
     alice: str
+    bob: str
     node_key: bytes
 
 
@@ -52,13 +54,13 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     root: Path = tmp_path_factory.mktemp("hostile")
     node = NodeProcess.init(root / "n", [])
     alice = cli(node.data_dir, "user", "add", "alice", password=ALICE_PW).splitlines()[-1]
-    cli(node.data_dir, "user", "add", "bob", password=BOB_PW)
+    bob = cli(node.data_dir, "user", "add", "bob", password=BOB_PW).splitlines()[-1]
     node.start()
     try:
         wait_until(lambda: read_status(node.data_dir) is not None, 30, "the status file")
         status = read_status(node.data_dir)
         assert status is not None
-        yield Target(node, alice, bytes.fromhex(status["node_key"]))
+        yield Target(node, alice, bob, bytes.fromhex(status["node_key"]))
     finally:
         code = node.stop()
     assert code == 0, "the node did not stop cleanly after the attacks"
@@ -174,17 +176,36 @@ def dht_flood(port: int, datagrams: int) -> None:
             sock.sendto(b"\x00" + os.urandom(20) + store, ("127.0.0.1", port))
 
 
-async def transfer_garbage(port: int) -> None:
-    """Strangers on the transfer port: garbage instead of TLS, and TLS never finished."""
-    async def one(i: int) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
+async def transfer_garbage(port: int, seconds: float) -> int:
+    """Strangers on the transfer port: garbage instead of TLS, or a TLS hello never
+    finished, held open for ``seconds``; returns how many the node had already closed."""
+    async def one(i: int) -> bool:
+        try:
             reader, writer = await asyncio.open_connection(
                 "127.0.0.1", port, local_addr=(f"127.0.3.{i % 50 + 1}", 0))
+        except OSError:
+            return True
+        try:
             writer.write(os.urandom(4096) if i % 2 else b"\x16\x03\x01")
             await writer.drain()
-            await asyncio.wait_for(reader.read(), 90)
+            await asyncio.wait_for(reader.read(), seconds)
+            return True
+        except (OSError, TimeoutError):
+            return False
+        finally:
             writer.close()
-    await asyncio.gather(*(one(i) for i in range(40)))
+    return sum(await asyncio.gather(*(one(i) for i in range(40))))
+
+
+def submit_hostile(port: int, alice: str, bob: str) -> None:
+    """alice's own mail client submits hostile messages to bob (local) and to a stranger
+    (queued for the network): one stored copy each, parsed once, never on the loop."""
+    stranger = address_for(Identity.generate().verify_key)
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
+        smtp.login("alice", ALICE_PW)
+        # (SMTP lines stay under 1000 octets, RFC 5321 §4.5.3.1.6)
+        for name in ("many_parameters", "thousands_of_parts", "deep_multipart"):
+            smtp.sendmail(alice, [bob, stranger], MESSAGES[name](alice))
 
 
 async def forged_login(port: int) -> bytes:
@@ -260,9 +281,12 @@ async def test_node_stays_responsive_and_loses_nothing(target: Target) -> None:
         smtp_held = asyncio.create_task(
             hold_connections(node.smtp_port, 150, trickle=False, seconds=10))
         flood = asyncio.create_task(asyncio.to_thread(dht_flood, node.p2p_port, 3000))
-        garbage = asyncio.create_task(transfer_garbage(node.p2p_port))
+        garbage = asyncio.create_task(transfer_garbage(node.p2p_port, seconds=10))
+        submitted = asyncio.create_task(asyncio.to_thread(
+            submit_hostile, node.smtp_port, target.alice, target.bob))
         commands = asyncio.create_task(pathological_commands(client))
-        await asyncio.gather(corpus, guessing, imap_held, smtp_held, flood, garbage, commands)
+        await asyncio.gather(corpus, guessing, imap_held, smtp_held, flood, garbage, commands,
+                             submitted)
         delivered, guesses, replies = corpus.result(), guessing.result(), commands.result()
     finally:
         bystander.stop.set()
@@ -295,6 +319,15 @@ async def test_node_stays_responsive_and_loses_nothing(target: Target) -> None:
                 typ, data = imap.fetch(str(n), "(BODY.PEEK[] BODY.PEEK[1.MIME])")
                 assert typ == "OK", (n, data)
     await asyncio.to_thread(read_all)
+
+    def bob_reads() -> None:
+        with imaplib.IMAP4("127.0.0.1", node.imap_port, timeout=60) as imap:
+            imap.login("bob", BOB_PW)
+            typ, count = imap.select("INBOX")
+            assert typ == "OK" and int(count[0] or 0) == 3
+            typ, _ = imap.fetch("1:*", "(ENVELOPE BODYSTRUCTURE BODY.PEEK[])")
+            assert typ == "OK"
+    await asyncio.to_thread(bob_reads)
 
     # A login name carrying a line break could not forge a line of the node's log.
     assert not any(line.startswith(FORGED) for line in node.log)

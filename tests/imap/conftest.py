@@ -90,7 +90,9 @@ async def start_server(store: MailStore,
     started: list[ImapServer] = []
 
     async def start(**settings: Any) -> ImapServer:
-        srv = ImapServer(store, notifier, **{"max_literal": 1_000_000, **settings})
+        # Eviction tests need no grace: their strangers are all a few milliseconds old.
+        srv = ImapServer(store, notifier,
+                         **{"max_literal": 1_000_000, "eviction_grace": 0.0, **settings})
         started.append(srv)
         await srv.start("127.0.0.1", 0)
         assert srv.port

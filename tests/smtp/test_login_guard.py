@@ -73,7 +73,8 @@ async def start(store: SqlStore) -> AsyncIterator[Start]:
         penalty = LoginPenalty(base_delay=0.0, lockout_after=3)
         server = SubmissionServer(SubmissionService(store, lambda: None, server_id="t.invalid"),
                                   max_message_size=65536,
-                                  auth=Authenticator(store, penalty), **settings)
+                                  auth=Authenticator(store, penalty),
+                                  **{"eviction_grace": 0.0, **settings})
         await server.start("127.0.0.1", 0)
         servers.append(server)
         return server

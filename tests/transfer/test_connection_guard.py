@@ -56,7 +56,7 @@ async def test_strangers_make_room_for_a_real_peer(make_server: ServerFactory,
                                                    server_identity: Identity,
                                                    client_identity: Identity) -> None:
     server = await make_server(RecordingStore(), max_connections=5,
-                               max_connections_per_source=5)
+                               max_connections_per_source=5, eviction_grace=0.0)
     strangers = []
     for i in range(20):
         strangers.append(await asyncio.open_connection(

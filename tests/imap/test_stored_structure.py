@@ -1,0 +1,95 @@
+"""MIME structure is computed once, when a message arrives, and stored: FETCH and SEARCH
+read it back instead of parsing the message again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+import mailnode.imap.fetch
+import mailnode.imap.search
+import mailnode.imap.session
+from crypto.keys import Identity
+from mailnode.imap.session import ImapSession
+from mailnode.store.database import Database
+from mailnode.store.notify import ChangeNotifier
+from mailnode.store.sqlite import SqlStore
+from tests.hostile.corpus import MESSAGES
+from tests.imap.conftest import MESSAGE, Dialog
+
+MULTIPART = (b"From: a@b\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+             b"Content-Type: multipart/mixed; boundary=x\r\n\r\n"
+             b"--x\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n"
+             b"--x\r\nContent-Type: text/html\r\n\r\n<p>second</p>\r\n--x--\r\n")
+
+
+@pytest.fixture
+async def sql(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    db = Database.open(tmp_path / "s.db")
+    try:
+        store = SqlStore(db, ChangeNotifier())
+        await store.create_user("alice", "secret", Identity.generate())
+        yield store
+    finally:
+        db.close()
+
+
+async def _append(d: Dialog, message: bytes) -> None:
+    await d.send(b"a APPEND INBOX {%d}\r\n" % len(message))
+    assert b"a OK" in await d.send(message + b"\r\n")
+
+
+def _no_analysis(*_: object) -> object:
+    raise AssertionError("a stored message was parsed again")
+
+
+async def test_fetch_and_search_use_the_stored_structure(
+        sql: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = Dialog(ImapSession(sql, sql.notifier))
+    await d.login()
+    await _append(d, MESSAGE)
+    await _append(d, MULTIPART)
+    stored = await sql.db.run(lambda c: c.execute(
+        text("SELECT count(*) FROM bodies WHERE structure IS NOT NULL")).scalar())
+    assert stored == 2
+    monkeypatch.setattr(mailnode.imap.session, "analyse", _no_analysis)
+    monkeypatch.setattr(mailnode.imap.search, "analyse", _no_analysis)
+    monkeypatch.setattr(mailnode.imap.fetch, "analyse", _no_analysis)
+    await d.send(b"s SELECT INBOX\r\n")
+    out = await d.send(b"f FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY.PEEK[2.MIME] "
+                       b"BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+    assert out.endswith(b"f OK FETCH completed\r\n"), out
+    assert b'"TEXT" "HTML"' in out and b"Content-Type: text/html" in out
+    out = await d.send(b"s SEARCH OR SUBJECT parts BODY second\r\n")
+    assert b"* SEARCH 2\r\n" in out and out.endswith(b"s OK SEARCH completed\r\n")
+
+
+async def test_mail_stored_without_a_structure_is_still_read(sql: SqlStore) -> None:
+    d = Dialog(ImapSession(sql, sql.notifier))
+    await d.login()
+    await _append(d, MULTIPART)
+    await sql.db.run(lambda c: c.execute(text("UPDATE bodies SET structure = NULL")))
+    await d.send(b"s SELECT INBOX\r\n")
+    out = await d.send(b"f FETCH 1 (BODYSTRUCTURE BODY.PEEK[1])\r\n")
+    assert b'"TEXT" "HTML"' in out and b"first part" in out
+    assert out.endswith(b"f OK FETCH completed\r\n")
+
+
+async def test_a_mailbox_of_hostile_mail_answers_ok(sql: SqlStore) -> None:
+    """Each hostile message is stored with a (bounded) structure, and every item of every
+    message can be fetched and searched."""
+    d = Dialog(ImapSession(sql, sql.notifier))
+    await d.login()
+    for build in MESSAGES.values():
+        await _append(d, build("stranger@example"))
+    await d.send(b"s SELECT INBOX\r\n")
+    out = await d.send(b"f FETCH 1:* (ENVELOPE BODYSTRUCTURE BODY RFC822.SIZE "
+                       b"BODY.PEEK[1.MIME] BODY.PEEK[HEADER])\r\n")
+    assert out.endswith(b"f OK FETCH completed\r\n")
+    assert out.count(b" FETCH (") == len(MESSAGES)
+    out = await d.send(b"s SEARCH OR FROM stranger TEXT leaf\r\n")
+    assert out.endswith(b"s OK SEARCH completed\r\n")
+    assert len(out.split(b"\r\n")[0].split()) - 2 == len(MESSAGES)  # all match FROM
