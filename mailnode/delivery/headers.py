@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from email.parser import BytesHeaderParser
-from email.policy import compat32
-from email.utils import format_datetime, getaddresses
+from email.utils import format_datetime
 
 from crypto.address import DOMAIN, AddressError, normalise
+from mailnode.mime.address import parse_addresses
+from mailnode.mime.headers import field_pattern, fields, text
 
 # Header fields a mail client could read as this node's verdict on the sender. The legacy
 # X-Mailnode-Verified-Sender was written by older nodes; nobody may bring one in.
@@ -33,22 +33,25 @@ def split_headers(message: bytes) -> bytes:
     return message if end < 0 else message[: end + 2]
 
 
+_FROM = field_pattern(("From",))
+
+
 def authors(message: bytes) -> list[str] | None:
     """The ``From:`` addresses in canonical form, or None if there is no usable From.
 
     Used on both ends: submission only lets users write as themselves, and a receiving
-    node only believes a From that matches the key that signed the envelope.
+    node only believes a From that matches the key that signed the envelope. The parsers
+    are mailnode.mime's: linear and bounded whatever the header holds (the stdlib's
+    recursed on nested comments).
     """
-    fields = BytesHeaderParser(policy=compat32).parsebytes(split_headers(message))
-    values = [str(v) for v in fields.get_all("From", [])]
-    try:
-        pairs = getaddresses(values)
-    except RecursionError:  # the stdlib parses nested comments recursively: "From: ((((..."
-        return None
-    if not pairs:
+    header_end = len(split_headers(message))
+    values, _ = fields(message, 0, header_end, _FROM)
+    addresses = [a for _, value in values for a in parse_addresses(text(value))[0]
+                 if a.host is not None]  # group start/end markers carry no host
+    if not addresses:
         return None
     try:
-        return [normalise(address) for _, address in pairs]
+        return [normalise(f"{a.mailbox or ''}@{a.host}") for a in addresses]
     except AddressError:
         return None
 

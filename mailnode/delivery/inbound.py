@@ -45,7 +45,7 @@ class InboundService:
             log.info("inbound id=%s refused: %s", mid, clean(exc))
             return Outcome(Verdict.PERMANENT, f"envelope rejected: {exc}")
         sender = address_for(opened.sender_key)
-        if authors(opened.payload) != [sender]:
+        if await asyncio.to_thread(authors, opened.payload) != [sender]:
             # A modified node could sign mail "From:" someone else: only the key's owner may
             # appear as the author, so what the recipient's client shows is what was proven.
             log.info("inbound id=%s refused: From does not match the signing key", mid)

@@ -79,7 +79,8 @@ class SubmissionService:
 
     async def submit(self, user: User, recipients: list[str], content: bytes) -> str:
         """Seal and queue (or file locally); returns a queue id for the 250 reply."""
-        if authors(content) != [user.address]:
+        # Bounded but not free on a hostile header: off the event loop.
+        if await asyncio.to_thread(authors, content) != [user.address]:
             # The envelope sender is checked at MAIL; this is what recipients' clients show.
             raise Refused(replies.AUTHOR_NOT_OWNED.format(address=user.address))
         now = self.clock()
