@@ -43,25 +43,38 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def hold(port: int, first_bytes: bytes, block: int) -> list[asyncio.StreamWriter]:
-    writers = []
+async def hold(port: int, first_bytes: bytes, block: int,
+               ) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    held = []
     for i in range(CONNECTIONS):
         with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection(
+            reader, writer = await asyncio.open_connection(
                 "127.0.0.1", port, local_addr=(f"127.{block}.{i // 250}.{i % 250 + 1}", 0))
             writer.write(first_bytes)
-            writers.append(writer)
-    await asyncio.sleep(1.0)  # let the server read and settle
-    return writers
+            held.append((reader, writer))
+    await asyncio.sleep(1.0)  # let the server read, refuse what is over its limits, settle
+    return held
+
+
+async def still_open(reader: asyncio.StreamReader) -> bool:
+    """Whether the server kept the connection (a refused one was closed: EOF)."""
+    try:
+        await asyncio.wait_for(reader.read(1 << 16), 0.01)
+    except TimeoutError:
+        pass
+    except OSError:  # reset: refused
+        return False
+    return not reader.at_eof()
 
 
 async def measure(pid: int, port: int, first_bytes: bytes, block: int) -> tuple[float, int]:
     before = rss_kib(pid)
-    writers = await hold(port, first_bytes, block)
+    held = await hold(port, first_bytes, block)
     after = rss_kib(pid)
-    for writer in writers:
+    kept = sum([await still_open(reader) for reader, _ in held])
+    for _, writer in held:
         writer.close()
-    return (after - before) / max(1, len(writers)), len(writers)
+    return (after - before) / max(1, kept), kept
 
 
 async def main_async() -> None:

@@ -38,7 +38,7 @@ class Config:
     # [limits]
     max_message_size: int = 25 * 1024 * 1024
     max_connections: int = 1000
-    max_peer_connections: int = 128
+    max_peer_connections: int = 64
     max_connections_per_source: int = 20
     max_sessions_per_user: int = 20
     login_timeout: float = 60.0
@@ -85,7 +85,7 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
                             "the oldest connection that has not logged in (and is more than "
                             "3 s old) is closed to make room"),
         ("max_peer_connections", "simultaneous connections from other nodes to the transfer "
-                                 "port (each TLS connection holds about 150 KiB)"),
+                                 "port (each TLS connection holds about 300 KiB of buffers)"),
         ("max_connections_per_source", "simultaneous connections per listener from one "
                                        "address (IPv6: one /64) that have not logged in "
                                        "(transfer: all of them)"),
