@@ -46,6 +46,8 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE
                      "UNSELECT", "CHILDREN", "SPECIAL-USE", "MOVE")
 PRE_AUTH_CAPABILITIES = ("SASL-IR", "AUTH=PLAIN")
 BODY_BATCH = 64
+INLINE_SEARCH_KEYS = 8
+"""Search programs longer than this are evaluated in a worker thread, a batch at a time."""
 BODY_BATCH_BYTES = 1024 * 1024
 """FETCH/SEARCH load at most BODY_BATCH bodies at once, and FETCH no more than about this many
 bytes of them (at least one message), so memory stays near one message, not 64 of them."""
@@ -749,6 +751,7 @@ class ImapSession:
         if cmd.charset is not None and cmd.charset not in search.CHARSETS:
             raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
         need_body = search.needs_body(cmd.key)
+        heavy = need_body or _key_count(cmd.key) > INLINE_SEARCH_KEYS
         found: list[int] = []
         max_seq = len(sel.uids)
         max_uid = sel.uids[-1] if sel.uids else 0
@@ -760,8 +763,9 @@ class ImapSession:
             candidates = [search.Candidate(seq, sel.shown(sel.metas[uid]), max_seq, max_uid,
                                            bodies.pop(uid, None), structures.get(uid))
                           for seq, uid in batch]
-            # Decoding bodies and headers is bounded but not free: never on the event loop.
-            matched = (await asyncio.to_thread(_matching, cmd.key, candidates) if need_body
+            # Decoding bodies and headers, or a program of hundreds of keys, is bounded but
+            # not free: never on the event loop.
+            matched = (await asyncio.to_thread(_matching, cmd.key, candidates) if heavy
                        else _matching(cmd.key, candidates))
             found.extend(cand.meta.uid if cmd.uid else cand.seq for cand in matched)
         self._untagged(b"SEARCH" + b"".join(b" %d" % n for n in found))
@@ -883,6 +887,17 @@ def _has_children(ordered: list[str], name: str) -> bool:
     prefix = name + DELIMITER
     i = bisect_left(ordered, prefix)
     return i < len(ordered) and ordered[i].startswith(prefix)
+
+
+def _key_count(key: c.SearchKey) -> int:
+    """How many keys a search program evaluates per message."""
+    if isinstance(key, c.SearchAnd):
+        return 1 + sum(_key_count(k) for k in key.keys)
+    if isinstance(key, c.SearchOr):
+        return 1 + _key_count(key.left) + _key_count(key.right)
+    if isinstance(key, c.SearchNot):
+        return 1 + _key_count(key.key)
+    return 1
 
 
 def _matching(key: c.SearchKey, candidates: list[search.Candidate]) -> list[search.Candidate]:
