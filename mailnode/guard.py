@@ -64,6 +64,28 @@ class _Entry:
     per_source: bool = True  # still counted against its source's cap
 
 
+class ByteBudget:
+    """Bytes that may be held at once across all connections of a listener (message bodies
+    on their way in). Each connection's own limit bounds one message; this bounds the sum,
+    so many peers sending large messages at once cost a fixed amount of memory."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a byte budget must be positive")
+        self.limit = limit
+        self.used = 0
+
+    def reserve(self, size: int) -> bool:
+        """Take ``size`` bytes if they fit; False (nothing taken) if not."""
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.used = max(0, self.used - size)
+
+
 LOGIN_GRACE = 3.0
 """Seconds a new connection cannot be evicted for newcomers (see ``ConnectionTable.grace``)."""
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from crypto.keys import Identity
-from mailnode.guard import LOGIN_GRACE, ConnectionTable, source_key
+from mailnode.guard import LOGIN_GRACE, ByteBudget, ConnectionTable, source_key
 from mailnode.logsafe import clean
 from mailnode.transfer.frames import CHALLENGE_SIZE, ErrorCode
 from mailnode.transfer.session import (
@@ -67,10 +67,15 @@ class TransferServer:
         login_timeout: float | None = None,
         now: Callable[[], float] = time.time,
         eviction_grace: float = LOGIN_GRACE,
+        max_bytes_in_flight: int | None = None,
     ) -> None:
         if max_message_size < 0 or timeout <= 0 or (login_timeout or timeout) <= 0:
             raise ValueError("limits must be positive")
         self._identity = identity
+        # Bodies being received by all connections together: four of the largest by
+        # default, so a crowd of peers offering big messages at once costs bounded memory
+        # (the rest are told to retry, which their queues do).
+        self._budget = ByteBudget(max_bytes_in_flight or 4 * max(max_message_size, 1 << 20))
         self._accept = accept
         self._max_message_size = max_message_size
         self._timeout = timeout
@@ -219,6 +224,8 @@ class _Connection(asyncio.Protocol):
         if not self._closed:
             self._closed = True
             log.debug("transfer connection from %s closed", self.peer)
+        if self._session is not None:
+            self._session.abandon()
         self._owner._release(self)
 
     def _close(self) -> None:
@@ -275,6 +282,7 @@ class _Connection(asyncio.Protocol):
             max_message_size=owner._max_message_size,
             timeout=owner._timeout,
             now=self._loop.time(),
+            budget=owner._budget,
         )
         self._session = session
         early, self._early = bytes(self._early), bytearray()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from crypto.keys import Identity
 from crypto.signing import SignatureError, sign, verify
+from mailnode.guard import ByteBudget
 from mailnode.transfer.frames import (
     CHALLENGE_SIZE,
     KEY_SIZE,
@@ -174,6 +175,7 @@ class ServerSession:
         max_message_size: int,
         timeout: float,
         now: float,
+        budget: ByteBudget | None = None,
     ) -> None:
         if len(nonce) != CHALLENGE_SIZE:
             raise ValueError("challenge nonce must be 32 bytes")
@@ -182,6 +184,8 @@ class ServerSession:
         self._nonce = nonce
         self._max_message_size = max_message_size
         self._timeout = timeout
+        self._budget = budget
+        self._reserved = 0  # bytes of the budget held for the message being received
         self._decoder = FrameDecoder()
         self._outbox = bytearray()
         self._state = ServerState.AWAIT_AUTH
@@ -245,7 +249,15 @@ class ServerSession:
         )
         self._state = ServerState.CLOSED
         self._deadline = None
+        self._release()
         return [Terminated(error)]
+
+    def abandon(self) -> None:
+        """The connection is gone: give back whatever it held (its share of the budget)."""
+        self._state = ServerState.CLOSED
+        self._deadline = None
+        self._body = bytearray()
+        self._release()
 
     def handle_timeout(self, now: float) -> list[ServerEvent]:
         if self._deadline is None or now < self._deadline or self._state is ServerState.CLOSED:
@@ -258,6 +270,7 @@ class ServerSession:
         if self._state is not ServerState.AWAIT_COMMIT:
             raise RuntimeError(f"no message awaiting a result (state {self._state.value})")
         self._send(Result(_VERDICT_TO_STATUS[outcome.verdict], outcome.reason))
+        self._release()
         self._state = ServerState.IDLE
         self._offer = None
         self._deadline = now + self._timeout
@@ -268,6 +281,13 @@ class ServerSession:
             self._send(Error(code, reason))
             self._state = ServerState.CLOSED
             self._deadline = None
+        self._release()
+
+    def _release(self) -> None:
+        """Give back the budget held for the current message (idempotent)."""
+        if self._budget is not None and self._reserved:
+            self._budget.release(self._reserved)
+        self._reserved = 0
 
     # internals
 
@@ -280,6 +300,7 @@ class ServerSession:
         self._state = ServerState.CLOSED
         self._deadline = None
         self._body = bytearray()
+        self._release()
         return Terminated(error)
 
     def _handle(self, frame: Frame) -> ServerEvent | None:
@@ -315,6 +336,12 @@ class ServerSession:
             reason = f"message of {frame.size} bytes exceeds the limit of {self._max_message_size}"
             self._send(Reject(Status.PERMANENT, reason))
             return OfferRefused(frame.message_id, frame.size, reason)
+        if self._budget is not None:
+            if not self._budget.reserve(frame.size):
+                reason = "too many messages arriving at once; try again later"
+                self._send(Reject(Status.TEMPFAIL, reason))
+                return OfferRefused(frame.message_id, frame.size, reason)
+            self._reserved = frame.size
         self._offer = frame
         self._body = bytearray()
         self._state = ServerState.RECEIVING

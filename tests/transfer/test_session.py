@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from crypto.keys import Identity
 from crypto.signing import sign
+from mailnode.guard import ByteBudget
 from mailnode.transfer.frames import (
     AcceptOffer,
     Auth,
@@ -387,3 +388,41 @@ def test_unauthenticated_peer_cannot_make_the_server_buffer(frame: Frame) -> Non
     assert len(events) == 1 and isinstance(events[0], Terminated)
     assert events[0].error is not None and events[0].error.code is ErrorCode.UNEXPECTED
     assert server.state is ServerState.CLOSED and server._decoder.buffered == 0
+
+
+def _pair_sharing(budget: ByteBudget) -> tuple[ClientSession, ServerSession]:
+    server = ServerSession(SERVER, NONCE, max_message_size=1000, timeout=TIMEOUT, now=0.0,
+                           budget=budget)
+    client = ClientSession(CLIENT, SERVER.verify_key)
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send(), now=1.0)
+    client.receive_data(server.data_to_send())
+    return client, server
+
+
+def test_bodies_in_flight_share_one_budget() -> None:
+    """Peers offering large messages at once are held to a total: one that does not fit is
+    told to retry (TEMPFAIL), and the bytes come back when a message is committed or its
+    connection fails or goes away."""
+    budget = ByteBudget(1500)
+    (c1, s1), (c2, s2), (c3, s3) = (_pair_sharing(budget) for _ in range(3))
+    c1.offer(MESSAGE_ID, RECIPIENT, 1000)
+    assert s1.receive_data(c1.data_to_send(), now=2.0) == []  # accepted: 1000 of 1500 held
+    c2.offer(MESSAGE_ID, RECIPIENT, 800)
+    [refused] = s2.receive_data(c2.data_to_send(), now=2.0)
+    assert isinstance(refused, OfferRefused) and budget.used == 1000
+    [finished] = c2.receive_data(s2.data_to_send())
+    assert isinstance(finished, Finished) and finished.outcome.verdict is Verdict.TEMPORARY
+    c3.offer(MESSAGE_ID, RECIPIENT, 500)
+    assert s3.receive_data(c3.data_to_send(), now=2.0) == [] and budget.used == 1500
+    s3.abandon()  # its connection dropped mid-body
+    assert budget.used == 1000
+    c1.receive_data(s1.data_to_send())
+    c1.send_data(b"x" * 1000)
+    c1.end()
+    [received] = s1.receive_data(c1.data_to_send(), now=3.0)
+    assert isinstance(received, MessageReceived) and budget.used == 1000  # committing
+    s1.send_result(Outcome(Verdict.ACCEPTED, "stored"), now=4.0)
+    assert budget.used == 0
+    c2.offer(MESSAGE_ID, RECIPIENT, 800)  # the retry fits now
+    assert s2.receive_data(c2.data_to_send(), now=5.0) == [] and budget.used == 800
