@@ -46,6 +46,7 @@ class Config:
     login_lockout_after: int = 10
     login_lockout: float = 900.0
     max_messages_per_minute: int = 60
+    max_inbound_per_minute: int = 120
     # [queue]
     retry_initial: float = 60.0
     retry_max: float = 3600.0
@@ -103,6 +104,9 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
                           "forgotten after the same time"),
         ("max_messages_per_minute", "messages a user may submit per minute (bursts up to the "
                                     "same number); more are refused with a temporary error"),
+        ("max_inbound_per_minute", "messages other nodes at one address (IPv6: one /64) may "
+                                   "deliver per minute (bursts up to the same number); more "
+                                   "are told to retry later"),
     ],
     "queue": [
         ("retry_initial", "seconds before the first retry of an undelivered message; "
@@ -180,8 +184,9 @@ def validate(config: Config) -> Config:
     if config.login_timeout <= 0 or config.login_lockout <= 0 or config.failed_login_delay < 0:
         raise ConfigError("login_timeout and login_lockout must be positive, "
                           "failed_login_delay not negative")
-    if config.max_messages_per_minute < 1:
-        raise ConfigError("max_messages_per_minute must be at least 1")
+    for name in ("max_messages_per_minute", "max_inbound_per_minute"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
     if config.max_message_size < 1024:
         raise ConfigError("max_message_size must be at least 1024 bytes")
     if config.retry_initial <= 0 or config.retry_max < config.retry_initial:

@@ -90,7 +90,8 @@ async def serve(data_dir: Path, stop: asyncio.Event,
                                   max_connections_per_source=config.max_connections_per_source,
                                   max_sessions_per_peer=config.max_sessions_per_user,
                                   timeout=config.transfer_timeout,
-                                  login_timeout=config.login_timeout)
+                                  login_timeout=config.login_timeout,
+                                  messages_per_minute=config.max_inbound_per_minute)
         await transfer.start(config.p2p_bind, dht.port)
         stack.push_async_callback(transfer.stop)
 

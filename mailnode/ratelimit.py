@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,17 +15,29 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Allows ``per_minute`` events per key on average and bursts up to the same number."""
+    """Allows ``per_minute`` events per key on average and bursts up to the same number.
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    At most ``max_keys`` buckets are kept (least recently used dropped first), so keys that
+    strangers choose (their addresses) cannot grow it without bound.
+    """
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 65536) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
         self.clock = clock
-        self._buckets: dict[object, _Bucket] = {}
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[object, _Bucket] = OrderedDict()
 
     def _bucket(self, key: object) -> _Bucket:
         now = self.clock()
-        bucket = self._buckets.setdefault(key, _Bucket(self.capacity, now))
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(self.capacity, now)
+            if len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
         bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
         bucket.updated = now
         return bucket

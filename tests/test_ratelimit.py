@@ -17,3 +17,12 @@ def test_burst_then_steady_rate_per_key() -> None:
     assert limiter.try_acquire("a") == 0.0
     now[0] += 3600
     assert [limiter.try_acquire("a") for _ in range(7)][-1] > 0  # refills only to the burst
+
+
+def test_buckets_kept_are_bounded() -> None:
+    """Keys chosen by strangers (their addresses) cannot grow the table without bound."""
+    limiter = RateLimiter(1, clock=lambda: 0.0, max_keys=100)
+    for key in range(10_000):
+        assert limiter.try_acquire(key) == 0.0
+    assert len(limiter._buckets) == 100
+    assert limiter.try_acquire(9_999) > 0  # the most recent keys keep their state

@@ -18,6 +18,7 @@ from typing import Any
 from crypto.keys import Identity
 from mailnode.guard import LOGIN_GRACE, ByteBudget, ConnectionTable, source_key
 from mailnode.logsafe import clean
+from mailnode.ratelimit import RateLimiter
 from mailnode.transfer.frames import CHALLENGE_SIZE, ErrorCode
 from mailnode.transfer.session import (
     Authenticated,
@@ -68,6 +69,7 @@ class TransferServer:
         now: Callable[[], float] = time.time,
         eviction_grace: float = LOGIN_GRACE,
         max_bytes_in_flight: int | None = None,
+        messages_per_minute: int | None = None,
     ) -> None:
         if max_message_size < 0 or timeout <= 0 or (login_timeout or timeout) <= 0:
             raise ValueError("limits must be positive")
@@ -76,6 +78,8 @@ class TransferServer:
         # default, so a crowd of peers offering big messages at once costs bounded memory
         # (the rest are told to retry, which their queues do).
         self._budget = ByteBudget(max_bytes_in_flight or 4 * max(max_message_size, 1 << 20))
+        # Offers per sending address (IPv6: /64); node keys cost nothing, addresses do.
+        self._rate = None if messages_per_minute is None else RateLimiter(messages_per_minute)
         self._accept = accept
         self._max_message_size = max_message_size
         self._timeout = timeout
@@ -171,6 +175,7 @@ class _Connection(asyncio.Protocol):
         self._login_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self.peer = "?"
+        self.host = "unknown"
 
     # asyncio.Protocol
 
@@ -179,9 +184,9 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         peername = transport.get_extra_info("peername")
-        host = "unknown"
+        host = self.host
         if isinstance(peername, tuple) and len(peername) >= 2:
-            host = str(peername[0])
+            host = self.host = str(peername[0])
             self.peer = f"{peername[0]}:{peername[1]}"
         if not self._owner._admit(self, host):
             self._closed = True
@@ -283,10 +288,15 @@ class _Connection(asyncio.Protocol):
             timeout=owner._timeout,
             now=self._loop.time(),
             budget=owner._budget,
+            may_offer=None if owner._rate is None else self._may_offer,
         )
         self._session = session
         early, self._early = bytes(self._early), bytearray()
         self._process(session.receive_data(early, self._loop.time()))
+
+    def _may_offer(self) -> bool:
+        rate = self._owner._rate
+        return rate is None or rate.try_acquire(source_key(self.host)) == 0.0
 
     def _process(self, events: list[ServerEvent]) -> None:
         session = self._session

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from crypto.keys import Identity
@@ -176,6 +177,7 @@ class ServerSession:
         timeout: float,
         now: float,
         budget: ByteBudget | None = None,
+        may_offer: Callable[[], bool] | None = None,
     ) -> None:
         if len(nonce) != CHALLENGE_SIZE:
             raise ValueError("challenge nonce must be 32 bytes")
@@ -185,6 +187,7 @@ class ServerSession:
         self._max_message_size = max_message_size
         self._timeout = timeout
         self._budget = budget
+        self._may_offer = may_offer  # the sender's rate limit, asked once per OFFER
         self._reserved = 0  # bytes of the budget held for the message being received
         self._decoder = FrameDecoder()
         self._outbox = bytearray()
@@ -335,6 +338,10 @@ class ServerSession:
         if frame.size > self._max_message_size:
             reason = f"message of {frame.size} bytes exceeds the limit of {self._max_message_size}"
             self._send(Reject(Status.PERMANENT, reason))
+            return OfferRefused(frame.message_id, frame.size, reason)
+        if self._may_offer is not None and not self._may_offer():
+            reason = "too many messages from your address; try again later"
+            self._send(Reject(Status.TEMPFAIL, reason))
             return OfferRefused(frame.message_id, frame.size, reason)
         if self._budget is not None:
             if not self._budget.reserve(frame.size):

@@ -426,3 +426,32 @@ def test_bodies_in_flight_share_one_budget() -> None:
     assert budget.used == 0
     c2.offer(MESSAGE_ID, RECIPIENT, 800)  # the retry fits now
     assert s2.receive_data(c2.data_to_send(), now=5.0) == [] and budget.used == 800
+
+
+def test_offers_beyond_the_senders_rate_are_told_to_retry() -> None:
+    allowed = [True, False, True]
+    server = ServerSession(SERVER, NONCE, max_message_size=1000, timeout=TIMEOUT, now=0.0,
+                           may_offer=lambda: allowed.pop(0))
+    client = ClientSession(CLIENT, SERVER.verify_key)
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send(), now=1.0)
+    client.receive_data(server.data_to_send())
+    outcomes = []
+    for _ in range(3):
+        client.offer(MESSAGE_ID, RECIPIENT, 0)
+        events = server.receive_data(client.data_to_send(), now=2.0)
+        replies = client.receive_data(server.data_to_send())
+        if events:
+            assert isinstance(events[0], OfferRefused)
+            [finished] = replies
+            assert isinstance(finished, Finished)
+            outcomes.append(finished.outcome.verdict)
+            continue
+        assert replies == [OfferAccepted()]
+        client.end()
+        [received] = server.receive_data(client.data_to_send(), now=3.0)
+        assert isinstance(received, MessageReceived)
+        server.send_result(Outcome(Verdict.ACCEPTED, "stored"), now=4.0)
+        client.receive_data(server.data_to_send())
+        outcomes.append(Verdict.ACCEPTED)
+    assert outcomes == [Verdict.ACCEPTED, Verdict.TEMPORARY, Verdict.ACCEPTED]
