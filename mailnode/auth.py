@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from mailnode.guard import LoginPenalty, Throttled, source_key
-from mailnode.logsafe import clean
+from mailnode.logsafe import LogThrottle, clean, held_back
 from mailnode.sasl import PlainCredentials
 from mailnode.store.api import MailStore, User
 
@@ -66,6 +66,7 @@ class Authenticator:
         self.store = store
         self.penalty = penalty if penalty is not None else LoginPenalty()
         self.clock = clock
+        self._log_throttle = LogThrottle()
 
     async def authenticate(self, creds: PlainCredentials, address: str,
                            service: str) -> User:
@@ -75,7 +76,10 @@ class Authenticator:
         try:
             wait = self.penalty.reserve(source, account, self.clock())
         except Throttled as exc:
-            self._refused(service, address, creds.login, "throttled")
+            # Refused unchecked: a locked-out guesser's every attempt is not worth a line.
+            held = self._log_throttle.allow(source)
+            if held is not None:
+                self._refused(service, address, creds.login, "throttled", held)
             raise LoginThrottled(exc.retry_after) from None
         if wait > 0:
             await asyncio.sleep(wait)
@@ -93,6 +97,6 @@ class Authenticator:
         return user
 
     @staticmethod
-    def _refused(service: str, source: str, login: str, reason: str) -> None:
-        log.warning('auth failed: service=%s source=%s user="%s" reason=%s',
-                    service, source, _name(login), reason)
+    def _refused(service: str, source: str, login: str, reason: str, held: int = 0) -> None:
+        log.warning('auth failed: service=%s source=%s user="%s" reason=%s%s',
+                    service, source, _name(login), reason, held_back(held))

@@ -11,8 +11,13 @@ clients send) still cannot start a new line or send an escape sequence to the te
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from types import TracebackType
 from typing import TextIO
+
+from mailnode.ratelimit import RateLimiter
 
 _LIMIT = 200
 # A whole log message is bounded too (a library may log a peer's entire line), but loosely:
@@ -67,3 +72,31 @@ def safe_handler(stream: TextIO) -> logging.Handler:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(SafeFormatter(LOG_FORMAT))
     return handler
+
+
+class LogThrottle:
+    """At most ``per_minute`` lines per key (a client address): a stranger reconnecting a
+    thousand times a second must not cost the node a thousand log lines a second (disk, and
+    the operator's attention). Lines held back are counted and reported with the next one.
+    """
+
+    def __init__(self, per_minute: int = 10, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 4096) -> None:
+        self._limiter = RateLimiter(per_minute, clock, max_keys)
+        self._held: OrderedDict[str, int] = OrderedDict()
+        self._max_keys = max_keys
+
+    def allow(self, key: str) -> int | None:
+        """None: do not log this one. Otherwise log it, mentioning the returned number of
+        lines held back since the last one for ``key`` (0: none)."""
+        if self._limiter.try_acquire(key) == 0.0:
+            return self._held.pop(key, 0)
+        self._held[key] = self._held.pop(key, 0) + 1
+        if len(self._held) > self._max_keys:
+            self._held.popitem(last=False)
+        return None
+
+
+def held_back(count: int) -> str:
+    """The suffix for a throttled log line."""
+    return f" ({count} similar lines held back)" if count else ""

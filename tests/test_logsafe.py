@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailnode.logsafe import LOG_FORMAT, SafeFormatter, clean
+from mailnode.logsafe import LOG_FORMAT, LogThrottle, SafeFormatter, clean, held_back
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,3 +77,14 @@ def test_the_commands_log_handler_escapes_aiosmtpd_lines() -> None:
     assert proc.stderr.count(b"\n") == 1
     assert b"\r" not in proc.stderr and b"\x1b" not in proc.stderr
     assert proc.stderr.rstrip(b"\n").endswith(b"EVIL\\r\\nfake INFO mailnode: ok\\x1b[0m")
+
+
+def test_log_throttle_holds_back_a_flood_and_reports_it() -> None:
+    now = [0.0]
+    throttle = LogThrottle(per_minute=3, clock=lambda: now[0])
+    decisions = [throttle.allow("203.0.113.5") for _ in range(10)]
+    assert decisions == [0, 0, 0] + [None] * 7
+    assert throttle.allow("198.51.100.1") == 0  # another address is not held back
+    now[0] += 20.0  # one line's worth of rate has come back
+    assert throttle.allow("203.0.113.5") == 7
+    assert held_back(7) == " (7 similar lines held back)" and held_back(0) == ""

@@ -11,7 +11,7 @@ from mailnode.auth import Authenticator
 from mailnode.guard import LOGIN_GRACE, ConnectionTable, source_key
 from mailnode.imap.parser import Limits
 from mailnode.imap.session import ImapSession, Security
-from mailnode.logsafe import clean
+from mailnode.logsafe import LogThrottle, clean, held_back
 from mailnode.store.api import MailStore
 from mailnode.store.notify import ChangeNotifier
 
@@ -56,6 +56,7 @@ class ImapServer:
         self.table: ConnectionTable[_Connection] = ConnectionTable(
             max_connections, max_connections_per_source, max_sessions_per_user,
             sessions_per_source=False, grace=eviction_grace)
+        self._log_throttle = LogThrottle()
         self.idle_timeout = idle_timeout
         self.login_timeout = login_timeout
         self.port: int | None = None
@@ -89,7 +90,10 @@ class ImapServer:
         admission = self.table.admit(conn, source_key(conn.address),
                                      asyncio.get_running_loop().time())
         if not admission.admitted:
-            log.info("refusing IMAP connection from %s: %s", conn.address, admission.reason)
+            held = self._log_throttle.allow(source_key(conn.address))
+            if held is not None:
+                log.info("refusing IMAP connection from %s: %s%s", conn.address,
+                         admission.reason, held_back(held))
             writer.write(f"* BYE {admission.reason.capitalize()}, try again later\r\n".encode())
             with contextlib.suppress(ConnectionError):
                 await writer.drain()

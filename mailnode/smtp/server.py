@@ -15,7 +15,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session, TLSSetupException
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.delivery.submit import Refused, SubmissionService
 from mailnode.guard import LOGIN_GRACE, ConnectionTable, source_key
-from mailnode.logsafe import clean, escape
+from mailnode.logsafe import LogThrottle, clean, escape, held_back
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.smtp import replies
 from mailnode.store.api import User
@@ -159,9 +159,10 @@ class _LimitedSMTP(SMTP):
     """
 
     def __init__(self, handler: SubmissionHandler, table: ConnectionTable[_LimitedSMTP],
-                 login_timeout: float, **kwargs: Any) -> None:
+                 login_timeout: float, log_throttle: LogThrottle, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._table = table
+        self._log_throttle = log_throttle
         self._login_timeout = login_timeout
         self._deadline: asyncio.TimerHandle | None = None
         self.address = ""
@@ -176,7 +177,10 @@ class _LimitedSMTP(SMTP):
         admission = self._table.admit(self, source_key(self.address),
                                       asyncio.get_running_loop().time())
         if not admission.admitted:
-            log.info("refusing SMTP connection from %s: %s", self.address, admission.reason)
+            held = self._log_throttle.allow(source_key(self.address))
+            if held is not None:
+                log.info("refusing SMTP connection from %s: %s%s", self.address,
+                         admission.reason, held_back(held))
             assert isinstance(transport, asyncio.WriteTransport)
             transport.write(replies.TOO_MANY_CONNECTIONS.format(
                 reason=admission.reason.capitalize()).encode() + b"\r\n")
@@ -237,12 +241,13 @@ class SubmissionServer:
             max_connections, max_connections_per_source, max_sessions_per_user,
             sessions_per_source=False, grace=eviction_grace)
         self.login_timeout = login_timeout
+        self._log_throttle = LogThrottle()
         self.hostname = hostname
         self._server: asyncio.Server | None = None
 
     def _protocol(self) -> SMTP:
         return _LimitedSMTP(
-            self.handler, self.table, self.login_timeout,
+            self.handler, self.table, self.login_timeout, self._log_throttle,
             hostname=self.hostname, ident="mailnode ESMTP", data_size_limit=self.max_message_size,
             enable_SMTPUTF8=True, decode_data=False, auth_required=True,
             tls_context=self.tls_context,

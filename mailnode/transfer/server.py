@@ -17,7 +17,7 @@ from typing import Any
 
 from crypto.keys import Identity
 from mailnode.guard import LOGIN_GRACE, ByteBudget, ConnectionTable, source_key
-from mailnode.logsafe import clean
+from mailnode.logsafe import LogThrottle, clean, held_back
 from mailnode.ratelimit import RateLimiter
 from mailnode.transfer.frames import CHALLENGE_SIZE, ErrorCode
 from mailnode.transfer.session import (
@@ -74,6 +74,7 @@ class TransferServer:
         if max_message_size < 0 or timeout <= 0 or (login_timeout or timeout) <= 0:
             raise ValueError("limits must be positive")
         self._identity = identity
+        self._log_throttle = LogThrottle()
         # Bodies being received by all connections together: four of the largest by
         # default, so a crowd of peers offering big messages at once costs bounded memory
         # (the rest are told to retry, which their queues do).
@@ -143,8 +144,10 @@ class TransferServer:
         admission = self._connections.admit(connection, source_key(host),
                                                 asyncio.get_running_loop().time())
         if not admission.admitted:
-            log.warning("refusing transfer connection from %s: %s", connection.peer,
-                        admission.reason)
+            held = self._log_throttle.allow(source_key(host))
+            if held is not None:
+                log.warning("refusing transfer connection from %s: %s%s", connection.peer,
+                            admission.reason, held_back(held))
             return False
         if admission.evict is not None:
             log.debug("evicting unauthenticated transfer connection from %s: listener full",
