@@ -48,7 +48,7 @@ async def client(port: int, sender: str, rcpt: str, password: str) -> None:
     body = (f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: bench\r\n\r\n"
             + "hello\r\n" * 20 + ".\r\n")
     for _ in range(PER_CONNECTION):
-        await cmd(f"MAIL FROM:<{sender}>", b"250")
+        await cmd(f"MAIL FROM:<{sender}> SIZE={len(body)}", b"250")  # as smtplib does
         await cmd(f"RCPT TO:<{rcpt}>", b"250")
         await cmd("DATA", b"354")
         writer.write(body.encode())

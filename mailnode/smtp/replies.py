@@ -25,6 +25,7 @@ RECIPIENT_UNPUBLISHED = ("450 4.1.1 No node publishes {address} in the DHT yet; 
                          "check the address or try again later")
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 QUEUED = "250 2.0.0 Message accepted as {queue_id}"
+BUSY = "451 4.3.1 Too much mail arriving at once; try again shortly"
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, message not accepted; try again later"
 LINE_TOO_LONG = "500 5.5.6 Line too long"
 BAD_CHARACTERS = "501 5.5.2 Invalid characters in command"

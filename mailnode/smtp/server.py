@@ -14,7 +14,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session, TLSSetupException
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.delivery.submit import Refused, SubmissionService
-from mailnode.guard import LOGIN_GRACE, ConnectionTable, source_key
+from mailnode.guard import LOGIN_GRACE, ByteBudget, ConnectionTable, source_key
 from mailnode.logsafe import LogThrottle, clean, escape, held_back
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.smtp import replies
@@ -150,6 +150,15 @@ class SubmissionHandler:
         return replies.INTERNAL_ERROR
 
 
+def _declared_size(mail_options: list[str]) -> int | None:
+    """The SIZE=n a client declared with MAIL FROM, if any (RFC 1870)."""
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit() and len(value) < 12:
+            return int(value)
+    return None
+
+
 class _LimitedSMTP(SMTP):
     """One connection under the listener's :class:`ConnectionTable` and login deadline.
 
@@ -159,9 +168,12 @@ class _LimitedSMTP(SMTP):
     """
 
     def __init__(self, handler: SubmissionHandler, table: ConnectionTable[_LimitedSMTP],
-                 login_timeout: float, log_throttle: LogThrottle, **kwargs: Any) -> None:
+                 login_timeout: float, log_throttle: LogThrottle, budget: ByteBudget,
+                 **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._table = table
+        self._budget = budget
+        self._max_size = int(kwargs["data_size_limit"])
         self._log_throttle = log_throttle
         self._login_timeout = login_timeout
         self._deadline: asyncio.TimerHandle | None = None
@@ -214,6 +226,32 @@ class _LimitedSMTP(SMTP):
         self._table.release(self)
         super().connection_lost(error)
 
+    async def smtp_DATA(self, arg: str) -> None:
+        """DATA within the listener's budget of message bytes being received at once.
+
+        aiosmtpd holds a message in memory (line by line, then joined) until its 250, so
+        twenty sessions of one user sending the largest messages at once would cost the node
+        gigabytes. A message reserves its declared SIZE (RFC 1870; the whole limit when
+        undeclared) before it is read, and may not exceed what it declared by more than a
+        little; what does not fit is told to try again shortly.
+        """
+        if (self.session is None or not self.session.authenticated or self.envelope is None
+                or not self.envelope.rcpt_tos or arg):
+            await super().smtp_DATA(arg)  # refused by aiosmtpd before any data is read
+            return
+        declared = _declared_size(self.envelope.mail_options)
+        size = self._max_size if declared is None else min(
+            self._max_size, declared + declared // 10 + 4096)
+        if not self._budget.reserve(size):
+            await self.push(replies.BUSY)
+            return
+        self.data_size_limit = size
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.data_size_limit = self._max_size
+            self._budget.release(size)
+
     async def push(self, status: AnyStr) -> None:
         """Every reply leaves as one printable line: aiosmtpd echoes a client's unknown
         command (and a VRFY argument) back, which must not carry CR, NUL, escapes or
@@ -242,12 +280,14 @@ class SubmissionServer:
             sessions_per_source=False, grace=eviction_grace)
         self.login_timeout = login_timeout
         self._log_throttle = LogThrottle()
+        # Messages being received by all sessions together: four of the largest.
+        self._budget = ByteBudget(4 * max_message_size)
         self.hostname = hostname
         self._server: asyncio.Server | None = None
 
     def _protocol(self) -> SMTP:
         return _LimitedSMTP(
-            self.handler, self.table, self.login_timeout, self._log_throttle,
+            self.handler, self.table, self.login_timeout, self._log_throttle, self._budget,
             hostname=self.hostname, ident="mailnode ESMTP", data_size_limit=self.max_message_size,
             enable_SMTPUTF8=True, decode_data=False, auth_required=True,
             tls_context=self.tls_context,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import shutil
 import smtplib
 from collections.abc import AsyncIterator
@@ -263,3 +265,87 @@ async def test_from_header_must_be_the_users_own_address(env: Env) -> None:
     await asyncio.to_thread(dialogue)
     inbox = await env.store.get_mailbox(env.bob.id, "INBOX")
     assert inbox is not None and inbox.messages == 1
+
+
+# --- the budget of bytes being received ---------------------------------------------------
+# Messages being received share one budget: sessions that all send the largest messages at
+# once cannot make the node hold more than a few of them in memory.
+
+
+class Raw:
+    """A client that can stop in the middle of DATA."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def logged_in(cls, env: Env) -> Raw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+        raw = cls(reader, writer)
+        await raw.reply()
+        await raw.command(b"EHLO t")
+        blob = base64.b64encode(b"\0alice\0" + PASSWORD.encode())
+        assert (await raw.command(b"AUTH PLAIN " + blob)).startswith(b"235")
+        return raw
+
+    async def reply(self) -> bytes:
+        while True:
+            line = await asyncio.wait_for(self.reader.readline(), 10)
+            if line[3:4] != b"-":
+                return line
+
+    async def command(self, line: bytes) -> bytes:
+        self.writer.write(line + b"\r\n")
+        return await self.reply()
+
+    async def start_data(self, env: Env, size: int | None = None) -> bytes:
+        option = b"" if size is None else b" SIZE=%d" % size
+        assert (await self.command(b"MAIL FROM:<" + env.alice.address.encode() + b">"
+                                   + option)).startswith(b"250")
+        assert (await self.command(b"RCPT TO:<" + env.bob.address.encode() + b">")
+                ).startswith(b"250")
+        return await self.command(b"DATA")
+
+    async def finish(self, body: bytes) -> bytes:
+        self.writer.write(body + b".\r\n")
+        return await self.reply()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.writer.close()
+
+
+async def test_sessions_in_data_share_a_budget(env: Env) -> None:
+    clients = [await Raw.logged_in(env) for _ in range(6)]
+    try:
+        # Undeclared size: each reserves the whole limit, and four fit (4 x MAX).
+        for raw in clients[:4]:
+            assert (await raw.start_data(env)).startswith(b"354")
+        assert (await clients[4].start_data(env)).startswith(b"451 4.3.1")
+        # Once one finishes, its share comes back.
+        body = message(env.alice.address, env.bob.address)
+        assert (await clients[0].finish(body)).startswith(b"250")
+        assert (await clients[5].start_data(env, size=len(body))).startswith(b"354")
+        assert (await clients[5].finish(body)).startswith(b"250")
+    finally:
+        for raw in clients:
+            raw.close()
+
+
+async def test_a_declared_size_reserves_only_that_much(env: Env) -> None:
+    clients = [await Raw.logged_in(env) for _ in range(8)]
+    body = message(env.alice.address, env.bob.address)
+    try:
+        for raw in clients:  # eight small declared messages at once fit easily
+            assert (await raw.start_data(env, size=len(body))).startswith(b"354")
+        for raw in clients:
+            assert (await raw.finish(body)).startswith(b"250")
+        # ...but a message far larger than it declared is refused (the budget holds).
+        big = message(env.alice.address, env.bob.address, ("y" * 70 + "\r\n") * 600)
+        assert len(body) + 4096 < len(big) < MAX  # within the limit, not what it declared
+        assert (await clients[0].start_data(env, size=len(body))).startswith(b"354")
+        reply = await clients[0].finish(big)
+        assert reply.startswith(b"552"), reply
+    finally:
+        for raw in clients:
+            raw.close()
