@@ -45,7 +45,7 @@ class ImapServer:
                  max_sessions_per_user: int = 20, idle_timeout: float = 1800,
                  login_timeout: float = 60, tls_context: ssl.SSLContext | None = None,
                  require_tls: bool = False, auth: Authenticator | None = None,
-                 eviction_grace: float = LOGIN_GRACE) -> None:
+                 eviction_grace: float = LOGIN_GRACE, send_timeout: float = 300.0) -> None:
         self.store = store
         self.auth = auth if auth is not None else Authenticator(store)
         self.tls_context = tls_context
@@ -58,6 +58,7 @@ class ImapServer:
             sessions_per_source=False, grace=eviction_grace)
         self._log_throttle = LogThrottle()
         self.idle_timeout = idle_timeout
+        self.send_timeout = send_timeout
         self.login_timeout = login_timeout
         self.port: int | None = None
         self._server: asyncio.Server | None = None
@@ -148,9 +149,13 @@ class ImapServer:
 
     async def _serve(self, session: ImapSession, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
+        async def drain() -> None:
+            # A client that stops reading holds its buffers and its session: not forever.
+            await asyncio.wait_for(writer.drain(), self.send_timeout)
+
         async def flush() -> None:  # a large FETCH goes out in pieces, at the client's pace
             writer.write(session.data_to_send())
-            await writer.drain()
+            await drain()
 
         session.flush = flush
         writer.write(session.greeting())
@@ -192,7 +197,7 @@ class ImapServer:
                 out = session.data_to_send()
                 if out:
                     writer.write(out)
-                    await writer.drain()
+                    await drain()
                 if session.starttls_requested:
                     await self._start_tls(session, reader, writer)
         finally:

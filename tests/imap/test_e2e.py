@@ -10,6 +10,7 @@ import aioimaplib
 import pytest
 
 from mailnode.imap.server import ImapServer
+from mailnode.store.api import MailStore
 from tests.imap.conftest import MESSAGE, ServerFactory
 from tests.imap.memstore import MemStore
 
@@ -246,3 +247,28 @@ async def test_curl_lists_and_fetches(server: ImapServer, store: MemStore) -> No
     listing = await curl(base + "/")
     assert b'"INBOX"' in listing and b"\\Sent" in listing
     assert await curl(base + "/INBOX;UID=1") == MESSAGE
+
+
+async def test_a_client_that_stops_reading_is_dropped(start_server: ServerFactory,
+                                                      store: MailStore) -> None:
+    """A FETCH far larger than the socket buffers, never read: the session does not wait
+    for the client forever (nor hold its buffers)."""
+    big = MESSAGE + b"x" * 4_000_000 + b"\r\n"
+    inbox = await store.get_mailbox(1, "INBOX")
+    assert inbox is not None
+    await store.append(inbox.id, big, frozenset(), None)
+    srv = await start_server(max_literal=1000, send_timeout=0.5)
+    assert srv.port
+    reader, writer = await raw_connect(srv.port)
+    assert (await command(reader, writer, b"a", b"LOGIN alice secret"))[-1].startswith(b"a OK")
+    await command(reader, writer, b"s", b"SELECT INBOX")
+    items = b" ".join(b"BODY.PEEK[]<%d.4000000>" % i for i in range(20))  # 80 MB asked
+    writer.write(b"f FETCH 1 (" + items + b")\r\n")
+    await writer.drain()
+
+
+    async def dropped() -> None:
+        while len(srv.table):
+            await asyncio.sleep(0.05)
+    await asyncio.wait_for(dropped(), TIMEOUT)  # it gave up on us
+    writer.close()
