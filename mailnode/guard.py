@@ -67,23 +67,35 @@ class _Entry:
 class ByteBudget:
     """Bytes that may be held at once across all connections of a listener (message bodies
     on their way in). Each connection's own limit bounds one message; this bounds the sum,
-    so many peers sending large messages at once cost a fixed amount of memory."""
+    so many peers sending large messages at once cost a fixed amount of memory. One owner
+    (a user, a sending address) may hold at most half of it, so a slow sender cannot keep
+    everyone else waiting."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError("a byte budget must be positive")
         self.limit = limit
         self.used = 0
+        self._by_owner: dict[object, int] = {}
 
-    def reserve(self, size: int) -> bool:
-        """Take ``size`` bytes if they fit; False (nothing taken) if not."""
+    def reserve(self, size: int, owner: object = None) -> bool:
+        """Take ``size`` bytes for ``owner`` if they fit; False (nothing taken) if not."""
         if self.used + size > self.limit:
             return False
+        if owner is not None:
+            held = self._by_owner.get(owner, 0)
+            if held and held + size > self.limit // 2:
+                return False
+            self._by_owner[owner] = held + size
         self.used += size
         return True
 
-    def release(self, size: int) -> None:
+    def release(self, size: int, owner: object = None) -> None:
         self.used = max(0, self.used - size)
+        if owner is not None:
+            held = self._by_owner.pop(owner, 0) - size
+            if held > 0:
+                self._by_owner[owner] = held
 
 
 LOGIN_GRACE = 3.0

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailnode.guard import MAX_WAIT, ConnectionTable, LoginPenalty, Throttled, source_key
+from mailnode.guard import (
+    MAX_WAIT,
+    ByteBudget,
+    ConnectionTable,
+    LoginPenalty,
+    Throttled,
+    source_key,
+)
 
 # --- source_key -------------------------------------------------------------------------------
 
@@ -264,3 +271,14 @@ def test_young_connections_are_not_evicted_for_newcomers() -> None:
     assert table.admit("s4", "10.0.0.5", now=200.0).evict == "s3"  # not bob's session
     table.login("s4", "carol")
     assert not table.admit("s5", "10.0.0.6", now=300.0).admitted  # sessions never evicted
+
+
+def test_byte_budget_caps_the_sum_and_each_owners_share() -> None:
+    budget = ByteBudget(100)
+    assert budget.reserve(40, "slow sender") and budget.reserve(10, "slow sender")
+    assert not budget.reserve(10, "slow sender")  # half the budget is its share at most
+    assert budget.reserve(45, "someone else")
+    assert not budget.reserve(10, "third")  # 95 of 100 in use
+    budget.release(40, "slow sender")
+    assert budget.reserve(10, "third") and budget.reserve(30, "slow sender")
+    assert budget.used == 95

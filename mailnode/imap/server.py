@@ -151,7 +151,10 @@ class ImapServer:
                      writer: asyncio.StreamWriter) -> None:
         async def drain() -> None:
             # A client that stops reading holds its buffers and its session: not forever.
-            await asyncio.wait_for(writer.drain(), self.send_timeout)
+            # (asyncio.timeout, not wait_for: in 3.11 wait_for can swallow the cancellation
+            # with which the listener evicts or shuts down a session.)
+            async with asyncio.timeout(self.send_timeout):
+                await writer.drain()
 
         async def flush() -> None:  # a large FETCH goes out in pieces, at the client's pace
             writer.write(session.data_to_send())

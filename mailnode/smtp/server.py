@@ -242,7 +242,8 @@ class _LimitedSMTP(SMTP):
         declared = _declared_size(self.envelope.mail_options)
         size = self._max_size if declared is None else min(
             self._max_size, declared + declared // 10 + 4096)
-        if not self._budget.reserve(size):
+        owner = getattr(self.session.auth_data, "id", None)
+        if not self._budget.reserve(size, owner):
             await self.push(replies.BUSY)
             return
         self.data_size_limit = size
@@ -250,7 +251,7 @@ class _LimitedSMTP(SMTP):
             await super().smtp_DATA(arg)
         finally:
             self.data_size_limit = self._max_size
-            self._budget.release(size)
+            self._budget.release(size, owner)
 
     async def push(self, status: AnyStr) -> None:
         """Every reply leaves as one printable line: aiosmtpd echoes a client's unknown

@@ -292,6 +292,7 @@ class _Connection(asyncio.Protocol):
             now=self._loop.time(),
             budget=owner._budget,
             may_offer=None if owner._rate is None else self._may_offer,
+            budget_owner=source_key(self.host),
         )
         self._session = session
         early, self._early = bytes(self._early), bytearray()

@@ -178,6 +178,7 @@ class ServerSession:
         now: float,
         budget: ByteBudget | None = None,
         may_offer: Callable[[], bool] | None = None,
+        budget_owner: object = None,
     ) -> None:
         if len(nonce) != CHALLENGE_SIZE:
             raise ValueError("challenge nonce must be 32 bytes")
@@ -187,6 +188,7 @@ class ServerSession:
         self._max_message_size = max_message_size
         self._timeout = timeout
         self._budget = budget
+        self._budget_owner = budget_owner  # the sending address: its share is capped
         self._may_offer = may_offer  # the sender's rate limit, asked once per OFFER
         self._reserved = 0  # bytes of the budget held for the message being received
         self._decoder = FrameDecoder()
@@ -289,7 +291,7 @@ class ServerSession:
     def _release(self) -> None:
         """Give back the budget held for the current message (idempotent)."""
         if self._budget is not None and self._reserved:
-            self._budget.release(self._reserved)
+            self._budget.release(self._reserved, self._budget_owner)
         self._reserved = 0
 
     # internals
@@ -344,7 +346,7 @@ class ServerSession:
             self._send(Reject(Status.TEMPFAIL, reason))
             return OfferRefused(frame.message_id, frame.size, reason)
         if self._budget is not None:
-            if not self._budget.reserve(frame.size):
+            if not self._budget.reserve(frame.size, self._budget_owner):
                 reason = "too many messages arriving at once; try again later"
                 self._send(Reject(Status.TEMPFAIL, reason))
                 return OfferRefused(frame.message_id, frame.size, reason)

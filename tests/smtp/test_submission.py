@@ -275,16 +275,19 @@ async def test_from_header_must_be_the_users_own_address(env: Env) -> None:
 class Raw:
     """A client that can stop in the middle of DATA."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 user: User, to: User) -> None:
         self.reader, self.writer = reader, writer
+        self.user, self.to = user, to
 
     @classmethod
-    async def logged_in(cls, env: Env) -> Raw:
+    async def logged_in(cls, env: Env, user: User | None = None) -> Raw:
         reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
-        raw = cls(reader, writer)
+        raw = cls(reader, writer, user or env.alice,
+                  env.alice if user is not None and user == env.bob else env.bob)
         await raw.reply()
         await raw.command(b"EHLO t")
-        blob = base64.b64encode(b"\0alice\0" + PASSWORD.encode())
+        blob = base64.b64encode(b"\0" + raw.user.name.encode() + b"\0" + PASSWORD.encode())
         assert (await raw.command(b"AUTH PLAIN " + blob)).startswith(b"235")
         return raw
 
@@ -298,11 +301,14 @@ class Raw:
         self.writer.write(line + b"\r\n")
         return await self.reply()
 
-    async def start_data(self, env: Env, size: int | None = None) -> bytes:
+    def message(self, body: str = "Hello there.\r\n") -> bytes:
+        return message(self.user.address, self.to.address, body)
+
+    async def start_data(self, size: int | None = None) -> bytes:
         option = b"" if size is None else b" SIZE=%d" % size
-        assert (await self.command(b"MAIL FROM:<" + env.alice.address.encode() + b">"
+        assert (await self.command(b"MAIL FROM:<" + self.user.address.encode() + b">"
                                    + option)).startswith(b"250")
-        assert (await self.command(b"RCPT TO:<" + env.bob.address.encode() + b">")
+        assert (await self.command(b"RCPT TO:<" + self.to.address.encode() + b">")
                 ).startswith(b"250")
         return await self.command(b"DATA")
 
@@ -316,34 +322,40 @@ class Raw:
 
 
 async def test_sessions_in_data_share_a_budget(env: Env) -> None:
-    clients = [await Raw.logged_in(env) for _ in range(6)]
+    """Undeclared, each message reserves the whole limit: four fit (4 x MAX), at most two of
+    them one user's (a user may hold half the budget), and a share comes back as soon as its
+    message is in."""
+    alices = [await Raw.logged_in(env) for _ in range(3)]
+    bobs = [await Raw.logged_in(env, env.bob) for _ in range(3)]
     try:
-        # Undeclared size: each reserves the whole limit, and four fit (4 x MAX).
-        for raw in clients[:4]:
-            assert (await raw.start_data(env)).startswith(b"354")
-        assert (await clients[4].start_data(env)).startswith(b"451 4.3.1")
-        # Once one finishes, its share comes back.
-        body = message(env.alice.address, env.bob.address)
-        assert (await clients[0].finish(body)).startswith(b"250")
-        assert (await clients[5].start_data(env, size=len(body))).startswith(b"354")
-        assert (await clients[5].finish(body)).startswith(b"250")
+        assert (await alices[0].start_data()).startswith(b"354")
+        assert (await alices[1].start_data()).startswith(b"354")
+        assert (await alices[2].start_data()).startswith(b"451 4.3.1")  # her half
+        assert (await bobs[0].start_data()).startswith(b"354")  # bob is not held up by her
+        assert (await bobs[1].start_data()).startswith(b"354")
+        assert (await bobs[2].start_data()).startswith(b"451 4.3.1")  # all four in use
+        assert (await alices[0].finish(alices[0].message())).startswith(b"250")
+        body = alices[2].message()
+        assert (await alices[2].command(b"RSET")).startswith(b"250")
+        assert (await alices[2].start_data(size=len(body))).startswith(b"354")
+        assert (await alices[2].finish(body)).startswith(b"250")
     finally:
-        for raw in clients:
+        for raw in (*alices, *bobs):
             raw.close()
 
 
 async def test_a_declared_size_reserves_only_that_much(env: Env) -> None:
     clients = [await Raw.logged_in(env) for _ in range(8)]
-    body = message(env.alice.address, env.bob.address)
+    body = clients[0].message()
     try:
         for raw in clients:  # eight small declared messages at once fit easily
-            assert (await raw.start_data(env, size=len(body))).startswith(b"354")
+            assert (await raw.start_data(size=len(body))).startswith(b"354")
         for raw in clients:
             assert (await raw.finish(body)).startswith(b"250")
         # ...but a message far larger than it declared is refused (the budget holds).
-        big = message(env.alice.address, env.bob.address, ("y" * 70 + "\r\n") * 600)
+        big = clients[0].message(("y" * 70 + "\r\n") * 600)
         assert len(body) + 4096 < len(big) < MAX  # within the limit, not what it declared
-        assert (await clients[0].start_data(env, size=len(body))).startswith(b"354")
+        assert (await clients[0].start_data(size=len(body))).startswith(b"354")
         reply = await clients[0].finish(big)
         assert reply.startswith(b"552"), reply
     finally:
