@@ -683,7 +683,11 @@ class ImapSession:
             want = [u for u in uids if needs_raw or (needs_structure and u not in structures)]
             bodies = await self.store.fetch_bodies(sel.mailbox.id, want) if want else {}
             if needs_structure:
-                structures.update(await _analyse_missing(structures, bodies, uids))
+                analysed = await _analyse_missing(structures, bodies, uids)
+                if analysed:  # mail stored before structures were: never analysed twice
+                    structures.update(analysed)
+                    await self.store.save_structures(
+                        sel.mailbox.id, {u: st.encode() for u, st in analysed.items()})
             for seq, uid in batch:
                 raw = bodies.pop(uid, None)
                 if uid in want and raw is None:

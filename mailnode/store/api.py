@@ -112,6 +112,9 @@ class MailStore(Protocol):
         """The MIME structure stored when each message arrived (``mailnode.mime``); None
         where there is none yet (the caller computes it, off the event loop)."""
 
+    async def save_structures(self, mailbox_id: int, structures: dict[int, bytes]) -> None:
+        """Keep structures computed later for messages stored without one."""
+
     async def store_flags(self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str],
                           mode: FlagMode) -> list[MessageMeta]:
         """Change flags; returns the new state of the messages that still exist."""

@@ -434,6 +434,16 @@ class SqlStore:
             return out
         return await self.db.run(q)
 
+    async def save_structures(self, mailbox_id: int, structures: dict[int, bytes]) -> None:
+        def q(conn: Connection) -> None:
+            for uid, blob in structures.items():
+                body_id = select(messages.c.body_id).where(
+                    messages.c.mailbox_id == mailbox_id, messages.c.uid == uid
+                ).scalar_subquery()
+                conn.execute(update(bodies).where(bodies.c.id == body_id)
+                             .values(structure=blob))
+        await self.db.run(q, durable=False)
+
     async def store_flags(self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str],
                           mode: FlagMode) -> list[MessageMeta]:
         def q(conn: Connection) -> tuple[list[MessageMeta], list[int]]:

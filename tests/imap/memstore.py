@@ -150,6 +150,9 @@ class MemStore:
         box = self._box(mailbox_id)
         return {uid: None for uid in uids if uid in box.messages}
 
+    async def save_structures(self, mailbox_id: int, structures: dict[int, bytes]) -> None:
+        self._box(mailbox_id)  # the memory store keeps none: FETCH analyses each time
+
     async def store_flags(self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str],
                           mode: FlagMode) -> list[MessageMeta]:
         box = self._box(mailbox_id)

@@ -76,6 +76,9 @@ async def test_mail_stored_without_a_structure_is_still_read(sql: SqlStore) -> N
     out = await d.send(b"f FETCH 1 (BODYSTRUCTURE BODY.PEEK[1])\r\n")
     assert b'"TEXT" "HTML"' in out and b"first part" in out
     assert out.endswith(b"f OK FETCH completed\r\n")
+    # ...and what was analysed is kept: the next FETCH reads it like any other.
+    assert await sql.db.run(lambda c: c.execute(
+        text("SELECT count(*) FROM bodies WHERE structure IS NOT NULL")).scalar()) == 1
 
 
 async def test_a_mailbox_of_hostile_mail_answers_ok(sql: SqlStore) -> None:
