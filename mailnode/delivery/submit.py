@@ -20,7 +20,6 @@ from mailnode.delivery.headers import (
 )
 from mailnode.delivery.outbound import Resolver
 from mailnode.ratelimit import RateLimiter
-from mailnode.smtp import replies
 from mailnode.store.api import User
 from mailnode.store.sqlite import Outgoing, SqlStore, Submission
 
@@ -28,11 +27,31 @@ log = logging.getLogger(__name__)
 
 
 class Refused(Exception):
-    """A recipient or message the node will not accept; carries the SMTP reply."""
+    """A recipient or message the node will not accept (the SMTP layer words the reply)."""
 
-    def __init__(self, reply: str) -> None:
-        super().__init__(reply)
-        self.reply = reply
+
+class RecipientInvalid(Refused):
+    """Not a mailnode address (malformed, or its checksum does not match)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RecipientUnpublished(Refused):
+    """Well-formed, but no node publishes it in the DHT right now (may change: temporary)."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.address = address
+
+
+class AuthorNotOwned(Refused):
+    """The From: header names someone other than the sender."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.address = address
 
 
 class SubmissionService:
@@ -64,7 +83,7 @@ class SubmissionService:
         try:
             canonical = normalise(address)
         except AddressError as exc:
-            raise Refused(replies.RECIPIENT_INVALID.format(reason=exc)) from exc
+            raise RecipientInvalid(str(exc)) from exc
         if self.resolve is None or not self.has_peers():
             return canonical  # cannot tell yet: queue it, the DSN reports a final failure
         if await self.store.find_user(canonical) is not None:
@@ -74,7 +93,7 @@ class SubmissionService:
         except (TimeoutError, OSError):
             return canonical
         if record is None:
-            raise Refused(replies.RECIPIENT_UNPUBLISHED.format(address=canonical))
+            raise RecipientUnpublished(canonical)
         return canonical
 
     async def submit(self, user: User, recipients: list[str], content: bytes) -> str:
@@ -82,7 +101,7 @@ class SubmissionService:
         # Bounded but not free on a hostile header: off the event loop.
         if await asyncio.to_thread(authors, content) != [user.address]:
             # The envelope sender is checked at MAIL; this is what recipients' clients show.
-            raise Refused(replies.AUTHOR_NOT_OWNED.format(address=user.address))
+            raise AuthorNotOwned(user.address)
         now = self.clock()
         stamp = received_header("mailnode", "ESMTPA (authenticated submission)",
                                 datetime.fromtimestamp(now, UTC)) + authentication_results(

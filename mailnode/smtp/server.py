@@ -13,7 +13,13 @@ from typing import Any, AnyStr
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session, TLSSetupException
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
-from mailnode.delivery.submit import Refused, SubmissionService
+from mailnode.delivery.submit import (
+    AuthorNotOwned,
+    RecipientInvalid,
+    RecipientUnpublished,
+    Refused,
+    SubmissionService,
+)
 from mailnode.guard import LOGIN_GRACE, ByteBudget, ConnectionTable, source_key
 from mailnode.logsafe import LogThrottle, clean, escape, held_back
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
@@ -37,6 +43,17 @@ def _user(session: Session) -> User:
     user: object = session.auth_data
     assert isinstance(user, User)
     return user
+
+
+def _refusal(exc: Refused) -> str:
+    """The one place where the submission service's refusals become SMTP replies."""
+    if isinstance(exc, RecipientInvalid):
+        return replies.RECIPIENT_INVALID.format(reason=exc.reason)
+    if isinstance(exc, RecipientUnpublished):
+        return replies.RECIPIENT_UNPUBLISHED.format(address=exc.address)
+    if isinstance(exc, AuthorNotOwned):
+        return replies.AUTHOR_NOT_OWNED.format(address=exc.address)
+    return replies.TEMPORARY_FAILURE
 
 
 class SubmissionHandler:
@@ -114,7 +131,7 @@ class SubmissionHandler:
         try:
             canonical = await self.service.check_recipient(address)
         except Refused as exc:
-            return exc.reply
+            return _refusal(exc)
         envelope.rcpt_tos.append(canonical)
         envelope.rcpt_options.extend(rcpt_options)
         return replies.RECIPIENT_OK
@@ -125,7 +142,7 @@ class SubmissionHandler:
         try:
             queue_id = await self.service.submit(user, list(envelope.rcpt_tos), content)
         except Refused as exc:
-            return exc.reply
+            return _refusal(exc)
         except Exception:
             log.exception("submission from user=%s failed", user.name)
             return replies.TEMPORARY_FAILURE
