@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from mailnode.addressing import unreachable
 from mailnode.client_tls import TLS_NAME, fingerprint
 from mailnode.config import (
     CONFIG_NAME,
@@ -218,6 +219,12 @@ def cmd_status(args: argparse.Namespace) -> None:
               f"{running['p2p_port']}")
         print(f"DHT peers    : {running['dht_peers']}")
         print(f"published    : {running['records_published']} address record(s)")
+        published = [(str(h), int(p)) for h, p in running.get("endpoints", [])]
+        print("endpoints    : " + ("  ".join(f"{h}:{p}" for h, p in published)
+                                   or "none yet"))
+        peers = [(str(h), int(p)) for h, p in running.get("peers", [])]
+        for warning in unreachable(published, peers):
+            print(f"WARNING      : {warning}")
     print(f"queue        : {queued} message(s) waiting for delivery")
     print(f"users        : {len(users)}")
     for user in users:
@@ -264,13 +271,21 @@ def _add_node_options(p: argparse.ArgumentParser) -> None:
                         "(default %(default)s)")
     p.add_argument("--bootstrap", nargs="*", default=[], metavar="HOST:PORT",
                    help="other nodes' DHT addresses to join the network through")
+    p.add_argument("--p2p-host", default=defaults.p2p_host, metavar="ADDR",
+                   help="address the DHT and transfer listeners bind to, e.g. 0.0.0.0 to "
+                        "federate with other machines while SMTP and IMAP stay on --host "
+                        "(default: --host)")
+    p.add_argument("--advertise", default=defaults.advertise_host, metavar="HOST[:PORT]",
+                   help="address (and port, if forwarded) other nodes should dial; by default "
+                        "the address they are routed to")
 
 
 def _config_from(args: argparse.Namespace) -> Config:
     for peer in args.bootstrap:
         parse_hostport(peer)
     return validate(Config(host=args.host, smtp_port=args.smtp_port, imap_port=args.imap_port,
-                           p2p_port=args.p2p_port, bootstrap=tuple(args.bootstrap)))
+                           p2p_port=args.p2p_port, bootstrap=tuple(args.bootstrap),
+                           p2p_host=args.p2p_host, advertise_host=args.advertise))
 
 
 def build_parser() -> argparse.ArgumentParser:

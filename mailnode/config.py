@@ -71,9 +71,10 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
         ("p2p_host", "address the DHT and transfer listeners bind to; empty means host. Set "
                      "0.0.0.0 to federate with other machines while SMTP and IMAP stay on "
                      "host"),
-        ("advertise_host", "address published in the DHT for peers to reach this node's "
-                           "transfer port; empty means p2p_host (or this machine's own "
-                           "address when that is 0.0.0.0)"),
+        ("advertise_host", "address (HOST or HOST:PORT, e.g. a forwarded port) published in "
+                           "the DHT for peers to reach this node's transfer port; empty "
+                           "means p2p_host, or when that is 0.0.0.0 the address peers are "
+                           "routed to (never a loopback one for peers elsewhere)"),
         ("smtp_port", "SMTP submission port for your mail client (AUTH required)"),
         ("imap_port", "IMAP port for your mail client"),
         ("p2p_port", "DHT port (UDP); mail transfer between nodes uses TCP on the same number"),
@@ -177,6 +178,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{port_name} {port} is not a port number")
     for peer in config.bootstrap:
         parse_hostport(peer)
+    if config.advertise_host.count(":") == 1 or config.advertise_host.startswith("["):
+        parse_hostport(config.advertise_host)  # HOST:PORT must have a valid port
     for name in ("max_connections", "max_peer_connections", "max_connections_per_source",
                  "max_sessions_per_user", "login_lockout_after"):
         if getattr(config, name) < 1:

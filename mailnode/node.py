@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import socket
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -14,6 +13,7 @@ from pathlib import Path
 from crypto.envelope import OVERHEAD
 from dht.node import DhtNode
 from dht.records import AddressRecord
+from mailnode.addressing import endpoints
 from mailnode.auth import Authenticator
 from mailnode.client_tls import ensure_certificate
 from mailnode.client_tls import server_context as client_tls_context
@@ -34,16 +34,6 @@ from mailnode.store.sqlite import SqlStore
 from mailnode.transfer import TransferServer
 
 log = logging.getLogger(__name__)
-
-def published_host(config: Config) -> str:
-    """Where peers reach us: the configured address, or our own name's address when we bind
-    every interface (inside a container, the name resolves to the container's address)."""
-    if config.advertise_host:
-        return config.advertise_host
-    if config.p2p_bind in ("0.0.0.0", "::", ""):
-        return socket.gethostbyname(socket.gethostname())
-    return config.p2p_bind
-
 
 def raise_file_limit(config: Config) -> None:
     """Let the process hold every connection the limits allow (Linux's default soft limit
@@ -135,14 +125,16 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         assert imap.port is not None
         listening = Listening(host, config.p2p_bind, smtp.port, imap.port, dht.port,
                               node_identity.verify_key.hex())
-        publisher = Publisher(store, dht, node_identity, config,
-                              (published_host(config), dht.port))
+        bootstrap_ips = config.bootstrap_peers()
+        publisher = Publisher(store, dht, node_identity, config, lambda: endpoints(
+            config, dht.port, [*dht.peers(), *bootstrap_ips]))
 
         async def report_status() -> None:
             while True:
                 try:
                     await asyncio.to_thread(write_status, data_dir, listening, dht,
-                                            len(publisher.published))
+                                            len(publisher.published),
+                                            list(publisher.endpoints))
                     await asyncio.to_thread(save_peers, data_dir, dht.peers())
                 except OSError as exc:  # status is informative; never stop the node for it
                     log.warning("cannot write the status files: %s", exc)

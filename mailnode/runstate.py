@@ -58,7 +58,8 @@ def save_peers(data_dir: Path, peers: list[tuple[str, int]]) -> None:
     tmp.replace(data_dir / PEERS_NAME)
 
 
-def write_status(data_dir: Path, listening: Listening, dht: DhtNode, published: int) -> None:
+def write_status(data_dir: Path, listening: Listening, dht: DhtNode, published: int,
+                 endpoints: list[tuple[str, int]] | None = None) -> None:
     """A small status file for ``mailnode status`` (the CLI cannot ask the DHT itself)."""
     tmp = data_dir / (STATUS_NAME + ".tmp")
     tmp.write_text(json.dumps({
@@ -67,6 +68,8 @@ def write_status(data_dir: Path, listening: Listening, dht: DhtNode, published: 
         "smtp_port": listening.smtp_port, "imap_port": listening.imap_port,
         "p2p_port": listening.p2p_port, "node_key": listening.node_key,
         "dht_peers": dht.peer_count(), "records_published": published,
+        "endpoints": [list(e) for e in endpoints or []],
+        "peers": [list(p) for p in dht.peers()[:64]],
     }))
     tmp.replace(data_dir / STATUS_NAME)
 

@@ -100,10 +100,12 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
 def test_p2p_listeners_can_be_public_while_clients_stay_on_loopback() -> None:
     from dataclasses import replace
 
-    from mailnode.node import published_host
+    from mailnode.addressing import endpoints
 
     config = Config()
-    assert config.p2p_bind == "127.0.0.1" and published_host(config) == "127.0.0.1"
+    assert config.p2p_bind == "127.0.0.1" and endpoints(config, 2700, []) == [
+        ("127.0.0.1", 2700)]
     public = replace(config, p2p_host="0.0.0.0", advertise_host="198.51.100.7")
     assert public.host == "127.0.0.1"  # SMTP and IMAP stay private
-    assert public.p2p_bind == "0.0.0.0" and published_host(public) == "198.51.100.7"
+    assert public.p2p_bind == "0.0.0.0" and endpoints(public, 2700, []) == [
+        ("198.51.100.7", 2700)]

@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from crypto.keys import Identity
 from dht.node import DhtNode
-from dht.records import AddressRecord
+from dht.records import MAX_ENDPOINTS, AddressRecord
+from mailnode.addressing import Endpoint
 from mailnode.config import Config
 from mailnode.store.sqlite import SqlStore
 
@@ -20,20 +21,31 @@ class Publisher:
     """Keeps every local user's DHT record fresh: new users at once, all before expiry."""
 
     def __init__(self, store: SqlStore, dht: DhtNode, node: Identity, config: Config,
-                 endpoint: tuple[str, int], clock: Callable[[], float] = time.time) -> None:
+                 endpoints: Callable[[], list[Endpoint]],
+                 clock: Callable[[], float] = time.time) -> None:
         self.store, self.dht, self.node, self.config = store, dht, node, config
-        self.endpoint = endpoint
+        self.current_endpoints = endpoints
+        """Where peers reach us now (``mailnode.addressing``); asked before every pass."""
+        self.endpoints: tuple[Endpoint, ...] = ()
         self.clock = clock
         self.published: dict[int, float] = {}
 
     async def publish_due(self) -> None:
         now = self.clock()
+        endpoints = tuple(self.current_endpoints()[:MAX_ENDPOINTS])
+        if endpoints != self.endpoints:
+            # A new address (another network, a first peer elsewhere): every record says
+            # the old one, so all are published again now, not at their next renewal.
+            log.info("publishing transfer endpoint(s) %s",
+                     ", ".join(f"{h}:{p}" for h, p in endpoints))
+            self.endpoints = endpoints
+            self.published.clear()
         for user in await self.store.list_users():
             last = self.published.get(user.id)
             if last is not None and now - last < self.config.republish_interval:
                 continue
             identity = await self.store.identity(user.id)
-            record = AddressRecord.create(identity, self.node.verify_key, (self.endpoint,),
+            record = AddressRecord.create(identity, self.node.verify_key, self.endpoints,
                                           seq=int(now * 1000),
                                           expires=int(now + self.config.record_ttl))
             peers = await self.dht.publish(record)

@@ -26,7 +26,8 @@ async def test_new_users_at_once_and_renewal_before_expiry(store: SqlStore) -> N
     now = [1_800_000_000.0]
     config = Config(record_ttl=600.0, republish_interval=300.0)
     dht, node = FakeDht(), Identity.generate()
-    publisher = Publisher(store, dht, node, config, ("127.0.0.1", 2700),  # type: ignore[arg-type]
+    where = [("127.0.0.1", 2700)]
+    publisher = Publisher(store, dht, node, config, lambda: where,  # type: ignore[arg-type]
                           clock=lambda: now[0])
     alice = await store.create_user("alice", "password1", Identity.generate())
     await publisher.publish_due()
@@ -44,6 +45,11 @@ async def test_new_users_at_once_and_renewal_before_expiry(store: SqlStore) -> N
     renewed = [r for r in dht.records[2:] if r.user_key == first.user_key]
     assert len(renewed) == 1 and renewed[0].seq > first.seq
     assert renewed[0].expires > first.expires  # renewed while the old one is still valid
+    before = len(dht.records)
+    where[:] = [("10.0.0.7", 2700), ("192.0.2.9", 2700)]  # the node moved: all at once
+    await publisher.publish_due()
+    moved = dht.records[before:]
+    assert len(moved) == 2 and {r.endpoints for r in moved} == {tuple(where)}
 
 
 async def test_a_record_that_reached_no_peer_is_published_again_soon(store: SqlStore) -> None:
@@ -56,7 +62,7 @@ async def test_a_record_that_reached_no_peer_is_published_again_soon(store: SqlS
 
     dht = LonelyDht()
     publisher = Publisher(store, dht, Identity.generate(), Config(),  # type: ignore[arg-type]
-                          ("127.0.0.1", 2700), clock=lambda: 1_800_000_000.0)
+                          lambda: [("127.0.0.1", 2700)], clock=lambda: 1_800_000_000.0)
     await store.create_user("alice", "password1", Identity.generate())
     await publisher.publish_due()
     await publisher.publish_due()
