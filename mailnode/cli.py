@@ -231,6 +231,50 @@ def cmd_status(args: argparse.Namespace) -> None:
         print(f"  {user.name:16} {user.address}")
 
 
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def cmd_queue(args: argparse.Namespace) -> None:
+    """List the waiting recipients, or make some (or all) due now."""
+    from mailnode.logsafe import clean
+    from mailnode.store.database import Database
+    from mailnode.store.notify import ChangeNotifier
+    from mailnode.store.sqlite import SqlStore
+
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    db = Database.open(data_dir / DB_NAME)
+    try:
+        store = SqlStore(db, ChangeNotifier())
+        now = time.time()
+        if args.queue_command == "retry":
+            ids = args.ids or None
+            count = asyncio.run(store.retry_now(ids, int(now)))
+            print(f"{count} queued message(s) due now; a running node sends them within "
+                  "seconds")
+            if ids is not None and count < len(set(ids)):
+                raise CliError("some ids are not in the queue (`mailnode queue` lists them)")
+            return
+        entries = asyncio.run(store.queue_entries())
+    finally:
+        db.close()
+    if not entries:
+        print("queue is empty")
+    for e in entries:
+        due = "now" if e.next_attempt_at <= now else f"in {_age(e.next_attempt_at - now)}"
+        error = f"  last error: {clean(e.last_error, 120)}" if e.last_error else ""
+        print(f"{e.id:6d}  {e.recipient}  from {e.sender}  queued {_age(now - e.created_at)} "
+              f"ago  attempts {e.attempts}  next {due}{error}")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     data_dir = _data_dir(args)
     banner: list[str] = []
@@ -318,6 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="node id, DHT peers, queue and users",
                        description="Show the node's id, DHT peers, queue and users.")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("queue", help="mail waiting for other nodes: list, retry now",
+                       description="List the messages waiting for their recipients' nodes, "
+                                   "one line per recipient, or retry them now.")
+    queue_sub = p.add_subparsers(dest="queue_command", metavar="ACTION")
+    pa = queue_sub.add_parser("retry", help="make queued messages due now (all when no ID)",
+                              description="Make queued messages due now; a running node "
+                                          "sends them within seconds.")
+    pa.add_argument("ids", nargs="*", type=int, metavar="ID", help="ids from `mailnode queue`")
+    p.set_defaults(func=cmd_queue)
     p = sub.add_parser("quickstart", help="first run: init, create a user, print client "
                        "settings, run", description="Create a node in the data directory if "
                        "there is none, create a first user, print mail-client settings and "

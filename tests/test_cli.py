@@ -109,3 +109,51 @@ def test_p2p_listeners_can_be_public_while_clients_stay_on_loopback() -> None:
     assert public.host == "127.0.0.1"  # SMTP and IMAP stay private
     assert public.p2p_bind == "0.0.0.0" and endpoints(public, 2700, []) == [
         ("198.51.100.7", 2700)]
+
+
+def test_queue_lists_waiting_recipients_and_retry_makes_them_due(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from crypto.address import address_for
+    from crypto.keys import Identity
+    from mailnode.store.notify import ChangeNotifier
+    from mailnode.store.sqlite import Outgoing, SqlStore, Submission
+
+    d = tmp_path / "node"
+    run(capsys, "--data-dir", str(d), "init")
+    monkeypatch.setenv("MAILNODE_PASSWORD", "a-long-enough-password")
+    run(capsys, "--data-dir", str(d), "user", "add", "alice")
+    assert run(capsys, "--data-dir", str(d), "queue")[1] == "queue is empty\n"
+    carol, dave = (address_for(Identity.generate().verify_key) for _ in range(2))
+
+    async def queue_two() -> None:
+        db = Database.open(d / DB_NAME)
+        try:
+            store = SqlStore(db, ChangeNotifier())
+            alice = await store.find_user("alice")
+            assert alice is not None
+            await store.submit(Submission(alice.id, b"", (), b"From: a\r\n\r\nx\r\n", b"",
+                                          (Outgoing(os.urandom(16), carol),
+                                           Outgoing(os.urandom(16), dave))))
+            for item in await store.due_outbound(now=2**40):
+                await store.outbound_retry(item.id, 2**40, "peer \x1b[31mdown\r\n")
+        finally:
+            db.close()
+    asyncio.run(queue_two())
+    code, out, _ = run(capsys, "--data-dir", str(d), "queue")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2  # one line per waiting recipient
+    assert {carol, dave} == {line.split()[1] for line in lines}
+    assert all("attempts 1" in line and "next in " in line for line in lines)
+    assert "\x1b" not in out and "down\\r\\n" in out  # a peer's words, escaped
+    first_id = lines[0].split()[0]
+    code, out, _ = run(capsys, "--data-dir", str(d), "queue", "retry", first_id)
+    assert code == 0 and out.startswith("1 queued message(s) due now")
+    code, out, _ = run(capsys, "--data-dir", str(d), "queue")
+    assert sum("next now" in line for line in out.splitlines()) == 1
+    code, out, _ = run(capsys, "--data-dir", str(d), "queue", "retry")
+    assert out.startswith("2 queued")
+    code, _, err = run(capsys, "--data-dir", str(d), "queue", "retry", "999999")
+    assert code == 1 and "not in the queue" in err

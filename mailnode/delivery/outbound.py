@@ -24,6 +24,9 @@ from mailnode.transfer import Outcome, TransferError, Verdict
 
 log = logging.getLogger(__name__)
 
+POLL = 5.0
+"""Longest sleep of the queue between two looks at what is due."""
+
 OFFLINE_RETRY = 5.0
 """Seconds between attempts while this node has no DHT peer at all."""
 
@@ -112,7 +115,9 @@ class OutboundQueue:
             except Exception:  # e.g. a full disk: keep the node up and try again soon
                 log.exception("outbound queue pass failed; retrying")
                 next_at = int(self.clock() + self.policy.initial)
-            timeout = None if next_at is None else max(0.05, next_at - self.clock())
+            # Looked at again within POLL seconds whatever: `mailnode queue retry` changes
+            # the queue from another process.
+            timeout = POLL if next_at is None else min(POLL, max(0.05, next_at - self.clock()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 

@@ -71,6 +71,19 @@ class QueuedMessage:
 
 
 @dataclass(frozen=True)
+class QueueEntry:
+    """One waiting recipient, as ``mailnode queue`` lists it."""
+
+    id: int
+    sender: str
+    recipient: str
+    created_at: int
+    attempts: int
+    next_attempt_at: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class OutboundContent:
     """What to send for a queued copy: a legacy sealed envelope, or the payload to seal."""
 
@@ -639,6 +652,26 @@ class SqlStore:
         await self.db.run(lambda conn: conn.execute(update(outbound).where(
             outbound.c.id == queue_id).values(next_attempt_at=next_attempt_at, last_error=error,
                                               attempts=attempts)), durable=False)
+
+    async def queue_entries(self) -> list[QueueEntry]:
+        """Every queued copy, one per waiting recipient, next due first."""
+        def q(conn: Connection) -> list[QueueEntry]:
+            rows = conn.execute(select(
+                outbound.c.id, users.c.address, outbound.c.recipient, outbound.c.created_at,
+                outbound.c.attempts, outbound.c.next_attempt_at, outbound.c.last_error)
+                .join(users, users.c.id == outbound.c.user_id)
+                .order_by(outbound.c.next_attempt_at, outbound.c.id))
+            return [QueueEntry(*r) for r in rows]
+        return await self.db.run(q)
+
+    async def retry_now(self, ids: Sequence[int] | None, now: int) -> int:
+        """Make queued copies due at ``now`` (all of them when ``ids`` is None)."""
+        def q(conn: Connection) -> int:
+            stmt = update(outbound).values(next_attempt_at=now)
+            if ids is not None:
+                stmt = stmt.where(outbound.c.id.in_(list(ids)))
+            return int(conn.execute(stmt).rowcount)
+        return await self.db.run(q)
 
     async def queue_length(self) -> int:
         return await self.db.run(lambda conn: int(conn.execute(
