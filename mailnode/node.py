@@ -12,7 +12,6 @@ from pathlib import Path
 
 from crypto.envelope import OVERHEAD
 from dht.node import DhtNode
-from dht.records import AddressRecord
 from mailnode.addressing import endpoints
 from mailnode.auth import Authenticator
 from mailnode.client_tls import ensure_certificate
@@ -90,11 +89,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
                               transfer_sender(node_identity, config.transfer_timeout), policy,
                               has_peers=lambda: dht.peer_count() > 0)
 
-        async def published(user_key: bytes) -> AddressRecord | None:
-            return dht.held(user_key) or await dht.lookup(user_key)
-
-        submission = SubmissionService(store, queue.wake, resolve=published,
-                                       has_peers=lambda: dht.peer_count() > 0,
+        submission = SubmissionService(store, queue.wake,
                                        messages_per_minute=config.max_messages_per_minute,
                                        server_id=server_id)
         tls_path = ensure_certificate(data_dir, config.host, time.time())

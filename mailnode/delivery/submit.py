@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from crypto.address import AddressError, key_of, normalise
+from crypto.address import AddressError, normalise
 from mailnode.delivery.headers import (
     authentication_results,
     authors,
@@ -18,7 +18,6 @@ from mailnode.delivery.headers import (
     split_headers,
     strip_claims,
 )
-from mailnode.delivery.outbound import Resolver
 from mailnode.ratelimit import RateLimiter
 from mailnode.store.api import User
 from mailnode.store.sqlite import Outgoing, SqlStore, Submission
@@ -38,14 +37,6 @@ class RecipientInvalid(Refused):
         self.reason = reason
 
 
-class RecipientUnpublished(Refused):
-    """Well-formed, but no node publishes it in the DHT right now (may change: temporary)."""
-
-    def __init__(self, address: str) -> None:
-        super().__init__(address)
-        self.address = address
-
-
 class AuthorNotOwned(Refused):
     """The From: header names someone other than the sender."""
 
@@ -58,17 +49,12 @@ class SubmissionService:
     """What the SMTP adapter calls; knows nothing of aiosmtpd."""
 
     def __init__(self, store: SqlStore, wake_queue: Callable[[], None],
-                 clock: Callable[[], float] = time.time, resolve: Resolver | None = None,
-                 has_peers: Callable[[], bool] = lambda: False,
-                 lookup_timeout: float = 10.0, messages_per_minute: int = 60, *,
+                 clock: Callable[[], float] = time.time, messages_per_minute: int = 60, *,
                  server_id: str) -> None:
         self.store = store
         self.server_id = server_id  # our authserv-id (headers.authserv_id)
         self.wake_queue = wake_queue
         self.clock = clock
-        self.resolve = resolve
-        self.has_peers = has_peers
-        self.lookup_timeout = lookup_timeout
         self.rate_limit = RateLimiter(messages_per_minute)
 
     @staticmethod
@@ -79,22 +65,17 @@ class SubmissionService:
             return False
 
     async def check_recipient(self, address: str) -> str:
-        """The canonical form of a deliverable recipient, else Refused."""
+        """The canonical form of a deliverable recipient, else RecipientInvalid.
+
+        A valid address is accepted whether or not the DHT knows its node right now: a node
+        that is off (longer than its record lives, say) is what the queue is for. The
+        address's checksum already catches typos; the sender hears of a delay, then of a
+        failure, by delivery status notifications.
+        """
         try:
-            canonical = normalise(address)
+            return normalise(address)
         except AddressError as exc:
             raise RecipientInvalid(str(exc)) from exc
-        if self.resolve is None or not self.has_peers():
-            return canonical  # cannot tell yet: queue it, the DSN reports a final failure
-        if await self.store.find_user(canonical) is not None:
-            return canonical
-        try:
-            record = await asyncio.wait_for(self.resolve(key_of(canonical)), self.lookup_timeout)
-        except (TimeoutError, OSError):
-            return canonical
-        if record is None:
-            raise RecipientUnpublished(canonical)
-        return canonical
 
     async def submit(self, user: User, recipients: list[str], content: bytes) -> str:
         """Seal and queue (or file locally); returns a queue id for the 250 reply."""

@@ -18,11 +18,6 @@ SENDER_NOT_OWNED = "553 5.7.1 Sender address must be your own address {address}"
 AUTHOR_NOT_OWNED = "550 5.7.1 The From: header must be your own address {address}"
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
 RECIPIENT_INVALID = "553 5.1.3 Bad recipient address: {reason}"
-# Temporary: absence from a DHT is never proof (the recipient's node may not have
-# published yet, or be offline past its record's expiry). The address checksum already
-# catches typos, so this is about addresses that are well-formed but unknown right now.
-RECIPIENT_UNPUBLISHED = ("450 4.1.1 No node publishes {address} in the DHT yet; "
-                         "check the address or try again later")
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 QUEUED = "250 2.0.0 Message accepted as {queue_id}"
 BUSY = "451 4.3.1 Too much mail arriving at once; try again shortly"

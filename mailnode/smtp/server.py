@@ -16,7 +16,6 @@ from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthori
 from mailnode.delivery.submit import (
     AuthorNotOwned,
     RecipientInvalid,
-    RecipientUnpublished,
     Refused,
     SubmissionService,
 )
@@ -49,8 +48,6 @@ def _refusal(exc: Refused) -> str:
     """The one place where the submission service's refusals become SMTP replies."""
     if isinstance(exc, RecipientInvalid):
         return replies.RECIPIENT_INVALID.format(reason=exc.reason)
-    if isinstance(exc, RecipientUnpublished):
-        return replies.RECIPIENT_UNPUBLISHED.format(address=exc.address)
     if isinstance(exc, AuthorNotOwned):
         return replies.AUTHOR_NOT_OWNED.format(address=exc.address)
     return replies.TEMPORARY_FAILURE
