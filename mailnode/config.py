@@ -51,6 +51,7 @@ class Config:
     retry_initial: float = 60.0
     retry_max: float = 3600.0
     give_up_after: float = 5 * 86400.0
+    delay_notice_after: float = 4 * 3600.0
     transfer_timeout: float = 60.0
     # [dht]
     record_ttl: float = 86400.0
@@ -115,6 +116,9 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
         ("retry_max", "longest wait between two retries, in seconds"),
         ("give_up_after", "seconds after which an undelivered message is returned to its "
                           "sender with a delivery status notification"),
+        ("delay_notice_after", "seconds after which the sender is told, once, that a message "
+                               "is still waiting for its recipient's node (a \"delayed\" "
+                               "delivery status notification)"),
         ("transfer_timeout", "seconds a node-to-node transfer may take before it is retried"),
     ],
     "dht": [

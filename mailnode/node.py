@@ -84,7 +84,8 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         await transfer.start(config.p2p_bind, dht.port)
         stack.push_async_callback(transfer.stop)
 
-        policy = RetryPolicy(config.retry_initial, config.retry_max, config.give_up_after)
+        policy = RetryPolicy(config.retry_initial, config.retry_max, config.give_up_after,
+                             config.delay_notice_after)
         queue = OutboundQueue(store, dht.lookup,
                               transfer_sender(node_identity, config.transfer_timeout), policy,
                               has_peers=lambda: dht.peer_count() > 0)

@@ -1,4 +1,5 @@
-"""RFC 3464 delivery status notifications, filed into the sender's INBOX on a final failure.
+"""RFC 3464 delivery status notifications, filed into the sender's INBOX: a copy is delayed
+(once), or failed for good.
 
 Written out by hand: the ``email`` package's generator cannot serialise a
 ``message/delivery-status`` part built from text, and the format is small and fixed.
@@ -24,6 +25,30 @@ def delivery_failure(sender: str, recipient: str, reason: str, original_headers:
 
     ``status`` is the RFC 3463 code: 5.4.7 when the queue gave up, 5.0.0 for a refusal.
     """
+    return _report(sender, recipient, reason, original_headers, when, "failed", status,
+                   "Undelivered Mail Returned to Sender",
+                   [f"Your message could not be delivered to {recipient}.", "",
+                    f"Reason: {_clean(reason)}",
+                    f"The node tried {attempts} time(s) before giving up."])
+
+
+def delivery_delayed(sender: str, recipient: str, reason: str, original_headers: bytes,
+                     when: float, attempts: int, retry_until: float) -> bytes:
+    """The same report with ``Action: delayed`` (RFC 3464 section 2.3.3): the node is still
+    trying, and says until when."""
+    until = format_datetime(datetime.fromtimestamp(retry_until, UTC))
+    return _report(sender, recipient, reason, original_headers, when, "delayed", "4.4.7",
+                   "Delayed Mail (still being retried)",
+                   [f"Your message has not been delivered to {recipient} yet.", "",
+                    f"Reason: {_clean(reason)}",
+                    f"The node has tried {attempts} time(s) and keeps trying until {until}.",
+                    "You do not need to send it again."],
+                   extra=[f"Will-Retry-Until: {until}"])
+
+
+def _report(sender: str, recipient: str, reason: str, original_headers: bytes, when: float,
+            action: str, status: str, subject: str, text: list[str],
+            extra: list[str] | None = None) -> bytes:
     date = format_datetime(datetime.fromtimestamp(when, UTC))
     boundary = f"=_mailnode_{os.urandom(8).hex()}"
     reason = _clean(reason)
@@ -31,7 +56,7 @@ def delivery_failure(sender: str, recipient: str, reason: str, original_headers:
     lines = [
         f"From: Mail Delivery System <postmaster@{DOMAIN}>",
         f"To: <{sender}>",
-        "Subject: Undelivered Mail Returned to Sender",
+        f"Subject: {subject}",
         f"Date: {date}",
         f"Message-ID: <{os.urandom(12).hex()}@{DOMAIN}>",
         "Auto-Submitted: auto-replied",
@@ -43,10 +68,7 @@ def delivery_failure(sender: str, recipient: str, reason: str, original_headers:
         f"--{boundary}",
         "Content-Type: text/plain; charset=utf-8",
         "",
-        f"Your message could not be delivered to {recipient}.",
-        "",
-        f"Reason: {reason}",
-        f"The node tried {attempts} time(s) before giving up.",
+        *text,
         "",
         f"--{boundary}",
         "Content-Type: message/delivery-status",
@@ -55,10 +77,11 @@ def delivery_failure(sender: str, recipient: str, reason: str, original_headers:
         f"Arrival-Date: {date}",
         "",
         f"Final-Recipient: rfc822; {recipient}",
-        "Action: failed",
+        f"Action: {action}",
         f"Status: {status}",
         f"Diagnostic-Code: x-mailnode; {reason}",
         f"Last-Attempt-Date: {date}",
+        *(extra or []),
         "",
         f"--{boundary}",
         "Content-Type: text/rfc822-headers; charset=utf-8",

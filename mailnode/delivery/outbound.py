@@ -17,7 +17,7 @@ from crypto.address import key_of
 from crypto.envelope import seal
 from crypto.keys import Identity, PublicIdentity
 from dht.records import AddressRecord
-from mailnode.delivery.dsn import delivery_failure
+from mailnode.delivery.dsn import delivery_delayed, delivery_failure
 from mailnode.logsafe import clean
 from mailnode.store.sqlite import LocalCopy, QueuedMessage, SqlStore
 from mailnode.transfer import Outcome, TransferError, Verdict
@@ -42,6 +42,8 @@ class RetryPolicy:
     initial: float = 60.0
     maximum: float = 3600.0
     give_up_after: float = 5 * 86400.0
+    delay_notice_after: float = 4 * 3600.0
+    """When the sender is told (once) that a copy is still waiting."""
 
     def expired(self, created_at: float, now: float) -> bool:
         """Whether a message queued at ``created_at`` is due back to its sender."""
@@ -137,9 +139,10 @@ class OutboundQueue:
                     # We are not in the DHT yet (just started, or offline): that says nothing
                     # about the recipient, so wait briefly and do not let the backoff grow.
                     delay = min(self.policy.initial, OFFLINE_RETRY)
-                    await self.store.outbound_retry(item.id, int(self.clock() + delay),
-                                                    "not connected to the DHT yet",
-                                                    count_attempt=False)
+                    reason = "not connected to the DHT yet"
+                    await self.store.outbound_retry(
+                        item.id, int(self.clock() + delay), reason, count_attempt=False,
+                        notice=await self._delay_notice(item, reason, self.clock()))
                     return
                 if record is None:
                     outcome = Outcome(Verdict.TEMPORARY, "recipient's node not found in the DHT")
@@ -176,4 +179,18 @@ class OutboundQueue:
             return
         delay = self.policy.delay(item.attempts)
         log.info("outbound id=%s deferred %.0fs: %s", mid, delay, clean(outcome.reason))
-        await self.store.outbound_retry(item.id, int(now + delay), outcome.reason)
+        await self.store.outbound_retry(item.id, int(now + delay), outcome.reason,
+                                        notice=await self._delay_notice(item, outcome.reason,
+                                                                        now))
+
+    async def _delay_notice(self, item: QueuedMessage, reason: str,
+                            now: float) -> LocalCopy | None:
+        """The "still trying" DSN, once per copy, when it has waited long enough."""
+        if item.delay_notified or now - item.created_at < self.policy.delay_notice_after:
+            return None
+        content = await self.store.outbound_content(item.id)
+        if content is None:
+            return None
+        return LocalCopy(item.user_id, delivery_delayed(
+            item.sender, item.recipient, reason, content.headers, now, item.attempts + 1,
+            item.created_at + self.policy.give_up_after))

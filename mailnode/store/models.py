@@ -125,6 +125,8 @@ outbound = Table(
     Column("next_attempt_at", Integer, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=True),
+    # 1 once the sender was told this copy is delayed (RFC 3464 Action: delayed), so once.
+    Column("delay_notified", Integer, nullable=False, server_default="0"),
     Index("ix_outbound_next_attempt_at", "next_attempt_at"),
     Index("ix_outbound_payload_id", "payload_id"),
     sqlite_autoincrement=True,

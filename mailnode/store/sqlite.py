@@ -68,6 +68,7 @@ class QueuedMessage:
     recipient: str
     created_at: int
     attempts: int
+    delay_notified: bool = False
 
 
 @dataclass(frozen=True)
@@ -598,11 +599,12 @@ class SqlStore:
         def q(conn: Connection) -> list[QueuedMessage]:
             rows = conn.execute(select(
                 outbound.c.id, outbound.c.message_id, outbound.c.user_id, users.c.address,
-                outbound.c.recipient, outbound.c.created_at, outbound.c.attempts)
+                outbound.c.recipient, outbound.c.created_at, outbound.c.attempts,
+                outbound.c.delay_notified)
                 .join(users, users.c.id == outbound.c.user_id)
                 .where(outbound.c.next_attempt_at <= now)
                 .order_by(outbound.c.next_attempt_at).limit(limit))
-            return [QueuedMessage(r[0], bytes(r[1]), r[2], r[3], r[4], r[5], r[6])
+            return [QueuedMessage(r[0], bytes(r[1]), r[2], r[3], r[4], r[5], r[6], bool(r[7]))
                     for r in rows]
         return await self.db.run(q)
 
@@ -647,11 +649,25 @@ class SqlStore:
         await self._write(q)
 
     async def outbound_retry(self, queue_id: int, next_attempt_at: int, error: str,
-                             count_attempt: bool = True) -> None:
+                             count_attempt: bool = True, notice: LocalCopy | None = None,
+                             ) -> None:
+        """Schedule the next attempt; ``notice`` (a "delayed" DSN) is filed for the sender in
+        the same commit, and the copy remembers it was sent (one per copy)."""
         attempts = outbound.c.attempts + (1 if count_attempt else 0)
-        await self.db.run(lambda conn: conn.execute(update(outbound).where(
-            outbound.c.id == queue_id).values(next_attempt_at=next_attempt_at, last_error=error,
-                                              attempts=attempts)), durable=False)
+        structure = None if notice is None else await self._structure(notice.body)
+
+        def q(conn: Connection) -> tuple[None, list[int]]:
+            values: dict[str, Any] = {"next_attempt_at": next_attempt_at, "last_error": error,
+                                      "attempts": attempts}
+            conn.execute(update(outbound).where(outbound.c.id == queue_id).values(values))
+            if notice is None or not conn.execute(update(outbound).where(
+                    outbound.c.id == queue_id, outbound.c.delay_notified == 0)
+                    .values(delay_notified=1)).rowcount:
+                return None, []
+            inbox = self._inbox_id(conn, notice.user_id)
+            self._file(conn, inbox, notice.body, structure, (), int(self.clock()))
+            return None, [inbox]
+        await self._write(q, durable=notice is not None)
 
     async def queue_entries(self) -> list[QueueEntry]:
         """Every queued copy, one per waiting recipient, next due first."""

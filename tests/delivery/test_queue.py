@@ -113,6 +113,36 @@ async def test_unknown_record_retries_and_expiry_returns_a_dsn(store: SqlStore) 
     assert b"Subject: queued" in dsn.as_bytes()
 
 
+def _statuses(body: bytes) -> list[str]:
+    """The per-recipient ``Action:`` fields of a DSN, read with the email package."""
+    dsn = email.message_from_bytes(body)
+    assert dsn.get_content_type() == "multipart/report"
+    [status] = [p for p in dsn.walk() if p.get_content_type() == "message/delivery-status"]
+    payload = status.get_payload()  # the stdlib parses its blocks into header sets
+    assert isinstance(payload, list)
+    return [str(block.get("Action")) for block in payload
+            if isinstance(block, email.message.Message) and block.get("Action")]
+
+
+async def test_a_long_wait_is_told_once_then_the_failure(store: SqlStore) -> None:
+    clock, net = Clock(), FakeNet(known=False)
+    store.clock = clock
+    queue, _, alice_id = await _queue_one(
+        store, clock, net, RetryPolicy(10, 20, 200, delay_notice_after=50))
+    inbox = await store.get_mailbox(alice_id, "INBOX")
+    assert inbox is not None
+    seen: list[list[str]] = []
+    for _ in range(15):
+        await queue.run_once()
+        clock.now += 20
+        metas = await store.list_messages(inbox.id)
+        bodies = await store.fetch_bodies(inbox.id, [m.uid for m in metas])
+        seen = [_statuses(bodies[m.uid]) for m in metas]
+    assert seen == [["delayed"], ["failed"]]  # one "still trying", then the final word
+    delayed = (await store.fetch_bodies(inbox.id, [1]))[1]
+    assert b"Will-Retry-Until:" in delayed and b"Subject: queued" in delayed
+
+
 async def test_permanent_refusal_returns_a_dsn_at_once(store: SqlStore) -> None:
     clock, net = Clock(), FakeNet(script=[Outcome(Verdict.PERMANENT, "no such user")])
     store.clock = clock

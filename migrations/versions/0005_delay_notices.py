@@ -1,0 +1,27 @@
+"""outbound delay notices: whether the sender was told a copy is delayed
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-01 14:40:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0005'
+down_revision = '0004'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('outbound', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('delay_notified', sa.Integer(), server_default='0', nullable=False))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('outbound', schema=None,
+                              table_kwargs={'sqlite_autoincrement': True}) as batch_op:
+        batch_op.drop_column('delay_notified')
