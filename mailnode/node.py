@@ -19,7 +19,7 @@ from mailnode.client_tls import server_context as client_tls_context
 from mailnode.config import CONFIG_NAME, DB_NAME, NODE_KEY_NAME, Config, is_loopback, load
 from mailnode.delivery.headers import authserv_id
 from mailnode.delivery.inbound import InboundService
-from mailnode.delivery.outbound import OutboundQueue, RetryPolicy, transfer_sender
+from mailnode.delivery.outbound import OutboundQueue, RetryPolicy, remembering, transfer_sender
 from mailnode.delivery.publish import Publisher
 from mailnode.delivery.submit import SubmissionService
 from mailnode.guard import LoginPenalty
@@ -86,7 +86,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
 
         policy = RetryPolicy(config.retry_initial, config.retry_max, config.give_up_after,
                              config.delay_notice_after)
-        queue = OutboundQueue(store, dht.lookup,
+        queue = OutboundQueue(store, remembering(dht.lookup, store),
                               transfer_sender(node_identity, config.transfer_timeout), policy,
                               has_peers=lambda: dht.peer_count() > 0)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from crypto.address import key_of
 from crypto.envelope import seal
 from crypto.keys import Identity, PublicIdentity
-from dht.records import AddressRecord
+from dht.records import AddressRecord, RecordError
 from mailnode.delivery.dsn import delivery_delayed, delivery_failure
 from mailnode.logsafe import clean
 from mailnode.store.sqlite import LocalCopy, QueuedMessage, SqlStore
@@ -70,6 +70,38 @@ def transfer_sender(identity: Identity, timeout: float) -> Sender:
         raise TransferError(f"no endpoint answered: {last}")
 
     return send
+
+
+def remembering(lookup: Resolver, store: SqlStore) -> Resolver:
+    """``lookup`` (the DHT), falling back to the newest record seen for that correspondent.
+
+    A node that was off for longer than its record lives is still where it was; its old,
+    still correctly signed record is worth a try (the TLS pin to its node key still holds),
+    so the queue keeps delivering when the DHT has nothing.
+    """
+    seen: dict[bytes, int] = {}
+
+    async def resolve(user_key: bytes) -> AddressRecord | None:
+        try:
+            record = await lookup(user_key)
+        except (OSError, TimeoutError):
+            record = None
+        if record is not None:
+            if seen.get(user_key) != record.seq:
+                await store.remember_record(user_key, record.encode(), record.seq)
+                seen[user_key] = record.seq
+            return record
+        raw = await store.last_record(user_key)
+        if raw is None:
+            return None
+        try:
+            old = AddressRecord.decode(raw)
+            old.verify(old.expires - 1)  # the signature; expiry is what we look past
+        except RecordError:
+            return None
+        return old if old.user_key == user_key else None
+
+    return resolve
 
 
 async def sealed_envelope(store: SqlStore, item: QueuedMessage) -> bytes | None:

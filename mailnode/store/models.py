@@ -99,6 +99,15 @@ received = Table(
     Column("received_at", Integer, nullable=False),
 )
 
+# The newest address record seen for each correspondent: used when the DHT does not answer
+# (the node may have been off for longer than its record lives, and come back).
+known_records = Table(
+    "known_records", metadata,
+    Column("user_key", LargeBinary(32), primary_key=True),
+    Column("record", LargeBinary, nullable=False),
+    Column("seq", Integer, nullable=False),
+)
+
 # A submitted message queued for remote recipients: stored once however many there are; each
 # recipient's envelope is sealed from it when its turn to be sent comes.
 outbound_payloads = Table(

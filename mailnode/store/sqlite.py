@@ -36,6 +36,7 @@ from mailnode.store.database import Database
 from mailnode.store.models import (
     bodies,
     counters,
+    known_records,
     mailboxes,
     messages,
     outbound,
@@ -668,6 +669,25 @@ class SqlStore:
             self._file(conn, inbox, notice.body, structure, (), int(self.clock()))
             return None, [inbox]
         await self._write(q, durable=notice is not None)
+
+    async def remember_record(self, user_key: bytes, record: bytes, seq: int) -> None:
+        """Keep the newest record seen for a correspondent (an older seq never replaces)."""
+        def q(conn: Connection) -> None:
+            held = conn.execute(select(known_records.c.seq).where(
+                known_records.c.user_key == user_key)).scalar()
+            if held is None:
+                conn.execute(insert(known_records).values(user_key=user_key, record=record,
+                                                           seq=seq))
+            elif seq > held:
+                conn.execute(update(known_records).where(known_records.c.user_key == user_key)
+                             .values(record=record, seq=seq))
+        await self.db.run(q, durable=False)
+
+    async def last_record(self, user_key: bytes) -> bytes | None:
+        """The newest record seen for ``user_key``, unverified (the caller verifies)."""
+        raw = await self.db.run(lambda conn: conn.execute(select(known_records.c.record).where(
+            known_records.c.user_key == user_key)).scalar())
+        return None if raw is None else bytes(raw)
 
     async def queue_entries(self) -> list[QueueEntry]:
         """Every queued copy, one per waiting recipient, next due first."""

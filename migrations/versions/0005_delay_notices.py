@@ -1,4 +1,7 @@
-"""outbound delay notices: whether the sender was told a copy is delayed
+"""outbound delay notices, known records
+
+Whether the sender was told a copy is delayed; and the newest address record seen for each
+correspondent, used when the DHT does not answer.
 
 Revision ID: 0005
 Revises: 0004
@@ -19,9 +22,16 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('outbound', schema=None) as batch_op:
         batch_op.add_column(sa.Column('delay_notified', sa.Integer(), server_default='0', nullable=False))
+    op.create_table('known_records',
+    sa.Column('user_key', sa.LargeBinary(length=32), nullable=False),
+    sa.Column('record', sa.LargeBinary(), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('user_key', name=op.f('pk_known_records')),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('known_records')
     with op.batch_alter_table('outbound', schema=None,
                               table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.drop_column('delay_notified')

@@ -13,7 +13,7 @@ from crypto.keys import Identity, PublicIdentity
 from dht.records import AddressRecord
 from mailnode.delivery.headers import authentication_results
 from mailnode.delivery.inbound import InboundService
-from mailnode.delivery.outbound import OutboundQueue, RetryPolicy
+from mailnode.delivery.outbound import OutboundQueue, RetryPolicy, remembering
 from mailnode.delivery.submit import SubmissionService
 from mailnode.store.sqlite import QueuedMessage, SqlStore
 from mailnode.transfer import InboundMessage, Outcome, TransferError, Verdict
@@ -141,6 +141,40 @@ async def test_a_long_wait_is_told_once_then_the_failure(store: SqlStore) -> Non
     assert seen == [["delayed"], ["failed"]]  # one "still trying", then the final word
     delayed = (await store.fetch_bodies(inbox.id, [1]))[1]
     assert b"Will-Retry-Until:" in delayed and b"Subject: queued" in delayed
+
+
+async def test_the_last_known_record_is_used_when_the_dht_has_none(store: SqlStore) -> None:
+    """The recipient's node was off longer than its record lives: the DHT forgot it, but its
+    last signed record still says where it is (and its TLS pin still holds)."""
+    clock = Clock()
+    store.clock = clock
+    carol, node = Identity.generate(), Identity.generate()
+    record = AddressRecord.create(carol, node.verify_key, [("127.0.0.1", 9)], seq=7,
+                                  expires=int(clock.now) + 60)
+    dht: dict[bytes, AddressRecord] = {carol.verify_key: record}
+    sent: list[AddressRecord] = []
+    script = [Outcome(Verdict.TEMPORARY, "node is off"), Outcome(Verdict.ACCEPTED, "stored")]
+
+    async def lookup(user_key: bytes) -> AddressRecord | None:
+        return dht.get(user_key)
+
+    async def send(rec: AddressRecord, item: QueuedMessage, sealed: bytes) -> Outcome:
+        sent.append(rec)
+        return script.pop(0)
+
+    alice = await store.create_user("alice", "password1", Identity.generate())
+    queue = OutboundQueue(store, remembering(lookup, store), send, RetryPolicy(10, 20, 10_000),
+                          clock=clock)
+    await SubmissionService(store, queue.wake, clock=clock, server_id=SERVER_ID).submit(
+        alice, [address_for(carol.verify_key)], msg(alice.address))
+    await queue.run_once()
+    dht.clear()  # expired and forgotten by the network
+    clock.now += 3600
+    await queue.run_once()
+    assert sent == [record, record] and await store.queue_length() == 0
+    # A forged or foreign record under carol's key is never used.
+    await store.remember_record(b"\1" * 32, record.encode(), 99)
+    assert await remembering(lookup, store)(b"\1" * 32) is None
 
 
 async def test_permanent_refusal_returns_a_dsn_at_once(store: SqlStore) -> None:
