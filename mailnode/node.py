@@ -73,6 +73,11 @@ async def serve(data_dir: Path, stop: asyncio.Event,
 
         server_id = authserv_id(node_identity.verify_key)
         inbound = InboundService(store, server_id=server_id)
+        policy = RetryPolicy(config.retry_initial, config.retry_max, config.give_up_after,
+                             config.delay_notice_after)
+        queue = OutboundQueue(store, remembering(dht.lookup, store),
+                              transfer_sender(node_identity, config.transfer_timeout), policy,
+                              has_peers=lambda: dht.peer_count() > 0)
         transfer = TransferServer(node_identity, inbound.accept,
                                   max_message_size=config.max_message_size + OVERHEAD,
                                   max_connections=config.max_peer_connections,
@@ -80,15 +85,10 @@ async def serve(data_dir: Path, stop: asyncio.Event,
                                   max_sessions_per_peer=config.max_sessions_per_user,
                                   timeout=config.transfer_timeout,
                                   login_timeout=config.login_timeout,
-                                  messages_per_minute=config.max_inbound_per_minute)
+                                  messages_per_minute=config.max_inbound_per_minute,
+                                  on_peer=queue.peer_is_up)
         await transfer.start(config.p2p_bind, dht.port)
         stack.push_async_callback(transfer.stop)
-
-        policy = RetryPolicy(config.retry_initial, config.retry_max, config.give_up_after,
-                             config.delay_notice_after)
-        queue = OutboundQueue(store, remembering(dht.lookup, store),
-                              transfer_sender(node_identity, config.transfer_timeout), policy,
-                              has_peers=lambda: dht.peer_count() > 0)
 
         submission = SubmissionService(store, queue.wake,
                                        messages_per_minute=config.max_messages_per_minute,

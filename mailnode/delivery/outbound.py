@@ -88,7 +88,8 @@ def remembering(lookup: Resolver, store: SqlStore) -> Resolver:
             record = None
         if record is not None:
             if seen.get(user_key) != record.seq:
-                await store.remember_record(user_key, record.encode(), record.seq)
+                await store.remember_record(user_key, record.encode(), record.seq,
+                                            record.node_key)
                 seen[user_key] = record.seq
             return record
         raw = await store.last_record(user_key)
@@ -135,12 +136,30 @@ class OutboundQueue:
         self.policy = policy
         self.clock = clock
         self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(concurrency)
 
     def wake(self) -> None:
         self._wake.set()
 
+    def peer_is_up(self, node_key: bytes) -> None:
+        """A node just reached us (it connected and authenticated): whatever waits for its
+        users is sent now, not after the backoff it had reached while the node was away."""
+        task = asyncio.get_running_loop().create_task(self._peer_is_up(node_key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _peer_is_up(self, node_key: bytes) -> None:
+        try:
+            if await self.store.retry_node_now(node_key, int(self.clock())):
+                self.wake()
+        except Exception:  # a hint only: the backoff still delivers
+            log.exception("could not reschedule mail for a returning node")
+
     async def run(self) -> None:
+        # A restart resets every wait: whatever was queued is tried at once, then backs off
+        # from where it was.
+        await self.store.retry_now(None, int(self.clock()))
         while True:
             self._wake.clear()
             try:

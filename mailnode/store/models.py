@@ -106,6 +106,8 @@ known_records = Table(
     Column("user_key", LargeBinary(32), primary_key=True),
     Column("record", LargeBinary, nullable=False),
     Column("seq", Integer, nullable=False),
+    Column("node_key", LargeBinary(32), nullable=False),
+    Index("ix_known_records_node_key", "node_key"),
 )
 
 # A submitted message queued for remote recipients: stored once however many there are; each

@@ -670,18 +670,36 @@ class SqlStore:
             return None, [inbox]
         await self._write(q, durable=notice is not None)
 
-    async def remember_record(self, user_key: bytes, record: bytes, seq: int) -> None:
+    async def remember_record(self, user_key: bytes, record: bytes, seq: int,
+                              node_key: bytes) -> None:
         """Keep the newest record seen for a correspondent (an older seq never replaces)."""
         def q(conn: Connection) -> None:
             held = conn.execute(select(known_records.c.seq).where(
                 known_records.c.user_key == user_key)).scalar()
             if held is None:
                 conn.execute(insert(known_records).values(user_key=user_key, record=record,
-                                                           seq=seq))
+                                                           seq=seq, node_key=node_key))
             elif seq > held:
                 conn.execute(update(known_records).where(known_records.c.user_key == user_key)
-                             .values(record=record, seq=seq))
+                             .values(record=record, seq=seq, node_key=node_key))
         await self.db.run(q, durable=False)
+
+    async def retry_node_now(self, node_key: bytes, now: int) -> int:
+        """Make due now every copy for users whose last known record names ``node_key``
+        (that node just showed it is up: its mail need not wait out its backoff)."""
+        def q(conn: Connection) -> int:
+            users_there = [bytes(k) for k in conn.execute(select(known_records.c.user_key)
+                           .where(known_records.c.node_key == node_key)).scalars()]
+            if not users_there:
+                return 0
+            addresses = [address_for(k) for k in users_there]
+            count = 0
+            for i in range(0, len(addresses), 500):
+                count += int(conn.execute(update(outbound).where(
+                    outbound.c.recipient.in_(addresses[i:i + 500]),
+                    outbound.c.next_attempt_at > now).values(next_attempt_at=now)).rowcount)
+            return count
+        return await self.db.run(q, durable=False)
 
     async def last_record(self, user_key: bytes) -> bytes | None:
         """The newest record seen for ``user_key``, unverified (the caller verifies)."""

@@ -70,6 +70,7 @@ class TransferServer:
         eviction_grace: float = LOGIN_GRACE,
         max_bytes_in_flight: int | None = None,
         messages_per_minute: int | None = None,
+        on_peer: Callable[[bytes], None] | None = None,
     ) -> None:
         if max_message_size < 0 or timeout <= 0 or (login_timeout or timeout) <= 0:
             raise ValueError("limits must be positive")
@@ -82,6 +83,7 @@ class TransferServer:
         # Offers per sending address (IPv6: /64); node keys cost nothing, addresses do.
         self._rate = None if messages_per_minute is None else RateLimiter(messages_per_minute)
         self._accept = accept
+        self._on_peer = on_peer
         self._max_message_size = max_message_size
         self._timeout = timeout
         self._login_timeout = login_timeout or timeout
@@ -323,6 +325,8 @@ class _Connection(asyncio.Protocol):
                              self.peer, _fingerprint(event.peer_node_key))
                     self._hang_up(ErrorCode.UNEXPECTED, "too many connections from your node")
                     return
+                if self._owner._on_peer is not None:
+                    self._owner._on_peer(event.peer_node_key)  # it is up: mail for it may go
             elif isinstance(event, OfferRefused):
                 log.info(
                     "refused message %s (%d bytes) from node %s: %s",

@@ -26,11 +26,14 @@ def upgrade() -> None:
     sa.Column('user_key', sa.LargeBinary(length=32), nullable=False),
     sa.Column('record', sa.LargeBinary(), nullable=False),
     sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('node_key', sa.LargeBinary(length=32), nullable=False),
     sa.PrimaryKeyConstraint('user_key', name=op.f('pk_known_records')),
     )
+    op.create_index('ix_known_records_node_key', 'known_records', ['node_key'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_known_records_node_key', table_name='known_records')
     op.drop_table('known_records')
     with op.batch_alter_table('outbound', schema=None,
                               table_kwargs={'sqlite_autoincrement': True}) as batch_op:

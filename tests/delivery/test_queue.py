@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import os
 from dataclasses import dataclass, field
@@ -173,8 +174,38 @@ async def test_the_last_known_record_is_used_when_the_dht_has_none(store: SqlSto
     await queue.run_once()
     assert sent == [record, record] and await store.queue_length() == 0
     # A forged or foreign record under carol's key is never used.
-    await store.remember_record(b"\1" * 32, record.encode(), 99)
+    await store.remember_record(b"\1" * 32, record.encode(), 99, record.node_key)
     assert await remembering(lookup, store)(b"\1" * 32) is None
+
+
+async def test_a_node_that_comes_back_gets_its_mail_at_once(store: SqlStore) -> None:
+    """Mail waiting out a long backoff for a node is sent as soon as that node shows up
+    (connects to us), not when the backoff ends."""
+    clock = Clock()
+    store.clock = clock
+    carol, node = Identity.generate(), Identity.generate()
+    record = AddressRecord.create(carol, node.verify_key, [("127.0.0.1", 9)], seq=1,
+                                  expires=int(clock.now) + 86400)
+    script = [Outcome(Verdict.TEMPORARY, "node is off"), Outcome(Verdict.ACCEPTED, "stored")]
+
+    async def lookup(user_key: bytes) -> AddressRecord | None:
+        return record
+
+    async def send(rec: AddressRecord, item: QueuedMessage, sealed: bytes) -> Outcome:
+        return script.pop(0)
+
+    alice = await store.create_user("alice", "password1", Identity.generate())
+    queue = OutboundQueue(store, remembering(lookup, store), send,
+                          RetryPolicy(3600, 3600, 10 * 86400), clock=clock)
+    await SubmissionService(store, queue.wake, clock=clock, server_id=SERVER_ID).submit(
+        alice, [address_for(carol.verify_key)], msg(alice.address))
+    await queue.run_once()
+    assert await store.due_outbound(int(clock.now) + 60) == []  # backing off for an hour
+    assert await store.retry_node_now(Identity.generate().verify_key, int(clock.now)) == 0
+    queue.peer_is_up(node.verify_key)
+    await asyncio.wait_for(queue._wake.wait(), 5)  # rescheduled, and the queue woken
+    await queue.run_once()
+    assert script == [] and await store.queue_length() == 0
 
 
 async def test_permanent_refusal_returns_a_dsn_at_once(store: SqlStore) -> None:
