@@ -174,3 +174,35 @@ def test_two_machines_federate_with_defaults(machines: tuple[Machine, Machine]) 
     got = b.run(sys.executable, "-c", CHECK_INBOX, "2143", "60", PASSWORD, timeout=90)
     assert "Subject: across machines" in got and "hello b" in got
     assert f"header.from={alice}" in got
+
+
+def test_mail_to_a_machine_that_is_off_waits_and_arrives(
+        machines: tuple[Machine, Machine]) -> None:
+    """B is off when alice writes: the message is accepted (250) and queued on A, and
+    reaches bob once B is back."""
+    a, b = machines
+    fast = ["--p2p-host", "0.0.0.0"]
+    cli(a.data_dir, "init", *fast)
+    cli(b.data_dir, "init", *fast, "--bootstrap", f"{a.address}:2700")
+    for m in (a, b):  # retry every second, so the test does not wait out a real backoff
+        config = (m.data_dir / "mailnode.toml").read_text()
+        config = config.replace("retry_initial = 60.0", "retry_initial = 1.0")
+        (m.data_dir / "mailnode.toml").write_text(config.replace("retry_max = 3600.0",
+                                                                 "retry_max = 2.0"))
+    alice = cli(a.data_dir, "user", "add", "alice", password=PASSWORD).splitlines()[-1]
+    bob = cli(b.data_dir, "user", "add", "bob", password=PASSWORD).splitlines()[-1]
+    a.start()
+    b.start()
+
+    def settled(m: Machine) -> bool:
+        status = read_status(m.data_dir)
+        return bool(status and status["dht_peers"] >= 1 and status["records_published"])
+    wait_until(lambda: settled(a) and settled(b), 60, "the two machines to join")
+    b.stop()
+    a.run(sys.executable, "-c", SEND, "2587", alice, bob, PASSWORD)  # 250 while B is off
+    queued = cli(a.data_dir, "queue")
+    assert bob in queued, queued
+    b.start()
+    got = b.run(sys.executable, "-c", CHECK_INBOX, "2143", "60", PASSWORD, timeout=90)
+    assert "Subject: across machines" in got
+    wait_until(lambda: "queue is empty" in cli(a.data_dir, "queue"), 30, "A's queue to empty")
