@@ -172,10 +172,13 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _node_id(seed: bytes | None) -> bytes:
-    if seed is None:
-        return os.urandom(20)
+def node_id_of(seed: bytes) -> bytes:
+    """The DHT id of the node whose ``node_id_seed`` (its public key) is ``seed``."""
     return hashlib.sha1(_NODE_ID_LABEL + seed).digest()
+
+
+def _node_id(seed: bytes | None) -> bytes:
+    return os.urandom(20) if seed is None else node_id_of(seed)
 
 
 class DhtNode:
@@ -299,6 +302,12 @@ class DhtNode:
 
     def peer_count(self) -> int:
         return len(self.peers())
+
+    def contact_ids(self) -> set[bytes]:
+        """Ids of the nodes in the routing table (a node seen again shows up here)."""
+        if self._server.protocol is None:
+            return set()
+        return {bytes(n.id) for n in self._server.router.all_nodes()}
 
     def peers(self) -> list[Address]:
         """Addresses of the nodes in the routing table, protected peers first (so a saved,

@@ -138,6 +138,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
 
         tasks = [joining, *(asyncio.create_task(coro, name=name) for name, coro in (
             ("queue", queue.run()), ("publisher", publisher.run()),
+            ("returning-nodes", queue.watch_contacts(dht.contact_ids)),
             ("status", report_status())))]
         stopping = asyncio.create_task(stop.wait())
         try:

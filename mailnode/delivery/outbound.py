@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from crypto.address import key_of
 from crypto.envelope import seal
 from crypto.keys import Identity, PublicIdentity
+from dht.node import node_id_of
 from dht.records import AddressRecord, RecordError
 from mailnode.delivery.dsn import delivery_delayed, delivery_failure
 from mailnode.logsafe import clean
@@ -148,6 +149,26 @@ class OutboundQueue:
         task = asyncio.get_running_loop().create_task(self._peer_is_up(node_key))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def watch_contacts(self, contact_ids: Callable[[], set[bytes]],
+                             every: float = 2.0) -> None:
+        """Treat a correspondent's node appearing among the DHT contacts as it coming back
+        (it rejoined, even if it has no mail for us): its mail is sent at once."""
+        seen = contact_ids()
+        while True:
+            await asyncio.sleep(every)
+            now_seen = contact_ids()
+            new, seen = now_seen - seen, now_seen
+            if not new:
+                continue
+            try:
+                keys = await self.store.known_node_keys()
+            except Exception:  # a hint only: the backoff still delivers
+                log.exception("could not read known node keys")
+                continue
+            for key in keys:
+                if node_id_of(key) in new:
+                    self.peer_is_up(key)
 
     async def _peer_is_up(self, node_key: bytes) -> None:
         try:

@@ -701,6 +701,11 @@ class SqlStore:
             return count
         return await self.db.run(q, durable=False)
 
+    async def known_node_keys(self) -> list[bytes]:
+        """The node keys our correspondents' newest records name."""
+        return await self.db.run(lambda conn: [bytes(k) for k in conn.execute(
+            select(known_records.c.node_key).distinct()).scalars()])
+
     async def last_record(self, user_key: bytes) -> bytes | None:
         """The newest record seen for ``user_key``, unverified (the caller verifies)."""
         raw = await self.db.run(lambda conn: conn.execute(select(known_records.c.record).where(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from crypto.address import address_for, key_of
 from crypto.envelope import open_envelope, seal
 from crypto.keys import Identity, PublicIdentity
+from dht.node import node_id_of
 from dht.records import AddressRecord
 from mailnode.delivery.headers import authentication_results
 from mailnode.delivery.inbound import InboundService
@@ -202,10 +203,48 @@ async def test_a_node_that_comes_back_gets_its_mail_at_once(store: SqlStore) -> 
     await queue.run_once()
     assert await store.due_outbound(int(clock.now) + 60) == []  # backing off for an hour
     assert await store.retry_node_now(Identity.generate().verify_key, int(clock.now)) == 0
+    queue._wake.clear()  # (set by the submission)
     queue.peer_is_up(node.verify_key)
     await asyncio.wait_for(queue._wake.wait(), 5)  # rescheduled, and the queue woken
     await queue.run_once()
     assert script == [] and await store.queue_length() == 0
+
+
+async def test_a_node_seen_again_in_the_dht_gets_its_mail_at_once(store: SqlStore) -> None:
+    clock = Clock()
+    store.clock = clock
+    carol, node = Identity.generate(), Identity.generate()
+    record = AddressRecord.create(carol, node.verify_key, [("127.0.0.1", 9)], seq=1,
+                                  expires=int(clock.now) + 86400)
+
+    async def lookup(user_key: bytes) -> AddressRecord | None:
+        return record
+
+    async def send(rec: AddressRecord, item: QueuedMessage, sealed: bytes) -> Outcome:
+        return Outcome(Verdict.TEMPORARY, "node is off")
+
+    alice = await store.create_user("alice", "password1", Identity.generate())
+    queue = OutboundQueue(store, remembering(lookup, store), send,
+                          RetryPolicy(3600, 3600, 10 * 86400), clock=clock)
+    await SubmissionService(store, queue.wake, clock=clock, server_id=SERVER_ID).submit(
+        alice, [address_for(carol.verify_key)], msg(alice.address))
+    await queue.run_once()
+    assert await store.due_outbound(int(clock.now)) == []  # an hour's backoff
+    queue._wake.clear()  # (set by the submission)
+    contacts: set[bytes] = {b"\7" * 20}
+    looked = asyncio.Event()
+
+    def contact_ids() -> set[bytes]:
+        looked.set()
+        return set(contacts)
+    watcher = asyncio.create_task(queue.watch_contacts(contact_ids, every=0.01))
+    try:
+        await asyncio.wait_for(looked.wait(), 5)  # it knows who was there before
+        contacts.add(node_id_of(node.verify_key))  # carol's node rejoined the DHT
+        await asyncio.wait_for(queue._wake.wait(), 5)
+        assert len(await store.due_outbound(int(clock.now))) == 1
+    finally:
+        watcher.cancel()
 
 
 async def test_permanent_refusal_returns_a_dsn_at_once(store: SqlStore) -> None:
