@@ -164,7 +164,8 @@ class _Server(Server):  # type: ignore[misc]  # kademlia is untyped
             await self.set_digest(dkey, value)
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
+    """Whether ``host`` is an IP address (not a name)."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -214,7 +215,7 @@ class DhtNode:
         self._storage = RecordStore(clock, max_records, limits)
         self._protected_names = {(host, port) for host, port in protected_peers}
         # their IP addresses: given, or as resolved at each bootstrap
-        self._protected: set[Address] = {a for a in self._protected_names if _is_ip(a[0])}
+        self._protected: set[Address] = {a for a in self._protected_names if is_ip(a[0])}
         self._server = _Server(
             ksize=ksize,
             alpha=alpha,
@@ -339,7 +340,7 @@ class DhtNode:
         family = self._server.transport.get_extra_info("socket").family
         addresses: list[Address] = []
         for host, port in peers:
-            if _is_ip(host):
+            if is_ip(host):
                 resolved = [(host, port)]
             else:
                 try:

@@ -14,6 +14,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable
 
+from dht.node import is_ip
 from mailnode.config import Config, parse_hostport
 
 Endpoint = tuple[str, int]
@@ -48,14 +49,6 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def advertised(config: Config, port: int) -> Endpoint | None:
     """The endpoint the owner configured with ``advertise_host`` (``HOST`` or ``HOST:PORT``,
     e.g. a router's public address with a forwarded port), if any."""
@@ -83,7 +76,7 @@ def endpoints(config: Config, port: int, peers: Iterable[Endpoint],
     found: list[Endpoint] = []
     remote_peer = False
     for host, _ in peers:
-        if not _is_ip(host):
+        if not is_ip(host):
             continue
         remote_peer = remote_peer or not _is_loopback(host)
         local = route(host)
@@ -102,7 +95,7 @@ def endpoints(config: Config, port: int, peers: Iterable[Endpoint],
 
 def unreachable(published: Iterable[Endpoint], peers: Iterable[Endpoint]) -> list[str]:
     """Warnings for ``mailnode status``: published endpoints that peers cannot use."""
-    remote = [h for h, _ in peers if _is_ip(h) and not _is_loopback(h)]
+    remote = [h for h, _ in peers if is_ip(h) and not _is_loopback(h)]
     warnings = []
     for host, port in published:
         if remote and _is_loopback(host):

@@ -150,10 +150,17 @@ SEND = textwrap.dedent("""
 """)
 
 
-def test_two_machines_federate_with_defaults(machines: tuple[Machine, Machine]) -> None:
-    a, b = machines
+def federate(a: Machine, b: Machine, settings: dict[str, str] | None = None,
+             ) -> tuple[str, str]:
+    """Both machines initialised as the README says (B bootstrapping from A), alice on A and
+    bob on B, running and joined; returns their addresses."""
     cli(a.data_dir, "init", "--p2p-host", "0.0.0.0")
     cli(b.data_dir, "init", "--p2p-host", "0.0.0.0", "--bootstrap", f"{a.address}:2700")
+    for m in (a, b):
+        config = (m.data_dir / "mailnode.toml").read_text()
+        for old, new in (settings or {}).items():
+            config = config.replace(old, new)
+        (m.data_dir / "mailnode.toml").write_text(config)
     alice = cli(a.data_dir, "user", "add", "alice", password=PASSWORD).splitlines()[-1]
     bob = cli(b.data_dir, "user", "add", "bob", password=PASSWORD).splitlines()[-1]
     a.start()
@@ -163,6 +170,12 @@ def test_two_machines_federate_with_defaults(machines: tuple[Machine, Machine]) 
         status = read_status(m.data_dir)
         return bool(status and status["dht_peers"] >= 1 and status["records_published"])
     wait_until(lambda: settled(a) and settled(b), 60, "the two machines to join")
+    return alice, bob
+
+
+def test_two_machines_federate_with_defaults(machines: tuple[Machine, Machine]) -> None:
+    a, b = machines
+    alice, bob = federate(a, b)
     # Each publishes the address the other reaches it at: not 127.0.1.1, not 0.0.0.0.
     for m in (a, b):
         status = read_status(m.data_dir)
@@ -181,23 +194,9 @@ def test_mail_to_a_machine_that_is_off_waits_and_arrives(
     """B is off when alice writes: the message is accepted (250) and queued on A, and
     reaches bob once B is back."""
     a, b = machines
-    fast = ["--p2p-host", "0.0.0.0"]
-    cli(a.data_dir, "init", *fast)
-    cli(b.data_dir, "init", *fast, "--bootstrap", f"{a.address}:2700")
-    for m in (a, b):  # retry every second, so the test does not wait out a real backoff
-        config = (m.data_dir / "mailnode.toml").read_text()
-        config = config.replace("retry_initial = 60.0", "retry_initial = 1.0")
-        (m.data_dir / "mailnode.toml").write_text(config.replace("retry_max = 3600.0",
-                                                                 "retry_max = 2.0"))
-    alice = cli(a.data_dir, "user", "add", "alice", password=PASSWORD).splitlines()[-1]
-    bob = cli(b.data_dir, "user", "add", "bob", password=PASSWORD).splitlines()[-1]
-    a.start()
-    b.start()
-
-    def settled(m: Machine) -> bool:
-        status = read_status(m.data_dir)
-        return bool(status and status["dht_peers"] >= 1 and status["records_published"])
-    wait_until(lambda: settled(a) and settled(b), 60, "the two machines to join")
+    # Retry every second, so the test does not wait out a real backoff.
+    alice, bob = federate(a, b, {"retry_initial = 60.0": "retry_initial = 1.0",
+                                 "retry_max = 3600.0": "retry_max = 2.0"})
     b.stop()
     a.run(sys.executable, "-c", SEND, "2587", alice, bob, PASSWORD)  # 250 while B is off
     queued = cli(a.data_dir, "queue")
