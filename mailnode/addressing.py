@@ -15,7 +15,7 @@ import socket
 from collections.abc import Callable, Iterable
 
 from dht.node import is_ip
-from mailnode.config import Config, parse_hostport
+from mailnode.config import Config, is_loopback, parse_hostport
 
 Endpoint = tuple[str, int]
 Route = Callable[[str], str | None]
@@ -40,13 +40,6 @@ def route_from(peer_ip: str) -> str | None:
             return str(probe.getsockname()[0])
     except OSError:
         return None
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def advertised(config: Config, port: int) -> Endpoint | None:
@@ -78,27 +71,27 @@ def endpoints(config: Config, port: int, peers: Iterable[Endpoint],
     for host, _ in peers:
         if not is_ip(host):
             continue
-        remote_peer = remote_peer or not _is_loopback(host)
+        remote_peer = remote_peer or not is_loopback(host)
         local = route(host)
         if local is None or local in _ANY or (local, port) in found:
             continue
         found.append((local, port))
     if remote_peer:  # loopback would send remote peers to themselves
-        found = [e for e in found if not _is_loopback(e[0])]
+        found = [e for e in found if not is_loopback(e[0])]
     if not found:
         for family in (socket.AF_INET, socket.AF_INET6):
             local = route(_ELSEWHERE[family])
-            if local is not None and local not in _ANY and not _is_loopback(local):
+            if local is not None and local not in _ANY and not is_loopback(local):
                 found.append((local, port))
     return found or [("127.0.0.1", port)]  # an isolated machine: only local peers exist
 
 
 def unreachable(published: Iterable[Endpoint], peers: Iterable[Endpoint]) -> list[str]:
     """Warnings for ``mailnode status``: published endpoints that peers cannot use."""
-    remote = [h for h, _ in peers if is_ip(h) and not _is_loopback(h)]
+    remote = [h for h, _ in peers if is_ip(h) and not is_loopback(h)]
     warnings = []
     for host, port in published:
-        if remote and _is_loopback(host):
+        if remote and is_loopback(host):
             warnings.append(f"{host}:{port} is a loopback address, but peers are on other "
                             "machines: set p2p_host or advertise_host")
         elif host in _ANY:

@@ -27,10 +27,18 @@ def received_header(by: str, via: str, when: datetime, extra: str = "") -> bytes
             ).encode("ascii")
 
 
+def header_end(message: bytes) -> int:
+    """Where the header block ends: just after its last line's line break (CRLF or a bare
+    LF); the whole message when no empty line follows it, 0 when it has no header at all."""
+    if message.startswith((b"\r\n", b"\n")):
+        return 0
+    end = _HEADER_END.search(message)
+    return len(message) if end is None else end.start() + 1
+
+
 def split_headers(message: bytes) -> bytes:
     """The header block of a message (for delivery status notifications)."""
-    end = message.find(b"\r\n\r\n")
-    return message if end < 0 else message[: end + 2]
+    return message[:header_end(message)]
 
 
 _FROM = field_pattern(("From",))
@@ -44,8 +52,7 @@ def authors(message: bytes) -> list[str] | None:
     are mailnode.mime's: linear and bounded whatever the header holds (the stdlib's
     recursed on nested comments).
     """
-    header_end = len(split_headers(message))
-    values, _ = fields(message, 0, header_end, _FROM)
+    values, _ = fields(message, 0, header_end(message), _FROM)
     addresses = [a for _, value in values for a in parse_addresses(text(value))[0]
                  if a.host is not None]  # group start/end markers carry no host
     if not addresses:
@@ -54,6 +61,13 @@ def authors(message: bytes) -> list[str] | None:
         return [normalise(f"{a.mailbox or ''}@{a.host}") for a in addresses]
     except AddressError:
         return None
+
+
+def vet(message: bytes, server_id: str) -> tuple[list[str] | None, bytes]:
+    """What the node checks in a message before filing or queueing it, as one job for a
+    worker thread (both are linear but a hostile header block may be the whole message):
+    its ``authors`` and the message without forged claims in our name (``strip_claims``)."""
+    return authors(message), strip_claims(message, server_id)
 
 
 def authserv_id(node_key: bytes) -> str:
@@ -83,10 +97,9 @@ def strip_claims(message: bytes, server_id: str) -> bytes:
     folding and bare-LF line ends, is kept byte for byte. Only regex scans without
     backtracking, so the cost is linear in the header size.
     """
-    if message.startswith((b"\r\n", b"\n")):
+    limit = header_end(message)
+    if not limit:
         return message  # no header section
-    end = _HEADER_END.search(message)
-    limit = len(message) if end is None else end.start() + 1
     ours = server_id.lower().encode("ascii")
     pieces: list[bytes] = []
     kept = 0

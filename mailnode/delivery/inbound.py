@@ -12,9 +12,8 @@ from crypto.address import address_for
 from crypto.envelope import EnvelopeError, open_envelope
 from mailnode.delivery.headers import (
     authentication_results,
-    authors,
     received_header,
-    strip_claims,
+    vet,
 )
 from mailnode.logsafe import clean
 from mailnode.store.sqlite import SqlStore
@@ -45,7 +44,10 @@ class InboundService:
             log.info("inbound id=%s refused: %s", mid, clean(exc))
             return Outcome(Verdict.PERMANENT, f"envelope rejected: {exc}")
         sender = address_for(opened.sender_key)
-        if await asyncio.to_thread(authors, opened.payload) != [sender]:
+        # The sender cannot speak for this node either: any verdict in our name in the content
+        # is forged (RFC 8601 section 5), so it goes before ours is added.
+        author, payload = await asyncio.to_thread(vet, opened.payload, self.server_id)
+        if author != [sender]:
             # A modified node could sign mail "From:" someone else: only the key's owner may
             # appear as the author, so what the recipient's client shows is what was proven.
             log.info("inbound id=%s refused: From does not match the signing key", mid)
@@ -54,10 +56,6 @@ class InboundService:
             "mailnode", "mailnode-transfer",
             datetime.fromtimestamp(self.clock(), UTC),
             extra=f"from node {msg.peer_node_key.hex()[:16]}")
-        # The sender cannot speak for this node: any verdict in our name in the content is
-        # forged (RFC 8601 section 5), so it goes before ours is added. Off the loop: linear,
-        # but a hostile header block may be the whole message.
-        payload = await asyncio.to_thread(strip_claims, opened.payload, self.server_id)
         verified = authentication_results(self.server_id, sender, "signed by the sender's key")
         fresh = await self.store.deliver_inbound(user.id, opened.sender_key, opened.message_id,
                                                  stamp + verified + payload)

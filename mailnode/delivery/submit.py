@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 from crypto.address import AddressError, normalise
 from mailnode.delivery.headers import (
     authentication_results,
-    authors,
     received_header,
     split_headers,
-    strip_claims,
+    vet,
 )
 from mailnode.ratelimit import RateLimiter
 from mailnode.store.api import User
@@ -79,18 +78,16 @@ class SubmissionService:
 
     async def submit(self, user: User, recipients: list[str], content: bytes) -> str:
         """Seal and queue (or file locally); returns a queue id for the 250 reply."""
-        # Bounded but not free on a hostile header: off the event loop.
-        if await asyncio.to_thread(authors, content) != [user.address]:
+        # A user could also write our verdict naming someone else into the content; nothing
+        # this node files or sends carries a verdict in its name that it did not add itself.
+        author, content = await asyncio.to_thread(vet, content, self.server_id)
+        if author != [user.address]:
             # The envelope sender is checked at MAIL; this is what recipients' clients show.
             raise AuthorNotOwned(user.address)
         now = self.clock()
         stamp = received_header("mailnode", "ESMTPA (authenticated submission)",
                                 datetime.fromtimestamp(now, UTC)) + authentication_results(
             self.server_id, user.address, "authenticated submission")
-        # A user could write our verdict naming someone else into the content; nothing this
-        # node files or sends carries a verdict in its name that it did not add itself.
-        # Off the loop: linear, but a hostile header block may be the whole message.
-        content = await asyncio.to_thread(strip_claims, content, self.server_id)
         local: list[int] = []
         remote: list[Outgoing] = []
         for rcpt in dict.fromkeys(recipients):  # a duplicate RCPT gets one copy

@@ -62,7 +62,6 @@ class ImapServer:
         self.login_timeout = login_timeout
         self.port: int | None = None
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> None:
         """Bind and listen; with ``port=0`` the chosen port is in :attr:`port` afterwards."""
@@ -74,7 +73,7 @@ class ImapServer:
         """Stop listening and end every session (each client gets a BYE)."""
         if self._server is not None:
             self._server.close()
-        tasks = list(self._connections)
+        tasks = [conn.task for conn in self.table.handles()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -105,7 +104,6 @@ class ImapServer:
                      admission.evict.address)
             admission.evict.close("Too many connections, closing the oldest ones that are "
                                   "not logged in")
-        self._connections.add(task)
         session = ImapSession(self.store, self.notifier, limits=self.limits,
                               security=self.security, auth=self.auth, client=conn.address,
                               admit_user=lambda user: self.table.login(conn, user.id))
@@ -129,7 +127,6 @@ class ImapServer:
         finally:
             deadline.cancel()
             self.table.release(conn)
-            self._connections.discard(task)
             session.close()
             with contextlib.suppress(Exception):
                 writer.write(session.data_to_send())

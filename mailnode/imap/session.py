@@ -572,7 +572,7 @@ class ImapSession:
         if name == "INBOX":
             raise CommandNo("INBOX always exists", "ALREADYEXISTS")
         _check_name_limits(name)
-        if len(await self.store.list_mailboxes(self.user.id)) >= MAX_MAILBOXES:
+        if await self.store.count_mailboxes(self.user.id) >= MAX_MAILBOXES:
             raise CommandNo(f"At most {MAX_MAILBOXES} mailboxes per user", "LIMIT")
         await self.store.create_mailbox(self.user.id, name)
         return "CREATE completed"

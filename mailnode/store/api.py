@@ -83,6 +83,9 @@ class MailStore(Protocol):
 
     async def list_mailboxes(self, user_id: int) -> list[Mailbox]: ...
 
+    async def count_mailboxes(self, user_id: int) -> int:
+        """How many mailboxes the user has (without the per-mailbox counts of a listing)."""
+
     async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
         """``INBOX`` matches case-insensitively, other names exactly."""
 

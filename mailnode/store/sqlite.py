@@ -207,14 +207,11 @@ class SqlStore:
                        m["special_use"], total, unseen, recent)
 
     def _uidvalidity(self, conn: Connection) -> int:
-        last = conn.execute(select(counters.c.value).where(counters.c.name == "uidvalidity")
-                            ).scalar()
-        value = next_uidvalidity(int(last or 0), self.clock())
-        if last is None:
-            conn.execute(insert(counters).values(name="uidvalidity", value=value))
-        else:
-            conn.execute(update(counters).where(counters.c.name == "uidvalidity")
-                         .values(value=value))
+        """The next UIDVALIDITY, taken from the counter (its row is made by migration 0004)."""
+        where = counters.c.name == "uidvalidity"
+        value = next_uidvalidity(conn.execute(select(counters.c.value).where(where)
+                                              ).scalar_one(), self.clock())
+        conn.execute(update(counters).where(where).values(value=value))
         return value
 
     def _new_mailbox(self, conn: Connection, user_id: int, name: str,
@@ -325,6 +322,11 @@ class SqlStore:
                                 .order_by(mailboxes.c.name))
             return [self._mailbox(conn, r) for r in rows]
         return await self.db.run(q)
+
+    async def count_mailboxes(self, user_id: int) -> int:
+        return await self.db.run(lambda conn: int(conn.execute(
+            select(func.count()).select_from(mailboxes).where(mailboxes.c.user_id == user_id)
+        ).scalar_one()))
 
     async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
         return await self.db.run(lambda conn: self._mailbox_row(conn, user_id, name))

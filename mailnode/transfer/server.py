@@ -140,13 +140,14 @@ class TransferServer:
 
     # used by _Connection
 
-    def _admit(self, connection: _Connection, host: str) -> bool:
+    def _admit(self, connection: _Connection) -> bool:
         if self._server is None:
             return False
-        admission = self._connections.admit(connection, source_key(host),
-                                                asyncio.get_running_loop().time())
+        source = source_key(connection.host)
+        admission = self._connections.admit(
+            connection, source, asyncio.get_running_loop().time())
         if not admission.admitted:
-            held = self._log_throttle.allow(source_key(host))
+            held = self._log_throttle.allow(source)
             if held is not None:
                 log.warning("refusing transfer connection from %s: %s%s", connection.peer,
                             admission.reason, held_back(held))
@@ -189,11 +190,10 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         peername = transport.get_extra_info("peername")
-        host = self.host
         if isinstance(peername, tuple) and len(peername) >= 2:
-            host = self.host = str(peername[0])
+            self.host = str(peername[0])
             self.peer = f"{peername[0]}:{peername[1]}"
-        if not self._owner._admit(self, host):
+        if not self._owner._admit(self):
             self._closed = True
             transport.abort()
             return

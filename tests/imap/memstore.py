@@ -95,6 +95,9 @@ class MemStore:
     async def list_mailboxes(self, user_id: int) -> list[Mailbox]:
         return [self._view(b) for b in self._boxes.values() if b.user_id == user_id]
 
+    async def count_mailboxes(self, user_id: int) -> int:
+        return sum(box.user_id == user_id for box in self._boxes.values())
+
     async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
         box = self._find(user_id, name)
         return None if box is None else self._view(box)
