@@ -310,6 +310,23 @@ class DhtNode:
             return set()
         return {bytes(n.id) for n in self._server.router.all_nodes()}
 
+    def contact_address(self, node_id: bytes) -> Address | None:
+        """Where the routing table last saw the node with ``node_id`` (None: not a contact)."""
+        if self._server.protocol is None:
+            return None
+        for n in self._server.router.all_nodes():
+            if bytes(n.id) == node_id:
+                return (n.ip, n.port)
+        return None
+
+    def protect(self, peers: Sequence[Address]) -> None:
+        """Exempt ``peers`` from the contact caps and list them first (friends' nodes, added
+        while running)."""
+        for host, port in peers:
+            self._protected_names.add((host, port))
+            if is_ip(host):
+                self._protected.add((host, port))
+
     def peers(self) -> list[Address]:
         """Addresses of the nodes in the routing table, protected peers first (so a saved,
         capped list keeps them)."""

@@ -275,6 +275,71 @@ def cmd_queue(args: argparse.Namespace) -> None:
               f"ago  attempts {e.attempts}  next {due}{error}")
 
 
+def cmd_invite(args: argparse.Namespace) -> None:
+    """Print a one-time invite token (last line), as a QR code too in a terminal."""
+    from mailnode.friends.commands import INVITE_DAYS, FriendError, create_invite
+
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    try:
+        invite = create_invite(data_dir, args.hold_mb, args.hold_days)
+    except FriendError as exc:
+        raise CliError(str(exc)) from None
+    token = invite.encode()
+    where = ", ".join(f"{h}:{p}" for h, p in invite.endpoints)
+    print(f"Invite for one friend's node, valid {INVITE_DAYS} days, usable once. Your node "
+          f"({invite.name}, reachable at {where}) will hold up to {args.hold_mb} MB for "
+          f"{args.hold_days} days for their users while their node is away. Send the token "
+          "privately (it works like a password); they run: mailnode friend add TOKEN")
+    if args.qr or sys.stdout.isatty():
+        import segno
+
+        segno.make(token, error="l").terminal(compact=True)
+    print(token)
+
+
+def cmd_friend(args: argparse.Namespace) -> None:
+    from mailnode.friends.commands import (
+        FriendError,
+        add_friend,
+        describe,
+        list_friends,
+        remove_friend,
+    )
+    from mailnode.logsafe import clean
+
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    try:
+        if args.friend_command == "add":
+            added = add_friend(data_dir, args.token, args.hold_mb, args.hold_days)
+            name = added.friend.name
+            if added.welcome is not None:
+                print(f"Friends with {name}: each node now bootstraps from the other; you "
+                      f"hold up to {args.hold_mb} MB for {args.hold_days} days for their "
+                      f"users, they hold {added.welcome.hold_bytes // (1024 * 1024)} MB for "
+                      f"{added.welcome.hold_days} days for yours.")
+            elif added.problem is not None and added.problem.startswith("refused"):
+                raise CliError(f"{name} {clean(added.problem)}; ask for a new invite")
+            else:
+                print(f"Saved the invite from {name}, but its node did not answer "
+                      f"({clean(added.problem or '', 200)}). Your node redeems it as soon as "
+                      f"{name} is reachable; `mailnode friend list` shows the state.")
+        elif args.friend_command == "remove":
+            gone = remove_friend(data_dir, args.name)
+            print(f"Removed {gone.name}; dropped {gone.held_count} message(s) held for it. "
+                  "Your records stop listing it as a relay within seconds.")
+        else:
+            friends = list_friends(data_dir)
+            if not friends:
+                print("no friends yet: `mailnode invite` prints a token for a friend")
+            now = time.time()
+            for friend in friends:
+                print(describe(friend, now))
+    except FriendError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     data_dir = _data_dir(args)
     banner: list[str] = []
@@ -324,6 +389,16 @@ def _add_node_options(p: argparse.ArgumentParser) -> None:
                         "the address they are routed to")
 
 
+def _add_hold_options(p: argparse.ArgumentParser) -> None:
+    from mailnode.friends.commands import DEFAULT_HOLD_DAYS, DEFAULT_HOLD_MB
+
+    p.add_argument("--hold-mb", type=int, default=DEFAULT_HOLD_MB, metavar="N",
+                   help="space your node gives the friend's users for mail held while their "
+                        "node is away (default %(default)s)")
+    p.add_argument("--hold-days", type=int, default=DEFAULT_HOLD_DAYS, metavar="N",
+                   help="days such mail is kept (default %(default)s)")
+
+
 def _config_from(args: argparse.Namespace) -> Config:
     for peer in args.bootstrap:
         parse_hostport(peer)
@@ -371,6 +446,27 @@ def build_parser() -> argparse.ArgumentParser:
                                           "sends them within seconds.")
     pa.add_argument("ids", nargs="*", type=int, metavar="ID", help="ids from `mailnode queue`")
     p.set_defaults(func=cmd_queue)
+    p = sub.add_parser("invite", help="print a one-time token that makes a friend's node "
+                       "a friend", description="Create an invite: one line (the last) to "
+                       "send to a friend, who runs `mailnode friend add TOKEN`. Valid 7 days, "
+                       "usable once.")
+    _add_hold_options(p)
+    p.add_argument("--qr", action="store_true", help="also print a QR code (the default in "
+                   "a terminal)")
+    p.set_defaults(func=cmd_invite)
+    p = sub.add_parser("friend", help="friends' nodes: add (redeem a token), list, remove",
+                       description="Friends' nodes bootstrap each other and hold sealed mail "
+                                   "for each other's users while one is away.")
+    friend_sub = p.add_subparsers(dest="friend_command", metavar="ACTION")
+    pa = friend_sub.add_parser("add", help="accept a friend's invite token",
+                               description="Redeem a token from `mailnode invite`; works "
+                                           "whether or not either node runs now.")
+    pa.add_argument("token", help="the token (mn1:...)")
+    _add_hold_options(pa)
+    friend_sub.add_parser("list", help="one line per friend: name, state")
+    pa = friend_sub.add_parser("remove", help="forget a friend (drops mail held for it)")
+    pa.add_argument("name", help="as `mailnode friend list` shows it")
+    p.set_defaults(func=cmd_friend)
     p = sub.add_parser("quickstart", help="first run: init, create a user, print client "
                        "settings, run", description="Create a node in the data directory if "
                        "there is none, create a first user, print mail-client settings and "

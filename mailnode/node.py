@@ -22,15 +22,17 @@ from mailnode.delivery.inbound import InboundService
 from mailnode.delivery.outbound import OutboundQueue, RetryPolicy, remembering, transfer_sender
 from mailnode.delivery.publish import Publisher
 from mailnode.delivery.submit import SubmissionService
+from mailnode.friends.service import FriendsService, node_name
 from mailnode.guard import LoginPenalty
 from mailnode.imap.server import ImapServer
 from mailnode.keys import load_node_key
 from mailnode.runstate import STATUS_NAME, Listening, load_peers, save_peers, write_status
 from mailnode.smtp.server import SubmissionServer
 from mailnode.store.database import Database
+from mailnode.store.friends import FriendStore
 from mailnode.store.notify import ChangeNotifier
 from mailnode.store.sqlite import SqlStore
-from mailnode.transfer import TransferServer
+from mailnode.transfer import InboundMessage, Outcome, TransferServer
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,14 @@ async def serve(data_dir: Path, stop: asyncio.Event,
                       protected_peers=config.bootstrap_peers())  # exempt from contact caps
         await dht.start(config.p2p_bind, config.p2p_port)
         stack.push_async_callback(dht.aclose)
+        # Friends' nodes are anchors: joined through first, and exempt from the contact caps.
+        friend_store = FriendStore(db)
+        anchors = [e for f in await friend_store.list_friends() for e in f.endpoints]
+        dht.protect(anchors)
         # Names are fine (the DHT resolves them); joining runs beside the listeners starting,
         # so an unreachable bootstrap peer never delays SMTP and IMAP.
-        bootstrap = list(dict.fromkeys([*config.bootstrap_peers(), *load_peers(data_dir)]))
+        bootstrap = list(dict.fromkeys([*config.bootstrap_peers(), *anchors,
+                                        *load_peers(data_dir)]))
         joining = asyncio.create_task(_join(dht, bootstrap), name="dht-bootstrap")
 
         server_id = authserv_id(node_identity.verify_key)
@@ -78,7 +85,29 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         queue = OutboundQueue(store, remembering(dht.lookup, store),
                               transfer_sender(node_identity, config.transfer_timeout), policy,
                               has_peers=lambda: dht.peer_count() > 0)
-        transfer = TransferServer(node_identity, inbound.accept,
+        bootstrap_ips = config.bootstrap_peers()
+
+        def current_endpoints() -> list[tuple[str, int]]:
+            return endpoints(config, dht.port, [*dht.peers(), *bootstrap_ips])
+
+        friends = FriendsService(friend_store, node_identity, node_name(),
+                                 accept=inbound.accept, endpoints=current_endpoints,
+                                 inbound=config.accept_inbound,
+                                 max_message_size=config.max_message_size + OVERHEAD,
+                                 timeout=config.transfer_timeout, dht=dht)
+        stack.push_async_callback(friends.aclose)
+
+        async def accept(message: InboundMessage) -> Outcome:
+            # A HOLD carries the recipient's record: mail we keep for a friend's user.
+            if message.record is not None:
+                return await friends.hold(message)
+            return await inbound.accept(message)
+
+        def peer_is_up(node_key: bytes) -> None:
+            queue.peer_is_up(node_key)
+            friends.peer_is_up(node_key)
+
+        transfer = TransferServer(node_identity, accept,
                                   max_message_size=config.max_message_size + OVERHEAD,
                                   max_connections=config.max_peer_connections,
                                   max_connections_per_source=config.max_connections_per_source,
@@ -86,7 +115,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
                                   timeout=config.transfer_timeout,
                                   login_timeout=config.login_timeout,
                                   messages_per_minute=config.max_inbound_per_minute,
-                                  on_peer=queue.peer_is_up)
+                                  on_peer=peer_is_up, friendship=friends)
         await transfer.start(config.p2p_bind, dht.port)
         stack.push_async_callback(transfer.stop)
 
@@ -121,9 +150,8 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         assert imap.port is not None
         listening = Listening(host, config.p2p_bind, smtp.port, imap.port, dht.port,
                               node_identity.verify_key.hex())
-        bootstrap_ips = config.bootstrap_peers()
-        publisher = Publisher(store, dht, node_identity, config, lambda: endpoints(
-            config, dht.port, [*dht.peers(), *bootstrap_ips]))
+        publisher = Publisher(store, dht, node_identity, config, current_endpoints,
+                              relays=friends.relays)
 
         async def report_status() -> None:
             while True:
@@ -139,6 +167,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         tasks = [joining, *(asyncio.create_task(coro, name=name) for name, coro in (
             ("queue", queue.run()), ("publisher", publisher.run()),
             ("returning-nodes", queue.watch_contacts(dht.contact_ids)),
+            ("friends", friends.run()),
             ("status", report_status())))]
         stopping = asyncio.create_task(stop.wait())
         try:

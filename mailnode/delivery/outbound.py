@@ -55,20 +55,45 @@ class RetryPolicy:
         return float(min(self.maximum, self.initial * 2 ** min(attempts, 30)))
 
 
+CONNECT_TIMEOUT = 5.0
+"""Seconds to reach one endpoint: a machine that is off drops packets, and the next endpoint
+(or a relay) should be tried within seconds, not after a minute."""
+
+
 def transfer_sender(identity: Identity, timeout: float) -> Sender:
-    """Send over the transfer protocol to the first endpoint that answers."""
+    """Send over the transfer protocol: to the recipient's node at each of its endpoints in
+    turn; when none answers (or the node takes no connections), to one of the relays its
+    record lists, which holds the sealed envelope until the node is back."""
     from mailnode.transfer import send_message
 
     async def send(record: AddressRecord, item: QueuedMessage, sealed: bytes) -> Outcome:
-        last: Exception | None = None
-        for host, port in record.endpoints:
-            try:
-                return await send_message(identity, host, port, record.node_key,
-                                          item.message_id, record.user_key, sealed,
-                                          timeout=timeout)
-            except TransferError as exc:
-                last = exc
-        raise TransferError(f"no endpoint answered: {last}")
+        last: Exception | str = "its node takes no connections and lists no relay"
+        if record.inbound:
+            for host, port in record.endpoints:
+                try:
+                    return await send_message(identity, host, port, record.node_key,
+                                              item.message_id, record.user_key, sealed,
+                                              timeout=timeout, connect_timeout=CONNECT_TIMEOUT)
+                except TransferError as exc:
+                    last = exc
+        for relay in record.relays:
+            for host, port in relay.endpoints:
+                try:
+                    outcome = await send_message(
+                        identity, host, port, relay.node_key, item.message_id,
+                        record.user_key, sealed, timeout=timeout,
+                        connect_timeout=CONNECT_TIMEOUT, record=record.encode())
+                except TransferError as exc:
+                    last = exc
+                    continue
+                if outcome.verdict is Verdict.ACCEPTED:
+                    return Outcome(Verdict.ACCEPTED, f"relay {relay.node_key[:8].hex()} holds "
+                                   f"it for the recipient's node ({outcome.reason})")
+                # A relay that is full or no longer a friend: another may take it; the
+                # message itself is fine, so this never bounces it.
+                last = f"relay {relay.node_key[:8].hex()}: {outcome.reason}"
+                break
+        raise TransferError(f"not delivered: {last}")
 
     return send
 

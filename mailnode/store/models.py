@@ -142,3 +142,60 @@ outbound = Table(
     Index("ix_outbound_payload_id", "payload_id"),
     sqlite_autoincrement=True,
 )
+
+# Invites this node handed out (`mailnode invite`): only a hash of the one-time secret is
+# kept, so a copy of the database cannot be used to befriend us.
+invites = Table(
+    "invites", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("secret_hash", LargeBinary(32), nullable=False, unique=True),
+    # What we hold for the friend's users once it redeems the invite.
+    Column("hold_bytes", Integer, nullable=False),
+    Column("hold_days", Integer, nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False),
+    # The node that redeemed it (single use: a second node is refused, the same one welcomed
+    # again, since its first answer may have been lost).
+    Column("used_by", LargeBinary(32), nullable=True),
+    sqlite_autoincrement=True,
+)
+
+# Friends' nodes: they bootstrap us, and we hold sealed mail for each other's users.
+friends = Table(
+    "friends", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("node_key", LargeBinary(32), nullable=False, unique=True),
+    Column("name", String(64), nullable=False, unique=True),
+    # Their transfer endpoints (the DHT uses the same port numbers over UDP), JSON.
+    Column("endpoints", Text, nullable=False),
+    # Set while their invite is not redeemed yet (`friend add` while they were away).
+    Column("secret", LargeBinary(16), nullable=True),
+    Column("invite_expires_at", Integer, nullable=True),
+    # What we hold for their users, and what they agreed to hold for ours.
+    Column("hold_bytes", Integer, nullable=False),
+    Column("hold_days", Integer, nullable=False),
+    Column("their_hold_bytes", Integer, nullable=False, server_default="0"),
+    Column("their_hold_days", Integer, nullable=False, server_default="0"),
+    Column("created_at", Integer, nullable=False),
+    Column("last_seen", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    sqlite_autoincrement=True,
+)
+
+# Sealed envelopes held as a relay for a friend's users while their node is away. The relay
+# cannot open them and does not know who sent them.
+held = Table(
+    "held", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("friend_id", Integer, ForeignKey("friends.id", ondelete="CASCADE"), nullable=False),
+    Column("message_id", LargeBinary(16), nullable=False),
+    Column("recipient_key", LargeBinary(32), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("received_at", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False),
+    UniqueConstraint("recipient_key", "message_id", name="uq_held_recipient_key_message_id"),
+    Index("ix_held_friend_id", "friend_id"),
+    Index("ix_held_expires_at", "expires_at"),
+    sqlite_autoincrement=True,
+)

@@ -11,20 +11,36 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from crypto.keys import Identity
 from mailnode.logsafe import clean
-from mailnode.transfer.frames import DATA_CHUNK_SIZE, KEY_SIZE, MESSAGE_ID_SIZE, ProtocolError
+from mailnode.transfer.frames import (
+    DATA_CHUNK_SIZE,
+    KEY_SIZE,
+    MESSAGE_ID_SIZE,
+    ProtocolError,
+    Redeem,
+    Welcome,
+)
 from mailnode.transfer.session import (
     ClientEvent,
     ClientSession,
     Finished,
+    InboundMessage,
+    MessageReceived,
     OfferAccepted,
+    OfferRefused,
     Outcome,
     PinMismatchError,
     ReadyEvent,
+    ServerEvent,
+    ServerSession,
+    Terminated,
     TransferError,
+    Verdict,
+    Welcomed,
 )
 from mailnode.transfer.tls import check_pin, client_context
 
@@ -83,14 +99,19 @@ class TransferConnection:
     ) -> None:
         await self.close()
 
-    async def send(self, message_id: bytes, recipient_key: bytes, sealed: bytes) -> Outcome:
-        """Offer, stream and commit one message; returns the receiver's verdict."""
+    async def send(self, message_id: bytes, recipient_key: bytes, sealed: bytes,
+                   record: bytes | None = None) -> Outcome:
+        """Offer, stream and commit one message; returns the receiver's verdict.
+
+        With ``record`` (the recipient's address record) it is a HOLD: the receiver is a
+        relay asked to keep the envelope for the recipient's node.
+        """
         _check_message(message_id, recipient_key)
         async with self._lock:
             if self._broken:
                 raise TransferError(f"connection to {self._label} is closed")
             try:
-                outcome = await self._send(message_id, recipient_key, sealed)
+                outcome = await self._send(message_id, recipient_key, sealed, record)
             except BaseException:
                 self._abort()
                 raise
@@ -104,6 +125,84 @@ class TransferConnection:
         )
         return outcome
 
+    async def redeem(self, request: Redeem) -> Welcome | Outcome:
+        """Present an invite; the server's WELCOME, or its refusal."""
+        async with self._lock:
+            if self._broken:
+                raise TransferError(f"connection to {self._label} is closed")
+            try:
+                self._session.redeem(request)
+                await self._flush()
+                event = await self._next_event()
+            except BaseException:
+                self._abort()
+                raise
+        if isinstance(event, Welcomed):
+            return event.welcome
+        if isinstance(event, Finished):
+            return event.outcome
+        self._abort()
+        raise TransferError(f"{self._label}: unexpected {type(event).__name__}")
+
+    async def pull(self, accept: Callable[[InboundMessage], Awaitable[Outcome]], *,
+                   max_message_size: int) -> int:
+        """Receive what the server holds for our node, filing each message with ``accept``
+        before acknowledging it; returns how many were accepted. The server closes the
+        connection when it has nothing more, so the connection is used up afterwards."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            if self._broken:
+                raise TransferError(f"connection to {self._label} is closed")
+            try:
+                leftover = self._session.pull()
+                await self._flush()
+                server = ServerSession.turned(self._session.identity, self._node_key,
+                                              max_message_size=max_message_size,
+                                              timeout=self._timeout, now=loop.time())
+                return await self._receive_turned(server, leftover, accept)
+            finally:
+                self._abort()
+
+    async def _receive_turned(self, server: ServerSession, data: bytes,
+                              accept: Callable[[InboundMessage], Awaitable[Outcome]]) -> int:
+        loop = asyncio.get_running_loop()
+        accepted = 0
+        events: list[ServerEvent] = server.receive_data(data, loop.time()) if data else []
+        while True:
+            for event in events:
+                if isinstance(event, MessageReceived):
+                    outcome = await accept(event.message)
+                    server.send_result(outcome, loop.time())
+                    accepted += outcome.verdict is Verdict.ACCEPTED
+                    events = server.receive_data(b"", loop.time())  # resume after the commit
+                    break
+                if isinstance(event, OfferRefused):
+                    log.info("refused held message %s from %s: %s", event.message_id.hex(),
+                             clean(self._label), clean(event.reason))
+                elif isinstance(event, Terminated):
+                    out = server.data_to_send()
+                    if out:
+                        self._writer.write(out)
+                    if event.error is not None:
+                        raise TransferError(f"{self._label}: while pulling: {event.error}")
+                    return accepted
+            else:
+                events = []
+            out = server.data_to_send()
+            if out:
+                try:
+                    self._writer.write(out)
+                    await asyncio.wait_for(self._writer.drain(), self._timeout)
+                except OSError as exc:
+                    raise TransferError(f"{self._label}: sending failed: {exc!r}") from exc
+            if events:
+                continue
+            try:
+                chunk = await asyncio.wait_for(self._reader.read(READ_SIZE), self._timeout)
+            except OSError as exc:  # TimeoutError included
+                raise TransferError(f"{self._label}: receiving failed: {exc!r}") from exc
+            events = server.receive_data(chunk, loop.time()) if chunk else server.receive_eof()
+
     async def close(self) -> None:
         if self._broken:
             return
@@ -116,8 +215,12 @@ class TransferConnection:
 
     # internals
 
-    async def _send(self, message_id: bytes, recipient_key: bytes, sealed: bytes) -> Outcome:
-        self._session.offer(message_id, recipient_key, len(sealed))
+    async def _send(self, message_id: bytes, recipient_key: bytes, sealed: bytes,
+                    record: bytes | None) -> Outcome:
+        if record is None:
+            self._session.offer(message_id, recipient_key, len(sealed))
+        else:
+            self._session.hold(message_id, recipient_key, len(sealed), record)
         await self._flush()
         event = await self._next_event()
         if isinstance(event, Finished):
@@ -182,11 +285,14 @@ async def connect(
     node_key: bytes,
     *,
     timeout: float = 60.0,
+    connect_timeout: float | None = None,
 ) -> TransferConnection:
     """Open a connection to the node serving ``node_key`` and authenticate as ``identity``.
 
     The server certificate's key is checked against ``node_key`` before a single byte of the
     transfer protocol is sent; a mismatch raises PinMismatchError (a TransferError).
+    ``connect_timeout`` (default ``timeout``) bounds the TCP and TLS handshakes: a machine
+    that is off drops packets, and the next endpoint or relay should not wait a minute.
     """
     if len(node_key) != KEY_SIZE:
         raise ValueError("node key must be 32 bytes")
@@ -194,9 +300,10 @@ async def connect(
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
-                host, port, ssl=client_context(), ssl_handshake_timeout=timeout
+                host, port, ssl=client_context(),
+                ssl_handshake_timeout=connect_timeout or timeout
             ),
-            timeout,
+            connect_timeout or timeout,
         )
     except OSError as exc:  # TimeoutError and ssl.SSLError included
         raise TransferError(f"cannot connect to {label}: {exc!r}") from exc
@@ -233,6 +340,8 @@ async def send_message(
     sealed: bytes,
     *,
     timeout: float = 60.0,
+    connect_timeout: float | None = None,
+    record: bytes | None = None,
 ) -> Outcome:
     """Hand one sealed envelope to the node at ``host:port`` whose key the DHT pins.
 
@@ -241,6 +350,7 @@ async def send_message(
     should simply be retried later, pin mismatches included (the DHT record may be stale).
     """
     _check_message(message_id, recipient_key)
-    connection = await connect(identity, host, port, node_key, timeout=timeout)
+    connection = await connect(identity, host, port, node_key, timeout=timeout,
+                               connect_timeout=connect_timeout)
     async with connection:
-        return await connection.send(message_id, recipient_key, sealed)
+        return await connection.send(message_id, recipient_key, sealed, record)

@@ -30,6 +30,18 @@ DATA_CHUNK_SIZE = 64 * 1024
 MAX_REASON_SIZE = 1024
 """Reasons are for logs and bounce messages; anything longer is truncated when encoding."""
 
+SECRET_SIZE = 16
+"""An invite's one-time secret."""
+MAX_LABEL = 32
+MAX_ENDPOINTS = 8
+MAX_HOST = 253
+MAX_HELD_RECORD = 8192
+"""Largest address record a HOLD may carry (the DHT's own records are smaller)."""
+_LABEL_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+Endpoint = tuple[str, int]
+_PORT = struct.Struct(">H")
+
 
 class FrameType(enum.IntEnum):
     CHALLENGE = 0x01
@@ -41,6 +53,10 @@ class FrameType(enum.IntEnum):
     DATA = 0x13
     END = 0x14
     RESULT = 0x15
+    REDEEM = 0x20
+    WELCOME = 0x21
+    HOLD = 0x22
+    PULL = 0x23
     ERROR = 0x7F
 
 
@@ -271,6 +287,167 @@ class Result(_StatusFrame):
     ALLOWS_ACK: ClassVar[bool] = True
 
 
+def check_label(label: str) -> str:
+    """A node's short name as friends see it: 1..32 of ``a-z 0-9 - _ .`` (it is shown in
+    ``friend list`` and typed in ``friend remove``, so nothing that needs quoting)."""
+    raw = label.encode("ascii", "replace")
+    if not 1 <= len(raw) <= MAX_LABEL or not set(raw) <= _LABEL_CHARS:
+        raise ValueError(f"a node name is 1..{MAX_LABEL} of a-z, 0-9, '-', '_', '.'")
+    return label
+
+
+def encode_endpoints(endpoints: tuple[Endpoint, ...]) -> bytes:
+    if len(endpoints) > MAX_ENDPOINTS:
+        raise ValueError(f"at most {MAX_ENDPOINTS} endpoints")
+    parts = [bytes([len(endpoints)])]
+    for host, port in endpoints:
+        raw = host.encode("ascii")
+        if not 1 <= len(raw) <= MAX_HOST or not 0 < port < 65536:
+            raise ValueError("bad endpoint")
+        parts += [bytes([len(raw)]), raw, _PORT.pack(port)]
+    return b"".join(parts)
+
+
+def decode_endpoints(data: bytes, pos: int) -> tuple[tuple[Endpoint, ...], int]:
+    """Endpoints at ``data[pos:]`` and where they end; ProtocolError when malformed."""
+    def bad(why: str) -> ProtocolError:
+        return ProtocolError(ErrorCode.MALFORMED, f"endpoints: {why}")
+    if pos >= len(data):
+        raise bad("missing count")
+    count = data[pos]
+    pos += 1
+    if count > MAX_ENDPOINTS:
+        raise bad("too many")
+    out: list[Endpoint] = []
+    for _ in range(count):
+        if pos >= len(data):
+            raise bad("truncated")
+        length = data[pos]
+        end = pos + 1 + length
+        if not 1 <= length <= MAX_HOST or end + _PORT.size > len(data):
+            raise bad("truncated or empty host")
+        raw = data[pos + 1 : end]
+        if any(not 0x21 <= b <= 0x7E for b in raw):
+            raise bad("host is not printable ASCII")
+        (port,) = _PORT.unpack_from(data, end)
+        if port == 0:
+            raise bad("port 0")
+        out.append((raw.decode("ascii"), port))
+        pos = end + _PORT.size
+    return tuple(out), pos
+
+
+def _encode_label(label: str) -> bytes:
+    raw = check_label(label).encode("ascii")
+    return bytes([len(raw)]) + raw
+
+
+def _decode_label(data: bytes, pos: int) -> tuple[str, int]:
+    if pos >= len(data):
+        raise ProtocolError(ErrorCode.MALFORMED, "missing node name")
+    end = pos + 1 + data[pos]
+    if end > len(data):
+        raise ProtocolError(ErrorCode.MALFORMED, "node name truncated")
+    try:
+        label = check_label(data[pos + 1 : end].decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"bad node name: {exc}") from None
+    return label, end
+
+
+_HOLD_TERMS = struct.Struct(">QH")  # bytes, days
+
+
+@dataclass(frozen=True)
+class Redeem:
+    """A new friend presents an invite's secret, saying what it will hold for the inviter's
+    users and where it can be reached (the inviter learned nothing else about it)."""
+
+    TYPE: ClassVar[FrameType] = FrameType.REDEEM
+    MIN_SIZE: ClassVar[int] = SECRET_SIZE + _HOLD_TERMS.size + 2 + 1
+    MAX_SIZE: ClassVar[int] = (SECRET_SIZE + _HOLD_TERMS.size + 1 + MAX_LABEL + 1
+                               + MAX_ENDPOINTS * (1 + MAX_HOST + 2))
+
+    secret: bytes
+    hold_bytes: int
+    hold_days: int
+    label: str
+    endpoints: tuple[Endpoint, ...]
+
+    def payload(self) -> bytes:
+        return (self.secret + _HOLD_TERMS.pack(self.hold_bytes, self.hold_days)
+                + _encode_label(self.label) + encode_endpoints(self.endpoints))
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Self:
+        secret = payload[:SECRET_SIZE]
+        hold_bytes, hold_days = _HOLD_TERMS.unpack_from(payload, SECRET_SIZE)
+        label, pos = _decode_label(payload, SECRET_SIZE + _HOLD_TERMS.size)
+        endpoints, pos = decode_endpoints(payload, pos)
+        if pos != len(payload):
+            raise ProtocolError(ErrorCode.MALFORMED, "trailing bytes in REDEEM")
+        return cls(secret, hold_bytes, hold_days, label, endpoints)
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """The inviter's side of a redeemed invite: what it holds for the new friend's users."""
+
+    TYPE: ClassVar[FrameType] = FrameType.WELCOME
+    MIN_SIZE: ClassVar[int] = _HOLD_TERMS.size + 2
+    MAX_SIZE: ClassVar[int] = _HOLD_TERMS.size + 1 + MAX_LABEL
+
+    hold_bytes: int
+    hold_days: int
+    label: str
+
+    def payload(self) -> bytes:
+        return _HOLD_TERMS.pack(self.hold_bytes, self.hold_days) + _encode_label(self.label)
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Self:
+        hold_bytes, hold_days = _HOLD_TERMS.unpack_from(payload)
+        label, pos = _decode_label(payload, _HOLD_TERMS.size)
+        if pos != len(payload):
+            raise ProtocolError(ErrorCode.MALFORMED, "trailing bytes in WELCOME")
+        return cls(hold_bytes, hold_days, label)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An OFFER to a relay: keep this sealed envelope for a user whose node is away.
+
+    It carries the recipient's signed address record, which names the recipient's node and
+    so lets the relay check that node is its friend; the sender stays unknown to the relay.
+    """
+
+    TYPE: ClassVar[FrameType] = FrameType.HOLD
+    MIN_SIZE: ClassVar[int] = _OFFER.size + 1
+    MAX_SIZE: ClassVar[int] = _OFFER.size + MAX_HELD_RECORD
+
+    message_id: bytes
+    recipient_key: bytes
+    size: int
+    record: bytes
+
+    def payload(self) -> bytes:
+        return _OFFER.pack(self.message_id, self.recipient_key, self.size) + self.record
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Self:
+        message_id, recipient_key, size = _OFFER.unpack_from(payload)
+        return cls(message_id, recipient_key, size, payload[_OFFER.size:])
+
+
+@dataclass(frozen=True)
+class Pull(_EmptyFrame):
+    """The client asks for what the server holds for it; the roles turn: the server now
+    offers (OFFER, DATA, END) and the client answers (ACCEPT_OFFER, REJECT, RESULT) until
+    the server closes the connection."""
+
+    TYPE: ClassVar[FrameType] = FrameType.PULL
+
+
 @dataclass(frozen=True)
 class Error:
     """Sent just before closing, so the peer's logs say why instead of 'connection reset'."""
@@ -296,11 +473,13 @@ class Error:
         return cls(code, _decode_reason(payload[1:]))
 
 
-Frame = Challenge | Auth | Ready | Offer | AcceptOffer | Reject | Data | End | Result | Error
+Frame = (Challenge | Auth | Ready | Offer | AcceptOffer | Reject | Data | End | Result
+         | Redeem | Welcome | Hold | Pull | Error)
 
 _FRAME_CLASSES: dict[int, type[Frame]] = {
     cls.TYPE: cls
-    for cls in (Challenge, Auth, Ready, Offer, AcceptOffer, Reject, Data, End, Result, Error)
+    for cls in (Challenge, Auth, Ready, Offer, AcceptOffer, Reject, Data, End, Result,
+                Redeem, Welcome, Hold, Pull, Error)
 }
 
 MAX_FRAME_SIZE = max(cls.MAX_SIZE for cls in _FRAME_CLASSES.values())
@@ -352,6 +531,12 @@ class FrameDecoder:
     def buffered(self) -> int:
         """Bytes fed but not yet returned as frames (bounded by one frame plus one read)."""
         return len(self._buffer)
+
+    def take(self) -> bytes:
+        """Hand over the bytes not yet decoded (the connection changes hands: PULL)."""
+        out = bytes(self._buffer)
+        self._buffer.clear()
+        return out
 
     def feed(self, data: bytes) -> None:
         if not self._failed:

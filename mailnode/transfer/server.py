@@ -13,19 +13,33 @@ import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from crypto.keys import Identity
 from mailnode.guard import LOGIN_GRACE, ByteBudget, ConnectionTable, source_key
 from mailnode.logsafe import LogThrottle, clean, held_back
 from mailnode.ratelimit import RateLimiter
-from mailnode.transfer.frames import CHALLENGE_SIZE, ErrorCode
+from mailnode.transfer.frames import (
+    CHALLENGE_SIZE,
+    DATA_CHUNK_SIZE,
+    ErrorCode,
+    ProtocolError,
+    Redeem,
+    Welcome,
+)
 from mailnode.transfer.session import (
     Authenticated,
+    ClientEvent,
+    ClientSession,
+    Finished,
     InboundMessage,
     MessageReceived,
+    OfferAccepted,
     OfferRefused,
     Outcome,
+    PullRequested,
+    RedeemRequested,
     ServerEvent,
     ServerSession,
     Terminated,
@@ -37,6 +51,29 @@ log = logging.getLogger(__name__)
 
 AcceptCallback = Callable[[InboundMessage], Awaitable[Outcome]]
 """Commits a received message durably and says so; "already stored" must be ACCEPTED."""
+
+
+@dataclass(frozen=True)
+class HeldMessage:
+    """A sealed envelope this node keeps, as a relay, for a friend's node."""
+
+    id: int
+    message_id: bytes
+    recipient_key: bytes
+    sealed: bytes
+
+
+class Friendship(Protocol):
+    """What the transfer server asks the friends' layer: invites and held mail."""
+
+    async def redeem(self, peer_key: bytes, host: str, request: Redeem) -> Welcome | Outcome:
+        """Answer an invite presented by ``peer_key`` (connected from ``host``)."""
+
+    async def next_held(self, peer_key: bytes, after: int) -> HeldMessage | None:
+        """The next envelope held for ``peer_key``'s node with an id above ``after``."""
+
+    async def handed_over(self, held: HeldMessage, outcome: Outcome) -> None:
+        """The node answered ``outcome`` for ``held`` (ACCEPTED: it stored it durably)."""
 
 
 def _fingerprint(key: bytes | None) -> str:
@@ -71,6 +108,7 @@ class TransferServer:
         max_bytes_in_flight: int | None = None,
         messages_per_minute: int | None = None,
         on_peer: Callable[[bytes], None] | None = None,
+        friendship: Friendship | None = None,
     ) -> None:
         if max_message_size < 0 or timeout <= 0 or (login_timeout or timeout) <= 0:
             raise ValueError("limits must be positive")
@@ -84,6 +122,7 @@ class TransferServer:
         self._rate = None if messages_per_minute is None else RateLimiter(messages_per_minute)
         self._accept = accept
         self._on_peer = on_peer
+        self._friendship = friendship
         self._max_message_size = max_message_size
         self._timeout = timeout
         self._login_timeout = login_timeout or timeout
@@ -177,6 +216,8 @@ class _Connection(asyncio.Protocol):
         self._tls: asyncio.Transport | None = None
         self._session: ServerSession | None = None
         self._early = bytearray()
+        self._turned: ClientSession | None = None  # after a PULL: we offer, the peer answers
+        self._turned_events: asyncio.Queue[ClientEvent | None] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
         self._login_timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -203,6 +244,9 @@ class _Connection(asyncio.Protocol):
         self._owner._spawn(self._upgrade(transport))
 
     def data_received(self, data: bytes) -> None:
+        if self._turned is not None:
+            self._turned_received(data)
+            return
         if self._session is None:
             # TLS completed but _upgrade has not resumed yet: hold the bytes for it.
             self._early += data
@@ -210,7 +254,9 @@ class _Connection(asyncio.Protocol):
         self._process(self._session.receive_data(data, self._loop.time()))
 
     def eof_received(self) -> bool | None:
-        if self._session is not None:
+        if self._turned is not None:
+            self._turned_events.put_nowait(None)
+        elif self._session is not None:
             self._process(self._session.receive_eof())
         return False
 
@@ -236,6 +282,7 @@ class _Connection(asyncio.Protocol):
             log.debug("transfer connection from %s closed", self.peer)
         if self._session is not None:
             self._session.abandon()
+        self._turned_events.put_nowait(None)  # wakes a hand-over waiting for an answer
         self._owner._release(self)
 
     def _close(self) -> None:
@@ -338,6 +385,12 @@ class _Connection(asyncio.Protocol):
             elif isinstance(event, MessageReceived):
                 self._tls.pause_reading()
                 self._owner._spawn(self._commit(event.message))
+            elif isinstance(event, RedeemRequested):
+                self._tls.pause_reading()
+                self._owner._spawn(self._redeem(event))
+            elif isinstance(event, PullRequested):
+                self._turned = ClientSession.turned(self._owner._identity, event.peer_node_key)
+                self._owner._spawn(self._hand_over(event.peer_node_key, event.leftover))
             elif isinstance(event, Terminated):
                 if event.error is not None:
                     log.info(
@@ -370,6 +423,94 @@ class _Connection(asyncio.Protocol):
         session.send_result(outcome, self._loop.time())
         self._tls.resume_reading()
         self._process(session.receive_data(b"", self._loop.time()))
+
+    async def _redeem(self, event: RedeemRequested) -> None:
+        friendship = self._owner._friendship
+        answer: Welcome | Outcome
+        try:
+            if friendship is None:
+                answer = Outcome(Verdict.PERMANENT, "this node takes no invites")
+            else:
+                answer = await friendship.redeem(event.peer_node_key, self.host, event.request)
+        except Exception:
+            log.exception("answering an invite from node %s failed",
+                          _fingerprint(event.peer_node_key))
+            answer = Outcome(Verdict.TEMPORARY, "internal error; try again later")
+        session = self._session
+        if self._closed or session is None or self._tls is None:
+            return
+        if isinstance(answer, Welcome):
+            session.send_welcome(answer, self._loop.time())
+        else:
+            session.send_result(answer, self._loop.time())
+        self._tls.resume_reading()
+        self._process(session.receive_data(b"", self._loop.time()))
+
+    def _turned_received(self, data: bytes) -> None:
+        assert self._turned is not None
+        try:
+            events = self._turned.receive_data(data)
+        except ProtocolError as exc:
+            log.info("closing transfer connection from %s during a hand-over: %s", self.peer,
+                     clean(exc))
+            self._flush_turned()
+            self._close()
+            return
+        for event in events:
+            self._turned_events.put_nowait(event)
+
+    def _flush_turned(self) -> None:
+        if self._turned is not None and self._tls is not None and not self._closed:
+            data = self._turned.data_to_send()
+            if data:
+                self._tls.write(data)
+
+    async def _turned_event(self) -> ClientEvent:
+        try:
+            event = await asyncio.wait_for(self._turned_events.get(), self._owner._timeout)
+        except TimeoutError:
+            event = None
+        if event is None:
+            raise ConnectionError("the node left during the hand-over")
+        return event
+
+    async def _hand_over(self, peer_key: bytes, leftover: bytes) -> None:
+        """Offer the peer's node everything we hold for it, one message at a time, deleting
+        each once it said it stored it; then close (which tells the peer we are done)."""
+        friendship = self._owner._friendship
+        assert self._turned is not None
+        turned = self._turned
+        if self._timer is not None:  # the server session's deadlines no longer apply
+            self._timer.cancel()
+            self._timer = None
+        if leftover:
+            self._turned_received(leftover)
+        after, count = 0, 0
+        try:
+            while friendship is not None and not self._closed:
+                held = await friendship.next_held(peer_key, after)
+                if held is None:
+                    break
+                after = held.id
+                turned.offer(held.message_id, held.recipient_key, len(held.sealed))
+                self._flush_turned()
+                event = await self._turned_event()
+                if isinstance(event, OfferAccepted):
+                    view = memoryview(held.sealed)
+                    for start in range(0, len(view), DATA_CHUNK_SIZE):
+                        turned.send_data(bytes(view[start : start + DATA_CHUNK_SIZE]))
+                    turned.end()
+                    self._flush_turned()
+                    event = await self._turned_event()
+                if not isinstance(event, Finished):
+                    raise ConnectionError(f"unexpected {type(event).__name__}")
+                await friendship.handed_over(held, event.outcome)
+                count += event.outcome.verdict is Verdict.ACCEPTED
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            log.info("hand-over to node %s stopped: %s", _fingerprint(peer_key), clean(exc))
+        if count:
+            log.info("handed %d held message(s) to node %s", count, _fingerprint(peer_key))
+        self._close()
 
     # timers
 

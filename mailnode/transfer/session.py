@@ -10,9 +10,13 @@ Connection flow (after the TLS 1.3 handshake, in which the client pinned the ser
     C: AUTH(client_key, sign(client, "transfer-hello-v1", server_key + nonce + client_key))
     S: READY
     then, repeated for each message:
-    C: OFFER(message_id, recipient_key, size)
+    C: OFFER(message_id, recipient_key, size)      (or HOLD: the same, for a relay)
     S: REJECT(status, reason)                       -- or --
     S: ACCEPT_OFFER   C: DATA* END   S: RESULT(status, reason)
+    or, between messages:
+    C: REDEEM(invite secret, terms)   S: WELCOME(terms)  -- or --  S: RESULT(status, reason)
+    C: PULL   then the roles turn: the server offers what it holds for the client's node,
+              the client answers, and the server closes the connection when it is done.
 
 Either side may send ERROR(code, reason) and close.
 """
@@ -42,13 +46,17 @@ from mailnode.transfer.frames import (
     ErrorCode,
     Frame,
     FrameDecoder,
+    Hold,
     Offer,
     PeerReportedError,
     ProtocolError,
+    Pull,
     Ready,
+    Redeem,
     Reject,
     Result,
     Status,
+    Welcome,
     encode,
 )
 
@@ -86,6 +94,8 @@ class InboundMessage:
     message_id: bytes
     recipient_key: bytes
     sealed: bytes
+    record: bytes | None = None
+    """Set when the message came in a HOLD: the recipient's address record, for a relay."""
 
 
 class TransferError(OSError):
@@ -113,6 +123,7 @@ class ServerState(enum.Enum):
     IDLE = "idle"
     RECEIVING = "receiving"
     AWAIT_COMMIT = "await-commit"
+    TURNED = "turned"
     CLOSED = "closed"
 
 
@@ -144,7 +155,26 @@ class Terminated:
     error: ProtocolError | None
 
 
-ServerEvent = Authenticated | OfferRefused | MessageReceived | Terminated
+@dataclass(frozen=True)
+class RedeemRequested:
+    """A peer presents an invite; the adapter answers with ``send_welcome`` or
+    ``send_result`` (a refusal)."""
+
+    peer_node_key: bytes
+    request: Redeem
+
+
+@dataclass(frozen=True)
+class PullRequested:
+    """The peer asked for what we hold for it: this session is done with the connection,
+    which now carries a :meth:`ClientSession.turned` session the other way."""
+
+    peer_node_key: bytes
+    leftover: bytes
+
+
+ServerEvent = (Authenticated | OfferRefused | MessageReceived | RedeemRequested
+               | PullRequested | Terminated)
 
 
 def _types(*classes: type[Frame]) -> frozenset[int]:
@@ -153,7 +183,7 @@ def _types(*classes: type[Frame]) -> frozenset[int]:
 
 _EXPECTED = {
     ServerState.AWAIT_AUTH: _types(Auth, Error),
-    ServerState.IDLE: _types(Offer, Error),
+    ServerState.IDLE: _types(Offer, Hold, Redeem, Pull, Error),
     ServerState.RECEIVING: _types(Data, End, Error),
 }
 """Frames the server accepts in each state; anything else fails on its type byte."""
@@ -195,10 +225,22 @@ class ServerSession:
         self._outbox = bytearray()
         self._state = ServerState.AWAIT_AUTH
         self._peer_key: bytes | None = None
-        self._offer: Offer | None = None
+        self._offer: Offer | Hold | None = None
         self._body = bytearray()
         self._deadline: float | None = now + timeout
         self._send(Challenge(PROTOCOL_VERSION, self._server_key, nonce))
+
+    @classmethod
+    def turned(cls, identity: Identity, peer_key: bytes, *, max_message_size: int,
+               timeout: float, now: float) -> ServerSession:
+        """The receiving side on a connection we opened and then PULLed on: the peer was
+        authenticated by the TLS pin, so no challenge; it offers, we answer."""
+        session = cls(identity, bytes(CHALLENGE_SIZE), max_message_size=max_message_size,
+                      timeout=timeout, now=now)
+        session._outbox.clear()  # no CHALLENGE: the peer is the server of this connection
+        session._peer_key = peer_key
+        session._state = ServerState.IDLE
+        return session
 
     @property
     def state(self) -> ServerState:
@@ -224,7 +266,8 @@ class ServerSession:
             return []
         self._decoder.feed(data)
         events: list[ServerEvent] = []
-        while self._state not in (ServerState.AWAIT_COMMIT, ServerState.CLOSED):
+        while self._state is ServerState.IDLE or self._state is ServerState.RECEIVING \
+                or self._state is ServerState.AWAIT_AUTH:
             self._decoder.expect(_EXPECTED[self._state])
             item = self._decoder.next_event()
             if item is None:
@@ -243,7 +286,7 @@ class ServerSession:
 
     def receive_eof(self) -> list[ServerEvent]:
         """The peer closed its side: fine between messages, a protocol error otherwise."""
-        if self._state is ServerState.CLOSED:
+        if self._state in (ServerState.CLOSED, ServerState.TURNED):
             return []
         if self._state is ServerState.IDLE and not self._decoder.buffered:
             self._state = ServerState.CLOSED
@@ -271,10 +314,20 @@ class ServerSession:
         return [self._fail(ProtocolError(ErrorCode.TIMEOUT, f"no frame in time ({phase})"))]
 
     def send_result(self, outcome: Outcome, now: float) -> None:
-        """Report the callback's verdict on the message from the last MessageReceived."""
+        """Report the callback's verdict on the last MessageReceived (or RedeemRequested)."""
         if self._state is not ServerState.AWAIT_COMMIT:
             raise RuntimeError(f"no message awaiting a result (state {self._state.value})")
         self._send(Result(_VERDICT_TO_STATUS[outcome.verdict], outcome.reason))
+        self._idle(now)
+
+    def send_welcome(self, welcome: Welcome, now: float) -> None:
+        """Accept the invite from the last RedeemRequested."""
+        if self._state is not ServerState.AWAIT_COMMIT or self._offer is not None:
+            raise RuntimeError(f"no invite awaiting an answer (state {self._state.value})")
+        self._send(welcome)
+        self._idle(now)
+
+    def _idle(self, now: float) -> None:
         self._release()
         self._state = ServerState.IDLE
         self._offer = None
@@ -314,8 +367,19 @@ class ServerSession:
         state = self._state
         if state is ServerState.AWAIT_AUTH and isinstance(frame, Auth):
             return self._on_auth(frame)
-        if state is ServerState.IDLE and isinstance(frame, Offer):
+        if state is ServerState.IDLE and isinstance(frame, Offer | Hold):
             return self._on_offer(frame)
+        if state is ServerState.IDLE and isinstance(frame, Redeem):
+            assert self._peer_key is not None
+            self._state = ServerState.AWAIT_COMMIT
+            self._deadline = None
+            return RedeemRequested(self._peer_key, frame)
+        if state is ServerState.IDLE and isinstance(frame, Pull):
+            assert self._peer_key is not None
+            self._state = ServerState.TURNED
+            self._deadline = None
+            leftover = bytes(self._decoder.take())
+            return PullRequested(self._peer_key, leftover)
         if state is ServerState.RECEIVING and isinstance(frame, Data):
             self._on_data(frame)
             return None
@@ -336,7 +400,7 @@ class ServerSession:
         self._send(Ready())
         return Authenticated(frame.client_key)
 
-    def _on_offer(self, frame: Offer) -> ServerEvent | None:
+    def _on_offer(self, frame: Offer | Hold) -> ServerEvent | None:
         if frame.size > self._max_message_size:
             reason = f"message of {frame.size} bytes exceeds the limit of {self._max_message_size}"
             self._send(Reject(Status.PERMANENT, reason))
@@ -374,7 +438,9 @@ class ServerSession:
         self._body = bytearray()
         self._state = ServerState.AWAIT_COMMIT
         self._deadline = None
-        message = InboundMessage(self._peer_key, offer.message_id, offer.recipient_key, sealed)
+        record = offer.record if isinstance(offer, Hold) else None
+        message = InboundMessage(self._peer_key, offer.message_id, offer.recipient_key, sealed,
+                                 record)
         return MessageReceived(message)
 
 
@@ -388,6 +454,8 @@ class ClientState(enum.Enum):
     AWAIT_OFFER_REPLY = "await-offer-reply"
     SENDING = "sending"
     AWAIT_RESULT = "await-result"
+    AWAIT_WELCOME = "await-welcome"
+    TURNED = "turned"
     CLOSED = "closed"
 
 
@@ -408,7 +476,14 @@ class Finished:
     outcome: Outcome
 
 
-ClientEvent = ReadyEvent | OfferAccepted | Finished
+@dataclass(frozen=True)
+class Welcomed:
+    """The server accepted our REDEEM: we are friends, on these terms."""
+
+    welcome: Welcome
+
+
+ClientEvent = ReadyEvent | OfferAccepted | Finished | Welcomed
 
 
 class ClientSession:
@@ -427,12 +502,25 @@ class ClientSession:
         self._decoder = FrameDecoder()
         self._outbox = bytearray()
         self._state = ClientState.AWAIT_CHALLENGE
-        self._offer: Offer | None = None
+        self._offer: Offer | Hold | None = None
         self._sent = 0
+
+    @classmethod
+    def turned(cls, identity: Identity, peer_key: bytes, leftover: bytes = b"") -> ClientSession:
+        """The offering side on a connection the peer opened and then PULLed on: it already
+        authenticated to us, so we start idle, ready to offer."""
+        session = cls(identity, peer_key)
+        session._state = ClientState.IDLE
+        session._decoder.feed(leftover)
+        return session
 
     @property
     def state(self) -> ClientState:
         return self._state
+
+    @property
+    def identity(self) -> Identity:
+        return self._identity
 
     def data_to_send(self) -> bytes:
         out = bytes(self._outbox)
@@ -444,7 +532,8 @@ class ClientSession:
             return []
         self._decoder.feed(data)
         events: list[ClientEvent] = []
-        while (item := self._decoder.next_event()) is not None:
+        while self._state is not ClientState.TURNED \
+                and (item := self._decoder.next_event()) is not None:
             try:
                 if isinstance(item, DecodeFailed):
                     raise item.error
@@ -469,6 +558,28 @@ class ClientSession:
         self._sent = 0
         self._send(self._offer)
         self._state = ClientState.AWAIT_OFFER_REPLY
+
+    def hold(self, message_id: bytes, recipient_key: bytes, size: int, record: bytes) -> None:
+        """Offer a message to a relay, with the recipient's record that names its node."""
+        self.offer(message_id, recipient_key, size)
+        self._outbox.clear()
+        self._offer = Hold(message_id, recipient_key, size, record)
+        self._send(self._offer)
+
+    def redeem(self, request: Redeem) -> None:
+        if self._state is not ClientState.IDLE:
+            raise RuntimeError(f"cannot redeem in state {self._state.value}")
+        self._send(request)
+        self._state = ClientState.AWAIT_WELCOME
+
+    def pull(self) -> bytes:
+        """Ask for what the server holds for us; this session is done with the connection.
+        Returns bytes already received and not decoded (for the turned server session)."""
+        if self._state is not ClientState.IDLE:
+            raise RuntimeError(f"cannot pull in state {self._state.value}")
+        self._send(Pull())
+        self._state = ClientState.TURNED
+        return self._decoder.take()
 
     def send_data(self, chunk: bytes) -> None:
         if self._state is not ClientState.SENDING or self._offer is None:
@@ -507,9 +618,13 @@ class ClientSession:
         if state is ClientState.AWAIT_OFFER_REPLY and isinstance(frame, Reject):
             self._state = ClientState.IDLE
             return Finished(Outcome(_STATUS_TO_VERDICT[frame.status], frame.reason))
-        if state is ClientState.AWAIT_RESULT and isinstance(frame, Result):
+        if state in (ClientState.AWAIT_RESULT, ClientState.AWAIT_WELCOME) \
+                and isinstance(frame, Result):
             self._state = ClientState.IDLE
             return Finished(Outcome(_STATUS_TO_VERDICT[frame.status], frame.reason))
+        if state is ClientState.AWAIT_WELCOME and isinstance(frame, Welcome):
+            self._state = ClientState.IDLE
+            return Welcomed(frame)
         raise ProtocolError(
             ErrorCode.UNEXPECTED, f"{frame.TYPE.name} not allowed in state {state.value}"
         )
