@@ -35,6 +35,7 @@ class Config:
     imap_port: int = 2143
     p2p_port: int = 2700
     bootstrap: tuple[str, ...] = ()
+    accept_inbound: bool = True
     # [limits]
     max_message_size: int = 25 * 1024 * 1024
     max_connections: int = 1000
@@ -80,6 +81,9 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
         ("imap_port", "IMAP port for your mail client"),
         ("p2p_port", "DHT port (UDP); mail transfer between nodes uses TCP on the same number"),
         ("bootstrap", "other nodes' DHT addresses as \"host:port\" strings, to join the network"),
+        ("accept_inbound", "false when other machines cannot connect to this node (behind NAT "
+                           "without a port forward): its records say so, peers never dial it, "
+                           "and it fetches its mail from its friends' nodes"),
     ],
     "limits": [
         ("max_message_size", "largest message accepted, in bytes (SMTP SIZE, IMAP APPEND, "
@@ -170,7 +174,8 @@ def _coerce(name: str, value: Any) -> Any:
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not type(default):
-        kind = {int: "an integer", float: "a number", str: "a string"}[type(default)]
+        kind = {bool: "true or false", int: "an integer", float: "a number",
+                str: "a string"}[type(default)]
         raise ConfigError(f"{name} must be {kind}, got {value!r}")
     return value
 
