@@ -14,6 +14,7 @@ from mailnode.transfer import InboundMessage, Outcome, TransferServer, Verdict, 
 from mailnode.transfer.frames import (
     DecodeFailed,
     ErrorCode,
+    Frame,
     FrameDecoder,
     Hold,
     Pull,
@@ -31,6 +32,7 @@ from mailnode.transfer.session import (
     RedeemRequested,
     ServerSession,
     ServerState,
+    Terminated,
     Welcomed,
 )
 from tests.transfer.conftest import RecordingStore, ServerFactory
@@ -40,7 +42,7 @@ REDEEM = Redeem(b"s" * 16, 200 << 20, 14, "bob-laptop", (("10.0.0.2", 2700), ("f
 
 
 def test_new_frames_round_trip() -> None:
-    frames = [REDEEM, Redeem(b"t" * 16, 0, 0, "x", ()), Welcome(5, 3, "alice"),
+    frames: list[Frame] = [REDEEM, Redeem(b"t" * 16, 0, 0, "x", ()), Welcome(5, 3, "alice"),
               Hold(b"m" * 16, b"k" * 32, 10, b"record"), Pull()]
     data = b"".join(encode(f) for f in frames)
     assert FrameDecoder().events(data) == frames
@@ -74,7 +76,8 @@ def test_redeem_is_answered_with_welcome_or_refusal() -> None:
     assert server.state is ServerState.AWAIT_COMMIT and server.deadline is None
     server.send_welcome(Welcome(100, 7, "alice"), now=3.0)
     assert client.receive_data(server.data_to_send()) == [Welcomed(Welcome(100, 7, "alice"))]
-    assert client.state is ClientState.IDLE and server.state is ServerState.IDLE
+    assert client.state is ClientState.IDLE
+    assert server.state.value == "idle"  # (mypy narrowed it to AWAIT_COMMIT above)
     client.redeem(REDEEM)
     server.receive_data(client.data_to_send(), now=4.0)
     server.send_result(Outcome(Verdict.PERMANENT, "invite already used"), now=5.0)
@@ -125,14 +128,15 @@ def test_pull_turns_the_roles_on_the_same_stream() -> None:
     puller.send_result(Outcome(Verdict.ACCEPTED, "stored"), now=5.0)
     assert relay.receive_data(puller.data_to_send()) == [
         Finished(Outcome(Verdict.ACCEPTED, "stored"))]
-    assert puller.receive_eof()[0].error is None  # the relay closing is the end
+    assert puller.receive_eof() == [Terminated(None)]  # the relay closing is the end
 
 
 def test_nothing_but_offers_is_taken_before_authentication() -> None:
     server = ServerSession(SERVER, b"\x07" * 32, max_message_size=10, timeout=5.0, now=0.0)
     [event] = server.receive_data(encode(Pull()), now=1.0)
     assert server.state is ServerState.CLOSED
-    assert event.error is not None and event.error.code is ErrorCode.UNEXPECTED  # type: ignore[union-attr]
+    assert isinstance(event, Terminated) and event.error is not None
+    assert event.error.code is ErrorCode.UNEXPECTED
 
 
 # --- over real TLS -----------------------------------------------------------------------
