@@ -1,0 +1,94 @@
+"""Friends' nodes as real processes through the CLI: `invite` on one, `friend add` on the
+other, then mail for a node that is off waits at its friend and arrives when it is back.
+
+alice's node A is the relay; bob's node B goes away; carol's node C sends.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.nodes import NodeProcess, cli, wait_until
+from tests.e2e.test_three_nodes import FAST, compose, inbox_bodies, settled
+
+pytestmark = pytest.mark.xdist_group("e2e")
+
+
+@dataclass
+class Friends:
+    a: NodeProcess
+    b: NodeProcess
+    c: NodeProcess
+    bob: str
+    carol: str
+
+
+@pytest.fixture
+def friends(tmp_path: Path) -> Iterator[Friends]:
+    a = NodeProcess.init(tmp_path / "a", [], **FAST)
+    b = NodeProcess.init(tmp_path / "b", [a.p2p_port], **FAST)
+    c = NodeProcess.init(tmp_path / "c", [a.p2p_port], **FAST)
+    bob = cli(b.data_dir, "user", "add", "bob", password="bob-pass").splitlines()[-1]
+    carol = cli(c.data_dir, "user", "add", "carol", password="carol-pass").splitlines()[-1]
+    started = []
+    try:
+        for node in (a, b, c):
+            node.start()
+            started.append(node)
+        yield Friends(a, b, c, bob, carol)
+    finally:
+        for node in started:
+            node.stop()
+
+
+def logged_after(node: NodeProcess, first: str, then: str) -> bool:
+    lines = list(node.log)
+    start = next((i for i, line in enumerate(lines) if first in line), None)
+    return start is not None and any(then in line for line in lines[start:])
+
+
+def friend_lines(node: NodeProcess) -> list[str]:
+    return cli(node.data_dir, "friend", "list").splitlines()
+
+
+def test_invite_then_mail_waits_at_the_friend_while_the_node_is_off(friends: Friends) -> None:
+    a, b, c = friends.a, friends.b, friends.c
+    wait_until(lambda: settled(b, peers=1, published=1) and settled(c, peers=1, published=1),
+               60, "the nodes to join and publish")
+    token = cli(a.data_dir, "invite", "--hold-mb", "50").splitlines()[-1]
+    assert token.startswith("mn1:")
+    out = cli(b.data_dir, "friend", "add", token)
+    assert out.startswith("Friends with"), out
+    [line] = friend_lines(a)
+    assert re.search(r"\s(online|friend)\s", line) and "50 MB" in line, line
+    [line] = friend_lines(b)
+    assert "pending" not in line, line
+    # The token is single-use.
+    with pytest.raises(RuntimeError, match="used"):
+        cli(c.data_dir, "friend", "add", token)
+    # bob's record now names A as a relay (B's node notices the friend and republishes).
+    wait_until(lambda: logged_after(b, "publishing 1 relay", "published record of user=bob"),
+               30, "bob's record naming the relay to reach a peer")
+
+    b.stop()  # bob's machine is off
+    data = compose(friends.carol, friends.bob, "sent while you were away")
+    with smtplib.SMTP("127.0.0.1", c.smtp_port, timeout=30) as smtp:
+        smtp.login("carol", "carol-pass")
+        smtp.sendmail(friends.carol, [friends.bob], data)
+    wait_until(lambda: "queue is empty" in cli(c.data_dir, "queue"), 30,
+               "carol's node to hand the message to bob's relay")
+    wait_until(lambda: "hold 1 message(s)" in friend_lines(a)[0], 10, "A to hold it")
+
+    b.start()  # back: B pulls from its relay at start
+    wait_until(lambda: len(inbox_bodies(b, "bob", "bob-pass")) == 1, 30,
+               "the held message to reach bob")
+    [body] = inbox_bodies(b, "bob", "bob-pass")
+    assert b"sent while you were away" in body
+    wait_until(lambda: "hold 0 message(s)" in friend_lines(a)[0], 10,
+               "the relay to drop the handed-over copy")
