@@ -35,15 +35,17 @@ class FriendError(ValueError):
 
 
 def our_endpoints(data_dir: Path, config: Config) -> list[tuple[str, int]]:
-    """Where friends reach this node: what the running node publishes, or what it would."""
+    """Where friends reach this node, by the rule the node publishes with: from the peers the
+    running node knows now (its last published list may predate them), else those it saved."""
     if not config.accept_inbound:
         return []
     status = read_status(data_dir)
-    if status is not None and status.get("endpoints"):
-        return [(str(h), int(p)) for h, p in status["endpoints"]]
-    port = int(status["p2p_port"]) if status is not None else config.p2p_port
-    return published_endpoints(config, port, [*config.bootstrap_peers(),
-                                              *load_peers(data_dir)])
+    if status is None:
+        port, peers = config.p2p_port, load_peers(data_dir)
+    else:
+        port = int(status["p2p_port"])
+        peers = [(str(h), int(p)) for h, p in status.get("peers", [])]
+    return published_endpoints(config, port, [*config.bootstrap_peers(), *peers])
 
 
 def _terms(hold_mb: int, hold_days: int) -> tuple[int, int]:

@@ -145,6 +145,9 @@ class FriendsService:
             return Outcome(Verdict.TEMPORARY, "relay: the store for that node is full")
         log.info("holding message %s (%d bytes) for node %s", msg.message_id.hex(),
                  len(msg.sealed), _fp(record.node_key))
+        # The record is the friend's own word on where it is now: push there.
+        await self.store.moved(record.node_key, record.endpoints if record.inbound else (),
+                               record.seq)
         return Outcome(Verdict.ACCEPTED, f"held by relay ({result.value})")
 
     async def relays(self) -> tuple[Relay, ...]:
@@ -159,8 +162,10 @@ class FriendsService:
     # --- talking to a friend's node ---------------------------------------------------
 
     def _addresses(self, friend: Friend) -> list[Endpoint]:
+        """Its published endpoints, then where the DHT last saw it (it may have moved). A
+        friend that published none takes no connections: it is never dialled."""
         found = list(friend.endpoints)
-        if self.dht is not None:
+        if found and self.dht is not None:
             contact = self.dht.contact_address(node_id_of(friend.node_key))
             if contact is not None and contact not in found:
                 found.append(contact)  # the transfer port has the DHT port's number
@@ -208,10 +213,11 @@ class FriendsService:
         return count
 
     async def push(self, friend: Friend) -> int:
-        """Hand ``friend``'s node what we hold for it (as any sender would)."""
+        """Hand ``friend``'s node what we hold for it (as any sender would). A node that
+        published no endpoint takes no connections: it is never dialled, it pulls."""
         after, count = 0, 0
         item = await self.store.next_held(friend.node_key, after)
-        if item is None:
+        if item is None or not friend.endpoints:
             return 0
         connection = await self._dial(friend)
         async with connection:
@@ -290,7 +296,8 @@ class FriendsService:
             seen = friend.node_key in self._seen_again
             self._seen_again.discard(friend.node_key)
             every = PULL_EVERY if self.inbound else PULL_EVERY_UNREACHABLE
-            pull = friend.holds_for_us and (seen or now >= track.pull_at)
+            pull = friend.holds_for_us and bool(friend.endpoints) and (
+                seen or now >= track.pull_at)
             push = seen and friend.held_count > 0
             if pull or push:
                 if pull:

@@ -192,6 +192,16 @@ class FriendStore:
                                                friends.c.secret.is_(None)).values(**values))
         await self.db.run(q, durable=False)
 
+    async def moved(self, node_key: bytes, endpoints: tuple[Endpoint, ...], seq: int) -> None:
+        """A friend's newer signed record says where its node is now (none: not dialable).
+        Records of several users of that node may come in any order: the highest seq wins."""
+        def q(conn: Connection) -> None:
+            conn.execute(update(friends).where(
+                friends.c.node_key == node_key, friends.c.secret.is_(None),
+                friends.c.endpoints_seq < seq).values(
+                    endpoints=json.dumps([list(e) for e in endpoints]), endpoints_seq=seq))
+        await self.db.run(q, durable=False)
+
     # reading
 
     async def list_friends(self) -> list[Friend]:

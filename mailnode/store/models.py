@@ -168,6 +168,8 @@ friends = Table(
     Column("name", String(64), nullable=False, unique=True),
     # Their transfer endpoints (the DHT uses the same port numbers over UDP), JSON.
     Column("endpoints", Text, nullable=False),
+    # The seq of the signed record they came from (0: from the invite or its redemption).
+    Column("endpoints_seq", Integer, nullable=False, server_default="0"),
     # Set while their invite is not redeemed yet (`friend add` while they were away).
     Column("secret", LargeBinary(16), nullable=True),
     Column("invite_expires_at", Integer, nullable=True),

@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column('node_key', sa.LargeBinary(length=32), nullable=False),
         sa.Column('name', sa.String(length=64), nullable=False),
         sa.Column('endpoints', sa.Text(), nullable=False),
+        sa.Column('endpoints_seq', sa.Integer(), server_default='0', nullable=False),
         sa.Column('secret', sa.LargeBinary(length=16), nullable=True),
         sa.Column('invite_expires_at', sa.Integer(), nullable=True),
         sa.Column('hold_bytes', sa.Integer(), nullable=False),
