@@ -186,6 +186,7 @@ def cmd_status(args: argparse.Namespace) -> None:
     from mailnode.keys import load_node_key
     from mailnode.runstate import read_status
     from mailnode.store.database import Database
+    from mailnode.store.friends import Friend, FriendStore
     from mailnode.store.notify import ChangeNotifier
     from mailnode.store.sqlite import SqlStore
 
@@ -197,9 +198,10 @@ def cmd_status(args: argparse.Namespace) -> None:
     try:
         store = SqlStore(db, ChangeNotifier())
 
-        async def gather() -> tuple[list[User], int]:
-            return await store.list_users(), await store.queue_length()
-        users, queued = asyncio.run(gather())
+        async def gather() -> tuple[list[User], int, list[Friend]]:
+            return (await store.list_users(), await store.queue_length(),
+                    await FriendStore(db).list_friends())
+        users, queued, friends = asyncio.run(gather())
     finally:
         db.close()
     print(f"node id      : {node.verify_key.hex()}")
@@ -226,6 +228,11 @@ def cmd_status(args: argparse.Namespace) -> None:
         for warning in unreachable(published, peers):
             print(f"WARNING      : {warning}")
     print(f"queue        : {queued} message(s) waiting for delivery")
+    relays = [f.name for f in friends if f.holds_for_us and f.endpoints]
+    print(f"friends      : {len(friends)}" + (
+        f" ({', '.join(f.name + (' pending' if f.pending else '') for f in friends)}); "
+        f"relays for your users: {', '.join(relays) or 'none'}" if friends else
+        " (`mailnode invite` makes a token for a friend's node)"))
     print(f"users        : {len(users)}")
     for user in users:
         print(f"  {user.name:16} {user.address}")

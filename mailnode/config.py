@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ class Config:
     imap_port: int = 2143
     p2p_port: int = 2700
     bootstrap: tuple[str, ...] = ()
+    node_name: str = ""
     accept_inbound: bool = True
     # [limits]
     max_message_size: int = 25 * 1024 * 1024
@@ -81,6 +83,8 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
         ("imap_port", "IMAP port for your mail client"),
         ("p2p_port", "DHT port (UDP); mail transfer between nodes uses TCP on the same number"),
         ("bootstrap", "other nodes' DHT addresses as \"host:port\" strings, to join the network"),
+        ("node_name", "this node's name as friends see it (a-z, 0-9, - _ ., at most 32); "
+                      "empty means the machine's host name"),
         ("accept_inbound", "false when other machines cannot connect to this node (behind NAT "
                            "without a port forward): its records say so, peers never dial it, "
                            "and it fetches its mail from its friends' nodes"),
@@ -206,6 +210,8 @@ def validate(config: Config) -> Config:
     if config.record_ttl > MAX_RECORD_TTL:
         raise ConfigError(f"record_ttl may be at most {MAX_RECORD_TTL} seconds: DHT nodes "
                           "refuse records that expire later")
+    if config.node_name and not re.fullmatch(r"[a-z0-9_.-]{1,32}", config.node_name):
+        raise ConfigError("node_name may only hold a-z, 0-9, '-', '_', '.' (at most 32)")
     if config.republish_interval >= config.record_ttl:
         raise ConfigError("republish_interval must be shorter than record_ttl, or records "
                           "expire before they are renewed")

@@ -90,7 +90,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         def current_endpoints() -> list[tuple[str, int]]:
             return endpoints(config, dht.port, [*dht.peers(), *bootstrap_ips])
 
-        friends = FriendsService(friend_store, node_identity, node_name(),
+        friends = FriendsService(friend_store, node_identity, node_name(config.node_name),
                                  accept=inbound.accept, endpoints=current_endpoints,
                                  inbound=config.accept_inbound,
                                  max_message_size=config.max_message_size + OVERHEAD,

@@ -65,7 +65,7 @@ def create_invite(data_dir: Path, hold_mb: int, hold_days: int) -> Invite:
     hold_bytes, days = _terms(hold_mb, hold_days)
     now = int(time.time())
     invite = Invite(node.verify_key, os.urandom(SECRET_SIZE), now + INVITE_DAYS * 86400,
-                    node_name(), tuple(where[:8]))
+                    node_name(config.node_name), tuple(where[:8]))
     db = Database.open(data_dir / DB_NAME)
     try:
         asyncio.run(FriendStore(db).create_invite(invite.secret, hold_bytes, days, now,
@@ -109,7 +109,8 @@ def add_friend(data_dir: Path, token: str, hold_mb: int, hold_days: int) -> Adde
             friend = await store.add_pending(invite.node_key, invite.name, invite.endpoints,
                                              invite.secret, invite.expires, hold_bytes, days,
                                              now)
-            service = FriendsService(store, node, node_name(), accept=_refuse_mail,
+            service = FriendsService(store, node, node_name(config.node_name),
+                                     accept=_refuse_mail,
                                      endpoints=lambda: our_endpoints(data_dir, config),
                                      inbound=config.accept_inbound, max_message_size=0,
                                      timeout=REDEEM_TIMEOUT)

@@ -52,8 +52,11 @@ EXPIRE_EVERY = 60.0
 Accept = Callable[[InboundMessage], Awaitable[Outcome]]
 
 
-def node_name(hostname: str | None = None) -> str:
-    """This node's name as friends see it: the host name, reduced to what a name may hold."""
+def node_name(configured: str = "", hostname: str | None = None) -> str:
+    """This node's name as friends see it: ``node_name`` from the config, else the host
+    name reduced to what a name may hold."""
+    if configured:
+        return configured
     raw = (hostname or socket.gethostname()).split(".")[0].lower()
     name = re.sub(r"[^a-z0-9_-]+", "-", raw).strip("-")[:32]
     return name or "mailnode"
@@ -288,13 +291,13 @@ class FriendsService:
         if track.task is not None and not track.task.done():
             return
         job: Callable[[], Awaitable[object]] | None = None
+        seen = friend.node_key in self._seen_again
+        self._seen_again.discard(friend.node_key)
         if friend.pending:
-            if now >= track.redeem_at and (friend.invite_expires_at or 0) > now:
+            if (seen or now >= track.redeem_at) and (friend.invite_expires_at or 0) > now:
                 track.redeem_at = now + REDEEM_EVERY
                 job = lambda: self.redeem_with(friend)  # noqa: E731
         else:
-            seen = friend.node_key in self._seen_again
-            self._seen_again.discard(friend.node_key)
             every = PULL_EVERY if self.inbound else PULL_EVERY_UNREACHABLE
             pull = friend.holds_for_us and bool(friend.endpoints) and (
                 seen or now >= track.pull_at)

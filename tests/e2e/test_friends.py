@@ -92,3 +92,40 @@ def test_invite_then_mail_waits_at_the_friend_while_the_node_is_off(friends: Fri
     assert b"sent while you were away" in body
     wait_until(lambda: "hold 0 message(s)" in friend_lines(a)[0], 10,
                "the relay to drop the handed-over copy")
+
+
+def test_friend_add_while_the_inviting_node_is_stopped(tmp_path: Path) -> None:
+    """Both commands work on a stopped node; the running one completes the friendship as
+    soon as the other is up, and `status` names the friend as a relay."""
+    a = NodeProcess.init(tmp_path / "a", [], **FAST, node_name="alice-pi")
+    b = NodeProcess.init(tmp_path / "b", [a.p2p_port], **FAST, node_name="bob-laptop")
+    token = cli(a.data_dir, "invite").splitlines()[-1]  # A has never run
+    b.start()
+    try:
+        out = cli(b.data_dir, "friend", "add", token, "--hold-mb", "10")
+        assert "did not answer" in out, out
+        assert " pending " in cli(b.data_dir, "friend", "list")
+        a.start()
+        wait_until(lambda: " pending " not in cli(b.data_dir, "friend", "list"), 30,
+                   "bob's node to redeem the invite once alice's is up")
+        [line] = cli(a.data_dir, "friend", "list").splitlines()
+        assert line.startswith("bob-laptop ") and "10 MB" in line, line
+        assert "relays for your users: alice-pi" in cli(b.data_dir, "status")
+        # Removing is local: bob's records stop naming alice's node as a relay.
+        assert "Removed alice-pi" in cli(b.data_dir, "friend", "remove", "alice-pi")
+        assert cli(b.data_dir, "friend", "list").startswith("no friends")
+        with pytest.raises(RuntimeError, match="no friend named"):
+            cli(b.data_dir, "friend", "remove", "alice-pi")
+    finally:
+        b.stop()
+        a.stop()
+
+
+def test_bad_tokens_get_one_line_errors(tmp_path: Path) -> None:
+    a = NodeProcess.init(tmp_path / "a", [])
+    token = cli(a.data_dir, "invite").splitlines()[-1]
+    with pytest.raises(RuntimeError, match="own") as own:
+        cli(a.data_dir, "friend", "add", token)
+    assert "Traceback" not in str(own.value)
+    with pytest.raises(RuntimeError, match="damaged"):
+        cli(a.data_dir, "friend", "add", token[:-6])
