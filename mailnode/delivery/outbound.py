@@ -164,6 +164,7 @@ class OutboundQueue:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(concurrency)
+        self._inflight: set[int] = set()  # queue ids being attempted now
 
     def wake(self) -> None:
         self._wake.set()
@@ -206,10 +207,18 @@ class OutboundQueue:
         # A restart resets every wait: whatever was queued is tried at once, then backs off
         # from where it was.
         await self.store.retry_now(None, int(self.clock()))
+        try:
+            await self._loop()
+        finally:  # a cancelled attempt is safe: no ACK came, so it is tried again later
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _loop(self) -> None:
         while True:
             self._wake.clear()
             try:
-                await self.run_once()
+                await self.start_due()
                 next_at = await self.store.next_outbound_at()
             except Exception:  # e.g. a full disk: keep the node up and try again soon
                 log.exception("outbound queue pass failed; retrying")
@@ -217,14 +226,38 @@ class OutboundQueue:
             # Looked at again within POLL seconds whatever: `mailnode queue retry` changes
             # the queue from another process.
             timeout = POLL if next_at is None else min(POLL, max(0.05, next_at - self.clock()))
+            if self._inflight and next_at is not None and next_at <= self.clock():
+                timeout = POLL  # what is due is being attempted; each attempt's end wakes us
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def run_once(self) -> None:
-        """Attempt every envelope that is due now."""
-        due = await self.store.due_outbound(int(self.clock()))
-        if due:
-            await asyncio.gather(*(self._attempt(item) for item in due))
+        """Attempt every envelope that is due now, and wait for the attempts."""
+        await asyncio.gather(*await self.start_due())
+
+    async def start_due(self) -> list[asyncio.Task[None]]:
+        """Start an attempt for every due envelope not already being attempted; does not
+        wait for them, so a slow or silent node never holds up mail for the others (each
+        recipient's copy is its own attempt, ``concurrency`` at a time)."""
+        due = await self.store.due_outbound(int(self.clock()),
+                                            limit=len(self._inflight) + 50)
+        started = []
+        for item in due:
+            if item.id in self._inflight:
+                continue
+            self._inflight.add(item.id)
+            task = asyncio.get_running_loop().create_task(self._attempt_once(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started.append(task)
+        return started
+
+    async def _attempt_once(self, item: QueuedMessage) -> None:
+        try:
+            await self._attempt(item)
+        finally:
+            self._inflight.discard(item.id)
+            self._wake.set()  # its next attempt time (or the next due copy) is looked at now
 
     async def _attempt(self, item: QueuedMessage) -> None:
         async with self._slots:

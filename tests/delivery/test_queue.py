@@ -337,3 +337,40 @@ async def test_inbound_refuses_a_from_header_that_is_not_the_signer(store: SqlSt
     assert outcome.verdict is Verdict.PERMANENT and "From" in outcome.reason
     inbox = await store.get_mailbox(bob.id, "INBOX")
     assert inbox is not None and inbox.messages == 0
+
+
+async def test_a_silent_node_does_not_hold_up_mail_for_others(store: SqlStore) -> None:
+    """Each recipient's copy is its own attempt: while one hangs (a node that accepts the
+    connection and then says nothing), mail queued afterwards for another node goes."""
+    clock = Clock()
+    store.clock = clock
+    slow, fast = Identity.generate(), Identity.generate()
+    hanging = asyncio.Event()
+    delivered: list[str] = []
+
+    async def resolve(user_key: bytes) -> AddressRecord | None:
+        return AddressRecord(user_key, Identity.generate().verify_key, (("127.0.0.1", 9),), 1,
+                             2**40, b"\0" * 64)
+
+    async def send(record: AddressRecord, item: QueuedMessage, sealed: bytes) -> Outcome:
+        if item.recipient == address_for(slow.verify_key):
+            hanging.set()
+            await asyncio.Event().wait()  # never answers
+        delivered.append(item.recipient)
+        return Outcome(Verdict.ACCEPTED, "stored")
+
+    alice = await store.create_user("alice", "password1", Identity.generate())
+    queue = OutboundQueue(store, resolve, send, RetryPolicy(10, 100, 10_000), clock=clock)
+    service = SubmissionService(store, queue.wake, clock=clock, server_id=SERVER_ID)
+    await service.submit(alice, [address_for(slow.verify_key)], msg(alice.address))
+    running = asyncio.create_task(queue.run())
+    try:
+        await asyncio.wait_for(hanging.wait(), 10)
+        await service.submit(alice, [address_for(fast.verify_key)], msg(alice.address))
+        async with asyncio.timeout(10):
+            while address_for(fast.verify_key) not in delivered:
+                await asyncio.sleep(0.01)
+        assert await store.queue_length() == 1  # the silent node's copy still waits
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
