@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +60,26 @@ def test_mail_to_a_machine_that_is_off_waits_and_arrives(
     a.run(sys.executable, "-c", SEND, "2587", alice, bob, PASSWORD)  # 250 while B is off
     queued = cli(a.data_dir, "queue")
     assert bob in queued, queued
+    b.start()
+    got = b.run(sys.executable, "-c", CHECK_INBOX, "2143", "60", PASSWORD, timeout=90)
+    assert "Subject: across machines" in got
+    wait_until(lambda: "queue is empty" in cli(a.data_dir, "queue"), 30, "A's queue to empty")
+
+
+def test_mail_to_a_machine_whose_record_expired_is_queued_and_delivered(
+        machines: tuple[Machine, Machine]) -> None:
+    """B is off for longer than its record lives: the address is still accepted (250),
+    queued, and delivered when B is back and has published again."""
+    a, b = machines
+    alice, bob = federate(a, b, {"retry_initial = 60.0": "retry_initial = 1.0",
+                                 "retry_max = 3600.0": "retry_max = 2.0",
+                                 "record_ttl = 86400.0": "record_ttl = 4.0",
+                                 "republish_interval = 3600.0": "republish_interval = 2.0"})
+    b.stop()
+    gone = time.time()
+    wait_until(lambda: time.time() > gone + 5, 10, "bob's record to expire")
+    a.run(sys.executable, "-c", SEND, "2587", alice, bob, PASSWORD)  # 250 all the same
+    assert bob in cli(a.data_dir, "queue")
     b.start()
     got = b.run(sys.executable, "-c", CHECK_INBOX, "2143", "60", PASSWORD, timeout=90)
     assert "Subject: across machines" in got
