@@ -151,6 +151,9 @@ class FriendsService:
         # The record is the friend's own word on where it is now: push there.
         await self.store.moved(record.node_key, record.endpoints if record.inbound else (),
                                record.seq)
+        # The sender's failure may have been brief: one try to pass it on at the next tick
+        # (held messages are pushed together; a node still away costs one failed connect).
+        self.peer_is_up(record.node_key)
         return Outcome(Verdict.ACCEPTED, f"held by relay ({result.value})")
 
     async def relays(self) -> tuple[Relay, ...]:
