@@ -92,6 +92,17 @@ def _friend(row: Row[tuple[object, ...]], count: int = 0, size: int = 0) -> Frie
         held_bytes=size)
 
 
+def _upsert(conn: Connection, node_key: bytes, name: str, now: int,
+            values: dict[str, object]) -> None:
+    """Create the friend ``node_key`` with ``values``, or update it (its name stays)."""
+    existing = conn.execute(select(friends.c.id).where(friends.c.node_key == node_key)).scalar()
+    if existing is None:
+        conn.execute(insert(friends).values(node_key=node_key, created_at=now,
+                                            name=_free_name(conn, name, node_key), **values))
+    else:
+        conn.execute(update(friends).where(friends.c.id == existing).values(**values))
+
+
 def _free_name(conn: Connection, wanted: str, node_key: bytes) -> str:
     """``wanted``, or with the key's first hex digits when another friend has that name."""
     owner = conn.execute(select(friends.c.node_key).where(friends.c.name == wanted)).scalar()
@@ -131,18 +142,11 @@ class FriendStore:
                 return Redemption.EXPIRED
             conn.execute(update(invites).where(invites.c.id == invite["id"])
                          .values(used_by=node_key))
-            terms = dict(hold_bytes=invite["hold_bytes"], hold_days=invite["hold_days"],
-                         their_hold_bytes=their_hold_bytes, their_hold_days=their_hold_days,
-                         endpoints=json.dumps([list(e) for e in endpoints]), secret=None,
-                         invite_expires_at=None, last_seen=now, last_error=None)
-            existing = conn.execute(select(friends.c.id).where(
-                friends.c.node_key == node_key)).scalar()
-            if existing is None:
-                conn.execute(insert(friends).values(
-                    node_key=node_key, name=_free_name(conn, name, node_key), created_at=now,
-                    **terms))
-            else:
-                conn.execute(update(friends).where(friends.c.id == existing).values(**terms))
+            _upsert(conn, node_key, name, now, dict(
+                hold_bytes=invite["hold_bytes"], hold_days=invite["hold_days"],
+                their_hold_bytes=their_hold_bytes, their_hold_days=their_hold_days,
+                endpoints=json.dumps([list(e) for e in endpoints]), secret=None,
+                invite_expires_at=None, last_seen=now, last_error=None))
             return int(invite["hold_bytes"]), int(invite["hold_days"])
         return await self.db.run(q)
 
@@ -153,17 +157,10 @@ class FriendStore:
                           hold_days: int, now: int) -> Friend:
         """Remember an invite to redeem (now or when its node is reachable)."""
         def q(conn: Connection) -> Friend:
-            values = dict(endpoints=json.dumps([list(e) for e in endpoints]), secret=secret,
-                          invite_expires_at=invite_expires_at, hold_bytes=hold_bytes,
-                          hold_days=hold_days)
-            existing = conn.execute(select(friends.c.id).where(
-                friends.c.node_key == node_key)).scalar()
-            if existing is None:
-                conn.execute(insert(friends).values(
-                    node_key=node_key, name=_free_name(conn, name, node_key), created_at=now,
-                    **values))
-            else:
-                conn.execute(update(friends).where(friends.c.id == existing).values(**values))
+            _upsert(conn, node_key, name, now, dict(
+                endpoints=json.dumps([list(e) for e in endpoints]), secret=secret,
+                invite_expires_at=invite_expires_at, hold_bytes=hold_bytes,
+                hold_days=hold_days))
             row = conn.execute(select(friends).where(friends.c.node_key == node_key)).one()
             return _friend(row)
         return await self.db.run(q)
