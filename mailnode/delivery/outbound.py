@@ -98,21 +98,36 @@ def transfer_sender(identity: Identity, timeout: float) -> Sender:
     return send
 
 
-def remembering(lookup: Resolver, store: SqlStore) -> Resolver:
+RECORD_FRESH_FOR = 30.0
+"""Seconds a record found in the DHT is reused without asking again: a stream of mail to one
+correspondent costs one lookup, not one per message (peers rate-limit our requests)."""
+
+
+def remembering(lookup: Resolver, store: SqlStore, clock: Callable[[], float] = time.monotonic,
+                fresh_for: float = RECORD_FRESH_FOR) -> Resolver:
     """``lookup`` (the DHT), falling back to the newest record seen for that correspondent.
 
     A node that was off for longer than its record lives is still where it was; its old,
     still correctly signed record is worth a try (the TLS pin to its node key still holds),
-    so the queue keeps delivering when the DHT has nothing.
+    so the queue keeps delivering when the DHT has nothing. A record just found is reused
+    for ``fresh_for`` seconds (its node moving meanwhile costs one failed attempt).
     """
     seen: dict[bytes, int] = {}
+    recent: dict[bytes, tuple[float, AddressRecord]] = {}
 
     async def resolve(user_key: bytes) -> AddressRecord | None:
+        hit = recent.get(user_key)
+        if hit is not None and clock() - hit[0] < fresh_for:
+            return hit[1]
         try:
             record = await lookup(user_key)
         except (OSError, TimeoutError):
             record = None
         if record is not None:
+            if len(recent) >= 10_000:  # bounded: forget the oldest
+                del recent[next(iter(recent))]
+            recent.pop(user_key, None)
+            recent[user_key] = (clock(), record)
             if seen.get(user_key) != record.seq:
                 await store.remember_record(user_key, record.encode(), record.seq,
                                             record.node_key)

@@ -165,8 +165,8 @@ async def test_the_last_known_record_is_used_when_the_dht_has_none(store: SqlSto
         return script.pop(0)
 
     alice = await store.create_user("alice", "password1", Identity.generate())
-    queue = OutboundQueue(store, remembering(lookup, store), send, RetryPolicy(10, 20, 10_000),
-                          clock=clock)
+    queue = OutboundQueue(store, remembering(lookup, store, clock=clock), send,
+                          RetryPolicy(10, 20, 10_000), clock=clock)
     await SubmissionService(store, queue.wake, clock=clock, server_id=SERVER_ID).submit(
         alice, [address_for(carol.verify_key)], msg(alice.address))
     await queue.run_once()
@@ -374,3 +374,22 @@ async def test_a_silent_node_does_not_hold_up_mail_for_others(store: SqlStore) -
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_found_record_is_reused_briefly(store: SqlStore) -> None:
+    """A stream of mail to one correspondent costs one DHT lookup per 30 s, not one per
+    message (peers rate-limit lookups)."""
+    clock, asked = Clock(), []
+    record = AddressRecord.create(Identity.generate(), b"\2" * 32, [("127.0.0.1", 9)], 1, 2**40)
+
+    async def lookup(user_key: bytes) -> AddressRecord | None:
+        asked.append(user_key)
+        return record
+
+    resolve = remembering(lookup, store, clock=clock)
+    for _ in range(5):
+        assert await resolve(record.user_key) == record
+    assert len(asked) == 1
+    clock.now += 30
+    assert await resolve(record.user_key) == record
+    assert len(asked) == 2
