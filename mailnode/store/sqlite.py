@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +55,10 @@ _DUMMY_HASH = hash_password("mailnode-dummy", salt=b"\0" * 16)
 
 class UserExists(StoreError):
     pass
+
+
+class QueueFull(StoreError):
+    """Queueing this message would take the outbound queue past its byte limit."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,17 @@ class Submission:
     """The message as submitted; each remote copy is sealed from it when it is sent."""
     headers: bytes
     remote: tuple[Outgoing, ...]
+    """Recipients not known to be local; one that is a local user after all (created since
+    the caller last looked) is filed locally in the same transaction instead of queued."""
+    structure: bytes | None = None
+    """The MIME structure of ``local_body`` if the caller computed it already."""
+
+
+@dataclass(frozen=True)
+class Filed:
+    """What a submission's transaction did: the users it filed for, by address."""
+
+    local: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -175,6 +190,9 @@ class SqlStore:
         # share one query. A load that straddles a write is keyed by the older version and is
         # replaced as soon as the bump is seen.
         self._listings: dict[int, tuple[int, asyncio.Future[tuple[MessageMeta, ...]]]] = {}
+        # Bytes of outbound mail queued, counted once and then kept by the transactions that
+        # add and remove queued mail (on the database thread only); None: count again.
+        self._queued: int | None = None
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -553,29 +571,76 @@ class SqlStore:
 
     # ---- delivery ----------------------------------------------------------------------
 
-    async def submit(self, sub: Submission) -> None:
-        """File local copies and queue remote ones in one transaction (SMTP's 250)."""
-        now = int(self.clock())
-        structure = await self._structure(sub.local_body) if sub.local_users else None
+    async def submit(self, sub: Submission, max_queued: int | None = None) -> Filed:
+        """File local copies and queue remote ones in one transaction (SMTP's 250).
 
-        def q(conn: Connection) -> tuple[None, list[int]]:
+        With ``max_queued``, raises QueueFull instead when the remote copies would take the
+        queue past that many bytes: checked in the transaction, so concurrent submissions
+        cannot all squeeze past the limit.
+        """
+        now = int(self.clock())
+        structure = sub.structure
+        if structure is None and sub.local_users:
+            structure = await self._structure(sub.local_body)
+
+        def q(conn: Connection) -> tuple[Filed, list[int]]:
+            local = dict.fromkeys(sub.local_users)
+            remote = list(sub.remote)
+            filed: dict[str, int] = {}
+            if remote:
+                found = dict(conn.execute(select(users.c.address, users.c.id).where(
+                    users.c.address.in_([out.recipient for out in remote]))).all())
+                if found:
+                    remote = [out for out in remote if out.recipient not in found]
+                    local.update(dict.fromkeys(found.values()))
+                    filed.update(found)
             changed = []
-            if sub.local_users:
+            if local:
                 body_id = self._add_body(conn, sub.local_body, structure)
-                for user_id in sub.local_users:
+                for user_id in local:
                     inbox = self._inbox_id(conn, user_id)
                     self._add_message(conn, inbox, body_id, len(sub.local_body), (), now)
                     changed.append(inbox)
-            if sub.remote:
+            if remote:
+                queued = self._queued_bytes(conn)
+                if max_queued is not None and queued + len(sub.content) > max_queued:
+                    raise QueueFull(f"{queued} bytes queued, at most {max_queued}")
                 payload_id = conn.execute(insert(outbound_payloads).values(
                     content=sub.content, headers=sub.headers)).inserted_primary_key[0]  # type: ignore[index]
-                for out in sub.remote:
-                    conn.execute(insert(outbound).values(
-                        message_id=out.message_id, user_id=sub.user_id,
-                        recipient=out.recipient, payload_id=payload_id, created_at=now,
-                        next_attempt_at=now, attempts=0))
-            return None, changed
-        await self._write(q)
+                conn.execute(insert(outbound), [dict(
+                    message_id=out.message_id, user_id=sub.user_id, recipient=out.recipient,
+                    payload_id=payload_id, created_at=now, next_attempt_at=now, attempts=0)
+                    for out in remote])
+                self._queued = queued + len(sub.content)  # last: nothing after it can raise
+            return Filed(filed), changed
+        return await self._counting(self._write(q))
+
+    def _queued_bytes(self, conn: Connection) -> int:
+        """Bytes of outbound mail queued (payloads, and sealed envelopes of older queues)."""
+        if self._queued is None:
+            self._queued = int(conn.execute(select(func.total(func.length(
+                outbound_payloads.c.content)))).scalar_one()) + int(conn.execute(select(
+                    func.total(func.length(outbound.c.sealed)))).scalar_one())
+        return self._queued
+
+    async def queued_bytes(self) -> int:
+        """What ``submit`` compares with its limit (a read of the count once it is known)."""
+        queued = self._queued
+        if queued is not None:
+            return queued
+        return await self.db.run(self._queued_bytes, durable=False)
+
+    async def _counting(self, write: Awaitable[T]) -> T:
+        """A queue-changing write; if it fails the count may be off, so it is taken again."""
+        try:
+            return await write
+        except QueueFull:
+            raise
+        except BaseException:
+            def forget(_conn: Connection) -> None:
+                self._queued = None
+            await asyncio.shield(self.db.run(forget, durable=False))
+            raise
 
     async def deliver_inbound(self, user_id: int, sender_key: bytes, message_id: bytes,
                               body: bytes) -> bool:
@@ -637,19 +702,24 @@ class SqlStore:
         structure = None if dsn is None else await self._structure(dsn.body)
 
         def q(conn: Connection) -> tuple[None, list[int]]:
-            payload_id = conn.execute(select(outbound.c.payload_id).where(
-                outbound.c.id == queue_id)).scalar()
+            row = conn.execute(select(outbound.c.payload_id, func.length(outbound.c.sealed))
+                               .where(outbound.c.id == queue_id)).first()
+            payload_id, freed = (None, None) if row is None else row
             conn.execute(delete(outbound).where(outbound.c.id == queue_id))
             if payload_id is not None and conn.execute(select(outbound.c.id).where(
                     outbound.c.payload_id == payload_id).limit(1)).first() is None:
+                freed = conn.execute(select(func.length(outbound_payloads.c.content)).where(
+                    outbound_payloads.c.id == payload_id)).scalar()
                 conn.execute(delete(outbound_payloads).where(
                     outbound_payloads.c.id == payload_id))
+            if freed and self._queued is not None:
+                self._queued -= int(freed)
             if dsn is None:
                 return None, []
             inbox = self._inbox_id(conn, dsn.user_id)
             self._file(conn, inbox, dsn.body, structure, (), int(self.clock()))
             return None, [inbox]
-        await self._write(q)
+        await self._counting(self._write(q))
 
     async def outbound_retry(self, queue_id: int, next_attempt_at: int, error: str,
                              count_attempt: bool = True, notice: LocalCopy | None = None,
