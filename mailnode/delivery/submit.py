@@ -81,13 +81,24 @@ class SubmissionService:
         # store decides local or remote inside the transaction, so a user created since
         # (by ``mailnode user add``) still gets their mail, only analysed at first FETCH.
         self._local: set[str] | None = None
+        self._canonical: dict[str, str] = {}
 
-    @staticmethod
-    def is_own_address(user: User, address: str) -> bool:
+    def is_own_address(self, user: User, address: str) -> bool:
         try:
-            return normalise(address) == user.address
+            return self._normalise(address) == user.address
         except AddressError:
             return False
+
+    def _normalise(self, address: str) -> str:
+        """``normalise``, remembering the last few thousand answers: a client names the
+        same few addresses in every MAIL and RCPT, and the checksum is not free."""
+        canonical = self._canonical.get(address)
+        if canonical is None:
+            canonical = normalise(address)  # raises before anything is remembered
+            if len(self._canonical) >= 4096:
+                self._canonical.clear()
+            self._canonical[address] = canonical
+        return canonical
 
     async def check_recipient(self, address: str) -> str:
         """The canonical form of a deliverable recipient, else RecipientInvalid; SystemFull
@@ -99,7 +110,7 @@ class SubmissionService:
         failure, by delivery status notifications.
         """
         try:
-            canonical = normalise(address)
+            canonical = self._normalise(address)
         except AddressError as exc:
             raise RecipientInvalid(str(exc)) from exc
         self._check_disk()
