@@ -97,13 +97,14 @@ class _Job(Generic[T]):
     future: asyncio.Future[T]
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled; the transaction's outcome stands
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # the caller was cancelled; the transaction's outcome stands
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 def _commit(conn: Connection, group: list[tuple[Callable[[Connection], Any], bool]],
@@ -204,8 +205,12 @@ class Database:
                         break
                     group.append(more)
                 outcomes = _commit(conn, [(job.fn, job.durable) for job in group])
+                # One wake-up per event loop for the whole group, not one per job.
+                by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
                 for job, (result, error) in zip(group, outcomes, strict=True):
-                    job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+                    by_loop.setdefault(job.loop, []).append((job.future, result, error))
+                for loop, settled in by_loop.items():
+                    loop.call_soon_threadsafe(_settle, settled)
                 if stop:
                     return
         finally:
