@@ -4,12 +4,17 @@ one transaction, so SMTP's ``250`` means the message is durably in SQLite."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from crypto.address import AddressError, normalise
 from mailnode.delivery.headers import (
@@ -23,6 +28,8 @@ from mailnode.store.api import User
 from mailnode.store.sqlite import Outgoing, QueueFull, SqlStore, Submission
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Refused(Exception):
@@ -43,6 +50,54 @@ class AuthorNotOwned(Refused):
     def __init__(self, address: str) -> None:
         super().__init__(address)
         self.address = address
+
+
+class _Vetting:
+    """Worker threads for vetting submitted messages, shared by the process.
+
+    A plain queue in, one ``call_soon_threadsafe`` out: ``asyncio.to_thread``'s
+    concurrent.futures plumbing (a lock per future, its state copied over to the loop's
+    future) cost the event loop more than vetting a small message costs the worker.
+    """
+
+    THREADS = 2
+    _jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.AbstractEventLoop,
+                                   asyncio.Future[Any]]] | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    async def run(cls, fn: Callable[[], T]) -> T:
+        with cls._lock:
+            if cls._jobs is None:
+                cls._jobs = queue.SimpleQueue()
+                for i in range(cls.THREADS):
+                    threading.Thread(target=cls._work, args=(cls._jobs,), daemon=True,
+                                     name=f"mailnode-vet-{i}").start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        cls._jobs.put((fn, loop, future))
+        return await future
+
+    @staticmethod
+    def _work(jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.AbstractEventLoop,
+                                            asyncio.Future[Any]]]) -> None:
+        while True:
+            fn, loop, future = jobs.get()
+            try:
+                outcome: tuple[Any, BaseException | None] = (fn(), None)
+            except Exception as exc:
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_resolve, future, *outcome)
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller gave up
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
 
 
 class SystemFull(Refused):
@@ -149,8 +204,8 @@ class SubmissionService:
         local_hint = any(rcpt in known for rcpt in rcpts)
         # A user could also write our verdict naming someone else into the content; nothing
         # this node files or sends carries a verdict in its name that it did not add itself.
-        author, content, structure = await asyncio.to_thread(
-            self._prepare, content, stamp if local_hint else None)
+        author, content, structure = await _Vetting.run(
+            functools.partial(self._prepare, content, stamp if local_hint else None))
         if author != [user.address]:
             # The envelope sender is checked at MAIL; this is what recipients' clients show.
             raise AuthorNotOwned(user.address)
