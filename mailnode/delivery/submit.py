@@ -137,6 +137,7 @@ class SubmissionService:
         # (by ``mailnode user add``) still gets their mail, only analysed at first FETCH.
         self._local: set[str] | None = None
         self._canonical: dict[str, str] = {}
+        self._received_at: tuple[int, bytes] = (-1, b"")
 
     def is_own_address(self, user: User, address: str) -> bool:
         try:
@@ -192,12 +193,18 @@ class SubmissionService:
         structure = None if stamp is None or analyse is None else analyse(stamp + content)
         return author, content, structure
 
+    def _received(self, second: int) -> bytes:
+        """Our ``Received:`` line, formatted once per second (the date is most of it)."""
+        if self._received_at[0] != second:
+            self._received_at = (second, received_header(
+                "mailnode", "ESMTPA (authenticated submission)",
+                datetime.fromtimestamp(second, UTC)))
+        return self._received_at[1]
+
     async def submit(self, user: User, recipients: list[str], content: bytes) -> str:
         """Seal and queue (or file locally); returns a queue id for the 250 reply."""
         self._check_disk()
-        now = self.clock()
-        stamp = received_header("mailnode", "ESMTPA (authenticated submission)",
-                                datetime.fromtimestamp(now, UTC)) + authentication_results(
+        stamp = self._received(int(self.clock())) + authentication_results(
             self.server_id, user.address, "authenticated submission")
         rcpts = list(dict.fromkeys(recipients))  # a duplicate RCPT gets one copy
         known = await self._local_addresses()
