@@ -239,6 +239,27 @@ async def test_group_commit_isolates_a_failing_job(tmp_path: Path) -> None:
         db.close()
 
 
+async def test_a_lone_failing_job_leaves_nothing(tmp_path: Path) -> None:
+    """A job alone in its transaction runs without a savepoint: its failure must still
+    undo its writes, and the thread must go on serving."""
+    from sqlalchemy import text
+
+    db = Database.open(tmp_path / "l.db")
+    try:
+        await db.run(lambda c: c.execute(text("CREATE TABLE t (v INTEGER)")))
+
+        def fail(conn: Connection) -> None:
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+            raise ValueError("after the write")
+        with pytest.raises(ValueError):
+            await db.run(fail)
+        await db.run(lambda c: c.execute(text("INSERT INTO t VALUES (2)")))
+        stored = await db.run(lambda c: [r[0] for r in c.execute(text("SELECT v FROM t"))])
+        assert stored == [2]
+    finally:
+        db.close()
+
+
 async def test_opening_an_older_database_upgrades_it(tmp_path: Path) -> None:
     from alembic import command
 
