@@ -120,7 +120,10 @@ def _commit(conn: Connection, group: list[tuple[Callable[[Connection], Any], boo
     durable = any(job_durable for _, job_durable in group)
     alone = len(group) == 1
     try:
-        raw.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        mode = "FULL" if durable else "NORMAL"
+        if conn.info.get("synchronous") != mode:  # a statement saved per group
+            raw.execute(f"PRAGMA synchronous={mode}")
+            conn.info["synchronous"] = mode
         with conn.begin():
             for fn, _ in group:
                 if alone:  # its failure rolls the whole transaction back: no savepoint

@@ -258,16 +258,29 @@ class SqlStore:
 
     def _add_message(self, conn: Connection, mailbox_id: int, body_id: int, size: int,
                      flags: Iterable[str], internaldate: int) -> int:
+        return self._add_message_where(conn, "id = ?", mailbox_id, body_id, size, flags,
+                                       internaldate)[1]
+
+    def _add_to_inbox(self, conn: Connection, user_id: int, body_id: int, size: int,
+                      internaldate: int) -> int:
+        """``_add_message`` into the user's INBOX, found by the same statement that takes
+        its next uid; returns the INBOX's id."""
+        return self._add_message_where(conn, "user_id = ? AND name = 'INBOX'", user_id,
+                                       body_id, size, (), internaldate)[0]
+
+    @staticmethod
+    def _add_message_where(conn: Connection, where: str, key: int, body_id: int, size: int,
+                           flags: Iterable[str], internaldate: int) -> tuple[int, int]:
         driver = _driver(conn)
-        taken = driver.execute("UPDATE mailboxes SET uidnext = uidnext + 1 WHERE id = ? "
-                               "RETURNING uidnext - 1", (mailbox_id,)).fetchall()
+        taken = driver.execute(f"UPDATE mailboxes SET uidnext = uidnext + 1 WHERE {where} "
+                               "RETURNING id, uidnext - 1", (key,)).fetchall()
         if not taken:
             raise NoSuchMailbox("mailbox no longer exists")
-        uid = int(taken[0][0])
+        mailbox_id, uid = int(taken[0][0]), int(taken[0][1])
         driver.execute("INSERT INTO messages (mailbox_id, uid, flags, internaldate, size, "
                        "body_id) VALUES (?, ?, ?, ?, ?, ?)",
                        (mailbox_id, uid, _flags_text(flags), internaldate, size, body_id))
-        return uid
+        return mailbox_id, uid
 
     def _file(self, conn: Connection, mailbox_id: int, body: bytes, structure: bytes | None,
               flags: Iterable[str], internaldate: int) -> int:
@@ -618,9 +631,8 @@ class SqlStore:
             if local:
                 body_id = self._add_body(conn, sub.local_body, structure)
                 for user_id in local:
-                    inbox = self._inbox_id(conn, user_id)
-                    self._add_message(conn, inbox, body_id, len(sub.local_body), (), now)
-                    changed.append(inbox)
+                    changed.append(self._add_to_inbox(conn, user_id, body_id,
+                                                      len(sub.local_body), now))
             if remote:
                 queued = self._queued_bytes(conn)
                 if max_queued is not None and queued + len(sub.content) > max_queued:
