@@ -3,18 +3,12 @@ one transaction, so SMTP's ``250`` means the message is durably in SQLite."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
 import logging
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 from crypto.address import AddressError, normalise
 from mailnode.delivery.headers import (
@@ -28,8 +22,6 @@ from mailnode.store.api import User
 from mailnode.store.sqlite import Outgoing, QueueFull, SqlStore, Submission
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class Refused(Exception):
@@ -50,54 +42,6 @@ class AuthorNotOwned(Refused):
     def __init__(self, address: str) -> None:
         super().__init__(address)
         self.address = address
-
-
-class _Vetting:
-    """Worker threads for vetting submitted messages, shared by the process.
-
-    A plain queue in, one ``call_soon_threadsafe`` out: ``asyncio.to_thread``'s
-    concurrent.futures plumbing (a lock per future, its state copied over to the loop's
-    future) cost the event loop more than vetting a small message costs the worker.
-    """
-
-    THREADS = 2
-    _jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.AbstractEventLoop,
-                                   asyncio.Future[Any]]] | None = None
-    _lock = threading.Lock()
-
-    @classmethod
-    async def run(cls, fn: Callable[[], T]) -> T:
-        with cls._lock:
-            if cls._jobs is None:
-                cls._jobs = queue.SimpleQueue()
-                for i in range(cls.THREADS):
-                    threading.Thread(target=cls._work, args=(cls._jobs,), daemon=True,
-                                     name=f"mailnode-vet-{i}").start()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        cls._jobs.put((fn, loop, future))
-        return await future
-
-    @staticmethod
-    def _work(jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.AbstractEventLoop,
-                                            asyncio.Future[Any]]]) -> None:
-        while True:
-            fn, loop, future = jobs.get()
-            try:
-                outcome: tuple[Any, BaseException | None] = (fn(), None)
-            except Exception as exc:
-                outcome = (None, exc)
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(_resolve, future, *outcome)
-
-
-def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller gave up
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
 
 
 class SystemFull(Refused):
@@ -184,15 +128,6 @@ class SubmissionService:
             self._local = {user.address for user in await self.store.list_users()}
         return self._local
 
-    def _prepare(self, content: bytes, stamp: bytes | None,
-                 ) -> tuple[list[str] | None, bytes, bytes | None]:
-        """``vet``, and the structure of the local copy when there is one: one worker-thread
-        job (each hop to a thread and back costs the loop more than a small message's work)."""
-        author, content = vet(content, self.server_id)
-        analyse = self.store.analyse
-        structure = None if stamp is None or analyse is None else analyse(stamp + content)
-        return author, content, structure
-
     def _received(self, second: int) -> bytes:
         """Our ``Received:`` line, formatted once per second (the date is most of it)."""
         if self._received_at[0] != second:
@@ -209,22 +144,29 @@ class SubmissionService:
         rcpts = list(dict.fromkeys(recipients))  # a duplicate RCPT gets one copy
         known = await self._local_addresses()
         local_hint = any(rcpt in known for rcpt in rcpts)
-        # A user could also write our verdict naming someone else into the content; nothing
-        # this node files or sends carries a verdict in its name that it did not add itself.
-        author, content, structure = await _Vetting.run(
-            functools.partial(self._prepare, content, stamp if local_hint else None))
-        if author != [user.address]:
-            # The envelope sender is checked at MAIL; this is what recipients' clients show.
-            raise AuthorNotOwned(user.address)
         remote = tuple(Outgoing(os.urandom(16), rcpt) for rcpt in rcpts)
-        # One stored copy for all local recipients and one for all remote ones: a message
-        # to 100 recipients costs its size twice, not 100 times (remote copies are sealed
-        # one by one when the queue sends them). Which recipients are local the store
-        # decides in the transaction.
+        analyse = self.store.analyse if local_hint else None
+
+        def prepare() -> Submission:
+            """Off the event loop (``SqlStore.submit`` runs it on a worker thread)."""
+            # A user could also write our verdict naming someone else into the content;
+            # nothing this node files or sends carries a verdict in its name that it did
+            # not add itself.
+            author, vetted = vet(content, self.server_id)
+            if author != [user.address]:
+                # The envelope sender is checked at MAIL; this is what recipients' clients
+                # show.
+                raise AuthorNotOwned(user.address)
+            local_body = stamp + vetted
+            # One stored copy for all local recipients and one for all remote ones: a
+            # message to 100 recipients costs its size twice, not 100 times (remote copies
+            # are sealed one by one when the queue sends them). Which recipients are local
+            # the store decides in the transaction; the hint only says whether the MIME
+            # structure of the local copy is worth computing now.
+            return Submission(user.id, local_body, (), vetted, split_headers(vetted), remote,
+                              None if analyse is None else analyse(local_body))
         try:
-            filed = await self.store.submit(Submission(
-                user.id, stamp + content, (), content, split_headers(content), remote,
-                structure), max_queued=self.max_queue_size)
+            filed = await self.store.submit(prepare, max_queued=self.max_queue_size)
         except QueueFull:
             raise SystemFull("queue") from None
         known.update(filed.local)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Row, Select, delete, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from crypto.address import address_for
 from crypto.keys import Identity
@@ -210,7 +211,11 @@ class SqlStore:
 
     async def _write(self, fn: Callable[[Connection], tuple[T, Iterable[int]]],
                      durable: bool = True) -> T:
-        result, changed = await self.db.run(fn, durable)
+        return await self._published(self.db.run(fn, durable))
+
+    async def _published(self, write: Awaitable[tuple[T, Iterable[int]]]) -> T:
+        """The result of a write, once the mailboxes it changed are announced."""
+        result, changed = await write
         for mailbox_id in set(changed):
             await self.notifier.publish(mailbox_id)
         return result
@@ -601,18 +606,36 @@ class SqlStore:
 
     # ---- delivery ----------------------------------------------------------------------
 
-    async def submit(self, sub: Submission, max_queued: int | None = None) -> Filed:
+    async def submit(self, sub: Submission | Callable[[], Submission],
+                     max_queued: int | None = None) -> Filed:
         """File local copies and queue remote ones in one transaction (SMTP's 250).
 
+        ``sub`` may be a function that makes the Submission (vetting the message first, say):
+        it runs on a worker thread, off the event loop, and what it raises is raised here.
         With ``max_queued``, raises QueueFull instead when the remote copies would take the
         queue past that many bytes: checked in the transaction, so concurrent submissions
         cannot all squeeze past the limit.
         """
         now = int(self.clock())
-        structure = sub.structure
-        if structure is None and sub.local_users:
-            structure = await self._structure(sub.local_body)
+        if isinstance(sub, Submission):
+            structure = sub.structure
+            if structure is None and sub.local_users:
+                structure = await self._structure(sub.local_body)
+            return await self._counting(self._write(
+                self._submission(sub, structure, now, max_queued)))
 
+        def prepare() -> Callable[[Connection], tuple[Filed, list[int]]]:
+            made = sub()
+            structure = made.structure
+            if structure is None and made.local_users and self.analyse is not None:
+                structure = self.analyse(made.local_body)
+            return self._submission(made, structure, now, max_queued)
+        return await self._counting(self._published(self.db.run_after(prepare)))
+
+    def _submission(self, sub: Submission, structure: bytes | None, now: int,
+                    max_queued: int | None,
+                    ) -> Callable[[Connection], tuple[Filed, list[int]]]:
+        """The transaction of ``submit``."""
         def q(conn: Connection) -> tuple[Filed, list[int]]:
             local = dict.fromkeys(sub.local_users)
             remote = list(sub.remote)
@@ -647,7 +670,7 @@ class SqlStore:
                      for out in remote])
                 self._queued = queued + len(sub.content)  # last: nothing after it can raise
             return Filed(filed), changed
-        return await self._counting(self._write(q))
+        return q
 
     def _queued_bytes(self, conn: Connection) -> int:
         """Bytes of outbound mail queued (payloads, and sealed envelopes of older queues)."""
@@ -665,12 +688,11 @@ class SqlStore:
         return await self.db.run(self._queued_bytes, durable=False)
 
     async def _counting(self, write: Awaitable[T]) -> T:
-        """A queue-changing write; if it fails the count may be off, so it is taken again."""
+        """A queue-changing write. Its transaction changes the count as its last step, so
+        only a failed commit can leave the count off: then it is taken again."""
         try:
             return await write
-        except QueueFull:
-            raise
-        except BaseException:
+        except (sqlite3.Error, SQLAlchemyError):
             def forget(_conn: Connection) -> None:
                 self._queued = None
             await asyncio.shield(self.db.run(forget, durable=False))
@@ -746,13 +768,14 @@ class SqlStore:
                     outbound_payloads.c.id == payload_id)).scalar()
                 conn.execute(delete(outbound_payloads).where(
                     outbound_payloads.c.id == payload_id))
+            changed = []
+            if dsn is not None:
+                inbox = self._inbox_id(conn, dsn.user_id)
+                self._file(conn, inbox, dsn.body, structure, (), int(self.clock()))
+                changed.append(inbox)
             if freed and self._queued is not None:
-                self._queued -= int(freed)
-            if dsn is None:
-                return None, []
-            inbox = self._inbox_id(conn, dsn.user_id)
-            self._file(conn, inbox, dsn.body, structure, (), int(self.clock()))
-            return None, [inbox]
+                self._queued -= int(freed)  # last: nothing after it can raise
+            return None, changed
         await self._counting(self._write(q))
 
     async def outbound_retry(self, queue_id: int, next_attempt_at: int, error: str,
