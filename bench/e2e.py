@@ -234,6 +234,7 @@ def main() -> None:
                 ("latency p95", f"{percentile(ms, 95):8.1f} ms", ""),
                 ("latency p99", f"{percentile(ms, 99):8.1f} ms", "<= 250 ms"),
                 ("latency mean / max", f"{statistics.mean(ms):5.1f} / {max(ms):.0f} ms", ""),
+                ("latencies over 1 s", f"{sum(x > 1000 for x in ms):8d}", ""),
             ]
             for label, size, count, target in (("4 KB", 4096, args.small, ">= 300 msg/s"),
                                                ("1 MB", 1 << 20, args.large, "")):
@@ -244,6 +245,14 @@ def main() -> None:
         finally:
             net.b.stop()
             net.a.stop()
+        for name, node in (("A", net.a), ("B", net.b)):
+            troubles = [line.rstrip() for line in node.log
+                        if (" WARNING " in line or " ERROR " in line)
+                        and "login_data is deprecated" not in line]
+            for line in troubles[:5]:
+                print(f"node {name}: {line}")
+            if len(troubles) > 5:
+                print(f"node {name}: ... {len(troubles) - 5} more warnings")
         total = smtp_submission.CONNECTIONS * smtp_submission.PER_CONNECTION
         base = asyncio.run(smtp_submission.baseline())
         ours = asyncio.run(smtp_submission.ours(Path(tmp)))
