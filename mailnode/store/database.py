@@ -6,8 +6,10 @@ single worker thread, so there is one writer and the event loop never waits on t
 Network I/O never happens inside ``run`` (the callables only touch the connection).
 
 Group commit: jobs that queue up while the thread is busy run together in one transaction,
-each inside its own SAVEPOINT (a job that raises is rolled back alone), and share one fsync.
-No job's caller hears back before the whole group has committed.
+each inside its own SAVEPOINT when there are several (a job that raises is rolled back
+alone), and share one fsync. No job's caller hears back before the whole group has
+committed. ``run_after`` lets a job's CPU work (vetting a message) run on a worker thread
+first, outside the transaction, without a second trip through the event loop.
 """
 
 from __future__ import annotations
@@ -251,6 +253,9 @@ class Database:
                         break
                     group.append(more)
                 outcomes = _commit(conn, [(job.fn, job.durable) for job in group])
+                if conn.invalidated or conn.closed:  # lost: the next group gets a new one
+                    conn.close()
+                    conn = self.engine.connect()
                 # One wake-up per event loop for the whole group, not one per job.
                 by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
                 for job, (result, error) in zip(group, outcomes, strict=True):
