@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crypto.address import address_for
 from crypto.keys import Identity
 from mailnode.delivery.submit import SubmissionService
 from mailnode.smtp.server import SubmissionServer
 from mailnode.store.api import User
+from mailnode.store.database import Database
+from mailnode.store.notify import ChangeNotifier
 from mailnode.store.sqlite import Outgoing, QueueFull, SqlStore, Submission
 
 PASSWORD = "s3cret-pass"
@@ -152,8 +158,7 @@ async def test_concurrent_submissions_never_pass_the_limit(store: SqlStore) -> N
     assert len(await store.due_outbound(now=2**40, limit=100)) == sum(accepted)
 
 
-async def test_queued_bytes_are_counted_from_the_database(store: SqlStore, tmp_path: object,
-                                                          ) -> None:
+async def test_queued_bytes_are_counted_from_the_database(store: SqlStore) -> None:
     """A store opened on an existing queue starts from what is queued there."""
     alice = await store.create_user("alice", PASSWORD, Identity.generate())
     rcpt = address_for(Identity.generate().verify_key)
@@ -162,3 +167,42 @@ async def test_queued_bytes_are_counted_from_the_database(store: SqlStore, tmp_p
                                       (Outgoing(i.to_bytes(16, "big"), rcpt),)))
     fresh = SqlStore(store.db, store.notifier)
     assert await fresh.queued_bytes() == 300
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.one_of(st.integers(1, 900), st.just(0)), min_size=1, max_size=25))
+def test_queue_count_follows_a_model(steps: list[int]) -> None:
+    """Submissions (a size) and sent copies (0: the oldest queued copy leaves) in any order:
+    a submission is accepted exactly when what is queued plus its size fits the limit, and
+    the count the limit is checked against is what the queue really holds."""
+    async def run(path: Path) -> None:
+        db = Database.open(path)
+        try:
+            store = SqlStore(db, ChangeNotifier())
+            alice = await store.create_user("alice", PASSWORD, Identity.generate())
+            rcpt = address_for(Identity.generate().verify_key)
+            model: list[int] = []
+            for i, size in enumerate(steps):
+                if size == 0:
+                    due = await store.due_outbound(now=2**40, limit=1000)
+                    if due:
+                        oldest = min(due, key=lambda item: item.id)
+                        await store.outbound_done(oldest.id)
+                        model.pop(0)
+                    continue
+                fits = sum(model) + size <= LIMIT
+                try:
+                    await store.submit(Submission(alice.id, b"", (), b"m" * size, b"",
+                                                  (Outgoing(i.to_bytes(16, "big"), rcpt),)),
+                                       max_queued=LIMIT)
+                except QueueFull:
+                    assert not fits
+                else:
+                    assert fits
+                    model.append(size)
+                assert await store.queued_bytes() == sum(model)
+            assert await SqlStore(db, ChangeNotifier()).queued_bytes() == sum(model)
+        finally:
+            db.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run(Path(tmp) / "q.db"))
