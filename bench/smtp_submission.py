@@ -1,6 +1,7 @@
 """SMTP submission throughput against aiosmtpd with a no-op handler, in the same run.
 
-16 concurrent connections each log in once and send small messages. Baseline: aiosmtpd with
+16 concurrent connections each log in once and, once all have, send small messages (the
+logins are not timed). Baseline: aiosmtpd with
 a handler that accepts everything and stores nothing. Measured: mailnode's submission server
 filing each message durably into a local user's INBOX before its 250.
 Run: ``python -m bench.smtp_submission``.
@@ -24,10 +25,12 @@ from mailnode.store.notify import ChangeNotifier
 from mailnode.store.sqlite import SqlStore
 
 CONNECTIONS = 16
-PER_CONNECTION = 40
+PER_CONNECTION = 200
 
 
-async def client(port: int, sender: str, rcpt: str, password: str) -> None:
+async def client(port: int, sender: str, rcpt: str, password: str,
+                 ready: asyncio.Barrier) -> float:
+    """Log in, wait until every client has, then send; returns when sending started."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
     async def reply() -> bytes:
@@ -45,6 +48,8 @@ async def client(port: int, sender: str, rcpt: str, password: str) -> None:
     await cmd("EHLO bench", b"250")
     blob = base64.b64encode(f"\0bench\0{password}".encode()).decode()
     await cmd(f"AUTH PLAIN {blob}", b"235")
+    await ready.wait()
+    start = time.perf_counter()
     body = (f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: bench\r\n\r\n"
             + "hello\r\n" * 20 + ".\r\n")
     for _ in range(PER_CONNECTION):
@@ -57,6 +62,7 @@ async def client(port: int, sender: str, rcpt: str, password: str) -> None:
     writer.write(b"QUIT\r\n")
     await writer.drain()
     writer.close()
+    return start
 
 
 class NoopHandler:
@@ -65,9 +71,13 @@ class NoopHandler:
 
 
 async def run_clients(port: int, sender: str, rcpt: str, password: str) -> float:
-    start = time.perf_counter()
-    await asyncio.gather(*(client(port, sender, rcpt, password) for _ in range(CONNECTIONS)))
-    return time.perf_counter() - start
+    """Seconds from the moment all clients are logged in to the last 250. Logins are not
+    timed: mailnode checks each password with scrypt (~30 ms, on purpose), the baseline
+    accepts any."""
+    ready = asyncio.Barrier(CONNECTIONS)
+    starts = await asyncio.gather(*(client(port, sender, rcpt, password, ready)
+                                    for _ in range(CONNECTIONS)))
+    return time.perf_counter() - min(starts)
 
 
 async def baseline() -> float:

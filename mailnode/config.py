@@ -56,6 +56,7 @@ class Config:
     give_up_after: float = 5 * 86400.0
     delay_notice_after: float = 4 * 3600.0
     transfer_timeout: float = 60.0
+    max_queue_size: int = 1 << 30
     # [dht]
     record_ttl: float = 86400.0
     republish_interval: float = 3600.0
@@ -128,6 +129,9 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
                                "is still waiting for its recipient's node (a \"delayed\" "
                                "delivery status notification)"),
         ("transfer_timeout", "seconds a node-to-node transfer may take before it is retried"),
+        ("max_queue_size", "bytes of outbound mail the queue may hold; when full (or when the "
+                           "data directory's disk has less than twice max_message_size free) "
+                           "submission is refused at once with 452 4.3.1"),
     ],
     "dht": [
         ("record_ttl", "seconds a published address record stays valid"),
@@ -203,6 +207,8 @@ def validate(config: Config) -> Config:
     for name in ("max_messages_per_minute", "max_inbound_per_minute"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
+    if config.max_queue_size < 1:
+        raise ConfigError("max_queue_size must be at least 1")
     if config.max_message_size < 1024:
         raise ConfigError("max_message_size must be at least 1024 bytes")
     if config.retry_initial <= 0 or config.retry_max < config.retry_initial:

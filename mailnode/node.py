@@ -21,7 +21,7 @@ from mailnode.delivery.headers import authserv_id
 from mailnode.delivery.inbound import InboundService
 from mailnode.delivery.outbound import OutboundQueue, RetryPolicy, remembering, transfer_sender
 from mailnode.delivery.publish import Publisher
-from mailnode.delivery.submit import SubmissionService
+from mailnode.delivery.submit import SubmissionService, free_bytes
 from mailnode.friends.service import FriendsService, node_name
 from mailnode.guard import LoginPenalty
 from mailnode.imap.server import ImapServer
@@ -121,7 +121,10 @@ async def serve(data_dir: Path, stop: asyncio.Event,
 
         submission = SubmissionService(store, queue.wake,
                                        messages_per_minute=config.max_messages_per_minute,
-                                       server_id=server_id)
+                                       server_id=server_id,
+                                       max_queue_size=config.max_queue_size,
+                                       disk_free=lambda: free_bytes(data_dir),
+                                       min_disk_free=2 * config.max_message_size)
         tls_path = ensure_certificate(data_dir, config.host, time.time())
         client_tls = client_tls_context(tls_path)
         require_tls = not is_loopback(config.host)

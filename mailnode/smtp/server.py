@@ -18,6 +18,7 @@ from mailnode.delivery.submit import (
     RecipientInvalid,
     Refused,
     SubmissionService,
+    SystemFull,
 )
 from mailnode.guard import LOGIN_GRACE, ByteBudget, ConnectionTable, source_key
 from mailnode.logsafe import LogThrottle, clean, escape, held_back
@@ -50,6 +51,8 @@ def _refusal(exc: Refused) -> str:
         return replies.RECIPIENT_INVALID.format(reason=exc.reason)
     if isinstance(exc, AuthorNotOwned):
         return replies.AUTHOR_NOT_OWNED.format(address=exc.address)
+    if isinstance(exc, SystemFull):
+        return replies.SYSTEM_FULL.format(what=exc.what)
     return replies.TEMPORARY_FAILURE
 
 

@@ -7,15 +7,17 @@ published only after the commit, so a woken IDLE session always finds the new st
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Row, Select, delete, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from crypto.address import address_for
 from crypto.keys import Identity
@@ -55,6 +57,10 @@ _DUMMY_HASH = hash_password("mailnode-dummy", salt=b"\0" * 16)
 
 class UserExists(StoreError):
     pass
+
+
+class QueueFull(StoreError):
+    """Queueing this message would take the outbound queue past its byte limit."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,17 @@ class Submission:
     """The message as submitted; each remote copy is sealed from it when it is sent."""
     headers: bytes
     remote: tuple[Outgoing, ...]
+    """Recipients not known to be local; one that is a local user after all (created since
+    the caller last looked) is filed locally in the same transaction instead of queued."""
+    structure: bytes | None = None
+    """The MIME structure of ``local_body`` if the caller computed it already."""
+
+
+@dataclass(frozen=True)
+class Filed:
+    """What a submission's transaction did: the users it filed for, by address."""
+
+    local: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,11 @@ class Outgoing:
 
     message_id: bytes
     recipient: str
+
+
+def _driver(conn: Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under ``conn``, in the same transaction."""
+    return cast(sqlite3.Connection, conn.connection.dbapi_connection)
 
 
 def _flags_text(flags: Iterable[str]) -> str:
@@ -175,6 +197,9 @@ class SqlStore:
         # share one query. A load that straddles a write is keyed by the older version and is
         # replaced as soon as the bump is seen.
         self._listings: dict[int, tuple[int, asyncio.Future[tuple[MessageMeta, ...]]]] = {}
+        # Bytes of outbound mail queued, counted once and then kept by the transactions that
+        # add and remove queued mail (on the database thread only); None: count again.
+        self._queued: int | None = None
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -186,7 +211,11 @@ class SqlStore:
 
     async def _write(self, fn: Callable[[Connection], tuple[T, Iterable[int]]],
                      durable: bool = True) -> T:
-        result, changed = await self.db.run(fn, durable)
+        return await self._published(self.db.run(fn, durable))
+
+    async def _published(self, write: Awaitable[tuple[T, Iterable[int]]]) -> T:
+        """The result of a write, once the mailboxes it changed are announced."""
+        result, changed = await write
         for mailbox_id in set(changed):
             await self.notifier.publish(mailbox_id)
         return result
@@ -220,21 +249,43 @@ class SqlStore:
             user_id=user_id, name=name, uidvalidity=self._uidvalidity(conn), uidnext=1,
             special_use=special_use)).inserted_primary_key[0])  # type: ignore[index]
 
+    # Every stored message runs these few statements; they go to the driver as plain SQL
+    # (sqlite3 keeps them prepared): building and caching SQLAlchemy statements cost the
+    # submission path more than SQLite's own work and the commit, under a GIL shared with
+    # the event loop.
+
     @staticmethod
     def _add_body(conn: Connection, data: bytes, structure: bytes | None) -> int:
-        return int(conn.execute(insert(bodies).values(data=data, structure=structure))
-                   .inserted_primary_key[0])  # type: ignore[index]
+        cur = _driver(conn).execute("INSERT INTO bodies (data, structure) VALUES (?, ?)",
+                                    (data, structure))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
     def _add_message(self, conn: Connection, mailbox_id: int, body_id: int, size: int,
                      flags: Iterable[str], internaldate: int) -> int:
-        uid = conn.execute(select(mailboxes.c.uidnext).where(mailboxes.c.id == mailbox_id)
-                           ).scalar_one()
-        conn.execute(insert(messages).values(
-            mailbox_id=mailbox_id, uid=uid, flags=_flags_text(flags), internaldate=internaldate,
-            size=size, body_id=body_id))
-        conn.execute(update(mailboxes).where(mailboxes.c.id == mailbox_id)
-                     .values(uidnext=uid + 1))
-        return int(uid)
+        return self._add_message_where(conn, "id = ?", mailbox_id, body_id, size, flags,
+                                       internaldate)[1]
+
+    def _add_to_inbox(self, conn: Connection, user_id: int, body_id: int, size: int,
+                      internaldate: int) -> int:
+        """``_add_message`` into the user's INBOX, found by the same statement that takes
+        its next uid; returns the INBOX's id."""
+        return self._add_message_where(conn, "user_id = ? AND name = 'INBOX'", user_id,
+                                       body_id, size, (), internaldate)[0]
+
+    @staticmethod
+    def _add_message_where(conn: Connection, where: str, key: int, body_id: int, size: int,
+                           flags: Iterable[str], internaldate: int) -> tuple[int, int]:
+        driver = _driver(conn)
+        taken = driver.execute(f"UPDATE mailboxes SET uidnext = uidnext + 1 WHERE {where} "
+                               "RETURNING id, uidnext - 1", (key,)).fetchall()
+        if not taken:
+            raise NoSuchMailbox("mailbox no longer exists")
+        mailbox_id, uid = int(taken[0][0]), int(taken[0][1])
+        driver.execute("INSERT INTO messages (mailbox_id, uid, flags, internaldate, size, "
+                       "body_id) VALUES (?, ?, ?, ?, ?, ?)",
+                       (mailbox_id, uid, _flags_text(flags), internaldate, size, body_id))
+        return mailbox_id, uid
 
     def _file(self, conn: Connection, mailbox_id: int, body: bytes, structure: bytes | None,
               flags: Iterable[str], internaldate: int) -> int:
@@ -255,8 +306,10 @@ class SqlStore:
                 conn.execute(delete(bodies).where(bodies.c.id.in_(gone)))
 
     def _inbox_id(self, conn: Connection, user_id: int) -> int:
-        return int(conn.execute(select(mailboxes.c.id).where(
-            mailboxes.c.user_id == user_id, mailboxes.c.name == "INBOX")).scalar_one())
+        [(inbox,)] = _driver(conn).execute(
+            "SELECT id FROM mailboxes WHERE user_id = ? AND name = 'INBOX'", (user_id,)
+        ).fetchall()
+        return int(inbox)
 
     # ---- users -------------------------------------------------------------------------
 
@@ -553,29 +606,97 @@ class SqlStore:
 
     # ---- delivery ----------------------------------------------------------------------
 
-    async def submit(self, sub: Submission) -> None:
-        """File local copies and queue remote ones in one transaction (SMTP's 250)."""
-        now = int(self.clock())
-        structure = await self._structure(sub.local_body) if sub.local_users else None
+    async def submit(self, sub: Submission | Callable[[], Submission],
+                     max_queued: int | None = None) -> Filed:
+        """File local copies and queue remote ones in one transaction (SMTP's 250).
 
-        def q(conn: Connection) -> tuple[None, list[int]]:
+        ``sub`` may be a function that makes the Submission (vetting the message first, say):
+        it runs on a worker thread, off the event loop, and what it raises is raised here.
+        With ``max_queued``, raises QueueFull instead when the remote copies would take the
+        queue past that many bytes: checked in the transaction, so concurrent submissions
+        cannot all squeeze past the limit.
+        """
+        now = int(self.clock())
+        if isinstance(sub, Submission):
+            structure = sub.structure
+            if structure is None and sub.local_users:
+                structure = await self._structure(sub.local_body)
+            return await self._counting(self._write(
+                self._submission(sub, structure, now, max_queued)))
+
+        def prepare() -> Callable[[Connection], tuple[Filed, list[int]]]:
+            made = sub()
+            structure = made.structure
+            if structure is None and made.local_users and self.analyse is not None:
+                structure = self.analyse(made.local_body)
+            return self._submission(made, structure, now, max_queued)
+        return await self._counting(self._published(self.db.run_after(prepare)))
+
+    def _submission(self, sub: Submission, structure: bytes | None, now: int,
+                    max_queued: int | None,
+                    ) -> Callable[[Connection], tuple[Filed, list[int]]]:
+        """The transaction of ``submit``."""
+        def q(conn: Connection) -> tuple[Filed, list[int]]:
+            local = dict.fromkeys(sub.local_users)
+            remote = list(sub.remote)
+            filed: dict[str, int] = {}
+            driver = _driver(conn)
+            if remote:
+                found: dict[str, int] = dict(driver.execute(
+                    "SELECT address, id FROM users WHERE address IN "
+                    f"({', '.join('?' * len(remote))})",
+                    [out.recipient for out in remote]).fetchall())
+                if found:
+                    remote = [out for out in remote if out.recipient not in found]
+                    local.update(dict.fromkeys(found.values()))
+                    filed.update(found)
             changed = []
-            if sub.local_users:
+            if local:
                 body_id = self._add_body(conn, sub.local_body, structure)
-                for user_id in sub.local_users:
-                    inbox = self._inbox_id(conn, user_id)
-                    self._add_message(conn, inbox, body_id, len(sub.local_body), (), now)
-                    changed.append(inbox)
-            if sub.remote:
-                payload_id = conn.execute(insert(outbound_payloads).values(
-                    content=sub.content, headers=sub.headers)).inserted_primary_key[0]  # type: ignore[index]
-                for out in sub.remote:
-                    conn.execute(insert(outbound).values(
-                        message_id=out.message_id, user_id=sub.user_id,
-                        recipient=out.recipient, payload_id=payload_id, created_at=now,
-                        next_attempt_at=now, attempts=0))
-            return None, changed
-        await self._write(q)
+                for user_id in local:
+                    changed.append(self._add_to_inbox(conn, user_id, body_id,
+                                                      len(sub.local_body), now))
+            if remote:
+                queued = self._queued_bytes(conn)
+                if max_queued is not None and queued + len(sub.content) > max_queued:
+                    raise QueueFull(f"{queued} bytes queued, at most {max_queued}")
+                payload_id = driver.execute(
+                    "INSERT INTO outbound_payloads (content, headers) VALUES (?, ?)",
+                    (sub.content, sub.headers)).lastrowid
+                driver.executemany(
+                    "INSERT INTO outbound (message_id, user_id, recipient, payload_id, "
+                    "created_at, next_attempt_at, attempts) VALUES (?, ?, ?, ?, ?, ?, 0)",
+                    [(out.message_id, sub.user_id, out.recipient, payload_id, now, now)
+                     for out in remote])
+                self._queued = queued + len(sub.content)  # last: nothing after it can raise
+            return Filed(filed), changed
+        return q
+
+    def _queued_bytes(self, conn: Connection) -> int:
+        """Bytes of outbound mail queued (payloads, and sealed envelopes of older queues)."""
+        if self._queued is None:
+            self._queued = int(conn.execute(select(func.total(func.length(
+                outbound_payloads.c.content)))).scalar_one()) + int(conn.execute(select(
+                    func.total(func.length(outbound.c.sealed)))).scalar_one())
+        return self._queued
+
+    async def queued_bytes(self) -> int:
+        """What ``submit`` compares with its limit (a read of the count once it is known)."""
+        queued = self._queued
+        if queued is not None:
+            return queued
+        return await self.db.run(self._queued_bytes, durable=False)
+
+    async def _counting(self, write: Awaitable[T]) -> T:
+        """A queue-changing write. Its transaction changes the count as its last step, so
+        only a failed commit can leave the count off: then it is taken again."""
+        try:
+            return await write
+        except (sqlite3.Error, SQLAlchemyError):
+            def forget(_conn: Connection) -> None:
+                self._queued = None
+            await asyncio.shield(self.db.run(forget, durable=False))
+            raise
 
     async def deliver_inbound(self, user_id: int, sender_key: bytes, message_id: bytes,
                               body: bytes) -> bool:
@@ -637,19 +758,25 @@ class SqlStore:
         structure = None if dsn is None else await self._structure(dsn.body)
 
         def q(conn: Connection) -> tuple[None, list[int]]:
-            payload_id = conn.execute(select(outbound.c.payload_id).where(
-                outbound.c.id == queue_id)).scalar()
+            row = conn.execute(select(outbound.c.payload_id, func.length(outbound.c.sealed))
+                               .where(outbound.c.id == queue_id)).first()
+            payload_id, freed = (None, None) if row is None else row
             conn.execute(delete(outbound).where(outbound.c.id == queue_id))
             if payload_id is not None and conn.execute(select(outbound.c.id).where(
                     outbound.c.payload_id == payload_id).limit(1)).first() is None:
+                freed = conn.execute(select(func.length(outbound_payloads.c.content)).where(
+                    outbound_payloads.c.id == payload_id)).scalar()
                 conn.execute(delete(outbound_payloads).where(
                     outbound_payloads.c.id == payload_id))
-            if dsn is None:
-                return None, []
-            inbox = self._inbox_id(conn, dsn.user_id)
-            self._file(conn, inbox, dsn.body, structure, (), int(self.clock()))
-            return None, [inbox]
-        await self._write(q)
+            changed = []
+            if dsn is not None:
+                inbox = self._inbox_id(conn, dsn.user_id)
+                self._file(conn, inbox, dsn.body, structure, (), int(self.clock()))
+                changed.append(inbox)
+            if freed and self._queued is not None:
+                self._queued -= int(freed)  # last: nothing after it can raise
+            return None, changed
+        await self._counting(self._write(q))
 
     async def outbound_retry(self, queue_id: int, next_attempt_at: int, error: str,
                              count_attempt: bool = True, notice: LocalCopy | None = None,

@@ -361,3 +361,24 @@ async def test_a_declared_size_reserves_only_that_much(env: Env) -> None:
     finally:
         for raw in clients:
             raw.close()
+
+
+async def test_user_created_meanwhile_gets_mail_locally(env: Env) -> None:
+    """Which recipients are local is decided in the submission's transaction: a user created
+    after the service last looked (``mailnode user add`` is another process) is filed into
+    their INBOX, not queued for the network."""
+    def send(to: str) -> None:
+        with client(env) as smtp:
+            smtp.login("alice", PASSWORD)
+            smtp.sendmail(env.alice.address, [to], message(env.alice.address, to))
+    await asyncio.to_thread(send, env.bob.address)  # the service has seen who is local
+    other = SqlStore(env.store.db, env.store.notifier)  # as another process would
+    carol = await other.create_user("carol", PASSWORD, Identity.generate())
+    await asyncio.to_thread(send, carol.address)
+    assert await env.store.due_outbound(now=2**40) == []
+    inbox = await env.store.get_mailbox(carol.id, "INBOX")
+    assert inbox is not None and inbox.messages == 1
+    uid = (await env.store.list_messages(inbox.id))[0].uid
+    body = (await env.store.fetch_bodies(inbox.id, [uid]))[uid]
+    assert body.startswith(b"Received: ") and body.endswith(
+        message(env.alice.address, carol.address))

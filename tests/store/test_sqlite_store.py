@@ -239,6 +239,64 @@ async def test_group_commit_isolates_a_failing_job(tmp_path: Path) -> None:
         db.close()
 
 
+async def test_a_lone_failing_job_leaves_nothing(tmp_path: Path) -> None:
+    """A job alone in its transaction runs without a savepoint: its failure must still
+    undo its writes, and the thread must go on serving."""
+    from sqlalchemy import text
+
+    db = Database.open(tmp_path / "l.db")
+    try:
+        await db.run(lambda c: c.execute(text("CREATE TABLE t (v INTEGER)")))
+
+        def fail(conn: Connection) -> None:
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+            raise ValueError("after the write")
+        with pytest.raises(ValueError):
+            await db.run(fail)
+        await db.run(lambda c: c.execute(text("INSERT INTO t VALUES (2)")))
+        stored = await db.run(lambda c: [r[0] for r in c.execute(text("SELECT v FROM t"))])
+        assert stored == [2]
+    finally:
+        db.close()
+
+
+async def test_run_after_prepares_off_the_loop_then_commits(tmp_path: Path) -> None:
+    """What ``prepare`` raises reaches the caller and nothing is written; what it returns
+    runs as a transaction; jobs still being prepared when the database closes are done."""
+    import threading
+
+    from sqlalchemy import text
+
+    db = Database.open(tmp_path / "p.db")
+    loop_thread = threading.get_ident()
+    try:
+        await db.run(lambda c: c.execute(text("CREATE TABLE t (v INTEGER)")))
+
+        def prepare(v: int) -> Callable[[], Callable[[Connection], int]]:
+            def made() -> Callable[[Connection], int]:
+                assert threading.get_ident() != loop_thread
+                if v % 3 == 0:
+                    raise ValueError(v)
+
+                def fn(conn: Connection) -> int:
+                    conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": v})
+                    return v
+                return fn
+            return made
+        results = await asyncio.gather(*(db.run_after(prepare(v)) for v in range(1, 31)),
+                                       return_exceptions=True)
+        failed = {r.args[0] for r in results if isinstance(r, ValueError)}
+        assert failed == set(range(3, 31, 3))
+        assert {r for r in results if isinstance(r, int)} == set(range(1, 31)) - failed
+        stored = await db.run(lambda c: {r[0] for r in c.execute(text("SELECT v FROM t"))})
+        assert stored == set(range(1, 31)) - failed
+        pending = [asyncio.ensure_future(db.run_after(prepare(v))) for v in (31, 32)]
+        await asyncio.sleep(0)  # queued, perhaps not yet prepared
+    finally:
+        db.close()
+    assert await asyncio.gather(*pending) == [31, 32]
+
+
 async def test_opening_an_older_database_upgrades_it(tmp_path: Path) -> None:
     from alembic import command
 
