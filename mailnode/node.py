@@ -19,7 +19,7 @@ from mailnode.client_tls import server_context as client_tls_context
 from mailnode.config import CONFIG_NAME, DB_NAME, NODE_KEY_NAME, Config, is_loopback, load
 from mailnode.delivery.headers import authserv_id
 from mailnode.delivery.inbound import InboundService
-from mailnode.delivery.outbound import OutboundQueue, RetryPolicy, remembering, transfer_sender
+from mailnode.delivery.outbound import OutboundQueue, RetryPolicy, TransferSender, remembering
 from mailnode.delivery.publish import Publisher
 from mailnode.delivery.submit import SubmissionService, free_bytes
 from mailnode.friends.service import FriendsService, node_name
@@ -82,8 +82,10 @@ async def serve(data_dir: Path, stop: asyncio.Event,
         inbound = InboundService(store, server_id=server_id)
         policy = RetryPolicy(config.retry_initial, config.retry_max, config.give_up_after,
                              config.delay_notice_after)
+        sender = TransferSender(node_identity, config.transfer_timeout)
+        stack.push_async_callback(sender.aclose)
         queue = OutboundQueue(store, remembering(dht.lookup, store),
-                              transfer_sender(node_identity, config.transfer_timeout), policy,
+                              sender, policy,
                               has_peers=lambda: dht.peer_count() > 0)
         bootstrap_ips = config.bootstrap_peers()
 

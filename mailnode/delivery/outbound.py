@@ -22,6 +22,7 @@ from mailnode.delivery.dsn import delivery_delayed, delivery_failure
 from mailnode.logsafe import clean
 from mailnode.store.sqlite import LocalCopy, QueuedMessage, SqlStore
 from mailnode.transfer import Outcome, TransferError, Verdict
+from mailnode.transfer.pool import ConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -60,29 +61,34 @@ CONNECT_TIMEOUT = 5.0
 (or a relay) should be tried within seconds, not after a minute."""
 
 
-def transfer_sender(identity: Identity, timeout: float) -> Sender:
-    """Send over the transfer protocol: to the recipient's node at each of its endpoints in
+class TransferSender:
+    """Sends over the transfer protocol: to the recipient's node at each of its endpoints in
     turn; when none answers (or the node takes no connections), to one of the relays its
-    record lists, which holds the sealed envelope until the node is back."""
-    from mailnode.transfer import send_message
+    record lists, which holds the sealed envelope until the node is back. Connections are
+    kept for the next message to the same node (``aclose`` at shutdown)."""
 
-    async def send(record: AddressRecord, item: QueuedMessage, sealed: bytes) -> Outcome:
+    def __init__(self, identity: Identity, timeout: float) -> None:
+        self.pool = ConnectionPool(identity, timeout=timeout, connect_timeout=CONNECT_TIMEOUT)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+    async def __call__(self, record: AddressRecord, item: QueuedMessage,
+                       sealed: bytes) -> Outcome:
         last: Exception | str = "its node takes no connections and lists no relay"
         if record.inbound:
             for host, port in record.endpoints:
                 try:
-                    return await send_message(identity, host, port, record.node_key,
-                                              item.message_id, record.user_key, sealed,
-                                              timeout=timeout, connect_timeout=CONNECT_TIMEOUT)
+                    return await self.pool.send(host, port, record.node_key, item.message_id,
+                                                record.user_key, sealed)
                 except TransferError as exc:
                     last = exc
         for relay in record.relays:
             for host, port in relay.endpoints:
                 try:
-                    outcome = await send_message(
-                        identity, host, port, relay.node_key, item.message_id,
-                        record.user_key, sealed, timeout=timeout,
-                        connect_timeout=CONNECT_TIMEOUT, record=record.encode())
+                    outcome = await self.pool.send(host, port, relay.node_key,
+                                                   item.message_id, record.user_key, sealed,
+                                                   record=record.encode())
                 except TransferError as exc:
                     last = exc
                     continue
@@ -94,8 +100,6 @@ def transfer_sender(identity: Identity, timeout: float) -> Sender:
                 last = f"relay {relay.node_key[:8].hex()}: {outcome.reason}"
                 break
         raise TransferError(f"not delivered: {last}")
-
-    return send
 
 
 RECORD_FRESH_FOR = 30.0

@@ -21,7 +21,7 @@ from crypto.keys import Identity, PublicIdentity
 from dht.records import AddressRecord, Relay
 from mailnode.delivery.headers import authserv_id
 from mailnode.delivery.inbound import InboundService
-from mailnode.delivery.outbound import transfer_sender
+from mailnode.delivery.outbound import TransferSender
 from mailnode.friends.service import FriendsService
 from mailnode.store.database import Database
 from mailnode.store.friends import FriendStore
@@ -70,6 +70,25 @@ class Node:
 
 async def refuse(message: InboundMessage) -> Outcome:
     return Outcome(Verdict.TEMPORARY, "not started")  # Node.start sets the real one
+
+
+class Senders:
+    """Stranger's nodes' senders (each with its connection pool), closed after the test."""
+
+    def __init__(self) -> None:
+        self.made: list[TransferSender] = []
+
+    def make(self) -> TransferSender:
+        self.made.append(TransferSender(Identity.generate(), timeout=10.0))
+        return self.made[-1]
+
+
+@pytest.fixture
+async def senders() -> AsyncIterator[Senders]:
+    made = Senders()
+    yield made
+    for sender in made.made:
+        await sender.aclose()
 
 
 @pytest.fixture
@@ -142,7 +161,7 @@ async def test_invite_makes_both_nodes_friends(nodes: dict[str, Node]) -> None:
 
 
 async def test_mail_for_an_offline_node_goes_to_its_relay_and_back(
-        nodes: dict[str, Node]) -> None:
+        nodes: dict[str, Node], senders: Senders) -> None:
     alice, bob = nodes["alice"], nodes["bob"]
     await befriend(alice, bob)
     user = await bob.store.create_user("bob", "password-bob-1", Identity.generate())
@@ -151,7 +170,7 @@ async def test_mail_for_an_offline_node_goes_to_its_relay_and_back(
                                   [("127.0.0.1", bob.port)], seq=1,
                                   expires=int(time.time()) + 3600,
                                   relays=await bob.friends.relays())
-    send = transfer_sender(Identity.generate(), timeout=10.0)  # a stranger's node
+    send = senders.make()  # a stranger's node
 
     await bob.stop()  # bob's machine sleeps
     first = os.urandom(16)
@@ -183,7 +202,8 @@ async def test_mail_for_an_offline_node_goes_to_its_relay_and_back(
     assert await alice.friends_store.next_held(bob.identity.verify_key, 0) is None
 
 
-async def test_a_relay_holds_only_for_friends_that_list_it(nodes: dict[str, Node]) -> None:
+async def test_a_relay_holds_only_for_friends_that_list_it(
+        nodes: dict[str, Node], senders: Senders) -> None:
     alice = nodes["alice"]
     stranger = Identity.generate()
     user_identity = Identity.generate()
@@ -191,14 +211,15 @@ async def test_a_relay_holds_only_for_friends_that_list_it(nodes: dict[str, Node
     alice_relay = Relay(alice.identity.verify_key, (("127.0.0.1", alice.port),))
     record = AddressRecord.create(user_identity, stranger.verify_key, [("127.0.0.1", 9)],
                                   seq=1, expires=int(time.time()) + 60, relays=(alice_relay,))
-    send = transfer_sender(Identity.generate(), timeout=10.0)
+    send = senders.make()
     mid = os.urandom(16)
     with pytest.raises(OSError, match="not a friend"):
         await send(record, queued(mid, user_identity), sealed_for(user_identity, mid))
     assert await alice.friends_store.holding_for() == []
 
 
-async def test_the_relay_store_says_full_at_once(nodes: dict[str, Node]) -> None:
+async def test_the_relay_store_says_full_at_once(
+        nodes: dict[str, Node], senders: Senders) -> None:
     alice, bob = nodes["alice"], nodes["bob"]
     now = int(time.time())
     await alice.friends_store.create_invite(SECRET, 600, 14, now, now + 3600)  # 600 bytes
@@ -211,7 +232,7 @@ async def test_the_relay_store_says_full_at_once(nodes: dict[str, Node]) -> None
                                   [("127.0.0.1", bob.port)], seq=1, expires=now + 3600,
                                   relays=await bob.friends.relays(), inbound=True)
     await bob.stop()
-    send = transfer_sender(Identity.generate(), timeout=10.0)
+    send = senders.make()
     mid = os.urandom(16)
     sealed = sealed_for(user_identity, mid)
     assert len(sealed) < 600
