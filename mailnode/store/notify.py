@@ -11,6 +11,9 @@ class ChangeNotifier:
 
     def __init__(self) -> None:
         self._versions: defaultdict[int, int] = defaultdict(int)
+        # Version of each mailbox's last change that was not only new messages: a listing
+        # as of a later version can be brought up to date by reading the new messages alone.
+        self._reset: defaultdict[int, int] = defaultdict(int)
         self._conditions: dict[int, asyncio.Condition] = {}
         self._retired: set[tuple[int, int]] = set()
 
@@ -34,9 +37,16 @@ class ChangeNotifier:
             cond = self._conditions[mailbox_id] = asyncio.Condition()
         return cond
 
-    async def publish(self, mailbox_id: int) -> None:
-        """Record a committed change to ``mailbox_id`` and wake its waiters."""
+    def appends_since(self, mailbox_id: int, version: int) -> bool:
+        """Whether every change after ``version`` only added messages."""
+        return self._reset[mailbox_id] <= version
+
+    async def publish(self, mailbox_id: int, appended: bool = False) -> None:
+        """Record a committed change to ``mailbox_id`` (``appended``: it only added
+        messages) and wake its waiters."""
         self._versions[mailbox_id] += 1
+        if not appended:
+            self._reset[mailbox_id] = self._versions[mailbox_id]
         cond = self._condition(mailbox_id)
         async with cond:
             cond.notify_all()

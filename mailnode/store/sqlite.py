@@ -210,14 +210,16 @@ class SqlStore:
         return await asyncio.to_thread(self.analyse, body)
 
     async def _write(self, fn: Callable[[Connection], tuple[T, Iterable[int]]],
-                     durable: bool = True) -> T:
-        return await self._published(self.db.run(fn, durable))
+                     durable: bool = True, appended: bool = False) -> T:
+        return await self._published(self.db.run(fn, durable), appended)
 
-    async def _published(self, write: Awaitable[tuple[T, Iterable[int]]]) -> T:
-        """The result of a write, once the mailboxes it changed are announced."""
+    async def _published(self, write: Awaitable[tuple[T, Iterable[int]]],
+                         appended: bool = False) -> T:
+        """The result of a write, once the mailboxes it changed are announced (``appended``:
+        it only added messages to them, so listings can be extended, not reloaded)."""
         result, changed = await write
         for mailbox_id in set(changed):
-            await self.notifier.publish(mailbox_id)
+            await self.notifier.publish(mailbox_id, appended)
         return result
 
     def _mailbox_row(self, conn: Connection, user_id: int, name: str) -> Mailbox | None:
@@ -445,7 +447,12 @@ class SqlStore:
         version = self.notifier.version(mailbox_id)
         cached = self._listings.get(mailbox_id)
         if cached is None or cached[0] != version:
-            task = asyncio.ensure_future(self._load_listing(mailbox_id, version))
+            base: tuple[MessageMeta, ...] | None = None
+            if cached is not None and cached[1].done() and not cached[1].cancelled() \
+                    and cached[1].exception() is None \
+                    and self.notifier.appends_since(mailbox_id, cached[0]):
+                base = cached[1].result()  # only new messages since: read just those
+            task = asyncio.ensure_future(self._load_listing(mailbox_id, version, base))
             self._listings[mailbox_id] = cached = (version, task)
             task.add_done_callback(lambda t: self._forget_failed(mailbox_id, t))
         return list(await asyncio.shield(cached[1]))
@@ -456,14 +463,21 @@ class SqlStore:
         if entry is not None and entry[1] is task and (task.cancelled() or task.exception()):
             del self._listings[mailbox_id]
 
-    async def _load_listing(self, mailbox_id: int, version: int) -> tuple[MessageMeta, ...]:
+    async def _load_listing(self, mailbox_id: int, version: int,
+                            base: tuple[MessageMeta, ...] | None = None,
+                            ) -> tuple[MessageMeta, ...]:
+        """The mailbox's messages; with ``base`` (a listing that later changes only added
+        to), ``base`` plus the messages after its last uid."""
+        after = base[-1].uid if base else 0
+
         def q(conn: Connection) -> tuple[MessageMeta, ...]:
             rows = conn.execute(select(messages.c.uid, messages.c.flags, messages.c.internaldate,
                                        messages.c.size)
-                                .where(messages.c.mailbox_id == mailbox_id)
+                                .where(messages.c.mailbox_id == mailbox_id,
+                                       messages.c.uid > after)
                                 .order_by(messages.c.uid)).all()
-            return tuple(_meta(*r) for r in rows)
-        return await self.db.run(q)
+            return (base or ()) + tuple(_meta(*r) for r in rows)
+        return await self.db.run(q, durable=False)
 
     async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
         def q(conn: Connection) -> tuple[int, int]:
@@ -554,7 +568,7 @@ class SqlStore:
                 raise NoSuchMailbox("mailbox no longer exists")
             uid = self._file(conn, mailbox_id, body, structure, flags, when)
             return (int(uidvalidity), uid), [mailbox_id]
-        return await self._write(q)
+        return await self._write(q, appended=True)
 
     async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
         restrict = None if uids is None else set(uids)
@@ -622,7 +636,7 @@ class SqlStore:
             if structure is None and sub.local_users:
                 structure = await self._structure(sub.local_body)
             return await self._counting(self._write(
-                self._submission(sub, structure, now, max_queued)))
+                self._submission(sub, structure, now, max_queued), appended=True))
 
         def prepare() -> Callable[[Connection], tuple[Filed, list[int]]]:
             made = sub()
@@ -630,7 +644,7 @@ class SqlStore:
             if structure is None and made.local_users and self.analyse is not None:
                 structure = self.analyse(made.local_body)
             return self._submission(made, structure, now, max_queued)
-        return await self._counting(self._published(self.db.run_after(prepare)))
+        return await self._counting(self._published(self.db.run_after(prepare), appended=True))
 
     def _submission(self, sub: Submission, structure: bytes | None, now: int,
                     max_queued: int | None,
@@ -715,7 +729,7 @@ class SqlStore:
             inbox = self._inbox_id(conn, user_id)
             self._file(conn, inbox, body, structure, (), now)
             return True, [inbox]
-        return await self._write(q)
+        return await self._write(q, appended=True)
 
     # ---- outbound queue ----------------------------------------------------------------
 

@@ -12,7 +12,12 @@ import pytest
 from sqlalchemy import Connection, text
 
 from crypto.keys import Identity
-from mailnode.store.api import MailboxExists, MailboxProtected, NoSuchMailbox
+from mailnode.store.api import (
+    MailboxExists,
+    MailboxProtected,
+    MessageMeta,
+    NoSuchMailbox,
+)
 from mailnode.store.database import Database, is_current
 from mailnode.store.notify import ChangeNotifier
 from mailnode.store.sqlite import (
@@ -355,3 +360,38 @@ async def test_upgrades_keep_old_mail_old_and_mailboxes_subscribed(tmp_path: Pat
         assert await upgraded.subscriptions(user.id) == {"INBOX", "Sent", "Drafts", "Trash"}
     finally:
         db.close()
+
+
+async def test_listings_after_new_mail_read_only_the_new_messages(store: SqlStore) -> None:
+    """A session's listing after new mail is the old one plus the new messages (not the
+    whole mailbox read again), and equals a fresh read after any mix of changes."""
+    user = await store.create_user("lister", "password1", Identity.generate())
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    assert inbox is not None
+
+    def fresh() -> SqlStore:  # no cached listing: reads everything
+        return SqlStore(store.db, ChangeNotifier())
+
+    reads: list[int | None] = []  # per load: how many messages it did not read again
+    original = store._load_listing
+
+    async def spy(mailbox_id: int, version: int,
+                  base: tuple[MessageMeta, ...] | None = None) -> tuple[MessageMeta, ...]:
+        reads.append(None if base is None else len(base))
+        return await original(mailbox_id, version, base)
+
+    store._load_listing = spy  # type: ignore[method-assign]
+    for i in range(20):
+        await store.append(inbox.id, f"Subject: {i}\r\n\r\nx\r\n".encode(), frozenset(), None)
+    assert len(await store.list_messages(inbox.id)) == 20
+    for i in range(3):  # new mail: the listing grows by what arrived
+        await store.deliver_inbound(user.id, bytes([i]) * 32, bytes(16), b"Subject: n\r\n\r\n")
+        listed = await store.list_messages(inbox.id)
+        assert [m.uid for m in listed] == [m.uid for m in await fresh().list_messages(inbox.id)]
+    assert reads[-3:] == [20, 21, 22]  # the previous listing, plus the new row read
+    assert reads[0] is None
+    await store.store_flags(inbox.id, [2], frozenset({"\\Seen"}), "add")
+    await store.expunge(inbox.id, [5])
+    await store.append(inbox.id, b"Subject: z\r\n\r\nz\r\n", frozenset({"\\Flagged"}), None)
+    assert await store.list_messages(inbox.id) == await fresh().list_messages(inbox.id)
+    assert reads[-1] is None  # flags and expunge changed old rows: read all again
