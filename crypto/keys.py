@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -43,11 +44,12 @@ class Identity:
     def generate(cls) -> Identity:
         return cls(os.urandom(32))
 
-    @property
+    @functools.cached_property
     def signing_key(self) -> SigningKey:
+        """Derived once per Identity (a key-pair derivation per signature was measurable)."""
         return SigningKey(self.seed)
 
-    @property
+    @functools.cached_property
     def verify_key(self) -> bytes:
         return bytes(self.signing_key.verify_key)
 

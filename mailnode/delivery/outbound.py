@@ -183,6 +183,7 @@ class OutboundQueue:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._inflight: set[int] = set()  # queue ids being attempted now
 
     def wake(self) -> None:
@@ -251,19 +252,27 @@ class OutboundQueue:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def run_once(self) -> None:
-        """Attempt every envelope that is due now, and wait for the attempts."""
-        await asyncio.gather(*await self.start_due())
+        """Attempt every envelope that is due now (each once), and wait for the attempts."""
+        tried: set[int] = set()
+        while started := await self.start_due(skip=tried):
+            await asyncio.gather(*started)
 
-    async def start_due(self) -> list[asyncio.Task[None]]:
-        """Start an attempt for every due envelope not already being attempted; does not
-        wait for them, so a slow or silent node never holds up mail for the others (each
-        recipient's copy is its own attempt, ``concurrency`` at a time)."""
-        due = await self.store.due_outbound(int(self.clock()),
-                                            limit=len(self._inflight) + 50)
+    async def start_due(self, skip: set[int] | None = None) -> list[asyncio.Task[None]]:
+        """Start attempts for due envelopes not already being attempted, up to
+        ``concurrency`` at once; does not wait for them, so a slow or silent node never holds
+        up mail for the others (each recipient's copy is its own attempt). Each attempt that
+        ends wakes the loop to start the next."""
+        free = self._concurrency - len(self._inflight)
+        if free <= 0:
+            return []
+        due = await self.store.due_outbound(int(self.clock()), limit=free,
+                                            exclude=self._inflight | (skip or set()))
         started = []
         for item in due:
             if item.id in self._inflight:
                 continue
+            if skip is not None:
+                skip.add(item.id)
             self._inflight.add(item.id)
             task = asyncio.get_running_loop().create_task(self._attempt_once(item))
             self._tasks.add(task)

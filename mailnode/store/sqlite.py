@@ -197,6 +197,7 @@ class SqlStore:
         # share one query. A load that straddles a write is keyed by the older version and is
         # replaced as soon as the bump is seen.
         self._listings: dict[int, tuple[int, asyncio.Future[tuple[MessageMeta, ...]]]] = {}
+        self._identities: dict[int, Identity] = {}
         # Bytes of outbound mail queued, counted once and then kept by the transactions that
         # add and remove queued mail (on the database thread only); None: count again.
         self._queued: int | None = None
@@ -353,9 +354,16 @@ class SqlStore:
         return await self.db.run(q)
 
     async def identity(self, user_id: int) -> Identity:
+        """A user's key (kept once read: a user's key never changes, and ids are never
+        reused, so the cache cannot hand out the wrong one)."""
+        known = self._identities.get(user_id)
+        if known is not None:
+            return known
         seed = await self.db.run(lambda conn: conn.execute(
-            select(users.c.identity_seed).where(users.c.id == user_id)).scalar_one())
-        return Identity(bytes(seed))
+            select(users.c.identity_seed).where(users.c.id == user_id)).scalar_one(),
+            durable=False)
+        identity = self._identities[user_id] = Identity(bytes(seed))
+        return identity
 
     async def authenticate(self, login: str, password: str) -> User | None:
         def q(conn: Connection) -> tuple[User, str] | None:
@@ -733,18 +741,25 @@ class SqlStore:
 
     # ---- outbound queue ----------------------------------------------------------------
 
-    async def due_outbound(self, now: int, limit: int = 50) -> list[QueuedMessage]:
+    async def due_outbound(self, now: int, limit: int = 50,
+                           exclude: Iterable[int] = ()) -> list[QueuedMessage]:
+        """Copies due by ``now``, soonest first, but for the ids in ``exclude`` (being
+        attempted already)."""
+        skip = list(exclude)
+
         def q(conn: Connection) -> list[QueuedMessage]:
-            rows = conn.execute(select(
+            query = (select(
                 outbound.c.id, outbound.c.message_id, outbound.c.user_id, users.c.address,
                 outbound.c.recipient, outbound.c.created_at, outbound.c.attempts,
                 outbound.c.delay_notified)
                 .join(users, users.c.id == outbound.c.user_id)
                 .where(outbound.c.next_attempt_at <= now)
                 .order_by(outbound.c.next_attempt_at).limit(limit))
+            if skip:
+                query = query.where(outbound.c.id.not_in(skip))
             return [QueuedMessage(r[0], bytes(r[1]), r[2], r[3], r[4], r[5], r[6], bool(r[7]))
-                    for r in rows]
-        return await self.db.run(q)
+                    for r in conn.execute(query)]
+        return await self.db.run(q, durable=False)
 
     async def outbound_content(self, queue_id: int) -> OutboundContent | None:
         """The bytes of one queued copy (None if it is no longer queued)."""
