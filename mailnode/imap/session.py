@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -338,6 +338,12 @@ class ImapSession:
         except NoSuchMailbox:
             self.bye("Selected mailbox was deleted")
             return
+        if sel.version >= 0 and self.notifier.appends_since(sel.mailbox.id, sel.version):
+            # Only new messages since we last looked: nothing to compare, just the tail.
+            start = bisect_right(current, sel.max_uid, key=lambda m: m.uid)
+            await self._announce_new(sel, current[start:])
+            sel.version = version
+            return
         now = {m.uid: m for m in current}
         ghosts = False
         if any(uid not in now for uid in sel.uids):
@@ -357,23 +363,28 @@ class ImapSession:
                 sel.metas[uid] = meta
                 self._untagged(b"%d FETCH (UID %d FLAGS %s)"
                                % (index + 1, uid, r.flags(sel.shown(meta).flags)))
-        new = [m for m in current if m.uid > sel.max_uid]
-        if new:
-            for m in new:
-                sel.uids.append(m.uid)
-                sel.metas[m.uid] = m
-            sel.max_uid = new[-1].uid
-            sel.reindex()
-            await self._claim_recent(sel)
-            self._untagged(b"%d EXISTS" % len(sel.uids))
-            self._untagged(b"%d RECENT" % len(sel.recent))
+        await self._announce_new(sel, [m for m in current if m.uid > sel.max_uid])
         sel.version = -1 if ghosts else version
+
+    async def _announce_new(self, sel: Selected, new: list[MessageMeta]) -> None:
+        if not new:
+            return
+        for m in new:  # at the end: the others keep their sequence numbers
+            sel.uids.append(m.uid)
+            sel.metas[m.uid] = m
+            sel.seq_of[m.uid] = len(sel.uids)
+        sel.max_uid = new[-1].uid
+        await self._claim_recent(sel)
+        self._untagged(b"%d EXISTS" % len(sel.uids))
+        self._untagged(b"%d RECENT" % len(sel.recent))
 
     async def _claim_recent(self, sel: Selected) -> None:
         """Take the not-yet-claimed messages as this session's \\Recent ones."""
         before, upto = await self.store.claim_recent(sel.mailbox.id, claim=not sel.readonly)
-        sel.recent.update(u for u in sel.uids if before < u <= upto)
-        sel.recent.intersection_update(sel.uids)
+        # uids are ascending: the claimed range is one slice (a scan per new message was
+        # quadratic in a growing mailbox)
+        sel.recent.update(sel.uids[bisect_right(sel.uids, before):bisect_right(sel.uids, upto)])
+        sel.recent = {u for u in sel.recent if u in sel.seq_of}
 
     def _targets(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
         """``(seq, uid)`` pairs named by a sequence set (or uid set), ascending."""

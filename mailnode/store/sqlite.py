@@ -805,7 +805,9 @@ class SqlStore:
             if freed and self._queued is not None:
                 self._queued -= int(freed)  # last: nothing after it can raise
             return None, changed
-        await self._counting(self._write(q))
+        # Without an fsync: should a power cut undo it, the copy is sent again and its
+        # receiver files it once; the row and its DSN stand or fall together.
+        await self._counting(self._write(q, durable=False))
 
     async def outbound_retry(self, queue_id: int, next_attempt_at: int, error: str,
                              count_attempt: bool = True, notice: LocalCopy | None = None,
