@@ -26,6 +26,11 @@ from mailnode.transfer.pool import ConnectionPool
 
 log = logging.getLogger(__name__)
 
+BIG = 1 << 20
+BIG_AT_ONCE = 4
+"""Copies above BIG bytes sent at once (with ``concurrency`` 16 and 25 MB messages, memory
+would otherwise reach 400 MB)."""
+
 POLL = 5.0
 """Longest sleep of the queue between two looks at what is due."""
 
@@ -172,7 +177,7 @@ class OutboundQueue:
     """Works the queue until cancelled; ``wake()`` after new mail is queued."""
 
     def __init__(self, store: SqlStore, resolve: Resolver, send: Sender, policy: RetryPolicy,
-                 clock: Callable[[], float] = time.time, concurrency: int = 8,
+                 clock: Callable[[], float] = time.time, concurrency: int = 16,
                  has_peers: Callable[[], bool] = lambda: True) -> None:
         self.store = store
         self.has_peers = has_peers
@@ -183,6 +188,9 @@ class OutboundQueue:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(concurrency)
+        # Big messages are held in memory while sealed and sent: only a few at once, so
+        # ``concurrency`` maximum-size messages never add up on a small machine.
+        self._big = asyncio.Semaphore(BIG_AT_ONCE)
         self._concurrency = concurrency
         self._inflight: set[int] = set()  # queue ids being attempted now
 
@@ -288,7 +296,7 @@ class OutboundQueue:
             self._wake.set()  # its next attempt time (or the next due copy) is looked at now
 
     async def _attempt(self, item: QueuedMessage) -> None:
-        async with self._slots:
+        async with self._slots, (self._big if item.size > BIG else contextlib.nullcontext()):
             mid = item.message_id.hex()
             try:
                 record = await self.resolve(key_of(item.recipient))

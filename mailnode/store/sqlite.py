@@ -76,6 +76,8 @@ class QueuedMessage:
     created_at: int
     attempts: int
     delay_notified: bool = False
+    size: int = 0
+    """Bytes of the payload to seal (what sending it holds in memory)."""
 
 
 @dataclass(frozen=True)
@@ -748,17 +750,20 @@ class SqlStore:
         skip = list(exclude)
 
         def q(conn: Connection) -> list[QueuedMessage]:
+            size = func.coalesce(func.length(outbound_payloads.c.content),
+                                 func.length(outbound.c.sealed), 0)
             query = (select(
                 outbound.c.id, outbound.c.message_id, outbound.c.user_id, users.c.address,
                 outbound.c.recipient, outbound.c.created_at, outbound.c.attempts,
-                outbound.c.delay_notified)
+                outbound.c.delay_notified, size)
                 .join(users, users.c.id == outbound.c.user_id)
+                .outerjoin(outbound_payloads, outbound_payloads.c.id == outbound.c.payload_id)
                 .where(outbound.c.next_attempt_at <= now)
                 .order_by(outbound.c.next_attempt_at).limit(limit))
             if skip:
                 query = query.where(outbound.c.id.not_in(skip))
-            return [QueuedMessage(r[0], bytes(r[1]), r[2], r[3], r[4], r[5], r[6], bool(r[7]))
-                    for r in conn.execute(query)]
+            return [QueuedMessage(r[0], bytes(r[1]), r[2], r[3], r[4], r[5], r[6], bool(r[7]),
+                                  int(r[8])) for r in conn.execute(query)]
         return await self.db.run(q, durable=False)
 
     async def outbound_content(self, queue_id: int) -> OutboundContent | None:

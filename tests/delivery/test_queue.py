@@ -393,3 +393,15 @@ async def test_a_found_record_is_reused_briefly(store: SqlStore) -> None:
     clock.now += 30
     assert await resolve(record.user_key) == record
     assert len(asked) == 2
+
+
+async def test_queued_copies_say_how_big_they_are(store: SqlStore) -> None:
+    """The queue limits how many big copies it holds in memory at once: it must know sizes
+    before loading them."""
+    clock, net = Clock(), FakeNet()
+    store.clock = clock
+    await _queue_one(store, clock, net, RetryPolicy(10, 100, 10_000))
+    [item] = await store.due_outbound(int(clock.now))
+    content = await store.outbound_content(item.id)
+    assert content is not None and content.content is not None
+    assert item.size == len(content.content) > 0
