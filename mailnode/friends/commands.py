@@ -157,8 +157,7 @@ def describe(friend: Friend, now: float) -> str:
         if friend.last_error:
             detail += f" ({friend.last_error[:80]})"
     else:
-        recent = friend.last_seen is not None and now - friend.last_seen < 600
-        state = "online" if recent else "friend"
+        state = "friend"  # whether it is up now only the last contact says
         seen = "never" if friend.last_seen is None else \
             f"{int(max(0, now - friend.last_seen)) // 60}m ago"
         detail = (f"last seen {seen}; you hold {friend.held_count} message(s), "

@@ -53,10 +53,11 @@ def setup(a: Machine, b: Machine, c: Machine, b_settings: dict[str, str] | None 
     a.cli("init", "--p2p-host", "0.0.0.0")
     for m in (b, c):
         m.cli("init", "--p2p-host", "0.0.0.0", "--bootstrap", f"{a.address}:2700")
-    for m, extra in ((a, {}), (b, b_settings or {}), (c, {})):
+    for m, name, extra in ((a, "anna-pi", {}), (b, "bob-laptop", b_settings or {}),
+                           (c, "carol-pc", {})):
         path = m.data_dir / "mailnode.toml"
         config = path.read_text()
-        for old, new in {**QUICK, **extra}.items():
+        for old, new in {**QUICK, 'node_name = ""': f'node_name = "{name}"', **extra}.items():
             assert old in config, old
             config = config.replace(old, new)
         path.write_text(config)
