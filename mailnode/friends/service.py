@@ -141,11 +141,12 @@ class FriendsService:
         if self.identity.verify_key not in {r.node_key for r in record.relays}:
             return Outcome(Verdict.PERMANENT, "relay: the recipient does not list this node")
         result = await self.store.hold(record.node_key, msg.message_id, msg.recipient_key,
-                                       msg.sealed, int(self.clock()))
+                                       msg.sealed, int(self.clock()), msg.source)
         if result is None:
             return Outcome(Verdict.PERMANENT, "relay: the recipient's node is not a friend")
         if result is HoldResult.FULL:
-            return Outcome(Verdict.TEMPORARY, "relay: the store for that node is full")
+            return Outcome(Verdict.TEMPORARY, "relay: the store for that node is full (or "
+                           "your address's share of it)")
         log.info("holding message %s (%d bytes) for node %s", msg.message_id.hex(),
                  len(msg.sealed), _fp(record.node_key))
         # The record is the friend's own word on where it is now: push there.

@@ -233,9 +233,10 @@ class FriendStore:
     # relaying
 
     async def hold(self, node_key: bytes, message_id: bytes, recipient_key: bytes,
-                   sealed: bytes, now: int) -> HoldResult | None:
+                   sealed: bytes, now: int, source: str = "") -> HoldResult | None:
         """Keep ``sealed`` for a user of friend ``node_key`` within what we agreed to hold for
-        it (None: not a friend we hold for)."""
+        it, and from one ``source`` address within half of that (None: not a friend we hold
+        for)."""
         def q(conn: Connection) -> HoldResult | None:
             row = conn.execute(select(friends).where(
                 friends.c.node_key == node_key, friends.c.secret.is_(None))).first()
@@ -245,14 +246,17 @@ class FriendStore:
                     held.c.recipient_key == recipient_key,
                     held.c.message_id == message_id)).first() is not None:
                 return HoldResult.DUPLICATE
-            used = conn.execute(select(func.coalesce(func.sum(held.c.size), 0)).where(
-                held.c.friend_id == row.id)).scalar_one()
-            if used + len(sealed) > row.hold_bytes:
+            used, by_source = conn.execute(
+                select(func.coalesce(func.sum(held.c.size), 0),
+                       func.coalesce(func.sum(held.c.size).filter(held.c.source == source), 0))
+                .where(held.c.friend_id == row.id)).one()
+            if used + len(sealed) > row.hold_bytes or \
+                    by_source + len(sealed) > row.hold_bytes // 2:
                 return HoldResult.FULL
             conn.execute(insert(held).values(
                 friend_id=row.id, message_id=message_id, recipient_key=recipient_key,
                 sealed=sealed, size=len(sealed), received_at=now,
-                expires_at=now + row.hold_days * 86400))
+                expires_at=now + row.hold_days * 86400, source=source))
             return HoldResult.STORED
         return await self.db.run(q)
 

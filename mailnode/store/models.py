@@ -196,6 +196,9 @@ held = Table(
     Column("size", Integer, nullable=False),
     Column("received_at", Integer, nullable=False),
     Column("expires_at", Integer, nullable=False),
+    # The address (IPv6: /64) it came from: one address may fill at most half a friend's
+    # quota, so a stranger cannot use up what a friend's correspondents need.
+    Column("source", String(64), nullable=False, server_default=""),
     UniqueConstraint("recipient_key", "message_id", name="uq_held_recipient_key_message_id"),
     Index("ix_held_friend_id", "friend_id"),
     Index("ix_held_expires_at", "expires_at"),

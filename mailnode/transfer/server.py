@@ -8,6 +8,7 @@ paused until the upgrade so the ClientHello cannot be swallowed by the plain tra
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import ssl
@@ -384,7 +385,8 @@ class _Connection(asyncio.Protocol):
                 )
             elif isinstance(event, MessageReceived):
                 self._tls.pause_reading()
-                self._owner._spawn(self._commit(event.message))
+                self._owner._spawn(self._commit(
+                    dataclasses.replace(event.message, source=source_key(self.host))))
             elif isinstance(event, RedeemRequested):
                 self._tls.pause_reading()
                 self._owner._spawn(self._redeem(event))

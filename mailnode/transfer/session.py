@@ -96,6 +96,8 @@ class InboundMessage:
     sealed: bytes
     record: bytes | None = None
     """Set when the message came in a HOLD: the recipient's address record, for a relay."""
+    source: str = ""
+    """The address (IPv6: /64) it came from, set by the adapter (a relay caps its share)."""
 
 
 class TransferError(OSError):

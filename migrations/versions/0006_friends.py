@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.Column('size', sa.Integer(), nullable=False),
         sa.Column('received_at', sa.Integer(), nullable=False),
         sa.Column('expires_at', sa.Integer(), nullable=False),
+        sa.Column('source', sa.String(length=64), server_default='', nullable=False),
         sa.ForeignKeyConstraint(['friend_id'], ['friends.id'],
                                 name=op.f('fk_held_friend_id_friends'), ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_held')),
