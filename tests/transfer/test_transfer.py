@@ -96,7 +96,8 @@ async def test_round_trip(
     )
     assert outcome == Outcome(Verdict.ACCEPTED, "stored")
     assert store.calls == [
-        InboundMessage(client_identity.verify_key, message_id, RECIPIENT, sealed)
+        InboundMessage(client_identity.verify_key, message_id, RECIPIENT, sealed,
+                       source="127.0.0.1")
     ]
 
 
