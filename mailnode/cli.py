@@ -347,6 +347,19 @@ def cmd_friend(args: argparse.Namespace) -> None:
         raise CliError(str(exc)) from None
 
 
+def cmd_doctor(args: argparse.Namespace) -> None:
+    """Print the checklist; exit status 1 when a check failed (something unsafe or broken)."""
+    from mailnode.doctor import doctor, exit_status
+
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    checks = doctor(data_dir, time.time())
+    for check in checks:
+        print(check.line())
+    if exit_status(checks):
+        raise CliError("some checks failed (FAIL above): apply the fix after each arrow")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     data_dir = _data_dir(args)
     banner: list[str] = []
@@ -474,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     pa = friend_sub.add_parser("remove", help="forget a friend (drops mail held for it)")
     pa.add_argument("name", help="as `mailnode friend list` shows it")
     p.set_defaults(func=cmd_friend)
+    p = sub.add_parser("doctor", help="audit the node: file modes, TLS, peers, disk, queue, "
+                       "backup", description="Check a stopped or running node and print one "
+                       "line per check with the fix for each problem; exit status 1 when "
+                       "something is unsafe or broken.")
+    p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("quickstart", help="first run: init, create a user, print client "
                        "settings, run", description="Create a node in the data directory if "
                        "there is none, create a first user, print mail-client settings and "
