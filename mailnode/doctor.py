@@ -10,8 +10,10 @@ database is opened without migrating it (a migration would hide an old revision)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import enum
+import imaplib
 import ipaddress
 import json
 import smtplib
@@ -94,23 +96,26 @@ def check_modes(data_dir: Path, modes: dict[str, int | None]) -> Check:
 
 
 @dataclass(frozen=True)
-class SmtpProbe:
-    """What a running node's SMTP listener said to a client on this machine."""
+class Probe:
+    """What a running node's SMTP or IMAP listener said to a client on this machine."""
 
-    starttls: bool
-    auth_before_tls: bool
+    protocol: str
+    starttls: bool = False
+    auth_before_tls: bool = False
     tls_error: str | None = None
+    failure: str | None = None
+    """Why it did not answer at all."""
 
 
 def check_listeners(config: Config, running: dict[str, Any] | None, tls_error: str | None,
-                    probe: SmtpProbe | str | None) -> Check:
-    """Clients beyond loopback must get TLS before any password; ``tls_error`` says why
-    tls.pem cannot be loaded, ``probe`` is the running SMTP listener's answer (or why it
-    did not answer)."""
+                    probes: Sequence[Probe] = (), busy: Sequence[str] = ()) -> Check:
+    """Clients beyond loopback must get TLS before any password. ``tls_error``: why tls.pem
+    cannot be loaded; ``probes``: the running listeners' answers; ``busy``: for a stopped
+    node, configured ports another program holds (``run`` would fail on them)."""
     name = "listeners"
-    host = str(running["host"]) if running else config.host
-    p2p = str(running["p2p_host"]) if running else config.p2p_bind
-    where = (f"smtp/imap on {host}, p2p on {p2p}" + ("" if running else " (when running)"))
+    host = str(running.get("host", config.host)) if running else config.host
+    p2p = str(running.get("p2p_host", config.p2p_bind)) if running else config.p2p_bind
+    where = f"smtp/imap on {host}, p2p on {p2p}" + ("" if running else " (when running)")
     if is_loopback(host):
         clients = "clients only from this machine"
     else:
@@ -120,18 +125,26 @@ def check_listeners(config: Config, running: dict[str, Any] | None, tls_error: s
                          f"unusable ({tls_error})",
                          f"move {TLS_NAME} aside and restart (a new one is made), or set "
                          "host = \"127.0.0.1\"")
-    if isinstance(probe, str):
-        return Check(name, Status.FAIL, f"{where}: the running node's SMTP does not answer "
-                     f"({probe})", "restart the node; `mailnode logs` shows why it stopped")
-    if probe is not None:
+    if busy:
+        return Check(name, Status.FAIL, f"{where}: `run` could not listen on "
+                     f"{', '.join(busy)}", "stop the program holding the port (`ss -ltnup` "
+                     "names it; or a node still starting), or set host and ports in "
+                     "mailnode.toml to this machine's addresses and free ports")
+    for probe in probes:
+        what = probe.protocol.upper()
+        if probe.failure is not None:
+            return Check(name, Status.FAIL, f"{where}: the running node's {what} does not "
+                         f"answer ({probe.failure})",
+                         "restart the node; its log says why the listener stopped")
         if not probe.starttls or probe.tls_error is not None:
             why = probe.tls_error or "STARTTLS not offered"
-            return Check(name, Status.FAIL, f"{where}: SMTP TLS broken ({why})",
+            return Check(name, Status.FAIL, f"{where}: {what} TLS broken ({why})",
                          f"move {TLS_NAME} aside and restart the node")
         if probe.auth_before_tls and not is_loopback(host):
-            return Check(name, Status.FAIL, f"{where}: SMTP offers passwords before TLS",
-                         "restart the node with this version; report it as a bug")
-        clients += "; SMTP STARTTLS answered"
+            return Check(name, Status.FAIL, f"{where}: {what} takes passwords before TLS",
+                         "set host = \"127.0.0.1\" and restart; report this as a bug")
+    if probes:
+        clients += f"; {' and '.join(p.protocol.upper() for p in probes)} STARTTLS answered"
     return Check(name, Status.OK, f"{where}: {clients}; transfers always TLS 1.3")
 
 
@@ -391,7 +404,8 @@ class Facts:
     tls_error: str | None = None
     cert: CertFacts | str = "missing"
     machine: list[str] = field(default_factory=list)
-    smtp: SmtpProbe | str | None = None
+    probes: list[Probe] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
     dials: list[DialResult] = field(default_factory=list)
     saved_peers: int = 0
     revision: tuple[str | None, str, bool] | str = "not checked"
@@ -414,23 +428,72 @@ def _connect_host(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
 
 
-def probe_smtp(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> SmtpProbe | str:
-    """EHLO, then STARTTLS, against our own listener (its certificate is self-signed)."""
+def _unverified() -> ssl.SSLContext:
+    """Our own listener's certificate is self-signed; the probe checks TLS works, not trust."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context
+
+
+def probe_smtp(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> Probe:
+    """EHLO, then STARTTLS, against our own SMTP listener."""
     try:
         with smtplib.SMTP(_connect_host(host), port, timeout=timeout) as smtp:
             smtp.ehlo("doctor.invalid")
             starttls, auth = smtp.has_extn("starttls"), smtp.has_extn("auth")
             if not starttls:
-                return SmtpProbe(False, auth)
-            context = ssl.create_default_context()
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                return Probe("smtp", False, auth)
             try:
-                smtp.starttls(context=context)
+                smtp.starttls(context=_unverified())
             except (ssl.SSLError, smtplib.SMTPException) as exc:
-                return SmtpProbe(True, auth, clean(exc, 120))
-            return SmtpProbe(True, auth)
+                return Probe("smtp", True, auth, clean(exc, 120))
+            return Probe("smtp", True, auth)
     except (OSError, smtplib.SMTPException) as exc:
-        return clean(exc, 120)
+        return Probe("smtp", failure=clean(exc, 120))
+
+
+def probe_imap(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> Probe:
+    """CAPABILITY, then STARTTLS, against our own IMAP listener."""
+    try:
+        imap = imaplib.IMAP4(_connect_host(host), port, timeout=timeout)
+    except (OSError, imaplib.IMAP4.error) as exc:
+        return Probe("imap", failure=clean(exc, 120))
+    try:
+        caps = set(imap.capabilities)
+        starttls, login = "STARTTLS" in caps, "LOGINDISABLED" not in caps
+        if not starttls:
+            return Probe("imap", False, login)
+        try:
+            imap.starttls(ssl_context=_unverified())
+        except (ssl.SSLError, imaplib.IMAP4.error) as exc:
+            return Probe("imap", True, login, clean(exc, 120))
+        return Probe("imap", True, login)
+    except (OSError, imaplib.IMAP4.error) as exc:
+        return Probe("imap", failure=clean(exc, 120))
+    finally:
+        with contextlib.suppress(OSError, imaplib.IMAP4.error):
+            imap.logout()
+
+
+def busy_ports(config: Config) -> list[str]:
+    """The configured ports another program holds (bound as the node would bind them)."""
+    wanted = [("smtp", config.host, config.smtp_port, socket.SOCK_STREAM),
+              ("imap", config.host, config.imap_port, socket.SOCK_STREAM),
+              ("p2p", config.p2p_bind, config.p2p_port, socket.SOCK_STREAM),
+              ("p2p/udp", config.p2p_bind, config.p2p_port, socket.SOCK_DGRAM)]
+    busy = []
+    for label, host, port, kind in wanted:
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            with socket.socket(family, kind) as sock:
+                if kind == socket.SOCK_STREAM:  # as asyncio's servers do
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+        except OSError as exc:
+            busy.append(f"{label} {_hostport((host, port))} ({exc.strerror or exc})")
+    return busy
 
 
 def dial(endpoint: Endpoint, node_key: bytes, timeout: float = PROBE_TIMEOUT) -> str | None:
@@ -538,12 +601,16 @@ def gather(data_dir: Path, config: Config | str) -> Facts:
     running = facts.running
     if running is not None:
         try:
-            facts.smtp = probe_smtp(str(running["host"]), int(running["smtp_port"]))
+            host = str(running["host"])
+            facts.probes = [probe_smtp(host, int(running["smtp_port"])),
+                            probe_imap(host, int(running["imap_port"]))]
             key = bytes.fromhex(str(running["node_key"]))
             facts.dials = [(e, dial(e, key)) for e in
                            [(str(h), int(p)) for h, p in running.get("endpoints", [])][:3]]
         except (KeyError, ValueError, TypeError):  # written by another version: no probes
             facts.running = None
+    if facts.running is None and isinstance(config, Config):
+        facts.busy = busy_ports(config)
     _read_database(facts)
     try:
         facts.free = free_bytes(data_dir)
@@ -573,7 +640,8 @@ def audit(facts: Facts, now: float) -> list[Check]:
         checks += [_skip(n, why) for n in ("listeners", "certificate", "endpoint")]
     else:
         checks.append(Check("config", Status.OK, "mailnode.toml valid"))
-        checks += [check_listeners(config, facts.running, facts.tls_error, facts.smtp),
+        checks += [check_listeners(config, facts.running, facts.tls_error, facts.probes,
+                                   facts.busy),
                    check_certificate(facts.cert, config, facts.machine, now),
                    check_endpoint(config, facts.running, facts.dials)]
     bootstrap = 0 if isinstance(config, str) else len(config.bootstrap)

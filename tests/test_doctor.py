@@ -32,8 +32,8 @@ from mailnode.doctor import (
     CertFacts,
     Check,
     PendingFriend,
+    Probe,
     Queued,
-    SmtpProbe,
     Status,
     check_backup,
     check_certificate,
@@ -63,8 +63,10 @@ DAY = 86400
 
 @pytest.fixture
 def node(tmp_path: Path) -> Path:
+    """A fresh node on ports no other test or node holds (doctor checks they are free)."""
     data_dir = tmp_path / "node"
-    init_data_dir(data_dir, Config())
+    init_data_dir(data_dir, Config(smtp_port=free_port(), imap_port=free_port(),
+                                   p2p_port=free_port()))
     return data_dir
 
 
@@ -120,8 +122,8 @@ def test_healthy_running_node_passes_and_dials_its_own_endpoint(tmp_path: Path) 
     assert done.returncode == 0, done.stdout + done.stderr
     assert_one_line_per_check(done.stdout)
     checks = {line[7:19].strip(): line for line in done.stdout.splitlines()}
-    assert checks["listeners"].startswith("[OK  ]") and "SMTP STARTTLS answered" in \
-        checks["listeners"]
+    assert checks["listeners"].startswith("[OK  ]")
+    assert "SMTP and IMAP STARTTLS answered" in checks["listeners"]
     assert checks["endpoint"].startswith("[OK  ]")
     assert f"127.0.0.1:{running.p2p_port} answers TLS with this node's key" in \
         checks["endpoint"]
@@ -197,9 +199,19 @@ def test_a_certificate_not_naming_the_host_fails(node: Path) -> None:
     checks = by_name(doctor(node, time.time()))
     assert checks["certificate"].status is Status.FAIL
     assert "does not name host 192.0.2.7" in checks["certificate"].finding
-    # the key and certificate still load: clients beyond loopback get STARTTLS
-    assert checks["listeners"].status is Status.OK
-    assert "STARTTLS required before passwords" in checks["listeners"].finding
+    # a documentation address is not this machine's: `run` would fail, and doctor says so
+    assert checks["listeners"].status is Status.FAIL
+    port = load(node / CONFIG_NAME).smtp_port
+    assert f"could not listen on smtp 192.0.2.7:{port} (Cannot assign requested address)" \
+        in checks["listeners"].finding
+
+
+def test_a_loadable_certificate_beyond_loopback_means_starttls(node: Path) -> None:
+    set_config(node, host="0.0.0.0")
+    listeners = by_name(doctor(node, time.time()))["listeners"]
+    assert listeners.status is Status.OK
+    assert "clients from other machines, STARTTLS required before passwords" in \
+        listeners.finding
 
 
 def test_an_unloadable_certificate_fails_listeners_beyond_loopback(node: Path) -> None:
@@ -228,19 +240,34 @@ def test_certificate_dates_and_names() -> None:
     assert check_certificate("missing", Config(), [], NOW).status is Status.FAIL
 
 
-def test_listeners_checks_what_the_running_smtp_says() -> None:
+def test_listeners_checks_what_the_running_listeners_say() -> None:
     public = Config(host="0.0.0.0")
     running = {"host": "0.0.0.0", "p2p_host": "0.0.0.0"}
-    assert check_listeners(public, running, None, SmtpProbe(True, False)).status is Status.OK
-    leaky = check_listeners(public, running, None, SmtpProbe(True, True))
-    assert leaky.status is Status.FAIL and "passwords before TLS" in leaky.finding
-    # on loopback AUTH before STARTTLS is the documented behaviour
+    good = [Probe("smtp", True, False), Probe("imap", True, False)]
+    ok = check_listeners(public, running, None, good)
+    assert ok.status is Status.OK and "SMTP and IMAP STARTTLS answered" in ok.finding
+    leaky = check_listeners(public, running, None, [good[0], Probe("imap", True, True)])
+    assert leaky.status is Status.FAIL and "IMAP takes passwords before TLS" in leaky.finding
+    # on loopback a password before STARTTLS is the documented behaviour
     assert check_listeners(Config(), {"host": "127.0.0.1", "p2p_host": "127.0.0.1"}, None,
-                           SmtpProbe(True, True)).status is Status.OK
-    broken = check_listeners(public, running, None, SmtpProbe(True, False, "handshake"))
-    assert broken.status is Status.FAIL and "handshake" in broken.finding
-    silent = check_listeners(public, running, None, "[Errno 111] Connection refused")
-    assert silent.status is Status.FAIL and "does not answer" in silent.finding
+                           [Probe("smtp", True, True)]).status is Status.OK
+    broken = check_listeners(public, running, None, [Probe("smtp", True, False, "handshake")])
+    assert broken.status is Status.FAIL and "SMTP TLS broken (handshake)" in broken.finding
+    plain = check_listeners(public, running, None, [Probe("imap", False, True)])
+    assert plain.status is Status.FAIL and "STARTTLS not offered" in plain.finding
+    silent = check_listeners(public, running, None, [Probe("smtp", failure="refused")])
+    assert silent.status is Status.FAIL and "does not answer (refused)" in silent.finding
+
+
+def test_a_port_held_by_another_program_fails_for_a_stopped_node(node: Path) -> None:
+    port = free_port()
+    set_config(node, smtp_port=port)
+    with socket.create_server(("127.0.0.1", port)):
+        checks = by_name(doctor(node, time.time()))
+    listeners = checks["listeners"]
+    assert listeners.status is Status.FAIL
+    assert f"smtp 127.0.0.1:{port} (Address already in use)" in listeners.finding
+    assert by_name(doctor(node, time.time()))["listeners"].status is Status.OK  # released
 
 
 def test_endpoint_findings() -> None:
