@@ -21,6 +21,7 @@ import socket
 import ssl
 import stat
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ BACKUP_MAX_AGE = 7 * 86400
 PENDING_FRIEND_AGE = 86400
 STUCK_ATTEMPTS = 10
 QUEUE_NEARLY_FULL = 0.9
+CLOCK_AHEAD = 300
+CLOCK_PEERS = 4
 _ANY = {"", "0.0.0.0", "::"}
 
 Endpoint = tuple[str, int]
@@ -266,12 +269,28 @@ def check_peers(running: dict[str, Any] | None, saved: int, bootstrap: int,
                  f"{bootstrap} bootstrap peer(s), {friends} friend(s)")
 
 
-def check_clock() -> Check:
-    """No cheap signal exists yet: peers' transfer certificates are dated when their node
-    started, not now, and no protocol message carries a peer's clock."""
-    return Check("clock", Status.SKIP, "no peer reports its time (transfer certificates are "
-                 "dated at node start); skew against peers cannot be measured yet",
-                 "keep NTP on: timedatectl set-ntp true")
+PeerStart = tuple[Endpoint, float]
+"""A peer's transfer endpoint and when its node started, by its own clock: the transfer
+certificate is made at start, valid from ``CLOCK_SKEW`` before it."""
+
+
+def check_clock(starts: Sequence[PeerStart], now: float) -> Check:
+    """Only a clock ahead of ours shows: a peer that started in our future. One behind is
+    indistinguishable from a node that started long ago, and no protocol message carries a
+    peer's time yet, so the finding says how little it proves."""
+    name = "clock"
+    fix = "keep NTP on here (timedatectl set-ntp true) and ask the peer's owner to do so"
+    if not starts:
+        return Check(name, Status.SKIP, "no peer's transfer port answered (or none known): "
+                     "skew cannot be estimated", "keep NTP on: timedatectl set-ntp true")
+    endpoint, started = max(starts, key=lambda s: s[1])
+    ahead = started - now
+    if ahead > CLOCK_AHEAD:
+        return Check(name, Status.WARN, clean(f"{_hostport(endpoint)} started {_age(ahead)} "
+                                              "in our future: one of the two clocks is "
+                                              "wrong", 200), fix)
+    return Check(name, Status.OK, f"{len(starts)} peer(s) dialled, none ahead of this clock "
+                 "(one behind cannot be seen: certificates are dated at node start)")
 
 
 def check_disk(free: int, queued: int | None, config: Config) -> Check:
@@ -407,6 +426,7 @@ class Facts:
     probes: list[Probe] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
     dials: list[DialResult] = field(default_factory=list)
+    starts: list[PeerStart] = field(default_factory=list)
     saved_peers: int = 0
     revision: tuple[str | None, str, bool] | str = "not checked"
     queue: list[Queued] | str = "not checked"
@@ -496,21 +516,54 @@ def busy_ports(config: Config) -> list[str]:
     return busy
 
 
-def dial(endpoint: Endpoint, node_key: bytes, timeout: float = PROBE_TIMEOUT) -> str | None:
-    """A TCP + TLS 1.3 connect to a published transfer endpoint: None when the node that
-    answers is this one (its certificate carries our key), else what went wrong."""
-    from mailnode.transfer.session import PinMismatchError
-    from mailnode.transfer.tls import check_pin, client_context
+def _transfer_certificate(endpoint: Endpoint, timeout: float) -> bytes | str:
+    """The DER certificate a transfer endpoint presents (TCP + TLS 1.3), or why none."""
+    from mailnode.transfer.tls import client_context
 
     try:
         with socket.create_connection(endpoint, timeout=timeout) as raw, \
                 client_context().wrap_socket(raw) as tls:
-            check_pin(tls, node_key)
-    except PinMismatchError:
-        return "another node answers there"
+            der = tls.getpeercert(binary_form=True)
     except OSError as exc:
         return clean(exc, 120)
-    return None
+    return der or "no certificate presented"
+
+
+def dial(endpoint: Endpoint, node_key: bytes, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """A TCP + TLS 1.3 connect to a published transfer endpoint: None when the node that
+    answers is this one (its certificate carries our key), else what went wrong."""
+    from mailnode.transfer.session import PinMismatchError
+    from mailnode.transfer.tls import certificate_node_key
+
+    der = _transfer_certificate(endpoint, timeout)
+    if isinstance(der, str):
+        return der
+    try:
+        presented = certificate_node_key(der)
+    except PinMismatchError as exc:
+        return clean(exc, 120)
+    return None if presented == node_key else "another node answers there"
+
+
+def peer_starts(peers: Sequence[Endpoint], timeout: float = PROBE_TIMEOUT) -> list[PeerStart]:
+    """When each peer's node started by its clock, from its transfer certificate (dialled
+    in parallel: a few seconds at most however many peers do not answer)."""
+    from mailnode.certificates import CLOCK_SKEW
+
+    def start(endpoint: Endpoint) -> PeerStart | None:
+        der = _transfer_certificate(endpoint, timeout)
+        if isinstance(der, str):
+            return None
+        try:
+            valid_from = x509.load_der_x509_certificate(der).not_valid_before_utc
+        except ValueError:
+            return None
+        return endpoint, (valid_from + CLOCK_SKEW).timestamp()
+
+    if not peers:
+        return []
+    with ThreadPoolExecutor(max_workers=len(peers)) as pool:
+        return [s for s in pool.map(start, peers) if s is not None]
 
 
 def machine_addresses(route: Callable[[str], str | None] = route_from) -> list[str]:
@@ -599,16 +652,22 @@ def gather(data_dir: Path, config: Config | str) -> Facts:
     facts.machine = machine_addresses()
     facts.saved_peers = len(load_peers(data_dir)) if (data_dir / PEERS_NAME).exists() else 0
     running = facts.running
+    known = load_peers(data_dir)
     if running is not None:
         try:
-            host = str(running["host"])
-            facts.probes = [probe_smtp(host, int(running["smtp_port"])),
-                            probe_imap(host, int(running["imap_port"]))]
-            key = bytes.fromhex(str(running["node_key"]))
-            facts.dials = [(e, dial(e, key)) for e in
-                           [(str(h), int(p)) for h, p in running.get("endpoints", [])][:3]]
-        except (KeyError, ValueError, TypeError):  # written by another version: no probes
+            host, key = str(running["host"]), bytes.fromhex(str(running["node_key"]))
+            ports = int(running["smtp_port"]), int(running["imap_port"])
+            published = [(str(h), int(p)) for h, p in running.get("endpoints", [])]
+            known = [(str(h), int(p)) for h, p in running.get("peers", [])]
+        except (KeyError, ValueError, TypeError):  # written by another version
             facts.running = None
+        else:
+            facts.probes = [probe_smtp(host, ports[0]), probe_imap(host, ports[1])]
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                facts.dials = list(zip(published[:3], pool.map(
+                    lambda e: dial(e, key), published[:3]), strict=True))
+    facts.starts = peer_starts([p for p in known if not is_loopback(p[0])][:CLOCK_PEERS]
+                               or known[:CLOCK_PEERS])
     if facts.running is None and isinstance(config, Config):
         facts.busy = busy_ports(config)
     _read_database(facts)
@@ -646,7 +705,7 @@ def audit(facts: Facts, now: float) -> list[Check]:
                    check_endpoint(config, facts.running, facts.dials)]
     bootstrap = 0 if isinstance(config, str) else len(config.bootstrap)
     checks += [check_peers(facts.running, facts.saved_peers, bootstrap, facts.friends),
-               check_clock()]
+               check_clock(facts.starts, now)]
     if isinstance(facts.revision, str):
         checks.append(Check("database", Status.FAIL, facts.revision,
                             "restore the database from a backup"))

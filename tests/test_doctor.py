@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from mailnode.doctor import (
     Status,
     check_backup,
     check_certificate,
+    check_clock,
     check_disk,
     check_endpoint,
     check_friends,
@@ -48,6 +49,7 @@ from mailnode.doctor import (
     dial,
     doctor,
     exit_status,
+    peer_starts,
 )
 from mailnode.store.database import Database
 from mailnode.store.friends import FriendStore
@@ -106,29 +108,47 @@ def test_healthy_stopped_node_passes_through_the_cli(node: Path) -> None:
     assert "[OK  ] database     schema at the newest revision" in done.stdout
 
 
-def test_healthy_running_node_passes_and_dials_its_own_endpoint(tmp_path: Path) -> None:
-    running = NodeProcess.init(tmp_path / "node", [])
-    running.start()
+def wait_for_status(data_dir: Path, ready: Callable[[dict[str, object]], bool]) -> None:
+    path = data_dir / "status.json"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if ready(json.loads(path.read_text())):
+                return
+        except (OSError, ValueError):
+            pass
+        assert time.monotonic() < deadline, f"no such status in {path}"
+        time.sleep(0.05)
+
+
+def test_healthy_running_nodes_pass_and_dial_their_own_endpoint(tmp_path: Path) -> None:
+    first = NodeProcess.init(tmp_path / "a", [])
+    first.start()
+    second = NodeProcess.init(tmp_path / "b", [first.p2p_port])
     try:
-        status = tmp_path / "node" / "status.json"
-        deadline = time.monotonic() + 30
-        while not status.exists() or not json.loads(status.read_text() or "{}").get(
-                "endpoints"):
-            assert time.monotonic() < deadline, "the node wrote no status with endpoints"
-            time.sleep(0.05)
-        done = cli_doctor(tmp_path / "node")
+        wait_for_status(tmp_path / "a", lambda s: bool(s.get("endpoints")))
+        alone = cli_doctor(tmp_path / "a")
+        second.start()
+        wait_for_status(tmp_path / "b", lambda s: bool(s.get("endpoints"))
+                        and bool(s.get("dht_peers")))
+        joined = cli_doctor(tmp_path / "b")
     finally:
-        assert running.stop() == 0
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert_one_line_per_check(done.stdout)
-    checks = {line[7:19].strip(): line for line in done.stdout.splitlines()}
+        assert second.stop() == 0 and first.stop() == 0
+    for done in (alone, joined):
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert_one_line_per_check(done.stdout)
+    checks = {line[7:19].strip(): line for line in alone.stdout.splitlines()}
     assert checks["listeners"].startswith("[OK  ]")
     assert "SMTP and IMAP STARTTLS answered" in checks["listeners"]
     assert checks["endpoint"].startswith("[OK  ]")
-    assert f"127.0.0.1:{running.p2p_port} answers TLS with this node's key" in \
+    assert f"127.0.0.1:{first.p2p_port} answers TLS with this node's key" in \
         checks["endpoint"]
     assert "dialled from this machine only" in checks["endpoint"]  # says what it did not do
     assert checks["peers"].startswith("[WARN]")  # alone: true, and not a failure
+    assert checks["clock"].startswith("[SKIP]")
+    checks = {line[7:19].strip(): line for line in joined.stdout.splitlines()}
+    assert checks["peers"].startswith("[OK  ] peers        1 DHT peer(s) known")
+    assert checks["clock"].startswith("[OK  ] clock        1 peer(s) dialled, none ahead")
 
 
 @pytest.mark.parametrize("name", [NODE_KEY_NAME, TLS_NAME, DB_NAME, ""])
@@ -289,33 +309,60 @@ def test_endpoint_findings() -> None:
 
 
 @pytest.fixture
-def other_node_tls() -> Iterator[int]:
-    """A transfer TLS listener on loopback presenting another node's key."""
+def other_node_tls() -> Iterator[Callable[[float], int]]:
+    """Start transfer TLS listeners on loopback presenting another node's key, its
+    certificate made at the time given (each answers one connection)."""
     from mailnode.transfer.tls import server_context
 
-    context = server_context(Identity.generate(), time.time())
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    started: list[tuple[socket.socket, threading.Thread]] = []
 
-    def serve() -> None:
-        conn, _ = listener.accept()
-        try:
-            with context.wrap_socket(conn, server_side=True) as tls:
-                tls.recv(1)
-        except (OSError, ssl.SSLError):
-            pass
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield port
-    listener.close()
-    thread.join(timeout=5)
+    def start(now: float) -> int:
+        context = server_context(Identity.generate(), now)
+        listener = socket.create_server(("127.0.0.1", 0))
+
+        def serve() -> None:
+            try:
+                conn, _ = listener.accept()
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)
+            except (OSError, ssl.SSLError):
+                pass
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        started.append((listener, thread))
+        return int(listener.getsockname()[1])
+    yield start
+    for listener, thread in started:
+        listener.close()
+        thread.join(timeout=5)
 
 
-def test_dial_tells_our_node_from_another_and_from_nothing(other_node_tls: int) -> None:
+def test_dial_tells_our_node_from_another_and_from_nothing(
+        other_node_tls: Callable[[float], int]) -> None:
     mine = Identity.generate().verify_key
-    assert dial(("127.0.0.1", other_node_tls), mine) == "another node answers there"
+    assert dial(("127.0.0.1", other_node_tls(time.time())), mine) == \
+        "another node answers there"
     refused = dial(("127.0.0.1", free_port()), mine)
     assert refused is not None and "refused" in refused.lower()
+
+
+def test_a_peer_started_in_our_future_shows_clock_skew(
+        other_node_tls: Callable[[float], int]) -> None:
+    now = float(int(time.time()))  # certificates count whole seconds
+    ahead, fine = other_node_tls(now + 2 * 3600), other_node_tls(now - 3 * DAY)
+    closed = free_port()
+    starts = peer_starts([("127.0.0.1", ahead), ("127.0.0.1", fine), ("127.0.0.1", closed)])
+    assert sorted(e[1] for e, _ in starts) == sorted([ahead, fine])  # the closed one: none
+    check = check_clock(starts, now)
+    assert check.status is Status.WARN
+    assert f"127.0.0.1:{ahead} started 2h in our future" in check.finding
+
+
+def test_clock_check() -> None:
+    assert check_clock([], NOW).status is Status.SKIP
+    behind = check_clock([(("192.0.2.1", 1), NOW - 30 * DAY)], NOW)
+    assert behind.status is Status.OK and "one behind cannot be seen" in behind.finding
+    assert check_clock([(("192.0.2.1", 1), NOW + 60)], NOW).status is Status.OK
 
 
 def test_peers() -> None:
