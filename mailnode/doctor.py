@@ -3,8 +3,9 @@
 The checks are pure functions over facts (file modes, the certificate, the running node's
 status file, queue rows...) with the time passed in, so each one is tested on a deliberately
 broken fact without a broken machine. ``gather`` is the only part that reads the disk or
-opens sockets: every probe is on this machine's own listeners, with a short timeout, and the
-database is opened without migrating it (a migration would hide an old revision).
+opens sockets: it probes this node's own listeners and endpoints and, for the clock, a few
+peers' transfer ports, all in parallel or with a short timeout; the database is opened
+without migrating it (a migration would hide an old revision).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import enum
 import imaplib
 import ipaddress
 import json
+import shlex
 import smtplib
 import socket
 import ssl
@@ -45,6 +47,7 @@ QUEUE_NEARLY_FULL = 0.9
 CLOCK_AHEAD = 300
 CLOCK_PEERS = 4
 _ANY = {"", "0.0.0.0", "::"}
+MISSING = "missing"
 
 Endpoint = tuple[str, int]
 
@@ -87,11 +90,11 @@ def check_modes(data_dir: Path, modes: dict[str, int | None]) -> Check:
     if loose:
         paths = [str(data_dir / n) if n else str(data_dir) for n in loose]
         shown = ", ".join(f"{p} {modes[n]:04o}" for p, n in zip(paths, loose, strict=True))
-        files = [str(data_dir / n) for n in loose if n]
+        files = [shlex.quote(str(data_dir / n)) for n in loose if n]
         fix = "; ".join(
-            ([f"chmod 700 {data_dir}"] if "" in loose else [])
+            ([f"chmod 700 {shlex.quote(str(data_dir))}"] if "" in loose else [])
             + ([f"chmod 600 {' '.join(files)}"] if files else []))
-        return Check(name, Status.FAIL, f"readable by group or others: {shown}", fix)
+        return Check(name, Status.FAIL, f"open to group or others: {shown}", fix)
     if missing:
         return Check(name, Status.FAIL, f"missing: {', '.join(missing)}",
                      "restore them from a backup (a new node.key is a new node)")
@@ -148,6 +151,9 @@ def check_listeners(config: Config, running: dict[str, Any] | None, tls_error: s
                          "set host = \"127.0.0.1\" and restart; report this as a bug")
     if probes:
         clients += f"; {' and '.join(p.protocol.upper() for p in probes)} STARTTLS answered"
+    if running and (host, p2p) != (config.host, config.p2p_bind):
+        return Check(name, Status.WARN, f"{where}, but mailnode.toml now says "
+                     f"{config.host} and {config.p2p_bind}", "restart the node to apply it")
     return Check(name, Status.OK, f"{where}: {clients}; transfers always TLS 1.3")
 
 
@@ -184,6 +190,10 @@ def check_certificate(cert: CertFacts | str, config: Config, machine: Sequence[s
     name = "certificate"
     fix_new = (f"move {TLS_NAME} aside and restart: the node makes a new one (clients then "
                "ask once to trust its fingerprint)")
+    if cert == MISSING:
+        return Check(name, Status.WARN, f"{TLS_NAME} is missing: the node makes a new one at "
+                     "start, and mail clients then ask again to trust it",
+                     "restart the node, then accept the new fingerprint in the clients")
     if isinstance(cert, str):
         return Check(name, Status.FAIL, f"{TLS_NAME}: {cert}", fix_new)
     day = 86400
@@ -421,7 +431,7 @@ class Facts:
     modes: dict[str, int | None]
     running: dict[str, Any] | None
     tls_error: str | None = None
-    cert: CertFacts | str = "missing"
+    cert: CertFacts | str = MISSING
     machine: list[str] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
@@ -576,7 +586,7 @@ def _read_tls(path: Path) -> tuple[str | None, CertFacts | str]:
     try:
         pem = path.read_bytes()
     except FileNotFoundError:
-        return "missing", "missing"
+        return None, MISSING  # made at start, like at init
     except OSError as exc:
         return clean(exc, 120), clean(exc, 120)
     try:

@@ -257,7 +257,18 @@ def test_certificate_dates_and_names() -> None:
     assert check_certificate(named, Config(host="0.0.0.0"), ["192.0.2.2"], NOW).status \
         is Status.OK
     assert check_certificate(named, Config(host="MAIL.example"), [], NOW).status is Status.OK
-    assert check_certificate("missing", Config(), [], NOW).status is Status.FAIL
+    unreadable = check_certificate("no readable certificate (x)", Config(), [], NOW)
+    assert unreadable.status is Status.FAIL and "move tls.pem aside" in unreadable.fix
+
+
+def test_a_missing_certificate_warns_as_the_node_makes_a_new_one(node: Path) -> None:
+    set_config(node, host="0.0.0.0")
+    (node / TLS_NAME).unlink()
+    checks = by_name(doctor(node, time.time()))
+    assert checks["certificate"].status is Status.WARN
+    assert "makes a new one at start" in checks["certificate"].finding
+    assert checks["listeners"].status is Status.OK
+    assert checks["file modes"].status is Status.OK
 
 
 def test_listeners_checks_what_the_running_listeners_say() -> None:
@@ -277,6 +288,8 @@ def test_listeners_checks_what_the_running_listeners_say() -> None:
     assert plain.status is Status.FAIL and "STARTTLS not offered" in plain.finding
     silent = check_listeners(public, running, None, [Probe("smtp", failure="refused")])
     assert silent.status is Status.FAIL and "does not answer (refused)" in silent.finding
+    moved = check_listeners(Config(), running, None, good)  # the file says 127.0.0.1 now
+    assert moved.status is Status.WARN and "restart the node" in moved.fix
 
 
 def test_a_port_held_by_another_program_fails_for_a_stopped_node(node: Path) -> None:
