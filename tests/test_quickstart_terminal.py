@@ -34,14 +34,16 @@ class Terminal:
     fd: int
     screen: str = ""
     status: int | None = field(default=None)
+    seen: int = 0  # where the next expect starts: past the last match
 
     def expect(self, pattern: str, timeout: float = 30) -> re.Match[str]:
-        """Read until ``pattern`` appears in the output; fail with the output if it does not."""
+        """Read until ``pattern`` appears in new output; fail with the output if it does not."""
         deadline = time.monotonic() + timeout
-        while (found := re.search(pattern, self.screen)) is None:
+        while (found := re.compile(pattern).search(self.screen, self.seen)) is None:
             left = deadline - time.monotonic()
             if left <= 0 or not self._read(left):
                 raise AssertionError(f"{pattern!r} not seen; the terminal shows:\n{self.screen}")
+        self.seen = found.end()
         return found
 
     def _read(self, timeout: float) -> bool:
@@ -131,3 +133,27 @@ def test_quickstart_keeps_the_password_on_screen_and_stops_on_ctrl_c(
         finally:
             db.close()
     assert asyncio.run(login())  # the password shown is the one that works
+
+
+def test_user_add_in_a_terminal_asks_again_after_a_weak_password(
+        tmp_path: Path, terminal: list[Terminal]) -> None:
+    from mailnode.cli import main
+
+    home = tmp_path / "home"
+    assert main(["init", "--data-dir", str(home)]) == 0
+    env = {k: v for k, v in os.environ.items() if k != "MAILNODE_PASSWORD"}
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(sys.executable, [sys.executable, "-m", "mailnode", "user", "add", "dora",
+                                   "--data-dir", str(home)], env)
+    t = Terminal(pid, fd)
+    terminal.append(t)
+    t.expect(r"Password for dora: ")
+    t.type("password\r")
+    t.expect(r"too easy to guess.*Try another\.\n")
+    t.expect(r"Password for dora: ")
+    t.type("lantern quietly folds maps\r")
+    t.expect(r"Repeat password: ")
+    t.type("lantern quietly folds maps\r")
+    assert t.wait() == 0 and "Created user dora" in t.screen
+    assert "lantern" not in t.screen  # never echoed
