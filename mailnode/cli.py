@@ -55,7 +55,10 @@ def _confirm(question: str, yes: bool, refusal: str) -> None:
         return
     if not sys.stdin.isatty():
         raise CliError(refusal)
-    answer = input(f"{question} [y/N] ").strip().lower()
+    try:
+        answer = input(f"{question} [y/N] ").strip().lower()
+    except EOFError:  # Ctrl-D: a no
+        answer = ""
     if answer not in ("y", "yes"):
         raise CliError("nothing was changed")
 
@@ -489,7 +492,7 @@ def _first_user_name() -> str:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
-    from mailnode.guide import JOIN_HINT, choices
+    from mailnode.guide import JOIN_HINT, choices, no_node, orphaned
     from mailnode.passwords import judge
 
     data_dir = _data_dir(args)
@@ -500,6 +503,8 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
         user = None
     else:
         # Everything is checked before anything is written: a refusal leaves no half node.
+        if orphaned(data_dir):  # a lost mailnode.toml: init repairs it, keeping the users
+            raise CliError(no_node(data_dir))
         _check_new_node(data_dir)
         config = _config_from(args)
         _confirm_exposure(config, args.yes)

@@ -227,7 +227,7 @@ def test_status_and_init_agree_after_the_config_is_deleted(
     d = str(node)
     key = (node / NODE_KEY_NAME).read_bytes()
     (node / CONFIG_NAME).unlink()
-    for command in ("status", "settings", "run"):
+    for command in ("status", "settings", "run", "quickstart"):
         code, _, err = run(capsys, command, "--data-dir", d)
         assert f"mailnode --data-dir {d} init" in one_line_error(code, err)
         assert "keys and mail are kept" in err
