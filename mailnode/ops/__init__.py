@@ -1,0 +1,1 @@
+"""Operating a node: backup and restore, mail import and export."""
