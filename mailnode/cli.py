@@ -349,7 +349,8 @@ def cmd_friend(args: argparse.Namespace) -> None:
 
 def cmd_backup(args: argparse.Namespace) -> None:
     """An encrypted, consistent backup of the node (it may be running)."""
-    from mailnode.ops.backup import BackupError, backup, progress_printer, read_passphrase
+    from mailnode.ops import progress_printer
+    from mailnode.ops.backup import BackupError, backup, read_passphrase
 
     data_dir = _data_dir(args)
     _require_node(data_dir)
@@ -380,6 +381,39 @@ def _prompt(text: str) -> str:
     if not sys.stdin.isatty():
         raise CliError("no passphrase: set MAILNODE_BACKUP_PASSPHRASE or run in a terminal")
     return getpass.getpass(text)
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    """File an mbox file or a Maildir into a user's mailbox."""
+    from mailnode.ops import progress_printer
+    from mailnode.ops.mailfiles import MailFileError, import_mail
+
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    limit = load(data_dir / CONFIG_NAME).max_message_size
+    try:
+        done = import_mail(data_dir, args.user, Path(args.source), args.mailbox, limit,
+                           progress_printer(sys.stderr, "messages"))
+    except MailFileError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Imported {done.done} message(s) into {args.user}'s {args.mailbox}"
+          + (f"; skipped {done.skipped} larger than max_message_size ({limit} bytes)"
+             if done.skipped else ""))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from mailnode.ops import progress_printer
+    from mailnode.ops.mailfiles import MailFileError, export_mail
+
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    try:
+        done = export_mail(data_dir, args.user, args.mailbox, Path(args.target),
+                           progress_printer(sys.stderr, "messages"))
+    except MailFileError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Exported {done.done} message(s) from {args.user}'s {args.mailbox} to "
+          f"{args.target}")
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
@@ -520,6 +554,22 @@ def build_parser() -> argparse.ArgumentParser:
                                    "directory, which must be absent or empty.")
     p.add_argument("file", help="the backup file")
     p.set_defaults(func=cmd_restore)
+    p = sub.add_parser("import", help="file an mbox file or a Maildir into a mailbox",
+                       description="Import the messages (with their flags and dates) of an "
+                                   "mbox file or a Maildir directory into a user's mailbox.")
+    p.add_argument("user", help="the user's login name")
+    p.add_argument("source", help="an mbox file, or a Maildir (a directory with cur/, new/)")
+    p.add_argument("--mailbox", default="INBOX", help="target mailbox, created if needed "
+                   "(default %(default)s)")
+    p.set_defaults(func=cmd_import)
+    p = sub.add_parser("export", help="write a mailbox to an mbox file or a Maildir",
+                       description="Export a user's mailbox with flags and dates: to a new "
+                                   "mbox file, or to a Maildir when TARGET is a directory or "
+                                   "ends in /.")
+    p.add_argument("user", help="the user's login name")
+    p.add_argument("mailbox", help="e.g. INBOX")
+    p.add_argument("target", help="a new mbox file, or a directory (Maildir)")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("quickstart", help="first run: init, create a user, print client "
                        "settings, run", description="Create a node in the data directory if "
                        "there is none, create a first user, print mail-client settings and "

@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 import nacl.exceptions
 import nacl.pwhash
@@ -33,6 +33,7 @@ import nacl.utils
 
 from mailnode.client_tls import TLS_NAME
 from mailnode.config import CONFIG_NAME, DB_NAME, NODE_KEY_NAME
+from mailnode.ops import Progress
 
 MAGIC = b"mailnode-backup-1\n"
 BACKUP_STATE = "backup.json"
@@ -47,8 +48,6 @@ _LENGTH = struct.Struct(">I")
 REQUIRED = (DB_NAME, NODE_KEY_NAME, CONFIG_NAME)
 MEMBERS = (*REQUIRED, TLS_NAME, "peers.json")
 
-Progress = Callable[[int, int], None]
-"""Called with (pages copied, pages in total) while the database is copied."""
 
 
 class BackupError(Exception):
@@ -297,17 +296,3 @@ def _check_database(path: Path) -> None:
     if verdict is None or verdict[0] != "ok":
         raise BackupError("the database in the backup fails its integrity check")
 
-
-def progress_printer(stream: TextIO, what: str) -> Callable[[int, int], None]:
-    """Progress on one rewritten line in a terminal; elsewhere (logs, pipes) only the end."""
-    tty = stream.isatty()
-
-    def show(done: int, total: int) -> None:
-        if tty:
-            stream.write(f"\r{what}: {done}/{total}")
-            if done >= total:
-                stream.write("\n")
-        elif done >= total:
-            stream.write(f"{what}: {done}/{total}\n")
-        stream.flush()
-    return show
