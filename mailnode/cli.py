@@ -150,10 +150,12 @@ def _configure_logging(verbose: bool, serving: bool) -> None:
 
 
 def _run_node(data_dir: Path, banner: list[str] | None = None) -> None:
+    from mailnode.logsetup import attach_for
     from mailnode.node import serve
     from mailnode.runstate import Listening
 
     _require_node(data_dir)
+    attach_for(data_dir)  # the node's prefix and format, and mailnode.log
 
     def ready(where: Listening) -> None:
         for line in banner or []:
@@ -416,6 +418,20 @@ def cmd_export(args: argparse.Namespace) -> None:
           f"{args.target}")
 
 
+def cmd_logs(args: argparse.Namespace) -> None:
+    """The last lines of the node's log file, then follow it (Ctrl-C stops)."""
+    from mailnode.logsetup import LOG_NAME
+    from mailnode.ops.logtail import follow, last_lines
+
+    path = _data_dir(args) / LOG_NAME
+    if not path.is_file():
+        raise CliError(f"no log file {path} yet: `mailnode run` (or quickstart) writes it")
+    if args.no_follow:
+        sys.stdout.write(last_lines(path, args.lines).decode("utf-8", "replace"))
+    else:
+        follow(path, sys.stdout, args.lines)
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     data_dir = _data_dir(args)
     banner: list[str] = []
@@ -570,6 +586,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mailbox", help="e.g. INBOX")
     p.add_argument("target", help="a new mbox file, or a directory (Maildir)")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("logs", help="show the node's log file and follow it",
+                       description="Print the last lines of mailnode.log in the data "
+                                   "directory, then new ones as the node writes them "
+                                   "(across rotations) until Ctrl-C.")
+    p.add_argument("-n", "--lines", type=int, default=20, metavar="N",
+                   help="lines to show first (default %(default)s)")
+    p.add_argument("--no-follow", action="store_true", help="print them and exit")
+    p.set_defaults(func=cmd_logs)
     p = sub.add_parser("quickstart", help="first run: init, create a user, print client "
                        "settings, run", description="Create a node in the data directory if "
                        "there is none, create a first user, print mail-client settings and "
