@@ -432,6 +432,23 @@ def cmd_logs(args: argparse.Namespace) -> None:
         follow(path, sys.stdout, args.lines)
 
 
+def cmd_install_service(args: argparse.Namespace) -> None:
+    """Write a sandboxed systemd unit for this node."""
+    from mailnode.ops.service import ServiceError, install, next_steps
+
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    target = Path(args.unit)
+    try:
+        install(target, data_dir, args.user, args.force)
+    except ServiceError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Wrote {target}: runs this node as user {args.user!r}, which may write only "
+          f"{data_dir}. Then, as root:")
+    for step in next_steps(target, data_dir, args.user):
+        print(f"  {step}")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     data_dir = _data_dir(args)
     banner: list[str] = []
@@ -594,6 +611,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lines to show first (default %(default)s)")
     p.add_argument("--no-follow", action="store_true", help="print them and exit")
     p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("install-service", help="write a sandboxed systemd unit",
+                       description="Write a systemd unit that runs this node as a dedicated "
+                                   "user, with the data directory its only writable path.")
+    p.add_argument("unit", nargs="?", default="/etc/systemd/system/mailnode.service",
+                   help="where to write it (default %(default)s)")
+    p.add_argument("--user", default="mailnode", help="system user to run as "
+                   "(default %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.set_defaults(func=cmd_install_service)
     p = sub.add_parser("quickstart", help="first run: init, create a user, print client "
                        "settings, run", description="Create a node in the data directory if "
                        "there is none, create a first user, print mail-client settings and "
