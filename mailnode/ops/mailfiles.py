@@ -78,7 +78,15 @@ def _from_line_date(line: bytes) -> datetime | None:
 
 def import_mail(data_dir: Path, user: str, source: Path, mailbox_name: str, limit: int,
                 progress: Progress | None = None) -> Outcome:
-    """File the messages of an mbox file or a Maildir into ``user``'s mailbox."""
+    """File the messages of an mbox file or a Maildir into ``user``'s mailbox.
+
+    Refused while the node runs: it keeps each mailbox's listing in memory, updated by its
+    own writes only, so its clients would not see mail filed by another process."""
+    from mailnode.runstate import read_status
+
+    if (running := read_status(data_dir)) is not None:
+        raise MailFileError(f"the node is running (pid {running['pid']}); stop it, import, "
+                            "then start it again")
     if source.is_dir():
         if not all((source / sub).is_dir() for sub in ("cur", "new")):
             raise MailFileError(f"{source} is a directory but not a Maildir (no cur/ and new/)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,6 +177,10 @@ def test_import_errors_are_one_line(node: Path, tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "plain").mkdir()
     (tmp_path / "in.mbox").write_bytes(MBOX)
+    (node / "status.json").write_text(json.dumps({"pid": os.getpid()}))  # "running"
+    assert main(["--data-dir", str(node), "import", "alice", str(tmp_path / "in.mbox")]) == 1
+    assert "the node is running" in capsys.readouterr().err
+    (node / "status.json").unlink()
     for argv, words in (
             (["import", "alice", str(tmp_path / "missing")], "does not exist"),
             (["import", "alice", str(tmp_path / "plain")], "not a Maildir"),
