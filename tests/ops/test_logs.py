@@ -47,6 +47,10 @@ def test_a_running_node_writes_clean_json_lines_to_its_log_file(tmp_path: Path) 
         imap = imaplib.IMAP4("127.0.0.1", node.imap_port)
         with pytest.raises(imaplib.IMAP4.error):
             imap.login("alice", "wrong")
+        imap = imaplib.IMAP4("127.0.0.1", node.imap_port)
+        imap.login("alice", "a-long-enough-password")
+        imap.append("INBOX", None, None, b"Subject: x\r\n\r\nx\r\n")
+        imap.logout()
         with smtplib.SMTP("127.0.0.1", node.smtp_port) as smtp, \
                 pytest.raises(smtplib.SMTPAuthenticationError):
             smtp.login("alice\x1b[31m", "wrong")
@@ -62,6 +66,7 @@ def test_a_running_node_writes_clean_json_lines_to_its_log_file(tmp_path: Path) 
     assert "auth ok: service=smtp source=127.0.0.1 user=alice" in messages
     assert 'auth failed: service=imap source=127.0.0.1 user="alice" ' \
            "reason=bad-credentials" in messages
+    assert 'user=alice appended uid 1 to mailbox="INBOX" (17 bytes)' in messages  # names
     failed = [m for m in messages if m.startswith("auth failed: service=smtp")]
     assert failed and all('user="alice\\x1b[31m"' in m for m in failed)  # escaped
     assert "\x1b" not in text
