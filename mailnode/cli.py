@@ -267,10 +267,12 @@ def _configure_logging(verbose: bool, serving: bool) -> None:
 
 
 def _run_node(data_dir: Path, banner: list[str] | None = None) -> None:
+    from mailnode.logsetup import attach_for
     from mailnode.node import serve
     from mailnode.runstate import Listening
 
     _require_node(data_dir)
+    attach_for(data_dir)  # the node's prefix and format, and mailnode.log
 
     def ready(where: Listening) -> None:
         for line in banner or []:
@@ -504,6 +506,106 @@ def _first_user_name() -> str:
     return name if USER_NAME.match(name) else "me"
 
 
+def cmd_backup(args: argparse.Namespace) -> None:
+    """An encrypted, consistent backup of the node (it may be running)."""
+    from mailnode.ops import progress_printer
+    from mailnode.ops.backup import BackupError, backup, read_passphrase
+
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    try:
+        passphrase = read_passphrase("MAILNODE_BACKUP_PASSPHRASE", _prompt, confirm=True)
+        saved = backup(data_dir, Path(args.file), passphrase,
+                       progress_printer(sys.stderr, "database pages copied"))
+    except BackupError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Backed up {', '.join(saved)} to {args.file} (encrypted; without the passphrase "
+          "it cannot be restored). Restore with: mailnode --data-dir NEW_DIR restore FILE")
+
+
+def cmd_restore(args: argparse.Namespace) -> None:
+    from mailnode.ops.backup import BackupError, read_passphrase, restore
+
+    data_dir = _data_dir(args)
+    try:
+        passphrase = read_passphrase("MAILNODE_BACKUP_PASSPHRASE", _prompt, confirm=False)
+        restored = restore(Path(args.file), data_dir, passphrase)
+    except BackupError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Restored {', '.join(restored)} into {data_dir}. Start it with: mailnode "
+          f"--data-dir {data_dir} run (stop the old node first: both have the same keys)")
+
+
+def _prompt(text: str) -> str:
+    if not sys.stdin.isatty():
+        raise CliError("no passphrase: set MAILNODE_BACKUP_PASSPHRASE or run in a terminal")
+    return getpass.getpass(text)
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    """File an mbox file or a Maildir into a user's mailbox."""
+    from mailnode.ops import progress_printer
+    from mailnode.ops.mailfiles import MailFileError, import_mail
+
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    limit = load(data_dir / CONFIG_NAME).max_message_size
+    try:
+        done = import_mail(data_dir, args.user, Path(args.source), args.mailbox, limit,
+                           progress_printer(sys.stderr, "messages"))
+    except MailFileError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Imported {done.done} message(s) into {args.user}'s {args.mailbox}"
+          + (f"; skipped {done.skipped} larger than max_message_size ({limit} bytes)"
+             if done.skipped else ""))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from mailnode.ops import progress_printer
+    from mailnode.ops.mailfiles import MailFileError, export_mail
+
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    try:
+        done = export_mail(data_dir, args.user, args.mailbox, Path(args.target),
+                           progress_printer(sys.stderr, "messages"))
+    except MailFileError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Exported {done.done} message(s) from {args.user}'s {args.mailbox} to "
+          f"{args.target}")
+
+
+def cmd_logs(args: argparse.Namespace) -> None:
+    """The last lines of the node's log file, then follow it (Ctrl-C stops)."""
+    from mailnode.logsetup import LOG_NAME
+    from mailnode.ops.logtail import follow, last_lines
+
+    path = _data_dir(args) / LOG_NAME
+    if not path.is_file():
+        raise CliError(f"no log file {path} yet: `mailnode run` (or quickstart) writes it")
+    if args.no_follow:
+        sys.stdout.write(last_lines(path, args.lines).decode("utf-8", "replace"))
+    else:
+        follow(path, sys.stdout, args.lines)
+
+
+def cmd_install_service(args: argparse.Namespace) -> None:
+    """Write a sandboxed systemd unit for this node."""
+    from mailnode.ops.service import ServiceError, install, next_steps
+
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    target = Path(args.unit)
+    try:
+        install(target, data_dir, args.user, args.force)
+    except ServiceError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Wrote {target}: runs this node as user {args.user!r}, which may write only "
+          f"{data_dir}. Then, as root:")
+    for step in next_steps(target, data_dir, args.user):
+        print(f"  {step}")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     from mailnode.guide import JOIN_HINT, choices, no_node, orphaned
     from mailnode.passwords import judge
@@ -673,6 +775,50 @@ def build_parser() -> argparse.ArgumentParser:
                        "line per check with the fix for each problem; exit status 1 when "
                        "something is unsafe or broken.")
     p.set_defaults(func=cmd_doctor)
+    p = sub.add_parser("backup", help="write an encrypted backup of the node (it may run)",
+                       description="Copy the database (consistently, while the node runs), "
+                                   "keys, certificate and config into FILE, encrypted with a "
+                                   "passphrase ($MAILNODE_BACKUP_PASSPHRASE or prompted).")
+    p.add_argument("file", help="the backup file to write")
+    p.set_defaults(func=cmd_backup)
+    p = sub.add_parser("restore", help="recreate a node from a backup in an empty --data-dir",
+                       description="Unpack a backup made by `mailnode backup` into the data "
+                                   "directory, which must be absent or empty.")
+    p.add_argument("file", help="the backup file")
+    p.set_defaults(func=cmd_restore)
+    p = sub.add_parser("import", help="file an mbox file or a Maildir into a mailbox",
+                       description="Import the messages (with their flags and dates) of an "
+                                   "mbox file or a Maildir directory into a user's mailbox.")
+    p.add_argument("user", help="the user's login name")
+    p.add_argument("source", help="an mbox file, or a Maildir (a directory with cur/, new/)")
+    p.add_argument("--mailbox", default="INBOX", help="target mailbox, created if needed "
+                   "(default %(default)s)")
+    p.set_defaults(func=cmd_import)
+    p = sub.add_parser("export", help="write a mailbox to an mbox file or a Maildir",
+                       description="Export a user's mailbox with flags and dates: to a new "
+                                   "mbox file, or to a Maildir when TARGET is a directory or "
+                                   "ends in /.")
+    p.add_argument("user", help="the user's login name")
+    p.add_argument("mailbox", help="e.g. INBOX")
+    p.add_argument("target", help="a new mbox file, or a directory (Maildir)")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("logs", help="show the node's log file and follow it",
+                       description="Print the last lines of mailnode.log in the data "
+                                   "directory, then new ones as the node writes them "
+                                   "(across rotations) until Ctrl-C.")
+    p.add_argument("-n", "--lines", type=int, default=20, metavar="N",
+                   help="lines to show first (default %(default)s)")
+    p.add_argument("--no-follow", action="store_true", help="print them and exit")
+    p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("install-service", help="write a sandboxed systemd unit",
+                       description="Write a systemd unit that runs this node as a dedicated "
+                                   "user, with the data directory its only writable path.")
+    p.add_argument("unit", nargs="?", default="/etc/systemd/system/mailnode.service",
+                   help="where to write it (default %(default)s)")
+    p.add_argument("--user", default="mailnode", help="system user to run as "
+                   "(default %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.set_defaults(func=cmd_install_service)
     p = sub.add_parser("quickstart", help="first run: init, create a user, print client "
                        "settings, run", description="Create a node in the data directory if "
                        "there is none, create a first user, print mail-client settings and "

@@ -60,6 +60,8 @@ class Config:
     # [dht]
     record_ttl: float = 86400.0
     republish_interval: float = 3600.0
+    # [logs]
+    log_format: str = "text"
 
     @property
     def p2p_bind(self) -> str:
@@ -136,6 +138,11 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
     "dht": [
         ("record_ttl", "seconds a published address record stays valid"),
         ("republish_interval", "seconds between republications of this node's records"),
+    ],
+    "logs": [
+        ("log_format", "\"text\" (one line per event) or \"json\" (one JSON object per "
+                       "line), on the terminal and in mailnode.log in the data directory "
+                       "(rotated at 10 MB, 5 old files kept)"),
     ],
 }
 
@@ -219,6 +226,8 @@ def validate(config: Config) -> Config:
                           "refuse records that expire later")
     if config.node_name and not re.fullmatch(r"[a-z0-9_.-]{1,32}", config.node_name):
         raise ConfigError("node_name may only hold a-z, 0-9, '-', '_', '.' (at most 32)")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError("log_format must be \"text\" or \"json\"")
     if config.republish_interval >= config.record_ttl:
         raise ConfigError("republish_interval must be shorter than record_ttl, or records "
                           "expire before they are renewed")

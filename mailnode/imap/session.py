@@ -621,7 +621,9 @@ class ImapSession:
         mailbox = await self._mailbox(cmd.mailbox, trycreate=True)
         uidvalidity, uid = await self.store.append(mailbox.id, cmd.message.read(), cmd.flags,
                                                    cmd.date)
-        log.info("appended uid %d to mailbox %d (%d bytes)", uid, mailbox.id, cmd.message.size)
+        log.info('user=%s appended uid %d to mailbox="%s" (%d bytes)',
+                 self.user.name if self.user else "?", uid, clean(mailbox.name),
+                 cmd.message.size)
         return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
 
     async def _do_idle(self, cmd: c.Idle) -> str | None:
