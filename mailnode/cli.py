@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from mailnode.addressing import unreachable
-from mailnode.client_tls import TLS_NAME, fingerprint
+from mailnode.client_tls import TLS_NAME, certificate_files, fingerprint
+from mailnode.clientsettings import client_settings
 from mailnode.config import (
     CONFIG_NAME,
     DB_NAME,
@@ -119,23 +120,6 @@ def cmd_user_add(args: argparse.Namespace) -> None:
 def _require_node(data_dir: Path) -> None:
     if not (data_dir / CONFIG_NAME).exists():
         raise CliError(f"no node in {data_dir}: run `mailnode --data-dir {data_dir} init` first")
-
-
-def client_settings(config: Config, user: User, smtp_port: int, imap_port: int,
-                    tls_fingerprint: str) -> str:
-    security = ("none (loopback; STARTTLS offered)" if is_loopback(config.host)
-                else "STARTTLS (required)")
-    return "\n".join([
-        f"Mail client settings for {user.name}:",
-        f"  Email address : {user.address}",
-        f"  User name     : {user.name}   (the full address works too)",
-        f"  IMAP (incoming): server {config.host}  port {imap_port}  security: {security}  "
-        "authentication: normal password",
-        f"  SMTP (outgoing): server {config.host}  port {smtp_port}  security: {security}  "
-        "authentication: normal password",
-        "  TLS certificate fingerprint (SHA-256), to check when your client asks:",
-        f"    {tls_fingerprint}",
-    ])
 
 
 def _configure_logging(verbose: bool, serving: bool) -> None:
@@ -357,17 +341,20 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
             name = "me"
         password = os.environ.get("MAILNODE_PASSWORD") or secrets.token_urlsafe(12)
         user = _add_user(data_dir, name, password)
+        shown = "MAILNODE_PASSWORD" not in os.environ
         banner += [f"First run: created a node in {data_dir} and the user {name!r}.",
                    f"Password for {name}: "
-                   + ("(from MAILNODE_PASSWORD)" if "MAILNODE_PASSWORD" in os.environ
-                      else f"{password}   <- shown once, write it down")]
+                   + (f"{password}   <- shown once, write it down" if shown
+                      else "(from MAILNODE_PASSWORD)")]
     else:
         banner.append(f"Using the existing node in {data_dir}.")
         user = None
     config = load(data_dir / CONFIG_NAME)
     if user is not None:
-        banner.append(client_settings(config, user, config.smtp_port, config.imap_port,
-                                      fingerprint(data_dir / TLS_NAME)))
+        banner.append(client_settings(
+            config, user, config.smtp_port, config.imap_port,
+            fingerprint(certificate_files(config, data_dir)[0]),
+            password=password if shown else None, qr=sys.stdout.isatty()))
     banner.append("Add users with: mailnode --data-dir "
                   f"{data_dir} user add NAME.  Stop with Ctrl-C.")
     _run_node(data_dir, banner)
@@ -382,6 +369,10 @@ def _add_node_options(p: argparse.ArgumentParser) -> None:
                    help="SMTP submission port (default %(default)s)")
     p.add_argument("--imap-port", type=int, default=defaults.imap_port,
                    help="IMAP port (default %(default)s)")
+    p.add_argument("--smtps-port", type=int, default=defaults.smtps_port,
+                   help="SMTP submission port with implicit TLS, 0: none (default %(default)s)")
+    p.add_argument("--imaps-port", type=int, default=defaults.imaps_port,
+                   help="IMAP port with implicit TLS, 0: none (default %(default)s)")
     p.add_argument("--p2p-port", type=int, default=defaults.p2p_port,
                    help="DHT UDP port; transfers use TCP on the same number "
                         "(default %(default)s)")
@@ -410,6 +401,7 @@ def _config_from(args: argparse.Namespace) -> Config:
     for peer in args.bootstrap:
         parse_hostport(peer)
     return validate(Config(host=args.host, smtp_port=args.smtp_port, imap_port=args.imap_port,
+                           smtps_port=args.smtps_port, imaps_port=args.imaps_port,
                            p2p_port=args.p2p_port, bootstrap=tuple(args.bootstrap),
                            p2p_host=args.p2p_host, advertise_host=args.advertise))
 

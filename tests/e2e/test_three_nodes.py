@@ -318,7 +318,8 @@ def test_quickstart_creates_a_node_prints_settings_and_serves(tmp_path: Path) ->
     smtp_port, imap_port, p2p_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailnode", "quickstart", "--smtp-port", str(smtp_port),
-         "--imap-port", str(imap_port), "--p2p-port", str(p2p_port)],
+         "--imap-port", str(imap_port), "--p2p-port", str(p2p_port),
+         "--smtps-port", str(free_port()), "--imaps-port", str(free_port())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
