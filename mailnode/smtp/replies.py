@@ -75,7 +75,7 @@ BY_CODE: dict[int, str] = {
     552: "5.3.4", 553: "5.1.3", 554: "5.0.0", 555: "5.5.4",
 }
 
-_REPLY = re.compile(r"^([2-5]\d\d)([ -])(.*)$", re.DOTALL)
+_REPLY = re.compile(r"^([245]\d\d)([ -])(.*)$", re.DOTALL)
 _ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?: |$)")
 
 
