@@ -108,7 +108,8 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
     "limits": [
         ("max_message_size", "largest message accepted, in bytes (SMTP SIZE, IMAP APPEND, "
                              "transfer)"),
-        ("max_connections", "simultaneous connections to SMTP and to IMAP (each); when full, "
+        ("max_connections", "simultaneous connections to SMTP and to IMAP (each, its "
+                            "implicit-TLS port included); when full, "
                             "the oldest connection that has not logged in (and is more than "
                             "3 s old) is closed to make room"),
         ("max_peer_connections", "simultaneous connections from other nodes to the transfer "

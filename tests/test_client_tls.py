@@ -119,10 +119,11 @@ async def listeners(store: SqlStore, tmp_path: Path
 async def test_login_over_imaps_and_smtps_verifying_the_node_certificate(
         listeners: tuple[ImapServer, SubmissionServer, Path]) -> None:
     imap, smtp, pem = listeners
-    assert imap.tls_port is not None
+    assert imap.tls_port is not None and imap.port is not None
+    imaps_port, imap_port = imap.tls_port, imap.port
 
     def clients() -> None:
-        with imaplib.IMAP4_SSL("127.0.0.1", imap.tls_port, ssl_context=trusting(pem),
+        with imaplib.IMAP4_SSL("127.0.0.1", imaps_port, ssl_context=trusting(pem),
                                timeout=TIMEOUT) as m:
             assert "STARTTLS" not in m.capabilities and "LOGINDISABLED" not in m.capabilities
             assert m.login("alice", PASSWORD)[0] == "OK"  # AUTH inside TLS despite require_tls
@@ -132,12 +133,16 @@ async def test_login_over_imaps_and_smtps_verifying_the_node_certificate(
             s.ehlo("phone")
             assert not s.has_extn("starttls") and "PLAIN" in s.esmtp_features["auth"]
             s.login("alice", PASSWORD)
-        # The plain listeners still want STARTTLS first.
-        with imaplib.IMAP4("127.0.0.1", imap.port, timeout=TIMEOUT) as m:
+        # The plain listeners still want STARTTLS first, through the same reloading context.
+        with imaplib.IMAP4("127.0.0.1", imap_port, timeout=TIMEOUT) as m:
             assert "LOGINDISABLED" in m.capabilities
+            m.starttls(ssl_context=trusting(pem))
+            assert m.login("alice", PASSWORD)[0] == "OK"
         with smtplib.SMTP("127.0.0.1", smtp.port, timeout=TIMEOUT) as s:
             s.ehlo("desktop")
             assert "auth" not in s.esmtp_features and s.has_extn("starttls")
+            s.starttls(context=trusting(pem))
+            s.login("alice", PASSWORD)
     await asyncio.wait_for(asyncio.to_thread(clients), 30)
 
 

@@ -401,6 +401,7 @@ class SubmissionServer:
         loop = asyncio.get_running_loop()
         if not implicit_tls:
             self._server = await loop.create_server(self._protocol, host, port)
+            log.info("SMTP listening on %s:%d", host, self.port)
             return
         if self.tls_context is None:
             raise ValueError("implicit TLS needs a tls_context")
