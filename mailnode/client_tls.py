@@ -54,11 +54,14 @@ class Machine:
 
 def lan_addresses(host: str) -> list[str]:
     """The addresses clients elsewhere reach the listeners at: the bound one when specific,
-    else (bound to every interface) those of the routes out of this machine."""
+    else (bound to every interface) those of the routes out of this machine, of the family
+    the listeners are bound to."""
     if host not in _ANY:
         return [host]
+    # asyncio binds 0.0.0.0 to IPv4 only and :: to IPv6 only (V6ONLY); "" to both.
+    targets = {"0.0.0.0": _ELSEWHERE[:1], "::": _ELSEWHERE[1:]}.get(host, _ELSEWHERE)
     found = []
-    for target in _ELSEWHERE:
+    for target in targets:
         local = route_from(target)
         if local is not None and local not in _ANY and not ipaddress.ip_address(
                 local).is_loopback and local not in found:

@@ -24,8 +24,6 @@ from urllib.parse import quote
 from mailnode.config import Config, is_loopback
 from mailnode.store.api import User
 
-_ANY = {"", "0.0.0.0", "::"}
-
 
 def dclogin_uri(address: str, password: str, host: str, imap_port: int, imap_tls: bool,
                 smtp_port: int, smtp_tls: bool, accept_invalid: bool) -> str:
@@ -54,7 +52,8 @@ def _desktop(config: Config, user: User, smtp_port: int, imap_port: int,
     security = ("none (loopback; STARTTLS offered)" if is_loopback(config.host)
                 else "STARTTLS (required)")
     # Bound to every interface, this machine reaches the node on loopback.
-    server = "127.0.0.1" if config.host in _ANY else config.host
+    server = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.host,
+                                                                        config.host)
     return [
         f"Mail client settings for {user.name}:",
         f"  Email address : {user.address}",

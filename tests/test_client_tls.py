@@ -181,6 +181,13 @@ def test_certificate_made_at_init_names_this_machine_s_addresses(tmp_path: Path)
         assert str(ipaddress.ip_address(address)) in names
 
 
+def test_lan_addresses_are_of_the_bound_family() -> None:
+    assert all(ipaddress.ip_address(a).version == 4 for a in lan_addresses("0.0.0.0"))
+    assert all(ipaddress.ip_address(a).version == 6 for a in lan_addresses("::"))
+    assert set(lan_addresses("0.0.0.0")) | set(lan_addresses("::")) == set(lan_addresses(""))
+    assert lan_addresses("192.168.1.20") == ["192.168.1.20"]
+
+
 async def test_own_certificate_is_used_and_reloaded_for_new_handshakes(
         store: SqlStore, tmp_path: Path) -> None:
     cert, key, first = make_pair(tmp_path, "own")

@@ -44,6 +44,12 @@ def test_phone_block_for_a_node_on_every_interface() -> None:
                       "ic": "3", "sc": "3"}
 
 
+def test_desktop_server_on_an_ipv6_only_node() -> None:
+    text = client_settings(replace(LAN, host="::"), ALICE, 2587, 2143, FINGERPRINT,
+                           addresses=["fd00::20"])
+    assert "IMAP (incoming): server ::1  port 2143" in text and "Server        : fd00::20" in text
+
+
 def test_no_password_no_login_code() -> None:
     """Delta Chat refuses a dclogin code without p, and the password is shown only once."""
     text = client_settings(LAN, ALICE, 2587, 2143, FINGERPRINT, addresses=["192.168.1.20"])
