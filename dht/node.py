@@ -108,7 +108,10 @@ class _Server(Server):  # type: ignore[misc]  # kademlia is untyped
         nodes = await self._closest_nodes(dkey)
         answers = await asyncio.gather(*(self.protocol.call_store(n, dkey, value) for n in nodes))
         acks = sum(1 for ok, accepted in answers if ok and accepted is True)
-        log.info("stored record %s at %d of %d close peers", dkey.hex(), acks, len(nodes))
+        # A node without peers (a first run, a private node) retries every few seconds:
+        # that is DhtNode's one line "no DHT peers known", not one line per attempt.
+        log.log(logging.INFO if nodes else logging.DEBUG,
+                "stored record %s at %d of %d close peers", dkey.hex(), acks, len(nodes))
         return acks
 
     async def find_record(self, dkey: bytes) -> AddressRecord | None:
@@ -230,6 +233,7 @@ class DhtNode:
         self._republish_interval = republish_interval
         self._bootstrap_interval = bootstrap_interval
         self._bootstrap_peers: list[Address] = []
+        self._alone: bool | None = None  # unknown until the first check
         self._started = False
 
     @property
@@ -390,6 +394,22 @@ class DhtNode:
         await self._server.refresh(self._republish_interval)
 
     async def _retry_bootstrap(self) -> None:
+        self._note_peers()
         if self.peer_count() == 0 and self._bootstrap_peers:
-            log.info("no DHT peers known; retrying bootstrap")
+            log.debug("no DHT peers known; retrying bootstrap")
             await self.bootstrap(self._bootstrap_peers)
+            self._note_peers()
+
+    def _note_peers(self) -> None:
+        """One INFO line when the node finds itself alone and one when it has peers again."""
+        alone = self.peer_count() == 0
+        if alone == self._alone:
+            return
+        if alone:
+            how = (f"retrying its bootstrap peers every {self._bootstrap_interval:.0f} s"
+                   if self._bootstrap_peers else "no bootstrap peers configured")
+            log.info("no DHT peers known: this node is on its own until a peer reaches it "
+                     "(%s)", how)
+        elif self._alone is not None:
+            log.info("joined the DHT: %d peers known", self.peer_count())
+        self._alone = alone

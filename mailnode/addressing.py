@@ -22,6 +22,12 @@ Route = Callable[[str], str | None]
 """The local address that packets to a peer's IP leave from (None: no route)."""
 
 _ANY = {"", "0.0.0.0", "::"}
+_FAMILIES = {"": (socket.AF_INET, socket.AF_INET6), "0.0.0.0": (socket.AF_INET,),
+             "::": (socket.AF_INET6,)}
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
 # Documentation addresses (RFC 5737 / 3849): connecting a UDP socket only asks the routing
 # table, so these stand for "anywhere beyond this machine" without sending anything.
 _ELSEWHERE = {socket.AF_INET: "192.0.2.1", socket.AF_INET6: "2001:db8::1"}
@@ -78,8 +84,12 @@ def endpoints(config: Config, port: int, peers: Iterable[Endpoint],
         found.append((local, port))
     if remote_peer:  # loopback would send remote peers to themselves
         found = [e for e in found if not is_loopback(e[0])]
+    # 0.0.0.0 listens on IPv4 only and :: on IPv6 only (asyncio sets IPV6_V6ONLY): an
+    # address of the other family would be published but refuse every connection.
+    families = _FAMILIES[bind]
+    found = [e for e in found if _family(e[0]) in families]
     if not found:
-        for family in (socket.AF_INET, socket.AF_INET6):
+        for family in families:
             local = route(_ELSEWHERE[family])
             if local is not None and local not in _ANY and not is_loopback(local):
                 found.append((local, port))

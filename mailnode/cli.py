@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailnode.addressing import unreachable
 from mailnode.client_tls import TLS_NAME, certificate_files, fingerprint
@@ -33,6 +34,11 @@ from mailnode.config import (
 from mailnode.logsafe import safe_handler
 from mailnode.store.api import User
 
+if TYPE_CHECKING:
+    from mailnode.passwords import Verdict as PasswordVerdict
+    from mailnode.store.database import Database
+    from mailnode.store.sqlite import SqlStore
+
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
@@ -44,49 +50,120 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir) if args.data_dir else default_data_dir()
 
 
+def _confirm(question: str, yes: bool, refusal: str) -> None:
+    """Go on when ``--yes`` was given or the user agrees in a terminal; else one line."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CliError(refusal)
+    try:
+        answer = input(f"{question} [y/N] ").strip().lower()
+    except EOFError:  # Ctrl-D: a no
+        answer = ""
+    if answer not in ("y", "yes"):
+        raise CliError("nothing was changed")
+
+
+def _confirm_exposure(config: Config, yes: bool) -> None:
+    """Listening beyond loopback is a choice the owner makes knowingly."""
+    if is_loopback(config.host):
+        return
+    _confirm(f"--host {config.host} makes SMTP and IMAP reachable from other machines; "
+             "they will take a password only after STARTTLS. Listen there?", yes,
+             f"--host {config.host} makes SMTP and IMAP reachable from other machines (they "
+             "then require STARTTLS before a password): add --yes to confirm, or leave "
+             "--host out to stay on this machine")
+
+
+def _check_new_node(data_dir: Path) -> None:
+    """Refuse before anything is written: a file, an unwritable place, an existing node."""
+    from mailnode.guide import unusable_dir
+
+    if (problem := unusable_dir(data_dir)) is not None:
+        raise CliError(problem)
+    if (data_dir / CONFIG_NAME).exists():
+        raise CliError(f"{data_dir} already holds a node ({CONFIG_NAME} exists); refusing to "
+                       "overwrite its keys and mail. Choose another --data-dir, or edit "
+                       f"{data_dir / CONFIG_NAME} to change its settings.")
+
+
 def cmd_init(args: argparse.Namespace) -> None:
+    from mailnode.guide import JOIN_HINT, choices, orphaned
+
     data_dir = _data_dir(args)
-    if (data_dir / CONFIG_NAME).exists() or (data_dir / DB_NAME).exists():
-        raise CliError(f"{data_dir} already holds a node (found {CONFIG_NAME}); refusing to "
-                       "overwrite its keys and mail. Choose another --data-dir.")
+    _check_new_node(data_dir)
     config = _config_from(args)
+    _confirm_exposure(config, args.yes)
+    repair = orphaned(data_dir)
     init_data_dir(data_dir, config)
-    print(f"Created a mailnode data directory in {data_dir}:")
-    print(f"  {CONFIG_NAME:14} settings (documented inside; edit and restart to change)")
-    print(f"  {NODE_KEY_NAME:14} this node's secret transport key (mode 0600, back it up)")
-    print(f"  {DB_NAME:14} mailboxes, queue and user keys (SQLite, mode 0600)")
-    print(f"  {TLS_NAME:14} certificate for STARTTLS on SMTP and IMAP (mode 0600)")
-    if not is_loopback(config.host):
-        print(f"WARNING: listeners will bind to {config.host}, reachable from other machines. "
-              "SMTP and IMAP will then require STARTTLS before any password; keep a "
-              "firewall in front of them all the same.")
+    if repair:
+        print(f"Wrote a new {CONFIG_NAME} in {data_dir} with the settings below; the keys and "
+              "mail already there are kept.")
+    else:
+        print(f"Created a mailnode data directory in {data_dir}:")
+        print(f"  {CONFIG_NAME:14} settings (documented inside; edit and restart to change)")
+        print(f"  {NODE_KEY_NAME:14} this node's secret transport key (mode 0600, back it up)")
+        print(f"  {DB_NAME:14} mailboxes, queue and user keys (SQLite, mode 0600)")
+        print(f"  {TLS_NAME:14} certificate for STARTTLS on SMTP and IMAP (mode 0600)")
+    print("Choices made (all in mailnode.toml):")
+    for line in choices(config, data_dir):
+        print(line)
     print(f"Next: mailnode --data-dir {data_dir} user add NAME, then mailnode --data-dir "
           f"{data_dir} run")
+    print(JOIN_HINT)
 
 
 def init_data_dir(data_dir: Path, config: Config) -> None:
+    """Write mailnode.toml and create whatever else is missing (nothing is overwritten)."""
     from mailnode.client_tls import ensure_certificate
     from mailnode.keys import create_node_key
     from mailnode.store.database import Database
 
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (data_dir / CONFIG_NAME).write_text(render(config))
-    create_node_key(data_dir / NODE_KEY_NAME)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(data_dir / CONFIG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        raise CliError(f"cannot create a node in {data_dir}: {exc.strerror}; choose another "
+                       "--data-dir") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(render(config))
+    if not (data_dir / NODE_KEY_NAME).exists():
+        create_node_key(data_dir / NODE_KEY_NAME)
     ensure_certificate(data_dir, config.host, time.time())
     Database.open(data_dir / DB_NAME).close()
 
 
-def _read_password(name: str) -> str:
+def _read_password(name: str, allow_weak: bool) -> str:
+    """From $MAILNODE_PASSWORD or asked twice in a terminal; judged for strength either way."""
+    from mailnode.passwords import judge
+
     password = os.environ.get("MAILNODE_PASSWORD")
-    if password is None:
-        if not sys.stdin.isatty():
-            raise CliError("no password: set MAILNODE_PASSWORD or run in a terminal")
+    if password is not None:
+        if not password:
+            raise CliError("MAILNODE_PASSWORD is set but empty: set it to the password, or "
+                           "unset it to be asked in a terminal")
+        _strong_enough(judge(password, (name,)), allow_weak)
+        return password
+    if not sys.stdin.isatty():
+        raise CliError("no password: set MAILNODE_PASSWORD or run in a terminal")
+    for _ in range(3):
         password = getpass.getpass(f"Password for {name}: ")
-        if getpass.getpass("Repeat password: ") != password:
-            raise CliError("the passwords differ; nothing was changed")
-    if len(password) < 8:
-        raise CliError("the password must have at least 8 characters")
-    return password
+        verdict = judge(password, (name,))
+        if verdict.ok or (allow_weak and not verdict.never):
+            if getpass.getpass("Repeat password: ") != password:
+                raise CliError("the passwords differ; nothing was changed")
+            return password
+        print(f"{verdict.problem}. Try another"
+              + ("." if verdict.never else " (or run again with --allow-weak)."),
+              file=sys.stderr)
+    raise CliError("no strong enough password given; nothing was changed")
+
+
+def _strong_enough(verdict: PasswordVerdict, allow_weak: bool) -> None:
+    if verdict.ok or (allow_weak and not verdict.never):
+        return
+    raise CliError(f"{verdict.problem}. Choose another"
+                   + ("" if verdict.never else ", or add --allow-weak to keep it"))
 
 
 def _add_user(data_dir: Path, name: str, password: str) -> User:
@@ -108,18 +185,58 @@ def _add_user(data_dir: Path, name: str, password: str) -> User:
         db.close()
 
 
-def cmd_user_add(args: argparse.Namespace) -> None:
+def _open_store(data_dir: Path) -> tuple[Database, SqlStore]:
+    from mailnode.store.database import Database
+    from mailnode.store.notify import ChangeNotifier
+    from mailnode.store.sqlite import SqlStore
+
+    db = Database.open(data_dir / DB_NAME)
+    return db, SqlStore(db, ChangeNotifier())
+
+
+def cmd_user(args: argparse.Namespace) -> None:
+    """``user add | list | passwd | remove``."""
     data_dir = _data_dir(args)
     _require_node(data_dir)
-    user = _add_user(data_dir, args.name, _read_password(args.name))
-    print(f"Created user {user.name}. Log in to IMAP and SMTP as {user.name!r} "
-          "(or with the full address). Their address is:")
-    print(user.address)
+    action = args.user_command
+    if action == "add":
+        user = _add_user(data_dir, args.name, _read_password(args.name, args.allow_weak))
+        print(f"Created user {user.name}. Log in to IMAP and SMTP as {user.name!r} "
+              "(or with the full address). Their address is:")
+        print(user.address)
+        return
+    db, store = _open_store(data_dir)
+    try:
+        if action == "list":
+            users = asyncio.run(store.list_users())
+            if not users:
+                print(f"no users yet: mailnode --data-dir {data_dir} user add NAME")
+            for user in users:
+                print(f"{user.name:16} {user.address}")
+            return
+        if not USER_NAME.match(args.name) or asyncio.run(store.find_user(args.name)) is None:
+            raise CliError(f"no user {args.name!r} on this node (`mailnode user list` shows "
+                           "them)")
+        if action == "passwd":
+            asyncio.run(store.set_password(args.name, _read_password(args.name,
+                                                                     args.allow_weak)))
+            print(f"Changed the password of {args.name}; mail clients must log in again with "
+                  "the new one.")
+        else:
+            _confirm(f"Delete {args.name} with all their mail? This cannot be undone.",
+                     args.yes, f"removing {args.name} deletes all their mail: add --yes to "
+                     "confirm")
+            asyncio.run(store.delete_user(args.name))
+            print(f"Removed {args.name} and their mail.")
+    finally:
+        db.close()
 
 
 def _require_node(data_dir: Path) -> None:
-    if not (data_dir / CONFIG_NAME).exists():
-        raise CliError(f"no node in {data_dir}: run `mailnode --data-dir {data_dir} init` first")
+    from mailnode.guide import no_node
+
+    if not (data_dir / CONFIG_NAME).is_file():
+        raise CliError(no_node(data_dir))
 
 
 def _configure_logging(verbose: bool, serving: bool) -> None:
@@ -331,32 +448,89 @@ def cmd_friend(args: argparse.Namespace) -> None:
         raise CliError(str(exc)) from None
 
 
+def cmd_doctor(args: argparse.Namespace) -> None:
+    """Print the checklist; exit status 1 when a check failed (something unsafe or broken)."""
+    from mailnode.doctor import doctor, exit_status
+
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    checks = doctor(data_dir, time.time())
+    for check in checks:
+        print(check.line())
+    if exit_status(checks):
+        raise CliError("some checks failed (FAIL above): apply the fix after each arrow")
+
+
+def cmd_settings(args: argparse.Namespace) -> None:
+    """Print the client settings again (quickstart shows them once, at the first run)."""
+    data_dir = _data_dir(args)
+    _require_node(data_dir)
+    config = load(data_dir / CONFIG_NAME)
+    db, store = _open_store(data_dir)
+    try:
+        users = asyncio.run(store.list_users())
+    finally:
+        db.close()
+    if args.name is not None:
+        users = [u for u in users if u.name == args.name]
+        if not users:
+            raise CliError(f"no user {args.name!r} on this node (`mailnode user list` shows "
+                           "them)")
+    if not users:
+        raise CliError(f"no users yet: mailnode --data-dir {data_dir} user add NAME")
+    tls = fingerprint(certificate_files(config, data_dir)[0])
+    print("\n\n".join(client_settings(config, user, config.smtp_port, config.imap_port, tls)
+                      for user in users))
+
+
+def _first_user_name() -> str:
+    name = re.sub(r"[^a-z0-9._-]", "", getpass.getuser().lower())[:64]
+    return name if USER_NAME.match(name) else "me"
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
+    from mailnode.guide import JOIN_HINT, choices, no_node, orphaned
+    from mailnode.passwords import judge
+
     data_dir = _data_dir(args)
     banner: list[str] = []
-    if not (data_dir / CONFIG_NAME).exists():
-        init_data_dir(data_dir, _config_from(args))
-        name = re.sub(r"[^a-z0-9._-]", "", getpass.getuser().lower())[:64] or "me"
-        if not USER_NAME.match(name):
-            name = "me"
-        password = os.environ.get("MAILNODE_PASSWORD") or secrets.token_urlsafe(12)
-        user = _add_user(data_dir, name, password)
-        shown = "MAILNODE_PASSWORD" not in os.environ
-        banner += [f"First run: created a node in {data_dir} and the user {name!r}.",
-                   f"Password for {name}: "
-                   + (f"{password}   <- shown once, write it down" if shown
-                      else "(from MAILNODE_PASSWORD)")]
-    else:
-        banner.append(f"Using the existing node in {data_dir}.")
+    if (data_dir / CONFIG_NAME).exists():
+        banner.append(f"Using the existing node in {data_dir} (`mailnode settings` prints the "
+                      "client settings again).")
         user = None
+    else:
+        # Everything is checked before anything is written: a refusal leaves no half node.
+        if orphaned(data_dir):  # a lost mailnode.toml: init repairs it, keeping the users
+            raise CliError(no_node(data_dir))
+        _check_new_node(data_dir)
+        config = _config_from(args)
+        _confirm_exposure(config, args.yes)
+        name = _first_user_name()
+        given = os.environ.get("MAILNODE_PASSWORD")
+        if given == "":
+            raise CliError("MAILNODE_PASSWORD is set but empty: set it to the password, or "
+                           "unset it to get a random one")
+        if given is not None:
+            _strong_enough(judge(given, (name,)), args.allow_weak)
+        password = given or secrets.token_urlsafe(12)
+        init_data_dir(data_dir, config)
+        user = _add_user(data_dir, name, password)
+        banner += [f"First run: created a node and the user {name!r}. Choices made (all in "
+                   f"{data_dir / CONFIG_NAME}):", *choices(config, data_dir)]
     config = load(data_dir / CONFIG_NAME)
     if user is not None:
         banner.append(client_settings(
             config, user, config.smtp_port, config.imap_port,
             fingerprint(certificate_files(config, data_dir)[0]),
-            password=password if shown else None, qr=sys.stdout.isatty()))
-    banner.append("Add users with: mailnode --data-dir "
-                  f"{data_dir} user add NAME.  Stop with Ctrl-C.")
+            password=password if given is None else None, qr=sys.stdout.isatty()))
+        # After the settings (and the phone's QR code): still on screen when the node runs.
+        banner.append(f"Password for {user.name}: "
+                      + ("the one in MAILNODE_PASSWORD" if given is not None
+                         else f"{password}   <- random, shown once: write it down "
+                              f"(`mailnode user passwd {user.name}` changes it)"))
+    banner += [JOIN_HINT,
+               f"Add users with: mailnode --data-dir {data_dir} user add NAME.  Stop with "
+               "Ctrl-C."]
     _run_node(data_dir, banner)
 
 
@@ -385,6 +559,10 @@ def _add_node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--advertise", default=defaults.advertise_host, metavar="HOST[:PORT]",
                    help="address (and port, if forwarded) other nodes should dial; by default "
                         "the address they are routed to")
+    p.add_argument("--yes", action="store_true",
+                   help="confirm choices that need it (a --host beyond loopback)")
+    p.add_argument("--allow-weak", action="store_true",
+                   help="quickstart: accept a weak $MAILNODE_PASSWORD (never a common one)")
 
 
 def _add_hold_options(p: argparse.ArgumentParser) -> None:
@@ -411,24 +589,40 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mailnode",
         description="A decentralised mail node: stock IMAP/SMTP clients, a Kademlia DHT, "
                     "end-to-end sealed mail, mailboxes in SQLite.")
-    parser.add_argument("--data-dir", help="node directory (default: $MAILNODE_HOME or "
-                        f"{default_data_dir()})")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"mailnode {_version()}")
+    _add_global_options(parser, None, False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("init", help="create a node: config, keys and database",
                        description="Create a data directory with mailnode.toml, the node key "
-                                   "and an empty database. Refuses an existing node.")
+                                   "and an empty database, explaining each choice. Refuses an "
+                                   "existing node; rewrites only a lost mailnode.toml.")
     _add_node_options(p)
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("user", help="manage users", description="Manage this node's users.")
+    p = sub.add_parser("user", help="manage users: add, list, passwd, remove",
+                       description="Manage this node's users.")
     user_sub = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    weak = "accept a password the strength check calls weak (never a common one)"
     pa = user_sub.add_parser("add", help="create a user (password from $MAILNODE_PASSWORD "
                              "or prompted)", description="Create a user with a new key; "
                              "prints the user's mail address as the last line.")
     pa.add_argument("name", help="login name: lowercase letters, digits, . _ -")
-    pa.set_defaults(func=cmd_user_add)
+    pa.add_argument("--allow-weak", action="store_true", help=weak)
+    user_sub.add_parser("list", help="one line per user: name, address")
+    pa = user_sub.add_parser("passwd", help="change a user's password ($MAILNODE_PASSWORD "
+                             "or prompted)")
+    pa.add_argument("name")
+    pa.add_argument("--allow-weak", action="store_true", help=weak)
+    pa = user_sub.add_parser("remove", help="delete a user and all their mail")
+    pa.add_argument("name")
+    pa.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_user)
+    p = sub.add_parser("settings", help="print the mail-client settings again",
+                       description="Print the settings to type into a mail client, for one "
+                                   "user or all.")
+    p.add_argument("name", nargs="?", help="a user (default: all)")
+    p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser("run", help="run the node in the foreground (stop with Ctrl-C)",
                        description="Serve SMTP, IMAP and the DHT until SIGINT/SIGTERM.")
@@ -466,17 +660,58 @@ def build_parser() -> argparse.ArgumentParser:
     pa = friend_sub.add_parser("remove", help="forget a friend (drops mail held for it)")
     pa.add_argument("name", help="as `mailnode friend list` shows it")
     p.set_defaults(func=cmd_friend)
+    p = sub.add_parser("doctor", help="audit the node: file modes, TLS, peers, disk, queue, "
+                       "backup", description="Check a stopped or running node and print one "
+                       "line per check with the fix for each problem; exit status 1 when "
+                       "something is unsafe or broken.")
+    p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("quickstart", help="first run: init, create a user, print client "
                        "settings, run", description="Create a node in the data directory if "
                        "there is none, create a first user, print mail-client settings and "
                        "run the node. The options apply when it creates the node.")
     _add_node_options(p)
     p.set_defaults(func=cmd_quickstart)
+    _accept_global_options(parser)
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mailnode")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown (not installed)"
+
+
+def _add_global_options(p: argparse.ArgumentParser, default_dir: object,
+                        default_verbose: object) -> None:
+    p.add_argument("--data-dir", default=default_dir,
+                   help=f"node directory (default: $MAILNODE_HOME or {default_data_dir()})")
+    p.add_argument("-v", "--verbose", action="store_true", default=default_verbose,
+                   help="debug logging")
+
+
+def _accept_global_options(parser: argparse.ArgumentParser) -> None:
+    """Let ``--data-dir`` and ``-v`` follow any (sub)command, as people type them.
+
+    Subcommands get them with a suppressed default, so an option given before the command
+    is not reset by the subcommand's parser.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not any("--data-dir" in a.option_strings for a in child._actions):
+                    _add_global_options(child, argparse.SUPPRESS, argparse.SUPPRESS)
+                _accept_global_options(child)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `mailnode`: help, as pip and docker do; not an error
+        parser.print_help()
+        return 0
     _configure_logging(args.verbose, args.command in ("run", "quickstart"))
     try:
         args.func(args)

@@ -209,6 +209,7 @@ def validate(config: Config) -> Config:
         port = getattr(config, port_name)
         if not 0 <= port < 65536:
             raise ConfigError(f"{port_name} {port} is not a port number")
+    _distinct_ports(config)
     for peer in config.bootstrap:
         parse_hostport(peer)
     if config.advertise_host.count(":") == 1 or config.advertise_host.startswith("["):
@@ -238,6 +239,25 @@ def validate(config: Config) -> Config:
         raise ConfigError("republish_interval must be shorter than record_ttl, or records "
                           "expire before they are renewed")
     return config
+
+
+def _distinct_ports(config: Config) -> None:
+    """Two listeners on one TCP port fail at start with "address in use", which reads as
+    another program's fault; say here which settings collide (0 picks a free port)."""
+    def overlap(a: str, b: str) -> bool:
+        return a == b or {a, b} & {"0.0.0.0", "::", ""} != set()
+    listeners = [("smtp_port", config.smtp_port, config.host),
+                 ("imap_port", config.imap_port, config.host),
+                 ("smtps_port", config.smtps_port, config.host),
+                 ("imaps_port", config.imaps_port, config.host),
+                 ("p2p_port", config.p2p_port, config.p2p_bind)]
+    for i, (name, port, host) in enumerate(listeners):
+        for other, other_port, other_host in listeners[i + 1:]:
+            if port and port == other_port and overlap(host, other_host):
+                raise ConfigError(f"{name} and {other} are both {port}: each listener needs "
+                                  "its own port; change one (--smtp-port, --imap-port, "
+                                  "--smtps-port, --imaps-port, --p2p-port, or in "
+                                  "mailnode.toml)")
 
 
 def load(path: Path) -> Config:

@@ -57,3 +57,18 @@ def test_status_warns_about_endpoints_peers_cannot_use() -> None:
     assert unreachable([("127.0.1.1", 2700)], [("10.0.0.2", 2700)]) != []
     assert unreachable([("127.0.0.1", 2700)], [("127.0.0.1", 2701)]) == []
     assert unreachable([("10.0.0.1", 2700)], [("10.0.0.2", 2700)]) == []
+
+
+def test_only_addresses_of_the_listening_family_are_published() -> None:
+    """0.0.0.0 listens on IPv4 only, :: on IPv6 only: an address of the other family would
+    be published and refuse every connection (seen by `mailnode doctor`)."""
+    route = routes({"192.0.2.1": "10.0.0.1", "2001:db8::1": "fd00::2",
+                    "2001:db8::7": "fd00::2", "10.0.0.9": "10.0.0.1"})
+    assert endpoints(ANY, 2700, [], route=route) == [("10.0.0.1", 2700)]  # type: ignore[arg-type]
+    assert endpoints(ANY, 2700, [("2001:db8::7", 1), ("10.0.0.9", 1)],
+                     route=route) == [("10.0.0.1", 2700)]  # type: ignore[arg-type]
+    v6 = replace(Config(), p2p_host="::")
+    assert endpoints(v6, 2700, [], route=route) == [("fd00::2", 2700)]  # type: ignore[arg-type]
+    both = replace(Config(), host="", p2p_host="")
+    assert endpoints(both, 2700, [], route=route) == [  # type: ignore[arg-type]
+        ("10.0.0.1", 2700), ("fd00::2", 2700)]

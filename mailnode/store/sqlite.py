@@ -379,6 +379,42 @@ class SqlStore:
         # Slowing guessers down is mailnode.auth's job (per source, before the hash).
         return found[0] if found and ok else None
 
+    async def set_password(self, name: str, password: str) -> bool:
+        """Replace a user's password hash; False when there is no such user."""
+        pw_hash = await asyncio.get_running_loop().run_in_executor(
+            self._hasher, hash_password, password)
+        return await self.db.run(lambda conn: conn.execute(
+            update(users).where(users.c.name == name).values(password_hash=pw_hash)
+        ).rowcount == 1)
+
+    async def delete_user(self, name: str) -> bool:
+        """Delete a user with their mailboxes, mail and queued copies; False when unknown.
+
+        Rows hang off ``users`` with ON DELETE CASCADE; message bodies and queue payloads are
+        shared, so only those nobody else refers to any more are dropped.
+        """
+        def q(conn: Connection) -> tuple[bool, list[int]]:
+            user_id = conn.execute(select(users.c.id).where(users.c.name == name)).scalar()
+            if user_id is None:
+                return False, []
+            boxes = list(conn.execute(select(mailboxes.c.id).where(
+                mailboxes.c.user_id == user_id)).scalars())
+            body_ids = list(conn.execute(select(messages.c.body_id).join(
+                mailboxes, mailboxes.c.id == messages.c.mailbox_id).where(
+                mailboxes.c.user_id == user_id)).scalars())
+            payload_ids = set(conn.execute(select(outbound.c.payload_id).where(
+                outbound.c.user_id == user_id, outbound.c.payload_id.is_not(None))).scalars())
+            conn.execute(delete(users).where(users.c.id == user_id))
+            self._drop_orphan_bodies(conn, body_ids)
+            used = set(conn.execute(select(outbound.c.payload_id).where(
+                outbound.c.payload_id.in_(payload_ids))).scalars())
+            if payload_ids - used:
+                conn.execute(delete(outbound_payloads).where(
+                    outbound_payloads.c.id.in_(payload_ids - used)))
+            self._queued = None  # recounted when next needed
+            return True, boxes
+        return await self._write(q)
+
     # ---- mailboxes ---------------------------------------------------------------------
 
     async def list_mailboxes(self, user_id: int) -> list[Mailbox]:
