@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailnode.addressing import unreachable
-from mailnode.client_tls import TLS_NAME, fingerprint
+from mailnode.client_tls import TLS_NAME, certificate_files, fingerprint
+from mailnode.clientsettings import client_settings
 from mailnode.config import (
     CONFIG_NAME,
     DB_NAME,
@@ -236,23 +237,6 @@ def _require_node(data_dir: Path) -> None:
 
     if not (data_dir / CONFIG_NAME).is_file():
         raise CliError(no_node(data_dir))
-
-
-def client_settings(config: Config, user: User, smtp_port: int, imap_port: int,
-                    tls_fingerprint: str) -> str:
-    security = ("none (loopback; STARTTLS offered)" if is_loopback(config.host)
-                else "STARTTLS (required)")
-    return "\n".join([
-        f"Mail client settings for {user.name}:",
-        f"  Email address : {user.address}",
-        f"  User name     : {user.name}   (the full address works too)",
-        f"  IMAP (incoming): server {config.host}  port {imap_port}  security: {security}  "
-        "authentication: normal password",
-        f"  SMTP (outgoing): server {config.host}  port {smtp_port}  security: {security}  "
-        "authentication: normal password",
-        "  TLS certificate fingerprint (SHA-256), to check when your client asks:",
-        f"    {tls_fingerprint}",
-    ])
 
 
 def _configure_logging(verbose: bool, serving: bool) -> None:
@@ -496,7 +480,7 @@ def cmd_settings(args: argparse.Namespace) -> None:
                            "them)")
     if not users:
         raise CliError(f"no users yet: mailnode --data-dir {data_dir} user add NAME")
-    tls = fingerprint(data_dir / TLS_NAME)
+    tls = fingerprint(certificate_files(config, data_dir)[0])
     print("\n\n".join(client_settings(config, user, config.smtp_port, config.imap_port, tls)
                       for user in users))
 
@@ -634,15 +618,18 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
         init_data_dir(data_dir, config)
         user = _add_user(data_dir, name, password)
         banner += [f"First run: created a node and the user {name!r}. Choices made (all in "
-                   f"{data_dir / CONFIG_NAME}):", *choices(config, data_dir),
-                   f"Password for {name}: "
-                   + ("the one in MAILNODE_PASSWORD" if given is not None
-                      else f"{password}   <- random, shown once: write it down "
-                           f"(`mailnode user passwd {name}` changes it)")]
+                   f"{data_dir / CONFIG_NAME}):", *choices(config, data_dir)]
     config = load(data_dir / CONFIG_NAME)
     if user is not None:
-        banner.append(client_settings(config, user, config.smtp_port, config.imap_port,
-                                      fingerprint(data_dir / TLS_NAME)))
+        banner.append(client_settings(
+            config, user, config.smtp_port, config.imap_port,
+            fingerprint(certificate_files(config, data_dir)[0]),
+            password=password if given is None else None, qr=sys.stdout.isatty()))
+        # After the settings (and the phone's QR code): still on screen when the node runs.
+        banner.append(f"Password for {user.name}: "
+                      + ("the one in MAILNODE_PASSWORD" if given is not None
+                         else f"{password}   <- random, shown once: write it down "
+                              f"(`mailnode user passwd {user.name}` changes it)"))
     banner += [JOIN_HINT,
                f"Add users with: mailnode --data-dir {data_dir} user add NAME.  Stop with "
                "Ctrl-C."]
@@ -658,6 +645,10 @@ def _add_node_options(p: argparse.ArgumentParser) -> None:
                    help="SMTP submission port (default %(default)s)")
     p.add_argument("--imap-port", type=int, default=defaults.imap_port,
                    help="IMAP port (default %(default)s)")
+    p.add_argument("--smtps-port", type=int, default=defaults.smtps_port,
+                   help="SMTP submission port with implicit TLS, 0: none (default %(default)s)")
+    p.add_argument("--imaps-port", type=int, default=defaults.imaps_port,
+                   help="IMAP port with implicit TLS, 0: none (default %(default)s)")
     p.add_argument("--p2p-port", type=int, default=defaults.p2p_port,
                    help="DHT UDP port; transfers use TCP on the same number "
                         "(default %(default)s)")
@@ -690,6 +681,7 @@ def _config_from(args: argparse.Namespace) -> Config:
     for peer in args.bootstrap:
         parse_hostport(peer)
     return validate(Config(host=args.host, smtp_port=args.smtp_port, imap_port=args.imap_port,
+                           smtps_port=args.smtps_port, imaps_port=args.imaps_port,
                            p2p_port=args.p2p_port, bootstrap=tuple(args.bootstrap),
                            p2p_host=args.p2p_host, advertise_host=args.advertise))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -34,10 +35,15 @@ class Config:
     advertise_host: str = ""
     smtp_port: int = 2587
     imap_port: int = 2143
+    smtps_port: int = 2465
+    imaps_port: int = 2993
     p2p_port: int = 2700
     bootstrap: tuple[str, ...] = ()
     node_name: str = ""
     accept_inbound: bool = True
+    # [tls]
+    tls_cert: str = ""
+    tls_key: str = ""
     # [limits]
     max_message_size: int = 25 * 1024 * 1024
     max_connections: int = 1000
@@ -84,6 +90,9 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
                            "routed to (never a loopback one for peers elsewhere)"),
         ("smtp_port", "SMTP submission port for your mail client (AUTH required)"),
         ("imap_port", "IMAP port for your mail client"),
+        ("smtps_port", "SMTP submission port with implicit TLS (RFC 8314, like 465) for "
+                       "clients beyond loopback, e.g. a phone; 0 disables it"),
+        ("imaps_port", "IMAP port with implicit TLS (like 993); 0 disables it"),
         ("p2p_port", "DHT port (UDP); mail transfer between nodes uses TCP on the same number"),
         ("bootstrap", "other nodes' DHT addresses as \"host:port\" strings, to join the network"),
         ("node_name", "this node's name as friends see it (a-z, 0-9, - _ ., at most 32); "
@@ -92,10 +101,17 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
                            "without a port forward): its records say so, peers never dial it, "
                            "and it fetches its mail from its friends' nodes"),
     ],
+    "tls": [
+        ("tls_cert", "your own certificate for SMTP and IMAP (PEM file, chain included; "
+                     "relative to the data directory); empty means the node's self-signed "
+                     "tls.pem. Replaced files are picked up by new connections, no restart"),
+        ("tls_key", "the private key of tls_cert (PEM file); empty means tls_cert holds it"),
+    ],
     "limits": [
         ("max_message_size", "largest message accepted, in bytes (SMTP SIZE, IMAP APPEND, "
                              "transfer)"),
-        ("max_connections", "simultaneous connections to SMTP and to IMAP (each); when full, "
+        ("max_connections", "simultaneous connections to SMTP and to IMAP (each, its "
+                            "implicit-TLS port included); when full, "
                             "the oldest connection that has not logged in (and is more than "
                             "3 s old) is closed to make room"),
         ("max_peer_connections", "simultaneous connections from other nodes to the transfer "
@@ -196,7 +212,7 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 def validate(config: Config) -> Config:
-    for port_name in ("smtp_port", "imap_port", "p2p_port"):
+    for port_name in ("smtp_port", "imap_port", "smtps_port", "imaps_port", "p2p_port"):
         port = getattr(config, port_name)
         if not 0 <= port < 65536:
             raise ConfigError(f"{port_name} {port} is not a port number")
@@ -241,13 +257,16 @@ def _distinct_ports(config: Config) -> None:
         return a == b or {a, b} & {"0.0.0.0", "::", ""} != set()
     listeners = [("smtp_port", config.smtp_port, config.host),
                  ("imap_port", config.imap_port, config.host),
+                 ("smtps_port", config.smtps_port, config.host),
+                 ("imaps_port", config.imaps_port, config.host),
                  ("p2p_port", config.p2p_port, config.p2p_bind)]
     for i, (name, port, host) in enumerate(listeners):
         for other, other_port, other_host in listeners[i + 1:]:
             if port and port == other_port and overlap(host, other_host):
                 raise ConfigError(f"{name} and {other} are both {port}: each listener needs "
                                   "its own port; change one (--smtp-port, --imap-port, "
-                                  "--p2p-port, or in mailnode.toml)")
+                                  "--smtps-port, --imaps-port, --p2p-port, or in "
+                                  "mailnode.toml)")
 
 
 def load(path: Path) -> Config:
@@ -268,7 +287,41 @@ def load(path: Path) -> Config:
             if name not in known:
                 raise ConfigError(f"{path}: unknown setting {section}.{name}")
             values[name] = _coerce(name, value)
-    return validate(replace(Config(), **values))
+    config = validate(replace(Config(), **values))
+    check_tls_files(config, path.parent)
+    return config
+
+
+def tls_files(config: Config, data_dir: Path) -> tuple[Path, Path] | None:
+    """The owner's certificate and key files (relative paths are in the data directory), or
+    None when the node uses its own self-signed certificate."""
+    if not config.tls_cert:
+        return None
+    cert = data_dir / Path(config.tls_cert).expanduser()
+    key = data_dir / Path(config.tls_key).expanduser() if config.tls_key else cert
+    return cert, key
+
+
+def check_tls_files(config: Config, data_dir: Path) -> None:
+    """Refuse, at load, a certificate the listeners could not use: a typo would otherwise
+    only show as failed handshakes on the owner's phone."""
+    if config.tls_key and not config.tls_cert:
+        raise ConfigError("tls_key is set but tls_cert is not: set tls_cert too")
+    files = tls_files(config, data_dir)
+    if files is None:
+        return
+    for name, path in zip(("tls_cert", "tls_key"), files, strict=True):
+        if not path.is_file():
+            raise ConfigError(f"{name} {path} does not exist or is not a file; fix the path "
+                              "or empty the setting to use the node's own certificate")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(files[0], files[1])
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"tls_cert {files[0]} with tls_key {files[1]} cannot be used "
+                          f"({reason}): give a PEM certificate and its matching private key"
+                          ) from None
 
 
 def is_loopback(host: str) -> bool:

@@ -52,7 +52,8 @@ def choices(config: Config, data_dir: Path) -> list[str]:
         f"  data directory : {data_dir}  (--data-dir or $MAILNODE_HOME to put it elsewhere; "
         "back it up: it holds the keys)",
         f"  mail clients   : {config.host}, SMTP port {config.smtp_port}, IMAP port "
-        f"{config.imap_port}  ("
+        f"{config.imap_port}, implicit TLS: SMTPS {config.smtps_port or 'off'}, IMAPS "
+        f"{config.imaps_port or 'off'}  ("
         + ("this machine only; --host to serve other devices" if private else
            "reachable from other machines: a password is only taken after STARTTLS")
         + ")",

@@ -14,8 +14,7 @@ from crypto.envelope import OVERHEAD
 from dht.node import DhtNode
 from mailnode.addressing import endpoints
 from mailnode.auth import Authenticator
-from mailnode.client_tls import ensure_certificate
-from mailnode.client_tls import server_context as client_tls_context
+from mailnode.client_tls import ensure_certificate, listener_context
 from mailnode.config import CONFIG_NAME, DB_NAME, NODE_KEY_NAME, Config, is_loopback, load
 from mailnode.delivery.headers import authserv_id
 from mailnode.delivery.inbound import InboundService
@@ -127,8 +126,8 @@ async def serve(data_dir: Path, stop: asyncio.Event,
                                        max_queue_size=config.max_queue_size,
                                        disk_free=lambda: free_bytes(data_dir),
                                        min_disk_free=2 * config.max_message_size)
-        tls_path = ensure_certificate(data_dir, config.host, time.time())
-        client_tls = client_tls_context(tls_path)
+        ensure_certificate(data_dir, config.host, time.time())  # kept if tls_cert is set
+        client_tls = listener_context(config, data_dir)  # follows replaced certificate files
         require_tls = not is_loopback(config.host)
         # One penalty for both protocols: a guesser cannot double its budget by switching.
         auth = Authenticator(store, LoginPenalty(base_delay=config.failed_login_delay,
@@ -140,8 +139,10 @@ async def serve(data_dir: Path, stop: asyncio.Event,
                                 max_sessions_per_user=config.max_sessions_per_user,
                                 login_timeout=config.login_timeout,
                                 tls_context=client_tls, require_tls=require_tls, auth=auth)
-        await smtp.start(host, config.smtp_port)
         stack.push_async_callback(smtp.stop)
+        await smtp.start(host, config.smtp_port)
+        if config.smtps_port:
+            await smtp.start(host, config.smtps_port, implicit_tls=True)
 
         imap = ImapServer(store, notifier, max_literal=config.max_message_size,
                           max_connections=config.max_connections,
@@ -149,8 +150,10 @@ async def serve(data_dir: Path, stop: asyncio.Event,
                           max_sessions_per_user=config.max_sessions_per_user,
                           login_timeout=config.login_timeout,
                           tls_context=client_tls, require_tls=require_tls, auth=auth)
-        await imap.start(host, config.imap_port)
         stack.push_async_callback(imap.stop)
+        await imap.start(host, config.imap_port)
+        if config.imaps_port:
+            await imap.start(host, config.imaps_port, implicit_tls=True)
 
         assert imap.port is not None
         listening = Listening(host, config.p2p_bind, smtp.port, imap.port, dht.port,

@@ -68,6 +68,7 @@ def node(tmp_path: Path) -> Path:
     """A fresh node on ports no other test or node holds (doctor checks they are free)."""
     data_dir = tmp_path / "node"
     init_data_dir(data_dir, Config(smtp_port=free_port(), imap_port=free_port(),
+                                   smtps_port=free_port(), imaps_port=free_port(),
                                    p2p_port=free_port()))
     return data_dir
 

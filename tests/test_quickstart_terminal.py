@@ -90,7 +90,8 @@ def quickstart(started: list[Terminal], home: Path, *options: str) -> Terminal:
     env = {k: v for k, v in os.environ.items() if k != "MAILNODE_PASSWORD"}
     env |= {"MAILNODE_HOME": str(home), "TERM": "dumb", "COLUMNS": "100"}
     argv = [sys.executable, "-m", "mailnode", "quickstart", "--smtp-port", str(free_port()),
-            "--imap-port", str(free_port()), "--p2p-port", str(free_port()), *options]
+            "--imap-port", str(free_port()), "--p2p-port", str(free_port()),
+            "--smtps-port", str(free_port()), "--imaps-port", str(free_port()), *options]
     pid, fd = pty.fork()
     if pid == 0:  # the child: nothing but exec
         os.execve(sys.executable, argv, env)

@@ -61,28 +61,43 @@ class ImapServer:
         self.send_timeout = send_timeout
         self.login_timeout = login_timeout
         self.port: int | None = None
-        self._server: asyncio.Server | None = None
+        self.tls_port: int | None = None
+        self._servers: list[asyncio.Server] = []
 
-    async def start(self, host: str, port: int) -> None:
-        """Bind and listen; with ``port=0`` the chosen port is in :attr:`port` afterwards."""
-        self._server = await asyncio.start_server(self._on_connect, host, port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("IMAP listening on %s:%d", host, self.port)
+    async def start(self, host: str, port: int, *, implicit_tls: bool = False) -> None:
+        """Bind and listen; with ``port=0`` the chosen port is in :attr:`port` afterwards
+        (:attr:`tls_port` for an ``implicit_tls`` listener, which speaks TLS from the first
+        byte, like port 993). Both listeners share one connection table and its limits."""
+        if implicit_tls and self.tls_context is None:
+            raise ValueError("implicit TLS needs a tls_context")
+
+        async def on_connect(reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+            await self._on_connect(reader, writer, implicit_tls)
+
+        server = await asyncio.start_server(on_connect, host, port)
+        self._servers.append(server)
+        bound = int(server.sockets[0].getsockname()[1])
+        if implicit_tls:
+            self.tls_port = bound
+        else:
+            self.port = bound
+        log.info("IMAP%s listening on %s:%d", "S" if implicit_tls else "", host, bound)
 
     async def stop(self) -> None:
         """Stop listening and end every session (each client gets a BYE)."""
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         tasks = [conn.task for conn in self.table.handles()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers = []
 
-    async def _on_connect(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                          implicit_tls: bool = False) -> None:
         task = asyncio.current_task()
         assert task is not None
         peer = writer.get_extra_info("peername")
@@ -94,7 +109,9 @@ class ImapServer:
             if held is not None:
                 log.info("refusing IMAP connection from %s: %s%s", conn.address,
                          admission.reason, held_back(held))
-            writer.write(f"* BYE {admission.reason.capitalize()}, try again later\r\n".encode())
+            if not implicit_tls:  # a TLS client would take plaintext for a broken handshake
+                writer.write(f"* BYE {admission.reason.capitalize()}, try again later\r\n"
+                             .encode())
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
             writer.close()
@@ -111,15 +128,23 @@ class ImapServer:
             if not session.authenticated:
                 conn.close("Autologout: no login in time")
 
-        # Absolute: trickling bytes, a slow reader or a pending login do not extend it.
+        # Absolute: trickling bytes, a slow reader, a slow handshake or a pending login do
+        # not extend it.
         deadline = asyncio.get_running_loop().call_later(self.login_timeout, login_expired)
+        handshaking = implicit_tls  # no plaintext BYE into a TLS handshake
         try:
+            if implicit_tls:  # admitted first: pending handshakes count against the limits
+                assert self.tls_context is not None
+                await writer.start_tls(self.tls_context,
+                                       ssl_handshake_timeout=self.login_timeout)
+                session.tls_started()
+                handshaking = False
             await self._serve(session, reader, writer)
         except asyncio.CancelledError:
             session.bye(conn.closing or "Server shutting down")
         except (ConnectionError, TimeoutError):
             pass
-        except ssl.SSLError as exc:  # a failed STARTTLS handshake is the client's doing
+        except ssl.SSLError as exc:  # a failed handshake is the client's doing
             log.info("IMAP TLS handshake failed: %s", clean(exc))
         except Exception:
             log.exception("IMAP connection failed")
@@ -129,7 +154,8 @@ class ImapServer:
             self.table.release(conn)
             session.close()
             with contextlib.suppress(Exception):
-                writer.write(session.data_to_send())
+                if not handshaking:
+                    writer.write(session.data_to_send())
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1)

@@ -10,7 +10,7 @@ import ssl
 import warnings
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session, TLSSetupException
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session, TLSSetupException, syntax
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.delivery.submit import (
@@ -113,6 +113,12 @@ class SubmissionHandler:
             return AuthResult(success=False, handled=False, message=replies.AUTH_MALFORMED)
         return await self._login(server, creds)
 
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        """Advertise ENHANCEDSTATUSCODES (RFC 2034): every reply but these carries one."""
+        session.host_name = hostname  # aiosmtpd leaves this to a handler with this hook
+        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
+
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         user = _user(session)
@@ -188,8 +194,13 @@ class _LimitedSMTP(SMTP):
 
     def __init__(self, handler: SubmissionHandler, table: ConnectionTable[_LimitedSMTP],
                  login_timeout: float, log_throttle: LogThrottle, budget: ByteBudget,
-                 **kwargs: Any) -> None:
+                 implicit_tls: ssl.SSLContext | None = None, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self._implicit_tls = implicit_tls
+        self._raw: asyncio.Transport | None = None
+        """The TCP transport of an implicit-TLS connection while its handshake runs."""
+        self._handshake: asyncio.Task[None] | None = None
+        self._verbatim = False
         self._table = table
         self._budget = budget
         self._max_size = int(kwargs["data_size_limit"])
@@ -199,10 +210,41 @@ class _LimitedSMTP(SMTP):
         self.address = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._implicit_tls is not None:
+            if self._raw is None:  # TCP is up: admit, then the TLS handshake
+                assert isinstance(transport, asyncio.Transport)
+                self._raw = transport
+                transport.pause_reading()  # nothing reaches aiosmtpd before the handshake
+                if self._admit(transport, plaintext=False):
+                    self._handshake = self.loop.create_task(self._start_tls(transport))
+                return
+            super().connection_made(transport)  # the TLS transport: the session starts
+            return
         first = not self.address  # STARTTLS calls this again for the TLS transport
         super().connection_made(transport)
-        if not first:
+        if first:
+            self._admit(transport, plaintext=True)
+
+    async def _start_tls(self, raw: asyncio.Transport) -> None:
+        """Implicit TLS (RFC 8314), after admission so that handshakes in progress count
+        against the listener's limits; the login deadline covers the handshake too."""
+        assert self._implicit_tls is not None
+        try:
+            tls = await self.loop.start_tls(raw, self, self._implicit_tls, server_side=True,
+                                            ssl_handshake_timeout=self._login_timeout)
+        except (OSError, ssl.SSLError, asyncio.CancelledError) as exc:
+            tls = None
+            if not isinstance(exc, asyncio.CancelledError):
+                log.info("SMTPS TLS handshake with %s failed: %s", self.address, clean(exc))
+        if tls is None or tls.is_closing():
+            self._forget()
+            raw.close()
             return
+        self.connection_made(tls)
+
+    def _admit(self, transport: asyncio.BaseTransport, plaintext: bool) -> bool:
+        """Take the connection into the table (evicting an idle one if full), or refuse it
+        (with a 421 on a plaintext listener; a TLS client could not read it)."""
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if isinstance(peer, tuple) else "unknown"
         admission = self._table.admit(self, source_key(self.address),
@@ -213,16 +255,18 @@ class _LimitedSMTP(SMTP):
                 log.info("refusing SMTP connection from %s: %s%s", self.address,
                          admission.reason, held_back(held))
             assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(replies.TOO_MANY_CONNECTIONS.format(
-                reason=admission.reason.capitalize()).encode() + b"\r\n")
+            if plaintext:
+                transport.write(replies.TOO_MANY_CONNECTIONS.format(
+                    reason=admission.reason.capitalize()).encode() + b"\r\n")
             transport.close()
-            return
+            return False
         if admission.evict is not None:
             log.debug("evicting SMTP connection from %s that has not logged in: listener full",
                      admission.evict.address)
             admission.evict.hang_up(replies.EVICTED)
         self._deadline = self.loop.call_later(self._login_timeout, self.hang_up,
                                               replies.LOGIN_TIMEOUT)
+        return True
 
     def logged_in(self, user: User) -> bool:
         """Count the session as ``user``'s; False if that user already has too many."""
@@ -233,17 +277,44 @@ class _LimitedSMTP(SMTP):
         return True
 
     def hang_up(self, reply: str) -> None:
-        """Close from the server side (eviction, login deadline) with a 421."""
+        """Close from the server side (eviction, login deadline, idle) with a 421."""
         if self.transport is not None and not self.transport.is_closing():
             assert isinstance(self.transport, asyncio.WriteTransport)
             self.transport.write(reply.encode() + b"\r\n")
             self.transport.close()
+        elif self.transport is None and self._raw is not None:
+            self._raw.close()  # still in the implicit-TLS handshake: nothing to say
 
-    def connection_lost(self, error: Exception | None) -> None:
+    def _timeout_cb(self) -> None:
+        """aiosmtpd's idle timeout closes silently; say why first (RFC 5321 4.5.3.2)."""
+        log.info("closing idle SMTP connection from %s", self.address)
+        self.hang_up(replies.IDLE_TIMEOUT.format(seconds=round(self._timeout_duration)))
+
+    def _forget(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
         self._table.release(self)
-        super().connection_lost(error)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._forget()
+        if self.session is not None:  # None: lost before the implicit-TLS session began
+            super().connection_lost(error)
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._verbatim = True  # RFC 2034: the answer to EHLO carries no enhanced codes
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._verbatim = False
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._verbatim = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._verbatim = False
 
     async def smtp_DATA(self, arg: str) -> None:
         """DATA within the listener's budget of message bytes being received at once.
@@ -275,8 +346,14 @@ class _LimitedSMTP(SMTP):
     async def push(self, status: AnyStr) -> None:
         """Every reply leaves as one printable line: aiosmtpd echoes a client's unknown
         command (and a VRFY argument) back, which must not carry CR, NUL, escapes or
-        undecodable bytes (a lone surrogate would even make the encoding raise)."""
+        undecodable bytes (a lone surrogate would even make the encoding raise). All but the
+        greeting and the answer to EHLO/HELO carry an enhanced status code."""
         if isinstance(status, str):
+            greeting = status == f"220 {self.hostname} {self.__ident__}"
+            if not greeting and not (self._verbatim and status.startswith("250")):
+                limit = self.data_size_limit or self._max_size
+                status = replies.enhance(status, self._max_size,
+                                         declared=limit < self._max_size)
             await super().push(escape(status))
         else:
             await super().push(status)
@@ -290,8 +367,9 @@ class SubmissionServer:
                  max_sessions_per_user: int = 20, login_timeout: float = 60.0,
                  hostname: str = "mailnode", tls_context: ssl.SSLContext | None = None,
                  require_tls: bool = False, auth: Authenticator | None = None,
-                 eviction_grace: float = LOGIN_GRACE) -> None:
+                 eviction_grace: float = LOGIN_GRACE, idle_timeout: float = 300.0) -> None:
         self.handler = SubmissionHandler(service, auth)
+        self.idle_timeout = idle_timeout
         self.tls_context = tls_context
         self.require_tls = require_tls
         self.max_message_size = max_message_size
@@ -304,32 +382,50 @@ class SubmissionServer:
         self._budget = ByteBudget(4 * max_message_size)
         self.hostname = hostname
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
 
-    def _protocol(self) -> SMTP:
+    def _protocol(self, implicit_tls: bool = False) -> SMTP:
+        # Beyond loopback a password only ever crosses the network inside TLS: after
+        # STARTTLS, or on the implicit-TLS listener (which offers no STARTTLS).
+        plain_required = self.require_tls and not implicit_tls
         return _LimitedSMTP(
             self.handler, self.table, self.login_timeout, self._log_throttle, self._budget,
+            implicit_tls=self.tls_context if implicit_tls else None,
             hostname=self.hostname, ident="mailnode ESMTP", data_size_limit=self.max_message_size,
             enable_SMTPUTF8=True, decode_data=False, auth_required=True,
-            tls_context=self.tls_context,
-            # Beyond loopback a password only ever crosses the network inside TLS.
-            require_starttls=self.require_tls, auth_require_tls=self.require_tls,
-            auth_exclude_mechanism=[], command_call_limit=1000, timeout=300)
+            tls_context=None if implicit_tls else self.tls_context,
+            require_starttls=plain_required, auth_require_tls=plain_required,
+            auth_exclude_mechanism=[], command_call_limit=1000, timeout=self.idle_timeout)
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, implicit_tls: bool = False) -> None:
+        """Listen on ``port``; with ``implicit_tls`` TLS from the first byte (RFC 8314
+        submissions, like port 465). Both listeners share one connection table."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, host, port)
+        if not implicit_tls:
+            self._server = await loop.create_server(self._protocol, host, port)
+            log.info("SMTP listening on %s:%d", host, self.port)
+            return
+        if self.tls_context is None:
+            raise ValueError("implicit TLS needs a tls_context")
+        self._tls_server = await loop.create_server(lambda: self._protocol(True), host, port)
+        log.info("SMTPS listening on %s:%d", host, self.tls_port)
 
     @property
     def port(self) -> int:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def tls_port(self) -> int:
+        assert self._tls_server is not None
+        return int(self._tls_server.sockets[0].getsockname()[1])
+
     async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        for server in servers:
+            server.close()
         for session in self.table.handles():
-            if session.transport is not None:
-                session.transport.close()
-        await self._server.wait_closed()
-        self._server = None
+            session.hang_up(replies.SHUTTING_DOWN)
+        for server in servers:
+            await server.wait_closed()
+        self._server = self._tls_server = None

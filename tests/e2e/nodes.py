@@ -84,7 +84,8 @@ class NodeProcess:
     def init(cls, data_dir: Path, bootstrap: list[int], **settings: object) -> NodeProcess:
         node = cls(data_dir, free_port(), free_port(), free_port())
         args = ["init", "--smtp-port", str(node.smtp_port), "--imap-port", str(node.imap_port),
-                "--p2p-port", str(node.p2p_port)]
+                "--p2p-port", str(node.p2p_port), "--smtps-port", str(free_port()),
+                "--imaps-port", str(free_port())]
         if bootstrap:
             args += ["--bootstrap", *(f"127.0.0.1:{p}" for p in bootstrap)]
         cli(data_dir, *args)

@@ -316,9 +316,11 @@ def test_quickstart_creates_a_node_prints_settings_and_serves(tmp_path: Path) ->
     env = {**os.environ, "MAILNODE_HOME": str(tmp_path / "home"),
            "MAILNODE_PASSWORD": "quickstart-pass"}
     smtp_port, imap_port, p2p_port = free_port(), free_port(), free_port()
+    smtps_port, imaps_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailnode", "quickstart", "--smtp-port", str(smtp_port),
-         "--imap-port", str(imap_port), "--p2p-port", str(p2p_port)],
+         "--imap-port", str(imap_port), "--p2p-port", str(p2p_port),
+         "--smtps-port", str(smtps_port), "--imaps-port", str(imaps_port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
@@ -338,6 +340,12 @@ def test_quickstart_creates_a_node_prints_settings_and_serves(tmp_path: Path) ->
         name = next(line.split(":", 1)[1].split()[0] for line in lines if "User name" in line)
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as smtp:
             smtp.login(name, "quickstart-pass")  # the printed settings work
+        # The implicit-TLS listeners serve the node's certificate, which names 127.0.0.1.
+        trust = ssl.create_default_context(cafile=str(tmp_path / "home" / "tls.pem"))
+        with smtplib.SMTP_SSL("127.0.0.1", smtps_port, context=trust, timeout=30) as smtp:
+            smtp.login(name, "quickstart-pass")
+        with imaplib.IMAP4_SSL("127.0.0.1", imaps_port, ssl_context=trust, timeout=30) as imap:
+            assert imap.login(name, "quickstart-pass")[0] == "OK"
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
