@@ -47,6 +47,7 @@ PULL_EVERY_UNREACHABLE = 10.0
 PULL_EVERY = 300.0
 """A reachable node is pushed to; pulling is the safety net."""
 ANCHOR_EVERY = 30.0
+DIALBACK_EVERY = 5.0
 EXPIRE_EVERY = 60.0
 
 Accept = Callable[[InboundMessage], Awaitable[Outcome]]
@@ -98,6 +99,7 @@ class FriendsService:
         self._track: dict[bytes, _Track] = {}
         self._seen_again: set[bytes] = set()
         self._shape: object = None
+        self._dialled: dict[bytes, float] = {}
 
     # --- the transfer server's side (Friendship) --------------------------------------
 
@@ -125,6 +127,31 @@ class FriendsService:
         # PERMANENT: its node will never take it (the user is gone); keeping it helps nobody.
         if outcome.verdict is not Verdict.TEMPORARY:
             await self.store.drop_held(held.id)
+
+    async def dial_back(self, peer_key: bytes, endpoints: tuple[Endpoint, ...]) -> Outcome:
+        """Dial a friend's endpoints from here, as any sender elsewhere would, so it learns
+        whether it is reachable (what it cannot learn by dialling itself). Friends only, at
+        most one request per friend every DIALBACK_EVERY seconds: no port scanning for
+        strangers through us."""
+        friend = await self.store.friend(peer_key)
+        if friend is None or friend.pending:
+            return Outcome(Verdict.PERMANENT, "this node dials back only for friends")
+        now = self.clock()
+        if now - self._dialled.get(peer_key, -DIALBACK_EVERY) < DIALBACK_EVERY:
+            return Outcome(Verdict.TEMPORARY, "asked too often; try again in a few seconds")
+        self._dialled[peer_key] = now
+        results = []
+        for host, port in endpoints[:4]:
+            try:
+                connection = await connect(self.identity, host, port, peer_key,
+                                           timeout=CONNECT_TIMEOUT,
+                                           connect_timeout=CONNECT_TIMEOUT)
+            except TransferError as exc:
+                results.append(f"{host}:{port} failed: {exc}")
+                continue
+            await connection.close()
+            return Outcome(Verdict.ACCEPTED, f"reached your node at {host}:{port}")
+        return Outcome(Verdict.TEMPORARY, "; ".join(results)[:900])
 
     # --- relaying ---------------------------------------------------------------------
 
@@ -209,6 +236,12 @@ class FriendsService:
             log.warning("%s refused our invite redemption: %s", clean(friend.name),
                         clean(answer.reason))
         return answer
+
+    async def ask_dial_back(self, friend: Friend, endpoints: tuple[Endpoint, ...]) -> Outcome:
+        """Ask ``friend``'s node to dial our ``endpoints`` from where it is."""
+        connection = await self._dial(friend)
+        async with connection:
+            return await connection.dial_back(endpoints)
 
     async def pull(self, friend: Friend) -> int:
         """Fetch what ``friend`` holds for our users; returns how many were filed."""

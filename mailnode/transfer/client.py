@@ -144,6 +144,23 @@ class TransferConnection:
         self._abort()
         raise TransferError(f"{self._label}: unexpected {type(event).__name__}")
 
+    async def dial_back(self, endpoints: tuple[tuple[str, int], ...]) -> Outcome:
+        """Ask the server to connect to our ``endpoints``; ACCEPTED when it reached us."""
+        async with self._lock:
+            if self._broken:
+                raise TransferError(f"connection to {self._label} is closed")
+            try:
+                self._session.dial_back(endpoints)
+                await self._flush()
+                event = await self._next_event()
+            except BaseException:
+                self._abort()
+                raise
+        if isinstance(event, Finished):
+            return event.outcome
+        self._abort()
+        raise TransferError(f"{self._label}: unexpected {type(event).__name__}")
+
     async def pull(self, accept: Callable[[InboundMessage], Awaitable[Outcome]], *,
                    max_message_size: int) -> int:
         """Receive what the server holds for our node, filing each message with ``accept``

@@ -57,6 +57,7 @@ class FrameType(enum.IntEnum):
     WELCOME = 0x21
     HOLD = 0x22
     PULL = 0x23
+    DIALBACK = 0x24
     ERROR = 0x7F
 
 
@@ -449,6 +450,28 @@ class Pull(_EmptyFrame):
 
 
 @dataclass(frozen=True)
+class Dialback:
+    """A friend asks us to connect to its endpoints (as a stranger on the Internet would) and
+    say whether its node answered there: what a node cannot learn by dialling itself."""
+
+    TYPE: ClassVar[FrameType] = FrameType.DIALBACK
+    MIN_SIZE: ClassVar[int] = 1 + 1 + 1 + 2
+    MAX_SIZE: ClassVar[int] = 1 + MAX_ENDPOINTS * (1 + MAX_HOST + 2)
+
+    endpoints: tuple[Endpoint, ...]
+
+    def payload(self) -> bytes:
+        return encode_endpoints(self.endpoints)
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Self:
+        endpoints, pos = decode_endpoints(payload, 0)
+        if pos != len(payload) or not endpoints:
+            raise ProtocolError(ErrorCode.MALFORMED, "DIALBACK needs 1..8 endpoints, nothing more")
+        return cls(endpoints)
+
+
+@dataclass(frozen=True)
 class Error:
     """Sent just before closing, so the peer's logs say why instead of 'connection reset'."""
 
@@ -474,12 +497,12 @@ class Error:
 
 
 Frame = (Challenge | Auth | Ready | Offer | AcceptOffer | Reject | Data | End | Result
-         | Redeem | Welcome | Hold | Pull | Error)
+         | Redeem | Welcome | Hold | Pull | Dialback | Error)
 
 _FRAME_CLASSES: dict[int, type[Frame]] = {
     cls.TYPE: cls
     for cls in (Challenge, Auth, Ready, Offer, AcceptOffer, Reject, Data, End, Result,
-                Redeem, Welcome, Hold, Pull, Error)
+                Redeem, Welcome, Hold, Pull, Dialback, Error)
 }
 
 MAX_FRAME_SIZE = max(cls.MAX_SIZE for cls in _FRAME_CLASSES.values())

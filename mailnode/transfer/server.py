@@ -33,6 +33,7 @@ from mailnode.transfer.session import (
     Authenticated,
     ClientEvent,
     ClientSession,
+    DialbackRequested,
     Finished,
     InboundMessage,
     MessageReceived,
@@ -75,6 +76,10 @@ class Friendship(Protocol):
 
     async def handed_over(self, held: HeldMessage, outcome: Outcome) -> None:
         """The node answered ``outcome`` for ``held`` (ACCEPTED: it stored it durably)."""
+
+    async def dial_back(self, peer_key: bytes, endpoints: tuple[tuple[str, int], ...],
+                        ) -> Outcome:
+        """Connect to ``peer_key``'s ``endpoints`` for it; ACCEPTED when one answered."""
 
 
 def _fingerprint(key: bytes | None) -> str:
@@ -390,6 +395,9 @@ class _Connection(asyncio.Protocol):
             elif isinstance(event, RedeemRequested):
                 self._tls.pause_reading()
                 self._owner._spawn(self._redeem(event))
+            elif isinstance(event, DialbackRequested):
+                self._tls.pause_reading()
+                self._owner._spawn(self._dial_back(event))
             elif isinstance(event, PullRequested):
                 self._turned = ClientSession.turned(self._owner._identity, event.peer_node_key)
                 self._owner._spawn(self._hand_over(event.peer_node_key, event.leftover))
@@ -445,6 +453,22 @@ class _Connection(asyncio.Protocol):
             session.send_welcome(answer, self._loop.time())
         else:
             session.send_result(answer, self._loop.time())
+        self._tls.resume_reading()
+        self._process(session.receive_data(b"", self._loop.time()))
+
+    async def _dial_back(self, event: DialbackRequested) -> None:
+        friendship = self._owner._friendship
+        try:
+            answer = Outcome(Verdict.PERMANENT, "this node dials back only for friends") \
+                if friendship is None else \
+                await friendship.dial_back(event.peer_node_key, event.endpoints)
+        except Exception:
+            log.exception("a dial-back for node %s failed", _fingerprint(event.peer_node_key))
+            answer = Outcome(Verdict.TEMPORARY, "internal error; try again later")
+        session = self._session
+        if self._closed or session is None or self._tls is None:
+            return
+        session.send_result(answer, self._loop.time())
         self._tls.resume_reading()
         self._process(session.receive_data(b"", self._loop.time()))
 

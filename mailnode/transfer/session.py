@@ -15,6 +15,7 @@ Connection flow (after the TLS 1.3 handshake, in which the client pinned the ser
     S: ACCEPT_OFFER   C: DATA* END   S: RESULT(status, reason)
     or, between messages:
     C: REDEEM(invite secret, terms)   S: WELCOME(terms)  -- or --  S: RESULT(status, reason)
+    C: DIALBACK(endpoints)   S: RESULT (ACK: the server's dial reached us there)
     C: PULL   then the roles turn: the server offers what it holds for the client's node,
               the client answers, and the server closes the connection when it is done.
 
@@ -41,6 +42,7 @@ from mailnode.transfer.frames import (
     Challenge,
     Data,
     DecodeFailed,
+    Dialback,
     End,
     Error,
     ErrorCode,
@@ -175,8 +177,16 @@ class PullRequested:
     leftover: bytes
 
 
+@dataclass(frozen=True)
+class DialbackRequested:
+    """A peer asks us to dial its endpoints; the adapter answers with ``send_result``."""
+
+    peer_node_key: bytes
+    endpoints: tuple[tuple[str, int], ...]
+
+
 ServerEvent = (Authenticated | OfferRefused | MessageReceived | RedeemRequested
-               | PullRequested | Terminated)
+               | DialbackRequested | PullRequested | Terminated)
 
 
 def _types(*classes: type[Frame]) -> frozenset[int]:
@@ -185,7 +195,7 @@ def _types(*classes: type[Frame]) -> frozenset[int]:
 
 _EXPECTED = {
     ServerState.AWAIT_AUTH: _types(Auth, Error),
-    ServerState.IDLE: _types(Offer, Hold, Redeem, Pull, Error),
+    ServerState.IDLE: _types(Offer, Hold, Redeem, Dialback, Pull, Error),
     ServerState.RECEIVING: _types(Data, End, Error),
 }
 """Frames the server accepts in each state; anything else fails on its type byte."""
@@ -376,6 +386,11 @@ class ServerSession:
             self._state = ServerState.AWAIT_COMMIT
             self._deadline = None
             return RedeemRequested(self._peer_key, frame)
+        if state is ServerState.IDLE and isinstance(frame, Dialback):
+            assert self._peer_key is not None
+            self._state = ServerState.AWAIT_COMMIT
+            self._deadline = None
+            return DialbackRequested(self._peer_key, frame.endpoints)
         if state is ServerState.IDLE and isinstance(frame, Pull):
             assert self._peer_key is not None
             self._state = ServerState.TURNED
@@ -456,7 +471,7 @@ class ClientState(enum.Enum):
     AWAIT_OFFER_REPLY = "await-offer-reply"
     SENDING = "sending"
     AWAIT_RESULT = "await-result"
-    AWAIT_WELCOME = "await-welcome"
+    AWAIT_ANSWER = "await-answer"
     TURNED = "turned"
     CLOSED = "closed"
 
@@ -572,7 +587,13 @@ class ClientSession:
         if self._state is not ClientState.IDLE:
             raise RuntimeError(f"cannot redeem in state {self._state.value}")
         self._send(request)
-        self._state = ClientState.AWAIT_WELCOME
+        self._state = ClientState.AWAIT_ANSWER
+
+    def dial_back(self, endpoints: tuple[tuple[str, int], ...]) -> None:
+        if self._state is not ClientState.IDLE:
+            raise RuntimeError(f"cannot ask for a dial-back in state {self._state.value}")
+        self._send(Dialback(endpoints))
+        self._state = ClientState.AWAIT_ANSWER
 
     def pull(self) -> bytes:
         """Ask for what the server holds for us; this session is done with the connection.
@@ -620,11 +641,11 @@ class ClientSession:
         if state is ClientState.AWAIT_OFFER_REPLY and isinstance(frame, Reject):
             self._state = ClientState.IDLE
             return Finished(Outcome(_STATUS_TO_VERDICT[frame.status], frame.reason))
-        if state in (ClientState.AWAIT_RESULT, ClientState.AWAIT_WELCOME) \
+        if state in (ClientState.AWAIT_RESULT, ClientState.AWAIT_ANSWER) \
                 and isinstance(frame, Result):
             self._state = ClientState.IDLE
             return Finished(Outcome(_STATUS_TO_VERDICT[frame.status], frame.reason))
-        if state is ClientState.AWAIT_WELCOME and isinstance(frame, Welcome):
+        if state is ClientState.AWAIT_ANSWER and isinstance(frame, Welcome):
             self._state = ClientState.IDLE
             return Welcomed(frame)
         raise ProtocolError(

@@ -241,3 +241,23 @@ async def test_the_relay_store_says_full_at_once(
     mid2 = os.urandom(16)
     with pytest.raises(OSError, match="full"):
         await send(record, queued(mid2, user_identity), sealed_for(user_identity, mid2))
+
+
+async def test_a_friend_dials_back_to_say_whether_we_are_reachable(
+        nodes: dict[str, Node]) -> None:
+    alice, bob = nodes["alice"], nodes["bob"]
+    await befriend(alice, bob)
+    [a_side] = await bob.friends_store.list_friends()
+    reached = await bob.friends.ask_dial_back(a_side, (("127.0.0.1", bob.port),))
+    assert reached.verdict is Verdict.ACCEPTED and str(bob.port) in reached.reason
+    alice.friends.clock = lambda: 1e12  # past the per-friend pacing
+    closed = free_port()  # nothing listens there
+    missed = await bob.friends.ask_dial_back(a_side, (("127.0.0.1", closed),))
+    assert missed.verdict is Verdict.TEMPORARY and f"127.0.0.1:{closed} failed" in missed.reason
+    # Asked again at once: paced, so nobody uses a friend as a port scanner.
+    again = await bob.friends.ask_dial_back(a_side, (("127.0.0.1", bob.port),))
+    assert again.verdict is Verdict.TEMPORARY and "too often" in again.reason
+    # A stranger gets nothing dialled.
+    bob.friends.identity = Identity.generate()
+    refused = await bob.friends.ask_dial_back(a_side, (("127.0.0.1", bob.port),))
+    assert refused.verdict is Verdict.PERMANENT and "only for friends" in refused.reason

@@ -13,6 +13,7 @@ from crypto.keys import Identity
 from mailnode.transfer import InboundMessage, Outcome, TransferServer, Verdict, connect
 from mailnode.transfer.frames import (
     DecodeFailed,
+    Dialback,
     ErrorCode,
     Frame,
     FrameDecoder,
@@ -43,7 +44,8 @@ REDEEM = Redeem(b"s" * 16, 200 << 20, 14, "bob-laptop", (("10.0.0.2", 2700), ("f
 
 def test_new_frames_round_trip() -> None:
     frames: list[Frame] = [REDEEM, Redeem(b"t" * 16, 0, 0, "x", ()), Welcome(5, 3, "alice"),
-              Hold(b"m" * 16, b"k" * 32, 10, b"record"), Pull()]
+              Hold(b"m" * 16, b"k" * 32, 10, b"record"), Pull(),
+              Dialback((("10.0.0.1", 2700), ("fd00::1", 2700)))]
     data = b"".join(encode(f) for f in frames)
     assert FrameDecoder().events(data) == frames
 
@@ -66,6 +68,11 @@ def test_any_redeem_payload_parses_or_fails_cleanly(payload: bytes) -> None:
     data = bytes([0x20]) + len(payload).to_bytes(4, "big") + payload
     for event in FrameDecoder().events(data):
         assert isinstance(event, Redeem | DecodeFailed)
+
+
+def test_an_empty_dialback_is_malformed() -> None:
+    [event] = FrameDecoder().events(bytes([0x24, 0, 0, 0, 1, 0]))
+    assert isinstance(event, DecodeFailed)
 
 
 def test_redeem_is_answered_with_welcome_or_refusal() -> None:
