@@ -224,9 +224,13 @@ def check_certificate(cert: CertFacts | str, config: Config, machine: Sequence[s
 DialResult = tuple[Endpoint, str | None]
 """A published endpoint and None when it answered TLS with our key, else what went wrong."""
 
+Dialback = tuple[str, bool, str]
+"""A friend's node asked to dial our endpoints: its name, whether it reached us, and what it
+said (or why it could not be asked)."""
+
 
 def check_endpoint(config: Config, running: dict[str, Any] | None,
-                   dials: Sequence[DialResult]) -> Check:
+                   dials: Sequence[DialResult], dialback: Dialback | None = None) -> Check:
     name = "endpoint"
     if not config.accept_inbound:
         return Check(name, Status.OK, "accept_inbound = false: peers never dial this node; "
@@ -245,6 +249,15 @@ def check_endpoint(config: Config, running: dict[str, Any] | None,
                      "set p2p_host or advertise_host in mailnode.toml and restart")
     failed = [(e, why) for e, why in dials if why is not None]
     shown = ", ".join(_hostport(e) for e in published)
+    if dialback is not None:  # from outside: what peers will see
+        friend, reached, said = dialback
+        if reached:
+            return Check(name, Status.OK, clean(f"{friend}'s node dialled {shown} from where "
+                                                f"it is: {said}", 300))
+        return Check(name, Status.FAIL, clean(f"{friend}'s node could not reach {shown}: "
+                                              f"{said}", 300),
+                     "open the p2p port (TCP and UDP) in the firewall or forward it on the "
+                     "router, or set advertise_host; without it friends hold your mail")
     if failed:
         endpoint, why = failed[0]
         finding = clean(f"{_hostport(endpoint)} published but a TLS dial from this machine "
@@ -257,8 +270,8 @@ def check_endpoint(config: Config, running: dict[str, Any] | None,
         return Check(name, Status.FAIL, finding, "open the p2p port (TCP and UDP) in the "
                      "firewall or forward it, or set advertise_host")
     return Check(name, Status.OK, clean(f"{shown} answers TLS with this node's key "
-                                        "(dialled from this machine only; a dial-back from "
-                                        "a friend's node is not implemented yet)", 300))
+                                        "(dialled from this machine only: with a friend, "
+                                        "doctor asks its node to dial back)", 300))
 
 
 def check_peers(running: dict[str, Any] | None, saved: int, bootstrap: int,
@@ -436,6 +449,7 @@ class Facts:
     probes: list[Probe] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
     dials: list[DialResult] = field(default_factory=list)
+    dialback: Dialback | None = None
     starts: list[PeerStart] = field(default_factory=list)
     saved_peers: int = 0
     revision: tuple[str | None, str, bool] | str = "not checked"
@@ -646,9 +660,43 @@ def _read_database(facts: Facts) -> None:
             facts.friends = len(friends)
             facts.pending = [PendingFriend(f.name, f.created_at, f.last_error)
                              for f in friends if f.pending]
+            facts.dialback = await _ask_dial_back(facts, FriendStore(db),
+                                                  [f for f in friends if not f.pending])
         asyncio.run(read())
     finally:
         db.close()
+
+
+async def _ask_dial_back(facts: Facts, store: Any, friends: Sequence[Any]) -> Dialback | None:
+    """Ask a friend's node (the first that answers) to dial our published endpoints."""
+    from mailnode.friends.service import FriendsService, node_name
+    from mailnode.keys import load_node_key
+    from mailnode.transfer import Outcome, TransferError, Verdict
+
+    running, config = facts.running, facts.config
+    if running is None or not isinstance(config, Config) or not config.accept_inbound:
+        return None
+    published = tuple((str(h), int(p)) for h, p in running.get("endpoints", []))[:4]
+    callers = [f for f in friends if f.endpoints]
+    if not published or not callers:
+        return None
+
+    async def refuse(_message: Any) -> Outcome:
+        return Outcome(Verdict.TEMPORARY, "not now")
+    service = FriendsService(store, load_node_key(facts.data_dir / NODE_KEY_NAME),
+                             node_name(config.node_name), accept=refuse,
+                             endpoints=lambda: list(published), inbound=True,
+                             max_message_size=0, timeout=PROBE_TIMEOUT)
+    for friend in callers[:2]:
+        try:
+            outcome = await asyncio.wait_for(service.ask_dial_back(friend, published),
+                                             PROBE_TIMEOUT * 3)
+        except (TransferError, OSError):  # its node is away: try another friend
+            continue
+        if outcome.verdict is Verdict.PERMANENT:  # it does not know us (any more)
+            continue
+        return (friend.name, outcome.verdict is Verdict.ACCEPTED, outcome.reason)
+    return None  # no friend could be asked: that says nothing about our reachability
 
 
 def gather(data_dir: Path, config: Config | str) -> Facts:
@@ -712,7 +760,7 @@ def audit(facts: Facts, now: float) -> list[Check]:
         checks += [check_listeners(config, facts.running, facts.tls_error, facts.probes,
                                    facts.busy),
                    check_certificate(facts.cert, config, facts.machine, now),
-                   check_endpoint(config, facts.running, facts.dials)]
+                   check_endpoint(config, facts.running, facts.dials, facts.dialback)]
     bootstrap = 0 if isinstance(config, str) else len(config.bootstrap)
     checks += [check_peers(facts.running, facts.saved_peers, bootstrap, facts.friends),
                check_clock(facts.starts, now)]

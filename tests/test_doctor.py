@@ -533,3 +533,17 @@ def test_an_invalid_config_fails_and_skips_what_needs_it(node: Path) -> None:
     assert lines["config"].startswith("[FAIL]")
     assert all(lines[n].startswith("[SKIP]") for n in ("listeners", "certificate", "endpoint",
                                                          "disk", "queue"))
+
+
+def test_a_friends_dial_back_decides_the_endpoint_check() -> None:
+    config = Config()
+    running = {"endpoints": [["10.0.0.1", 2700]], "peers": [["10.0.0.2", 2700]],
+               "p2p_port": 2700}
+    fine = check_endpoint(config, running, [(("10.0.0.1", 2700), None)],
+                          ("anna-pi", True, "reached your node at 10.0.0.1:2700"))
+    assert fine.status is Status.OK and "anna-pi's node dialled" in fine.finding
+    # Reachable from this machine, not from the friend's: only the friend's view counts.
+    blocked = check_endpoint(config, running, [(("10.0.0.1", 2700), None)],
+                             ("anna-pi", False, "10.0.0.1:2700 failed: timed out\x1b[2J"))
+    assert blocked.status is Status.FAIL and "\x1b" not in blocked.finding
+    assert "firewall" in blocked.fix

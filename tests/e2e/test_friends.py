@@ -129,3 +129,24 @@ def test_bad_tokens_get_one_line_errors(tmp_path: Path) -> None:
     assert "Traceback" not in str(own.value)
     with pytest.raises(RuntimeError, match="damaged"):
         cli(a.data_dir, "friend", "add", token[:-6])
+
+
+def test_doctor_asks_a_friend_to_dial_back(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    a = NodeProcess.init(tmp_path / "a", [], **FAST, node_name="anna-pi")
+    b = NodeProcess.init(tmp_path / "b", [a.p2p_port], **FAST, node_name="bob-laptop")
+    a.start()
+    b.start()
+    try:
+        wait_until(lambda: settled(b, peers=1, published=0), 60, "b to join")
+        token = cli(a.data_dir, "invite").splitlines()[-1]
+        assert cli(b.data_dir, "friend", "add", token).startswith("Friends with")
+        done = subprocess.run([sys.executable, "-m", "mailnode", "--data-dir", str(b.data_dir),
+                               "doctor"], capture_output=True, text=True, timeout=60)
+        [line] = [x for x in done.stdout.splitlines() if "endpoint" in x]
+        assert line.startswith("[OK") and "anna-pi's node dialled" in line, done.stdout
+    finally:
+        b.stop()
+        a.stop()
