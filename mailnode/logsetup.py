@@ -35,6 +35,13 @@ def _drop_alembic_noise(record: logging.LogRecord) -> bool:
     return not (isinstance(record.msg, str) and record.msg.startswith(_ALEMBIC_NOISE))
 
 
+def quiet_alembic() -> None:
+    """Drop alembic's per-open lines (idempotent: a filter is added once)."""
+    migration = logging.getLogger("alembic.runtime.migration")
+    if _drop_alembic_noise not in migration.filters:
+        migration.addFilter(_drop_alembic_noise)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, node, message (escaped, bounded)."""
 
@@ -79,7 +86,7 @@ def node_prefix(node_name: str, node_id_hex: str) -> str:
 
 def attach_node_log(data_dir: Path, log_format: str, node: str) -> logging.Handler:
     """Format every root handler for this node and add the rotating file; returns it."""
-    logging.getLogger("alembic.runtime.migration").addFilter(_drop_alembic_noise)
+    quiet_alembic()
     root = logging.getLogger()
     handler = file_handler(data_dir)
     handler.setLevel(root.level)

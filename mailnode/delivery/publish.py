@@ -55,8 +55,11 @@ class Publisher:
                          clean(", ".join(f"{h}:{p}" for h, p in endpoints)))
             else:
                 log.info("publishing no endpoint: accept_inbound is false, peers never dial us")
-            log.info("publishing %d relay(s) %s", len(relays),
-                     ", ".join(r.node_key.hex()[:16] for r in relays))
+            if relays:
+                log.info("publishing %d relay(s) %s", len(relays),
+                         ", ".join(r.node_key.hex()[:16] for r in relays))
+            elif self.relays:
+                log.info("publishing no relay any more")
             self._announced = (endpoints, relays)
             self.endpoints, self.relays = endpoints, relays
             self.published.clear()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import queue
 import threading
@@ -75,6 +76,13 @@ def upgrade(engine: Engine) -> None:
         # parent table would cascade-delete its children. SQLite only honours this pragma
         # outside a transaction, hence the raw connection; integrity is checked afterwards.
         raw.execute("PRAGMA foreign_keys=OFF")
+        # A new database is made, not upgraded: its "Running upgrade" steps are not news.
+        fresh = not raw.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        migration_log = logging.getLogger("alembic.runtime.migration")
+        quiet = fresh and migration_log.getEffectiveLevel() > logging.DEBUG
+        level = migration_log.level
+        if quiet:
+            migration_log.setLevel(logging.WARNING)
         try:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
@@ -83,6 +91,8 @@ def upgrade(engine: Engine) -> None:
                 raise RuntimeError(f"migration left {len(broken)} dangling references")
         finally:
             raw.execute("PRAGMA foreign_keys=ON")
+            if quiet:
+                migration_log.setLevel(level)
 
 
 def is_current(engine: Engine) -> bool:
