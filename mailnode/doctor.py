@@ -22,7 +22,7 @@ import smtplib
 import socket
 import ssl
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mailnode.addressing import advertised, route_from, unreachable
+from mailnode.addressing import advertised, unreachable
 from mailnode.client_tls import TLS_NAME
 from mailnode.config import DB_NAME, NODE_KEY_NAME, Config, ConfigError, is_loopback
 from mailnode.logsafe import clean
@@ -664,12 +664,6 @@ def peer_starts(peers: Sequence[Endpoint], timeout: float = PROBE_TIMEOUT) -> li
         return [s for s in pool.map(start, peers) if s is not None]
 
 
-def machine_addresses(route: Callable[[str], str | None] = route_from) -> list[str]:
-    """Where this machine is reached from elsewhere: the default routes' source addresses."""
-    found = [route(probe) for probe in ("192.0.2.1", "2001:db8::1")]
-    return [a for a in found if a is not None and not is_loopback(a) and a not in _ANY]
-
-
 def _read_tls(path: Path, key: Path) -> tuple[str | None, CertFacts | str, bytes | None]:
     """(why the listeners could not load it, its facts, its DER) for the certificate file
     the listeners use (its first certificate is the one they present)."""
@@ -751,12 +745,14 @@ def gather(data_dir: Path, config: Config | str) -> Facts:
     names = ["", NODE_KEY_NAME, TLS_NAME, DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"]
     modes = {n: _mode(data_dir / n) for n in names}
     facts = Facts(data_dir, config, modes, read_status(data_dir))
-    from mailnode.client_tls import certificate_files
+    from mailnode.client_tls import certificate_files, lan_addresses
 
     files = (certificate_files(config, data_dir) if isinstance(config, Config)
              else (data_dir / TLS_NAME, data_dir / TLS_NAME))
     facts.tls_error, facts.cert, facts.cert_der = _read_tls(*files)
-    facts.machine = machine_addresses()
+    if isinstance(config, Config) and config.host in _ANY:
+        # of the bound family only: a listener on 0.0.0.0 serves no IPv6 address
+        facts.machine = lan_addresses(config.host)
     facts.saved_peers = len(load_peers(data_dir)) if (data_dir / PEERS_NAME).exists() else 0
     running = facts.running
     known = load_peers(data_dir)

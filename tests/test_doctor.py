@@ -639,3 +639,17 @@ def test_own_certificate_names() -> None:
     assert "mail.example" in lan.fix and "tls.pem" not in lan.fix
     assert check_certificate(cert, replace(own, host="mail.example"), [], NOW).status \
         is Status.OK
+
+
+def test_lan_addresses_of_the_bound_family_only(node: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """0.0.0.0 serves IPv4 only, :: IPv6 only: the certificate need not name an address of
+    the other family (doctor warned about an IPv6 address no listener served)."""
+    routes = {"192.0.2.1": "192.0.2.2", "2001:db8::1": "2001:db8::2"}
+    monkeypatch.setattr("mailnode.client_tls.route_from", routes.get)
+    write_certificate(node, time.time(), 365, ["localhost", "127.0.0.1", "192.0.2.2"])
+    set_config(node, host="0.0.0.0")
+    assert by_name(doctor(node, time.time()))["certificate"].status is Status.OK
+    set_config(node, host="::")
+    v6 = by_name(doctor(node, time.time()))["certificate"]
+    assert v6.status is Status.WARN and "address(es) 2001:db8::2 " in v6.finding
