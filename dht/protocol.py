@@ -157,6 +157,11 @@ class RoutingTable(_KademliaRoutingTable):  # type: ignore[misc]  # kademlia is 
         the table or of the bucket (unless its address is protected). A contact that answered
         us displaces an unproven one at the same address (which may have been spoofed).
         """
+        if node.id == self.node.id:
+            # Ourselves, seen at an address a peer knows us by: a contact of ours would make
+            # us publish, save and dial that address as a peer's (seen with nodes on one
+            # machine reached both on loopback and on a LAN address).
+            return False
         address = (node.ip, node.port)
         index = self.get_bucket_for(node)
         net = subnet(node.ip)

@@ -22,15 +22,16 @@ import smtplib
 import socket
 import ssl
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from mailnode.addressing import advertised, route_from, unreachable
+from mailnode.addressing import advertised, unreachable
 from mailnode.client_tls import TLS_NAME
 from mailnode.config import DB_NAME, NODE_KEY_NAME, Config, ConfigError, is_loopback
 from mailnode.logsafe import clean
@@ -106,31 +107,59 @@ class Probe:
     """What a running node's SMTP or IMAP listener said to a client on this machine."""
 
     protocol: str
+    """smtp, imap (STARTTLS), or smtps, imaps (implicit TLS)."""
     starttls: bool = False
     auth_before_tls: bool = False
     tls_error: str | None = None
     failure: str | None = None
     """Why it did not answer at all."""
+    certificate: bytes | None = None
+    """The DER certificate it presented, once TLS was up."""
+
+    @property
+    def implicit(self) -> bool:
+        return self.protocol.endswith("s")
+
+
+def certificate_label(config: Config) -> str:
+    """How the findings name the certificate the listeners use."""
+    return f"tls_cert {config.tls_cert}" if config.tls_cert else TLS_NAME
+
+
+def _implicit_ports(config: Config, running: dict[str, Any] | None) -> str:
+    def port(name: str) -> int:
+        value = running.get(name, getattr(config, name)) if running else getattr(config, name)
+        return int(value)
+
+    on = [f"{name[:-5]} {port(name)}" for name in ("smtps_port", "imaps_port") if port(name)]
+    return f"implicit TLS {', '.join(on)}" if on else "implicit TLS off"
 
 
 def check_listeners(config: Config, running: dict[str, Any] | None, tls_error: str | None,
-                    probes: Sequence[Probe] = (), busy: Sequence[str] = ()) -> Check:
-    """Clients beyond loopback must get TLS before any password. ``tls_error``: why tls.pem
-    cannot be loaded; ``probes``: the running listeners' answers; ``busy``: for a stopped
-    node, configured ports another program holds (``run`` would fail on them)."""
+                    probes: Sequence[Probe] = (), busy: Sequence[str] = (),
+                    expected: bytes | None = None) -> Check:
+    """Clients beyond loopback must get TLS before any password. ``tls_error``: why the
+    certificate cannot be loaded; ``probes``: the running listeners' answers (STARTTLS and
+    implicit TLS); ``expected``: the DER certificate they should present (the owner's
+    ``tls_cert`` when set, else tls.pem; None: unknown), since a replaced file that does not
+    load leaves the node serving the old one; ``busy``: for a stopped node, configured ports
+    another program holds (``run`` would fail on them)."""
     name = "listeners"
+    label = certificate_label(config)
     host = str(running.get("host", config.host)) if running else config.host
     p2p = str(running.get("p2p_host", config.p2p_bind)) if running else config.p2p_bind
-    where = f"smtp/imap on {host}, p2p on {p2p}" + ("" if running else " (when running)")
+    where = (f"smtp/imap on {host} ({_implicit_ports(config, running)}), p2p on {p2p}"
+             + ("" if running else " (when running)"))
     if is_loopback(host):
         clients = "clients only from this machine"
     else:
         clients = "clients from other machines, STARTTLS required before passwords"
         if tls_error is not None:
-            return Check(name, Status.FAIL, f"{where}: beyond loopback but {TLS_NAME} is "
+            return Check(name, Status.FAIL, f"{where}: beyond loopback but {label} is "
                          f"unusable ({tls_error})",
                          f"move {TLS_NAME} aside and restart (a new one is made), or set "
-                         "host = \"127.0.0.1\"")
+                         "host = \"127.0.0.1\"" if not config.tls_cert else
+                         "give tls_cert/tls_key a PEM certificate and its key, or empty them")
     if busy:
         return Check(name, Status.FAIL, f"{where}: `run` could not listen on "
                      f"{', '.join(busy)}", "stop the program holding the port (`ss -ltnup` "
@@ -142,15 +171,28 @@ def check_listeners(config: Config, running: dict[str, Any] | None, tls_error: s
             return Check(name, Status.FAIL, f"{where}: the running node's {what} does not "
                          f"answer ({probe.failure})",
                          "restart the node; its log says why the listener stopped")
-        if not probe.starttls or probe.tls_error is not None:
+        if (not probe.implicit and not probe.starttls) or probe.tls_error is not None:
             why = probe.tls_error or "STARTTLS not offered"
             return Check(name, Status.FAIL, f"{where}: {what} TLS broken ({why})",
-                         f"move {TLS_NAME} aside and restart the node")
-        if probe.auth_before_tls and not is_loopback(host):
+                         f"move {TLS_NAME} aside and restart the node" if not config.tls_cert
+                         else "check tls_cert/tls_key (the log says why), then restart")
+        if probe.auth_before_tls and not probe.implicit and not is_loopback(host):
             return Check(name, Status.FAIL, f"{where}: {what} takes passwords before TLS",
                          "set host = \"127.0.0.1\" and restart; report this as a bug")
-    if probes:
-        clients += f"; {' and '.join(p.protocol.upper() for p in probes)} STARTTLS answered"
+        if expected is not None and probe.certificate not in (None, expected):
+            return Check(name, Status.FAIL, f"{where}: {what} presents a certificate other "
+                         f"than {label}", "restart the node to load it; if the file was "
+                         "replaced and the node's log says it cannot load it, fix the "
+                         "certificate and key (a just-replaced one is picked up within "
+                         "seconds: run doctor again)")
+    starttls = [p.protocol.upper() for p in probes if not p.implicit]
+    implicit = [p.protocol.upper() for p in probes if p.implicit]
+    if starttls:
+        clients += f"; {' and '.join(starttls)} STARTTLS answered"
+    if implicit:
+        clients += f"; {' and '.join(implicit)} answered with TLS"
+    if expected is not None and any(p.certificate is not None for p in probes):
+        clients += f", all presenting {label}"
     if running and (host, p2p) != (config.host, config.p2p_bind):
         return Check(name, Status.WARN, f"{where}, but mailnode.toml now says "
                      f"{config.host} and {config.p2p_bind}", "restart the node to apply it")
@@ -185,39 +227,49 @@ def _named(cert: CertFacts, host: str) -> bool:
 
 def check_certificate(cert: CertFacts | str, config: Config, machine: Sequence[str],
                       now: float) -> Check:
-    """``cert``: tls.pem's facts, or why it cannot be read. ``machine``: this machine's
+    """``cert``: the facts of the certificate the listeners use (the owner's ``tls_cert``
+    when set, else tls.pem), or why it cannot be read. ``machine``: this machine's
     addresses, which phones use when the node listens on every interface."""
     name = "certificate"
-    fix_new = (f"move {TLS_NAME} aside and restart: the node makes a new one (clients then "
+    label = certificate_label(config)
+    own = bool(config.tls_cert)
+    fix_new = ("renew it and replace the file (new connections pick it up, no restart)"
+               if own else
+               f"move {TLS_NAME} aside and restart: the node makes a new one (clients then "
                "ask once to trust its fingerprint)")
     if cert == MISSING:
         return Check(name, Status.WARN, f"{TLS_NAME} is missing: the node makes a new one at "
                      "start, and mail clients then ask again to trust it",
                      "restart the node, then accept the new fingerprint in the clients")
     if isinstance(cert, str):
-        return Check(name, Status.FAIL, f"{TLS_NAME}: {cert}", fix_new)
+        return Check(name, Status.FAIL, f"{label}: {cert}", fix_new)
     day = 86400
     if now < cert.not_before:
-        return Check(name, Status.FAIL, f"{TLS_NAME} is not valid yet (from "
+        return Check(name, Status.FAIL, f"{label} is not valid yet (from "
                      f"{_date(cert.not_before)}): is this machine's clock wrong?",
                      "set the clock right (timedatectl set-ntp true)")
     if now >= cert.not_after:
-        return Check(name, Status.FAIL, f"{TLS_NAME} expired on {_date(cert.not_after)}",
+        return Check(name, Status.FAIL, f"{label} expired on {_date(cert.not_after)}",
                      fix_new)
     if not is_loopback(config.host) and config.host not in _ANY and \
             not _named(cert, config.host):
-        return Check(name, Status.FAIL, f"{TLS_NAME} does not name host {config.host} "
-                     "(clients connecting by that name refuse it)", fix_new)
+        return Check(name, Status.FAIL, f"{label} does not name host {config.host} "
+                     "(clients connecting by that name refuse it)",
+                     "use a certificate naming it" if own else fix_new)
     unnamed = [a for a in machine if not _named(cert, a)] if config.host in _ANY else []
     if unnamed:
-        return Check(name, Status.WARN, f"{TLS_NAME} does not name this machine's "
+        fix = (f"type a name it carries ({', '.join(cert.dns_names[:2]) or 'none'}) as the "
+               "phone's server, resolving to this machine on your network"
+               if own else
+               f"set host = \"{unnamed[0]}\" in mailnode.toml (the certificate then names "
+               f"it), move {TLS_NAME} aside and restart")
+        return Check(name, Status.WARN, f"{label} does not name this machine's "
                      f"address(es) {', '.join(unnamed)} (phones on the LAN will complain)",
-                     f"set host = \"{unnamed[0]}\" in mailnode.toml (the certificate then "
-                     f"names it), move {TLS_NAME} aside and restart")
+                     fix)
     left = int((cert.not_after - now) // day)
     if cert.not_after - now < CERT_RENEW_BEFORE:
-        return Check(name, Status.WARN, f"{TLS_NAME} expires in {left} day(s)", fix_new)
-    return Check(name, Status.OK, f"{TLS_NAME} valid until {_date(cert.not_after)}, names "
+        return Check(name, Status.WARN, f"{label} expires in {left} day(s)", fix_new)
+    return Check(name, Status.OK, f"{label} valid until {_date(cert.not_after)}, names "
                  f"{', '.join((*cert.dns_names, *cert.ip_names)) or 'nothing'}")
 
 
@@ -445,6 +497,7 @@ class Facts:
     running: dict[str, Any] | None
     tls_error: str | None = None
     cert: CertFacts | str = MISSING
+    cert_der: bytes | None = None
     machine: list[str] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
@@ -491,9 +544,42 @@ def probe_smtp(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> Probe:
                 smtp.starttls(context=_unverified())
             except (ssl.SSLError, smtplib.SMTPException) as exc:
                 return Probe("smtp", True, auth, clean(exc, 120))
-            return Probe("smtp", True, auth)
+            return Probe("smtp", True, auth, certificate=_presented(smtp.sock))
     except (OSError, smtplib.SMTPException) as exc:
         return Probe("smtp", failure=clean(exc, 120))
+
+
+def _presented(sock: object) -> bytes | None:
+    return sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+
+
+def probe_smtps(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> Probe:
+    """A TLS handshake, then EHLO, on our own implicit-TLS SMTP listener."""
+    try:
+        with smtplib.SMTP_SSL(_connect_host(host), port, timeout=timeout,
+                              context=_unverified()) as smtp:
+            smtp.ehlo("doctor.invalid")
+            return Probe("smtps", certificate=_presented(smtp.sock))
+    except ssl.SSLError as exc:
+        return Probe("smtps", tls_error=clean(exc, 120))
+    except (OSError, smtplib.SMTPException) as exc:
+        return Probe("smtps", failure=clean(exc, 120))
+
+
+def probe_imaps(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> Probe:
+    """A TLS handshake, then the greeting, on our own implicit-TLS IMAP listener."""
+    try:
+        imap = imaplib.IMAP4_SSL(_connect_host(host), port, ssl_context=_unverified(),
+                                 timeout=timeout)
+    except ssl.SSLError as exc:
+        return Probe("imaps", tls_error=clean(exc, 120))
+    except (OSError, imaplib.IMAP4.error) as exc:
+        return Probe("imaps", failure=clean(exc, 120))
+    try:
+        return Probe("imaps", certificate=_presented(imap.sock))
+    finally:
+        with contextlib.suppress(OSError, imaplib.IMAP4.error):
+            imap.logout()
 
 
 def probe_imap(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> Probe:
@@ -511,7 +597,7 @@ def probe_imap(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> Probe:
             imap.starttls(ssl_context=_unverified())
         except (ssl.SSLError, imaplib.IMAP4.error) as exc:
             return Probe("imap", True, login, clean(exc, 120))
-        return Probe("imap", True, login)
+        return Probe("imap", True, login, certificate=_presented(imap.sock))
     except (OSError, imaplib.IMAP4.error) as exc:
         return Probe("imap", failure=clean(exc, 120))
     finally:
@@ -523,6 +609,8 @@ def busy_ports(config: Config) -> list[str]:
     """The configured ports another program holds (bound as the node would bind them)."""
     wanted = [("smtp", config.host, config.smtp_port, socket.SOCK_STREAM),
               ("imap", config.host, config.imap_port, socket.SOCK_STREAM),
+              ("smtps", config.host, config.smtps_port, socket.SOCK_STREAM),
+              ("imaps", config.host, config.imaps_port, socket.SOCK_STREAM),
               ("p2p", config.p2p_bind, config.p2p_port, socket.SOCK_STREAM),
               ("p2p/udp", config.p2p_bind, config.p2p_port, socket.SOCK_DGRAM)]
     busy = []
@@ -590,28 +678,27 @@ def peer_starts(peers: Sequence[Endpoint], timeout: float = PROBE_TIMEOUT) -> li
         return [s for s in pool.map(start, peers) if s is not None]
 
 
-def machine_addresses(route: Callable[[str], str | None] = route_from) -> list[str]:
-    """Where this machine is reached from elsewhere: the default routes' source addresses."""
-    found = [route(probe) for probe in ("192.0.2.1", "2001:db8::1")]
-    return [a for a in found if a is not None and not is_loopback(a) and a not in _ANY]
-
-
-def _read_tls(path: Path) -> tuple[str | None, CertFacts | str]:
+def _read_tls(path: Path, key: Path) -> tuple[str | None, CertFacts | str, bytes | None]:
+    """(why the listeners could not load it, its facts, its DER) for the certificate file
+    the listeners use (its first certificate is the one they present)."""
     try:
         pem = path.read_bytes()
     except FileNotFoundError:
-        return None, MISSING  # made at start, like at init
+        return None, MISSING, None  # made at start, like at init
     except OSError as exc:
-        return clean(exc, 120), clean(exc, 120)
+        return clean(exc, 120), clean(exc, 120), None
+    der = None
     try:
-        cert: CertFacts | str = cert_facts(x509.load_pem_x509_certificate(pem))
+        loaded = x509.load_pem_x509_certificate(pem)
+        cert: CertFacts | str = cert_facts(loaded)
+        der = loaded.public_bytes(serialization.Encoding.DER)
     except ValueError as exc:
         cert = f"no readable certificate ({clean(exc, 80)})"
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(path)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(path, key)
     except (ssl.SSLError, OSError) as exc:
-        return f"key and certificate do not load ({clean(exc, 80)})", cert
-    return None, cert
+        return f"key and certificate do not load ({clean(exc, 80)})", cert, der
+    return None, cert, der
 
 
 def _read_database(facts: Facts) -> None:
@@ -706,8 +793,14 @@ def gather(data_dir: Path, config: Config | str) -> Facts:
     names = ["", NODE_KEY_NAME, TLS_NAME, DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"]
     modes = {n: _mode(data_dir / n) for n in names}
     facts = Facts(data_dir, config, modes, read_status(data_dir))
-    facts.tls_error, facts.cert = _read_tls(data_dir / TLS_NAME)
-    facts.machine = machine_addresses()
+    from mailnode.client_tls import certificate_files, lan_addresses
+
+    files = (certificate_files(config, data_dir) if isinstance(config, Config)
+             else (data_dir / TLS_NAME, data_dir / TLS_NAME))
+    facts.tls_error, facts.cert, facts.cert_der = _read_tls(*files)
+    if isinstance(config, Config) and config.host in _ANY:
+        # of the bound family only: a listener on 0.0.0.0 serves no IPv6 address
+        facts.machine = lan_addresses(config.host)
     facts.saved_peers = len(load_peers(data_dir)) if (data_dir / PEERS_NAME).exists() else 0
     running = facts.running
     known = load_peers(data_dir)
@@ -715,12 +808,16 @@ def gather(data_dir: Path, config: Config | str) -> Facts:
         try:
             host, key = str(running["host"]), bytes.fromhex(str(running["node_key"]))
             ports = int(running["smtp_port"]), int(running["imap_port"])
+            implicit = [(int(running.get(name, getattr(config, name, 0))), probe)
+                        for name, probe in (("smtps_port", probe_smtps),
+                                            ("imaps_port", probe_imaps))]
             published = [(str(h), int(p)) for h, p in running.get("endpoints", [])]
             known = [(str(h), int(p)) for h, p in running.get("peers", [])]
         except (KeyError, ValueError, TypeError):  # written by another version
             facts.running = None
         else:
-            facts.probes = [probe_smtp(host, ports[0]), probe_imap(host, ports[1])]
+            facts.probes = [probe_smtp(host, ports[0]), probe_imap(host, ports[1]),
+                            *(probe(host, port) for port, probe in implicit if port)]
             with ThreadPoolExecutor(max_workers=3) as pool:
                 facts.dials = list(zip(published[:3], pool.map(
                     lambda e: dial(e, key), published[:3]), strict=True))
@@ -758,7 +855,7 @@ def audit(facts: Facts, now: float) -> list[Check]:
     else:
         checks.append(Check("config", Status.OK, "mailnode.toml valid"))
         checks += [check_listeners(config, facts.running, facts.tls_error, facts.probes,
-                                   facts.busy),
+                                   facts.busy, facts.cert_der),
                    check_certificate(facts.cert, config, facts.machine, now),
                    check_endpoint(config, facts.running, facts.dials, facts.dialback)]
     bootstrap = 0 if isinstance(config, str) else len(config.bootstrap)

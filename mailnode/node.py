@@ -157,7 +157,8 @@ async def serve(data_dir: Path, stop: asyncio.Event,
 
         assert imap.port is not None
         listening = Listening(host, config.p2p_bind, smtp.port, imap.port, dht.port,
-                              node_identity.verify_key.hex())
+                              node_identity.verify_key.hex(), config.smtps_port,
+                              config.imaps_port)
         publisher = Publisher(store, dht, node_identity, config, current_endpoints,
                               relays=friends.relays)
 

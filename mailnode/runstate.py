@@ -29,6 +29,9 @@ class Listening:
     imap_port: int
     p2p_port: int
     node_key: str
+    smtps_port: int = 0
+    """Implicit-TLS ports; 0 when off."""
+    imaps_port: int = 0
 
 
 def _capped(peers: list[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -66,6 +69,7 @@ def write_status(data_dir: Path, listening: Listening, dht: DhtNode, published: 
         "pid": os.getpid(), "updated": time.time(), "host": listening.host,
         "p2p_host": listening.p2p_host,
         "smtp_port": listening.smtp_port, "imap_port": listening.imap_port,
+        "smtps_port": listening.smtps_port, "imaps_port": listening.imaps_port,
         "p2p_port": listening.p2p_port, "node_key": listening.node_key,
         "dht_peers": dht.peer_count(), "records_published": published,
         "endpoints": [list(e) for e in endpoints or []],

@@ -141,6 +141,7 @@ def test_healthy_running_nodes_pass_and_dial_their_own_endpoint(tmp_path: Path) 
     checks = {line[7:19].strip(): line for line in alone.stdout.splitlines()}
     assert checks["listeners"].startswith("[OK  ]")
     assert "SMTP and IMAP STARTTLS answered" in checks["listeners"]
+    assert "SMTPS and IMAPS answered with TLS, all presenting tls.pem" in checks["listeners"]
     assert checks["endpoint"].startswith("[OK  ]")
     assert f"127.0.0.1:{first.p2p_port} answers TLS with this node's key" in \
         checks["endpoint"]
@@ -184,8 +185,10 @@ def test_modes_fail_exactly_when_group_or_others_have_a_bit(modes: dict[str, int
     assert (check.status is Status.FAIL) == any(m & 0o077 for m in modes.values())
 
 
-def write_certificate(data_dir: Path, now: float, days: int, names: list[str]) -> None:
-    """A tls.pem made with the project's own helper, dated and named as a test wants."""
+def write_certificate(data_dir: Path, now: float, days: int, names: list[str],
+                      name: str = TLS_NAME) -> None:
+    """A tls.pem (or ``name``, e.g. an own tls_cert) made with the project's own helper,
+    dated and named as a test wants."""
     import ipaddress
 
     from cryptography import x509
@@ -202,7 +205,7 @@ def write_certificate(data_dir: Path, now: float, days: int, names: list[str]) -
     cert = self_signed(key, "mailnode", now, datetime.timedelta(days=days), alt)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    (data_dir / TLS_NAME).write_bytes(pem + cert.public_bytes(serialization.Encoding.PEM))
+    (data_dir / name).write_bytes(pem + cert.public_bytes(serialization.Encoding.PEM))
 
 
 def test_an_expired_certificate_fails(node: Path) -> None:
@@ -547,3 +550,120 @@ def test_a_friends_dial_back_decides_the_endpoint_check() -> None:
                              ("anna-pi", False, "10.0.0.1:2700 failed: timed out\x1b[2J"))
     assert blocked.status is Status.FAIL and "\x1b" not in blocked.finding
     assert "firewall" in blocked.fix
+
+
+def test_implicit_tls_listeners_present_the_configured_certificate(tmp_path: Path) -> None:
+    """A running node is probed on its implicit-TLS ports too; tls_cert set in mailnode.toml
+    after start is not served until a restart, and doctor says so."""
+    data_dir = tmp_path / "a"
+    node = NodeProcess.init(data_dir, [])
+    ports = load(data_dir / CONFIG_NAME)
+    node.start()
+    try:
+        wait_for_status(data_dir, lambda s: "imaps_port" in s)
+        status = json.loads((data_dir / "status.json").read_text())
+        assert (status["smtps_port"], status["imaps_port"]) == (ports.smtps_port,
+                                                                ports.imaps_port)
+        write_certificate(data_dir, time.time(), 365, ["localhost", "127.0.0.1"], "own.pem")
+        set_config(data_dir, tls_cert="own.pem")
+        stale = by_name(doctor(data_dir, time.time()))
+        node.stop()
+        node.start()
+        wait_for_status(data_dir, lambda s: "imaps_port" in s)
+        fresh = by_name(doctor(data_dir, time.time()))
+    finally:
+        assert node.stop() == 0
+    listeners = stale["listeners"]
+    assert listeners.status is Status.FAIL
+    assert "presents a certificate other than tls_cert own.pem" in listeners.finding
+    assert "restart the node" in listeners.fix
+    assert f"implicit TLS smtps {ports.smtps_port}, imaps {ports.imaps_port}" in \
+        listeners.finding
+    assert fresh["listeners"].status is Status.OK, fresh["listeners"]
+    assert "SMTPS and IMAPS answered with TLS, all presenting tls_cert own.pem" in \
+        fresh["listeners"].finding
+    assert fresh["certificate"].status is Status.OK
+    assert fresh["certificate"].finding.startswith("tls_cert own.pem valid until")
+
+
+def test_implicit_tls_listener_findings() -> None:
+    public = Config(host="0.0.0.0")
+    running = {"host": "0.0.0.0", "p2p_host": "0.0.0.0", "smtps_port": 2465, "imaps_port": 0}
+    ours, other = b"our certificate", b"another certificate"
+    good = [Probe("smtp", True, False, certificate=ours), Probe("smtps", certificate=ours)]
+    ok = check_listeners(public, running, None, good, expected=ours)
+    assert ok.status is Status.OK
+    assert "implicit TLS smtps 2465)" in ok.finding  # imaps is off: not listed
+    assert "SMTPS answered with TLS, all presenting tls.pem" in ok.finding
+    # an implicit-TLS listener never offers STARTTLS, nor takes a password outside TLS
+    assert check_listeners(public, running, None, [Probe("imaps", auth_before_tls=True)]
+                           ).status is Status.OK
+    silent = check_listeners(public, running, None, [Probe("imaps", failure="refused")])
+    assert silent.status is Status.FAIL and "IMAPS does not answer (refused)" in silent.finding
+    broken = check_listeners(public, running, None, [Probe("smtps", tls_error="bad record")])
+    assert broken.status is Status.FAIL and "SMTPS TLS broken (bad record)" in broken.finding
+    stale = check_listeners(replace(public, tls_cert="own.pem"), running, None,
+                            [*good[:1], Probe("smtps", certificate=other)], expected=ours)
+    assert stale.status is Status.FAIL
+    assert "SMTPS presents a certificate other than tls_cert own.pem" in stale.finding
+    # unknown expectation (unreadable file): reported by the certificate check instead
+    assert check_listeners(public, running, None, [Probe("smtps", certificate=other)]
+                           ).status is Status.OK
+    off = check_listeners(Config(smtps_port=0, imaps_port=0), None, None)
+    assert "implicit TLS off" in off.finding
+
+
+def test_an_implicit_tls_port_held_by_another_program_fails(node: Path) -> None:
+    port = load(node / CONFIG_NAME).imaps_port
+    with socket.create_server(("127.0.0.1", port)):
+        listeners = by_name(doctor(node, time.time()))["listeners"]
+    assert listeners.status is Status.FAIL
+    assert f"imaps 127.0.0.1:{port} (Address already in use)" in listeners.finding
+    set_config(node, imaps_port=0)  # off: its port is nobody's business
+    with socket.create_server(("127.0.0.1", port)):
+        assert by_name(doctor(node, time.time()))["listeners"].status is Status.OK
+
+
+def test_the_certificate_check_audits_an_own_tls_cert(node: Path) -> None:
+    write_certificate(node, time.time() - 400 * DAY, 365, ["mail.example"], "own.pem")
+    set_config(node, tls_cert="own.pem")
+    done = cli_doctor(node)
+    assert done.returncode == 1
+    line = done.stdout.splitlines()[3]
+    assert line.startswith("[FAIL] certificate  tls_cert own.pem expired on")
+    assert "renew it and replace the file" in line and "tls.pem" not in line
+    write_certificate(node, time.time(), 20, ["mail.example"], "own.pem")
+    soon = by_name(doctor(node, time.time()))["certificate"]
+    assert soon.status is Status.WARN and "tls_cert own.pem expires in 19 day(s)" in \
+        soon.finding
+    write_certificate(node, time.time(), 365, ["mail.example"], "own.pem")
+    assert by_name(doctor(node, time.time()))["certificate"].finding.startswith(
+        "tls_cert own.pem valid until")
+
+
+def test_own_certificate_names() -> None:
+    own = Config(tls_cert="/etc/ssl/mail.pem", host="192.0.2.7")
+    cert = CertFacts(NOW - DAY, NOW + 365 * DAY, ("mail.example",), ())
+    wrong = check_certificate(cert, own, [], NOW)
+    assert wrong.status is Status.FAIL
+    assert "tls_cert /etc/ssl/mail.pem does not name host 192.0.2.7" in wrong.finding
+    assert wrong.fix == "use a certificate naming it"
+    lan = check_certificate(cert, replace(own, host="0.0.0.0"), ["192.0.2.2"], NOW)
+    assert lan.status is Status.WARN and "192.0.2.2" in lan.finding
+    assert "mail.example" in lan.fix and "tls.pem" not in lan.fix
+    assert check_certificate(cert, replace(own, host="mail.example"), [], NOW).status \
+        is Status.OK
+
+
+def test_lan_addresses_of_the_bound_family_only(node: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """0.0.0.0 serves IPv4 only, :: IPv6 only: the certificate need not name an address of
+    the other family (doctor warned about an IPv6 address no listener served)."""
+    routes = {"192.0.2.1": "192.0.2.2", "2001:db8::1": "2001:db8::2"}
+    monkeypatch.setattr("mailnode.client_tls.route_from", routes.get)
+    write_certificate(node, time.time(), 365, ["localhost", "127.0.0.1", "192.0.2.2"])
+    set_config(node, host="0.0.0.0")
+    assert by_name(doctor(node, time.time()))["certificate"].status is Status.OK
+    set_config(node, host="::")
+    v6 = by_name(doctor(node, time.time()))["certificate"]
+    assert v6.status is Status.WARN and "address(es) 2001:db8::2 " in v6.finding

@@ -345,3 +345,13 @@ async def test_requests_beyond_a_source_ips_rate_are_dropped() -> None:
     await eventually(lambda: len(protocol._tasks) == 0, what="requests answered")
     answered = Counter(addr for _, addr in transport.sent)
     assert answered == {victim: 10, ("198.51.100.78", 4000): 1}
+
+
+async def test_a_node_is_never_its_own_contact() -> None:
+    """A peer may know us by another address (loopback and LAN): that is not a peer of ours,
+    or we would publish, save and dial it as one."""
+    protocol = _protocol()
+    me = protocol.source_node
+    assert not protocol.router.add_contact(Node(me.id, "192.0.2.2", 10038), verified=True)
+    protocol.rpc_ping(("192.0.2.2", 10038), me.id)
+    assert _entries(protocol.router) == []

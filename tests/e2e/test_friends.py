@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mailnode.runstate import read_status
 from tests.e2e.nodes import NodeProcess, cli, wait_until
 from tests.e2e.test_three_nodes import FAST, compose, inbox_bodies, settled
 
@@ -140,7 +141,9 @@ def test_doctor_asks_a_friend_to_dial_back(tmp_path: Path) -> None:
     a.start()
     b.start()
     try:
-        wait_until(lambda: settled(b, peers=1, published=0), 60, "b to join")
+        wait_until(lambda: settled(b, peers=1, published=0)
+                   and bool((read_status(b.data_dir) or {}).get("endpoints")), 60,
+                   "b to join and publish its endpoint")
         token = cli(a.data_dir, "invite").splitlines()[-1]
         assert cli(b.data_dir, "friend", "add", token).startswith("Friends with")
         done = subprocess.run([sys.executable, "-m", "mailnode", "--data-dir", str(b.data_dir),
