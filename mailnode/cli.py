@@ -482,8 +482,28 @@ def cmd_settings(args: argparse.Namespace) -> None:
                            "them)")
     if not users:
         raise CliError(f"no users yet: mailnode --data-dir {data_dir} user add NAME")
+    password: str | None = None
+    if args.qr:
+        # The node keeps only a hash, and Delta Chat's code needs the password itself: the
+        # user types it (or passes MAILNODE_PASSWORD), and it is checked before it is shown.
+        if args.name is None:
+            raise CliError("--qr needs a user name: mailnode settings NAME --qr")
+        password = os.environ.get("MAILNODE_PASSWORD")
+        if password is None:
+            if not sys.stdin.isatty():
+                raise CliError("--qr needs the password: set MAILNODE_PASSWORD or run in a "
+                               "terminal")
+            password = getpass.getpass(f"Password for {args.name} (it goes into the code): ")
+        db, store = _open_store(data_dir)
+        try:
+            if asyncio.run(store.authenticate(args.name, password)) is None:
+                raise CliError(f"that is not {args.name}'s password; nothing was shown")
+        finally:
+            db.close()
     tls = fingerprint(certificate_files(config, data_dir)[0])
-    print("\n\n".join(client_settings(config, user, config.smtp_port, config.imap_port, tls)
+    print("\n\n".join(client_settings(config, user, config.smtp_port, config.imap_port, tls,
+                                      password=password, qr=password is not None
+                                      and sys.stdout.isatty())
                       for user in users))
 
 
@@ -726,6 +746,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the settings to type into a mail client, for one "
                                    "user or all.")
     p.add_argument("name", nargs="?", help="a user (default: all)")
+    p.add_argument("--qr", action="store_true", help="also the Delta Chat setup code (asks "
+                   "for the user's password, which the code carries)")
     p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser("run", help="run the node in the foreground (stop with Ctrl-C)",

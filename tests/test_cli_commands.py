@@ -276,3 +276,24 @@ def test_settings_reprints_client_settings(node: Path, capsys: pytest.CaptureFix
     assert out.count("Mail client settings for bob") == 1 and "alice" not in out
     code, _, err = run(capsys, "settings", "zed", "--data-dir", d)
     assert "no user 'zed'" in one_line_error(code, err)
+
+
+def test_settings_qr_shows_the_delta_chat_code_after_checking_the_password(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailnode.client_tls import lan_addresses
+
+    if not lan_addresses("0.0.0.0"):
+        pytest.skip("this machine has no LAN address for a phone to use")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    d = str(tmp_path / "lan")
+    assert run(capsys, "init", "--data-dir", d, "--host", "0.0.0.0", "--yes")[0] == 0
+    monkeypatch.setenv("MAILNODE_PASSWORD", STRONG)
+    assert run(capsys, "user", "add", "alice", "--data-dir", d)[0] == 0
+    code, out, _ = run(capsys, "settings", "alice", "--qr", "--data-dir", d)
+    assert code == 0 and "dclogin:" in out and "&v=1" in out
+    monkeypatch.setenv("MAILNODE_PASSWORD", "not alices password at all")
+    code, out, err = run(capsys, "settings", "alice", "--qr", "--data-dir", d)
+    assert "not alice's password" in one_line_error(code, err) and "dclogin" not in out
+    code, _, err = run(capsys, "settings", "--qr", "--data-dir", d)
+    assert "needs a user name" in one_line_error(code, err)
