@@ -162,10 +162,13 @@ class SearchDate:
 
 @dataclass(frozen=True)
 class SearchHeader:
-    """HEADER name value (FROM/TO/CC/BCC/SUBJECT are shorthands); substring, case-insensitive."""
+    """HEADER name value (FROM/TO/CC/BCC/SUBJECT are shorthands); substring, case-insensitive.
+    ``envelope``: FROM/TO/CC/BCC, which RFC 3501 defines on the ENVELOPE's parsed addresses
+    rather than on the field's bytes."""
 
     name: str
     value: str
+    envelope: bool = False
 
 
 @dataclass(frozen=True)

@@ -42,3 +42,11 @@ class ParseError(CommandBad):
         super().__init__(text, code)
         self.tag = tag
         self.fatal = fatal
+
+
+class InvalidMailboxName(ParseError):
+    """A well-formed mailbox argument that is not valid modified UTF-7: the command is
+    syntactically fine, the name just cannot exist, so the reply is NO (RFC 3501 5.1.3;
+    clients treat BAD as a protocol bug)."""
+
+    status = "NO"

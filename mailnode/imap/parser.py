@@ -19,7 +19,7 @@ from typing import IO, TypeVar
 
 from mailnode.imap import commands as c
 from mailnode.imap import utf7
-from mailnode.imap.errors import ParseError
+from mailnode.imap.errors import InvalidMailboxName, ParseError
 from mailnode.imap.sequences import SequenceSet, SequenceSetError
 from mailnode.sasl import SaslError, b64decode_strict
 
@@ -405,7 +405,7 @@ class _Reader:
         try:
             name = utf7.decode(raw)
         except utf7.Utf7Error as exc:
-            raise self.error(str(exc)) from None
+            raise InvalidMailboxName(str(exc), self.tag) from None
         return "INBOX" if name.upper() == "INBOX" else name
 
     def list_mailbox(self) -> str:
@@ -415,10 +415,7 @@ class _Reader:
             raw = self._run(lambda ch: ch not in _ATOM_SPECIALS or ch in b"%*]")
             if not raw:
                 raise self.error("Expected a mailbox pattern")
-        try:
-            return utf7.decode(raw)
-        except utf7.Utf7Error as exc:
-            raise self.error(str(exc)) from None
+        return utf7.decode_pattern(raw)
 
     def flag(self) -> str:
         if self.take(b"\\"):
@@ -563,10 +560,7 @@ def _p_list(lsub: bool) -> Callable[[_Reader, str], c.Command]:
 
 
 def _decode_ref(r: _Reader) -> str:
-    try:
-        return utf7.decode(r.string())
-    except utf7.Utf7Error as exc:
-        raise r.error(str(exc)) from None
+    return utf7.decode_pattern(r.string())
 
 
 def _p_mailbox(cls: Callable[[str, str], c.Command]) -> Callable[[_Reader, str], c.Command]:
@@ -797,7 +791,7 @@ def _search_key(r: _Reader, count: list[int]) -> c.SearchKey:
         return c.SearchDate(op, r.date(), key.startswith("SENT"))  # type: ignore[arg-type]
     if key in _HEADER_KEYS:
         r.sp()
-        return c.SearchHeader(key, r.text_value(r.astring()))
+        return c.SearchHeader(key, r.text_value(r.astring()), envelope=key != "SUBJECT")
     if key == "HEADER":
         r.sp()
         name = r.text_value(r.astring()).upper()

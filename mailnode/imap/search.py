@@ -10,7 +10,7 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 
 from mailnode.imap import commands as c
-from mailnode.mime import MessageStructure, Part, analyse
+from mailnode.mime import Envelope, MessageStructure, Part, analyse
 from mailnode.mime import headers as mh
 from mailnode.store.api import MessageMeta
 
@@ -83,7 +83,7 @@ class Candidate:
                     break
                 body = raw[part.body_start:min(part.end, part.body_start + 2 * budget)]
                 decoded = mh.decode(_transfer_decode(body, part.encoding),
-                                    part.param("charset"))[:budget]
+                                    mh.param_value(part.params, "charset"))[:budget]
                 budget -= len(decoded)
                 texts.append(decoded)
             self._body_text = "\n".join(texts).casefold()
@@ -160,6 +160,8 @@ def matches(key: c.SearchKey, m: Candidate) -> bool:
         return _match_date(key, m)
     if isinstance(key, c.SearchHeader):
         needle = key.value.casefold()
+        if key.envelope and needle:
+            return any(needle in text for text in _address_texts(m.tree, key.name))
         values = m.header_values(key.name)
         if not needle:
             return bool(values)
@@ -173,6 +175,22 @@ def matches(key: c.SearchKey, m: Candidate) -> bool:
         header = m.header.decode("utf-8", "replace")
         return needle in header.casefold() or needle in _decoded(header).casefold()
     raise AssertionError(f"unhandled search key {key!r}")
+
+
+def _address_texts(root: Part, name: str) -> list[str]:
+    """What FROM/TO/CC/BCC look in (RFC 3501 6.4.4: the envelope's field): per stored address
+    its display name with encoded words decoded, and ``mailbox@host`` as a reader sees it,
+    comments and folding gone; a group's name. Case-folded. The stored envelope holds at most
+    ``MAX_ADDRESSES`` addresses per field, so this is bounded however long the header."""
+    env = root.envelope or Envelope()
+    addresses = {"FROM": env.from_, "TO": env.to, "CC": env.cc, "BCC": env.bcc}[name]
+    out: list[str] = []
+    for a in addresses:
+        if a.name:
+            out.append(_decoded(a.name).casefold())
+        if a.mailbox is not None:
+            out.append((a.mailbox + ("@" + a.host if a.host else "")).casefold())
+    return out
 
 
 def _match_date(key: c.SearchDate, m: Candidate) -> bool:

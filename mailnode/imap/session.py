@@ -523,12 +523,16 @@ class ImapSession:
         if not cmd.lsub:  # parents that are not mailboxes themselves show up as \Noselect
             _add_parents(names)
         matches = ListPattern(cmd.reference + cmd.pattern)
+        unsubscribed: set[str] = set()
+        if cmd.lsub:  # RFC 3501 6.3.9: "foo/bar" subscribed, LSUB "%" gives "foo" \Noselect
+            unsubscribed = _unsubscribed_parents(names, matches)
+            names = names | unsubscribed
         ordered = sorted(names)
         for name in sorted(names, key=lambda n: (n != "INBOX", n)):
             if not matches(name):
                 continue
             attrs = []
-            if name not in special:
+            if name not in special or name in unsubscribed:
                 attrs.append("\\Noselect")
             attrs.append("\\HasChildren" if _has_children(ordered, name) else "\\HasNoChildren")
             if special.get(name):
@@ -883,6 +887,23 @@ def _check_name_limits(name: str) -> None:
     if len(name) > MAX_NAME_LENGTH or name.count(DELIMITER) >= MAX_NAME_DEPTH:
         raise CommandNo(f"Mailbox names are limited to {MAX_NAME_LENGTH} characters and "
                         f"{MAX_NAME_DEPTH} levels", "LIMIT")
+
+
+def _unsubscribed_parents(subscribed: set[str], matches: ListPattern) -> set[str]:
+    """The parents LSUB must show as ``\\Noselect``: not subscribed themselves, matching the
+    pattern while a subscribed descendant does not (``%`` stops at the delimiter). Each name
+    climbs at most ``MAX_NAME_DEPTH`` levels."""
+    out: set[str] = set()
+    for name in subscribed:
+        if matches(name):
+            continue
+        cut = name.rfind(DELIMITER)
+        while cut > 0:
+            parent = name[:cut]
+            if parent not in subscribed and matches(parent):
+                out.add(parent)
+            cut = name.rfind(DELIMITER, 0, cut)
+    return out
 
 
 def _add_parents(names: set[str]) -> None:

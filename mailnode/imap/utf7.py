@@ -55,8 +55,24 @@ def decode(raw: bytes) -> str:
             b64 = chunk.replace(b",", b"/")
             b64 += b"=" * (-len(b64) % 4)
             try:
-                out.append(base64.b64decode(b64, validate=True).decode("utf-16-be"))
+                text = base64.b64decode(b64, validate=True).decode("utf-16-be")
             except (ValueError, UnicodeDecodeError) as exc:
                 raise Utf7Error("bad modified UTF-7 in mailbox name") from exc
+            # Only the one canonical spelling is valid (RFC 3501 5.1.3): printable ASCII is
+            # never shifted, and "/", "=" or stray low bits would give a second name for the
+            # same mailbox.
+            if encode(text) != raw[i:end + 1]:
+                raise Utf7Error("bad modified UTF-7 in mailbox name")
+            out.append(text)
         i = end + 1
     return "".join(out)
+
+
+def decode_pattern(raw: bytes) -> str:
+    """A LIST/LSUB reference or pattern: one that is not valid modified UTF-7 names no
+    mailbox, so it is taken byte for byte (matching nothing a valid name decodes to, except
+    by the same characters) instead of failing the command."""
+    try:
+        return decode(raw)
+    except Utf7Error:
+        return raw.decode("latin-1")

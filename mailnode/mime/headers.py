@@ -8,7 +8,7 @@ import codecs
 import itertools
 import re
 from functools import lru_cache
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from mailnode.mime.lexer import ATOM, PARAMS, QUOTED, SPECIAL, Lexer
 from mailnode.mime.model import Params
@@ -23,6 +23,7 @@ _UNFOLD = re.compile(rb"\r?\n(?=[ \t])")
 _FIELD_END = re.compile(rb"\n(?![ \t])")
 _CHARSET_NAME = re.compile(r"[A-Za-z0-9_.:+-]{1,40}")
 _SECTION = re.compile(r"(?:(\d{1,4})\*?)?")  # after "name*": "", "0", "0*"
+_ATTRIBUTE_CHARS = "!#$&+-.^_`{|}~"  # RFC 2231 attribute-char beyond letters and digits
 _TYPE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]{1,64})/([!#$%&'*+.^_`|~0-9A-Za-z-]{1,64})\Z")
 
 
@@ -91,22 +92,42 @@ def decode(data: bytes, charset: str | None) -> str:
     return _SURROGATE.sub("\ufffd", out)
 
 
-def _collapse(pieces: list[tuple[int, bool, str]]) -> str:
-    """RFC 2231: join continuation sections in order; percent-decode the extended ones and
-    decode the whole with the charset the first extended section names."""
-    pieces.sort(key=lambda p: p[0])
+def _extended(value: str) -> str:
+    """An RFC 2231 ``charset'language'%XX`` value decoded (an unknown charset: UTF-8)."""
     charset: str | None = None
-    data = bytearray()
+    if value.count("'") >= 2:
+        charset, _lang, value = value.split("'", 2)
+    return decode(unquote_to_bytes(value.encode("utf-8", "surrogateescape")), charset or None)
+
+
+def _collapse(base: str, pieces: list[tuple[int, bool, str]]) -> tuple[str, str]:
+    """RFC 2231: continuation sections joined in order. With no charset-encoded section the
+    result is the plain ``name``; otherwise ``name*`` stays in the ``charset'lang'%XX`` form
+    (plain sections percent-encoded into it) so BODYSTRUCTURE hands the client a 7-bit value
+    that still names its charset, as Dovecot does."""
+    pieces.sort(key=lambda p: p[0])
+    if not any(extended for _, extended, _ in pieces):
+        return base, "".join(value for _, _, value in pieces)
+    out: list[str] = []
     for index, (_, extended, value) in enumerate(pieces):
         if extended:
-            if index == 0 and value.count("'") >= 2:
-                charset, _lang, value = value.split("'", 2)
-            data += unquote_to_bytes(value.encode("utf-8", "surrogateescape"))
+            out.append(value)
         else:
-            data += value.encode("utf-8", "surrogateescape")
-    if charset is None:
-        return text(bytes(data))
-    return decode(bytes(data), charset)
+            out.append(quote(value.encode("utf-8", "surrogateescape"), safe=_ATTRIBUTE_CHARS))
+        if index == 0 and not (extended and value.count("'") >= 2):
+            out.insert(0, "''")
+    return base + "*", "".join(out)
+
+
+def param_value(params: Params, name: str) -> str | None:
+    """The first parameter ``name``, or ``name*`` decoded from its charset."""
+    encoded = None
+    for key, value in params:
+        if key == name:
+            return value
+        if encoded is None and key == name + "*":
+            encoded = value
+    return None if encoded is None else _extended(encoded)
 
 
 def parse_params(value: str) -> tuple[str, Params, int]:
@@ -160,10 +181,11 @@ def parse_params(value: str) -> tuple[str, Params, int]:
             result.append((base, ""))
         number = int(m.group(1)) if m.group(1) else 0
         sections[base].append((number, name.endswith("*"), val))
-    for base, pieces in sections.items():
-        result[first[base]] = (base, _collapse(pieces))
     # A plain parameter repeating a name that has RFC 2231 sections loses (RFC 2231 §4).
     result = [(n, v) for i, (n, v) in enumerate(result) if n not in first or first[n] == i]
+    for i, (name, _) in enumerate(result):
+        if name in sections:
+            result[i] = _collapse(name, sections[name])
     return " ".join(head), tuple(result[:MAX_PARAMS]), lexer.steps
 
 

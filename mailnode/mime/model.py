@@ -66,13 +66,6 @@ class Part:
     message: Part | None = None
     envelope: Envelope | None = None
 
-    def param(self, name: str) -> str | None:
-        """The first Content-Type parameter called ``name`` (lower case)."""
-        for key, value in self.params:
-            if key == name:
-                return value
-        return None
-
 
 @dataclass(frozen=True)
 class MessageStructure:

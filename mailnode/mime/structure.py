@@ -30,7 +30,14 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from mailnode.mime.address import parse_addresses
-from mailnode.mime.headers import content_type, field_pattern, fields, parse_params, text
+from mailnode.mime.headers import (
+    content_type,
+    field_pattern,
+    fields,
+    param_value,
+    parse_params,
+    text,
+)
 from mailnode.mime.model import Address, Envelope, MessageStructure, Params, Part
 
 MAX_DEPTH = 16
@@ -199,7 +206,7 @@ class Analyser:
         env = self._envelope(first, addresses) if envelope else None
         children: tuple[Part, ...] = ()
         message: Part | None = None
-        boundary = (params_get(params, "boundary") or "").encode("utf-8", "surrogateescape")
+        boundary = (param_value(params, "boundary") or "").encode("utf-8", "surrogateescape")
         if ctype[0] == "multipart" and not _usable(boundary):
             ctype, params = ("text", "plain"), US_ASCII  # no way to find the parts: flat
         descend = depth < MAX_DEPTH and self.parts < MAX_PARTS
@@ -288,11 +295,6 @@ class Analyser:
                         keep(first.get("in-reply-to")), keep(first.get("message-id")),
                         addrs("from"), addrs("sender"), addrs("reply-to"), addrs("to"),
                         addrs("cc"), addrs("bcc"))
-
-
-def params_get(params: Params, name: str) -> str | None:
-    """The first parameter called ``name``."""
-    return next((v for k, v in params if k == name), None)
 
 
 def _usable(boundary: bytes) -> bool:

@@ -112,7 +112,7 @@ def events(data: bytes, limits: Limits | None = None) -> list[object]:
     (b"a SEARCH UID 2:* SUBJECT \"hi there\" FROM alice",
      c.Search("a", c.SearchAnd((c.SearchUid(SequenceSet(((2, None),))),
                                 c.SearchHeader("SUBJECT", "hi there"),
-                                c.SearchHeader("FROM", "alice"))))),
+                                c.SearchHeader("FROM", "alice", envelope=True))))),
     (b"a SEARCH HEADER X-Tag v LARGER 10 SINCE 1-Feb-2024",
      c.Search("a", c.SearchAnd((c.SearchHeader("X-TAG", "v"), c.SearchSize(True, 10),
                                 c.SearchDate("since", datetime(2024, 2, 1)))))),

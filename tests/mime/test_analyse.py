@@ -9,7 +9,14 @@ import pytest
 from mailnode.imap import mime as imap_mime
 from mailnode.mime import MAX_DEPTH, MAX_PARTS, Address, MessageStructure, Part, analyse
 from mailnode.mime.address import parse_addresses
-from mailnode.mime.headers import MAX_PARAMS, MAX_VALUE, decode, decode_words, parse_params
+from mailnode.mime.headers import (
+    MAX_PARAMS,
+    MAX_VALUE,
+    decode,
+    decode_words,
+    param_value,
+    parse_params,
+)
 from mailnode.mime.structure import Analyser
 from tests.mime.corpus import CLASSES, HEAD
 from tests.mime.imapsyntax import check_bodystructure, check_envelope
@@ -173,20 +180,26 @@ def test_source_routes_and_obsolete_forms() -> None:
 def test_rfc2231_continuations_and_charsets() -> None:
     _, params, _ = parse_params("attachment; filename*1=sum; filename*0*=utf-8''r%C3%A9;"
                                 " filename*2*=%C3%A9.pdf; filename=plain.pdf; size=3")
-    assert params == (("filename", "résumé.pdf"), ("size", "3"))
+    # Sections joined in order; a charset-encoded value keeps its charset (the plain "sum"
+    # section percent-encoded into it), and decodes on lookup.
+    assert params == (("filename*", "utf-8''r%C3%A9sum%C3%A9.pdf"), ("size", "3"))
+    assert param_value(params, "filename") == "résumé.pdf"
     _, params, _ = parse_params("text/plain; name*=iso-8859-1'de'%E4rger; x*=bogus'en'%41")
-    assert params == (("name", "ärger"), ("x", "A"))
+    assert params == (("name*", "iso-8859-1'de'%E4rger"), ("x*", "bogus'en'%41"))
+    assert (param_value(params, "name"), param_value(params, "x")) == ("ärger", "A")
     _, params, _ = parse_params("text/plain; title*=punycode''abc-")
-    assert params == (("title", "abc-"),)  # a super-linear codec is never used
+    assert param_value(params, "title") == "abc-"  # a super-linear codec is never used
+    _, params, _ = parse_params('a/b; t*1*=%41; t*0="x y"; u*0="a"; u*1="b c"')
+    assert params == (("t*", "''x%20y%41"), ("u", "ab c"))
 
 
 def test_disposition_and_rfc2231_render_byte_exact() -> None:
     raw = (b"Content-Type: text/plain; charset=utf-8\r\nContent-Disposition: attachment;"
            b" filename*=utf-8''%E2%82%AC.txt\r\n\r\nx")
     structure, _ = check(raw)
-    assert structure.root.disposition == ("attachment", (("filename", "€.txt"),))
+    assert structure.root.disposition == ("attachment", (("filename*", "utf-8''%E2%82%AC.txt"),))
     bs = imap_mime.bodystructure(structure.root, extended=True)
-    assert b'("ATTACHMENT" ("FILENAME" {7}\r\n\xe2\x82\xac.txt))' in bs
+    assert b'("ATTACHMENT" ("FILENAME*" "utf-8\'\'%E2%82%AC.txt"))' in bs
 
 
 def test_boundary_trouble_gives_a_flat_or_empty_structure() -> None:
