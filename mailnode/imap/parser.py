@@ -278,6 +278,8 @@ class _Reader:
         self.pos = 0
         self.tag: str | None = None
         self.depth = 0
+        self.invalid_name: str | None = None
+        """Why a mailbox argument is not valid modified UTF-7, if one is not."""
 
     def error(self, message: str, code: str | None = None) -> ParseError:
         return ParseError(message, self.tag, code=code)
@@ -405,7 +407,9 @@ class _Reader:
         try:
             name = utf7.decode(raw)
         except utf7.Utf7Error as exc:
-            raise InvalidMailboxName(str(exc), self.tag) from None
+            # Reported once the whole command has parsed: a syntax error still wins (BAD).
+            self.invalid_name = self.invalid_name or str(exc)
+            name = raw.decode("latin-1")
         return "INBOX" if name.upper() == "INBOX" else name
 
     def list_mailbox(self) -> str:
@@ -855,6 +859,8 @@ def _parse_command(text: bytes, literals: dict[int, bytes | c.LiteralBody],
     r = _Reader(text, literals, limits)
     try:
         cmd = _dispatch(r)
+        if r.invalid_name is not None:
+            raise InvalidMailboxName(r.invalid_name, r.tag)
     except BaseException:
         _close_spooled(literals.values())
         raise
