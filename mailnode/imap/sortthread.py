@@ -102,8 +102,9 @@ def _sent_date(date: str | None, internaldate: datetime) -> float:
 
 
 def _first(addresses: Sequence[Address]) -> Address | None:
-    """The first real address (group markers have no host)."""
-    return next((a for a in addresses if a.host is not None), None)
+    """The first ENVELOPE address; a group's start marker counts, its mailbox being the
+    group name (as Dovecot sorts ``Cc: team: a@b;`` under "team")."""
+    return addresses[0] if addresses else None
 
 
 def _mailbox_key(addresses: Sequence[Address]) -> str:
@@ -369,12 +370,15 @@ def _link_all(messages: Sequence[SortMessage]) -> tuple[list[_Node], int]:
             if prev is not None and n.parent is None:
                 linker.link(prev, n)
             prev = n
-        if prev is None:  # (B) the last reference is the parent; no references: a root
+        # (B) the last reference is the parent: an existing parent link (from a truncated
+        # References elsewhere) is broken first, even if the new link would loop and is
+        # then not made; no references at all leave a root.
+        if own.parent is not prev:
             if own.parent is not None:
                 del own.parent.children[own]
                 own.parent = None
-        elif own.parent is not prev:
-            linker.link(prev, own)
+            if prev is not None:
+                linker.link(prev, own)
     return linker.nodes, linker.steps
 
 

@@ -127,13 +127,16 @@ def test_sort_by_each_key_ties_by_number() -> None:
     assert s(ms, [("DISPLAYTO", False)]) == [3, 4, 1, 2]
 
 
-def test_sort_address_keys_skip_groups_and_decode_display_names() -> None:
+def test_sort_address_keys_group_name_and_decoded_display_names() -> None:
+    # The first ENVELOPE address of "team: zz@h;" is the group start: its mailbox, the
+    # group name, is the key (so Dovecot sorts it).
     group = (Address(None, None, "team", None), Address(None, None, "zz", "h"),
              Address(None, None, None, None))
     ms = [msg(1, from_=group), msg(2, from_=addr("yy")),
           msg(3, from_=addr("q", name="=?utf-8?q?A=C3=A9?=")), msg(4, from_=addr("b"))]
-    assert stt.sort(ms, [("FROM", False)]) == [4, 3, 2, 1]
-    assert stt.sort(ms, [("DISPLAYFROM", False)]) == [3, 4, 2, 1]  # "Aé" < "b@" < ...
+    assert stt.sort(ms, [("FROM", False)]) == [4, 3, 1, 2]
+    # "Aé" < "b@example.org" < "team" < "yy@example.org"
+    assert stt.sort(ms, [("DISPLAYFROM", False)]) == [3, 4, 1, 2]
 
 
 def test_sort_message_from_envelope() -> None:
@@ -305,6 +308,15 @@ def test_references_last_reference_wins_over_truncated_chain() -> None:
     assert out(stt.thread_references(ms)) == "(1 (2)(4 3))"
 
 
+def test_references_step_1b_breaks_the_old_link_even_when_the_new_one_would_loop() -> None:
+    # 2 says a -> c -> b; then c itself says its parent is b. Linking b -> c would close a
+    # loop, so it is not made, but c's old link to a is broken all the same: c (with b
+    # under it) becomes a root of its own.
+    ms = [msg(1, mid="<a@h>", arrived=60), msg(2, mid="<b@h>", refs="<a@h> <c@h>", arrived=0),
+          msg(3, mid="<c@h>", refs="<b@h>", arrived=30)]
+    assert out(stt.thread_references(ms)) == "(3 2)(1)"
+
+
 def test_huge_references_field_is_capped() -> None:
     refs = " ".join(f"<r{i}@h>" for i in range(200_000)) + " <a@h>"
     ids = stt.message_ids(refs, stt.MAX_REFERENCES)
@@ -389,3 +401,26 @@ def test_threads_contain_every_message_once(
 def test_unknown_thread_algorithm() -> None:
     with pytest.raises(ValueError):
         stt.thread("XYZ", [])
+
+
+_SUBJECT_TEXT = st.lists(st.sampled_from(
+    list("reRfwdFWD:[]() \tx=?é") + ["Re: ", "[Fwd: ", "(fwd)", "=?utf-8?q?a?="]),
+    max_size=30).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_SUBJECT_TEXT)
+def test_base_subject_total_and_normalised(subject: str) -> None:
+    base, _reply = base_subject(subject)
+    assert base == base.strip(" ") and "  " not in base and "\t" not in base
+    if "=?" not in subject:  # nothing left to decode: extracting again changes nothing
+        assert base_subject(base)[0] == base
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60) | st.sampled_from([
+    "Mon, 1 Jan 0000 00:00:00 +0000", "Mon, 1 Jan 9999 23:59:59 -9999",
+    "Fri, 31 Dec 9999 23:59:59 -2359", "1 Jan 2024 25:61:61 +0000", "Mon, 1 Jan 2024"]))
+def test_sent_date_never_raises(value: str) -> None:
+    m = msg(1, date=value)
+    assert isinstance(m.sent, float)
