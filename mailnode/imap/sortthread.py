@@ -143,7 +143,8 @@ def first_id(value: str | None) -> str | None:
 @dataclass
 class SortMessage:
     """What SORT and THREAD need of one message; ``number`` is what the response shows
-    (the sequence number, or the uid for UID SORT / UID THREAD) and breaks all ties.
+    (the sequence number, or the uid for UID SORT / UID THREAD; unique in one call) and
+    breaks all ties.
     Header values are as stored in the ENVELOPE (unfolded, encoded words left in)."""
 
     number: int
@@ -157,7 +158,8 @@ class SortMessage:
     message_id: str | None = None
     in_reply_to: str | None = None
     references: str | None = None
-    _cache: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict[str, object] = field(default_factory=dict, init=False, repr=False,
+                                      compare=False)
 
     @classmethod
     def from_envelope(cls, number: int, internaldate: datetime, size: int,

@@ -4,9 +4,12 @@ examples, hostile headers (loops, huge References, very deep chains), and proper
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import tarfile
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +18,7 @@ from hypothesis import strategies as st
 from mailnode.imap import sortthread as stt
 from mailnode.imap.sortthread import SortMessage, Thread, base_subject, serialise
 from mailnode.mime import Address, analyse
+from mailnode.mime import headers as mh
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -404,7 +408,7 @@ def test_unknown_thread_algorithm() -> None:
 
 
 _SUBJECT_TEXT = st.lists(st.sampled_from(
-    list("reRfwdFWD:[]() \tx=?é") + ["Re: ", "[Fwd: ", "(fwd)", "=?utf-8?q?a?="]),
+    [*"reRfwdFWD:[]() \tx=?é", "Re: ", "[Fwd: ", "(fwd)", "=?utf-8?q?a?="]),
     max_size=30).map("".join)
 
 
@@ -424,3 +428,91 @@ def test_base_subject_total_and_normalised(subject: str) -> None:
 def test_sent_date_never_raises(value: str) -> None:
     m = msg(1, date=value)
     assert isinstance(m.sent, float)
+
+
+# --- Dovecot's imaptest scripts (sort-*, thread*) as a cross-check, when the tarball is here -
+
+IMAPTEST_TAR = Path(os.environ.get(
+    "MAILNODE_IMAPTEST_TAR",
+    Path(__file__).resolve().parents[3] / "shared/imaptest/imaptest-release-2.3.tar.gz"))
+_REFERENCES = mh.field_pattern(("references",))
+
+
+def _imaptest_files() -> dict[str, bytes]:
+    if not IMAPTEST_TAR.is_file():
+        return {}
+    out: dict[str, bytes] = {}
+    with tarfile.open(IMAPTEST_TAR) as tar:
+        for member in tar.getmembers():
+            name = member.name.rsplit("/", 1)[-1]
+            if "/src/tests/" in member.name and re.match(r"(sort|thread)", name):
+                f = tar.extractfile(member)
+                if f is not None:
+                    out[name] = f.read()
+    return out
+
+
+_IMAPTEST = _imaptest_files()
+
+
+def _mbox(data: bytes) -> list[tuple[datetime, bytes]]:
+    """(internal date from the From_ line, message) pairs, the way imaptest appends them."""
+    out = []
+    for chunk in re.split(rb"(?m)^(?=From )", data.replace(b"\r\n", b"\n")):
+        if not chunk.strip():
+            continue
+        first, _, body = chunk.partition(b"\n")
+        parts = first.decode().split()
+        when = datetime.strptime(" ".join(parts[2:7]), "%a %b %d %H:%M:%S %Y").replace(
+            tzinfo=UTC)
+        if len(parts) > 7:
+            when = datetime.strptime(" ".join(parts[2:8]), "%a %b %d %H:%M:%S %Y %z")
+        out.append((when, body.replace(b"\n", b"\r\n")))
+    return out
+
+
+def _sort_message(number: int, when: datetime, raw: bytes) -> SortMessage:
+    """What the session will do: the stored ENVELOPE plus References from the header."""
+    root = analyse(raw).root
+    found, _ = mh.fields(raw, root.header_start, root.body_start, _REFERENCES, 1)
+    refs = mh.text(found[0][1]) if found else None
+    return SortMessage.from_envelope(number, when, len(raw), root.envelope, refs)
+
+
+@pytest.mark.skipif(not _IMAPTEST, reason="imaptest tarball not found")
+@pytest.mark.parametrize("script", sorted(n for n in _IMAPTEST if "." not in n))
+def test_imaptest_script_expectations(script: str) -> None:
+    text = _IMAPTEST[script].decode()
+    mbox = _IMAPTEST.get(script + ".mbox")
+    if mbox is None:
+        pytest.skip("no mailbox")
+    messages = _mbox(mbox)
+    created = "state: created" in text
+    alive = [] if created else list(range(len(messages)))
+    appended = len(alive)
+    deleted: set[int] = set()
+    checked = 0
+    lines = [line.strip() for line in text.splitlines()]
+    for i, line in enumerate(lines):
+        if line.startswith("ok append"):
+            alive.append(appended)
+            appended += 1
+        elif line.startswith("ok store") and "deleted" in line:
+            deleted |= {int(x) for x in line.split()[2].split(",")}
+        elif line.startswith("ok expunge"):
+            alive = [a for k, a in enumerate(alive, 1) if k not in deleted]
+            deleted = set()
+        m = re.match(r"ok (?:sort \(([^)]*)\)|thread (\w+)) ", line, re.I)
+        if m is None or i + 1 >= len(lines):
+            continue
+        want = lines[i + 1]
+        ms = [_sort_message(k, *messages[a]) for k, a in enumerate(alive, 1)]
+        if m.group(1) is not None:
+            got = "* sort " + " ".join(map(str, stt.sort(ms, stt.parse_criteria(
+                m.group(1).split()))))
+        else:
+            got = "* thread " + serialise(stt.thread(m.group(2), ms)).decode()
+        assert got.lower() == want.lower(), line
+        checked += 1
+    if checked == 0:
+        pytest.skip("no plain SORT/THREAD expectation (ESORT, PARTIAL, ...)")
