@@ -346,6 +346,26 @@ class Search(Command):
 
 
 @dataclass(frozen=True)
+class SortCmd(Command):
+    """RFC 5256 SORT: the search program's matches in ``criteria`` order."""
+
+    criteria: tuple[tuple[str, bool], ...]
+    key: SearchKey
+    charset: str
+    uid: bool = False
+
+
+@dataclass(frozen=True)
+class ThreadCmd(Command):
+    """RFC 5256 THREAD: the search program's matches as threads by ``algorithm``."""
+
+    algorithm: str
+    key: SearchKey
+    charset: str
+    uid: bool = False
+
+
+@dataclass(frozen=True)
 class Copy(Command):
     seqset: SequenceSet
     mailbox: str
@@ -365,5 +385,5 @@ NAMES: dict[type[Command], str] = {
     Select: "SELECT", Status: "STATUS", Create: "CREATE", Delete: "DELETE", Rename: "RENAME",
     Subscribe: "SUBSCRIBE", Append: "APPEND", Check: "CHECK", Close: "CLOSE",
     Unselect: "UNSELECT", Expunge: "EXPUNGE", Fetch: "FETCH", StoreCmd: "STORE",
-    Search: "SEARCH", Copy: "COPY", Idle: "IDLE",
+    Search: "SEARCH", Copy: "COPY", Idle: "IDLE", SortCmd: "SORT", ThreadCmd: "THREAD",
 }

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import IO, TypeVar
 
 from mailnode.imap import commands as c
-from mailnode.imap import utf7
+from mailnode.imap import sortthread, utf7
 from mailnode.imap.errors import InvalidMailboxName, ParseError
 from mailnode.imap.sequences import SequenceSet, SequenceSetError
 from mailnode.sasl import SaslError, b64decode_strict
@@ -813,13 +813,49 @@ def _p_search(r: _Reader, tag: str, uid: bool) -> c.Command:
     if r.take(b"CHARSET "):
         charset = r.text_value(r.astring()).upper()
         r.sp()
+    return c.Search(tag, _search_program(r), charset, uid)
+
+
+def _search_program(r: _Reader) -> c.SearchKey:
+    """Search keys to the end of the command, ANDed."""
     count = [0]
     keys = [_search_key(r, count)]
     while r.take(b" "):
         keys.append(_search_key(r, count))
     r.end()
-    key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    return c.Search(tag, key, charset, uid)
+    return keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
+
+
+def _p_sort(r: _Reader, tag: str, uid: bool) -> c.Command:
+    """``SORT (criteria) charset search-keys`` (RFC 5256: the charset is not optional)."""
+    r.sp()
+    r.expect(b"(")
+    words = [r.keyword()]
+    while r.take(b" "):
+        if len(words) >= 32:
+            raise r.error("Too many sort criteria")
+        words.append(r.keyword())
+    r.expect(b")")
+    try:
+        criteria = sortthread.parse_criteria(words)
+    except ValueError as exc:
+        raise r.error(f"Bad sort criteria: {exc}") from None
+    r.sp()
+    charset = r.text_value(r.astring()).upper()
+    r.sp()
+    return c.SortCmd(tag, criteria, _search_program(r), charset, uid)
+
+
+def _p_thread(r: _Reader, tag: str, uid: bool) -> c.Command:
+    """``THREAD algorithm charset search-keys``."""
+    r.sp()
+    algorithm = r.keyword()
+    if algorithm not in sortthread.THREAD_ALGORITHMS:
+        raise r.error("Unknown threading algorithm")
+    r.sp()
+    charset = r.text_value(r.astring()).upper()
+    r.sp()
+    return c.ThreadCmd(tag, algorithm, _search_program(r), charset, uid)
 
 
 def _p_copy(move: bool) -> Callable[[_Reader, str, bool], c.Command]:
@@ -848,7 +884,7 @@ _SIMPLE: dict[str, Callable[[_Reader, str], c.Command]] = {
 }
 _UID_CAPABLE: dict[str, Callable[[_Reader, str, bool], c.Command]] = {
     "FETCH": _p_fetch, "STORE": _p_store, "SEARCH": _p_search, "COPY": _p_copy(False),
-    "MOVE": _p_copy(True), "EXPUNGE": _p_expunge,
+    "MOVE": _p_copy(True), "EXPUNGE": _p_expunge, "SORT": _p_sort, "THREAD": _p_thread,
 }
 
 

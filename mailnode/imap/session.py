@@ -18,13 +18,14 @@ from dataclasses import dataclass, field, replace
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.imap import commands as c
 from mailnode.imap import responses as r
-from mailnode.imap import search, utf7
+from mailnode.imap import search, sortthread, utf7
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.logsafe import clean
 from mailnode.mime import MessageStructure, analyse
+from mailnode.mime import headers as mh
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.store.api import (
     SYSTEM_FLAGS,
@@ -43,9 +44,11 @@ log = logging.getLogger("mailnode.imap")
 
 DELIMITER = "/"
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
+                     "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
                      "UNSELECT", "CHILDREN", "SPECIAL-USE", "MOVE")
 PRE_AUTH_CAPABILITIES = ("SASL-IR", "AUTH=PLAIN")
 BODY_BATCH = 64
+_REFERENCES = mh.field_pattern(("references",))
 INLINE_SEARCH_KEYS = 8
 """Search programs longer than this are evaluated in a worker thread, a batch at a time."""
 BODY_BATCH_BYTES = 1024 * 1024
@@ -78,7 +81,7 @@ ALLOWED: dict[State, frozenset[type[c.Command]]] = {
     State.NOT_AUTHENTICATED: _ANY | {c.Login, c.Authenticate, c.StartTls},
     State.AUTHENTICATED: _AUTHENTICATED,
     State.SELECTED: _AUTHENTICATED | {c.Check, c.Close, c.Unselect, c.Expunge, c.Fetch,
-                                      c.StoreCmd, c.Search, c.Copy},
+                                      c.StoreCmd, c.Search, c.Copy, c.SortCmd, c.ThreadCmd},
     State.LOGOUT: frozenset(),
 }
 """Which command may run in which state; anything else gets BAD and the session goes on."""
@@ -294,7 +297,8 @@ class ImapSession:
             return
         handler: Callable[[c.Command], Awaitable[str | None]] = getattr(
             self, "_do_" + type(cmd).__name__.lower())
-        allow_expunge = not (isinstance(cmd, c.Fetch | c.StoreCmd | c.Search) and not cmd.uid)
+        allow_expunge = not (isinstance(cmd, c.Fetch | c.StoreCmd | c.Search | c.SortCmd
+                                        | c.ThreadCmd) and not cmd.uid)
         if allow_expunge:
             # Report pending changes first, so that the command works on (and its results
             # are numbered by) the current state rather than on messages already gone.
@@ -767,13 +771,20 @@ class ImapSession:
         return f"{'UID ' if cmd.uid else ''}STORE completed"
 
     async def _do_search(self, cmd: c.Search) -> str:
+        found = await self._matches(cmd.key, cmd.charset)
+        self._untagged(b"SEARCH" + b"".join(b" %d" % (uid if cmd.uid else seq)
+                                            for seq, uid in found))
+        return f"{'UID ' if cmd.uid else ''}SEARCH completed"
+
+    async def _matches(self, key: c.SearchKey, charset: str | None) -> list[tuple[int, int]]:
+        """(sequence number, uid) of the selected messages ``key`` matches, in order."""
         sel = self.selected
         assert sel is not None
-        if cmd.charset is not None and cmd.charset not in search.CHARSETS:
+        if charset is not None and charset not in search.CHARSETS:
             raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
-        need_body = search.needs_body(cmd.key)
-        heavy = need_body or _key_count(cmd.key) > INLINE_SEARCH_KEYS
-        found: list[int] = []
+        need_body = search.needs_body(key)
+        heavy = need_body or _key_count(key) > INLINE_SEARCH_KEYS
+        found: list[tuple[int, int]] = []
         max_seq = len(sel.uids)
         max_uid = sel.uids[-1] if sel.uids else 0
         targets = list(enumerate(sel.uids, start=1))
@@ -786,11 +797,55 @@ class ImapSession:
                           for seq, uid in batch]
             # Decoding bodies and headers, or a program of hundreds of keys, is bounded but
             # not free: never on the event loop.
-            matched = (await asyncio.to_thread(_matching, cmd.key, candidates) if heavy
-                       else _matching(cmd.key, candidates))
-            found.extend(cand.meta.uid if cmd.uid else cand.seq for cand in matched)
-        self._untagged(b"SEARCH" + b"".join(b" %d" % n for n in found))
-        return f"{'UID ' if cmd.uid else ''}SEARCH completed"
+            matched = (await asyncio.to_thread(_matching, key, candidates) if heavy
+                       else _matching(key, candidates))
+            found.extend((cand.seq, cand.meta.uid) for cand in matched)
+        return found
+
+    async def _sort_messages(self, found: list[tuple[int, int]], uid: bool,
+                             references: bool) -> list[sortthread.SortMessage]:
+        """What SORT and THREAD compare, from the structures stored at delivery (and, for
+        THREAD=REFERENCES, the References field read from the header block)."""
+        sel = self.selected
+        assert sel is not None
+        out: list[sortthread.SortMessage] = []
+        for batch in self._body_batches(found, True):
+            uids = [u for _, u in batch]
+            structures = await self._structures(uids)
+            # Bodies only for References, or for mail stored without a structure (older).
+            wanted = uids if references else [u for u in uids if u not in structures]
+            bodies = await self.store.fetch_bodies(sel.mailbox.id, wanted) if wanted else {}
+            if bodies:
+                structures.update(await _analyse_missing(structures, bodies, uids))
+            for seq, u in batch:
+                meta = sel.metas[u]
+                structure = structures.get(u)
+                refs = None
+                body = bodies.get(u)
+                if body is not None and structure is not None:
+                    root = structure.root
+                    got, _ = mh.fields(body, root.header_start, root.body_start,
+                                       _REFERENCES, 1)
+                    refs = mh.text(got[0][1]) if got else None
+                out.append(sortthread.SortMessage.from_envelope(
+                    u if uid else seq, meta.internaldate, meta.size,
+                    structure.root.envelope if structure is not None else None, refs))
+        return out
+
+    async def _do_sortcmd(self, cmd: c.SortCmd) -> str:
+        found = await self._matches(cmd.key, cmd.charset)
+        messages = await self._sort_messages(found, cmd.uid, references=False)
+        ordered = await asyncio.to_thread(sortthread.sort, messages, cmd.criteria)
+        self._untagged(b"SORT" + b"".join(b" %d" % n for n in ordered))
+        return f"{'UID ' if cmd.uid else ''}SORT completed"
+
+    async def _do_threadcmd(self, cmd: c.ThreadCmd) -> str:
+        found = await self._matches(cmd.key, cmd.charset)
+        messages = await self._sort_messages(found, cmd.uid,
+                                             references=cmd.algorithm == "REFERENCES")
+        threads = await asyncio.to_thread(sortthread.thread, cmd.algorithm, messages)
+        self._untagged(b"THREAD" + (b" " + sortthread.serialise(threads) if threads else b""))
+        return f"{'UID ' if cmd.uid else ''}THREAD completed"
 
     async def _do_copy(self, cmd: c.Copy) -> str:
         sel = self._require_writable() if cmd.move else self.selected
