@@ -126,14 +126,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def dovecot(tmp: Path) -> float | None:
+def start_dovecot(tmp: Path, port: int, user: str = "bench", password: str = PASSWORD,
+                  extra: str = "") -> subprocess.Popen[bytes] | None:
+    """A throwaway Debian Dovecot in ``tmp`` serving ``user`` on ``port``; None if not installed."""
     binary = shutil.which("dovecot") or ("/usr/sbin/dovecot"
                                          if os.path.exists("/usr/sbin/dovecot") else None)
     if binary is None:
         return None
-    port = free_port()
     tmp.chmod(0o755)  # dovecot's auth process runs as its own user and reads the passwd-file
-    (tmp / "users").write_text(f"bench:{{PLAIN}}{PASSWORD}\n")
+    (tmp / "users").write_text(f"{user}:{{PLAIN}}{password}\n")
     (tmp / "home").mkdir()
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:  # dovecot refuses to serve mail as root: use nobody
@@ -165,9 +166,16 @@ service imap-login {{
     port = {port}
   }}
 }}
-""")
-    proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
+{extra}""")
+    return subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+
+async def dovecot(tmp: Path) -> float | None:
+    port = free_port()
+    proc = start_dovecot(tmp, port)
+    if proc is None:
+        return None
     try:
         for _ in range(200):
             try:

@@ -1,0 +1,180 @@
+"""imaptest's load mode against a real mailnode node and against Debian's Dovecot, same run.
+
+imaptest (Dovecot's own stress tester) drives N clients that log in, select, fetch, store,
+expunge and append at random, and checks every reply against its model of the mailbox: its
+"Error:" lines are protocol or consistency errors. ``checkpoint=N`` makes it stop every N seconds
+and compare what all sessions see. Prints commands/s, error counts and the ratio to Dovecot,
+plus the node's peak RSS. Needs imaptest (built as tests/imap/test_imaptest.py does) and, for the
+baseline, dovecot-imapd. Run: ``python -m bench.imap_load [--secs 15]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.imap_commands import start_dovecot
+from tests.e2e.nodes import NodeProcess, cli, free_port
+from tests.imap.test_imaptest import find_or_build
+
+USER, PASSWORD = "loaduser", "load-password"
+MESSAGES = 200
+_ERROR_TAG = re.compile(r"\d+\.\d+ ")
+
+
+@dataclass(frozen=True)
+class Load:
+    """One imaptest load run: commands done, the errors it reported, grouped by kind."""
+
+    commands: int
+    secs: float
+    errors: Counter[str]
+    crash: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.commands / self.secs
+
+
+def write_mbox(path: Path) -> None:
+    """The messages imaptest appends from: plain, small, all different."""
+    with path.open("w") as out:
+        for i in range(MESSAGES):
+            out.write(f"From a{i}@example.org Mon Jan  1 10:00:00 2024\n"
+                      f"From: A {i} <a{i}@example.org>\nTo: b@example.org\n"
+                      f"Subject: message {i}\nMessage-ID: <{i}@bench>\n"
+                      f"Date: Mon, 01 Jan 2024 10:{i % 60:02d}:00 +0000\n\n"
+                      + "body line\n" * (5 + i % 40) + "\n")
+
+
+def parse(stdout: str, stderr: str, secs: float, returncode: int = 0) -> Load:
+    """Sum imaptest's final "Totals" row; group its "Error:" lines by their text."""
+    if returncode < 0:  # imaptest itself died (its checkpoint code can assert)
+        panic = next((line for line in stderr.splitlines() if "Panic" in line), "")
+        return Load(0, secs, Counter(), f"imaptest died (signal {-returncode}) {panic[:120]}")
+    totals = stdout.rsplit("Totals:", 1)[-1].splitlines()
+    rows = [line for line in totals if line.strip() and re.fullmatch(r"[\s\d]+", line)]
+    commands = sum(int(n) for n in rows[-1].split()) if rows else 0
+    errors: Counter[str] = Counter()
+    for line in stderr.splitlines():
+        if line.startswith("Error:"):
+            text = line.split("]: ", 1)[-1].split(": * ", 1)[0]  # kind, not the reply
+            errors[_ERROR_TAG.sub("", text)[:100]] += 1
+    return Load(commands, secs, errors)
+
+
+def run_load(binary: Path, port: int, mbox: Path, clients: int, secs: int,
+             checkpoint: int | None) -> Load:
+    args = [str(binary), "host=127.0.0.1", f"port={port}", f"user={USER}", f"pass={PASSWORD}",
+            f"mbox={mbox}", f"clients={clients}", f"secs={secs}"]
+    if checkpoint:
+        args.append(f"checkpoint={checkpoint}")
+    done = subprocess.run(args, capture_output=True, text=True, errors="replace",
+                          timeout=secs + 120, stdin=subprocess.DEVNULL)
+    return parse(done.stdout, done.stderr, secs, done.returncode)
+
+
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+Scenario = tuple[int, int | None]
+
+
+def against_mailnode(binary: Path, mbox: Path, tmp: Path, scenarios: list[Scenario],
+                     secs: int) -> tuple[list[Load], float]:
+    node = NodeProcess.init(tmp, [], max_messages_per_minute=1_000_000,
+                            max_connections_per_source=1000, max_sessions_per_user=1000,
+                            failed_login_delay=0.0)
+    cli(tmp, "user", "add", USER, password=PASSWORD)
+    node.start()
+    try:
+        assert node.proc is not None
+        loads = [run_load(binary, node.imap_port, mbox, c, secs, cp) for c, cp in scenarios]
+        return loads, peak_rss_mb(node.proc.pid)
+    finally:
+        node.stop()
+
+
+def against_dovecot(binary: Path, mbox: Path, tmp: Path, scenarios: list[Scenario],
+                    secs: int) -> list[Load] | None:
+    port = free_port()
+    proc = start_dovecot(tmp, port, USER, PASSWORD, extra="""
+protocol imap {
+  mail_max_userip_connections = 1000
+}
+service imap {
+  process_limit = 1000
+}
+""")
+    if proc is None:
+        return None
+    try:
+        wait_listening(port)
+        return [run_load(binary, port, mbox, c, secs, cp) for c, cp in scenarios]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def describe(load: Load) -> str:
+    if load.crash:
+        return load.crash
+    errors = sum(load.errors.values())
+    text = f"{load.rate:7.0f} commands/s ({load.commands} in {load.secs:.0f} s), {errors} errors"
+    for kind, n in load.errors.most_common(3):
+        text += f"\n      {n:5d} x {kind}"
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--secs", type=int, default=15, help="seconds per run")
+    secs = parser.parse_args().secs
+    binary = find_or_build()
+    if binary is None:
+        raise SystemExit("imaptest not available: run ../shared/imaptest/build.sh DIR "
+                         "and set IMAPTEST=DIR/bin/imaptest")
+    scenarios: list[Scenario] = [(10, None), (50, None), (50, 5)]
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        mbox = Path(a) / "load.mbox"
+        write_mbox(mbox)
+        base = against_dovecot(binary, mbox, Path(b), scenarios, secs)
+        (Path(a) / "node").mkdir()
+        ours, rss = against_mailnode(binary, mbox, Path(a) / "node", scenarios, secs)
+    for i, (clients, checkpoint) in enumerate(scenarios):
+        label = f"clients={clients}" + (f" checkpoint={checkpoint}" if checkpoint else "")
+        print(f"imaptest {label}, {secs} s, {MESSAGES}-message mbox")
+        if base is None:
+            print("  dovecot : not installed (apt-get install dovecot-imapd): no baseline")
+        else:
+            print(f"  dovecot : {describe(base[i])}")
+        print(f"  mailnode: {describe(ours[i])}")
+        if base is not None and base[i].rate and ours[i].rate:
+            print(f"  ratio   : {ours[i].rate / base[i].rate:.2f}x dovecot's commands/s")
+    print(f"mailnode node peak RSS: {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
