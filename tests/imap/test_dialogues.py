@@ -10,7 +10,8 @@ from mailnode.store.notify import ChangeNotifier
 from tests.imap.conftest import MESSAGE, Dialog
 from tests.imap.memstore import MemStore
 
-CAPS_AFTER = (b"IMAP4rev1 LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS UNSELECT CHILDREN "
+CAPS_AFTER = (b"IMAP4rev1 LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS SORT SORT=DISPLAY "
+              b"THREAD=ORDEREDSUBJECT THREAD=REFERENCES UNSELECT CHILDREN "
               b"SPECIAL-USE MOVE")
 
 
