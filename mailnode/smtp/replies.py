@@ -99,8 +99,8 @@ def enhance(line: str, limit: int, *, declared: bool = False) -> str:
     if match is None:
         return line  # 3xx continuations, and anything that is not a reply
     code, separator, text = match.groups()
-    if _ENHANCED.match(text):
-        return line
+    if _ENHANCED.match(text) and text[0] == code[0]:
+        return line  # already coded, and of its reply's class (RFC 3463: they must agree)
     if text.startswith("Error: "):
         text = text[len("Error: "):]
         text = text[:1].upper() + text[1:]
