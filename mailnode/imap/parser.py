@@ -60,6 +60,10 @@ class NeedContinuation:
 
 
 PRE_AUTH_LINE = 8 * 1024
+ID_LINE = 34 * 1024
+"""An ID command may be this long even before login: RFC 2971 allows 30 pairs of a 30-octet
+field and a 1,024-octet value (clients send it first, before logging in)."""
+_ID_COMMAND = re.compile(rb"[^ ]{1,64} ID[ (]", re.IGNORECASE)
 PRE_AUTH_LITERAL = 8 * 1024
 """Before login a client needs no more than a LOGIN or AUTHENTICATE: a stranger gets this."""
 
@@ -125,17 +129,23 @@ class CommandParser:
         """True while a command is partly received (e.g. waiting for a literal)."""
         return bool(self._text) or self._pending is not None
 
+    def _max_line(self, head: bytes | bytearray) -> int:
+        """The line limit, raised to RFC 2971's bounds for a line that is an ID command."""
+        if self.limits.max_line < ID_LINE and not self._text and _ID_COMMAND.match(head):
+            return ID_LINE
+        return self.limits.max_line
+
     def next_line(self) -> bytes | None:
         """A raw line (for AUTHENTICATE responses and IDLE's DONE), CRLF stripped."""
         idx = self._buf.find(b"\n")
         if idx < 0:
-            if len(self._buf) > self.limits.max_line:
+            if len(self._buf) > self._max_line(self._buf):
                 self._buf.clear()
                 raise ParseError("Line too long", fatal=True)
             return None
         line = bytes(self._buf[:idx])
         del self._buf[:idx + 1]
-        if len(line) > self.limits.max_line:
+        if len(line) > self._max_line(line):
             raise ParseError("Line too long", fatal=True)
         return line[:-1] if line.endswith(b"\r") else line
 
@@ -173,7 +183,7 @@ class CommandParser:
             if not self._text and not line.strip():
                 continue  # stray empty lines between commands are harmless
             marker = _literal_marker(line)
-            if len(self._text) + len(line) > self.limits.max_line:
+            if len(self._text) + len(line) > self._max_line(line):
                 tag = _tag_of(bytes(self._text) + line)
                 self._reset()
                 raise ParseError("Command too long", tag, fatal=True)

@@ -16,6 +16,7 @@ from mailnode.imap import commands as c
 from mailnode.imap import session as imap_session
 from mailnode.imap.errors import ParseError
 from mailnode.imap.parser import (
+    ID_LINE,
     PRE_AUTH_LINE,
     PRE_AUTH_LITERAL,
     CommandParser,
@@ -89,6 +90,19 @@ async def test_pre_auth_long_line_closes(dialog: Dialog) -> None:
     out = await dialog.send(b"a LOGIN alice " + b"x" * (PRE_AUTH_LINE + 1))
     assert out.endswith(b"* BYE Protocol error, closing connection\r\n")
     assert dialog.session.closed
+
+
+async def test_an_id_within_rfc_2971_bounds_is_taken_before_login(dialog: Dialog) -> None:
+    """RFC 2971 allows 30 pairs of 30-octet fields and 1,024-octet values, and clients send
+    ID first: such a line may exceed the pre-login limit, nothing else may."""
+    pairs = b" ".join(b'"f%029d" "%s"' % (i, b"v" * 1024) for i in range(30))
+    line = b"i ID (" + pairs + b")\r\n"
+    assert len(line) > PRE_AUTH_LINE
+    out = await dialog.send(line)
+    assert out.endswith(b"i OK ID completed\r\n"), out[-200:]
+    assert not dialog.session.closed
+    out = await dialog.send(b"j ID (" + b'"x" "' + b"v" * (ID_LINE) + b'")\r\n')
+    assert out.endswith(b"* BYE Protocol error, closing connection\r\n")
 
 
 # --- spooling after login --------------------------------------------------------------------
