@@ -756,9 +756,9 @@ def _read_database(facts: Facts) -> None:
 
 async def _ask_dial_back(facts: Facts, store: Any, friends: Sequence[Any]) -> Dialback | None:
     """Ask a friend's node (the first that answers) to dial our published endpoints."""
-    from mailnode.friends.service import FriendsService, node_name
+    from mailnode.friends.service import FriendsService, no_mail, node_name
     from mailnode.keys import load_node_key
-    from mailnode.transfer import Outcome, TransferError, Verdict
+    from mailnode.transfer import TransferError, Verdict
 
     running, config = facts.running, facts.config
     if running is None or not isinstance(config, Config) or not config.accept_inbound:
@@ -768,10 +768,8 @@ async def _ask_dial_back(facts: Facts, store: Any, friends: Sequence[Any]) -> Di
     if not published or not callers:
         return None
 
-    async def refuse(_message: Any) -> Outcome:
-        return Outcome(Verdict.TEMPORARY, "not now")
     service = FriendsService(store, load_node_key(facts.data_dir / NODE_KEY_NAME),
-                             node_name(config.node_name), accept=refuse,
+                             node_name(config.node_name), accept=no_mail,
                              endpoints=lambda: list(published), inbound=True,
                              max_message_size=0, timeout=PROBE_TIMEOUT)
     for friend in callers[:2]:

@@ -187,7 +187,6 @@ class OutboundQueue:
         self.clock = clock
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(concurrency)
         # Big messages are held in memory while sealed and sent: only a few at once, so
         # ``concurrency`` maximum-size messages never add up on a small machine.
         self._big = asyncio.Semaphore(BIG_AT_ONCE)
@@ -296,7 +295,8 @@ class OutboundQueue:
             self._wake.set()  # its next attempt time (or the next due copy) is looked at now
 
     async def _attempt(self, item: QueuedMessage) -> None:
-        async with self._slots, (self._big if item.size > BIG else contextlib.nullcontext()):
+        # At most ``concurrency`` attempts exist (start_due starts no more).
+        async with self._big if item.size > BIG else contextlib.nullcontext():
             mid = item.message_id.hex()
             try:
                 record = await self.resolve(key_of(item.recipient))

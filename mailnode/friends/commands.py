@@ -16,12 +16,12 @@ from pathlib import Path
 from mailnode.addressing import endpoints as published_endpoints
 from mailnode.config import CONFIG_NAME, DB_NAME, NODE_KEY_NAME, Config, load
 from mailnode.friends.invite import Invite, TokenError
-from mailnode.friends.service import FriendsService, node_name
+from mailnode.friends.service import FriendsService, no_mail, node_name
 from mailnode.keys import load_node_key
 from mailnode.runstate import load_peers, read_status
 from mailnode.store.database import Database
 from mailnode.store.friends import Friend, FriendStore
-from mailnode.transfer import InboundMessage, Outcome, TransferError, Verdict
+from mailnode.transfer import TransferError
 from mailnode.transfer.frames import SECRET_SIZE, Welcome
 
 INVITE_DAYS = 7
@@ -82,10 +82,6 @@ class Added:
     problem: str | None
 
 
-async def _refuse_mail(message: InboundMessage) -> Outcome:
-    return Outcome(Verdict.TEMPORARY, "not now")  # redeeming never receives mail
-
-
 def add_friend(data_dir: Path, token: str, hold_mb: int, hold_days: int) -> Added:
     """Store the invite, then try to redeem it now (the node redeems it later otherwise)."""
     config = load(data_dir / CONFIG_NAME)
@@ -110,7 +106,7 @@ def add_friend(data_dir: Path, token: str, hold_mb: int, hold_days: int) -> Adde
                                              invite.secret, invite.expires, hold_bytes, days,
                                              now)
             service = FriendsService(store, node, node_name(config.node_name),
-                                     accept=_refuse_mail,
+                                     accept=no_mail,
                                      endpoints=lambda: our_endpoints(data_dir, config),
                                      inbound=config.accept_inbound, max_message_size=0,
                                      timeout=REDEEM_TIMEOUT)

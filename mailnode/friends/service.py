@@ -53,6 +53,12 @@ EXPIRE_EVERY = 60.0
 Accept = Callable[[InboundMessage], Awaitable[Outcome]]
 
 
+async def no_mail(message: InboundMessage) -> Outcome:
+    """The accept callback of a service that only talks (redeems, asks for a dial-back): a
+    command-line run never takes mail, its node does."""
+    return Outcome(Verdict.TEMPORARY, "not now")
+
+
 def node_name(configured: str = "", hostname: str | None = None) -> str:
     """This node's name as friends see it: ``node_name`` from the config, else the host
     name reduced to what a name may hold."""

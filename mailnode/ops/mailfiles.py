@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mailnode.config import DB_NAME
 from mailnode.ops import Progress
+from mailnode.store.api import User
 from mailnode.store.database import Database
 from mailnode.store.notify import ChangeNotifier
 from mailnode.store.sqlite import SqlStore
@@ -136,6 +137,13 @@ def _mbox_messages(path: Path, limit: int) -> tuple[int, itertools.chain[Item]]:
     return len(keys), itertools.chain(read(k) for k in keys)
 
 
+async def _user(store: SqlStore, name: str) -> User:
+    user = await store.find_user(name)
+    if user is None:
+        raise MailFileError(f"no user {name!r} (`mailnode status` lists them)")
+    return user
+
+
 async def _import(data_dir: Path, user_name: str, mailbox_name: str,
                   messages: tuple[int, itertools.chain[Item]],
                   progress: Progress | None) -> Outcome:
@@ -143,9 +151,7 @@ async def _import(data_dir: Path, user_name: str, mailbox_name: str,
     db = Database.open(data_dir / DB_NAME)
     try:
         store = SqlStore(db, ChangeNotifier())
-        user = await store.find_user(user_name)
-        if user is None:
-            raise MailFileError(f"no user {user_name!r} (`mailnode status` lists them)")
+        user = await _user(store, user_name)
         box = (await store.get_mailbox(user.id, mailbox_name)
                or await store.create_mailbox(user.id, mailbox_name))
         outcome = Outcome()
@@ -179,9 +185,7 @@ async def _export(data_dir: Path, user_name: str, mailbox_name: str, target: Pat
     db = Database.open(data_dir / DB_NAME)
     try:
         store = SqlStore(db, ChangeNotifier())
-        user = await store.find_user(user_name)
-        if user is None:
-            raise MailFileError(f"no user {user_name!r} (`mailnode status` lists them)")
+        user = await _user(store, user_name)
         box = await store.get_mailbox(user.id, mailbox_name)
         if box is None:
             raise MailFileError(f"{user_name} has no mailbox {mailbox_name!r}")

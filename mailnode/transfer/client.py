@@ -127,16 +127,7 @@ class TransferConnection:
 
     async def redeem(self, request: Redeem) -> Welcome | Outcome:
         """Present an invite; the server's WELCOME, or its refusal."""
-        async with self._lock:
-            if self._broken:
-                raise TransferError(f"connection to {self._label} is closed")
-            try:
-                self._session.redeem(request)
-                await self._flush()
-                event = await self._next_event()
-            except BaseException:
-                self._abort()
-                raise
+        event = await self._ask(lambda: self._session.redeem(request))
         if isinstance(event, Welcomed):
             return event.welcome
         if isinstance(event, Finished):
@@ -146,20 +137,24 @@ class TransferConnection:
 
     async def dial_back(self, endpoints: tuple[tuple[str, int], ...]) -> Outcome:
         """Ask the server to connect to our ``endpoints``; ACCEPTED when it reached us."""
-        async with self._lock:
-            if self._broken:
-                raise TransferError(f"connection to {self._label} is closed")
-            try:
-                self._session.dial_back(endpoints)
-                await self._flush()
-                event = await self._next_event()
-            except BaseException:
-                self._abort()
-                raise
+        event = await self._ask(lambda: self._session.dial_back(endpoints))
         if isinstance(event, Finished):
             return event.outcome
         self._abort()
         raise TransferError(f"{self._label}: unexpected {type(event).__name__}")
+
+    async def _ask(self, request: Callable[[], None]) -> ClientEvent:
+        """Send one request frame (``request`` queues it) and return the server's answer."""
+        async with self._lock:
+            if self._broken:
+                raise TransferError(f"connection to {self._label} is closed")
+            try:
+                request()
+                await self._flush()
+                return await self._next_event()
+            except BaseException:
+                self._abort()
+                raise
 
     async def pull(self, accept: Callable[[InboundMessage], Awaitable[Outcome]], *,
                    max_message_size: int) -> int:

@@ -436,15 +436,29 @@ class _Connection(asyncio.Protocol):
 
     async def _redeem(self, event: RedeemRequested) -> None:
         friendship = self._owner._friendship
+        await self._answer(
+            event.peer_node_key, "answering an invite",
+            None if friendship is None else
+            friendship.redeem(event.peer_node_key, self.host, event.request),
+            "this node takes no invites")
+
+    async def _dial_back(self, event: DialbackRequested) -> None:
+        friendship = self._owner._friendship
+        await self._answer(
+            event.peer_node_key, "a dial-back",
+            None if friendship is None else
+            friendship.dial_back(event.peer_node_key, event.endpoints),
+            "this node dials back only for friends")
+
+    async def _answer(self, peer_key: bytes, what: str,
+                      asking: Awaitable[Welcome | Outcome] | None, refusal: str) -> None:
+        """Send the friends' layer's answer to a request (a refusal when there is none),
+        then read on."""
         answer: Welcome | Outcome
         try:
-            if friendship is None:
-                answer = Outcome(Verdict.PERMANENT, "this node takes no invites")
-            else:
-                answer = await friendship.redeem(event.peer_node_key, self.host, event.request)
+            answer = Outcome(Verdict.PERMANENT, refusal) if asking is None else await asking
         except Exception:
-            log.exception("answering an invite from node %s failed",
-                          _fingerprint(event.peer_node_key))
+            log.exception("%s for node %s failed", what, _fingerprint(peer_key))
             answer = Outcome(Verdict.TEMPORARY, "internal error; try again later")
         session = self._session
         if self._closed or session is None or self._tls is None:
@@ -453,22 +467,6 @@ class _Connection(asyncio.Protocol):
             session.send_welcome(answer, self._loop.time())
         else:
             session.send_result(answer, self._loop.time())
-        self._tls.resume_reading()
-        self._process(session.receive_data(b"", self._loop.time()))
-
-    async def _dial_back(self, event: DialbackRequested) -> None:
-        friendship = self._owner._friendship
-        try:
-            answer = Outcome(Verdict.PERMANENT, "this node dials back only for friends") \
-                if friendship is None else \
-                await friendship.dial_back(event.peer_node_key, event.endpoints)
-        except Exception:
-            log.exception("a dial-back for node %s failed", _fingerprint(event.peer_node_key))
-            answer = Outcome(Verdict.TEMPORARY, "internal error; try again later")
-        session = self._session
-        if self._closed or session is None or self._tls is None:
-            return
-        session.send_result(answer, self._loop.time())
         self._tls.resume_reading()
         self._process(session.receive_data(b"", self._loop.time()))
 
