@@ -8,7 +8,6 @@ owns every task and timer it starts so :meth:`DhtNode.stop` really stops it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
 import logging
 import os
@@ -21,6 +20,7 @@ from kademlia.network import Server
 from kademlia.node import Node
 from kademlia.utils import digest
 
+from dht.kad.contact import node_id_for
 from dht.limits import DEFAULT_LIMITS, DhtLimits
 from dht.protocol import DhtProtocol, RoutingTable, ValueGatherCrawl
 from dht.records import AddressRecord, RecordError, dht_key
@@ -30,7 +30,6 @@ from dht.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-_NODE_ID_LABEL = b"mailnode-dht-node-id-v1\0"
 
 
 class _Server(Server):  # type: ignore[misc]  # kademlia is untyped
@@ -178,7 +177,7 @@ def is_ip(host: str) -> bool:
 
 def node_id_of(seed: bytes) -> bytes:
     """The DHT id of the node whose ``node_id_seed`` (its public key) is ``seed``."""
-    return hashlib.sha1(_NODE_ID_LABEL + seed).digest()
+    return node_id_for(seed)
 
 
 def _node_id(seed: bytes | None) -> bytes:
