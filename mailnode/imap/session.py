@@ -19,6 +19,7 @@ from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthori
 from mailnode.imap import commands as c
 from mailnode.imap import responses as r
 from mailnode.imap import search, sortthread, utf7
+from mailnode.imap.capabilities import ADVERTISED, PRE_AUTH
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
@@ -43,10 +44,6 @@ from mailnode.store.notify import ChangeNotifier
 log = logging.getLogger("mailnode.imap")
 
 DELIMITER = "/"
-BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
-                     "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-                     "UNSELECT", "CHILDREN", "SPECIAL-USE", "MOVE")
-PRE_AUTH_CAPABILITIES = ("SASL-IR", "AUTH=PLAIN")
 BODY_BATCH = 64
 _REFERENCES = mh.field_pattern(("references",))
 INLINE_SEARCH_KEYS = 8
@@ -121,14 +118,14 @@ class Security:
 
 def capabilities(state: State, security: Security = Security(), tls_active: bool = False,
                  ) -> str:
-    caps: tuple[str, ...] = BASE_CAPABILITIES
+    caps: tuple[str, ...] = ADVERTISED
     if state is State.NOT_AUTHENTICATED:
         if security.tls_available and not tls_active:
             caps += ("STARTTLS",)
         if security.tls_required and not tls_active:
             caps += ("LOGINDISABLED",)
         else:
-            caps += PRE_AUTH_CAPABILITIES
+            caps += PRE_AUTH
     return " ".join(caps)
 
 
