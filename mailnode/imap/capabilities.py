@@ -49,6 +49,8 @@ REGISTRY: tuple[Capability, ...] = (
     _cap("CHILDREN"),
     _cap("SPECIAL-USE"),
     _cap("MOVE"),
+    _cap("LIST-EXTENDED"),
+    _cap("LIST-STATUS"),
 )
 """Advertised after login, in this order."""
 

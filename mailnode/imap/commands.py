@@ -255,6 +255,21 @@ class ListCmd(Command):
     reference: str
     pattern: str
     lsub: bool = False
+    extended: ListOptions | None = None
+    """RFC 5258's extended syntax was used (selection/return options, several patterns)."""
+
+
+@dataclass(frozen=True)
+class ListOptions:
+    """LIST-EXTENDED (RFC 5258) and LIST-STATUS (RFC 5819) arguments of one LIST."""
+
+    patterns: tuple[str, ...]
+    select: frozenset[str] = frozenset()
+    """SUBSCRIBED, REMOTE, RECURSIVEMATCH."""
+    returns: frozenset[str] = frozenset()
+    """SUBSCRIBED, CHILDREN (STATUS is in ``status``)."""
+    status: tuple[str, ...] = ()
+    """RETURN (STATUS (items)): a STATUS response follows each selectable mailbox."""
 
 
 @dataclass(frozen=True)

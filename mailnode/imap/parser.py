@@ -20,6 +20,7 @@ from typing import IO, TypeVar
 from mailnode.imap import commands as c
 from mailnode.imap import sortthread, utf7
 from mailnode.imap.errors import InvalidMailboxName, ParseError
+from mailnode.imap.handlers import listext
 from mailnode.imap.sequences import SequenceSet, SequenceSetError
 from mailnode.sasl import SaslError, b64decode_strict
 
@@ -564,17 +565,13 @@ def _p_enable(r: _Reader, tag: str) -> c.Command:
 
 def _p_list(lsub: bool) -> Callable[[_Reader, str], c.Command]:
     def parse(r: _Reader, tag: str) -> c.Command:
-        r.sp()
-        ref = r.list_mailbox() if r.peek() not in (0x22, 0x7B) else _decode_ref(r)
-        r.sp()
-        pattern = r.list_mailbox()
-        r.end()
-        return c.ListCmd(tag, ref, pattern, lsub)
+        return listext.parse_list(r, tag, lsub)  # RFC 3501's form or RFC 5258's
     return parse
 
 
-def _decode_ref(r: _Reader) -> str:
-    return utf7.decode_pattern(r.string())
+def decode_reference(r: _Reader) -> str:
+    """LIST's reference argument (a mailbox name, possibly with wildcard characters)."""
+    return r.list_mailbox() if r.peek() not in (0x22, 0x7B) else utf7.decode_pattern(r.string())
 
 
 def _p_mailbox(cls: Callable[[str, str], c.Command]) -> Callable[[_Reader, str], c.Command]:

@@ -22,6 +22,7 @@ from mailnode.imap import search, sortthread, utf7
 from mailnode.imap.capabilities import ADVERTISED, PRE_AUTH
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
+from mailnode.imap.handlers import listext
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.logsafe import clean
@@ -512,6 +513,8 @@ class ImapSession:
 
     async def _do_listcmd(self, cmd: c.ListCmd) -> str:
         assert self.user is not None
+        if cmd.extended is not None:
+            return await listext.run(self, cmd)
         word = b"LSUB" if cmd.lsub else b"LIST"
         if cmd.pattern == "" and not cmd.lsub:
             self._untagged(b'LIST (\\Noselect) "/" ""')

@@ -1,0 +1,127 @@
+"""LIST-EXTENDED (RFC 5258) and LIST-STATUS (RFC 5819) dialogues, on both stores."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailnode.imap import parser
+from mailnode.imap.commands import ListCmd, ListOptions
+from mailnode.imap.errors import ParseError
+from tests.imap.conftest import MESSAGE, Dialog
+
+
+async def setup(dialog: Dialog) -> None:
+    await dialog.login()
+    for name in (b"a", b"a/b1", b"a/b2/c", b"a/x", b"t8/t8", b"t8/t9", b"gone"):
+        assert b"C OK" in await dialog.send(b"C CREATE " + name + b"\r\n")
+    for name in (b"a/b1", b"a/b2/c", b"t8/t8", b"t8/t9", b"gone"):
+        assert b"S OK" in await dialog.send(b"S SUBSCRIBE " + name + b"\r\n")
+    assert b"D OK" in await dialog.send(b"D DELETE gone\r\n")
+
+
+def lines(reply: bytes) -> list[bytes]:
+    return [line for line in reply.split(b"\r\n") if line.startswith(b"* ")]
+
+
+async def test_capability_advertised(dialog: Dialog) -> None:
+    await dialog.login()
+    caps = await dialog.send(b"C CAPABILITY\r\n")
+    assert b" LIST-EXTENDED" in caps and b" LIST-STATUS" in caps
+
+
+async def test_multiple_patterns_list_each_name_once(dialog: Dialog) -> None:
+    await setup(dialog)
+    reply = await dialog.send(b'L LIST "" (a/* a/b1 "a/x")\r\n')
+    assert lines(reply) == [
+        b'* LIST (\\HasNoChildren) "/" "a/b1"',
+        b'* LIST (\\Noselect \\HasChildren) "/" "a/b2"',
+        b'* LIST (\\HasNoChildren) "/" "a/b2/c"',
+        b'* LIST (\\HasNoChildren) "/" "a/x"',
+    ]
+    assert reply.endswith(b"L OK LIST completed\r\n")
+
+
+async def test_subscribed_selection_shows_nonexistent(dialog: Dialog) -> None:
+    await setup(dialog)
+    reply = await dialog.send(b'L LIST (SUBSCRIBED) "" "*"\r\n')
+    got = lines(reply)
+    assert b'* LIST (\\NonExistent \\Subscribed) "/" "gone"' in got
+    assert b'* LIST (\\HasNoChildren \\Subscribed) "/" "a/b1"' in got
+    assert not any(b'"a"' in line or b'"t8"' in line for line in got)  # not subscribed
+
+
+async def test_recursivematch_childinfo(dialog: Dialog) -> None:
+    await setup(dialog)
+    reply = await dialog.send(b'L LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"\r\n')
+    got = lines(reply)
+    assert b'* LIST (\\HasChildren) "/" "a" (CHILDINFO ("SUBSCRIBED"))' in got
+    assert b'* LIST (\\Noselect \\HasChildren) "/" "t8" (CHILDINFO ("SUBSCRIBED"))' in got
+    # a child that matches the pattern itself gives its parent no CHILDINFO
+    reply = await dialog.send(b'L LIST (SUBSCRIBED RECURSIVEMATCH) "" (t8 t8/t8 t8/t9)\r\n')
+    assert lines(reply) == [b'* LIST (\\HasNoChildren \\Subscribed) "/" "t8/t8"',
+                            b'* LIST (\\HasNoChildren \\Subscribed) "/" "t8/t9"']
+
+
+async def test_return_subscribed_and_children(dialog: Dialog) -> None:
+    await setup(dialog)
+    reply = await dialog.send(b'L LIST "" "a/%" RETURN (SUBSCRIBED CHILDREN)\r\n')
+    assert lines(reply) == [
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "a/b1"',
+        b'* LIST (\\Noselect \\HasChildren) "/" "a/b2"',
+        b'* LIST (\\HasNoChildren) "/" "a/x"',
+    ]
+
+
+async def test_list_status(dialog: Dialog) -> None:
+    await setup(dialog)
+    assert b"A OK" in await dialog.send(b"A APPEND a/x {%d}\r\n" % len(MESSAGE)
+                                        + MESSAGE + b"\r\n")
+    reply = await dialog.send(b'L LIST "" "a/%" RETURN (STATUS (MESSAGES UNSEEN))\r\n')
+    assert lines(reply) == [
+        b'* LIST (\\HasNoChildren) "/" "a/b1"',
+        b'* STATUS "a/b1" (MESSAGES 0 UNSEEN 0)',
+        b'* LIST (\\Noselect \\HasChildren) "/" "a/b2"',  # not selectable: no STATUS
+        b'* LIST (\\HasNoChildren) "/" "a/x"',
+        b'* STATUS "a/x" (MESSAGES 1 UNSEEN 1)',
+    ]
+
+
+async def test_remote_is_accepted(dialog: Dialog) -> None:
+    await setup(dialog)
+    reply = await dialog.send(b'L LIST (REMOTE) "" "a"\r\n')
+    assert lines(reply) == [b'* LIST (\\HasChildren) "/" "a"']
+
+
+@pytest.mark.parametrize("command", [
+    b'L LIST (IMAPTEST) "" ""', b'L LIST (RECURSIVEMATCH) "" "*"',
+    b'L LIST (RECURSIVEMATCH REMOTE) "" "*"', b'L LIST "" "*" RETURN (IMAPTEST)',
+    b'L LIST "" "*" RETURN (STATUS (BOGUS))', b'L LIST "" "*" RETURN (STATUS ())',
+    b'L LIST "" ()', b'L LIST "" "*" RETURN', b'L LIST "" "*" RETURN (CHILDREN',
+    b'L LSUB (SUBSCRIBED) "" "*"', b'L LSUB "" ("a" "b")',
+    b'L LIST "" (' + b" ".join([b"a"] * 65) + b")",
+])
+async def test_bad_syntax(dialog: Dialog, command: bytes) -> None:
+    await setup(dialog)
+    reply = await dialog.send(command + b"\r\n")
+    assert reply.startswith(b"L BAD"), reply
+    assert b"L OK" in await dialog.send(b"L NOOP\r\n")  # the session goes on
+
+
+def test_plain_list_stays_plain() -> None:
+    cmd = parser.parse_one(b'T LIST "" "*"\r\n')
+    assert isinstance(cmd, ListCmd) and cmd.extended is None
+    cmd = parser.parse_one(b'T LIST () "" ("a" b) RETURN (STATUS (MESSAGES) CHILDREN)\r\n')
+    assert isinstance(cmd, ListCmd)
+    assert cmd.extended == ListOptions(("a", "b"), frozenset(), frozenset({"CHILDREN"}),
+                                       ("MESSAGES",))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=60))
+def test_hostile_list_arguments_never_crash(tail: bytes) -> None:
+    with contextlib.suppress(ParseError):
+        parser.parse_one(b"T LIST " + tail.replace(b"\n", b"") + b"\r\n")
