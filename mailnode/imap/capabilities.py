@@ -51,6 +51,7 @@ REGISTRY: tuple[Capability, ...] = (
     _cap("MOVE"),
     _cap("LIST-EXTENDED"),
     _cap("LIST-STATUS"),
+    _cap("BINARY"),
 )
 """Advertised after login, in this order."""
 

@@ -91,7 +91,8 @@ class FetchAttr:
 
     @property
     def sets_seen(self) -> bool:
-        return (self.name == "BODY" and self.section is not None and not self.peek) or \
+        return (self.name in ("BODY", "BINARY") and self.section is not None
+                and not self.peek) or \
             self.name in ("RFC822", "RFC822.TEXT")
 
 
@@ -312,6 +313,8 @@ class Append(Command):
     flags: frozenset[str]
     date: datetime | None
     message: LiteralBody
+    binary: bool = False
+    """Sent as a literal8 (RFC 3516): it may hold binary parts."""
 
     def __repr__(self) -> str:  # message content stays out of logs
         return f"Append(tag={self.tag!r}, mailbox={self.mailbox!r}, size={self.message.size})"

@@ -20,7 +20,7 @@ from typing import IO, TypeVar
 from mailnode.imap import commands as c
 from mailnode.imap import sortthread, utf7
 from mailnode.imap.errors import InvalidMailboxName, ParseError
-from mailnode.imap.handlers import listext
+from mailnode.imap.handlers import binary, listext
 from mailnode.imap.sequences import SequenceSet, SequenceSetError
 from mailnode.sasl import SaslError, b64decode_strict
 
@@ -632,11 +632,12 @@ def _p_append(r: _Reader, tag: str) -> c.Command:
     if r.peek() == 0x22:
         date = r.date_time()
         r.sp()
+    literal8 = r.take(b"~")  # RFC 3516: may hold binary parts
     if r.peek() != 0x7B:
         raise r.error("APPEND needs the message as a literal")
     message = r.literal_body()
     r.end()
-    return c.Append(tag, name, flags, date, message)
+    return c.Append(tag, name, flags, date, message, literal8)
 
 
 def _p_expunge(r: _Reader, tag: str, uid: bool) -> c.Command:
@@ -694,6 +695,8 @@ def _fetch_att(r: _Reader) -> c.FetchAttr:
                 raise r.error("Partial length must be positive")
             partial = (start, count)
         return c.FetchAttr("BODY", section, peek=name == "BODY.PEEK", partial=partial)
+    if name in binary.FETCH_NAMES:
+        return binary.parse_att(r, name)
     if name not in _SIMPLE_FETCH:
         raise r.error(f"Unknown FETCH item {name or '(empty)'}")
     return c.FetchAttr(name)

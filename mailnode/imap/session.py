@@ -22,7 +22,7 @@ from mailnode.imap import search, sortthread, utf7
 from mailnode.imap.capabilities import ADVERTISED, PRE_AUTH
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
-from mailnode.imap.handlers import listext
+from mailnode.imap.handlers import binary, listext
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.logsafe import clean
@@ -627,8 +627,10 @@ class ImapSession:
 
     async def _do_append(self, cmd: c.Append) -> str:
         mailbox = await self._mailbox(cmd.mailbox, trycreate=True)
-        uidvalidity, uid = await self.store.append(mailbox.id, cmd.message.read(), cmd.flags,
-                                                   cmd.date)
+        data = cmd.message.read()
+        if cmd.binary:
+            data = await asyncio.to_thread(binary.for_storage, data)
+        uidvalidity, uid = await self.store.append(mailbox.id, data, cmd.flags, cmd.date)
         log.info('user=%s appended uid %d to mailbox="%s" (%d bytes)',
                  self.user.name if self.user else "?", uid, clean(mailbox.name),
                  cmd.message.size)
@@ -697,6 +699,7 @@ class ImapSession:
                         for a in attrs)
         needs_structure = any((a.name in STRUCTURE_ITEMS and a.section is None)
                               or (a.section is not None and a.section.parts) for a in attrs)
+        binary_items = any(a.name in binary.ITEMS for a in attrs)
         missing = False
         for batch in self._body_batches(targets, needs_raw or needs_structure):
             uids = [u for _, u in batch]
@@ -715,6 +718,8 @@ class ImapSession:
                     missing = True
                     continue
                 items = with_flags if uid in seen_changed else attrs
+                if binary_items and raw is not None:  # NO [UNKNOWN-CTE] before it begins
+                    structures[uid] = binary.check(raw, structures.get(uid), attrs)
                 self._write(b"* %d FETCH " % seq)
                 for chunk in render_chunks(sel.shown(sel.metas[uid]), items, raw,
                                            structures.get(uid)):
