@@ -52,6 +52,8 @@ REGISTRY: tuple[Capability, ...] = (
     _cap("LIST-EXTENDED"),
     _cap("LIST-STATUS"),
     _cap("BINARY"),
+    _cap("MULTIAPPEND", c.AppendMany),
+    _cap("CATENATE", c.AppendMany),
 )
 """Advertised after login, in this order."""
 

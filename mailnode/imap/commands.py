@@ -320,6 +320,46 @@ class Append(Command):
         return f"Append(tag={self.tag!r}, mailbox={self.mailbox!r}, size={self.message.size})"
 
 
+    def close(self) -> None:
+        self.message.close()
+
+
+@dataclass(frozen=True)
+class CatUrl:
+    """A CATENATE URL part (RFC 4469): an IMAP URL naming (part of) a stored message."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class AppendMessage:
+    """One message of a MULTIAPPEND (RFC 3502): a literal, or CATENATE's parts in order."""
+
+    flags: frozenset[str]
+    date: datetime | None
+    parts: tuple[LiteralBody | CatUrl, ...]
+    binary: bool = False
+    """Some literal was a literal8 (RFC 3516): binary parts are stored re-encoded."""
+
+
+@dataclass(frozen=True)
+class AppendMany(Command):
+    """APPEND with several messages (MULTIAPPEND) or CATENATE: all are stored or none."""
+
+    mailbox: str
+    messages: tuple[AppendMessage, ...]
+
+    def close(self) -> None:
+        for message in self.messages:
+            for part in message.parts:
+                if isinstance(part, LiteralBody):
+                    part.close()
+
+    def __repr__(self) -> str:  # message content stays out of logs
+        return (f"AppendMany(tag={self.tag!r}, mailbox={self.mailbox!r}, "
+                f"messages={len(self.messages)})")
+
+
 @dataclass(frozen=True)
 class Check(Command):
     pass
@@ -404,4 +444,5 @@ NAMES: dict[type[Command], str] = {
     Subscribe: "SUBSCRIBE", Append: "APPEND", Check: "CHECK", Close: "CLOSE",
     Unselect: "UNSELECT", Expunge: "EXPUNGE", Fetch: "FETCH", StoreCmd: "STORE",
     Search: "SEARCH", Copy: "COPY", Idle: "IDLE", SortCmd: "SORT", ThreadCmd: "THREAD",
+    AppendMany: "APPEND",
 }

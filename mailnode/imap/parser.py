@@ -20,7 +20,7 @@ from typing import IO, TypeVar
 from mailnode.imap import commands as c
 from mailnode.imap import sortthread, utf7
 from mailnode.imap.errors import InvalidMailboxName, ParseError
-from mailnode.imap.handlers import binary, listext
+from mailnode.imap.handlers import binary, listext, multiappend
 from mailnode.imap.sequences import SequenceSet, SequenceSetError
 from mailnode.sasl import SaslError, b64decode_strict
 
@@ -620,26 +620,6 @@ def _p_status(r: _Reader, tag: str) -> c.Command:
     return c.Status(tag, name, tuple(items))
 
 
-def _p_append(r: _Reader, tag: str) -> c.Command:
-    r.sp()
-    name = r.mailbox()
-    r.sp()
-    flags: frozenset[str] = frozenset()
-    date: datetime | None = None
-    if r.peek() == 0x28:
-        flags = r.flag_list() - {"\\Recent"}
-        r.sp()
-    if r.peek() == 0x22:
-        date = r.date_time()
-        r.sp()
-    literal8 = r.take(b"~")  # RFC 3516: may hold binary parts
-    if r.peek() != 0x7B:
-        raise r.error("APPEND needs the message as a literal")
-    message = r.literal_body()
-    r.end()
-    return c.Append(tag, name, flags, date, message, literal8)
-
-
 def _p_expunge(r: _Reader, tag: str, uid: bool) -> c.Command:
     if uid:
         r.sp()
@@ -890,7 +870,7 @@ _SIMPLE: dict[str, Callable[[_Reader, str], c.Command]] = {
     "SELECT": _p_select(False), "EXAMINE": _p_select(True),
     "CREATE": _p_mailbox(c.Create), "DELETE": _p_mailbox(c.Delete),
     "SUBSCRIBE": _p_mailbox(c.Subscribe), "UNSUBSCRIBE": _p_unsubscribe,
-    "RENAME": _p_rename, "STATUS": _p_status, "APPEND": _p_append,
+    "RENAME": _p_rename, "STATUS": _p_status, "APPEND": multiappend.parse_append,
 }
 _UID_CAPABLE: dict[str, Callable[[_Reader, str, bool], c.Command]] = {
     "FETCH": _p_fetch, "STORE": _p_store, "SEARCH": _p_search, "COPY": _p_copy(False),

@@ -22,7 +22,7 @@ from mailnode.imap import search, sortthread, utf7
 from mailnode.imap.capabilities import ADVERTISED, PRE_AUTH
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
-from mailnode.imap.handlers import binary, listext
+from mailnode.imap.handlers import binary, listext, multiappend
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.logsafe import clean
@@ -74,7 +74,7 @@ class State(enum.Enum):
 
 _ANY = frozenset({c.Capability, c.Noop, c.Logout, c.Id})
 _AUTHENTICATED = _ANY | {c.Enable, c.Namespace, c.ListCmd, c.Select, c.Status, c.Create,
-                         c.Delete, c.Rename, c.Subscribe, c.Append, c.Idle}
+                         c.Delete, c.Rename, c.Subscribe, c.Append, c.Idle, c.AppendMany}
 ALLOWED: dict[State, frozenset[type[c.Command]]] = {
     State.NOT_AUTHENTICATED: _ANY | {c.Login, c.Authenticate, c.StartTls},
     State.AUTHENTICATED: _AUTHENTICATED,
@@ -266,8 +266,8 @@ class ImapSession:
             try:
                 await self._execute(event)
             finally:
-                if isinstance(event, c.Append):
-                    event.message.close()  # done, failed or cancelled: the spool file goes
+                if isinstance(event, c.Append | c.AppendMany):
+                    event.close()  # done, failed or cancelled: the spool files go
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -635,6 +635,9 @@ class ImapSession:
                  self.user.name if self.user else "?", uid, clean(mailbox.name),
                  cmd.message.size)
         return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
+
+    async def _do_appendmany(self, cmd: c.AppendMany) -> str:
+        return await multiappend.run(self, cmd)
 
     async def _do_idle(self, cmd: c.Idle) -> str | None:
         await self._sync(allow_expunge=True)

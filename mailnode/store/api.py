@@ -126,6 +126,12 @@ class MailStore(Protocol):
                      internaldate: datetime | None) -> tuple[int, int]:
         """Add a message; returns ``(uidvalidity, uid)``."""
 
+    async def append_many(self, mailbox_id: int,
+                          items: Sequence[tuple[bytes, frozenset[str], datetime | None]],
+                          ) -> tuple[int, list[int]]:
+        """Add several messages in one step (MULTIAPPEND, RFC 3502): all or none of them;
+        returns ``(uidvalidity, uids)``."""
+
     async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
         """Remove ``\\Deleted`` messages (only among ``uids`` if given); returns removed uids."""
 

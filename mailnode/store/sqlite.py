@@ -616,6 +616,23 @@ class SqlStore:
             return (int(uidvalidity), uid), [mailbox_id]
         return await self._write(q, appended=True)
 
+    async def append_many(self, mailbox_id: int,
+                          items: Sequence[tuple[bytes, frozenset[str], datetime | None]],
+                          ) -> tuple[int, list[int]]:
+        now = self.clock()
+        prepared = [(body, flags, int(date.timestamp() if date else now),
+                     await self._structure(body)) for body, flags, date in items]
+
+        def q(conn: Connection) -> tuple[tuple[int, list[int]], list[int]]:
+            uidvalidity = conn.execute(select(mailboxes.c.uidvalidity).where(
+                mailboxes.c.id == mailbox_id)).scalar()
+            if uidvalidity is None:
+                raise NoSuchMailbox("mailbox no longer exists")
+            uids = [self._file(conn, mailbox_id, body, structure, flags, when)
+                    for body, flags, when, structure in prepared]
+            return (int(uidvalidity), uids), [mailbox_id]
+        return await self._write(q, appended=True)
+
     async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
         restrict = None if uids is None else set(uids)
 

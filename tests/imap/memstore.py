@@ -186,6 +186,20 @@ class MemStore:
         await self.notifier.publish(mailbox_id)
         return box.uidvalidity, uid
 
+    async def append_many(self, mailbox_id: int,
+                          items: Sequence[tuple[bytes, frozenset[str], datetime | None]],
+                          ) -> tuple[int, list[int]]:
+        box = self._box(mailbox_id)
+        uids = []
+        for body, flags, date in items:
+            uid = box.uidnext
+            box.uidnext += 1
+            when = date or datetime.now(UTC).replace(microsecond=0)
+            box.messages[uid] = (MessageMeta(uid, frozenset(flags), when, len(body)), bytes(body))
+            uids.append(uid)
+        await self.notifier.publish(mailbox_id)
+        return box.uidvalidity, uids
+
     async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
         box = self._box(mailbox_id)
         among = set(box.messages) if uids is None else set(uids)

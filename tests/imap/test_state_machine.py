@@ -24,6 +24,7 @@ SAMPLES: dict[type[c.Command], bytes] = {
     c.Fetch: b"FETCH 1:* FLAGS", c.StoreCmd: b"STORE 1:* +FLAGS \\Seen",
     c.Search: b"SEARCH ALL", c.Copy: b"COPY 1:* Trash", c.Idle: b"IDLE",
     c.SortCmd: b"SORT (DATE) UTF-8 ALL", c.ThreadCmd: b"THREAD REFERENCES UTF-8 ALL",
+    c.AppendMany: b"APPEND INBOX {2+}\r\nhi CATENATE (TEXT {2+}\r\nho)",
 }
 
 

@@ -1,0 +1,109 @@
+"""CATENATE's URL parts (RFC 4469): IMAP URLs (RFC 5092) naming a message, or a section or
+range of one, in the user's own mailboxes.
+
+Only URLs relative to this server (``/mailbox;UIDVALIDITY=v/;UID=u/;SECTION=s/;PARTIAL=o.l``)
+are resolved, and only against the logged-in user's mailboxes: an absolute URL, another
+user's mailbox, a stale UIDVALIDITY or a missing message all get ``NO [BADURL url]``. A URL
+part loads one stored message, and the caller bounds how many URL parts a command may have.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from mailnode.imap import mime
+from mailnode.imap.errors import CommandNo
+from mailnode.mime import MessageStructure, analyse
+from mailnode.store.api import MailStore
+
+MAX_URL_LENGTH = 2048
+_SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
+_URL = re.compile(
+    r"/(?P<mailbox>[^;]+?)(?:;UIDVALIDITY=(?P<uidvalidity>[1-9]\d{0,9}))?"
+    r"/;UID=(?P<uid>[1-9]\d{0,9})"
+    r"(?:/;SECTION=(?P<section>[^/;]*))?"
+    r"(?:/;PARTIAL=(?P<offset>\d{1,10})(?:\.(?P<length>[1-9]\d{0,9}))?)?",
+    re.IGNORECASE)
+_FIELDS = re.compile(r"(.*HEADER\.FIELDS(?:\.NOT)?) \(([^()]*)\)")
+
+
+class BadUrl(CommandNo):
+    """The URL cannot be resolved: ``NO [BADURL url]`` (RFC 4469 5)."""
+
+    def __init__(self, url: str) -> None:
+        shown = "".join(ch if ch.isprintable() and ch not in "[]" else "?"
+                        for ch in url[:200])
+        super().__init__("Invalid URL", f"BADURL {shown}")
+
+
+@dataclass(frozen=True)
+class ImapUrl:
+    mailbox: str
+    uidvalidity: int | None
+    uid: int
+    parts: tuple[int, ...]
+    text: str | None
+    fields: tuple[str, ...]
+    partial: tuple[int, int | None] | None
+
+
+def parse(url: str) -> ImapUrl:
+    """A relative IMAP URL naming one message (``BadUrl`` for anything else)."""
+    m = _URL.fullmatch(url) if len(url) <= MAX_URL_LENGTH else None
+    if m is None:
+        raise BadUrl(url)
+    try:
+        mailbox = unquote(m["mailbox"], errors="strict")
+        section = unquote(m["section"] or "", errors="strict").upper()
+    except UnicodeDecodeError:
+        raise BadUrl(url) from None
+    if not mailbox:
+        raise BadUrl(url)
+    parts: list[int] = []
+    text: str | None = None
+    fields: tuple[str, ...] = ()
+    fm = _FIELDS.fullmatch(section)
+    if fm is not None:
+        section, fields = fm.group(1), tuple(fm.group(2).split())
+    items = section.split(".") if section else []
+    while items and items[0].isdigit() and len(items[0]) <= 10 and int(items[0]) > 0:
+        parts.append(int(items.pop(0)))
+    if items:
+        text = ".".join(items)
+        if text not in _SECTION_TEXTS or (text == "MIME" and not parts) or (
+                text.startswith("HEADER.FIELDS") and not fields):
+            raise BadUrl(url)
+    if len(parts) > 32:
+        raise BadUrl(url)
+    partial = None
+    if m["offset"] is not None:
+        partial = (int(m["offset"]), int(m["length"]) if m["length"] else None)
+    return ImapUrl("INBOX" if mailbox.upper() == "INBOX" else mailbox,
+                   int(m["uidvalidity"]) if m["uidvalidity"] else None, int(m["uid"]),
+                   tuple(parts), text, fields, partial)
+
+
+async def resolve(store: MailStore, user_id: int, url: str) -> bytes:
+    """The bytes the URL names, from the user's own mailboxes."""
+    ref = parse(url)
+    mailbox = await store.get_mailbox(user_id, ref.mailbox)
+    if mailbox is None or (ref.uidvalidity is not None
+                           and ref.uidvalidity != mailbox.uidvalidity):
+        raise BadUrl(url)
+    raw = (await store.fetch_bodies(mailbox.id, [ref.uid])).get(ref.uid)
+    if raw is None:
+        raise BadUrl(url)
+    structure: MessageStructure | None = None
+    if ref.parts:
+        blob = (await store.fetch_structures(mailbox.id, [ref.uid])).get(ref.uid)
+        try:
+            structure = MessageStructure.decode(blob) if blob else analyse(raw)
+        except ValueError:
+            structure = analyse(raw)
+    data = mime.section_bytes(raw, structure, ref.parts, ref.text, ref.fields)
+    if ref.partial is not None:
+        start, length = ref.partial
+        data = data[start:] if length is None else data[start:start + length]
+    return data
