@@ -54,6 +54,7 @@ REGISTRY: tuple[Capability, ...] = (
     _cap("BINARY"),
     _cap("MULTIAPPEND", c.AppendMany),
     _cap("CATENATE", c.AppendMany),
+    _cap("UTF8=ACCEPT", enablable=True),
 )
 """Advertised after login, in this order."""
 

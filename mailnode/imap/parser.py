@@ -65,6 +65,8 @@ ID_LINE = 34 * 1024
 """An ID command may be this long even before login: RFC 2971 allows 30 pairs of a 30-octet
 field and a 1,024-octet value (clients send it first, before logging in)."""
 _ID_COMMAND = re.compile(rb"[^ ]{1,64} ID[ (]", re.IGNORECASE)
+LITERAL_MINUS = 4096
+"""RFC 7888 LITERAL-: the largest non-synchronising literal."""
 PRE_AUTH_LITERAL = 8 * 1024
 """Before login a client needs no more than a LOGIN or AUTHENTICATE: a stranger gets this."""
 
@@ -80,11 +82,16 @@ class Limits:
     max_items: int = 1024
     spool_above: int = 256 * 1024
     """Literals larger than this go to a temporary file as they arrive, not to the buffer."""
+    max_nonsync_literal: int | None = None
+    """LITERAL- (RFC 7888): non-synchronising literals above this get BAD [TOOBIG]; None
+    (LITERAL+) allows them up to ``max_literal``."""
 
     def before_login(self) -> Limits:
-        """The bounds for a client that has not logged in: small lines, small literals."""
+        """The bounds for a client that has not logged in: small lines, small literals, and
+        LITERAL- rather than LITERAL+ (a stranger may not make us read much unasked)."""
         return replace(self, max_line=min(self.max_line, PRE_AUTH_LINE),
-                       max_literal=min(self.max_literal, PRE_AUTH_LITERAL))
+                       max_literal=min(self.max_literal, PRE_AUTH_LITERAL),
+                       max_nonsync_literal=LITERAL_MINUS)
 
 
 def _temporary_file() -> IO[bytes]:
@@ -109,6 +116,8 @@ class CommandParser:
         self._announced = False
         self._spool: IO[bytes] | None = None
         self._spool_size = 0
+        self.utf8 = False
+        """ENABLE UTF8=ACCEPT (RFC 6855) is in effect: names are UTF-8, not modified UTF-7."""
 
     @property
     def buffered(self) -> int:
@@ -192,7 +201,7 @@ class CommandParser:
                 text, literals = bytes(self._text + line), self._literals
                 self._literals = {}  # handed to the command (or closed if it is invalid)
                 self._reset()
-                return _parse_command(text, literals, self.limits)
+                return _parse_command(text, literals, self.limits, self.utf8)
             size, sync, start = marker
             tag = _tag_of(bytes(self._text) + line)
             if tag is None:  # not a command at all: never invite garbage to send a literal
@@ -200,7 +209,9 @@ class CommandParser:
                 raise ParseError("Missing or invalid tag")
             self._text += line[:start]
             self._literal_bytes += size
+            nonsync_cap = self.limits.max_nonsync_literal
             if size > self.limits.max_literal or \
+                    (not sync and nonsync_cap is not None and size > nonsync_cap) or \
                     self._literal_bytes > self.limits.max_literal + self.limits.max_line or \
                     len(self._literals) >= self.limits.max_literals:
                 self._reset()
@@ -289,6 +300,8 @@ class _Reader:
         self.pos = 0
         self.tag: str | None = None
         self.depth = 0
+        self.utf8 = False
+        """Names are UTF-8 (ENABLE UTF8=ACCEPT), not modified UTF-7."""
         self.invalid_name: str | None = None
         """Why a mailbox argument is not valid modified UTF-7, if one is not."""
 
@@ -416,8 +429,8 @@ class _Reader:
 
     def _mailbox_name(self, raw: bytes) -> str:
         try:
-            name = utf7.decode(raw)
-        except utf7.Utf7Error as exc:
+            name = raw.decode("utf-8") if self.utf8 else utf7.decode(raw)
+        except (utf7.Utf7Error, UnicodeDecodeError) as exc:
             # Reported once the whole command has parsed: a syntax error still wins (BAD).
             self.invalid_name = self.invalid_name or str(exc)
             name = raw.decode("latin-1")
@@ -430,6 +443,12 @@ class _Reader:
             raw = self._run(lambda ch: ch not in _ATOM_SPECIALS or ch in b"%*]")
             if not raw:
                 raise self.error("Expected a mailbox pattern")
+        return self.pattern_text(raw)
+
+    def pattern_text(self, raw: bytes) -> str:
+        """A LIST reference or pattern as text (UTF-8 once UTF8=ACCEPT is enabled)."""
+        if self.utf8:
+            return self.text_value(raw)
         return utf7.decode_pattern(raw)
 
     def flag(self) -> str:
@@ -571,7 +590,7 @@ def _p_list(lsub: bool) -> Callable[[_Reader, str], c.Command]:
 
 def decode_reference(r: _Reader) -> str:
     """LIST's reference argument (a mailbox name, possibly with wildcard characters)."""
-    return r.list_mailbox() if r.peek() not in (0x22, 0x7B) else utf7.decode_pattern(r.string())
+    return r.list_mailbox() if r.peek() not in (0x22, 0x7B) else r.pattern_text(r.string())
 
 
 def _p_mailbox(cls: Callable[[str, str], c.Command]) -> Callable[[_Reader, str], c.Command]:
@@ -801,6 +820,8 @@ def _p_search(r: _Reader, tag: str, uid: bool) -> c.Command:
     r.sp()
     charset: str | None = None
     if r.take(b"CHARSET "):
+        if r.utf8:  # RFC 6855 3: the charset is UTF-8 once enabled, naming one conflicts
+            raise r.error("No CHARSET after ENABLE UTF8=ACCEPT")
         charset = r.text_value(r.astring()).upper()
         r.sp()
     return c.Search(tag, _search_program(r), charset, uid)
@@ -879,10 +900,11 @@ _UID_CAPABLE: dict[str, Callable[[_Reader, str, bool], c.Command]] = {
 
 
 def _parse_command(text: bytes, literals: dict[int, bytes | c.LiteralBody],
-                   limits: Limits) -> c.Command:
+                   limits: Limits, utf8: bool = False) -> c.Command:
     """Parse one command; spooled literals it did not take over are closed, all of them if
     the command is invalid."""
     r = _Reader(text, literals, limits)
+    r.utf8 = utf8
     try:
         cmd = _dispatch(r)
         if r.invalid_name is not None:

@@ -19,7 +19,7 @@ from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthori
 from mailnode.imap import commands as c
 from mailnode.imap import responses as r
 from mailnode.imap import search, sortthread, utf7
-from mailnode.imap.capabilities import ADVERTISED, PRE_AUTH
+from mailnode.imap.capabilities import ADVERTISED, ENABLABLE, PRE_AUTH
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
 from mailnode.imap.handlers import binary, listext, multiappend
@@ -121,6 +121,8 @@ def capabilities(state: State, security: Security = Security(), tls_active: bool
                  ) -> str:
     caps: tuple[str, ...] = ADVERTISED
     if state is State.NOT_AUTHENTICATED:
+        # Limits.before_login: non-synchronising literals only up to 4096 octets (RFC 7888)
+        caps = tuple("LITERAL-" if cap == "LITERAL+" else cap for cap in caps)
         if security.tls_available and not tls_active:
             caps += ("STARTTLS",)
         if security.tls_required and not tls_active:
@@ -130,9 +132,15 @@ def capabilities(state: State, security: Security = Security(), tls_active: bool
     return " ".join(caps)
 
 
-def mailbox_name(name: str) -> bytes:
-    """A mailbox name as it goes on the wire (modified UTF-7, quoted)."""
-    return r.string(utf7.encode(name))
+def mailbox_name(name: str, utf8: bool = False) -> bytes:
+    """A mailbox name as it goes on the wire: modified UTF-7, or UTF-8 once the client
+    enabled UTF8=ACCEPT (RFC 6855: never modified UTF-7 then), quoted where it can be."""
+    if not utf8:
+        return r.string(utf7.encode(name))
+    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in name) or len(name) > 1024:
+        return r.string(name)  # a literal
+    raw = name.encode("utf-8", "replace")
+    return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 class ImapSession:
@@ -165,6 +173,8 @@ class ImapSession:
         A large FETCH awaits it between pieces; without it output just accumulates."""
         self._out: list[bytes] = []
         self._out_size = 0
+        self.enabled: set[str] = set()
+        """What the client switched on with ENABLE (RFC 5161)."""
         self._auth_pending: c.Authenticate | None = None
         self._idle_tag: str | None = None
 
@@ -503,8 +513,17 @@ class ImapSession:
 
     # --- authenticated -----------------------------------------------------------------------
 
+    @property
+    def utf8(self) -> bool:
+        """UTF8=ACCEPT is enabled: mailbox names go both ways as UTF-8."""
+        return "UTF8=ACCEPT" in self.enabled
+
     async def _do_enable(self, cmd: c.Enable) -> str:
-        self._untagged(b"ENABLED")
+        new = [cap for cap in dict.fromkeys(cmd.capabilities)
+               if cap in ENABLABLE and cap not in self.enabled]
+        self.enabled.update(new)
+        self.parser.utf8 = self.utf8  # the parser reads names as this session writes them
+        self._untagged(b"ENABLED" + b"".join(b" " + cap.encode() for cap in new))
         return "ENABLE completed"
 
     async def _do_namespace(self, cmd: c.Namespace) -> str:
@@ -542,7 +561,7 @@ class ImapSession:
             if special.get(name):
                 attrs.append(str(special[name]))
             self._untagged(word + b" (" + " ".join(attrs).encode() + b') "/" '
-                           + mailbox_name(name))
+                           + mailbox_name(name, self.utf8))
         return f"{word.decode()} completed"
 
     async def _do_select(self, cmd: c.Select) -> str:
@@ -580,7 +599,8 @@ class ImapSession:
                   "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen}
         items = " ".join(f"{item} {values[item]}" for item in cmd.items)
-        self._untagged(b"STATUS " + mailbox_name(mailbox.name) + f" ({items})".encode())
+        self._untagged(b"STATUS " + mailbox_name(mailbox.name, self.utf8)
+                       + f" ({items})".encode())
         return "STATUS completed"
 
     async def _do_create(self, cmd: c.Create) -> str:

@@ -12,7 +12,8 @@ from tests.imap.memstore import MemStore
 
 CAPS_AFTER = (b"IMAP4rev1 LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS SORT SORT=DISPLAY "
               b"THREAD=ORDEREDSUBJECT THREAD=REFERENCES UNSELECT CHILDREN "
-              b"SPECIAL-USE MOVE LIST-EXTENDED LIST-STATUS BINARY MULTIAPPEND CATENATE")
+              b"SPECIAL-USE MOVE LIST-EXTENDED LIST-STATUS BINARY MULTIAPPEND CATENATE "
+              b"UTF8=ACCEPT")
 
 
 def plain(authzid: str, authcid: str, password: str) -> bytes:
@@ -354,7 +355,7 @@ async def test_logout_namespace_id_enable(dialog: Dialog) -> None:
     assert await dialog.send(b"b NAMESPACE\r\n") == \
         b'* NAMESPACE (("" "/")) NIL NIL\r\nb OK NAMESPACE completed\r\n'
     assert await dialog.send(b"c ENABLE UTF8=ACCEPT\r\n") == \
-        b"* ENABLED\r\nc OK ENABLE completed\r\n"
+        b"* ENABLED UTF8=ACCEPT\r\nc OK ENABLE completed\r\n"
     assert await dialog.send(b"d LOGOUT\r\n") == \
         b"* BYE mailnode logging out\r\nd OK LOGOUT completed\r\n"
     assert dialog.session.closed

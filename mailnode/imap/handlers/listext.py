@@ -138,7 +138,8 @@ async def run(session: ImapSession, cmd: c.ListCmd) -> str:
             attrs.append("\\Subscribed")
         if special.get(name):
             attrs.append(str(special[name]))
-        line = b"LIST (" + " ".join(attrs).encode() + b') "/" ' + mailbox_name(name)
+        line = (b"LIST (" + " ".join(attrs).encode() + b') "/" '
+                + mailbox_name(name, session.utf8))
         if name in childinfo:
             line += b' (CHILDINFO ("SUBSCRIBED"))'
         session._untagged(line)

@@ -35,7 +35,8 @@ MAX_URL_PARTS = 16
 
 
 def parse_append(r: _Reader, tag: str) -> c.Command:
-    """``APPEND mailbox 1*([SP flags] [SP date-time] SP (literal / literal8 / CATENATE))``;
+    """``APPEND mailbox 1*([SP flags] [SP date-time] SP (literal / literal8 / CATENATE /
+    UTF8 (literal8)))``;
     a single plain message stays the core :class:`~mailnode.imap.commands.Append`."""
     r.sp()
     name = r.mailbox()
@@ -58,6 +59,13 @@ def parse_append(r: _Reader, tag: str) -> c.Command:
             urls += sum(isinstance(p, c.CatUrl) for p in parts)
             if urls > MAX_URL_PARTS:
                 raise r.error(f"At most {MAX_URL_PARTS} URL parts per APPEND", "LIMIT")
+        elif r.take(b"UTF8 ("):  # RFC 6855 4: a message with UTF-8 header fields
+            r.expect(b"~")
+            literal8 = True
+            if r.peek() != 0x7B:
+                raise r.error("UTF8 needs a literal8")
+            parts = (r.literal_body(),)
+            r.expect(b")")
         else:
             literal8 = r.take(b"~")
             if r.peek() != 0x7B:
