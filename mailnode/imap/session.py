@@ -742,7 +742,7 @@ class ImapSession:
                     continue
                 items = with_flags if uid in seen_changed else attrs
                 if binary_items and raw is not None:  # NO [UNKNOWN-CTE] before it begins
-                    structures[uid] = binary.check(raw, structures.get(uid), attrs)
+                    binary.check(raw, structures.get(uid), attrs)
                 self._write(b"* %d FETCH " % seq)
                 for chunk in render_chunks(sel.shown(sel.metas[uid]), items, raw,
                                            structures.get(uid)):

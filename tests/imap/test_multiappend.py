@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +16,9 @@ from mailnode.imap.errors import ParseError
 from mailnode.imap.handlers import catenate, multiappend
 from mailnode.imap.parser import CommandParser, Limits, parse_one
 from mailnode.imap.session import ImapSession
-from mailnode.store.api import MailStore
+from mailnode.store.api import MailStore, NoSuchMailbox
 from mailnode.store.notify import ChangeNotifier
+from mailnode.store.sqlite import SqlStore
 from tests.imap.conftest import MESSAGE, Dialog
 from tests.imap.test_bounded_input import SpoolSpy
 
@@ -218,3 +220,40 @@ async def test_message_fixture_round_trips(dialog: Dialog) -> None:
     reply = await dialog.send(b'A APPEND INBOX CATENATE (URL "/INBOX/;UID=1")\r\n')
     assert b"A OK [APPENDUID" in reply
     assert await bodies(dialog) == [MESSAGE, MESSAGE]
+
+
+async def test_store_failure_midway_leaves_nothing(store: MailStore,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store call itself is all or none: a failure while filing the second message
+    leaves neither (SQLite: one transaction), and uidnext does not move."""
+    if not isinstance(store, SqlStore):
+        pytest.skip("the in-memory store has no failure to inject")
+    user = await store.find_user("alice")
+    assert user is not None
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    assert inbox is not None
+    real = store._file
+    calls = []
+
+    def failing(*args: Any) -> int:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real(*args)
+
+    monkeypatch.setattr(store, "_file", failing)
+    with pytest.raises(RuntimeError):
+        await store.append_many(inbox.id, [(ONE, frozenset(), None), (TWO, frozenset(), None)])
+    monkeypatch.undo()
+    assert await store.list_messages(inbox.id) == []
+    uidvalidity, uids = await store.append_many(inbox.id, [(ONE, frozenset(), None)])
+    assert uids == [1] and uidvalidity == inbox.uidvalidity
+
+
+async def test_append_many_to_a_deleted_mailbox(store: MailStore) -> None:
+    user = await store.authenticate("alice", "secret")
+    assert user is not None
+    box = await store.create_mailbox(user.id, "Gone")
+    await store.delete_mailbox(user.id, "Gone")
+    with pytest.raises(NoSuchMailbox):
+        await store.append_many(box.id, [(ONE, frozenset(), None)])

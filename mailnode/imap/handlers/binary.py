@@ -67,17 +67,17 @@ def _encoding(node: Part) -> str | None:
 
 
 def check(raw: bytes, structure: MessageStructure | None,
-          attrs: tuple[c.FetchAttr, ...]) -> MessageStructure:
+          attrs: tuple[c.FetchAttr, ...]) -> None:
     """Refuse (``NO [UNKNOWN-CTE]``) a BINARY item whose part has an encoding we cannot
-    undo; returns the structure (analysed if it was not given)."""
-    structure = structure or analyse(raw)
+    undo. A FETCH naming parts loads the structures first (analysed off the event loop
+    where none was stored), so ``structure`` is analysed here only as a last resort."""
     for attr in attrs:
         if attr.name not in ITEMS or attr.section is None or not attr.section.parts:
             continue
+        structure = structure or analyse(raw)
         node = find_part(structure.root, attr.section.parts)
         if node is not None and _encoding(node) not in KNOWN:
             raise CommandNo("Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
-    return structure
 
 
 def decoded(raw: bytes, structure: MessageStructure | None, parts: tuple[int, ...]) -> bytes:
