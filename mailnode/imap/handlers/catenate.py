@@ -9,6 +9,8 @@ part loads one stored message, and the caller bounds how many URL parts a comman
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -96,12 +98,12 @@ async def resolve(store: MailStore, user_id: int, url: str) -> bytes:
     if raw is None:
         raise BadUrl(url)
     structure: MessageStructure | None = None
-    if ref.parts:
+    if ref.parts or ref.text:
         blob = (await store.fetch_structures(mailbox.id, [ref.uid])).get(ref.uid)
-        try:
-            structure = MessageStructure.decode(blob) if blob else analyse(raw)
-        except ValueError:
-            structure = analyse(raw)
+        with contextlib.suppress(ValueError):  # an older format: analysed again
+            structure = MessageStructure.decode(blob) if blob else None
+        if structure is None:  # CPU work on up to a maximum-size message: off the loop
+            structure = await asyncio.to_thread(analyse, raw)
     data = mime.section_bytes(raw, structure, ref.parts, ref.text, ref.fields)
     if ref.partial is not None:
         start, length = ref.partial
