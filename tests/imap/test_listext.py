@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -125,3 +126,69 @@ def test_plain_list_stays_plain() -> None:
 def test_hostile_list_arguments_never_crash(tail: bytes) -> None:
     with contextlib.suppress(ParseError):
         parser.parse_one(b"T LIST " + tail.replace(b"\n", b"") + b"\r\n")
+
+
+def reference_listing(names: set[str], subscribed: set[str], patterns: list[str],
+                      select: set[str]) -> dict[str, bool]:
+    """RFC 5258 3 by definition, brute force: name -> whether it carries CHILDINFO."""
+    from mailnode.imap.session import ListPattern
+    matchers = [ListPattern(p) for p in patterns]
+
+    def matches(n: str) -> bool:
+        return any(m(n) for m in matchers)
+
+    existing = set(names)
+    for n in names:
+        parts = n.split("/")
+        existing.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    chosen = subscribed if "SUBSCRIBED" in select else existing
+    universe = existing | subscribed
+    for n in subscribed:
+        parts = n.split("/")
+        universe.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    out = {n: False for n in chosen if matches(n)}
+    if "RECURSIVEMATCH" in select:
+        for n in universe:
+            if matches(n) and any(d.startswith(n + "/") and not matches(d) for d in chosen):
+                out[n] = True
+    return out
+
+
+_NAME = st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3).map("/".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(names=st.sets(_NAME, max_size=6), subscribed=st.sets(_NAME, max_size=4),
+       patterns=st.lists(st.text("ab/%*", min_size=1, max_size=4), min_size=1, max_size=3),
+       recursive=st.booleans())
+async def test_subscribed_recursivematch_equals_reference(
+        names: set[str], subscribed: set[str], patterns: list[str], recursive: bool) -> None:
+    from mailnode.imap.session import ImapSession
+    from mailnode.store.notify import ChangeNotifier
+    from tests.imap.memstore import MemStore
+
+    notifier = ChangeNotifier()
+    store = MemStore(notifier)
+    user = store.add_user("alice", "secret", "alice@example.mailnode")
+    for name in sorted(names):
+        if name not in {m.name for m in await store.list_mailboxes(user.id)}:
+            await store.create_mailbox(user.id, name)
+    for name in await store.subscriptions(user.id):
+        await store.subscribe(user.id, name, False)
+    for name in subscribed:
+        await store.subscribe(user.id, name, True)
+    all_names = {m.name for m in await store.list_mailboxes(user.id)}
+    d = Dialog(ImapSession(store, notifier))
+    await d.login()
+    select = {"SUBSCRIBED", "RECURSIVEMATCH"} if recursive else {"SUBSCRIBED"}
+    quoted = " ".join(f'"{p}"' for p in patterns).encode()
+    reply = await d.send(b"L LIST (" + " ".join(sorted(select)).encode() + b') "" ('
+                         + quoted + b")\r\n")
+    assert reply.endswith(b"L OK LIST completed\r\n"), reply
+    got = {}
+    for line in lines(reply):
+        m = re.fullmatch(rb'\* LIST \([^)]*\) "/" "([^"]*)"( \(CHILDINFO \("SUBSCRIBED"\)\))?',
+                         line)
+        assert m is not None, line
+        got[m.group(1).decode()] = m.group(2) is not None
+    assert got == reference_listing(all_names, subscribed, patterns, select)
