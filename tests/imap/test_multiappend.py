@@ -126,7 +126,9 @@ async def test_catenate_text_and_url_parts(dialog: Dialog) -> None:
 
 
 @pytest.mark.parametrize("url", [
-    b"imap://alice@localhost/INBOX/;UID=1", b"/INBOX;UIDVALIDITY=1/;UID=1", b"/INBOX/;UID=2",
+    b"imap://bob@localhost/INBOX/;UID=1", b"imap://localhost", b"imap://alice@/INBOX/;UID=1",
+    b"imap://alice@localhost/INBOX/;UID=1/;URLAUTH=anonymous:internal:0123456789abcdef",
+    b"/INBOX;UIDVALIDITY=1/;UID=1", b"/INBOX/;UID=2",
     b"/Nowhere/;UID=1", b"/INBOX/;UID=0", b"/INBOX/;UID=1/;SECTION=BOGUS", b"/INBOX",
     b"/INBOX/;UID=1/;SECTION=MIME", b"/%FF/;UID=1", b"", b"/INBOX/;UID=99999999999",
 ])
@@ -214,12 +216,18 @@ def test_url_examples() -> None:
     assert multiappend.MAX_URL_PARTS < multiappend.MAX_CAT_PARTS
 
 
-async def test_message_fixture_round_trips(dialog: Dialog) -> None:
+async def test_message_fixture_round_trips(dialog: Dialog, alice_address: str) -> None:
     await dialog.login()
     await dialog.send(b"A APPEND INBOX " + lit(MESSAGE) + b"\r\n")
     reply = await dialog.send(b'A APPEND INBOX CATENATE (URL "/INBOX/;UID=1")\r\n')
     assert b"A OK [APPENDUID" in reply
-    assert await bodies(dialog) == [MESSAGE, MESSAGE]
+    # absolute forms: no user, the login name, or the address (%-encoded "@")
+    for authority in (b"node.example", b"alice;AUTH=*@node.example",
+                      alice_address.replace("@", "%40").encode() + b"@node.example:143"):
+        reply = await dialog.send(b'A APPEND INBOX CATENATE (URL "imap://' + authority
+                                  + b'/INBOX/;UID=1")\r\n')
+        assert b"A OK [APPENDUID" in reply, (authority, reply)
+    assert await bodies(dialog) == [MESSAGE] * 5
 
 
 async def test_store_failure_midway_leaves_nothing(store: MailStore,

@@ -1,9 +1,11 @@
 """CATENATE's URL parts (RFC 4469): IMAP URLs (RFC 5092) naming a message, or a section or
 range of one, in the user's own mailboxes.
 
-Only URLs relative to this server (``/mailbox;UIDVALIDITY=v/;UID=u/;SECTION=s/;PARTIAL=o.l``)
-are resolved, and only against the logged-in user's mailboxes: an absolute URL, another
-user's mailbox, a stale UIDVALIDITY or a missing message all get ``NO [BADURL url]``. A URL
+URLs relative to this server (``/mailbox;UIDVALIDITY=v/;UID=u/;SECTION=s/;PARTIAL=o.l``) and
+absolute ones (``imap://user@host/...``) whose user, if named, is the logged-in one are
+resolved, always against the logged-in user's own mailboxes: another user, URLAUTH, a stale
+UIDVALIDITY or a missing message all get ``NO [BADURL url]``. The host is not compared (the
+node has no one canonical name): whatever it says, only the user's own mail is read. A URL
 part loads one stored message, and the caller bounds how many URL parts a command may have.
 """
 
@@ -18,7 +20,7 @@ from urllib.parse import unquote
 from mailnode.imap import mime
 from mailnode.imap.errors import CommandNo
 from mailnode.mime import MessageStructure, analyse
-from mailnode.store.api import MailStore
+from mailnode.store.api import MailStore, User
 
 MAX_URL_LENGTH = 2048
 _SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
@@ -28,6 +30,8 @@ _URL = re.compile(
     r"(?:/;SECTION=(?P<section>[^/;]*))?"
     r"(?:/;PARTIAL=(?P<offset>\d{1,10})(?:\.(?P<length>[1-9]\d{0,9}))?)?",
     re.IGNORECASE)
+_ABSOLUTE = re.compile(r"imap://(?:(?P<user>[^@/;]*)(?:;AUTH=[^@/]*)?@)?[^/@]+(?P<path>/.*)",
+                       re.IGNORECASE | re.DOTALL)
 _FIELDS = re.compile(r"(.*HEADER\.FIELDS(?:\.NOT)?) \(([^()]*)\)")
 
 
@@ -51,9 +55,17 @@ class ImapUrl:
     partial: tuple[int, int | None] | None
 
 
-def parse(url: str) -> ImapUrl:
-    """A relative IMAP URL naming one message (``BadUrl`` for anything else)."""
-    m = _URL.fullmatch(url) if len(url) <= MAX_URL_LENGTH else None
+def parse(url: str, users: tuple[str, ...] = ()) -> ImapUrl:
+    """An IMAP URL naming one message: relative to the server, or absolute with no user or
+    one of ``users`` (the login's names) in it; ``BadUrl`` for anything else."""
+    path = url
+    if url[:7].lower() == "imap://":
+        a = _ABSOLUTE.fullmatch(url) if len(url) <= MAX_URL_LENGTH else None
+        if a is None or (a["user"] and unquote(a["user"]).lower()
+                         not in {u.lower() for u in users}):
+            raise BadUrl(url)
+        path = a["path"]
+    m = _URL.fullmatch(path) if len(path) <= MAX_URL_LENGTH else None
     if m is None:
         raise BadUrl(url)
     try:
@@ -87,10 +99,10 @@ def parse(url: str) -> ImapUrl:
                    tuple(parts), text, fields, partial)
 
 
-async def resolve(store: MailStore, user_id: int, url: str) -> bytes:
+async def resolve(store: MailStore, user: User, url: str) -> bytes:
     """The bytes the URL names, from the user's own mailboxes."""
-    ref = parse(url)
-    mailbox = await store.get_mailbox(user_id, ref.mailbox)
+    ref = parse(url, (user.name, user.address))
+    mailbox = await store.get_mailbox(user.id, ref.mailbox)
     if mailbox is None or (ref.uidvalidity is not None
                            and ref.uidvalidity != mailbox.uidvalidity):
         raise BadUrl(url)

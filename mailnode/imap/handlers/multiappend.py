@@ -120,7 +120,7 @@ async def run(session: ImapSession, cmd: c.AppendMany) -> str:
         size = 0
         for part in message.parts:
             if isinstance(part, c.CatUrl):
-                data = await catenate.resolve(session.store, session.user.id, part.url)
+                data = await catenate.resolve(session.store, session.user, part.url)
             else:
                 data = part.read()
             size += len(data)
