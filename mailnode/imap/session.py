@@ -595,13 +595,18 @@ class ImapSession:
 
     async def _do_status(self, cmd: c.Status) -> str:
         mailbox = await self._mailbox(cmd.mailbox)
+        await self._status_response(mailbox, cmd.items)
+        return "STATUS completed"
+
+    async def _status_response(self, mailbox: Mailbox, wanted: tuple[str, ...]) -> None:
+        """``* STATUS`` for a mailbox already looked up (STATUS, and LIST-STATUS for each
+        mailbox it lists)."""
         values = {"MESSAGES": mailbox.messages, "RECENT": mailbox.recent,
                   "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen}
-        items = " ".join(f"{item} {values[item]}" for item in cmd.items)
+        items = " ".join(f"{item} {values[item]}" for item in wanted)
         self._untagged(b"STATUS " + mailbox_name(mailbox.name, self.utf8)
                        + f" ({items})".encode())
-        return "STATUS completed"
 
     async def _do_create(self, cmd: c.Create) -> str:
         assert self.user is not None

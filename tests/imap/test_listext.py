@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from mailnode.imap import parser
 from mailnode.imap.commands import ListCmd, ListOptions
 from mailnode.imap.errors import ParseError
+from mailnode.store.api import Mailbox, MailStore, User
 from tests.imap.conftest import MESSAGE, Dialog
 
 
@@ -192,3 +193,32 @@ async def test_subscribed_recursivematch_equals_reference(
         assert m is not None, line
         got[m.group(1).decode()] = m.group(2) is not None
     assert got == reference_listing(all_names, subscribed, patterns, select)
+
+
+async def test_list_status_reads_the_listing_once(dialog: Dialog, store: MailStore,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work is counted, not timed: STATUS for every listed mailbox comes from the one
+    listing LIST reads, not from a lookup per mailbox."""
+    await setup(dialog)
+    lookups: list[str] = []
+    real = store.get_mailbox
+
+    async def counting(user_id: int, name: str) -> Mailbox | None:
+        lookups.append(name)
+        return await real(user_id, name)
+
+    monkeypatch.setattr(store, "get_mailbox", counting)
+    reply = await dialog.send(b'L LIST "" "*" RETURN (STATUS (MESSAGES UIDNEXT))\r\n')
+    statuses = [line for line in lines(reply) if line.startswith(b"* STATUS")]
+    assert len(statuses) == len(await store.list_mailboxes((await _alice(store)).id))
+    assert lookups == []
+    for line in statuses:  # the same answer STATUS gives
+        name = line.split(b" (")[0].removeprefix(b"* STATUS ")
+        alone = await dialog.send(b"S STATUS " + name + b" (MESSAGES UIDNEXT)\r\n")
+        assert alone.startswith(line + b"\r\n")
+
+
+async def _alice(store: MailStore) -> User:
+    user = await store.authenticate("alice", "secret")
+    assert user is not None
+    return user

@@ -110,6 +110,7 @@ async def run(session: ImapSession, cmd: c.ListCmd) -> str:
     store = session.store
     mailboxes = await store.list_mailboxes(session.user.id)
     special = {m.name: m.special_use for m in mailboxes}
+    by_name = {m.name: m for m in mailboxes}
     by_subscription = "SUBSCRIBED" in opts.select
     show_subscribed = by_subscription or "SUBSCRIBED" in opts.returns
     subscribed = await store.subscriptions(session.user.id) if show_subscribed else set()
@@ -144,15 +145,7 @@ async def run(session: ImapSession, cmd: c.ListCmd) -> str:
             line += b' (CHILDINFO ("SUBSCRIBED"))'
         session._untagged(line)
         if opts.status and real:
-            await _status(session, cmd.tag, name, opts.status)
+            # the STATUS command's own code answers, from the listing just read (one
+            # query for all mailboxes, not one per mailbox)
+            await session._status_response(by_name[name], opts.status)
     return "LIST completed"
-
-
-async def _status(session: ImapSession, tag: str, name: str, items: tuple[str, ...]) -> None:
-    """The STATUS response for one listed mailbox, by the STATUS command's own code (so
-    items other extensions add answer the same way); a mailbox deleted meanwhile is left
-    out, as RFC 5819 allows."""
-    try:
-        await session._do_status(c.Status(tag, name, items))
-    except CommandNo:
-        return
