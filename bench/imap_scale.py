@@ -215,7 +215,7 @@ def against_mailnode(maildir: Path, tmp: Path, count: int, repeat: int,
                             max_sessions_per_user=1000, failed_login_delay=0.0)
     cli(tmp, "user", "add", USER, password=PASSWORD)
     start = time.perf_counter()
-    cli(tmp, "import", USER, str(maildir))
+    cli(tmp, "import", USER, str(maildir), timeout=3600)
     imported = time.perf_counter() - start
     node.start()
     try:
