@@ -192,22 +192,41 @@ class RpcEngine:
         return None
 
     def receive(self, datagram: bytes, address: Address, now: float) -> Event:
-        """What ``datagram`` from ``address`` means; never raises for any bytes."""
-        host, port = normal_host(address[0]), address[1]
+        """What ``datagram`` from ``address`` means; never raises for any bytes.
+
+        A reply is matched to a pending request on its header before its body is parsed, so
+        unsolicited replies cost a dictionary lookup.
+        """
+        source = (normal_host(address[0]), address[1])
         try:
-            packet = wire.decode(datagram)
+            kind, request_id, sender_key = wire.peek(datagram)
         except wire.DecodeError:
-            return self._drop(DropReason.MALFORMED, (host, port))
-        if packet.is_request:
-            return self._request(packet, host, port, now)
-        return self._reply(packet, host, port)
+            return self._drop(DropReason.MALFORMED, source)
+        if kind < 0x80:
+            packet = self._decoded(datagram, source)
+            if isinstance(packet, Dropped):
+                return packet
+            return self._request(packet, source, now)
+        pending = self._match(request_id, sender_key, source)
+        if isinstance(pending, Dropped):
+            return pending
+        packet = self._decoded(datagram, source)
+        if isinstance(packet, Dropped):
+            return packet
+        return self._reply(packet, pending)
+
+    def _decoded(self, datagram: bytes, source: Address) -> wire.Packet | Dropped:
+        try:
+            return wire.decode(datagram)
+        except wire.DecodeError:
+            return self._drop(DropReason.MALFORMED, source)
 
     def _drop(self, reason: DropReason, address: Address, request_id: bytes = b"") -> Dropped:
         self.dropped[reason] += 1
         return Dropped(reason, address, request_id)
 
-    def _request(self, packet: wire.Packet, host: str, port: int, now: float) -> Event:
-        address = (host, port)
+    def _request(self, packet: wire.Packet, address: Address, now: float) -> Event:
+        host, port = address
         if packet.sender_key == self.key:
             return self._drop(DropReason.FROM_SELF, address, packet.request_id)
         if not self._admit(host, now):
@@ -227,13 +246,16 @@ class RpcEngine:
         request = cast(Request, packet.message)
         return IncomingRequest(packet.request_id, contact, request, request_digest, packet.size)
 
-    def _reply(self, packet: wire.Packet, host: str, port: int) -> Event:
-        address = (host, port)
-        pending = self._pending.get(packet.request_id)
+    def _match(self, request_id: bytes, key: bytes, address: Address) -> _Pending | Dropped:
+        pending = self._pending.get(request_id)
         if pending is None:
-            return self._drop(DropReason.UNKNOWN_REQUEST, address, packet.request_id)
-        if pending.contact.address != address or pending.contact.key != packet.sender_key:
-            return self._drop(DropReason.WRONG_SENDER, address, packet.request_id)
+            return self._drop(DropReason.UNKNOWN_REQUEST, address, request_id)
+        if pending.contact.address != address or pending.contact.key != key:
+            return self._drop(DropReason.WRONG_SENDER, address, request_id)
+        return pending
+
+    def _reply(self, packet: wire.Packet, pending: _Pending) -> Event:
+        address = pending.contact.address
         if not isinstance(packet.message, pending.answer):
             return self._drop(DropReason.WRONG_KIND, address, packet.request_id)
         if not wire.verify_reply(packet, pending.digest):

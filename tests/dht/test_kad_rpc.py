@@ -249,3 +249,24 @@ def test_any_bytes_from_anywhere_are_an_event_never_an_exception(
     event = alice.receive(data, address, 0.0)
     assert isinstance(event, Dropped)
     assert sum(alice.dropped.values()) == 1
+
+
+def test_unsolicited_replies_are_dropped_before_their_body_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alice = RpcEngine(ALICE)
+    _, datagram = alice.request(contact(BOB, B_ADDR), Ping(), 0.0)
+    parsed = 0
+    real = wire.decode
+
+    def counting(data: bytes) -> wire.Packet:
+        nonlocal parsed
+        parsed += 1
+        return real(data)
+
+    monkeypatch.setattr(wire, "decode", counting)
+    full = tuple(contact(MALLORY, ("2001:db8::1", n)) for n in range(1, 21))
+    unsolicited = wire.encode_reply(BOB, b"\7" * 8, wire.digest(datagram), Nodes(full))
+    for _ in range(50):
+        dropped(alice.receive(unsolicited, B_ADDR, 0.0), DropReason.UNKNOWN_REQUEST)
+    assert parsed == 0
