@@ -18,6 +18,7 @@ the per-IP request rates. The pending table and the rate-limit table are bounded
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import os
 from collections import Counter, OrderedDict
@@ -87,6 +88,7 @@ class _Pending:
     deadline: float
 
 
+@functools.lru_cache(maxsize=4096)
 def normal_host(host: str) -> str:
     """One spelling per IP address (an IPv4-mapped IPv6 address is its IPv4 address), so the
     address a reply comes from compares equal to the address we sent to."""

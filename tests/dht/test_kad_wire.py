@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import socket
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -35,9 +36,14 @@ MAX_IPV6 = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
 
 
 def _unmapped(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """IPv4-mapped addresses are sent as IPv4, so they do not round-trip as themselves."""
+    """IPv4-mapped addresses are sent as IPv4, so they do not round-trip as themselves, and
+    IPv4-compatible ones (::a.b.c.d, deprecated) are refused."""
     assert isinstance(address, ipaddress.IPv6Address)
-    return str(address.ipv4_mapped or address)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    if "." in socket.inet_ntop(socket.AF_INET6, address.packed):
+        return "2001:db8::1"
+    return str(address)
 
 
 ids = st.binary(min_size=20, max_size=20)
@@ -240,6 +246,12 @@ def _head(kind: int) -> bytes:
             ),
             "sent as IPv4",
         ),
+        (
+            _resigned(
+                _head(wire.KIND_NODES) + b"\1" + bytes(32) + b"\6" + bytes(12) + b"\1\2\3\4\0\1"
+            ),
+            "sent as IPv4",
+        ),
         (_resigned(_head(wire.KIND_VALUE) + b"\0\0"), "too short"),
         (_resigned(_head(wire.KIND_STORED) + b"\2"), "0 or 1"),
         (_resigned(_head(wire.KIND_STORED)), "too short"),
@@ -291,7 +303,9 @@ def test_an_ipv4_mapped_contact_is_sent_as_ipv4() -> None:
     ("reply", "why"),
     [
         (Nodes((Contact(b"\1" * 32, "node.example", 9),)), "IP address literal"),
+        (Nodes((Contact(b"\1" * 32, "fe80::1%eth0", 9),)), "IP address literal"),
         (Nodes((Contact(b"\1" * 32, "192.0.2.1", 0),)), "port"),
+        (Nodes((Contact(b"\1" * 32, "::1.2.3.4", 1),)), "IPv4-compatible"),
         (Nodes(tuple(big_contact(n) for n in range(MAX_REPLY_CONTACTS + 1))), "at most"),
         (Value(bytes(MAX_RECORD_SIZE + 1), ()), "at most"),
     ],
