@@ -13,12 +13,11 @@ import logging
 import socket
 from collections.abc import Callable
 
-from crypto.keys import Identity
 from dht.kad import wire
 from dht.kad.contact import Contact
 from dht.kad.messages import Reply, Request
 from dht.kad.rpc import Dropped, IncomingReply, IncomingRequest, RpcBusy, RpcEngine
-from dht.limits import DEFAULT_LIMITS, DhtLimits, shown
+from dht.limits import shown
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +41,11 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class UdpEndpoint:
-    """One DHT socket: ``query`` peers, answer them through ``handler``."""
+    """One DHT socket: ``query`` peers, answer them through ``handler``; ``engine`` (built by
+    the caller, with the node's identity, limits and timeout) makes every decision."""
 
-    def __init__(
-        self,
-        identity: Identity,
-        handler: Handler,
-        *,
-        limits: DhtLimits = DEFAULT_LIMITS,
-        timeout: float = 1.0,
-        max_pending: int = 1024,
-    ) -> None:
-        self.engine = RpcEngine(identity, limits=limits, timeout=timeout, max_pending=max_pending)
+    def __init__(self, engine: RpcEngine, handler: Handler) -> None:
+        self.engine = engine
         self._handler = handler
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -169,6 +169,20 @@ def test_requests_are_rate_limited_per_ip_before_any_signature_is_checked(
     incoming(bob.receive(again, ("198.51.100.7", 1), 1.5))
 
 
+def test_a_spoofer_with_many_source_addresses_meets_the_overall_rate() -> None:
+    limits = DhtLimits(requests_per_ip_second=1.0, requests_per_ip_burst=3)
+    alice = RpcEngine(ALICE)
+    bob = RpcEngine(BOB, limits=limits, requests_per_second=10.0)
+    events = [
+        bob.receive(alice.request(contact(BOB, B_ADDR), Ping(), 0.0)[1], (f"10.1.{n}.1", 1), 0.0)
+        for n in range(100)
+    ]
+    assert sum(isinstance(e, IncomingRequest) for e in events) == 20  # the overall burst
+    assert bob.dropped == {DropReason.OVERLOADED: 80}
+    later = alice.request(contact(BOB, B_ADDR), Ping(), 0.0)[1]
+    incoming(bob.receive(later, ("10.2.0.1", 1), 0.1))  # one token back after 0.1 s
+
+
 def test_an_ipv6_slash_64_is_one_source_and_tracked_sources_are_bounded() -> None:
     limits = DhtLimits(requests_per_ip_second=0.001, requests_per_ip_burst=2, tracked_ips=8)
     alice, bob = RpcEngine(ALICE), RpcEngine(BOB, limits=limits)

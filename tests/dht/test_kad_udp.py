@@ -92,7 +92,7 @@ async def endpoint() -> AsyncIterator[EndpointFactory]:
     async def make(
         identity: Identity, handler: Any = None, host: str = LOOPBACK, **kwargs: Any
     ) -> UdpEndpoint:
-        udp = UdpEndpoint(identity, handler or Answers(), **kwargs)
+        udp = UdpEndpoint(RpcEngine(identity, **kwargs), handler or Answers())
         started.append(udp)
         await udp.start(host, 0)
         return udp
