@@ -90,13 +90,14 @@ class _Pending:
 
 
 @functools.lru_cache(maxsize=4096)
-def normal_host(host: str) -> str:
+def normal_host(host: str) -> str | None:
     """One spelling per IP address (an IPv4-mapped IPv6 address is its IPv4 address), so the
-    address a reply comes from compares equal to the address we sent to."""
+    address a reply comes from compares equal to the address we sent to; None if ``host`` is
+    not an IP address literal."""
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return host
+        return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
@@ -151,6 +152,9 @@ class RpcEngine:
         Raises :class:`RpcBusy` when ``max_pending`` requests are already waiting, and
         :class:`dht.kad.wire.EncodeError` for a message that cannot be encoded.
         """
+        host = normal_host(contact.host)
+        if host is None:  # a name would be resolved, blocking, by the socket
+            raise wire.EncodeError("a contact's host must be an IP address literal")
         if len(self._pending) >= self._max_pending:
             raise RpcBusy(f"{len(self._pending)} requests pending")
         request_id = self._random(wire.REQUEST_ID_SIZE)
@@ -160,7 +164,7 @@ class RpcEngine:
         # Deadlines never go backwards, so insertion order stays deadline order.
         deadline = max(now + self._timeout, self._last_deadline)
         self._last_deadline = deadline
-        target = Contact(contact.key, normal_host(contact.host), contact.port)
+        target = Contact(contact.key, host, contact.port)
         self._pending[request_id] = _Pending(
             target, wire.ANSWERS[type(message)], wire.digest(datagram), deadline
         )
@@ -207,7 +211,7 @@ class RpcEngine:
         A reply is matched to a pending request on its header before its body is parsed, so
         unsolicited replies cost a dictionary lookup.
         """
-        source = (normal_host(address[0]), address[1])
+        source = (normal_host(address[0]) or address[0], address[1])
         try:
             kind, request_id, sender_key = wire.peek(datagram)
         except wire.DecodeError:

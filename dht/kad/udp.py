@@ -75,7 +75,11 @@ class UdpEndpoint:
         return (str(sockname[0]), int(sockname[1]))
 
     async def query(self, contact: Contact, request: Request) -> Reply | None:
-        """Ask ``contact``; its authenticated reply, or None on timeout, overload or close."""
+        """Ask ``contact``; its authenticated reply, or None on timeout, overload or close.
+
+        A contact whose host is not an IP literal raises :class:`dht.kad.wire.EncodeError`
+        (contacts from the wire always are; one from configuration must be resolved first).
+        """
         if self._transport is None or self._loop is None or self._transport.is_closing():
             return None
         try:

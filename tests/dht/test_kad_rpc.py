@@ -215,6 +215,11 @@ def test_timeouts_deadlines_and_cancel() -> None:
     dropped(alice.receive(late, B_ADDR, 13.0), DropReason.UNKNOWN_REQUEST)
 
 
+def test_a_contact_must_be_an_ip_literal() -> None:
+    with pytest.raises(wire.EncodeError, match="IP address literal"):
+        RpcEngine(ALICE).request(Contact(BOB.verify_key, "localhost", 1), Ping(), 0.0)
+
+
 def test_the_pending_table_is_bounded() -> None:
     alice = RpcEngine(ALICE, max_pending=2)
     alice.request(contact(BOB, B_ADDR), Ping(), 0.0)
