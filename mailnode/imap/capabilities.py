@@ -49,6 +49,10 @@ REGISTRY: tuple[Capability, ...] = (
     _cap("CHILDREN"),
     _cap("SPECIAL-USE"),
     _cap("MOVE"),
+    _cap("ESEARCH"),
+    _cap("ESORT"),
+    _cap("CONTEXT=SEARCH", c.CancelUpdate),
+    _cap("CONTEXT=SORT", c.CancelUpdate),
 )
 """Advertised after login, in this order."""
 
