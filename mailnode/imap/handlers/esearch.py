@@ -19,7 +19,7 @@ from mailnode.imap import commands as c
 from mailnode.imap import esearch, sortthread
 from mailnode.imap import responses as r
 from mailnode.imap.contexts import MAX_CONTEXT_RESULTS, Context, freeze, update_items
-from mailnode.imap.errors import CommandBad
+from mailnode.imap.errors import CommandBad, CommandNo
 
 if TYPE_CHECKING:
     from mailnode.imap.session import ImapSession
@@ -84,11 +84,12 @@ async def sort(s: ImapSession, cmd: c.SortCmd) -> str:
 
 
 async def cancel_update(s: ImapSession, cmd: c.CancelUpdate) -> str:
-    """RFC 5267 4.3.5. Every tag must name a context; otherwise nothing is cancelled."""
+    """RFC 5267 4.3.5. Every tag must name a context; otherwise nothing is cancelled (NO:
+    the command is well formed, there is just nothing by that name)."""
     s.contexts.bind(s.selected)
     unknown = [t for t in cmd.tags if t not in s.contexts]
     if unknown:
-        raise CommandBad("No updating context has that tag")
+        raise CommandNo("No updating context has that tag")
     s.contexts.cancel(cmd.tags)
     return "CANCELUPDATE completed"
 
