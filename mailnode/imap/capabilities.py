@@ -53,6 +53,7 @@ REGISTRY: tuple[Capability, ...] = (
     _cap("ESORT"),
     _cap("CONTEXT=SEARCH", c.CancelUpdate),
     _cap("CONTEXT=SORT", c.CancelUpdate),
+    _cap("SEARCHRES"),
 )
 """Advertised after login, in this order."""
 

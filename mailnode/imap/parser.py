@@ -20,6 +20,7 @@ from typing import IO, TypeVar
 from mailnode.imap import commands as c
 from mailnode.imap import esearch, sortthread, utf7
 from mailnode.imap.errors import InvalidMailboxName, ParseError
+from mailnode.imap.searchres import SAVED
 from mailnode.imap.sequences import SequenceSet, SequenceSetError
 from mailnode.sasl import SaslError, b64decode_strict
 
@@ -464,6 +465,8 @@ class _Reader:
         return frozenset(self.paren_list(self.flag))
 
     def seqset(self) -> SequenceSet:
+        if self.take(b"$"):  # RFC 5182: the saved search result, resolved by the session
+            return SAVED
         raw = self._run(lambda ch: ch in b"0123456789:,*")
         try:
             return SequenceSet.parse(raw)
@@ -759,7 +762,7 @@ def _search_key(r: _Reader, count: list[int]) -> c.SearchKey:
         keys = r.paren_list(lambda: _search_key(r, count), allow_empty=False)
         r.depth -= 1
         return keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    if r.peek() >= 0 and r.peek() in b"0123456789*":
+    if r.peek() >= 0 and r.peek() in b"0123456789*$":
         return c.SearchSeq(r.seqset())
     key = r.keyword()
     if key == "ALL":

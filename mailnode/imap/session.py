@@ -25,6 +25,7 @@ from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
 from mailnode.imap.handlers import esearch as ext_search
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
+from mailnode.imap.searchres import Saved
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.logsafe import clean
 from mailnode.mime import MessageStructure, analyse
@@ -171,6 +172,8 @@ class ImapSession:
         self._idle_tag: str | None = None
         self.contexts = Contexts()
         """RFC 5267 updating contexts (see :mod:`mailnode.imap.handlers.esearch`)."""
+        self.saved = Saved()
+        """RFC 5182 saved search result (``$``)."""
 
     # --- adapter interface -------------------------------------------------------------------
 
@@ -401,6 +404,7 @@ class ImapSession:
         """``(seq, uid)`` pairs named by a sequence set (or uid set), ascending."""
         sel = self.selected
         assert sel is not None
+        seqset = self.saved.resolve(sel, seqset, sel.uids, as_uids=uid)
         if uid:
             return [(sel.seq_of[u], u) for u in seqset.uids(sel.uids)]
         if seqset.has_explicit_above(len(sel.uids)):
@@ -677,7 +681,8 @@ class ImapSession:
 
     async def _do_expunge(self, cmd: c.Expunge) -> str:
         sel = self._require_writable()
-        uids = None if cmd.uids is None else cmd.uids.uids(sel.uids)
+        uids = None if cmd.uids is None else self.saved.resolve(
+            sel, cmd.uids, sel.uids, as_uids=True).uids(sel.uids)
         if uids == []:
             return "EXPUNGE completed"
         await self.store.expunge(sel.mailbox.id, uids)
@@ -796,6 +801,7 @@ class ImapSession:
         assert sel is not None
         if charset is not None and charset not in search.CHARSETS:
             raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
+        key = self.saved.resolve_key(sel, key, sel.uids)
         need_body = search.needs_body(key)
         heavy = need_body or _key_count(key) > INLINE_SEARCH_KEYS
         found: list[tuple[int, int]] = []

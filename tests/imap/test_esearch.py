@@ -52,7 +52,7 @@ def lines(out: bytes) -> list[bytes]:
 async def test_capabilities_are_advertised(dialog: Dialog) -> None:
     await dialog.login()
     out = await dialog.send(b"c CAPABILITY\r\n")
-    for cap in (b"ESEARCH", b"ESORT", b"CONTEXT=SEARCH", b"CONTEXT=SORT"):
+    for cap in (b"ESEARCH", b"ESORT", b"CONTEXT=SEARCH", b"CONTEXT=SORT", b"SEARCHRES"):
         assert b" " + cap + b" " in out or b" " + cap + b"\r\n" in out, cap
 
 

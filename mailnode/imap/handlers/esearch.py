@@ -12,7 +12,8 @@ messages and sends ADDTO/REMOVEFROM.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from mailnode.imap import commands as c
@@ -52,16 +53,21 @@ def _respond(s: ImapSession, cmd: c.Search | c.SortCmd, opts: c.ReturnOptions,
 
 
 async def search(s: ImapSession, cmd: c.Search) -> str:
-    """``SEARCH RETURN (...)``: an ESEARCH response, and a context if UPDATE was asked."""
+    """``SEARCH RETURN (...)``: an ESEARCH response, a context if UPDATE was asked, the
+    result saved for ``$`` if SAVE was."""
     opts = cmd.returns
-    assert opts is not None and s.selected is not None
-    _check_update(s, cmd.tag, opts)
-    found = await s._matches(cmd.key, cmd.charset)
-    numbers = [u if cmd.uid else q for q, u in found]
-    if opts.update:
-        _keep(s, Context(cmd.tag, freeze(cmd.key, s.selected.uids), cmd.uid,
-                         members={u for _, u in found}), len(found))
-    _respond(s, cmd, opts, numbers)
+    sel = s.selected
+    assert opts is not None and sel is not None
+    with _saving(s, opts):
+        _check_update(s, cmd.tag, opts)
+        key = s.saved.resolve_key(sel, cmd.key, sel.uids)  # "$" means the result before
+        found = await s._matches(key, cmd.charset)
+        numbers = [u if cmd.uid else q for q, u in found]
+        if opts.update:
+            _keep(s, Context(cmd.tag, freeze(key, sel.uids), cmd.uid,
+                             members={u for _, u in found}), len(found))
+        _save(s, cmd.uid, opts, numbers)
+        _respond(s, cmd, opts, numbers)
     return f"{'UID ' if cmd.uid else ''}SEARCH completed"
 
 
@@ -70,17 +76,41 @@ async def sort(s: ImapSession, cmd: c.SortCmd) -> str:
     opts = cmd.returns
     sel = s.selected
     assert opts is not None and sel is not None
-    _check_update(s, cmd.tag, opts)
-    found = await s._matches(cmd.key, cmd.charset)
-    messages = await s._sort_messages(found, True, references=False)  # numbered by uid
-    ordered = await asyncio.to_thread(sortthread.sort, messages, cmd.criteria)
-    numbers = ordered if cmd.uid else [sel.seq_of[u] for u in ordered]
-    if opts.update:
-        _keep(s, Context(cmd.tag, freeze(cmd.key, sel.uids), cmd.uid, cmd.criteria,
-                         members=set(ordered), order=ordered,
-                         messages={m.number: m for m in messages}), len(found))
-    _respond(s, cmd, opts, numbers)
+    with _saving(s, opts):
+        _check_update(s, cmd.tag, opts)
+        key = s.saved.resolve_key(sel, cmd.key, sel.uids)
+        found = await s._matches(key, cmd.charset)
+        messages = await s._sort_messages(found, True, references=False)  # numbered by uid
+        ordered = await asyncio.to_thread(sortthread.sort, messages, cmd.criteria)
+        numbers = ordered if cmd.uid else [sel.seq_of[u] for u in ordered]
+        if opts.update:
+            _keep(s, Context(cmd.tag, freeze(key, sel.uids), cmd.uid, cmd.criteria,
+                             members=set(ordered), order=ordered,
+                             messages={m.number: m for m in messages}), len(found))
+        _save(s, cmd.uid, opts, numbers)
+        _respond(s, cmd, opts, numbers)
     return f"{'UID ' if cmd.uid else ''}SORT completed"
+
+
+@contextmanager
+def _saving(s: ImapSession, opts: c.ReturnOptions) -> Iterator[None]:
+    """A saving search that fails leaves ``$`` empty (RFC 5182 2.1)."""
+    try:
+        yield
+    except Exception:
+        if opts.save:
+            s.saved.save(s.selected, ())
+        raise
+
+
+def _save(s: ImapSession, uid: bool, opts: c.ReturnOptions, numbers: list[int]) -> None:
+    """SAVE keeps what the response reports: only MIN/MAX when only they were asked for
+    (RFC 5182 2.4)."""
+    sel = s.selected
+    if not opts.save or sel is None:
+        return
+    kept = esearch.reported(opts, numbers)
+    s.saved.save(sel, kept if uid else [sel.uids[n - 1] for n in kept])
 
 
 async def cancel_update(s: ImapSession, cmd: c.CancelUpdate) -> str:
