@@ -14,12 +14,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailnode.imap import commands as c
 from mailnode.imap import contexts as cx
-from mailnode.imap import sortthread
+from mailnode.imap import search, sortthread
 from mailnode.imap.session import ImapSession
 from mailnode.store.api import MailStore
 from mailnode.store.notify import ChangeNotifier
@@ -186,6 +187,20 @@ async def test_update_items_come_in_the_right_place(store: MailStore,
     assert b"ESEARCH" not in await watcher.send(b"n NOOP\r\n")
 
 
+async def test_updates_reach_an_idling_client(store: MailStore,
+                                              notifier: ChangeNotifier) -> None:
+    watcher, writer = await session(store, notifier), await session(store, notifier)
+    await append(writer, MAIL[0])
+    await watcher.send(b"s SELECT INBOX\r\n")
+    await watcher.send(b"A UID SEARCH RETURN (UPDATE) UNSEEN\r\n")
+    assert (await watcher.send(b"i IDLE\r\n")).startswith(b"+ ")
+    await append(writer, MAIL[1])
+    await watcher.session.refresh()  # what the adapter does when the notifier fires
+    out = watcher.session.data_to_send()
+    assert b"* 2 EXISTS" in out and b'* ESEARCH (TAG "A") UID ADDTO (0 2)' in out, out
+    assert b"i OK" in await watcher.send(b"DONE\r\n")
+
+
 async def test_sort_context_positions(store: MailStore, notifier: ChangeNotifier) -> None:
     watcher, writer = await session(store, notifier), await session(store, notifier)
     for raw in MAIL[:4]:  # delta alpha echo bravo
@@ -300,3 +315,28 @@ def test_update_items_rebuild_the_new_result(
 
 def _date(u: int) -> datetime:
     return datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=u)
+
+
+async def test_a_change_re_evaluates_only_the_changed_message(
+        store: MailStore, notifier: ChangeNotifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeping contexts current costs the changed messages times the contexts, not the
+    mailbox: counted as search-key evaluations."""
+    watcher, writer = await session(store, notifier), await session(store, notifier)
+    for _ in range(40):
+        await append(writer, MAIL[0])
+    await watcher.send(b"s SELECT INBOX\r\n")
+    await writer.send(b"s SELECT INBOX\r\n")
+    await watcher.send(b"A SEARCH RETURN (UPDATE) SEEN\r\n")
+    await watcher.send(b"B UID SORT RETURN (UPDATE) (SUBJECT) UTF-8 SEEN\r\n")
+    evaluated: list[int] = []
+    real = search.matches
+
+    def counting(key: c.SearchKey, m: search.Candidate) -> bool:
+        evaluated.append(m.meta.uid)
+        return real(key, m)
+
+    monkeypatch.setattr(search, "matches", counting)
+    await writer.send(b"x STORE 17 +FLAGS (\\Seen)\r\n")
+    out = await watcher.send(b"n NOOP\r\n")
+    assert b'(TAG "A") ADDTO (0 17)' in out and b'(TAG "B") UID ADDTO (1 17)' in out, out
+    assert sorted(evaluated) == [17, 17]  # once per context (SEEN is one key)

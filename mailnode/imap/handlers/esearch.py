@@ -21,6 +21,7 @@ from mailnode.imap import esearch, sortthread
 from mailnode.imap import responses as r
 from mailnode.imap.contexts import MAX_CONTEXT_RESULTS, Context, freeze, update_items
 from mailnode.imap.errors import CommandBad, CommandNo
+from mailnode.store.api import StoreError
 
 if TYPE_CHECKING:
     from mailnode.imap.session import ImapSession
@@ -154,20 +155,32 @@ async def flush(s: ImapSession) -> None:
     if not targets:
         return
     for ctx in contexts:
-        matched = {u for _, u in await s._matches(ctx.key, None, targets)}
-        removed = {u for _, u in targets if u not in matched}
-        fresh = sorted(u for u in matched if u not in ctx.members)
-        added: dict[int, sortthread.SortMessage | None] = dict.fromkeys(fresh)
-        if ctx.sorted and fresh:
-            msgs = await s._sort_messages([(sel.seq_of[u], u) for u in fresh], True,
-                                          references=False)
-            added = {m.number: m for m in msgs}
-        if ctx.sorted and len(ctx.members) + len(added) > INLINE_SORT:
-            line = await asyncio.to_thread(update_items, ctx, removed, added, sel.seq_of)
-        else:
-            line = update_items(ctx, removed, added, sel.seq_of)
+        try:
+            line = await _reevaluate(s, ctx, targets)
+        except StoreError:  # the mailbox went away under us: stop updating, say so
+            s.contexts.cancel([ctx.tag])
+            s._untagged(b"NO [NOUPDATE " + r.string(ctx.tag) + b"] Context lost")
+            continue
         if line is not None:
             s._untagged(line)
         if len(ctx.members) > MAX_CONTEXT_RESULTS:  # grown too large to keep: stop updating
             s.contexts.cancel([ctx.tag])
             s._untagged(b"NO [NOUPDATE " + r.string(ctx.tag) + b"] Context grew too large")
+
+
+async def _reevaluate(s: ImapSession, ctx: Context, targets: list[tuple[int, int]],
+                      ) -> bytes | None:
+    """Which of ``targets`` match ``ctx`` now, applied to it: its update response."""
+    sel = s.selected
+    assert sel is not None
+    matched = {u for _, u in await s._matches(ctx.key, None, targets)}
+    removed = {u for _, u in targets if u not in matched}
+    fresh = sorted(u for u in matched if u not in ctx.members)
+    added: dict[int, sortthread.SortMessage | None] = dict.fromkeys(fresh)
+    if ctx.sorted and fresh:
+        msgs = await s._sort_messages([(sel.seq_of[u], u) for u in fresh], True,
+                                      references=False)
+        added = {m.number: m for m in msgs}
+    if ctx.sorted and len(ctx.members) + len(added) > INLINE_SORT:
+        return await asyncio.to_thread(update_items, ctx, removed, added, sel.seq_of)
+    return update_items(ctx, removed, added, sel.seq_of)
