@@ -86,15 +86,15 @@ def reported(opts: c.ReturnOptions, numbers: Sequence[int]) -> list[int]:
         return []
     if wants_all(opts) or opts.count or not (opts.min or opts.max or opts.partial):
         return list(numbers)
-    out: list[int] = []
+    out: dict[int, None] = {}  # ordered, without repeats
     if opts.min:
-        out.append(numbers[0])
-    if opts.max and numbers[-1] not in out:
-        out.append(numbers[-1])
+        out[numbers[0]] = None
+    if opts.max:
+        out[numbers[-1]] = None
     if opts.partial is not None:
         low, high = opts.partial
-        out.extend(n for n in numbers[low - 1:high] if n not in out[:2])
-    return out
+        out.update(dict.fromkeys(numbers[low - 1:high]))
+    return list(out)
 
 
 def items(opts: c.ReturnOptions, numbers: Sequence[int]) -> list[bytes]:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from mailnode.imap import commands as c
 from mailnode.imap import contexts as cx
 from mailnode.imap import search, sortthread
+from mailnode.imap.handlers import esearch as ext
 from mailnode.imap.session import ImapSession
 from mailnode.store.api import MailStore
 from mailnode.store.notify import ChangeNotifier
@@ -340,3 +341,21 @@ async def test_a_change_re_evaluates_only_the_changed_message(
     out = await watcher.send(b"n NOOP\r\n")
     assert b'(TAG "A") ADDTO (0 17)' in out and b'(TAG "B") UID ADDTO (1 17)' in out, out
     assert sorted(evaluated) == [17, 17]  # once per context (SEEN is one key)
+
+
+async def test_a_context_too_large_is_not_kept(store: MailStore, notifier: ChangeNotifier,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cx, "MAX_CONTEXT_RESULTS", 2)
+    monkeypatch.setattr(ext, "MAX_CONTEXT_RESULTS", 2)
+    d = await session(store, notifier)
+    for raw in MAIL[:4]:
+        await append(d, raw)
+    await d.send(b"s SELECT INBOX\r\n")
+    out = await d.send(b"A SEARCH RETURN (UPDATE COUNT) ALL\r\n")
+    assert b'* NO [NOUPDATE "A"]' in out and b"COUNT 4" in out, out
+    assert b"NOUPDATE" not in await d.send(b"B SEARCH RETURN (UPDATE) SEEN\r\n")
+    await d.send(b"x STORE 1:2 +FLAGS (\\Seen)\r\n")
+    # Growing past the bound ends the updates, with NOUPDATE saying so.
+    out = await d.send(b"x STORE 3 +FLAGS (\\Seen)\r\n")
+    assert b'* NO [NOUPDATE "B"]' in out, out
+    assert b"ESEARCH" not in await d.send(b"x STORE 1:4 -FLAGS (\\Seen)\r\n")
