@@ -5,7 +5,10 @@ selects, and the malformed and hostile RETURN lists that must get BAD (never a c
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mailnode.imap import esearch
 from mailnode.imap.session import ImapSession
 from mailnode.store.api import MailStore
 from mailnode.store.notify import ChangeNotifier
@@ -146,3 +149,25 @@ async def test_esort_returns_sort_order(store: MailStore, notifier: ChangeNotifi
         out = await d.send(b"t " + command + b"\r\n")
         assert lines(out) == [b'* ESEARCH (TAG "t") ' + expected], (command, out)
         assert b"* SORT" not in out and b"t OK" in out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"MIN", b"MAX", b"ALL", b"COUNT", b"SAVE", b"UPDATE",
+                                 b"CONTEXT", b"PARTIAL", b"1:5", b"0:1", b"5:1", b"1",
+                                 b"4294967295:1", b"x", b"min", b"\xff"]), max_size=20))
+def test_return_option_parsing_only_accepts_or_refuses(words: list[bytes]) -> None:
+    """Any RETURN list parses into options or is refused with ValueError (BAD)."""
+    try:
+        opts = esearch.parse_return_options(words)
+    except ValueError:
+        return
+    assert not (opts.partial and opts.all)
+    if opts.partial is not None:
+        assert 1 <= opts.partial[0] <= opts.partial[1] <= 0xFFFFFFFF
+
+
+async def test_cancelupdate_flood_is_refused(store: MailStore, notifier: ChangeNotifier) -> None:
+    d = await selected(store, notifier)
+    out = await d.send(b"c CANCELUPDATE" + b' "t"' * 5000 + b"\r\n")
+    assert out.startswith(b"c BAD"), out[:100]
+    assert b"u OK" in await d.send(b"u NOOP\r\n")
