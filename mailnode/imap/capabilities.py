@@ -49,6 +49,11 @@ REGISTRY: tuple[Capability, ...] = (
     _cap("CHILDREN"),
     _cap("SPECIAL-USE"),
     _cap("MOVE"),
+    _cap("ESEARCH"),
+    _cap("ESORT"),
+    _cap("CONTEXT=SEARCH", c.CancelUpdate),
+    _cap("CONTEXT=SORT", c.CancelUpdate),
+    _cap("SEARCHRES"),
 )
 """Advertised after login, in this order."""
 

@@ -18,8 +18,9 @@ from datetime import datetime
 from typing import IO, TypeVar
 
 from mailnode.imap import commands as c
-from mailnode.imap import sortthread, utf7
+from mailnode.imap import esearch, sortthread, utf7
 from mailnode.imap.errors import InvalidMailboxName, ParseError
+from mailnode.imap.searchres import SAVED
 from mailnode.imap.sequences import SequenceSet, SequenceSetError
 from mailnode.sasl import SaslError, b64decode_strict
 
@@ -464,6 +465,8 @@ class _Reader:
         return frozenset(self.paren_list(self.flag))
 
     def seqset(self) -> SequenceSet:
+        if self.take(b"$"):  # RFC 5182: the saved search result, resolved by the session
+            return SAVED
         raw = self._run(lambda ch: ch in b"0123456789:,*")
         try:
             return SequenceSet.parse(raw)
@@ -759,7 +762,7 @@ def _search_key(r: _Reader, count: list[int]) -> c.SearchKey:
         keys = r.paren_list(lambda: _search_key(r, count), allow_empty=False)
         r.depth -= 1
         return keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    if r.peek() >= 0 and r.peek() in b"0123456789*":
+    if r.peek() >= 0 and r.peek() in b"0123456789*$":
         return c.SearchSeq(r.seqset())
     key = r.keyword()
     if key == "ALL":
@@ -819,11 +822,25 @@ def _search_key(r: _Reader, count: list[int]) -> c.SearchKey:
 
 def _p_search(r: _Reader, tag: str, uid: bool) -> c.Command:
     r.sp()
+    returns = _return_options(r)
     charset: str | None = None
     if r.take(b"CHARSET "):
         charset = r.text_value(r.astring()).upper()
         r.sp()
-    return c.Search(tag, _search_program(r), charset, uid)
+    return c.Search(tag, _search_program(r), charset, uid, returns)
+
+
+def _return_options(r: _Reader) -> c.ReturnOptions | None:
+    """RFC 4466 ``RETURN (...) SP`` before the search program, if present."""
+    if not r.take(b"RETURN ("):
+        return None
+    r.pos -= 1
+    words = r.paren_list(r.atom)
+    r.sp()
+    try:
+        return esearch.parse_return_options(words)
+    except ValueError as exc:
+        raise r.error(f"Bad return options: {exc}") from None
 
 
 def _search_program(r: _Reader) -> c.SearchKey:
@@ -837,8 +854,10 @@ def _search_program(r: _Reader) -> c.SearchKey:
 
 
 def _p_sort(r: _Reader, tag: str, uid: bool) -> c.Command:
-    """``SORT (criteria) charset search-keys`` (RFC 5256: the charset is not optional)."""
+    """``SORT [RETURN (...)] (criteria) charset search-keys`` (RFC 5256: the charset is
+    not optional; RETURN is RFC 5267's)."""
     r.sp()
+    returns = _return_options(r)
     r.expect(b"(")
     words = [r.keyword()]
     while r.take(b" "):
@@ -853,7 +872,7 @@ def _p_sort(r: _Reader, tag: str, uid: bool) -> c.Command:
     r.sp()
     charset = r.text_value(r.astring()).upper()
     r.sp()
-    return c.SortCmd(tag, criteria, _search_program(r), charset, uid)
+    return c.SortCmd(tag, criteria, _search_program(r), charset, uid, returns)
 
 
 def _p_thread(r: _Reader, tag: str, uid: bool) -> c.Command:
@@ -866,6 +885,19 @@ def _p_thread(r: _Reader, tag: str, uid: bool) -> c.Command:
     charset = r.text_value(r.astring()).upper()
     r.sp()
     return c.ThreadCmd(tag, algorithm, _search_program(r), charset, uid)
+
+
+def _p_cancelupdate(r: _Reader, tag: str) -> c.Command:
+    """``CANCELUPDATE 1*(SP quoted)`` (RFC 5267 4.3.5)."""
+    tags = []
+    while r.take(b" "):
+        tags.append(r.quoted().decode("ascii", "replace"))
+        if len(tags) > r.limits.max_items:
+            raise r.error("Too many tags")
+    if not tags:
+        raise r.error("CANCELUPDATE needs a tag")
+    r.end()
+    return c.CancelUpdate(tag, tuple(tags))
 
 
 def _p_copy(move: bool) -> Callable[[_Reader, str, bool], c.Command]:
@@ -891,6 +923,7 @@ _SIMPLE: dict[str, Callable[[_Reader, str], c.Command]] = {
     "CREATE": _p_mailbox(c.Create), "DELETE": _p_mailbox(c.Delete),
     "SUBSCRIBE": _p_mailbox(c.Subscribe), "UNSUBSCRIBE": _p_unsubscribe,
     "RENAME": _p_rename, "STATUS": _p_status, "APPEND": _p_append,
+    "CANCELUPDATE": _p_cancelupdate,
 }
 _UID_CAPABLE: dict[str, Callable[[_Reader, str, bool], c.Command]] = {
     "FETCH": _p_fetch, "STORE": _p_store, "SEARCH": _p_search, "COPY": _p_copy(False),

@@ -20,9 +20,12 @@ from mailnode.imap import commands as c
 from mailnode.imap import responses as r
 from mailnode.imap import search, sortthread, utf7
 from mailnode.imap.capabilities import ADVERTISED, PRE_AUTH
+from mailnode.imap.contexts import Contexts
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
+from mailnode.imap.handlers import esearch as ext_search
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
+from mailnode.imap.searchres import Saved
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.logsafe import clean
 from mailnode.mime import MessageStructure, analyse
@@ -78,7 +81,8 @@ ALLOWED: dict[State, frozenset[type[c.Command]]] = {
     State.NOT_AUTHENTICATED: _ANY | {c.Login, c.Authenticate, c.StartTls},
     State.AUTHENTICATED: _AUTHENTICATED,
     State.SELECTED: _AUTHENTICATED | {c.Check, c.Close, c.Unselect, c.Expunge, c.Fetch,
-                                      c.StoreCmd, c.Search, c.Copy, c.SortCmd, c.ThreadCmd},
+                                      c.StoreCmd, c.Search, c.Copy, c.SortCmd, c.ThreadCmd,
+                                      c.CancelUpdate},
     State.LOGOUT: frozenset(),
 }
 """Which command may run in which state; anything else gets BAD and the session goes on."""
@@ -166,6 +170,10 @@ class ImapSession:
         self._out_size = 0
         self._auth_pending: c.Authenticate | None = None
         self._idle_tag: str | None = None
+        self.contexts = Contexts()
+        """RFC 5267 updating contexts (see :mod:`mailnode.imap.handlers.esearch`)."""
+        self.saved = Saved()
+        """RFC 5182 saved search result (``$``)."""
 
     # --- adapter interface -------------------------------------------------------------------
 
@@ -221,6 +229,7 @@ class ImapSession:
         if self._mailbox_gone():
             return
         await self._sync(allow_expunge=True)
+        await ext_search.flush(self)
 
     def _mailbox_gone(self) -> bool:
         """End the session if its selected mailbox was deleted or renamed by another session.
@@ -324,6 +333,7 @@ class ImapSession:
             self._write(f"{cmd.tag} OK {text}\r\n".encode())
             return
         await self._sync(allow_expunge)
+        await ext_search.flush(self)
         self._write(f"{cmd.tag} OK {text}\r\n".encode())
 
     async def _sync(self, allow_expunge: bool) -> None:
@@ -349,6 +359,7 @@ class ImapSession:
         ghosts = False
         if any(uid not in now for uid in sel.uids):
             if allow_expunge:
+                ext_search.expunging(self, [u for u in sel.uids if u not in now])
                 for index in range(len(sel.uids) - 1, -1, -1):
                     uid = sel.uids[index]
                     if uid not in now:
@@ -362,6 +373,7 @@ class ImapSession:
             meta = now.get(uid)
             if meta is not None and meta.flags != sel.metas[uid].flags:
                 sel.metas[uid] = meta
+                ext_search.touched(self, (uid,))
                 self._untagged(b"%d FETCH (UID %d FLAGS %s)"
                                % (index + 1, uid, r.flags(sel.shown(meta).flags)))
         await self._announce_new(sel, [m for m in current if m.uid > sel.max_uid])
@@ -375,6 +387,7 @@ class ImapSession:
             sel.metas[m.uid] = m
             sel.seq_of[m.uid] = len(sel.uids)
         sel.max_uid = new[-1].uid
+        ext_search.touched(self, (m.uid for m in new))
         await self._claim_recent(sel)
         self._untagged(b"%d EXISTS" % len(sel.uids))
         self._untagged(b"%d RECENT" % len(sel.recent))
@@ -391,6 +404,7 @@ class ImapSession:
         """``(seq, uid)`` pairs named by a sequence set (or uid set), ascending."""
         sel = self.selected
         assert sel is not None
+        seqset = self.saved.resolve(sel, seqset, sel.uids, as_uids=uid)
         if uid:
             return [(sel.seq_of[u], u) for u in seqset.uids(sel.uids)]
         if seqset.has_explicit_above(len(sel.uids)):
@@ -667,7 +681,8 @@ class ImapSession:
 
     async def _do_expunge(self, cmd: c.Expunge) -> str:
         sel = self._require_writable()
-        uids = None if cmd.uids is None else cmd.uids.uids(sel.uids)
+        uids = None if cmd.uids is None else self.saved.resolve(
+            sel, cmd.uids, sel.uids, as_uids=True).uids(sel.uids)
         if uids == []:
             return "EXPUNGE completed"
         await self.store.expunge(sel.mailbox.id, uids)
@@ -688,6 +703,7 @@ class ImapSession:
                                                          frozenset({"\\Seen"}), "add"):
                     sel.metas[meta.uid] = meta
                     seen_changed.add(meta.uid)
+                ext_search.touched(self, seen_changed)
         with_flags = (*attrs, c.FetchAttr("FLAGS")) if not any(
             a.name == "FLAGS" for a in attrs) else attrs
         needs_raw = any(a.needs_body and (a.name not in STRUCTURE_ITEMS or a.section is not None)
@@ -759,6 +775,7 @@ class ImapSession:
                                                  cmd.flags, cmd.mode)
             for meta in metas:
                 sel.metas[meta.uid] = meta
+            ext_search.touched(self, (m.uid for m in metas))
             if not cmd.silent:
                 for meta in metas:
                     uid_item = b"UID %d " % meta.uid if cmd.uid else b""
@@ -768,23 +785,30 @@ class ImapSession:
         return f"{'UID ' if cmd.uid else ''}STORE completed"
 
     async def _do_search(self, cmd: c.Search) -> str:
+        if cmd.returns is not None:
+            return await ext_search.search(self, cmd)
         found = await self._matches(cmd.key, cmd.charset)
         self._untagged(b"SEARCH" + b"".join(b" %d" % (uid if cmd.uid else seq)
                                             for seq, uid in found))
         return f"{'UID ' if cmd.uid else ''}SEARCH completed"
 
-    async def _matches(self, key: c.SearchKey, charset: str | None) -> list[tuple[int, int]]:
-        """(sequence number, uid) of the selected messages ``key`` matches, in order."""
+    async def _matches(self, key: c.SearchKey, charset: str | None,
+                       targets: list[tuple[int, int]] | None = None,
+                       ) -> list[tuple[int, int]]:
+        """(sequence number, uid) of the selected messages ``key`` matches, in order (of
+        ``targets``, when given, else of all)."""
         sel = self.selected
         assert sel is not None
         if charset is not None and charset not in search.CHARSETS:
             raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
+        key = self.saved.resolve_key(sel, key, sel.uids)
         need_body = search.needs_body(key)
         heavy = need_body or _key_count(key) > INLINE_SEARCH_KEYS
         found: list[tuple[int, int]] = []
         max_seq = len(sel.uids)
         max_uid = sel.uids[-1] if sel.uids else 0
-        targets = list(enumerate(sel.uids, start=1))
+        if targets is None:
+            targets = list(enumerate(sel.uids, start=1))
         for batch in self._body_batches(targets, need_body):
             uids = [u for _, u in batch]
             bodies = await self.store.fetch_bodies(sel.mailbox.id, uids) if need_body else {}
@@ -830,6 +854,8 @@ class ImapSession:
         return out
 
     async def _do_sortcmd(self, cmd: c.SortCmd) -> str:
+        if cmd.returns is not None:
+            return await ext_search.sort(self, cmd)
         found = await self._matches(cmd.key, cmd.charset)
         messages = await self._sort_messages(found, cmd.uid, references=False)
         ordered = await asyncio.to_thread(sortthread.sort, messages, cmd.criteria)
@@ -843,6 +869,9 @@ class ImapSession:
         threads = await asyncio.to_thread(sortthread.thread, cmd.algorithm, messages)
         self._untagged(b"THREAD" + (b" " + sortthread.serialise(threads) if threads else b""))
         return f"{'UID ' if cmd.uid else ''}THREAD completed"
+
+    async def _do_cancelupdate(self, cmd: c.CancelUpdate) -> str:
+        return await ext_search.cancel_update(self, cmd)
 
     async def _do_copy(self, cmd: c.Copy) -> str:
         sel = self._require_writable() if cmd.move else self.selected

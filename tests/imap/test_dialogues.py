@@ -12,7 +12,7 @@ from tests.imap.memstore import MemStore
 
 CAPS_AFTER = (b"IMAP4rev1 LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS SORT SORT=DISPLAY "
               b"THREAD=ORDEREDSUBJECT THREAD=REFERENCES UNSELECT CHILDREN "
-              b"SPECIAL-USE MOVE")
+              b"SPECIAL-USE MOVE ESEARCH ESORT CONTEXT=SEARCH CONTEXT=SORT SEARCHRES")
 
 
 def plain(authzid: str, authcid: str, password: str) -> bytes:
