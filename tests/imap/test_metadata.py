@@ -24,6 +24,9 @@ async def test_delta_chat_push_token_round_trip(dialog: Dialog) -> None:
     out = await dialog.send(b"b GETMETADATA INBOX /private/devicetoken\r\n")
     assert out == (b'* METADATA "INBOX" (/private/devicetoken "%s")\r\n'
                    b"b OK GETMETADATA completed\r\n" % token)
+    # the form Delta Chat 2.x sends (a quoted value)
+    out = await dialog.send(b'q SETMETADATA "INBOX" (/private/devicetoken "%s")\r\n' % token)
+    assert out == b"q OK SETMETADATA completed\r\n"
     out = await dialog.send(b'c GETMETADATA "" (/shared/comment /shared/admin)\r\n')
     assert out == (b'* METADATA "" (/shared/comment NIL /shared/admin NIL)\r\n'
                    b"c OK GETMETADATA completed\r\n")
