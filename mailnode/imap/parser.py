@@ -34,7 +34,8 @@ _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT",
 _DATE_TIME = re.compile(
     rb"([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
 _DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
-STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"})
+STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN",
+                          "SIZE", "DELETED", "DELETED-STORAGE"})
 _SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 _SIMPLE_FETCH = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "RFC822",
                            "RFC822.HEADER", "RFC822.TEXT", "ENVELOPE", "BODYSTRUCTURE", "BODY"})
@@ -216,6 +217,12 @@ class CommandParser:
                 self._spool_size = size
             # When the literal arrives it is keyed by len(self._text), i.e. the offset just
             # after its "{n}" marker, which is where the reader will look for it.
+
+    def take_buffered(self) -> bytes:
+        """Bytes received but not yet parsed, removed (COMPRESS: they are compressed)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
 
     def next_line_or_flood(self) -> bytes | None:
         """Like :meth:`next_line`, but a flood error names the tag of the command it hit."""
@@ -963,10 +970,16 @@ def _dispatch(r: _Reader) -> c.Command:
         return uid_parser(r, r.tag, True)
     if name in _UID_CAPABLE:
         return _UID_CAPABLE[name](r, r.tag, False)
-    parser = _SIMPLE.get(name)
+    parser = _SIMPLE.get(name) or _extension_parser(name)
     if parser is None:
         raise r.error(f"Unknown command {name}")
     return parser(r, r.tag)
+
+
+def _extension_parser(name: str) -> Callable[[_Reader, str], c.Command] | None:
+    """Commands whose parsers live with their handlers (``mailnode.imap.handlers``)."""
+    from mailnode.imap.handlers import PARSERS  # they build on _Reader: imported late
+    return PARSERS.get(name)
 
 
 def parse_one(data: bytes, limits: Limits | None = None) -> c.Command:

@@ -14,11 +14,12 @@ import logging
 from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.imap import commands as c
+from mailnode.imap import handlers, search, sortthread, utf7
 from mailnode.imap import responses as r
-from mailnode.imap import search, sortthread, utf7
 from mailnode.imap.capabilities import ADVERTISED, PRE_AUTH
 from mailnode.imap.contexts import Contexts
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
@@ -39,6 +40,7 @@ from mailnode.store.api import (
     MailStore,
     MessageMeta,
     NoSuchMailbox,
+    OverQuota,
     StoreError,
     User,
 )
@@ -76,7 +78,7 @@ class State(enum.Enum):
 
 _ANY = frozenset({c.Capability, c.Noop, c.Logout, c.Id})
 _AUTHENTICATED = _ANY | {c.Enable, c.Namespace, c.ListCmd, c.Select, c.Status, c.Create,
-                         c.Delete, c.Rename, c.Subscribe, c.Append, c.Idle}
+                         c.Delete, c.Rename, c.Subscribe, c.Append, c.Idle} | handlers.AUTHENTICATED
 ALLOWED: dict[State, frozenset[type[c.Command]]] = {
     State.NOT_AUTHENTICATED: _ANY | {c.Login, c.Authenticate, c.StartTls},
     State.AUTHENTICATED: _AUTHENTICATED,
@@ -174,6 +176,8 @@ class ImapSession:
         """RFC 5267 updating contexts (see :mod:`mailnode.imap.handlers.esearch`)."""
         self.saved = Saved()
         """RFC 5182 saved search result (``$``)."""
+        self.deflate: handlers.compress.Deflate | None = None
+        """Set by COMPRESS (RFC 4978); the adapter then runs the connection through it."""
 
     # --- adapter interface -------------------------------------------------------------------
 
@@ -302,7 +306,8 @@ class ImapSession:
             self._reply(cmd.tag, CommandBad(f"{cmd.name} not allowed in {self.state.value} state"))
             return
         handler: Callable[[c.Command], Awaitable[str | None]] = getattr(
-            self, "_do_" + type(cmd).__name__.lower())
+            self, "_do_" + type(cmd).__name__.lower(), None) or partial(
+            handlers.HANDLERS[type(cmd)], self)
         allow_expunge = not (isinstance(cmd, c.Fetch | c.StoreCmd | c.Search | c.SortCmd
                                         | c.ThreadCmd) and not cmd.uid)
         if allow_expunge:
@@ -408,7 +413,7 @@ class ImapSession:
         if uid:
             return [(sel.seq_of[u], u) for u in seqset.uids(sel.uids)]
         if seqset.has_explicit_above(len(sel.uids)):
-            raise CommandBad("Message sequence number out of range")
+            raise CommandBad("Sequence number beyond the last message")
         return [(s, sel.uids[s - 1]) for s in seqset.seqs(len(sel.uids))]
 
     def _require_writable(self) -> Selected:
@@ -589,7 +594,8 @@ class ImapSession:
         mailbox = await self._mailbox(cmd.mailbox)
         values = {"MESSAGES": mailbox.messages, "RECENT": mailbox.recent,
                   "UIDNEXT": mailbox.uidnext,
-                  "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen}
+                  "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
+                  **await handlers.quota.status_values(self, mailbox, cmd.items)}
         items = " ".join(f"{item} {values[item]}" for item in cmd.items)
         self._untagged(b"STATUS " + mailbox_name(mailbox.name) + f" ({items})".encode())
         return "STATUS completed"
@@ -1039,4 +1045,6 @@ def _store_error(exc: StoreError) -> ImapError:
         return CommandNo("Mailbox already exists", "ALREADYEXISTS")
     if isinstance(exc, MailboxProtected):
         return CommandNo("This mailbox cannot be deleted or renamed", "CANNOT")
+    if isinstance(exc, OverQuota):
+        return CommandNo("Storage quota exceeded", "OVERQUOTA")
     return CommandNo("Storage error", "SERVERBUG")

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailnode.imap import commands as c
+from mailnode.imap.handlers import compress, metadata, quota
 from mailnode.imap.session import ALLOWED, ImapSession, State
 from mailnode.store.notify import ChangeNotifier
 from tests.imap.memstore import MemStore
@@ -25,6 +26,10 @@ SAMPLES: dict[type[c.Command], bytes] = {
     c.Search: b"SEARCH ALL", c.Copy: b"COPY 1:* Trash", c.Idle: b"IDLE",
     c.SortCmd: b"SORT (DATE) UTF-8 ALL", c.ThreadCmd: b"THREAD REFERENCES UTF-8 ALL",
     c.CancelUpdate: b'CANCELUPDATE "t"',
+    metadata.GetMetadata: b'GETMETADATA "" /private/x',
+    metadata.SetMetadata: b"SETMETADATA INBOX (/private/x NIL)",
+    quota.GetQuota: b'GETQUOTA ""', quota.GetQuotaRoot: b"GETQUOTAROOT INBOX",
+    quota.SetQuota: b'SETQUOTA "" (STORAGE 10)', compress.Compress: b"COMPRESS DEFLATE",
 }
 
 
