@@ -183,6 +183,21 @@ class SearchText:
 SearchKey = (SearchAll | SearchFlag | SearchNew | SearchSeq | SearchUid | SearchNot | SearchOr
              | SearchAnd | SearchSize | SearchDate | SearchHeader | SearchText)
 
+@dataclass(frozen=True)
+class ReturnOptions:
+    """``RETURN (...)`` of an extended SEARCH or SORT (RFC 4731, 5267, 5182): which ESEARCH
+    data items the client asked for. ``partial`` is the (low, high) window, 1-based."""
+
+    min: bool = False
+    max: bool = False
+    all: bool = False
+    count: bool = False
+    save: bool = False
+    context: bool = False
+    update: bool = False
+    partial: tuple[int, int] | None = None
+
+
 # --- Commands --------------------------------------------------------------------------------
 
 
@@ -401,6 +416,8 @@ class Search(Command):
     key: SearchKey
     charset: str | None = None
     uid: bool = False
+    returns: ReturnOptions | None = None
+    """Set for the extended form (ESEARCH): the reply is ``* ESEARCH``, not ``* SEARCH``."""
 
 
 @dataclass(frozen=True)
@@ -411,6 +428,8 @@ class SortCmd(Command):
     key: SearchKey
     charset: str
     uid: bool = False
+    returns: ReturnOptions | None = None
+    """Set for the extended form (ESORT, CONTEXT=SORT)."""
 
 
 @dataclass(frozen=True)
@@ -436,6 +455,13 @@ class Idle(Command):
     pass
 
 
+@dataclass(frozen=True)
+class CancelUpdate(Command):
+    """RFC 5267 CANCELUPDATE: stop the updates of the contexts created by these tags."""
+
+    tags: tuple[str, ...]
+
+
 NAMES: dict[type[Command], str] = {
     Capability: "CAPABILITY", Noop: "NOOP", StartTls: "STARTTLS", Logout: "LOGOUT", Id: "ID",
     Enable: "ENABLE",
@@ -444,5 +470,6 @@ NAMES: dict[type[Command], str] = {
     Subscribe: "SUBSCRIBE", Append: "APPEND", Check: "CHECK", Close: "CLOSE",
     Unselect: "UNSELECT", Expunge: "EXPUNGE", Fetch: "FETCH", StoreCmd: "STORE",
     Search: "SEARCH", Copy: "COPY", Idle: "IDLE", SortCmd: "SORT", ThreadCmd: "THREAD",
+    CancelUpdate: "CANCELUPDATE",
     AppendMany: "APPEND",
 }

@@ -18,9 +18,10 @@ from datetime import datetime
 from typing import IO, TypeVar
 
 from mailnode.imap import commands as c
-from mailnode.imap import sortthread, utf7
+from mailnode.imap import esearch, sortthread, utf7
 from mailnode.imap.errors import InvalidMailboxName, ParseError
 from mailnode.imap.handlers import binary, listext, multiappend
+from mailnode.imap.searchres import SAVED
 from mailnode.imap.sequences import SequenceSet, SequenceSetError
 from mailnode.sasl import SaslError, b64decode_strict
 
@@ -34,7 +35,8 @@ _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT",
 _DATE_TIME = re.compile(
     rb"([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
 _DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
-STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"})
+STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN",
+                          "SIZE", "DELETED", "DELETED-STORAGE"})
 _SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 _SIMPLE_FETCH = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "RFC822",
                            "RFC822.HEADER", "RFC822.TEXT", "ENVELOPE", "BODYSTRUCTURE", "BODY"})
@@ -227,6 +229,12 @@ class CommandParser:
                 self._spool_size = size
             # When the literal arrives it is keyed by len(self._text), i.e. the offset just
             # after its "{n}" marker, which is where the reader will look for it.
+
+    def take_buffered(self) -> bytes:
+        """Bytes received but not yet parsed, removed (COMPRESS: they are compressed)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
 
     def next_line_or_flood(self) -> bytes | None:
         """Like :meth:`next_line`, but a flood error names the tag of the command it hit."""
@@ -484,6 +492,8 @@ class _Reader:
         return frozenset(self.paren_list(self.flag))
 
     def seqset(self) -> SequenceSet:
+        if self.take(b"$"):  # RFC 5182: the saved search result, resolved by the session
+            return SAVED
         raw = self._run(lambda ch: ch in b"0123456789:,*")
         try:
             return SequenceSet.parse(raw)
@@ -758,7 +768,7 @@ def _search_key(r: _Reader, count: list[int]) -> c.SearchKey:
         keys = r.paren_list(lambda: _search_key(r, count), allow_empty=False)
         r.depth -= 1
         return keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    if r.peek() >= 0 and r.peek() in b"0123456789*":
+    if r.peek() >= 0 and r.peek() in b"0123456789*$":
         return c.SearchSeq(r.seqset())
     key = r.keyword()
     if key == "ALL":
@@ -818,13 +828,27 @@ def _search_key(r: _Reader, count: list[int]) -> c.SearchKey:
 
 def _p_search(r: _Reader, tag: str, uid: bool) -> c.Command:
     r.sp()
+    returns = _return_options(r)
     charset: str | None = None
     if r.take(b"CHARSET "):
         if r.utf8:  # RFC 6855 3: the charset is UTF-8 once enabled, naming one conflicts
             raise r.error("No CHARSET after ENABLE UTF8=ACCEPT")
         charset = r.text_value(r.astring()).upper()
         r.sp()
-    return c.Search(tag, _search_program(r), charset, uid)
+    return c.Search(tag, _search_program(r), charset, uid, returns)
+
+
+def _return_options(r: _Reader) -> c.ReturnOptions | None:
+    """RFC 4466 ``RETURN (...) SP`` before the search program, if present."""
+    if not r.take(b"RETURN ("):
+        return None
+    r.pos -= 1
+    words = r.paren_list(r.atom)
+    r.sp()
+    try:
+        return esearch.parse_return_options(words)
+    except ValueError as exc:
+        raise r.error(f"Bad return options: {exc}") from None
 
 
 def _search_program(r: _Reader) -> c.SearchKey:
@@ -838,8 +862,10 @@ def _search_program(r: _Reader) -> c.SearchKey:
 
 
 def _p_sort(r: _Reader, tag: str, uid: bool) -> c.Command:
-    """``SORT (criteria) charset search-keys`` (RFC 5256: the charset is not optional)."""
+    """``SORT [RETURN (...)] (criteria) charset search-keys`` (RFC 5256: the charset is
+    not optional; RETURN is RFC 5267's)."""
     r.sp()
+    returns = _return_options(r)
     r.expect(b"(")
     words = [r.keyword()]
     while r.take(b" "):
@@ -854,7 +880,7 @@ def _p_sort(r: _Reader, tag: str, uid: bool) -> c.Command:
     r.sp()
     charset = r.text_value(r.astring()).upper()
     r.sp()
-    return c.SortCmd(tag, criteria, _search_program(r), charset, uid)
+    return c.SortCmd(tag, criteria, _search_program(r), charset, uid, returns)
 
 
 def _p_thread(r: _Reader, tag: str, uid: bool) -> c.Command:
@@ -867,6 +893,19 @@ def _p_thread(r: _Reader, tag: str, uid: bool) -> c.Command:
     charset = r.text_value(r.astring()).upper()
     r.sp()
     return c.ThreadCmd(tag, algorithm, _search_program(r), charset, uid)
+
+
+def _p_cancelupdate(r: _Reader, tag: str) -> c.Command:
+    """``CANCELUPDATE 1*(SP quoted)`` (RFC 5267 4.3.5)."""
+    tags = []
+    while r.take(b" "):
+        tags.append(r.quoted().decode("ascii", "replace"))
+        if len(tags) > r.limits.max_items:
+            raise r.error("Too many tags")
+    if not tags:
+        raise r.error("CANCELUPDATE needs a tag")
+    r.end()
+    return c.CancelUpdate(tag, tuple(tags))
 
 
 def _p_copy(move: bool) -> Callable[[_Reader, str, bool], c.Command]:
@@ -892,6 +931,7 @@ _SIMPLE: dict[str, Callable[[_Reader, str], c.Command]] = {
     "CREATE": _p_mailbox(c.Create), "DELETE": _p_mailbox(c.Delete),
     "SUBSCRIBE": _p_mailbox(c.Subscribe), "UNSUBSCRIBE": _p_unsubscribe,
     "RENAME": _p_rename, "STATUS": _p_status, "APPEND": multiappend.parse_append,
+    "CANCELUPDATE": _p_cancelupdate,
 }
 _UID_CAPABLE: dict[str, Callable[[_Reader, str, bool], c.Command]] = {
     "FETCH": _p_fetch, "STORE": _p_store, "SEARCH": _p_search, "COPY": _p_copy(False),
@@ -932,10 +972,16 @@ def _dispatch(r: _Reader) -> c.Command:
         return uid_parser(r, r.tag, True)
     if name in _UID_CAPABLE:
         return _UID_CAPABLE[name](r, r.tag, False)
-    parser = _SIMPLE.get(name)
+    parser = _SIMPLE.get(name) or _extension_parser(name)
     if parser is None:
         raise r.error(f"Unknown command {name}")
     return parser(r, r.tag)
+
+
+def _extension_parser(name: str) -> Callable[[_Reader, str], c.Command] | None:
+    """Commands whose parsers live with their handlers (``mailnode.imap.handlers``)."""
+    from mailnode.imap.handlers import PARSERS  # they build on _Reader: imported late
+    return PARSERS.get(name)
 
 
 def parse_one(data: bytes, limits: Limits | None = None) -> c.Command:

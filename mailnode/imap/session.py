@@ -14,16 +14,20 @@ import logging
 from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.imap import commands as c
+from mailnode.imap import handlers, search, sortthread, utf7
 from mailnode.imap import responses as r
-from mailnode.imap import search, sortthread, utf7
 from mailnode.imap.capabilities import ADVERTISED, ENABLABLE, PRE_AUTH
+from mailnode.imap.contexts import Contexts
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
 from mailnode.imap.handlers import binary, listext, multiappend
+from mailnode.imap.handlers import esearch as ext_search
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
+from mailnode.imap.searchres import Saved
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.logsafe import clean
 from mailnode.mime import MessageStructure, analyse
@@ -37,6 +41,7 @@ from mailnode.store.api import (
     MailStore,
     MessageMeta,
     NoSuchMailbox,
+    OverQuota,
     StoreError,
     User,
 )
@@ -74,12 +79,14 @@ class State(enum.Enum):
 
 _ANY = frozenset({c.Capability, c.Noop, c.Logout, c.Id})
 _AUTHENTICATED = _ANY | {c.Enable, c.Namespace, c.ListCmd, c.Select, c.Status, c.Create,
-                         c.Delete, c.Rename, c.Subscribe, c.Append, c.Idle, c.AppendMany}
+                         c.Delete, c.Rename, c.Subscribe, c.Append, c.Idle, c.AppendMany,
+                         } | handlers.AUTHENTICATED
 ALLOWED: dict[State, frozenset[type[c.Command]]] = {
     State.NOT_AUTHENTICATED: _ANY | {c.Login, c.Authenticate, c.StartTls},
     State.AUTHENTICATED: _AUTHENTICATED,
     State.SELECTED: _AUTHENTICATED | {c.Check, c.Close, c.Unselect, c.Expunge, c.Fetch,
-                                      c.StoreCmd, c.Search, c.Copy, c.SortCmd, c.ThreadCmd},
+                                      c.StoreCmd, c.Search, c.Copy, c.SortCmd, c.ThreadCmd,
+                                      c.CancelUpdate},
     State.LOGOUT: frozenset(),
 }
 """Which command may run in which state; anything else gets BAD and the session goes on."""
@@ -177,6 +184,12 @@ class ImapSession:
         """What the client switched on with ENABLE (RFC 5161)."""
         self._auth_pending: c.Authenticate | None = None
         self._idle_tag: str | None = None
+        self.contexts = Contexts()
+        """RFC 5267 updating contexts (see :mod:`mailnode.imap.handlers.esearch`)."""
+        self.saved = Saved()
+        """RFC 5182 saved search result (``$``)."""
+        self.deflate: handlers.compress.Deflate | None = None
+        """Set by COMPRESS (RFC 4978); the adapter then runs the connection through it."""
 
     # --- adapter interface -------------------------------------------------------------------
 
@@ -232,6 +245,7 @@ class ImapSession:
         if self._mailbox_gone():
             return
         await self._sync(allow_expunge=True)
+        await ext_search.flush(self)
 
     def _mailbox_gone(self) -> bool:
         """End the session if its selected mailbox was deleted or renamed by another session.
@@ -304,7 +318,8 @@ class ImapSession:
             self._reply(cmd.tag, CommandBad(f"{cmd.name} not allowed in {self.state.value} state"))
             return
         handler: Callable[[c.Command], Awaitable[str | None]] = getattr(
-            self, "_do_" + type(cmd).__name__.lower())
+            self, "_do_" + type(cmd).__name__.lower(), None) or partial(
+            handlers.HANDLERS[type(cmd)], self)
         allow_expunge = not (isinstance(cmd, c.Fetch | c.StoreCmd | c.Search | c.SortCmd
                                         | c.ThreadCmd) and not cmd.uid)
         if allow_expunge:
@@ -335,6 +350,7 @@ class ImapSession:
             self._write(f"{cmd.tag} OK {text}\r\n".encode())
             return
         await self._sync(allow_expunge)
+        await ext_search.flush(self)
         self._write(f"{cmd.tag} OK {text}\r\n".encode())
 
     async def _sync(self, allow_expunge: bool) -> None:
@@ -360,6 +376,7 @@ class ImapSession:
         ghosts = False
         if any(uid not in now for uid in sel.uids):
             if allow_expunge:
+                ext_search.expunging(self, [u for u in sel.uids if u not in now])
                 for index in range(len(sel.uids) - 1, -1, -1):
                     uid = sel.uids[index]
                     if uid not in now:
@@ -373,6 +390,7 @@ class ImapSession:
             meta = now.get(uid)
             if meta is not None and meta.flags != sel.metas[uid].flags:
                 sel.metas[uid] = meta
+                ext_search.touched(self, (uid,))
                 self._untagged(b"%d FETCH (UID %d FLAGS %s)"
                                % (index + 1, uid, r.flags(sel.shown(meta).flags)))
         await self._announce_new(sel, [m for m in current if m.uid > sel.max_uid])
@@ -386,6 +404,7 @@ class ImapSession:
             sel.metas[m.uid] = m
             sel.seq_of[m.uid] = len(sel.uids)
         sel.max_uid = new[-1].uid
+        ext_search.touched(self, (m.uid for m in new))
         await self._claim_recent(sel)
         self._untagged(b"%d EXISTS" % len(sel.uids))
         self._untagged(b"%d RECENT" % len(sel.recent))
@@ -402,10 +421,11 @@ class ImapSession:
         """``(seq, uid)`` pairs named by a sequence set (or uid set), ascending."""
         sel = self.selected
         assert sel is not None
+        seqset = self.saved.resolve(sel, seqset, sel.uids, as_uids=uid)
         if uid:
             return [(sel.seq_of[u], u) for u in seqset.uids(sel.uids)]
         if seqset.has_explicit_above(len(sel.uids)):
-            raise CommandBad("Message sequence number out of range")
+            raise CommandBad("Sequence number beyond the last message")
         return [(s, sel.uids[s - 1]) for s in seqset.seqs(len(sel.uids))]
 
     def _require_writable(self) -> Selected:
@@ -518,6 +538,10 @@ class ImapSession:
         """UTF8=ACCEPT is enabled: mailbox names go both ways as UTF-8."""
         return "UTF8=ACCEPT" in self.enabled
 
+    def wire_name(self, name: str) -> bytes:
+        """A mailbox name as this session sends it (modified UTF-7, or UTF-8 once enabled)."""
+        return mailbox_name(name, self.utf8)
+
     async def _do_enable(self, cmd: c.Enable) -> str:
         new = [cap for cap in dict.fromkeys(cmd.capabilities)
                if cap in ENABLABLE and cap not in self.enabled]
@@ -561,7 +585,7 @@ class ImapSession:
             if special.get(name):
                 attrs.append(str(special[name]))
             self._untagged(word + b" (" + " ".join(attrs).encode() + b') "/" '
-                           + mailbox_name(name, self.utf8))
+                           + self.wire_name(name))
         return f"{word.decode()} completed"
 
     async def _do_select(self, cmd: c.Select) -> str:
@@ -603,10 +627,10 @@ class ImapSession:
         mailbox it lists)."""
         values = {"MESSAGES": mailbox.messages, "RECENT": mailbox.recent,
                   "UIDNEXT": mailbox.uidnext,
-                  "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen}
+                  "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
+                  **await handlers.quota.status_values(self, mailbox, wanted)}
         items = " ".join(f"{item} {values[item]}" for item in wanted)
-        self._untagged(b"STATUS " + mailbox_name(mailbox.name, self.utf8)
-                       + f" ({items})".encode())
+        self._untagged(b"STATUS " + self.wire_name(mailbox.name) + f" ({items})".encode())
 
     async def _do_create(self, cmd: c.Create) -> str:
         assert self.user is not None
@@ -700,7 +724,8 @@ class ImapSession:
 
     async def _do_expunge(self, cmd: c.Expunge) -> str:
         sel = self._require_writable()
-        uids = None if cmd.uids is None else cmd.uids.uids(sel.uids)
+        uids = None if cmd.uids is None else self.saved.resolve(
+            sel, cmd.uids, sel.uids, as_uids=True).uids(sel.uids)
         if uids == []:
             return "EXPUNGE completed"
         await self.store.expunge(sel.mailbox.id, uids)
@@ -721,6 +746,7 @@ class ImapSession:
                                                          frozenset({"\\Seen"}), "add"):
                     sel.metas[meta.uid] = meta
                     seen_changed.add(meta.uid)
+                ext_search.touched(self, seen_changed)
         with_flags = (*attrs, c.FetchAttr("FLAGS")) if not any(
             a.name == "FLAGS" for a in attrs) else attrs
         needs_raw = any(a.needs_body and (a.name not in STRUCTURE_ITEMS or a.section is not None)
@@ -795,6 +821,7 @@ class ImapSession:
                                                  cmd.flags, cmd.mode)
             for meta in metas:
                 sel.metas[meta.uid] = meta
+            ext_search.touched(self, (m.uid for m in metas))
             if not cmd.silent:
                 for meta in metas:
                     uid_item = b"UID %d " % meta.uid if cmd.uid else b""
@@ -804,23 +831,30 @@ class ImapSession:
         return f"{'UID ' if cmd.uid else ''}STORE completed"
 
     async def _do_search(self, cmd: c.Search) -> str:
+        if cmd.returns is not None:
+            return await ext_search.search(self, cmd)
         found = await self._matches(cmd.key, cmd.charset)
         self._untagged(b"SEARCH" + b"".join(b" %d" % (uid if cmd.uid else seq)
                                             for seq, uid in found))
         return f"{'UID ' if cmd.uid else ''}SEARCH completed"
 
-    async def _matches(self, key: c.SearchKey, charset: str | None) -> list[tuple[int, int]]:
-        """(sequence number, uid) of the selected messages ``key`` matches, in order."""
+    async def _matches(self, key: c.SearchKey, charset: str | None,
+                       targets: list[tuple[int, int]] | None = None,
+                       ) -> list[tuple[int, int]]:
+        """(sequence number, uid) of the selected messages ``key`` matches, in order (of
+        ``targets``, when given, else of all)."""
         sel = self.selected
         assert sel is not None
         if charset is not None and charset not in search.CHARSETS:
             raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
+        key = self.saved.resolve_key(sel, key, sel.uids)
         need_body = search.needs_body(key)
         heavy = need_body or _key_count(key) > INLINE_SEARCH_KEYS
         found: list[tuple[int, int]] = []
         max_seq = len(sel.uids)
         max_uid = sel.uids[-1] if sel.uids else 0
-        targets = list(enumerate(sel.uids, start=1))
+        if targets is None:
+            targets = list(enumerate(sel.uids, start=1))
         for batch in self._body_batches(targets, need_body):
             uids = [u for _, u in batch]
             bodies = await self.store.fetch_bodies(sel.mailbox.id, uids) if need_body else {}
@@ -866,6 +900,8 @@ class ImapSession:
         return out
 
     async def _do_sortcmd(self, cmd: c.SortCmd) -> str:
+        if cmd.returns is not None:
+            return await ext_search.sort(self, cmd)
         found = await self._matches(cmd.key, cmd.charset)
         messages = await self._sort_messages(found, cmd.uid, references=False)
         ordered = await asyncio.to_thread(sortthread.sort, messages, cmd.criteria)
@@ -879,6 +915,9 @@ class ImapSession:
         threads = await asyncio.to_thread(sortthread.thread, cmd.algorithm, messages)
         self._untagged(b"THREAD" + (b" " + sortthread.serialise(threads) if threads else b""))
         return f"{'UID ' if cmd.uid else ''}THREAD completed"
+
+    async def _do_cancelupdate(self, cmd: c.CancelUpdate) -> str:
+        return await ext_search.cancel_update(self, cmd)
 
     async def _do_copy(self, cmd: c.Copy) -> str:
         sel = self._require_writable() if cmd.move else self.selected
@@ -1046,4 +1085,6 @@ def _store_error(exc: StoreError) -> ImapError:
         return CommandNo("Mailbox already exists", "ALREADYEXISTS")
     if isinstance(exc, MailboxProtected):
         return CommandNo("This mailbox cannot be deleted or renamed", "CANNOT")
+    if isinstance(exc, OverQuota):
+        return CommandNo("Storage quota exceeded", "OVERQUOTA")
     return CommandNo("Storage error", "SERVERBUG")

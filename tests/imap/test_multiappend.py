@@ -265,3 +265,16 @@ async def test_append_many_to_a_deleted_mailbox(store: MailStore) -> None:
     await store.delete_mailbox(user.id, "Gone")
     with pytest.raises(NoSuchMailbox):
         await store.append_many(box.id, [(ONE, frozenset(), None)])
+
+
+async def test_quota_counts_the_whole_multiappend(dialog: Dialog, store: MailStore) -> None:
+    """Each message fits the quota, all of them together do not: none is stored."""
+    store.user_quota = 3 * len(ONE) + 10  # type: ignore[attr-defined]  # both stores have it
+    await dialog.login()
+    reply = await dialog.send(b"A APPEND INBOX " + lit(ONE) + b" " + lit(ONE) + b" " + lit(ONE)
+                              + b" " + lit(ONE) + b"\r\n")
+    assert reply.startswith(b"A NO [OVERQUOTA]"), reply
+    assert await count(dialog) == 0
+    reply = await dialog.send(b"A APPEND INBOX " + lit(ONE) + b" " + lit(ONE) + b"\r\n")
+    assert b"A OK [APPENDUID" in reply
+    assert await count(dialog) == 2

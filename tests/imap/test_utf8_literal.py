@@ -117,3 +117,14 @@ async def test_append_utf8_data(dialog: Dialog) -> None:
     for bad in (b"A APPEND INBOX UTF8 ({3+}\r\nabc)", b"A APPEND INBOX UTF8 (~{3+}\r\nabc",
                 b"A APPEND INBOX UTF8 ~{3+}\r\nabc"):
         assert (await dialog.send(bad + b"\r\n")).startswith(b"A BAD"), bad
+
+
+async def test_quota_and_metadata_name_mailboxes_in_utf8_once_enabled(dialog: Dialog) -> None:
+    await dialog.login()
+    await dialog.send(b"E ENABLE UTF8=ACCEPT\r\n")
+    await dialog.send(b'C CREATE "' + NAME + b'"\r\n')
+    reply = await dialog.send(b'Q GETQUOTAROOT "' + NAME + b'"\r\n')
+    assert reply.startswith(b'* QUOTAROOT "' + NAME + b'"'), reply
+    await dialog.send(b'M SETMETADATA "' + NAME + b'" (/private/comment "hi")\r\n')
+    reply = await dialog.send(b'M GETMETADATA "' + NAME + b'" /private/comment\r\n')
+    assert reply.startswith(b'* METADATA "' + NAME + b'" (/private/comment '), reply

@@ -95,7 +95,6 @@ async def run(session: ImapSession, cmd: c.ListCmd) -> str:
         ListPattern,
         _add_parents,
         _has_children,
-        mailbox_name,
     )
 
     opts = cmd.extended
@@ -139,8 +138,7 @@ async def run(session: ImapSession, cmd: c.ListCmd) -> str:
             attrs.append("\\Subscribed")
         if special.get(name):
             attrs.append(str(special[name]))
-        line = (b"LIST (" + " ".join(attrs).encode() + b') "/" '
-                + mailbox_name(name, session.utf8))
+        line = b"LIST (" + " ".join(attrs).encode() + b') "/" ' + session.wire_name(name)
         if name in childinfo:
             line += b' (CHILDINFO ("SUBSCRIBED"))'
         session._untagged(line)
