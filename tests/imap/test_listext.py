@@ -222,3 +222,12 @@ async def _alice(store: MailStore) -> User:
     user = await store.authenticate("alice", "secret")
     assert user is not None
     return user
+
+
+async def test_list_status_takes_every_status_item(dialog: Dialog) -> None:
+    """Items other extensions bring to STATUS (STATUS=SIZE) answer in LIST-STATUS too."""
+    await dialog.login()
+    await dialog.send(b"A APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\n")
+    reply = await dialog.send(b'L LIST "" "INBOX" RETURN (STATUS (MESSAGES SIZE DELETED))\r\n')
+    assert lines(reply) == [b'* LIST (\\HasNoChildren) "/" "INBOX"',
+                            b'* STATUS "INBOX" (MESSAGES 1 SIZE %d DELETED 0)' % len(MESSAGE)]
