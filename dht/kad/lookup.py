@@ -117,6 +117,7 @@ class Lookup(Generic[T]):
         self._path_of: dict[bytes, int] = {}  # queried id -> the one path that asked it
         self._answered: dict[bytes, tuple[int, Contact, int]] = {}  # id -> (dist, c, hops)
         self._failed: dict[bytes, Contact] = {}
+        self._slow: set[bytes] = set()  # asked, silent for long, no longer holding a slot
         self._liars: dict[bytes, Contact] = {}
         self._holders: dict[bytes, int] = {}  # id -> seq of the valid value it returned
         self._checked: dict[bytes, tuple[int, T] | None] = {}  # accept() per distinct value
@@ -159,12 +160,18 @@ class Lookup(Generic[T]):
 
     def on_reply(self, contact: Contact, reply: Reply | None) -> list[Contact]:
         """``contact`` answered ``reply`` (None: timed out or garbage); whom to ask next."""
-        index = self._path_of.get(contact.node_id)
-        if index is None or contact.node_id in self._answered or contact.node_id in self._failed:
+        node_id = contact.node_id
+        index = self._path_of.get(node_id)
+        if index is None or node_id in self._answered or node_id in self._failed:
             return []  # not asked by us, or answered twice: ignored
         path = self._paths[index]
-        path.in_flight -= 1
-        self._in_flight -= 1
+        if node_id in self._slow:
+            if self._in_flight == 0:
+                return []  # the lookup ended without it
+            self._slow.discard(node_id)
+        else:
+            path.in_flight -= 1
+            self._in_flight -= 1
         hops = path.known[contact.node_id][1]
         contacts: tuple[Contact, ...] | None = None
         if isinstance(reply, Nodes):
@@ -183,6 +190,24 @@ class Lookup(Generic[T]):
         bisect.insort(path.answered, distance)
         for named in contacts[:MAX_REPLY_CONTACTS]:
             self._learn(path, named, hops + 1)
+        return self._next(index)
+
+    def on_slow(self, contact: Contact) -> list[Contact]:
+        """``contact`` has been silent for longer than answers usually take: its path's slot
+        goes to the next candidate now, not at the timeout. Its answer is still used if it comes
+        before the lookup ends; the lookup does not wait for it. Whom to ask next."""
+        node_id = contact.node_id
+        index = self._path_of.get(node_id)
+        if (
+            index is None
+            or node_id in self._answered
+            or node_id in self._failed
+            or node_id in self._slow
+        ):
+            return []
+        self._slow.add(node_id)
+        self._paths[index].in_flight -= 1
+        self._in_flight -= 1
         return self._next(index)
 
     def _value(self, contact: Contact, value: bytes) -> None:
@@ -244,29 +269,45 @@ class Lookup(Generic[T]):
         )
 
 
-async def run_lookup(lookup: Lookup[T], query: Query) -> LookupResult[T]:
+async def run_lookup(
+    lookup: Lookup[T], query: Query, *, slow_after: float | None = None
+) -> LookupResult[T]:
     """Drive ``lookup`` over ``query``: each answer immediately releases the next request.
 
     ``query`` returns None for a timeout or an unusable answer; an exception counts as None.
+    A request unanswered after ``slow_after`` seconds stops holding a slot (see
+    :meth:`Lookup.on_slow`), so dead peers cost that long instead of the full timeout; the
+    lookup ends when every request still holding a slot is settled.
     """
-    pending: dict[asyncio.Future[Reply | None], Contact] = {}
+    loop = asyncio.get_running_loop()
+    pending: dict[asyncio.Future[Reply | None], tuple[Contact, float]] = {}
 
     async def ask(contact: Contact) -> Reply | None:
         return await query(contact, lookup.request)
 
     def send(contacts: list[Contact]) -> None:
         for contact in contacts:
-            pending[asyncio.ensure_future(ask(contact))] = contact
+            deadline = loop.time() + slow_after if slow_after is not None else float("inf")
+            pending[asyncio.ensure_future(ask(contact))] = (contact, deadline)
 
     send(lookup.start())
     try:
-        while pending:
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        while pending and not lookup.done:
+            wait = min(deadline for _, deadline in pending.values()) - loop.time()
+            done, _ = await asyncio.wait(
+                pending,
+                timeout=None if wait == float("inf") else max(0.0, wait),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             for future in done:
-                contact = pending.pop(future)
+                contact, _ = pending.pop(future)
                 failed = future.cancelled() or future.exception() is not None
-                reply = None if failed else future.result()
-                send(lookup.on_reply(contact, reply))
+                send(lookup.on_reply(contact, None if failed else future.result()))
+            now = loop.time()
+            for future, (contact, deadline) in list(pending.items()):
+                if deadline <= now:
+                    pending[future] = (contact, float("inf"))
+                    send(lookup.on_slow(contact))
     finally:
         for future in pending:
             future.cancel()

@@ -146,16 +146,36 @@ class RoutingTable:
     def is_anchor(self, node_id: bytes) -> bool:
         return node_id in self._anchors
 
-    def closest(self, target: bytes, count: int, now: float) -> list[Contact]:
+    def closest(
+        self, target: bytes, count: int, now: float, *, lookup: bool = True
+    ) -> list[Contact]:
         """The ``count`` live contacts closest to ``target`` (anchors included), nearest first.
 
-        Marks the bucket of ``target`` as used (a lookup through it counts as its refresh).
+        ``lookup``: we are starting a lookup of ``target``, which counts as a refresh of its
+        bucket (answering a peer's request does not: pass False).
         """
         number = int.from_bytes(target, "big")
-        if target != self.own_id:
-            self._buckets[(number ^ self._own).bit_length() - 1].used = now
-        live = self._live_entries()
-        best = heapq.nsmallest(count, live, key=lambda e: e.number ^ number)
+        index = (number ^ self._own).bit_length() - 1  # -1: the target is our own id
+        if lookup and index >= 0:
+            self._buckets[index].used = now
+        # Bucket i holds distances to the target in [2^i, 2^(i+1)) when i > index, all of
+        # [2^index, 2^(index+1)) when i < index, and below 2^index when i == index: gather
+        # in that order and stop once ``count`` are in hand (no full scan per request).
+        gathered = [e for e in self._anchors.values() if e.live]
+        anchors = len(gathered)
+        buckets = self._buckets
+        if index >= 0:
+            for i in range(index, -1, -1):
+                if buckets[i].entries:
+                    gathered += [e for e in buckets[i].entries.values() if e.live]
+                if i == index and len(gathered) - anchors >= count:
+                    break
+        for i in range(index + 1, ID_BITS):
+            if len(gathered) - anchors >= count:
+                break
+            if buckets[i].entries:
+                gathered += [e for e in buckets[i].entries.values() if e.live]
+        best = heapq.nsmallest(count, gathered, key=lambda e: e.number ^ number)
         return [e.contact for e in best]
 
     def seeds(self, target: bytes, count: int, now: float) -> list[Contact]:
@@ -314,12 +334,6 @@ class RoutingTable:
             return None
         bucket = self._buckets[index]
         return bucket.entries.get(node_id) or bucket.replacements.get(node_id)
-
-    def _live_entries(self) -> list[_Entry]:
-        live = [e for e in self._anchors.values() if e.live]
-        for bucket in self._buckets:
-            live.extend(e for e in bucket.entries.values() if e.live)
-        return live
 
     def _anchor(self, contact: Contact, now: float, verified: bool) -> Decision:
         node_id = contact.node_id
