@@ -80,13 +80,15 @@ class _Path:
     known: dict[bytes, tuple[Contact, int]] = field(default_factory=dict)  # id -> (c, hops)
     answered: list[int] = field(default_factory=list)  # sorted distances of its answerers
     in_flight: int = 0
+    slow: dict[bytes, int] = field(default_factory=dict)  # silent for long: id -> distance
 
 
 class Lookup(Generic[T]):
     """One lookup of ``target``: FIND_NODE, or FIND_VALUE when ``accept`` is given.
 
-    ``seeds`` are where to start (anchors first, then our closest contacts); ``avoid`` are ids
-    not to ask (our table holds them as timed out). ``own_id`` is never asked.
+    ``seeds`` are where to start (anchors first, then our closest contacts); ``avoid`` says
+    which ids named by peers not to ask (our table holds them as timed out; seeds are always
+    asked: the caller chose them). ``own_id`` is never asked.
     """
 
     def __init__(
@@ -115,9 +117,10 @@ class Lookup(Generic[T]):
         self._max_queries = max_queries
         self._paths = [_Path() for _ in range(max(1, paths))]
         self._path_of: dict[bytes, int] = {}  # queried id -> the one path that asked it
+        self._seeds: set[bytes] = set()
         self._answered: dict[bytes, tuple[int, Contact, int]] = {}  # id -> (dist, c, hops)
         self._failed: dict[bytes, Contact] = {}
-        self._slow: set[bytes] = set()  # asked, silent for long, no longer holding a slot
+        self._ended = False  # result() was taken: late answers are ignored
         self._liars: dict[bytes, Contact] = {}
         self._holders: dict[bytes, int] = {}  # id -> seq of the valid value it returned
         self._checked: dict[bytes, tuple[int, T] | None] = {}  # accept() per distinct value
@@ -130,6 +133,7 @@ class Lookup(Generic[T]):
         )
         for i, contact in enumerate(ordered):
             self._learn(self._paths[i % len(self._paths)], contact, 1)
+            self._seeds.add(contact.node_id)
 
     def _distance(self, contact: Contact) -> int:
         return int.from_bytes(contact.node_id, "big") ^ self._number
@@ -148,8 +152,18 @@ class Lookup(Generic[T]):
 
     @property
     def done(self) -> bool:
-        """Nothing in flight (after :meth:`start`): the result is final."""
-        return self._in_flight == 0
+        """Nothing holds a slot (after :meth:`start`) and either k peers answered or no slow
+        peer is left to wait for: the result is final.
+
+        A peer silent past ``slow_after`` (several round trips) is most likely dead; once k
+        others answered, waiting for its timeout would cost every lookup near a dead node the
+        full timeout for an answer that rarely comes.
+        """
+        if self._in_flight or self._ended:
+            return self._ended
+        if len(self._answered) >= self._k:
+            return True
+        return not any(path.slow for path in self._paths)
 
     def start(self) -> list[Contact]:
         """The first requests to send (``self.request`` to each)."""
@@ -165,10 +179,10 @@ class Lookup(Generic[T]):
         if index is None or node_id in self._answered or node_id in self._failed:
             return []  # not asked by us, or answered twice: ignored
         path = self._paths[index]
-        if node_id in self._slow:
-            if self._in_flight == 0:
+        if node_id in path.slow:
+            if self._ended:
                 return []  # the lookup ended without it
-            self._slow.discard(node_id)
+            del path.slow[node_id]
         else:
             path.in_flight -= 1
             self._in_flight -= 1
@@ -194,19 +208,17 @@ class Lookup(Generic[T]):
 
     def on_slow(self, contact: Contact) -> list[Contact]:
         """``contact`` has been silent for longer than answers usually take: its path's slot
-        goes to the next candidate now, not at the timeout. Its answer is still used if it comes
-        before the lookup ends; the lookup does not wait for it. Whom to ask next."""
+        goes to the next candidate now, not at the timeout. The lookup waits for its answer (or
+        timeout) only while that answer could still change the result. Whom to ask next."""
         node_id = contact.node_id
         index = self._path_of.get(node_id)
-        if (
-            index is None
-            or node_id in self._answered
-            or node_id in self._failed
-            or node_id in self._slow
-        ):
+        if index is None or node_id in self._answered or node_id in self._failed:
             return []
-        self._slow.add(node_id)
-        self._paths[index].in_flight -= 1
+        path = self._paths[index]
+        if node_id in path.slow or self._ended:
+            return []
+        path.slow[node_id] = self._distance(contact)
+        path.in_flight -= 1
         self._in_flight -= 1
         return self._next(index)
 
@@ -231,7 +243,9 @@ class Lookup(Generic[T]):
             if self._queries >= self._max_queries:
                 break
             distance, node_id = path.candidates[0]
-            if node_id in self._path_of or (self._avoid is not None and self._avoid(node_id)):
+            if node_id in self._path_of or (
+                self._avoid is not None and node_id not in self._seeds and self._avoid(node_id)
+            ):
                 heapq.heappop(path.candidates)  # another path's, or known dead
                 continue
             if len(path.answered) >= self._beam and distance >= path.answered[self._beam - 1]:
@@ -245,6 +259,8 @@ class Lookup(Generic[T]):
         return sends
 
     def result(self) -> LookupResult[T]:
+        """The outcome so far; once taken, late answers are ignored."""
+        self._ended = True
         best = heapq.nsmallest(self._k, self._answered.values(), key=lambda a: a[0])
         closest = tuple(c for _, c, _ in best)
         found: Found[T] | None = None

@@ -99,6 +99,7 @@ class Peer:
         self._requests: OrderedDict[str, TokenBucket] = OrderedDict()
         self._stores: OrderedDict[str, TokenBucket] = OrderedDict()
         self._handover = Handover(limits, now)
+        self._handover_new = False
 
     def handle(self, source: Contact, request: Request, now: float) -> Handled:
         """Answer ``request`` from ``source`` (whose address the datagram came from)."""
@@ -164,7 +165,14 @@ class Peer:
     # -- hand-over of held records to newly joined close nodes
 
     def _queue_handover(self, contact: Contact, *, verified: bool) -> None:
-        self._handover.offer(_HandoverNode(contact), verified=verified)
+        if self._handover.offer(_HandoverNode(contact), verified=verified):
+            self._handover_new = True
+
+    @property
+    def handover_due(self) -> bool:
+        """A contact was queued since the last :meth:`handover_step`: step soon (an adapter
+        that is not already stepping starts again)."""
+        return self._handover_new
 
     def handover_answered(self, node_id: bytes, ok: bool) -> None:
         """The outcome of a hand-over ping from :meth:`handover_step`."""
@@ -175,6 +183,7 @@ class Peer:
 
     def handover_step(self, now: float) -> HandoverStep:
         """Spend the hand-over budget available at ``now`` (bounded work per step)."""
+        self._handover_new = False
 
         def wanted(node: _HandoverNode, key: bytes) -> bool:
             return self.should_hold(node.contact, key, now)
@@ -192,18 +201,19 @@ class Peer:
         among the k closest we know to the key and we are closer than every other node we know,
         so one node, not k, sends it."""
         number = int.from_bytes(key, "big")
-        others = [
-            c for c in self.table.closest(key, self.table.k + 1, now, lookup=False)
-            if c.node_id != contact.node_id
-        ][: self.table.k]
-        if not others:
-            return True
 
         def far(c: Contact) -> int:
             return int.from_bytes(c.node_id, "big") ^ number
 
-        close = len(others) < self.table.k or far(contact) < far(others[-1])
-        return close and far(self.me) < far(others[0])
+        def others(count: int) -> list[Contact]:
+            found = self.table.closest(key, count + 1, now, lookup=False)
+            return [c for c in found if c.node_id != contact.node_id][:count]
+
+        nearest = others(1)  # cheap, and false for most keys: someone is closer than us
+        if nearest and far(nearest[0]) < far(self.me):
+            return False
+        rest = others(self.table.k)
+        return len(rest) < self.table.k or far(contact) < far(rest[-1])
 
 
 class _HandoverNode(Node):  # type: ignore[misc]  # kademlia is untyped

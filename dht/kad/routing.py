@@ -40,7 +40,9 @@ MAX_FAILURES = 3
 REFRESH_INTERVAL = 3600.0
 """A bucket no lookup went through for this long is refreshed with a lookup of a random id in it."""
 PING_GRACE = 30.0
-"""How long a head stays "being pinged" (no second ping) if the caller never reports back."""
+"""How long a contact stays "being pinged" (no second ping) if the caller never reports back."""
+RETRY_AFTER = 60.0
+"""A timed-out contact that was not evicted is pinged again after this long (partitions heal)."""
 ID_BITS = ID_SIZE * 8
 
 
@@ -66,6 +68,7 @@ class _Entry:
     number: int  # the id as an integer, for the XOR metric without conversions per scan
     seen: float  # last time it was offered or answered
     failures: int = 0  # timeouts since it last answered
+    failed_at: float = 0.0  # time of the last timeout
     verified: bool = False  # it answered one of our requests (signed, from its address)
     pinged: float | None = None  # when we asked the caller to ping it (as a full bucket's head)
 
@@ -135,7 +138,7 @@ class RoutingTable:
         return entry is not None and entry.live
 
     def is_failed(self, node_id: bytes) -> bool:
-        """Whether we hold ``node_id`` as timed out (a lookup should not wait on it)."""
+        """Whether we hold ``node_id`` as timed out, so a lookup should not wait on it."""
         entry = self._entry(node_id)
         return entry is not None and not entry.live
 
@@ -179,14 +182,19 @@ class RoutingTable:
         return [e.contact for e in best]
 
     def seeds(self, target: bytes, count: int, now: float) -> list[Contact]:
-        """Where a lookup of ``target`` starts: live anchors first, then the closest others.
+        """Where a lookup of ``target`` starts: live anchors first, then the closest other live
+        contacts; anchors that timed out only when that leaves fewer than ``count`` (one lost
+        datagram must not leave a fresh node with nobody to ask, and a dead bootstrap node
+        must not cost every later lookup a timeout).
 
         Anchors are the contacts we trust not to be Sybils; starting through them means an
         attacker who filled our buckets still does not own every path.
         """
-        anchors = [e.contact for e in self._anchors.values() if e.live]
-        rest = [c for c in self.closest(target, count, now) if c.node_id not in self._anchors]
-        return (anchors + rest)[: max(count, len(anchors))]
+        live = [e.contact for e in self._anchors.values() if e.live]
+        live += [c for c in self.closest(target, count, now) if c.node_id not in self._anchors]
+        if len(live) < count:
+            live += [e.contact for e in self._anchors.values() if not e.live]
+        return live[: max(count, len(self._anchors))]
 
     def export(self) -> list[Contact]:
         """What to save (peers.json): every anchor first, then answered live contacts, most
@@ -202,17 +210,23 @@ class RoutingTable:
             e.contact for b in self._buckets for e in b.entries.values()
         ]
 
-    def buckets_to_refresh(self, now: float) -> list[bytes]:
-        """One random id per non-empty bucket that no lookup went through for REFRESH_INTERVAL.
+    def buckets_to_refresh(self, now: float, *, joining: bool = False) -> list[bytes]:
+        """One random id per bucket that no lookup went through for REFRESH_INTERVAL (every one
+        when ``joining``: after the lookup of our own id, as the paper's join does): every
+        bucket from our nearest non-empty one outwards, empty ones included (a far bucket
+        emptied by churn is how a node loses sight of half the network; a lookup there through
+        the contacts we still have finds it again). Nothing while the table is empty.
 
-        The caller looks each up (which marks the bucket used through :meth:`closest`). Empty
-        buckets are not refreshed: a lookup there finds nobody new and costs queries.
+        The caller looks each up (which marks the bucket used through :meth:`closest`).
         """
-        targets = []
-        for index, bucket in enumerate(self._buckets):
-            if bucket.entries and now - bucket.used >= REFRESH_INTERVAL:
-                targets.append(self.random_id_in_bucket(index))
-        return targets
+        lowest = next((i for i, b in enumerate(self._buckets) if b.entries), None)
+        if lowest is None:
+            return []
+        return [
+            self.random_id_in_bucket(index)
+            for index in range(lowest, ID_BITS)
+            if joining or now - self._buckets[index].used >= REFRESH_INTERVAL
+        ]
 
     def random_id_in_bucket(self, index: int) -> bytes:
         """An id whose distance to ours falls in bucket ``index``."""
@@ -296,6 +310,7 @@ class RoutingTable:
         if entry is None:
             return False
         entry.failures += 1
+        entry.failed_at = now
         entry.pinged = None
         if node_id in self._anchors:
             return False
@@ -311,6 +326,26 @@ class RoutingTable:
             newest = next(reversed(bucket.replacements))
             bucket.entries[newest] = bucket.replacements.pop(newest)
         return True
+
+    def due_pings(self, now: float, limit: int = 8) -> list[Contact]:
+        """Timed-out contacts still held (anchors, or fewer than ``max_failures`` timeouts) that
+        are due another ping: one RETRY_AFTER after their last timeout. Without this a healed
+        partition would leave both sides holding each other as dead."""
+        due: list[Contact] = []
+        entries = list(self._anchors.values()) + [
+            e for b in self._buckets for e in b.entries.values()
+        ]
+        for entry in entries:
+            if len(due) >= limit:
+                break
+            if (
+                not entry.live
+                and now - entry.failed_at >= RETRY_AFTER
+                and (entry.pinged is None or now - entry.pinged >= PING_GRACE)
+            ):
+                entry.pinged = now
+                due.append(entry.contact)
+        return due
 
     def remove(self, node_id: bytes) -> None:
         """Forget ``node_id`` (a peer caught lying); anchors stay unless ``unanchor`` is used."""
@@ -374,6 +409,9 @@ class RoutingTable:
         known.seen = now
         if verified:
             self.answered(node_id, now)
+        elif not known.live and (known.pinged is None or now - known.pinged >= PING_GRACE):
+            known.pinged = now  # it timed out but speaks to us: only its answer revives it
+            return Decision(Kind.REFRESHED, ping=known.contact)
         return Decision(Kind.REFRESHED)
 
     def _over_cap(self, index: int, host: str) -> str:

@@ -67,6 +67,7 @@ class Behaviour:
         handled = node.peer.handle(source, request, node.net.now)
         if handled.ping is not None:
             node.ping(handled.ping)
+        node.kick_handover()
         return handled.reply
 
 
@@ -122,6 +123,7 @@ class SimNode:
         self.store = RecordStore(clock=lambda: net.now, limits=limits)
         self.peer = Peer(contact, self.table, self.store, now, limits=limits)
         self.publisher = Publisher()
+        self._handing_over = False  # a hand-over step is scheduled
 
     # -- requests we send
 
@@ -140,6 +142,7 @@ class SimNode:
                 self.table.answered(contact.node_id, self.net.now)
                 if head is not None:
                     self.ping(head)
+                self.kick_handover()
             done(reply)
 
         self.net.send(self, contact, request, outcome)
@@ -199,10 +202,17 @@ class SimNode:
         settle(lookup.start())
 
     def join(self, anchors: Sequence[Contact]) -> None:
-        """Start from ``anchors`` (bootstrap peers, friends), then look up our own id."""
+        """Start from ``anchors`` (bootstrap peers, friends), look up our own id, then refresh
+        every bucket beyond our nearest neighbour (so we know, and are known by, every part of
+        the id space, not only our neighbourhood)."""
         for anchor in anchors:
             self.table.offer(anchor, self.net.now, anchor=True)
-        self.lookup(self.contact.node_id, lambda result, took: None)
+
+        def joined(result: LookupResult[AddressRecord], took: float) -> None:
+            for target in self.table.buckets_to_refresh(self.net.now, joining=True):
+                self.lookup(target, lambda result, took: None, paths=1)
+
+        self.lookup(self.contact.node_id, joined)
 
     def publish(self, record: AddressRecord, done: Callable[[int], None] | None = None) -> None:
         """Hold our record and STORE it at the k closest nodes found (what the owner does)."""
@@ -251,8 +261,27 @@ class SimNode:
         for contact in result.repair:
             self.query(contact, Store(key, result.found.value), lambda reply: None)
 
+    def maintain(self) -> None:
+        """The periodic upkeep an adapter runs: retry timed-out contacts, refresh idle
+        buckets, republish our records when due."""
+        if not self.alive:
+            return
+        now = self.net.now
+        for contact in self.table.due_pings(now):
+            self.ping(contact)
+        for target in self.table.buckets_to_refresh(now):
+            self.lookup(target, lambda result, took: None, paths=1)
+        self.republish()
+
+    def kick_handover(self) -> None:
+        """Start hand-over steps if a contact was queued and none are scheduled."""
+        if self.peer.handover_due and not self._handing_over:
+            self._handing_over = True
+            self.net.at(self.net.now, self.handover)
+
     def handover(self) -> None:
-        """Run the hand-over steps due now and schedule the next one."""
+        """Run the hand-over step due now and schedule the next one."""
+        self._handing_over = False
         if not self.alive:
             return
         step = self.peer.handover_step(self.net.now)
@@ -261,12 +290,15 @@ class SimNode:
         for contact, key, value in step.stores:
             self.query(contact, Store(key, value), lambda reply: None)
         if step.delay is not None:
+            self._handing_over = True
             self.net.at(self.net.now + step.delay, self.handover)
 
     def _handover_pinged(self, contact: Contact) -> Callable[[Reply | None], None]:
         def pinged(reply: Reply | None) -> None:
             self.peer.handover_answered(contact.node_id, reply is not None)
-            self.handover()
+            if reply is not None and not self._handing_over:
+                self._handing_over = True
+                self.net.at(self.net.now, self.handover)
 
         return pinged
 
@@ -336,6 +368,17 @@ class Network:
             event()
         if until is not None:
             self.now = max(self.now, until)
+
+    def advance(self, seconds: float, every: float = 60.0) -> None:
+        """Let ``seconds`` pass, every node running :meth:`SimNode.maintain` each ``every``
+        seconds (at its own offset, as real nodes started at different times)."""
+        end = self.now + seconds
+        for node in list(self.nodes.values()):
+            when = self.now + self.rng.uniform(0, every)
+            while when < end:
+                self.at(when, node.maintain)
+                when += every
+        self.run(until=end)
 
     def kill(self, node: SimNode) -> None:
         """The node vanishes without a word: its datagrams and timers go nowhere."""

@@ -132,7 +132,8 @@ def test_dead_peers_are_reported_and_do_not_end_the_lookup() -> None:
 def test_avoided_ids_are_not_asked_and_wrong_replies_count_as_lies() -> None:
     nodes, views = make_network(100, 7)
     me, target = nodes[0], nodes[50].node_id
-    avoided = {c.node_id for c in views[me.node_id][:5]}
+    seeds = views[me.node_id][:20]
+    avoided = {c.node_id for c in true_closest(nodes, target, 8)} - {c.node_id for c in seeds}
     base = honest(views, {})
     pongers = {c.node_id for c in views[me.node_id][5:8]}
     asked: Counter[bytes] = Counter()
@@ -140,11 +141,9 @@ def test_avoided_ids_are_not_asked_and_wrong_replies_count_as_lies() -> None:
     def behaviour(contact: Contact, request: Request) -> Reply | None:
         return Pong() if contact.node_id in pongers else base(contact, request)
 
-    lookup: Lookup[int] = Lookup(
-        me.node_id, target, views[me.node_id][:20], avoid=avoided.__contains__
-    )
+    lookup: Lookup[int] = Lookup(me.node_id, target, seeds, avoid=avoided.__contains__)
     result = drive(lookup, behaviour, asked)
-    assert not avoided & set(asked)
+    assert avoided and not avoided & set(asked)
     assert {c.node_id for c in result.liars} == pongers & set(asked)
     assert not pongers & {c.node_id for c in result.closest}
 
@@ -217,3 +216,37 @@ async def test_driver_does_not_wait_for_a_dead_peer_before_asking_others() -> No
     assert result.failed == (dead,)
     assert asked_before_timeout[0] == result.queries  # everything else went out first
     assert list(result.closest) == true_closest([c for c in nodes if c not in (me, dead)], target)
+
+
+def test_a_slow_peer_frees_its_slot_and_is_not_waited_for_once_k_answered() -> None:
+    nodes, views = make_network(300, 11)
+    me, target = nodes[0], nodes[200].node_id
+    base = honest(views, {})
+    lookup: Lookup[int] = Lookup(me.node_id, target, views[me.node_id][:20])
+    first = lookup.start()
+    silent, queue = first[0], first[1:]
+    replacement = lookup.on_slow(silent)
+    assert len(replacement) == 1 and replacement[0] not in first  # the slot moved on
+    assert lookup.on_slow(silent) == []  # once
+    queue += replacement
+    while queue:
+        contact = queue.pop(0)
+        queue += lookup.on_reply(contact, base(contact, lookup.request))
+    assert lookup.done  # k answered: the silent peer is not waited for
+    result = lookup.result()
+    assert silent not in result.closest and len(result.closest) == 20
+    assert lookup.on_reply(silent, Nodes(())) == []  # too late: ignored
+    assert lookup.result().closest == result.closest
+
+
+def test_a_slow_peer_is_waited_for_while_fewer_than_k_answered() -> None:
+    rng = random.Random(12)
+    seeds = [Contact(rng.randbytes(32), "10.0.0.1", 1000 + i) for i in range(3)]
+    lookup: Lookup[int] = Lookup(b"\0" * 20, rng.randbytes(20), seeds, paths=1)
+    first = lookup.start()
+    assert lookup.on_slow(first[0]) == []  # nobody else to ask
+    lookup.on_reply(first[1], Nodes(()))
+    lookup.on_reply(first[2], Nodes(()))
+    assert not lookup.done  # only 2 answered: the slow one may still
+    lookup.on_reply(first[0], Nodes(()))
+    assert lookup.done and len(lookup.result().closest) == 3

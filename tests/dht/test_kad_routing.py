@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dht.kad.contact import Contact, distance
-from dht.kad.routing import MAX_FAILURES, REFRESH_INTERVAL, Kind, RoutingTable
+from dht.kad.routing import (
+    MAX_FAILURES,
+    REFRESH_INTERVAL,
+    RETRY_AFTER,
+    Decision,
+    Kind,
+    RoutingTable,
+)
 from dht.limits import DEFAULT_LIMITS, DhtLimits
 
 OPEN = DhtLimits(
@@ -114,11 +121,28 @@ def test_a_timed_out_contact_is_not_live_and_hearsay_does_not_revive_it() -> Non
     assert not t.failed(a.node_id, 1.0)  # no replacement waiting: kept, marked
     assert t.is_failed(a.node_id) and not t.is_live(a.node_id)
     assert a not in t.closest(a.node_id, 20, 1.0)
-    assert t.offer(a, 2.0).kind is Kind.REFRESHED  # named in someone's answer
+    # it (or someone naming it) speaks of it: refreshed, and only a ping may revive it
+    assert t.offer(a, 2.0) == Decision(Kind.REFRESHED, ping=a)
+    assert t.offer(a, 2.5).ping is None  # one ping at a time
     assert a not in t.closest(a.node_id, 20, 2.0)
     assert a not in t.export()
     t.answered(a.node_id, 3.0)  # its own answer does
     assert t.closest(a.node_id, 1, 3.0) == [a]
+
+
+def test_timed_out_contacts_are_retried_once_due() -> None:
+    t, rng = table()
+    a, b = contact(rng), contact(rng)
+    t.offer(a, 0.0, anchor=True)
+    t.offer(b, 0.0)
+    t.failed(a.node_id, 10.0)
+    t.failed(b.node_id, 10.0)
+    assert t.due_pings(10.0 + RETRY_AFTER - 1) == []
+    assert set(t.due_pings(10.0 + RETRY_AFTER)) == {a, b}
+    assert t.due_pings(10.0 + RETRY_AFTER + 1) == []  # being pinged
+    t.answered(b.node_id, 80.0)
+    t.failed(a.node_id, 80.0)
+    assert t.due_pings(80.0 + RETRY_AFTER) == [a]
 
 
 def test_evicted_after_max_failures() -> None:
@@ -154,7 +178,8 @@ def test_anchors_are_exempt_from_caps_never_evicted_and_listed_first() -> None:
     assert friends[0].node_id in t and t.is_anchor(friends[0].node_id)
     assert t.export()[:3] == friends
     seeds = t.seeds(rng.randbytes(20), 5, 1.0)
-    assert seeds[:2] == friends[1:]  # live anchors first; the timed-out one waits
+    assert seeds[:2] == friends[1:] and friends[0] not in seeds  # live anchors first
+    assert friends[0] in t.seeds(rng.randbytes(20), 40, 1.0)[-1:]  # the last resort
     t.answered(friends[0].node_id, 2.0)
     assert t.seeds(rng.randbytes(20), 5, 2.0)[:3] == friends
     # a bucket contact offered as an anchor moves to the anchors
@@ -189,15 +214,17 @@ def test_export_saves_only_answered_contacts() -> None:
     assert t.export() == [answered]
 
 
-def test_buckets_to_refresh_names_ids_in_idle_buckets_only() -> None:
+def test_buckets_to_refresh_names_ids_in_idle_buckets_from_the_nearest_non_empty_out() -> None:
     t, rng = table()
-    for c in in_bucket(t, rng, 159, 2) + in_bucket(t, rng, 157, 1):
+    assert t.buckets_to_refresh(REFRESH_INTERVAL) == []  # nobody to ask
+    for c in in_bucket(t, rng, 155, 2):
         t.offer(c, 0.0)
     assert t.buckets_to_refresh(REFRESH_INTERVAL - 1) == []
     targets = t.buckets_to_refresh(REFRESH_INTERVAL)
-    assert sorted(t.bucket_index(x) for x in targets) == [157, 159]
-    t.closest(targets[0], 20, REFRESH_INTERVAL)  # a lookup through the bucket
-    assert len(t.buckets_to_refresh(REFRESH_INTERVAL + 1)) == 1
+    assert [t.bucket_index(x) for x in targets] == [155, 156, 157, 158, 159]
+    t.closest(targets[0], 20, REFRESH_INTERVAL)  # a lookup through bucket 155
+    assert len(t.buckets_to_refresh(REFRESH_INTERVAL + 1)) == 4
+    assert len(t.buckets_to_refresh(REFRESH_INTERVAL + 1, joining=True)) == 5
 
 
 @settings(max_examples=30, deadline=None)
