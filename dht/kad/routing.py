@@ -24,6 +24,7 @@ What changed from the ``kademlia`` package, and why:
 
 from __future__ import annotations
 
+import bisect
 import enum
 import heapq
 import random
@@ -112,6 +113,7 @@ class RoutingTable:
         self._buckets = [_Bucket(now) for _ in range(ID_BITS)]
         self._anchors: dict[bytes, _Entry] = {}
         self._where: dict[bytes, int] = {}  # id -> bucket index, entries and replacements
+        self._nonempty_cache: list[int] | None = None
         self._addresses: dict[tuple[str, int], bytes] = {}  # one id per ip:port
         self._per_ip: Counter[str] = Counter()
         self._per_net: Counter[str] = Counter()
@@ -164,20 +166,20 @@ class RoutingTable:
         # Bucket i holds distances to the target in [2^i, 2^(i+1)) when i > index, all of
         # [2^index, 2^(index+1)) when i < index, and below 2^index when i == index: gather
         # in that order and stop once ``count`` are in hand (no full scan per request).
-        gathered = [e for e in self._anchors.values() if e.live]
+        gathered = [e for e in self._anchors.values() if e.failures == 0]
         anchors = len(gathered)
         buckets = self._buckets
+        nonempty = self._nonempty()
+        split = bisect.bisect_right(nonempty, index)
         if index >= 0:
-            for i in range(index, -1, -1):
-                if buckets[i].entries:
-                    gathered += [e for e in buckets[i].entries.values() if e.live]
+            for i in reversed(nonempty[:split]):
+                gathered += [e for e in buckets[i].entries.values() if e.failures == 0]
                 if i == index and len(gathered) - anchors >= count:
                     break
-        for i in range(index + 1, ID_BITS):
+        for i in nonempty[split:]:
             if len(gathered) - anchors >= count:
                 break
-            if buckets[i].entries:
-                gathered += [e for e in buckets[i].entries.values() if e.live]
+            gathered += [e for e in buckets[i].entries.values() if e.failures == 0]
         best = heapq.nsmallest(count, gathered, key=lambda e: e.number ^ number)
         return [e.contact for e in best]
 
@@ -360,6 +362,12 @@ class RoutingTable:
 
     # -- internals
 
+    def _nonempty(self) -> list[int]:
+        """Indices of buckets with entries, ascending (cached until the table changes)."""
+        if self._nonempty_cache is None:
+            self._nonempty_cache = [i for i, b in enumerate(self._buckets) if b.entries]
+        return self._nonempty_cache
+
     def _entry(self, node_id: bytes) -> _Entry | None:
         anchor = self._anchors.get(node_id)
         if anchor is not None:
@@ -432,6 +440,7 @@ class RoutingTable:
         (replacements too: they are promoted without another check)."""
         contact = entry.contact
         net = subnet(contact.host)
+        self._nonempty_cache = None
         table[contact.node_id] = entry
         self._where[contact.node_id] = index
         self._addresses[contact.address] = contact.node_id
@@ -441,6 +450,7 @@ class RoutingTable:
         self._per_net_bucket[index, net] += 1
 
     def _remove(self, node_id: bytes) -> None:
+        self._nonempty_cache = None
         index = self._where.pop(node_id)
         bucket = self._buckets[index]
         entry = bucket.entries.pop(node_id, None) or bucket.replacements.pop(node_id)
