@@ -524,3 +524,70 @@ def measure_lookups(
         reader.lookup(key, done, value=True, paths=paths)
     net.run()
     return stats
+
+
+def scenario(
+    nodes: int = 1000,
+    seed: int = 1,
+    *,
+    churn: Sequence[float] = (0.1, 0.3),
+    bad: float = 0.0,
+    config: NetConfig | None = None,
+    report: Callable[[str], None] = print,
+) -> dict[str, LookupStats]:
+    """Grow ``nodes`` nodes (``bad`` of them liars and droppers, half each, joining among the
+    honest), have every honest node publish one record, then measure one FIND_VALUE per honest
+    live node with no churn and after each fraction in ``churn`` of the honest nodes has died
+    without warning (cumulative, no republish in between)."""
+    net = Network(seed=seed, config=config or NetConfig())
+    rng = random.Random(seed)
+    accomplices: list[Contact] = []
+    stale: dict[bytes, bytes] = {}
+    liar = Liar(accomplices, stale)
+    honest: list[SimNode] = []
+    for _ in range(nodes):
+        if honest and rng.random() < bad:
+            node = net.add(behaviour=liar if rng.random() < 0.5 else Dropper())
+            if node.behaviour is liar:
+                accomplices.append(node.contact)
+        else:
+            node = net.add()
+            honest.append(node)
+        node.join([honest[0].contact] if node is not honest[0] else [])
+        net.run()
+    report(f"grown: {nodes} nodes ({nodes - len(honest)} bad), {net.sent} datagrams")
+    expected: dict[bytes, AddressRecord] = {}
+    for node in honest:
+        user = Identity(rng.randbytes(32))
+        key = dht_key(user.verify_key)
+        if bad:  # liars serve the previous, validly signed version
+            stale[key] = net.record(user, node, seq=1).encode()
+        record = net.record(user, node, seq=2)
+        expected[key] = record
+        node.publish(record)
+    net.run()
+    report(f"published: {len(expected)} records, {net.sent} datagrams")
+    results: dict[str, LookupStats] = {}
+    dead = 0.0
+    for fraction in (0.0, *churn):
+        alive = [n for n in honest if n.alive]
+        for node in rng.sample(alive, int((fraction - dead) * len(honest))):
+            net.kill(node)
+        dead = fraction
+        readers = [n for n in honest if n.alive]
+        sent = net.sent
+        stats = measure_lookups(net, readers, expected)
+        results[f"{fraction:.0%} dead"] = stats
+        report(
+            f"{fraction:.0%} dead: {stats.summary()}, {(net.sent - sent) / len(readers):.0f} "
+            "datagrams per lookup (with upkeep)"
+        )
+    return results
+
+
+if __name__ == "__main__":
+    import sys
+
+    size = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    scenario(size)
+    scenario(size, bad=float(sys.argv[2]) if len(sys.argv) > 2 else 0.1, churn=())
