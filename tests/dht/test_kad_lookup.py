@@ -250,3 +250,33 @@ def test_a_slow_peer_is_waited_for_while_fewer_than_k_answered() -> None:
     assert not lookup.done  # only 2 answered: the slow one may still
     lookup.on_reply(first[0], Nodes(()))
     assert lookup.done and len(lookup.result().closest) == 3
+
+
+async def test_driver_with_slow_after_ends_without_waiting_for_the_dead() -> None:
+    """A dead peer whose query never returns: the driver frees its slot after slow_after,
+    ends once k answered, and cancels the dead peer's request."""
+    nodes, views = make_network(200, 13)
+    me = nodes[0]
+    seeds = views[me.node_id][:20]
+    target = nodes[150].node_id
+    dead = set(sorted(nodes, key=lambda c: distance(c.node_id, target))[:3])
+    base = honest(views, {})
+    cancelled: list[Contact] = []
+
+    async def query(contact: Contact, request: Request) -> Reply | None:
+        if contact in dead:
+            try:
+                await asyncio.Event().wait()  # no answer and no timeout, ever
+            except asyncio.CancelledError:
+                cancelled.append(contact)
+                raise
+        await asyncio.sleep(0)
+        return base(contact, request)
+
+    lookup: Lookup[int] = Lookup(me.node_id, target, seeds)
+    result = await asyncio.wait_for(run_lookup(lookup, query, slow_after=0.01), 10)
+    await asyncio.sleep(0)
+    assert len(result.closest) == 20 and not dead & set(result.closest)
+    assert set(cancelled) == dead & set(cancelled) and cancelled
+    alive = [c for c in nodes if c not in dead and c != me]
+    assert list(result.closest) == true_closest(alive, target)
