@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import os
+from collections import OrderedDict
 
 # n=2**14, r=8 uses 16 MiB and ~50 ms: costly for a guesser, affordable on a Raspberry Pi.
 _N, _R, _P = 2**14, 8, 1
@@ -33,3 +34,44 @@ def verify_password(stored: str, password: str) -> bool:
         # digest length outside what scrypt accepts (negative or huge numbers).
         return False
     return hmac.compare_digest(got, want)
+
+
+class RecentlyVerified:
+    """Passwords that just passed the slow check, recognised again for a while at HMAC speed.
+
+    Mail clients log in over and over (several connections each, polling every minute), and
+    every scrypt check costs ~50 ms of CPU here and far more on a Raspberry Pi, all on one
+    thread: a busy user's reconnects queued behind each other. The exact password that just
+    succeeded against the exact stored hash is remembered as an HMAC under a random key made
+    per process, so a changed password (a new stored hash) never matches, failures are never
+    remembered (guessers always pay the slow check), and nothing here is usable without the
+    key, which never leaves memory. Someone who can read the node's memory could test guesses
+    against it fast, but could as well read passwords as they arrive.
+    """
+
+    def __init__(self, ttl: float = 900.0, size: int = 4096) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._key = os.urandom(32)
+        self._seen: OrderedDict[bytes, float] = OrderedDict()  # tag -> when it expires
+
+    def _tag(self, stored: str, password: str) -> bytes:
+        return hmac.new(self._key, stored.encode() + b"\0" + password.encode(),
+                        hashlib.sha256).digest()
+
+    def check(self, stored: str, password: str, now: float) -> bool:
+        tag = self._tag(stored, password)
+        expires = self._seen.get(tag)
+        if expires is None:
+            return False
+        if expires <= now:
+            del self._seen[tag]
+            return False
+        return True
+
+    def remember(self, stored: str, password: str, now: float) -> None:
+        tag = self._tag(stored, password)
+        self._seen[tag] = now + self.ttl
+        self._seen.move_to_end(tag)
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)

@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from crypto.address import address_for
 from crypto.keys import Identity
-from crypto.passwords import hash_password, verify_password
+from crypto.passwords import RecentlyVerified, hash_password, verify_password
 from mailnode.mime import structure_blob
 from mailnode.store.api import (
     SPECIAL_MAILBOXES,
@@ -199,6 +199,7 @@ class SqlStore:
         # Password hashing gets one thread of its own: a flood of guesses queues up here
         # instead of taking the shared pool that sealing and opening mail also use.
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailnode-scrypt")
+        self._verified = RecentlyVerified()
         self.notifier = notifier
         self.clock = clock
         # mailbox id -> (notifier version, listing being or already loaded). Every write of
@@ -381,8 +382,12 @@ class SqlStore:
             return None if row is None else (User(row[0], row[1], row[2]), row[3])
         found = await self.db.run(q)
         stored = found[1] if found else _DUMMY_HASH
+        if found and self._verified.check(stored, password, self.clock()):
+            return found[0]
         ok = await asyncio.get_running_loop().run_in_executor(
             self._hasher, verify_password, stored, password)
+        if found and ok:
+            self._verified.remember(stored, password, self.clock())
         # Slowing guessers down is mailnode.auth's job (per source, before the hash).
         return found[0] if found and ok else None
 

@@ -118,3 +118,19 @@ _b64ish = st.text(alphabet="ABCabc019+/= ", max_size=8)
 def test_arbitrary_fields_never_raise(n: str, r: str, p: str, salt: str, digest: str) -> None:
     stored = "$".join(["scrypt", n, r, p, salt, digest])
     assert verify_password(stored, PASSWORD) in (True, False)
+
+
+def test_recently_verified_recognises_only_the_same_password_and_hash_until_it_expires() -> None:
+    from crypto.passwords import RecentlyVerified
+
+    seen = RecentlyVerified(ttl=60, size=2)
+    stored = hash_password("right horse")
+    assert not seen.check(stored, "right horse", 0)
+    seen.remember(stored, "right horse", 0)
+    assert seen.check(stored, "right horse", 59)
+    assert not seen.check(stored, "wrong horse", 1)
+    assert not seen.check(hash_password("right horse"), "right horse", 1)  # new salt: new hash
+    assert not seen.check(stored, "right horse", 60)  # expired
+    for i in range(3):  # bounded: the oldest goes first
+        seen.remember(stored, f"pw{i}", 100)
+    assert not seen.check(stored, "pw0", 101) and seen.check(stored, "pw2", 101)

@@ -56,6 +56,31 @@ async def test_users_get_special_mailboxes_and_login_by_name_or_address(store: S
         await store.create_user("alice", "x" * 8, Identity.generate())
 
 
+async def test_a_repeated_login_skips_the_slow_hash_until_the_password_changes(
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mailnode.store.sqlite as sqlite_module
+
+    user = await store.create_user("alice", "correct horse", Identity.generate())
+    checks: list[str] = []
+    from crypto.passwords import verify_password as real
+
+    def counted(stored: str, password: str) -> bool:
+        checks.append(password)
+        return real(stored, password)
+
+    monkeypatch.setattr(sqlite_module, "verify_password", counted)
+    assert await store.authenticate("alice", "correct horse") == user
+    assert await store.authenticate("alice", "correct horse") == user
+    assert checks == ["correct horse"]  # the second login was recognised
+    assert await store.authenticate("alice", "wrong") is None
+    assert await store.authenticate("alice", "wrong") is None
+    assert checks.count("wrong") == 2  # failures always pay the slow check
+    assert await store.set_password("alice", "new battery staple")
+    assert await store.authenticate("alice", "correct horse") is None  # old one: slow, refused
+    assert await store.authenticate("alice", "new battery staple") == user
+    assert checks[-2:] == ["correct horse", "new battery staple"]
+
+
 async def test_append_fetch_flags_expunge(store: SqlStore) -> None:
     user = await store.create_user("u", "password1", Identity.generate())
     inbox = await store.get_mailbox(user.id, "inbox")
