@@ -19,7 +19,7 @@ from mailnode.delivery.headers import (
 )
 from mailnode.ratelimit import RateLimiter
 from mailnode.store.api import User
-from mailnode.store.sqlite import Outgoing, QueueFull, SqlStore, Submission
+from mailnode.store.sqlite import Outgoing, QueueFull, RecipientOverQuota, SqlStore, Submission
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,17 @@ class SystemFull(Refused):
     def __init__(self, what: str) -> None:
         super().__init__(what)
         self.what = what
+
+
+class MailboxFull(Refused):
+    """A local recipient's storage quota (``user_quota_mb``) has no room for the message:
+    temporary (RFC 3463 4.2.2), since they can make room. At RCPT only that recipient is
+    refused; found at DATA (the message did not fit) the whole message is, as the store
+    files all of a submission or none of it."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.address = address
 
 
 def free_bytes(path: Path) -> int:
@@ -114,9 +125,14 @@ class SubmissionService:
         except AddressError as exc:
             raise RecipientInvalid(str(exc)) from exc
         self._check_disk()
-        if (canonical not in await self._local_addresses()
-                and await self.store.queued_bytes() >= self.max_queue_size):
-            raise SystemFull("queue")
+        if canonical not in await self._local_addresses():
+            if await self.store.queued_bytes() >= self.max_queue_size:
+                raise SystemFull("queue")
+        elif self.store.user_quota is not None:
+            user = await self.store.find_user(canonical)
+            if user is not None and (await self.store.usage(user.id)).storage \
+                    >= self.store.user_quota:
+                raise MailboxFull(canonical)
         return canonical
 
     def _check_disk(self) -> None:
@@ -169,6 +185,8 @@ class SubmissionService:
             filed = await self.store.submit(prepare, max_queued=self.max_queue_size)
         except QueueFull:
             raise SystemFull("queue") from None
+        except RecipientOverQuota as exc:
+            raise MailboxFull(exc.address) from None
         known.update(filed.local)
         queued = [out for out in remote if out.recipient not in filed.local]
         if queued:

@@ -66,6 +66,9 @@ REGISTRY: tuple[Capability, ...] = (
     _cap("MULTIAPPEND", c.AppendMany),
     _cap("CATENATE", c.AppendMany),
     _cap("UTF8=ACCEPT", enablable=True),
+    _cap("OBJECTID"),
+    _cap("SAVEDATE"),
+    _cap("CREATE-SPECIAL-USE"),
 )
 """Advertised after login, in this order."""
 

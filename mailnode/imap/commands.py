@@ -87,7 +87,8 @@ class FetchAttr:
 
     @property
     def needs_body(self) -> bool:
-        return self.name not in ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE")
+        return self.name not in ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "EMAILID",
+                                 "THREADID", "SAVEDATE")
 
     @property
     def sets_seen(self) -> bool:
@@ -180,8 +181,20 @@ class SearchText:
     body_only: bool
 
 
+@dataclass(frozen=True)
+class SearchObject:
+    """RFC 8474 EMAILID/THREADID (``kind``) ``value``, or RFC 8514 SAVEDBEFORE/SAVEDON/
+    SAVEDSINCE (``kind`` "SAVED", ``op`` and ``date``) and SAVEDATESUPPORTED (``kind``
+    "SAVEDATESUPPORTED"): keys over what ``MailStore.message_objects`` reads."""
+
+    kind: Literal["EMAILID", "THREADID", "SAVED", "SAVEDATESUPPORTED"]
+    value: str = ""
+    op: Literal["before", "on", "since"] = "on"
+    date: datetime | None = None
+
+
 SearchKey = (SearchAll | SearchFlag | SearchNew | SearchSeq | SearchUid | SearchNot | SearchOr
-             | SearchAnd | SearchSize | SearchDate | SearchHeader | SearchText)
+             | SearchAnd | SearchSize | SearchDate | SearchHeader | SearchText | SearchObject)
 
 @dataclass(frozen=True)
 class ReturnOptions:
@@ -303,6 +316,8 @@ class Status(Command):
 @dataclass(frozen=True)
 class Create(Command):
     mailbox: str
+    use: tuple[str, ...] = ()
+    """RFC 6154 CREATE-SPECIAL-USE: the attributes of ``(USE (...))``."""
 
 
 @dataclass(frozen=True)

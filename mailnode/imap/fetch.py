@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from mailnode.imap import commands as c
-from mailnode.imap import mime
+from mailnode.imap import mime, objects
 from mailnode.imap.handlers import binary
 from mailnode.imap.responses import date_time, flags
 from mailnode.mime import MessageStructure, analyse
-from mailnode.store.api import MessageMeta
+from mailnode.store.api import MessageMeta, MessageObjects
 
 STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
 
@@ -42,11 +42,13 @@ def render(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes | None,
 
 
 def render_chunks(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes | None,
-                  structure: MessageStructure | None) -> Iterator[bytes]:
+                  structure: MessageStructure | None,
+                  extra: MessageObjects | None = None) -> Iterator[bytes]:
     """:func:`render` in pieces, a literal's data on its own: the session sends them as they
     come, so a response is never built whole (a FETCH may name a message's body many times).
     ``structure`` is needed for ENVELOPE/BODY/BODYSTRUCTURE; for body sections it is
-    analysed (once) from ``raw`` when not given."""
+    analysed (once) from ``raw`` when not given. ``extra`` is needed for EMAILID, THREADID
+    and SAVEDATE."""
     yield b"("
     decoded: dict[tuple[int, ...], bytes] = {}
     for i, attr in enumerate(attrs):
@@ -61,6 +63,9 @@ def render_chunks(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes 
             yield b"INTERNALDATE " + date_time(meta.internaldate)
         elif name == "RFC822.SIZE":
             yield b"RFC822.SIZE %d" % meta.size
+        elif name in objects.FETCH_ITEMS:
+            assert extra is not None
+            yield objects.render(name, extra)
         elif name in STRUCTURE_ITEMS and attr.section is None:
             assert structure is not None
             if name == "ENVELOPE":

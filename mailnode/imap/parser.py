@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import IO, TypeVar
 
 from mailnode.imap import commands as c
-from mailnode.imap import esearch, sortthread, utf7
+from mailnode.imap import esearch, objects, sortthread, utf7
 from mailnode.imap.errors import InvalidMailboxName, ParseError
 from mailnode.imap.handlers import binary, listext, multiappend
 from mailnode.imap.searchres import SAVED
@@ -36,10 +36,11 @@ _DATE_TIME = re.compile(
     rb"([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
 _DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
 STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN",
-                          "SIZE", "DELETED", "DELETED-STORAGE"})
+                          "SIZE", "DELETED", "DELETED-STORAGE", "MAILBOXID"})
 _SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 _SIMPLE_FETCH = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "RFC822",
-                           "RFC822.HEADER", "RFC822.TEXT", "ENVELOPE", "BODYSTRUCTURE", "BODY"})
+                           "RFC822.HEADER", "RFC822.TEXT", "ENVELOPE", "BODYSTRUCTURE", "BODY",
+                           *objects.FETCH_ITEMS})
 _FETCH_MACROS = {
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
@@ -823,6 +824,9 @@ def _search_key(r: _Reader, count: list[int]) -> c.SearchKey:
     if key in ("BODY", "TEXT"):
         r.sp()
         return c.SearchText(r.text_value(r.astring()), key == "BODY")
+    found = objects.parse_search_key(r, key)
+    if found is not None:
+        return found
     raise r.error(f"Unknown search key {key}")
 
 
@@ -928,7 +932,7 @@ _SIMPLE: dict[str, Callable[[_Reader, str], c.Command]] = {
     "ID": _p_id, "ENABLE": _p_enable, "LOGIN": _p_login, "AUTHENTICATE": _p_authenticate,
     "LIST": _p_list(False), "LSUB": _p_list(True),
     "SELECT": _p_select(False), "EXAMINE": _p_select(True),
-    "CREATE": _p_mailbox(c.Create), "DELETE": _p_mailbox(c.Delete),
+    "CREATE": objects.parse_create, "DELETE": _p_mailbox(c.Delete),
     "SUBSCRIBE": _p_mailbox(c.Subscribe), "UNSUBSCRIBE": _p_unsubscribe,
     "RENAME": _p_rename, "STATUS": _p_status, "APPEND": multiappend.parse_append,
     "CANCELUPDATE": _p_cancelupdate,

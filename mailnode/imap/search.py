@@ -10,9 +10,10 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 
 from mailnode.imap import commands as c
+from mailnode.imap import objects
 from mailnode.mime import Envelope, MessageStructure, Part, analyse
 from mailnode.mime import headers as mh
-from mailnode.store.api import MessageMeta
+from mailnode.store.api import MessageMeta, MessageObjects
 
 CHARSETS = frozenset({"US-ASCII", "UTF-8"})
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]+")  # "=" too: padding is redone
@@ -48,6 +49,8 @@ class Candidate:
     max_uid: int
     raw: bytes | None = None
     structure: MessageStructure | None = None
+    extra: MessageObjects | None = None
+    """EMAILID and save date, loaded when the key needs them (``objects.needs_objects``)."""
     _body_text: str | None = field(default=None, repr=False)
 
     @property
@@ -166,6 +169,8 @@ def matches(key: c.SearchKey, m: Candidate) -> bool:
         if not needle:
             return bool(values)
         return any(needle in _decoded(v).casefold() for v in values)
+    if isinstance(key, c.SearchObject):
+        return objects.matches(key, m.meta, m.extra)
     if isinstance(key, c.SearchText):
         needle = key.value.casefold()
         if needle in m.body_text:

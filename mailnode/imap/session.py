@@ -18,7 +18,7 @@ from functools import partial
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.imap import commands as c
-from mailnode.imap import handlers, search, sortthread, utf7
+from mailnode.imap import handlers, objects, search, sortthread, utf7
 from mailnode.imap import responses as r
 from mailnode.imap.capabilities import ADVERTISED, ENABLABLE, PRE_AUTH
 from mailnode.imap.contexts import Contexts
@@ -612,6 +612,7 @@ class ImapSession:
         self._untagged(b"OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
         uidnext = max(mailbox.uidnext, sel.max_uid + 1)
         self._untagged(b"OK [UIDNEXT %d] Predicted next UID" % uidnext)
+        self._untagged(b"OK [MAILBOXID (%s)] Ok" % mailbox.mailboxid.encode("ascii"))
         self.selected = sel
         self.state = State.SELECTED
         mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
@@ -628,6 +629,7 @@ class ImapSession:
         values = {"MESSAGES": mailbox.messages, "RECENT": mailbox.recent,
                   "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
+                  "MAILBOXID": f"({mailbox.mailboxid})",
                   **await handlers.quota.status_values(self, mailbox, wanted)}
         items = " ".join(f"{item} {values[item]}" for item in wanted)
         self._untagged(b"STATUS " + self.wire_name(mailbox.name) + f" ({items})".encode())
@@ -640,10 +642,11 @@ class ImapSession:
         if name == "INBOX":
             raise CommandNo("INBOX always exists", "ALREADYEXISTS")
         _check_name_limits(name)
+        use = objects.special_use(cmd.use)
         if await self.store.count_mailboxes(self.user.id) >= MAX_MAILBOXES:
             raise CommandNo(f"At most {MAX_MAILBOXES} mailboxes per user", "LIMIT")
-        await self.store.create_mailbox(self.user.id, name)
-        return "CREATE completed"
+        box = await self.store.create_mailbox(self.user.id, name, use)
+        return f"[MAILBOXID ({box.mailboxid})] CREATE completed"
 
     async def _do_delete(self, cmd: c.Delete) -> str:
         assert self.user is not None
@@ -755,8 +758,11 @@ class ImapSession:
                               or (a.section is not None and a.section.parts) for a in attrs)
         binary_items = any(a.name in binary.ITEMS for a in attrs)
         missing = False
+        needs_extra = objects.wanted(attrs)
         for batch in self._body_batches(targets, needs_raw or needs_structure):
             uids = [u for _, u in batch]
+            extra = (await self.store.message_objects(sel.mailbox.id, uids) if needs_extra
+                     else {})
             structures = await self._structures(uids) if needs_structure else {}
             want = [u for u in uids if needs_raw or (needs_structure and u not in structures)]
             bodies = await self.store.fetch_bodies(sel.mailbox.id, want) if want else {}
@@ -768,7 +774,7 @@ class ImapSession:
                         sel.mailbox.id, {u: st.encode() for u, st in analysed.items()})
             for seq, uid in batch:
                 raw = bodies.pop(uid, None)
-                if uid in want and raw is None:
+                if (uid in want and raw is None) or (needs_extra and uid not in extra):
                     missing = True
                     continue
                 items = with_flags if uid in seen_changed else attrs
@@ -776,7 +782,7 @@ class ImapSession:
                     binary.check(raw, structures.get(uid), attrs)
                 self._write(b"* %d FETCH " % seq)
                 for chunk in render_chunks(sel.shown(sel.metas[uid]), items, raw,
-                                           structures.get(uid)):
+                                           structures.get(uid), extra.get(uid)):
                     self._write(chunk)
                     await self._flush_if_full()
                 self._write(b"\r\n")
@@ -849,6 +855,7 @@ class ImapSession:
             raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
         key = self.saved.resolve_key(sel, key, sel.uids)
         need_body = search.needs_body(key)
+        need_extra = objects.needs_objects(key)
         heavy = need_body or _key_count(key) > INLINE_SEARCH_KEYS
         found: list[tuple[int, int]] = []
         max_seq = len(sel.uids)
@@ -859,8 +866,11 @@ class ImapSession:
             uids = [u for _, u in batch]
             bodies = await self.store.fetch_bodies(sel.mailbox.id, uids) if need_body else {}
             structures = await self._structures(uids) if need_body else {}
+            extra = (await self.store.message_objects(sel.mailbox.id, uids) if need_extra
+                     else {})
             candidates = [search.Candidate(seq, sel.shown(sel.metas[uid]), max_seq, max_uid,
-                                           bodies.pop(uid, None), structures.get(uid))
+                                           bodies.pop(uid, None), structures.get(uid),
+                                           extra.get(uid))
                           for seq, uid in batch]
             # Decoding bodies and headers, or a program of hundreds of keys, is bounded but
             # not free: never on the event loop.

@@ -15,6 +15,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session, TLSSetupException
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.delivery.submit import (
     AuthorNotOwned,
+    MailboxFull,
     RecipientInvalid,
     Refused,
     SubmissionService,
@@ -55,6 +56,8 @@ def _refusal(exc: Refused) -> str:
         return replies.AUTHOR_NOT_OWNED.format(address=exc.address)
     if isinstance(exc, SystemFull):
         return replies.SYSTEM_FULL.format(what=exc.what)
+    if isinstance(exc, MailboxFull):
+        return replies.MAILBOX_FULL.format(address=exc.address)
     return replies.TEMPORARY_FAILURE
 
 

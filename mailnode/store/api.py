@@ -21,6 +21,14 @@ SPECIAL_MAILBOXES: tuple[tuple[str, str | None], ...] = (
 )
 """Mailboxes every user has, with their RFC 6154 special-use attribute."""
 
+
+
+def is_protected(name: str, special_use: str | None) -> bool:
+    """INBOX and the special mailboxes every user has cannot be deleted or renamed; a
+    mailbox the user made with a special use (CREATE-SPECIAL-USE) can."""
+    return name.upper() == "INBOX" or (name, special_use) in SPECIAL_MAILBOXES
+
+
 SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
 
 FlagMode = Literal["set", "add", "remove"]
@@ -82,6 +90,8 @@ class Mailbox:
     unseen: int
     recent: int = 0
     """Messages no session has yet claimed as \\Recent (see ``MailStore.claim_recent``)."""
+    mailboxid: str = ""
+    """RFC 8474 MAILBOXID: kept across RENAME, never given to another mailbox."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,19 @@ class MessageMeta:
     flags: frozenset[str]
     internaldate: datetime
     size: int
+
+
+@dataclass(frozen=True)
+class MessageObjects:
+    """What RFC 8474 and RFC 8514 add to a message, read only when asked for (listings do
+    not carry it)."""
+
+    emailid: str
+    """The same for every copy of the same stored bytes (COPY, MOVE, local recipients)."""
+    threadid: str | None
+    """None: threads are not tracked (RFC 8474 allows NIL)."""
+    savedate: datetime | None
+    """When the message was put into this mailbox."""
 
 
 class MailStore(Protocol):
@@ -108,7 +131,10 @@ class MailStore(Protocol):
     async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
         """``INBOX`` matches case-insensitively, other names exactly."""
 
-    async def create_mailbox(self, user_id: int, name: str) -> Mailbox: ...
+    async def create_mailbox(self, user_id: int, name: str,
+                             special_use: str | None = None) -> Mailbox:
+        """``special_use`` (RFC 6154 CREATE-SPECIAL-USE): one attribute, checked by the
+        caller; such a mailbox can be deleted and renamed (``is_protected``)."""
 
     async def delete_mailbox(self, user_id: int, name: str) -> None:
         """Ids are never reused; sessions that had it selected learn of it through
@@ -157,6 +183,10 @@ class MailStore(Protocol):
     async def copy(self, src_mailbox_id: int, uids: Sequence[int],
                    dst_mailbox_id: int) -> list[tuple[int, int]]:
         """Copy messages; returns ``(source uid, new uid)`` pairs."""
+
+    async def message_objects(self, mailbox_id: int, uids: Sequence[int],
+                              ) -> dict[int, MessageObjects]:
+        """EMAILID, THREADID and SAVEDATE of the given messages (missing uids left out)."""
 
     async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
         """``(before, upto)``: uids in ``before < uid <= upto`` are \\Recent to the caller.

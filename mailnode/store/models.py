@@ -33,6 +33,10 @@ users = Table(
     # The user's Ed25519 seed: the node signs and opens mail on the user's behalf.
     Column("identity_seed", LargeBinary(32), nullable=False),
     Column("created_at", Integer, nullable=False),
+    # Sum of the sizes of the user's messages, and their number (RFC 9208 STORAGE and
+    # MESSAGE): kept by triggers on ``messages`` (migration 0009), read by the quota check.
+    Column("storage_used", Integer, nullable=False, server_default="0"),
+    Column("message_count", Integer, nullable=False, server_default="0"),
     sqlite_autoincrement=True,
 )
 
@@ -71,6 +75,8 @@ messages = Table(
     Column("internaldate", Integer, nullable=False),
     Column("size", Integer, nullable=False),
     Column("body_id", Integer, ForeignKey("bodies.id"), nullable=False),
+    # When it was put into this mailbox (RFC 8514 SAVEDATE), Unix seconds.
+    Column("savedate", Integer, nullable=True),
     UniqueConstraint("mailbox_id", "uid", name="uq_messages_mailbox_id_uid"),
     Index("ix_messages_body_id", "body_id"),
     sqlite_autoincrement=True,
@@ -97,6 +103,13 @@ counters = Table(
     "counters", metadata,
     Column("name", String(32), primary_key=True),
     Column("value", Integer, nullable=False),
+)
+
+# Node secrets by name: "objectid" is the key MAILBOXID and EMAILID are derived with (RFC 8474).
+object_keys = Table(
+    "object_keys", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
 )
 
 # IMAP subscriptions (RFC 3501 §6.3.6): names, which need not exist as mailboxes.

@@ -23,6 +23,7 @@ from crypto.address import address_for
 from crypto.keys import Identity
 from crypto.passwords import RecentlyVerified, hash_password, verify_password
 from mailnode.mime import structure_blob
+from mailnode.store import objectid
 from mailnode.store.api import (
     SPECIAL_MAILBOXES,
     FlagMode,
@@ -30,12 +31,14 @@ from mailnode.store.api import (
     MailboxExists,
     MailboxProtected,
     MessageMeta,
+    MessageObjects,
     MetadataFull,
     NoSuchMailbox,
     OverQuota,
     StoreError,
     Usage,
     User,
+    is_protected,
 )
 from mailnode.store.database import Database
 from mailnode.store.models import (
@@ -45,6 +48,7 @@ from mailnode.store.models import (
     mailboxes,
     messages,
     metadata_entries,
+    object_keys,
     outbound,
     outbound_payloads,
     received,
@@ -61,6 +65,14 @@ _DUMMY_HASH = hash_password("mailnode-dummy", salt=b"\0" * 16)
 
 class UserExists(StoreError):
     pass
+
+
+class RecipientOverQuota(OverQuota):
+    """A local recipient of a submission has no room for it (their quota)."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(f"mailbox of {address} is full")
+        self.address = address
 
 
 class QueueFull(StoreError):
@@ -211,6 +223,8 @@ class SqlStore:
         # Bytes of outbound mail queued, counted once and then kept by the transactions that
         # add and remove queued mail (on the database thread only); None: count again.
         self._queued: int | None = None
+        self._object_key: bytes | None = None
+        """The node's key for MAILBOXID and EMAILID (migration 0009 made it)."""
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -246,7 +260,15 @@ class SqlStore:
                    func.count().filter(messages.c.uid > m["recent_uid"]))
             .where(messages.c.mailbox_id == m["id"])).one()
         return Mailbox(m["id"], m["user_id"], m["name"], m["uidvalidity"], m["uidnext"],
-                       m["special_use"], total, unseen, recent)
+                       m["special_use"], total, unseen, recent,
+                       objectid.mailbox_id(self._key(conn), m["id"]))
+
+    def _key(self, conn: Connection) -> bytes:
+        key = self._object_key
+        if key is None:
+            key = self._object_key = bytes(conn.execute(select(object_keys.c.value).where(
+                object_keys.c.name == "objectid")).scalar_one())
+        return key
 
     def _uidvalidity(self, conn: Connection) -> int:
         """The next UIDVALIDITY, taken from the counter (its row is made by migration 0004)."""
@@ -277,18 +299,20 @@ class SqlStore:
     def _add_message(self, conn: Connection, mailbox_id: int, body_id: int, size: int,
                      flags: Iterable[str], internaldate: int) -> int:
         return self._add_message_where(conn, "id = ?", mailbox_id, body_id, size, flags,
-                                       internaldate)[1]
+                                       internaldate, int(self.clock()))[1]
 
     def _add_to_inbox(self, conn: Connection, user_id: int, body_id: int, size: int,
                       internaldate: int) -> int:
         """``_add_message`` into the user's INBOX, found by the same statement that takes
         its next uid; returns the INBOX's id."""
         return self._add_message_where(conn, "user_id = ? AND name = 'INBOX'", user_id,
-                                       body_id, size, (), internaldate)[0]
+                                       body_id, size, (), internaldate, internaldate)[0]
 
     @staticmethod
     def _add_message_where(conn: Connection, where: str, key: int, body_id: int, size: int,
-                           flags: Iterable[str], internaldate: int) -> tuple[int, int]:
+                           flags: Iterable[str], internaldate: int, saved: int,
+                           ) -> tuple[int, int]:
+        """``saved``: its RFC 8514 save date (now: it is being put into the mailbox)."""
         driver = _driver(conn)
         taken = driver.execute(f"UPDATE mailboxes SET uidnext = uidnext + 1 WHERE {where} "
                                "RETURNING id, uidnext - 1", (key,)).fetchall()
@@ -296,8 +320,8 @@ class SqlStore:
             raise NoSuchMailbox("mailbox no longer exists")
         mailbox_id, uid = int(taken[0][0]), int(taken[0][1])
         driver.execute("INSERT INTO messages (mailbox_id, uid, flags, internaldate, size, "
-                       "body_id) VALUES (?, ?, ?, ?, ?, ?)",
-                       (mailbox_id, uid, _flags_text(flags), internaldate, size, body_id))
+                       "body_id, savedate) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (mailbox_id, uid, _flags_text(flags), internaldate, size, body_id, saved))
         return mailbox_id, uid
 
     def _file(self, conn: Connection, mailbox_id: int, body: bytes, structure: bytes | None,
@@ -444,11 +468,12 @@ class SqlStore:
     async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
         return await self.db.run(lambda conn: self._mailbox_row(conn, user_id, name))
 
-    async def create_mailbox(self, user_id: int, name: str) -> Mailbox:
+    async def create_mailbox(self, user_id: int, name: str,
+                             special_use: str | None = None) -> Mailbox:
         def q(conn: Connection) -> Mailbox:
             if self._mailbox_row(conn, user_id, name) is not None:
                 raise MailboxExists(f"mailbox {name!r} already exists")
-            self._new_mailbox(conn, user_id, name, None)
+            self._new_mailbox(conn, user_id, name, special_use)
             box = self._mailbox_row(conn, user_id, name)
             assert box is not None
             return box
@@ -459,7 +484,7 @@ class SqlStore:
             box = self._mailbox_row(conn, user_id, name)
             if box is None:
                 raise NoSuchMailbox(f"no mailbox {name!r}")
-            if box.special_use is not None or _is_inbox(box.name):
+            if is_protected(box.name, box.special_use):
                 raise MailboxProtected(f"{box.name} cannot be deleted")
             body_ids = list(conn.execute(select(messages.c.body_id).where(
                 messages.c.mailbox_id == box.id)).scalars())
@@ -475,7 +500,7 @@ class SqlStore:
             box = self._mailbox_row(conn, user_id, old)
             if box is None:
                 raise NoSuchMailbox(f"no mailbox {old!r}")
-            if box.special_use is not None or _is_inbox(box.name):
+            if is_protected(box.name, box.special_use):
                 raise MailboxProtected(f"{box.name} cannot be renamed")
             if self._mailbox_row(conn, user_id, new) is not None:
                 raise MailboxExists(f"mailbox {new!r} already exists")
@@ -535,6 +560,23 @@ class SqlStore:
                                        messages.c.uid > after)
                                 .order_by(messages.c.uid)).all()
             return (base or ()) + tuple(_meta(*r) for r in rows)
+        return await self.db.run(q, durable=False)
+
+    async def message_objects(self, mailbox_id: int, uids: Sequence[int],
+                              ) -> dict[int, MessageObjects]:
+        def q(conn: Connection) -> dict[int, MessageObjects]:
+            key = self._key(conn)
+            out: dict[int, MessageObjects] = {}
+            wanted = list(uids)
+            for i in range(0, len(wanted), 500):
+                rows = conn.execute(select(messages.c.uid, messages.c.body_id,
+                                           messages.c.savedate).where(
+                    messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500])))
+                out.update({uid: MessageObjects(
+                    objectid.email_id(key, body_id), None,
+                    None if saved is None else datetime.fromtimestamp(saved, UTC))
+                    for uid, body_id, saved in rows})
+            return out
         return await self.db.run(q, durable=False)
 
     async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
@@ -701,22 +743,42 @@ class SqlStore:
 
     @staticmethod
     def _usage(conn: Connection, user_id: int) -> tuple[int, int]:
-        storage, count = _driver(conn).execute(
-            "SELECT COALESCE(SUM(m.size), 0), COUNT(*) FROM messages m JOIN mailboxes b "
-            "ON b.id = m.mailbox_id WHERE b.user_id = ?", (user_id,)).fetchone()
-        return int(storage), int(count)
+        """The user's stored counters (one row, whatever the mailbox sizes): the triggers of
+        migration 0009 keep them in the transaction of every insert and delete."""
+        row = _driver(conn).execute(
+            "SELECT storage_used, message_count FROM users WHERE id = ?", (user_id,)).fetchone()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     def _check_quota(self, conn: Connection, mailbox_id: int, adding: int) -> None:
         """Raise OverQuota when ``adding`` bytes more would take the mailbox's owner past
         the quota: checked in the writing transaction, so racing APPENDs cannot both pass."""
         if self.user_quota is None or adding <= 0:
             return
-        user_id = conn.execute(select(mailboxes.c.user_id).where(
-            mailboxes.c.id == mailbox_id)).scalar()
-        if user_id is None:
+        row = _driver(conn).execute(
+            "SELECT u.storage_used FROM mailboxes b JOIN users u ON u.id = b.user_id "
+            "WHERE b.id = ?", (mailbox_id,)).fetchone()
+        if row is None:
             raise NoSuchMailbox("mailbox no longer exists")
-        if self._usage(conn, int(user_id))[0] + adding > self.user_quota:
+        if int(row[0]) + adding > self.user_quota:
             raise OverQuota("storage quota exceeded")
+
+    def _user_has_room(self, conn: Connection, user_id: int, adding: int) -> bool:
+        return self.user_quota is None or self._usage(conn, user_id)[0] + adding \
+            <= self.user_quota
+
+    async def recount_usage(self) -> int:
+        """Derive every user's counters again from their messages (what migration 0009
+        did); returns how many users' counters were off. The triggers keep them right, so
+        this is a check, and a repair should a database have been edited by hand."""
+        def q(conn: Connection) -> int:
+            return int(_driver(conn).execute(
+                "UPDATE users SET (storage_used, message_count) = (SELECT "
+                "COALESCE(SUM(m.size), 0), COUNT(m.id) FROM messages m JOIN mailboxes b "
+                "ON b.id = m.mailbox_id WHERE b.user_id = users.id) WHERE (storage_used, "
+                "message_count) IS NOT (SELECT COALESCE(SUM(m.size), 0), COUNT(m.id) FROM "
+                "messages m JOIN mailboxes b ON b.id = m.mailbox_id "
+                "WHERE b.user_id = users.id)").rowcount)
+        return await self.db.run(q)
 
     async def usage(self, user_id: int) -> Usage:
         storage, count = await self.db.run(lambda conn: self._usage(conn, user_id),
@@ -808,6 +870,12 @@ class SqlStore:
                     filed.update(found)
             changed = []
             if local:
+                full = [user_id for user_id in local
+                        if not self._user_has_room(conn, user_id, len(sub.local_body))]
+                if full:
+                    address = driver.execute("SELECT address FROM users WHERE id = ?",
+                                             (full[0],)).fetchone()
+                    raise RecipientOverQuota(str(address[0]) if address else "?")
                 body_id = self._add_body(conn, sub.local_body, structure)
                 for user_id in local:
                     changed.append(self._add_to_inbox(conn, user_id, body_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,18 @@ MESSAGE = (b"From: Alice <alice@example.mailnode>\r\n"
            b"Message-ID: <1@example.mailnode>\r\n"
            b"\r\n"
            b"Hi Bob,\r\nthis is the body.\r\n")
+
+
+_MAILBOXID = re.compile(rb"\[MAILBOXID \(M[0-9a-f]{24}\)\] "
+                        rb"|\* OK \[MAILBOXID \(M[0-9a-f]{24}\)\] Ok\r\n")
+
+
+def no_mailboxid(out: bytes) -> bytes:
+    """``out`` without its one RFC 8474 MAILBOXID code (a CREATE's OK, a SELECT's untagged
+    OK), which must be there: for tests about something else that compare whole replies."""
+    stripped, found = _MAILBOXID.subn(b"", out)
+    assert found == 1, out
+    return stripped
 
 
 class Dialog:

@@ -8,10 +8,12 @@ every committed change is published to the ChangeNotifier.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from mailnode.store import objectid
 from mailnode.store.api import (
     SPECIAL_MAILBOXES,
     FlagMode,
@@ -19,11 +21,13 @@ from mailnode.store.api import (
     MailboxExists,
     MailboxProtected,
     MessageMeta,
+    MessageObjects,
     MetadataFull,
     NoSuchMailbox,
     OverQuota,
     Usage,
     User,
+    is_protected,
 )
 from mailnode.store.notify import ChangeNotifier
 
@@ -38,6 +42,8 @@ class _Box:
     uidnext: int = 1
     recent_uid: int = 0
     messages: dict[int, tuple[MessageMeta, bytes]] = field(default_factory=dict)
+    saved: dict[int, tuple[int, datetime]] = field(default_factory=dict)
+    """uid -> (body id, shared by copies of the same bytes; save date)."""
 
 
 class MemStore:
@@ -52,6 +58,11 @@ class MemStore:
         self._subscribed: dict[int, set[str]] = {}
         self._metadata: dict[tuple[int, int | None], dict[str, bytes]] = {}
         self.user_quota: int | None = None
+        self._key = os.urandom(32)
+        self._bodies = itertools.count(1)
+        self._counters: dict[int, list[int]] = {}
+        """user id -> [storage, messages], kept by ``_put`` and ``_drop`` as SqlStore's
+        triggers keep its users row."""
 
     # --- test helpers ---
 
@@ -82,12 +93,28 @@ class MemStore:
             raise NoSuchMailbox(str(mailbox_id))
         return box
 
-    @staticmethod
-    def _view(box: _Box) -> Mailbox:
+    def _put(self, box: _Box, uid: int, meta: MessageMeta, body: bytes,
+             body_id: int | None = None) -> None:
+        box.messages[uid] = (meta, body)
+        box.saved[uid] = (next(self._bodies) if body_id is None else body_id,
+                          datetime.now(UTC).replace(microsecond=0))
+        counter = self._counters.setdefault(box.user_id, [0, 0])
+        counter[0] += meta.size
+        counter[1] += 1
+
+    def _drop(self, box: _Box, uid: int) -> None:
+        meta, _ = box.messages.pop(uid)
+        del box.saved[uid]
+        counter = self._counters[box.user_id]
+        counter[0] -= meta.size
+        counter[1] -= 1
+
+    def _view(self, box: _Box) -> Mailbox:
         unseen = sum(1 for m, _ in box.messages.values() if "\\Seen" not in m.flags)
         recent = sum(1 for uid in box.messages if uid > box.recent_uid)
         return Mailbox(box.id, box.user_id, box.name, box.uidvalidity, box.uidnext,
-                       box.special_use, len(box.messages), unseen, recent)
+                       box.special_use, len(box.messages), unseen, recent,
+                       objectid.mailbox_id(self._key, box.id))
 
     # --- MailStore ---
 
@@ -107,17 +134,20 @@ class MemStore:
         box = self._find(user_id, name)
         return None if box is None else self._view(box)
 
-    async def create_mailbox(self, user_id: int, name: str) -> Mailbox:
+    async def create_mailbox(self, user_id: int, name: str,
+                             special_use: str | None = None) -> Mailbox:
         if self._find(user_id, name) is not None:
             raise MailboxExists(name)
-        return self._view(self._new_box(user_id, name, None))
+        return self._view(self._new_box(user_id, name, special_use))
 
     async def delete_mailbox(self, user_id: int, name: str) -> None:
         box = self._find(user_id, name)
         if box is None:
             raise NoSuchMailbox(name)
-        if box.name == "INBOX" or box.special_use is not None:
+        if is_protected(box.name, box.special_use):
             raise MailboxProtected(name)
+        for uid in list(box.messages):
+            self._drop(box, uid)
         del self._boxes[box.id]
         self._metadata.pop((user_id, box.id), None)
         self.notifier.retire(box.id, box.uidvalidity)
@@ -127,7 +157,7 @@ class MemStore:
         box = self._find(user_id, old)
         if box is None:
             raise NoSuchMailbox(old)
-        if box.name == "INBOX" or box.special_use is not None:
+        if is_protected(box.name, box.special_use):
             raise MailboxProtected(old)
         if self._find(user_id, new) is not None:
             raise MailboxExists(new)
@@ -189,7 +219,7 @@ class MemStore:
         uid = box.uidnext
         box.uidnext += 1
         when = internaldate or datetime.now(UTC).replace(microsecond=0)
-        box.messages[uid] = (MessageMeta(uid, frozenset(flags), when, len(body)), bytes(body))
+        self._put(box, uid, MessageMeta(uid, frozenset(flags), when, len(body)), bytes(body))
         await self.notifier.publish(mailbox_id)
         return box.uidvalidity, uid
 
@@ -214,7 +244,7 @@ class MemStore:
         removed = sorted(u for u in among
                          if u in box.messages and "\\Deleted" in box.messages[u][0].flags)
         for uid in removed:
-            del box.messages[uid]
+            self._drop(box, uid)
         await self.notifier.publish(mailbox_id)
         return removed
 
@@ -232,7 +262,7 @@ class MemStore:
             meta, body = src.messages[uid]
             new_uid = dst.uidnext
             dst.uidnext += 1
-            dst.messages[new_uid] = (replace(meta, uid=new_uid), body)
+            self._put(dst, new_uid, replace(meta, uid=new_uid), body, src.saved[uid][0])
             pairs.append((uid, new_uid))
         await self.notifier.publish(dst_mailbox_id)
         return pairs
@@ -249,15 +279,27 @@ class MemStore:
         pairs = await self.copy(src_mailbox_id, uids, dst_mailbox_id, moving=True)
         src = self._box(src_mailbox_id)
         for uid, _ in pairs:
-            del src.messages[uid]
+            self._drop(src, uid)
         if pairs:
             await self.notifier.publish(src_mailbox_id)
         return pairs
 
     def _used(self, user_id: int) -> tuple[int, int]:
+        storage, count = self._counters.get(user_id, (0, 0))
+        return storage, count
+
+    def summed_usage(self, user_id: int) -> tuple[int, int]:
+        """What the counters must equal: the sum over the user's messages (for tests)."""
         metas = [m for b in self._boxes.values() if b.user_id == user_id
                  for m, _ in b.messages.values()]
         return sum(m.size for m in metas), len(metas)
+
+    async def message_objects(self, mailbox_id: int, uids: Sequence[int],
+                              ) -> dict[int, MessageObjects]:
+        box = self._box(mailbox_id)
+        return {uid: MessageObjects(objectid.email_id(self._key, box.saved[uid][0]), None,
+                                    box.saved[uid][1])
+                for uid in uids if uid in box.saved}
 
     def _check_quota(self, user_id: int, adding: int) -> None:
         if self.user_quota is not None and adding > 0 and \

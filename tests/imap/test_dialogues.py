@@ -7,14 +7,15 @@ import re
 
 from mailnode.imap.session import ImapSession
 from mailnode.store.notify import ChangeNotifier
-from tests.imap.conftest import MESSAGE, Dialog
+from tests.imap.conftest import MESSAGE, Dialog, no_mailboxid
 from tests.imap.memstore import MemStore
 
 CAPS_AFTER = (b"IMAP4rev1 LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS SORT SORT=DISPLAY "
               b"THREAD=ORDEREDSUBJECT THREAD=REFERENCES UNSELECT CHILDREN "
               b"SPECIAL-USE MOVE ESEARCH ESORT CONTEXT=SEARCH CONTEXT=SORT SEARCHRES "
               b"METADATA QUOTA QUOTA=RES-STORAGE STATUS=SIZE COMPRESS=DEFLATE LIST-EXTENDED "
-              b"LIST-STATUS BINARY MULTIAPPEND CATENATE UTF8=ACCEPT")
+              b"LIST-STATUS BINARY MULTIAPPEND CATENATE UTF8=ACCEPT OBJECTID SAVEDATE "
+              b"CREATE-SPECIAL-USE")
 
 
 def plain(authzid: str, authcid: str, password: str) -> bytes:
@@ -80,7 +81,8 @@ async def test_authenticate_failures(dialog: Dialog) -> None:
 
 async def test_list_and_lsub(dialog: Dialog, store: MemStore) -> None:
     await dialog.login()
-    assert (await dialog.send(b"c CREATE Work/Projects\r\n")) == b"c OK CREATE completed\r\n"
+    assert no_mailboxid(await dialog.send(b"c CREATE Work/Projects\r\n")) \
+        == b"c OK CREATE completed\r\n"
     out = await dialog.send(b'a LIST "" *\r\n')
     assert out == (b'* LIST (\\HasNoChildren) "/" "INBOX"\r\n'
                    b'* LIST (\\HasNoChildren \\Archive) "/" "Archive"\r\n'
@@ -113,7 +115,7 @@ async def test_list_and_lsub(dialog: Dialog, store: MemStore) -> None:
 
 async def test_create_delete_rename(dialog: Dialog) -> None:
     await dialog.login()
-    assert await dialog.send(b"a CREATE Stuff\r\n") == b"a OK CREATE completed\r\n"
+    assert no_mailboxid(await dialog.send(b"a CREATE Stuff\r\n")) == b"a OK CREATE completed\r\n"
     assert await dialog.send(b"b CREATE Stuff\r\n") == \
         b"b NO [ALREADYEXISTS] Mailbox already exists\r\n"
     assert await dialog.send(b"c RENAME Stuff Things\r\n") == b"c OK RENAME completed\r\n"
@@ -121,7 +123,8 @@ async def test_create_delete_rename(dialog: Dialog) -> None:
     assert await dialog.send(b"e DELETE Things\r\n") == b"e NO [NONEXISTENT] No such mailbox\r\n"
     assert (await dialog.send(b"f DELETE Trash\r\n")).startswith(b"f NO [CANNOT]")
     assert (await dialog.send(b"g DELETE INBOX\r\n")).startswith(b"g NO [CANNOT]")
-    assert await dialog.send(b"h CREATE &AOk-t&AOk-\r\n") == b"h OK CREATE completed\r\n"
+    assert no_mailboxid(await dialog.send(b"h CREATE &AOk-t&AOk-\r\n")) \
+        == b"h OK CREATE completed\r\n"
     assert b'"&AOk-t&AOk-"' in await dialog.send(b'i LIST "" *\r\n')
 
 
@@ -142,6 +145,8 @@ async def test_append_and_select(dialog: Dialog) -> None:
     out = await dialog.send(b"s SELECT INBOX\r\n")
     uidvalidity = re.search(rb"UIDVALIDITY (\d+)", out)
     assert uidvalidity is not None
+    mailboxid = re.search(rb"MAILBOXID \((M[0-9a-f]{24})\)", out)
+    assert mailboxid is not None
     assert out == (b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
                    b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)]"
                    b" Permanent flags\r\n"
@@ -149,6 +154,7 @@ async def test_append_and_select(dialog: Dialog) -> None:
                    b"* OK [UNSEEN 1] First unseen message\r\n"
                    b"* OK [UIDVALIDITY " + uidvalidity.group(1) + b"] UIDs valid\r\n"
                    b"* OK [UIDNEXT 3] Predicted next UID\r\n"
+                   b"* OK [MAILBOXID (" + mailboxid.group(1) + b")] Ok\r\n"
                    b"s OK [READ-WRITE] SELECT completed\r\n")
     out = await dialog.send(b"f FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE)\r\n")
     assert out == (b"* 1 FETCH (FLAGS (\\Flagged \\Recent) "

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from mailnode.imap import session as imap_session
 from mailnode.imap.session import ListPattern, _add_parents, _has_children
-from tests.imap.conftest import Dialog
+from tests.imap.conftest import Dialog, no_mailboxid
 
 
 def reference_match(pattern: str, name: str) -> bool:
@@ -70,7 +70,8 @@ def test_parents_and_children_equal_reference(names: set[str]) -> None:
 async def test_hostile_list_pattern_over_the_wire(dialog: Dialog) -> None:
     await dialog.login()
     long_name = b"a" * 500
-    assert await dialog.send(b"c CREATE " + long_name + b"\r\n") == b"c OK CREATE completed\r\n"
+    assert no_mailboxid(await dialog.send(b"c CREATE " + long_name + b"\r\n")) \
+        == b"c OK CREATE completed\r\n"
     pattern = b"*a" * 250 + b"b"
     assert await dialog.send(b'l LIST "" "' + pattern + b'"\r\n') == b"l OK LIST completed\r\n"
     out = await dialog.send(b'm LIST "" "' + b"*a" * 250 + b'"\r\n')
@@ -84,10 +85,12 @@ async def test_hostile_list_pattern_over_the_wire(dialog: Dialog) -> None:
 async def test_mailbox_name_limits(dialog: Dialog) -> None:
     await dialog.login()
     longest = b"n" * imap_session.MAX_NAME_LENGTH
-    assert await dialog.send(b"a CREATE " + longest + b"\r\n") == b"a OK CREATE completed\r\n"
+    assert no_mailboxid(await dialog.send(b"a CREATE " + longest + b"\r\n")) \
+        == b"a OK CREATE completed\r\n"
     assert (await dialog.send(b"b CREATE " + longest + b"x\r\n")).startswith(b"b NO [LIMIT]")
     deepest = b"/".join([b"d"] * imap_session.MAX_NAME_DEPTH)
-    assert await dialog.send(b"c CREATE " + deepest + b"\r\n") == b"c OK CREATE completed\r\n"
+    assert no_mailboxid(await dialog.send(b"c CREATE " + deepest + b"\r\n")) \
+        == b"c OK CREATE completed\r\n"
     assert (await dialog.send(b"d CREATE " + deepest + b"/d\r\n")).startswith(b"d NO [LIMIT]")
     assert (await dialog.send(b"e RENAME " + longest + b" " + longest + b"x\r\n")).startswith(
         b"e NO [LIMIT]")
@@ -99,11 +102,11 @@ async def test_mailbox_count_limit(dialog: Dialog, monkeypatch: pytest.MonkeyPat
     await dialog.login()
     existing = (await dialog.send(b'a LIST "" *\r\n')).count(b"* LIST ")
     monkeypatch.setattr(imap_session, "MAX_MAILBOXES", existing + 2)
-    assert await dialog.send(b"b CREATE one\r\n") == b"b OK CREATE completed\r\n"
-    assert await dialog.send(b"c CREATE two\r\n") == b"c OK CREATE completed\r\n"
+    assert no_mailboxid(await dialog.send(b"b CREATE one\r\n")) == b"b OK CREATE completed\r\n"
+    assert no_mailboxid(await dialog.send(b"c CREATE two\r\n")) == b"c OK CREATE completed\r\n"
     assert (await dialog.send(b"d CREATE three\r\n")).startswith(b"d NO [LIMIT]")
     assert await dialog.send(b"e DELETE two\r\n") == b"e OK DELETE completed\r\n"
-    assert await dialog.send(b"f CREATE three\r\n") == b"f OK CREATE completed\r\n"
+    assert no_mailboxid(await dialog.send(b"f CREATE three\r\n")) == b"f OK CREATE completed\r\n"
 
 
 async def test_many_mailboxes_list_with_children(dialog: Dialog) -> None:
