@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -59,6 +60,8 @@ class MemStore:
         self._metadata: dict[tuple[int, int | None], dict[str, bytes]] = {}
         self.user_quota: int | None = None
         self._key = os.urandom(32)
+        self.clock: Callable[[], float] = time.time
+        """Save dates are taken from it (as SqlStore's)."""
         self._bodies = itertools.count(1)
         self._counters: dict[int, list[int]] = {}
         """user id -> [storage, messages], kept by ``_put`` and ``_drop`` as SqlStore's
@@ -97,7 +100,7 @@ class MemStore:
              body_id: int | None = None) -> None:
         box.messages[uid] = (meta, body)
         box.saved[uid] = (next(self._bodies) if body_id is None else body_id,
-                          datetime.now(UTC).replace(microsecond=0))
+                          datetime.fromtimestamp(int(self.clock()), UTC))
         counter = self._counters.setdefault(box.user_id, [0, 0])
         counter[0] += meta.size
         counter[1] += 1
