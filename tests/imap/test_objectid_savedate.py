@@ -6,10 +6,18 @@ search keys; CREATE name (USE (...)) with [USEATTR] refusals."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
+from alembic import command
+
+from crypto.keys import Identity
 from mailnode.store.api import MailStore
+from mailnode.store.database import Database, _alembic_config
+from mailnode.store.notify import ChangeNotifier
 from mailnode.store.objectid import email_id, mailbox_id
+from mailnode.store.sqlite import SqlStore
 from tests.imap.conftest import MESSAGE, Dialog
 
 DAY = 86400
@@ -153,8 +161,7 @@ async def test_savedate_is_when_it_was_put_there(dialog: Dialog, store: MailStor
         b'* 1 FETCH (SAVEDATE "19-Mar-2026 12:00:00 +0000")\r\nf OK FETCH completed\r\n')
 
 
-async def test_fetch_of_objects_for_an_expunged_message(dialog: Dialog,
-                                                        notifier: object) -> None:
+async def test_fetch_of_objects_for_an_expunged_message(dialog: Dialog) -> None:
     """Another session expunged it: this one has not been told, so the FETCH says so
     (RFC 2180 §4.1.2) rather than make an id up."""
     await dialog.login()
@@ -217,3 +224,44 @@ def test_ids_are_keyed_not_counted() -> None:
     assert email_id(key, 7) != email_id(other, 7) and mailbox_id(key, 7) != email_id(key, 7)
     # neighbours share no prefix the way counted ids would
     assert len({email_id(key, n)[:3] for n in range(1000, 1020)}) > 15
+
+
+async def test_migration_gives_old_mail_a_save_date_and_ids_survive_restarts(
+        tmp_path: Path) -> None:
+    """Mail stored before 0009 gets the migration time as its save date (its real one is not
+    known; a later one never makes it look older, so a client expunging Trash by save date
+    keeps it longer rather than shorter); the key the ids are derived from is stored, so
+    MAILBOXID and EMAILID stay the same across restarts."""
+    db = Database.open(tmp_path / "m.db")
+    store = SqlStore(db, ChangeNotifier())
+    user = await store.create_user("old", "password1", Identity.generate())
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    archive = await store.get_mailbox(user.id, "Archive")
+    assert inbox is not None and archive is not None
+    old_date = datetime(2019, 5, 1, tzinfo=UTC)
+    await store.append(inbox.id, MESSAGE, frozenset(), old_date)
+    await store.copy(inbox.id, [1], archive.id)
+    command.downgrade(_alembic_config(db.engine), "0007")
+    db.close()
+    before = int(time.time())
+    db = Database.open(tmp_path / "m.db")
+    after = int(time.time())
+    try:
+        store = SqlStore(db, ChangeNotifier())
+        inbox = await store.get_mailbox(user.id, "INBOX")
+        assert inbox is not None and inbox.mailboxid
+        objs = (await store.message_objects(inbox.id, [1]))[1]
+        assert objs.savedate is not None
+        assert before <= objs.savedate.timestamp() <= after
+        copied = (await store.message_objects(archive.id, [1]))[1]
+        assert copied.emailid == objs.emailid and copied.threadid is None
+    finally:
+        db.close()
+    db = Database.open(tmp_path / "m.db")  # a restart: same key, same ids
+    try:
+        store = SqlStore(db, ChangeNotifier())
+        again = await store.get_mailbox(user.id, "INBOX")
+        assert again is not None and again.mailboxid == inbox.mailboxid
+        assert (await store.message_objects(inbox.id, [1]))[1].emailid == objs.emailid
+    finally:
+        db.close()
