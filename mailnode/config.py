@@ -138,8 +138,8 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
                                    "deliver per minute (bursts up to the same number); more "
                                    "are told to retry later"),
         ("user_quota_mb", "MiB of mail each user may keep (IMAP QUOTA); an APPEND or COPY past "
-                          "it is refused with OVERQUOTA and mail from other nodes is deferred; "
-                          "0 means no limit"),
+                          "it is refused with OVERQUOTA, and mail from other nodes or from "
+                          "local senders is deferred (452 4.2.2); 0 means no limit"),
     ],
     "queue": [
         ("retry_initial", "seconds before the first retry of an undelivered message; "
