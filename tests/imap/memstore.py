@@ -236,7 +236,7 @@ class MemStore:
             uid = box.uidnext
             box.uidnext += 1
             when = date or datetime.now(UTC).replace(microsecond=0)
-            box.messages[uid] = (MessageMeta(uid, frozenset(flags), when, len(body)), bytes(body))
+            self._put(box, uid, MessageMeta(uid, frozenset(flags), when, len(body)), bytes(body))
             uids.append(uid)
         await self.notifier.publish(mailbox_id)
         return box.uidvalidity, uids

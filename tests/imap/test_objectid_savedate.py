@@ -161,6 +161,20 @@ async def test_savedate_is_when_it_was_put_there(dialog: Dialog, store: MailStor
         b'* 1 FETCH (SAVEDATE "19-Mar-2026 12:00:00 +0000")\r\nf OK FETCH completed\r\n')
 
 
+async def test_multiappend_messages_get_ids_and_save_dates(dialog: Dialog,
+                                                           store: MailStore) -> None:
+    at(store, T0)
+    await dialog.login()
+    out = await dialog.send(b"A APPEND Drafts {%d+}\r\n%s {%d+}\r\n%s\r\n"
+                            % (len(MESSAGE), MESSAGE, len(MESSAGE), MESSAGE))
+    assert out.startswith(b"A OK [APPENDUID ")
+    await dialog.send(b"s SELECT Drafts\r\n")
+    out = await dialog.send(b"f FETCH 1:* (SAVEDATE EMAILID)\r\n")
+    first, second = emailids(out)
+    assert first != second
+    assert out.count(b'SAVEDATE "10-Mar-2026 12:00:00 +0000"') == 2
+
+
 async def test_fetch_of_objects_for_an_expunged_message(dialog: Dialog) -> None:
     """Another session expunged it: this one has not been told, so the FETCH says so
     (RFC 2180 §4.1.2) rather than make an id up."""

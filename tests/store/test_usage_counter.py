@@ -34,6 +34,7 @@ op = st.one_of(
     st.tuples(st.just("expunge"), st.sampled_from(BOXES), st.integers(0, 3)),
     st.tuples(st.just("drop"), st.just("Extra"), st.just(0)),
     st.tuples(st.just("deliver"), st.just("INBOX"), st.integers(1, 2500)),
+    st.tuples(st.just("append_many"), st.sampled_from(BOXES), st.integers(1, 1500)),
 )
 """(operation, mailbox, argument: a size, a target mailbox's index, or how many messages to
 expunge): sizes up to 2500 bytes against a 6000-byte quota, so many operations are refused
@@ -74,6 +75,8 @@ async def _ops(store: MailStore, user_id: int, ops: list[tuple[str, str, int]],
         try:
             if kind == "append":
                 await store.append(box.id, b"x" * arg, frozenset(), None)
+            elif kind == "append_many":  # MULTIAPPEND: all of them or none
+                await store.append_many(box.id, [(b"w" * arg, frozenset(), None)] * 2)
             elif kind in ("copy", "move") and uids:
                 dst = await store.get_mailbox(user_id, BOXES[arg])
                 if dst is None:
