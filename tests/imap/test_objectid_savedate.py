@@ -57,6 +57,8 @@ async def test_mailboxid_in_create_select_examine_status_and_across_rename(
     assert await dialog.send(b"d STATUS Projects (MAILBOXID MESSAGES)\r\n") == (
         b'* STATUS "Projects" (MAILBOXID (' + made + b") MESSAGES 0)\r\n"
         b"d OK STATUS completed\r\n")
+    assert (b'* STATUS "Projects" (MAILBOXID (' + made + b"))\r\n"  # LIST-STATUS too
+            in await dialog.send(b'l LIST "" Projects RETURN (STATUS (MAILBOXID))\r\n'))
     await dialog.send(b"e CLOSE\r\n")
     assert (await dialog.send(b"f RENAME Projects Work\r\n")).startswith(b"f OK")
     assert mailboxid(await dialog.send(b"g STATUS Work (MAILBOXID)\r\n")) == made
