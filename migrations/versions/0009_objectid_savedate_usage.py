@@ -41,7 +41,9 @@ TRIGGERS = (
     "message_count = message_count - 1 WHERE id = " + _OWNER.format(row="OLD") + "; END",
 )
 """Kept in step with ``messages`` (a move between a user's mailboxes is an insert and a
-delete, so nets to nothing; the row's size never changes)."""
+delete, so nets to nothing; the row's size never changes). A later migration that rebuilds
+``messages`` (``batch_alter_table`` copies and drops it) drops these with it and must create
+them again; tests/store/test_usage_counter.py fails at head if they are missing."""
 
 
 def upgrade() -> None:
