@@ -49,6 +49,8 @@ REGISTRY: tuple[Capability, ...] = (
     _cap("CHILDREN"),
     _cap("SPECIAL-USE"),
     _cap("MOVE"),
+    _cap("CONDSTORE", enablable=True),
+    _cap("QRESYNC", enablable=True),
 )
 """Advertised after login, in this order."""
 

@@ -132,6 +132,10 @@ class MailStore(Protocol):
     async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
         """All messages in uid order (position + 1 is the IMAP sequence number)."""
 
+    async def snapshot(self, mailbox_id: int) -> tuple[list[MessageMeta], int]:
+        """``list_messages`` with the mailbox's highest modseq as of the same read: a
+        session that SELECTs from it and then follows ``changes_since`` misses nothing."""
+
     async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         """Full RFC 5322 bytes of the given messages (missing uids are left out)."""
 

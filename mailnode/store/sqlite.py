@@ -40,7 +40,6 @@ from mailnode.store.database import Database
 from mailnode.store.models import (
     bodies,
     counters,
-    expunged,
     known_records,
     mailboxes,
     messages,
@@ -53,6 +52,8 @@ from mailnode.store.models import (
 from mailnode.store.notify import ChangeNotifier
 
 T = TypeVar("T")
+_Listing = tuple[tuple[MessageMeta, ...], int]
+"""A mailbox's messages in uid order and its highest modseq, as of one transaction."""
 
 # Verifying against this makes an unknown login cost as much as a wrong password.
 _DUMMY_HASH = hash_password("mailnode-dummy", salt=b"\0" * 16)
@@ -202,7 +203,7 @@ class SqlStore:
         # this process bumps the version after its commit, so ten sessions woken by one change
         # share one query. A load that straddles a write is keyed by the older version and is
         # replaced as soon as the bump is seen.
-        self._listings: dict[int, tuple[int, asyncio.Future[tuple[MessageMeta, ...]]]] = {}
+        self._listings: dict[int, tuple[int, asyncio.Future[_Listing]]] = {}
         self._identities: dict[int, Identity] = {}
         # Bytes of outbound mail queued, counted once and then kept by the transactions that
         # add and remove queued mail (on the database thread only); None: count again.
@@ -527,10 +528,13 @@ class SqlStore:
     # ---- messages ----------------------------------------------------------------------
 
     async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
+        return (await self.snapshot(mailbox_id))[0]
+
+    async def snapshot(self, mailbox_id: int) -> tuple[list[MessageMeta], int]:
         version = self.notifier.version(mailbox_id)
         cached = self._listings.get(mailbox_id)
         if cached is None or cached[0] != version:
-            base: tuple[MessageMeta, ...] | None = None
+            base: tuple[tuple[MessageMeta, ...], int] | None = None
             if cached is not None and cached[1].done() and not cached[1].cancelled() \
                     and cached[1].exception() is None \
                     and self.notifier.appends_since(mailbox_id, cached[0]):
@@ -538,28 +542,32 @@ class SqlStore:
             task = asyncio.ensure_future(self._load_listing(mailbox_id, version, base))
             self._listings[mailbox_id] = cached = (version, task)
             task.add_done_callback(lambda t: self._forget_failed(mailbox_id, t))
-        return list(await asyncio.shield(cached[1]))
+        metas, highest = await asyncio.shield(cached[1])
+        return list(metas), highest
 
-    def _forget_failed(self, mailbox_id: int, task: asyncio.Future[tuple[MessageMeta, ...]],
-                       ) -> None:
+    def _forget_failed(self, mailbox_id: int, task: asyncio.Future[_Listing]) -> None:
         entry = self._listings.get(mailbox_id)
         if entry is not None and entry[1] is task and (task.cancelled() or task.exception()):
             del self._listings[mailbox_id]
 
     async def _load_listing(self, mailbox_id: int, version: int,
-                            base: tuple[MessageMeta, ...] | None = None,
-                            ) -> tuple[MessageMeta, ...]:
-        """The mailbox's messages; with ``base`` (a listing that later changes only added
-        to), ``base`` plus the messages after its last uid."""
-        after = base[-1].uid if base else 0
+                            base: _Listing | None = None) -> _Listing:
+        """The mailbox's messages and its highest modseq, read in one transaction; with
+        ``base`` (a listing that later changes only added to), ``base`` plus the messages
+        after its last uid."""
+        after = base[0][-1].uid if base and base[0] else 0
 
-        def q(conn: Connection) -> tuple[MessageMeta, ...]:
+        def q(conn: Connection) -> _Listing:
+            highest = conn.execute(select(mailboxes.c.highest_modseq).where(
+                mailboxes.c.id == mailbox_id)).scalar()
+            if highest is None:
+                raise NoSuchMailbox("mailbox no longer exists")
             rows = conn.execute(select(messages.c.uid, messages.c.flags, messages.c.internaldate,
                                        messages.c.size, messages.c.modseq)
                                 .where(messages.c.mailbox_id == mailbox_id,
                                        messages.c.uid > after)
                                 .order_by(messages.c.uid)).all()
-            return (base or ()) + tuple(_meta(*r) for r in rows)
+            return (base[0] if base else ()) + tuple(_meta(*r) for r in rows), int(highest)
         return await self.db.run(q, durable=False)
 
     async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:

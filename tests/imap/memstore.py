@@ -169,6 +169,9 @@ class MemStore:
         box = self._box(mailbox_id)
         return [box.messages[uid][0] for uid in sorted(box.messages)]
 
+    async def snapshot(self, mailbox_id: int) -> tuple[list[MessageMeta], int]:
+        return await self.list_messages(mailbox_id), self._box(mailbox_id).highest_modseq
+
     async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         box = self._box(mailbox_id)
         return {uid: box.messages[uid][1] for uid in uids if uid in box.messages}
