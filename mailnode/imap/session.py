@@ -578,8 +578,9 @@ class ImapSession:
             gone = [u for u in changes.vanished if u not in sel.metas]
         else:
             gone = [u for u in range(1, sel.max_uid + 1) if u not in sel.metas]
-        if within is not None:
-            gone = within.uids(gone)
+        if within is not None:  # "*" is the mailbox's largest uid, not the largest gone
+            largest = sel.uids[-1] if sel.uids else sel.max_uid
+            gone = [u for u in gone if within.contains(u, largest)]
         return gone, changes
 
     async def _resync(self, sel: Selected, since: int, known: SequenceSet | None) -> None:

@@ -1,7 +1,9 @@
 """The SQLite implementation of ``MailStore`` plus the node's own aggregates (users, queue).
 
-Each public coroutine is one transaction on the database thread; change notifications are
-published only after the commit, so a woken IDLE session always finds the new state.
+Each public coroutine is one transaction: writes on the database thread, IMAP's reads
+(listings, the change feed, bodies) on reader connections beside it (``Database.read``), so a
+long listing never holds up a commit. Change notifications are published only after the
+commit, so a woken IDLE session always finds the new state.
 """
 
 from __future__ import annotations
@@ -460,15 +462,15 @@ class SqlStore:
             rows = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id)
                                 .order_by(mailboxes.c.name))
             return [self._mailbox(conn, r) for r in rows]
-        return await self.db.run(q)
+        return await self.db.read(q)
 
     async def count_mailboxes(self, user_id: int) -> int:
-        return await self.db.run(lambda conn: int(conn.execute(
+        return await self.db.read(lambda conn: int(conn.execute(
             select(func.count()).select_from(mailboxes).where(mailboxes.c.user_id == user_id)
         ).scalar_one()))
 
     async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
-        return await self.db.run(lambda conn: self._mailbox_row(conn, user_id, name))
+        return await self.db.read(lambda conn: self._mailbox_row(conn, user_id, name))
 
     async def create_mailbox(self, user_id: int, name: str) -> Mailbox:
         def q(conn: Connection) -> Mailbox:
@@ -514,7 +516,7 @@ class SqlStore:
         self.notifier.retire(box.id, box.uidvalidity)
 
     async def subscriptions(self, user_id: int) -> set[str]:
-        return await self.db.run(lambda conn: set(conn.execute(
+        return await self.db.read(lambda conn: set(conn.execute(
             select(subscriptions.c.name).where(subscriptions.c.user_id == user_id)).scalars()))
 
     async def subscribe(self, user_id: int, name: str, subscribed: bool) -> None:
@@ -568,7 +570,7 @@ class SqlStore:
                                        messages.c.uid > after)
                                 .order_by(messages.c.uid)).all()
             return (base[0] if base else ()) + tuple(_meta(*r) for r in rows), int(highest)
-        return await self.db.run(q, durable=False)
+        return await self.db.read(q)
 
     async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
         def q(conn: Connection) -> tuple[int, int]:
@@ -593,7 +595,7 @@ class SqlStore:
                     messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500])))
                 out.update({uid: bytes(body) for uid, body in rows})
             return out
-        return await self.db.run(q)
+        return await self.db.read(q)
 
     async def fetch_structures(self, mailbox_id: int, uids: Sequence[int],
                                ) -> dict[int, bytes | None]:
@@ -607,7 +609,7 @@ class SqlStore:
                     messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500])))
                 out.update({uid: None if st is None else bytes(st) for uid, st in rows})
             return out
-        return await self.db.run(q)
+        return await self.db.read(q)
 
     async def save_structures(self, mailbox_id: int, structures: dict[int, bytes]) -> None:
         def q(conn: Connection) -> None:
@@ -681,7 +683,7 @@ class SqlStore:
                 "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
                 (mailbox_id, modseq))] if complete else []
             return Changes(changed, vanished, highest, complete)
-        return await self.db.run(q, durable=False)
+        return await self.db.read(q)
 
     async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
                      internaldate: datetime | None) -> tuple[int, int]:

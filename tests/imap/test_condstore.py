@@ -178,6 +178,8 @@ async def test_qresync_select_reports_what_changed_since(
     assert b"* VANISHED (EARLIER) 3\r\n" in out, out
     out = await d.send(b"q EXAMINE INBOX (QRESYNC (%d 6))\r\n" % (uidvalidity + 1))
     assert b"VANISHED" not in out and b"FETCH" not in out, out
+    out = await d.send(b"f UID FETCH 4:* (FLAGS) (CHANGEDSINCE 6 VANISHED)\r\n")
+    assert b"VANISHED" not in out, out  # "*" is uid 5 here: 4:5 has no expunged uid
     # UID FETCH with VANISHED: expunged uids in the set first, then what changed.
     out = await d.send(b"f UID FETCH 3:* (FLAGS) (CHANGEDSINCE 6 VANISHED)\r\n")
     assert out == (b"* VANISHED (EARLIER) 3\r\n"
