@@ -90,9 +90,11 @@ class Update:
 
 def flag_lines(sel: Selected) -> list[bytes]:
     """FLAGS and PERMANENTFLAGS for the view's announced keywords."""
-    listed = " ".join([*SYSTEM_FLAG_LIST, *sorted(sel.keywords)])
+    keywords = sorted(sel.keywords)
+    listed = " ".join([*SYSTEM_FLAG_LIST, *keywords])
     out = [f"FLAGS ({listed})".encode()]
-    permanent = "" if sel.readonly else " ".join([*SYSTEM_FLAG_LIST, "\\*"])
+    # The keywords too (as RFC 3501's example and Dovecot do): a client learns they stick.
+    permanent = "" if sel.readonly else " ".join([*SYSTEM_FLAG_LIST, *keywords, "\\*"])
     out.append(f"OK [PERMANENTFLAGS ({permanent})] Permanent flags".encode())
     return out
 

@@ -214,7 +214,7 @@ async def test_store(dialog: Dialog) -> None:
         b"b OK STORE completed\r\n"
     assert await dialog.send(b"c UID STORE 3 FLAGS ($Label1 \\Answered)\r\n") == (
         b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)\r\n"  # announced first
-        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] "
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 \\*)] "
         b"Permanent flags\r\n"
         b"* 3 FETCH (UID 3 FLAGS (\\Answered \\Recent $Label1))\r\nc OK UID STORE completed\r\n")
     assert await dialog.send(b"d FETCH 1:* FLAGS\r\n") == (
