@@ -67,6 +67,10 @@ class Selected:
     during which RFC 3501 §7.4.1 allows EXPUNGE."""
     keywords: set[str] = field(default_factory=set)
     """Keywords announced in FLAGS: a FETCH never shows one before it is announced."""
+    gone_since: int = 0
+    """While expunges wait in ``gone``: a modseq from before the first of them, which the
+    client is told as HIGHESTMODSEQ so that it never resyncs past them (RFC 7162 §3.2.10,
+    RFC 5162 erratum 1810)."""
 
     @property
     def seq_of(self) -> SeqIndex:
@@ -147,6 +151,8 @@ def report_gone(sel: Selected, *, qresync: bool) -> list[bytes]:
 def apply(sel: Selected, changes: Changes, *, allow_expunge: bool, condstore: bool,
           qresync: bool) -> Update:
     """Bring the view up to ``changes`` (read with ``changes_since(sel.modseq)``)."""
+    if not sel.gone:
+        sel.gone_since = sel.modseq
     sel.gone.update(u for u in changes.vanished if u in sel.metas)
     lines = report_gone(sel, qresync=qresync) if allow_expunge else []
     updates = [m for m in changes.changed

@@ -321,6 +321,7 @@ class ImapSession:
             return
         version = self.notifier.version(sel.mailbox.id)
         if version == sel.version and not (allow_expunge and sel.gone):
+            self._pending_expunges(sel)
             return
         try:
             changes = Changes([], [], sel.modseq)
@@ -337,6 +338,13 @@ class ImapSession:
             self._untagged(line)
         await self._announce_new(sel, update.new)
         sel.version = version
+        self._pending_expunges(sel)
+
+    def _pending_expunges(self, sel: Selected) -> None:
+        """Expunges held back (RFC 3501 §7.4.1) while MODSEQs past them were sent: tell a
+        CONDSTORE client a HIGHESTMODSEQ from before them, so a resync finds them."""
+        if sel.gone and self.condstore:
+            self._untagged(b"OK [HIGHESTMODSEQ %d] Expunges pending" % sel.gone_since)
 
     def _keywords(self, metas: list[MessageMeta]) -> None:
         """Announce keywords the client has not seen before a FETCH shows them."""

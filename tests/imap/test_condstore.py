@@ -281,3 +281,19 @@ async def test_a_session_away_past_the_tombstones_still_gets_every_expunge(
         + b"n OK NOOP completed\r\n", out
     out = await watcher.send(b"u UID FETCH 1:* (UID)\r\n")
     assert re.findall(rb"UID (\d+)", out) == [b"9", b"10"]
+
+
+async def test_held_back_expunges_keep_highestmodseq_below_them(
+        store: MailStore, notifier: ChangeNotifier) -> None:
+    """A STORE by sequence number cannot report another session's expunge; the MODSEQs it
+    sends are past that expunge, so the client is told a HIGHESTMODSEQ from before it."""
+    watcher = await three(store, notifier, b" (CONDSTORE)")
+    writer = await session(store, notifier)
+    await writer.send(b"s SELECT INBOX\r\n")
+    await writer.send(b"d STORE 1 +FLAGS.SILENT (\\Deleted)\r\ne EXPUNGE\r\n")  # 5, 6
+    out = await watcher.send(b"f STORE 3 +FLAGS (\\Seen)\r\n")  # modseq 7
+    assert out == (b"* 3 FETCH (FLAGS (\\Seen \\Recent) MODSEQ (7))\r\n"
+                   b"* OK [HIGHESTMODSEQ 4] Expunges pending\r\n"
+                   b"f OK STORE completed\r\n"), out
+    out = await watcher.send(b"n NOOP\r\n")
+    assert out == b"* 1 EXPUNGE\r\nn OK NOOP completed\r\n", out
