@@ -835,16 +835,22 @@ class ImapSession:
 
     async def _do_search(self, cmd: c.Search) -> str:
         found = await self._matches(cmd.key, cmd.charset)
-        tail = b""
-        if condstore.uses_modseq(cmd.key):
-            self._enable("CONDSTORE")
-            sel = self.selected
-            assert sel is not None
-            if found:  # RFC 7162 §3.1.5: the highest modseq among the matches
-                tail = b" (MODSEQ %d)" % max(sel.metas[u].modseq for _, u in found)
         self._untagged(b"SEARCH" + b"".join(b" %d" % (uid if cmd.uid else seq)
-                                            for seq, uid in found) + tail)
+                                            for seq, uid in found)
+                       + self._modseq_tail(cmd.key, found))
         return f"{'UID ' if cmd.uid else ''}SEARCH completed"
+
+    def _modseq_tail(self, key: c.SearchKey, found: list[tuple[int, int]]) -> bytes:
+        """`` (MODSEQ n)``, the highest modseq among the matches, when the program has a
+        MODSEQ key (RFC 7162 §3.1.5, SEARCH and SORT); such a search enables CONDSTORE."""
+        if not condstore.uses_modseq(key):
+            return b""
+        self._enable("CONDSTORE")
+        sel = self.selected
+        assert sel is not None
+        if not found:
+            return b""
+        return b" (MODSEQ %d)" % max(sel.metas[u].modseq for _, u in found)
 
     async def _matches(self, key: c.SearchKey, charset: str | None) -> list[tuple[int, int]]:
         """(sequence number, uid) of the selected messages ``key`` matches, in order."""
@@ -906,7 +912,8 @@ class ImapSession:
         found = await self._matches(cmd.key, cmd.charset)
         messages = await self._sort_messages(found, cmd.uid, references=False)
         ordered = await asyncio.to_thread(sortthread.sort, messages, cmd.criteria)
-        self._untagged(b"SORT" + b"".join(b" %d" % n for n in ordered))
+        self._untagged(b"SORT" + b"".join(b" %d" % n for n in ordered)
+                       + self._modseq_tail(cmd.key, found))
         return f"{'UID ' if cmd.uid else ''}SORT completed"
 
     async def _do_threadcmd(self, cmd: c.ThreadCmd) -> str:

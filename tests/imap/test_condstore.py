@@ -91,6 +91,8 @@ async def test_search_modseq(store: MailStore, notifier: ChangeNotifier) -> None
     assert await d.send(b's UID SEARCH MODSEQ "/flags/\\\\draft" all 4 UNSEEN\r\n') == (
         b"* SEARCH 3 (MODSEQ 4)\r\ns OK UID SEARCH completed\r\n")
     assert await d.send(b"s SEARCH MODSEQ 5\r\n") == b"* SEARCH\r\ns OK SEARCH completed\r\n"
+    assert await d.send(b"s SORT (ARRIVAL) UTF-8 MODSEQ 3\r\n") == (
+        b"* SORT 2 3 (MODSEQ 4)\r\ns OK SORT completed\r\n")
 
 
 async def test_another_sessions_store_arrives_with_its_modseq(
