@@ -370,7 +370,6 @@ class ImapSession:
         # uids are ascending: the claimed range is one slice (a scan per new message was
         # quadratic in a growing mailbox)
         sel.recent.update(sel.uids[bisect_right(sel.uids, before):bisect_right(sel.uids, upto)])
-        sel.recent = {u for u in sel.recent if u in sel.seq_of}
 
     def _targets(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
         """``(seq, uid)`` pairs named by a sequence set (or uid set), ascending."""
