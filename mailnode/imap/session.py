@@ -701,10 +701,16 @@ class ImapSession:
     async def _do_expunge(self, cmd: c.Expunge) -> str:
         sel = self._require_writable()
         uids = None if cmd.uids is None else cmd.uids.uids(sel.uids)
-        if uids == []:
+        if uids:
+            await self.store.expunge(sel.mailbox.id, uids)
+        elif uids is None:
+            await self.store.expunge(sel.mailbox.id)
+        if not self.qresync:
             return "EXPUNGE completed"
-        await self.store.expunge(sel.mailbox.id, uids)
-        return "EXPUNGE completed"
+        # RFC 7162 §3.2.7: with QRESYNC the tagged OK tells the modseq after the VANISHED,
+        # so they are reported first
+        await self._sync(allow_expunge=True)
+        return f"[HIGHESTMODSEQ {sel.modseq}] EXPUNGE completed"
 
     async def _do_fetch(self, cmd: c.Fetch) -> str:
         sel = self.selected

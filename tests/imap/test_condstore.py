@@ -156,6 +156,10 @@ async def test_qresync_sessions_see_vanished(store: MailStore,
     await writer.send(b"e EXPUNGE\r\n")
     out = await watcher.send(b"n NOOP\r\n")
     assert out.startswith(b"* VANISHED 2:3\r\n") and b"EXPUNGE" not in out, out
+    # Its own EXPUNGE: VANISHED, then the modseq after it in the tagged OK.
+    await watcher.send(b"d UID STORE 4 +FLAGS.SILENT (\\Deleted)\r\n")  # modseq 8
+    assert await watcher.send(b"e EXPUNGE\r\n") == (
+        b"* VANISHED 4\r\ne OK [HIGHESTMODSEQ 9] EXPUNGE completed\r\n")
 
 
 async def test_qresync_select_reports_what_changed_since(
