@@ -66,6 +66,8 @@ REGISTRY: tuple[Capability, ...] = (
     _cap("MULTIAPPEND", c.AppendMany),
     _cap("CATENATE", c.AppendMany),
     _cap("UTF8=ACCEPT", enablable=True),
+    _cap("CONDSTORE", enablable=True),
+    _cap("QRESYNC", enablable=True),
 )
 """Advertised after login, in this order."""
 

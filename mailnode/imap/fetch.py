@@ -61,6 +61,8 @@ def render_chunks(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes 
             yield b"INTERNALDATE " + date_time(meta.internaldate)
         elif name == "RFC822.SIZE":
             yield b"RFC822.SIZE %d" % meta.size
+        elif name == "MODSEQ":
+            yield b"MODSEQ (%d)" % meta.modseq
         elif name in STRUCTURE_ITEMS and attr.section is None:
             assert structure is not None
             if name == "ENVELOPE":

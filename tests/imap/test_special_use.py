@@ -39,11 +39,18 @@ async def test_migration_gives_existing_users_junk_and_archive(tmp_path: Path) -
         # "mine" had made a Junk mailbox of their own, with mail in it, the latest one made
         conn.execute(text("UPDATE counters SET value = 4000000000 WHERE name = 'uidvalidity'"))
         conn.execute(text("INSERT INTO mailboxes (user_id, name, uidvalidity, uidnext, "
-                          "recent_uid) VALUES (:u, 'Junk', 4000000000, 1, 0)"),
+                          "recent_uid) VALUES (:u, 'Junk', 4000000000, 2, 0)"),
                      {"u": mine.id})
-    custom = await store.get_mailbox(mine.id, "Junk")
-    assert custom is not None and custom.special_use is None
-    await store.append(custom.id, MESSAGE, frozenset(), None)
+        # written as SQL: today's store speaks the newest schema, not 0006's
+        custom_id, special = conn.execute(text(
+            "SELECT id, special_use FROM mailboxes WHERE user_id = :u AND name = 'Junk'"),
+            {"u": mine.id}).one()
+        assert special is None
+        body_id = conn.execute(text("INSERT INTO bodies (data) VALUES (:d) RETURNING id"),
+                               {"d": MESSAGE}).scalar()
+        conn.execute(text("INSERT INTO messages (mailbox_id, uid, flags, internaldate, size, "
+                          "body_id) VALUES (:m, 1, '', 0, :n, :b)"),
+                     {"m": custom_id, "n": len(MESSAGE), "b": body_id})
     db.close()
 
     db = Database.open(tmp_path / "m.db")  # migrates to the newest revision
@@ -56,7 +63,7 @@ async def test_migration_gives_existing_users_junk_and_archive(tmp_path: Path) -
         assert {"Junk", "Archive"} <= await store.subscriptions(old.id)
         assert "Junk" not in await store.subscriptions(mine.id)  # as they had left it
         kept = await store.get_mailbox(mine.id, "Junk")
-        assert kept is not None and kept.id == custom.id and kept.messages == 1
+        assert kept is not None and kept.id == custom_id and kept.messages == 1
         # UIDVALIDITY never goes back: the new mailboxes got values above every earlier one
         archive = await store.get_mailbox(mine.id, "Archive")
         assert archive is not None and archive.uidvalidity > 4_000_000_000
