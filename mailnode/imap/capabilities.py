@@ -69,6 +69,8 @@ REGISTRY: tuple[Capability, ...] = (
     _cap("OBJECTID"),
     _cap("SAVEDATE"),
     _cap("CREATE-SPECIAL-USE"),
+    _cap("CONDSTORE", enablable=True),
+    _cap("QRESYNC", enablable=True),
 )
 """Advertised after login, in this order."""
 

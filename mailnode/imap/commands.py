@@ -88,7 +88,7 @@ class FetchAttr:
     @property
     def needs_body(self) -> bool:
         return self.name not in ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "EMAILID",
-                                 "THREADID", "SAVEDATE")
+                                 "THREADID", "SAVEDATE", "MODSEQ")
 
     @property
     def sets_seen(self) -> bool:
@@ -174,6 +174,13 @@ class SearchHeader:
 
 
 @dataclass(frozen=True)
+class SearchModseq:
+    """RFC 7162 ``MODSEQ [entry type] n``: messages whose modseq is at least ``modseq``."""
+
+    modseq: int
+
+
+@dataclass(frozen=True)
 class SearchText:
     """BODY (``body_only``) or TEXT: substring of the body or of the whole message."""
 
@@ -194,7 +201,8 @@ class SearchObject:
 
 
 SearchKey = (SearchAll | SearchFlag | SearchNew | SearchSeq | SearchUid | SearchNot | SearchOr
-             | SearchAnd | SearchSize | SearchDate | SearchHeader | SearchText | SearchObject)
+             | SearchAnd | SearchSize | SearchDate | SearchHeader | SearchText | SearchObject
+             | SearchModseq)
 
 @dataclass(frozen=True)
 class ReturnOptions:
@@ -302,9 +310,21 @@ class ListOptions:
 
 
 @dataclass(frozen=True)
+class QresyncParams:
+    """RFC 7162 ``SELECT ... (QRESYNC (uidvalidity modseq [known-uids [seq-match]]))``."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SequenceSet | None = None
+
+
+@dataclass(frozen=True)
 class Select(Command):
     mailbox: str
     readonly: bool = False
+    condstore: bool = False
+    """``(CONDSTORE)``: the SELECT enables CONDSTORE (RFC 7162 §3.1.8)."""
+    qresync: QresyncParams | None = None
 
 
 @dataclass(frozen=True)
@@ -415,6 +435,10 @@ class Fetch(Command):
     seqset: SequenceSet
     attrs: tuple[FetchAttr, ...]
     uid: bool = False
+    changedsince: int | None = None
+    """RFC 7162 CHANGEDSINCE: only messages whose modseq is above it."""
+    vanished: bool = False
+    """RFC 7162 VANISHED modifier (UID FETCH with CHANGEDSINCE, QRESYNC enabled)."""
 
 
 @dataclass(frozen=True)
@@ -424,6 +448,8 @@ class StoreCmd(Command):
     silent: bool
     flags: frozenset[str]
     uid: bool = False
+    unchangedsince: int | None = None
+    """RFC 7162 UNCHANGEDSINCE: messages changed after it are left alone ([MODIFIED])."""
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,8 @@ def render_chunks(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes 
         elif name in objects.FETCH_ITEMS:
             assert extra is not None
             yield objects.render(name, extra)
+        elif name == "MODSEQ":
+            yield b"MODSEQ (%d)" % meta.modseq
         elif name in STRUCTURE_ITEMS and attr.section is None:
             assert structure is not None
             if name == "ENVELOPE":

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import IO, TypeVar
 
 from mailnode.imap import commands as c
-from mailnode.imap import esearch, objects, sortthread, utf7
+from mailnode.imap import condstore, esearch, objects, sortthread, utf7
 from mailnode.imap.errors import InvalidMailboxName, ParseError
 from mailnode.imap.handlers import binary, listext, multiappend
 from mailnode.imap.searchres import SAVED
@@ -36,11 +36,12 @@ _DATE_TIME = re.compile(
     rb"([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
 _DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
 STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN",
-                          "SIZE", "DELETED", "DELETED-STORAGE", "MAILBOXID"})
+                          "SIZE", "DELETED", "DELETED-STORAGE", "MAILBOXID",
+                          "HIGHESTMODSEQ"})
 _SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 _SIMPLE_FETCH = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "RFC822",
                            "RFC822.HEADER", "RFC822.TEXT", "ENVELOPE", "BODYSTRUCTURE", "BODY",
-                           *objects.FETCH_ITEMS})
+                           "MODSEQ", *objects.FETCH_ITEMS})
 _FETCH_MACROS = {
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
@@ -617,8 +618,9 @@ def _p_select(readonly: bool) -> Callable[[_Reader, str], c.Command]:
     def parse(r: _Reader, tag: str) -> c.Command:
         r.sp()
         name = r.mailbox()
+        condstore_param, qresync = condstore.select_params(r) if r.take(b" ") else (False, None)
         r.end()
-        return c.Select(tag, name, readonly)
+        return c.Select(tag, name, readonly, condstore_param, qresync)
     return parse
 
 
@@ -728,14 +730,16 @@ def _p_fetch(r: _Reader, tag: str, uid: bool) -> c.Command:
         else:
             r.pos = start
             attrs = [_fetch_att(r)]
+    changedsince, vanished = condstore.fetch_modifiers(r) if r.take(b" ") else (None, False)
     r.end()
-    return c.Fetch(tag, seqset, tuple(attrs), uid)
+    return c.Fetch(tag, seqset, tuple(attrs), uid, changedsince, vanished)
 
 
 def _p_store(r: _Reader, tag: str, uid: bool) -> c.Command:
     r.sp()
     seqset = r.seqset()
     r.sp()
+    unchangedsince = condstore.store_modifier(r) if r.peek() == 0x28 else None
     item = r.keyword()
     mode = {"FLAGS": "set", "+FLAGS": "add", "-FLAGS": "remove"}
     silent = item.endswith(".SILENT")
@@ -755,7 +759,8 @@ def _p_store(r: _Reader, tag: str, uid: bool) -> c.Command:
     r.end()
     m = mode[base]
     assert m in ("set", "add", "remove")
-    return c.StoreCmd(tag, seqset, m, silent, flags - {"\\Recent"}, uid)  # type: ignore[arg-type]
+    return c.StoreCmd(tag, seqset, m, silent, flags - {"\\Recent"}, uid,  # type: ignore[arg-type]
+                      unchangedsince)
 
 
 def _search_key(r: _Reader, count: list[int]) -> c.SearchKey:
@@ -821,6 +826,8 @@ def _search_key(r: _Reader, count: list[int]) -> c.SearchKey:
         name = r.text_value(r.astring()).upper()
         r.sp()
         return c.SearchHeader(name, r.text_value(r.astring()))
+    if key == "MODSEQ":
+        return condstore.search_modseq(r)
     if key in ("BODY", "TEXT"):
         r.sp()
         return c.SearchText(r.text_value(r.astring()), key == "BODY")

@@ -159,6 +159,8 @@ def matches(key: c.SearchKey, m: Candidate) -> bool:
         return all(matches(k, m) for k in key.keys)
     if isinstance(key, c.SearchSize):
         return m.meta.size > key.size if key.larger else m.meta.size < key.size
+    if isinstance(key, c.SearchModseq):
+        return m.meta.modseq >= key.modseq
     if isinstance(key, c.SearchDate):
         return _match_date(key, m)
     if isinstance(key, c.SearchHeader):

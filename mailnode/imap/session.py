@@ -13,16 +13,17 @@ import enum
 import logging
 from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.imap import commands as c
-from mailnode.imap import handlers, objects, search, sortthread, utf7
+from mailnode.imap import condstore, feed, handlers, objects, search, sortthread, utf7
 from mailnode.imap import responses as r
 from mailnode.imap.capabilities import ADVERTISED, ENABLABLE, PRE_AUTH
 from mailnode.imap.contexts import Contexts
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
+from mailnode.imap.feed import Selected
 from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
 from mailnode.imap.handlers import binary, listext, multiappend
 from mailnode.imap.handlers import esearch as ext_search
@@ -35,6 +36,7 @@ from mailnode.mime import headers as mh
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.store.api import (
     SYSTEM_FLAGS,
+    Changes,
     Mailbox,
     MailboxExists,
     MailboxProtected,
@@ -67,7 +69,6 @@ MAX_MAILBOXES = 10_000
 MAX_NAME_LENGTH = 512
 MAX_NAME_DEPTH = 32
 """Longest mailbox name (characters) and deepest hierarchy a CREATE or RENAME may make."""
-_SYSTEM_FLAG_LIST = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
 class State(enum.Enum):
@@ -90,30 +91,6 @@ ALLOWED: dict[State, frozenset[type[c.Command]]] = {
     State.LOGOUT: frozenset(),
 }
 """Which command may run in which state; anything else gets BAD and the session goes on."""
-
-
-@dataclass
-class Selected:
-    """The session's view of its mailbox: what the client has been told so far."""
-
-    mailbox: Mailbox
-    readonly: bool
-    uids: list[int]
-    metas: dict[int, MessageMeta]
-    version: int
-    max_uid: int = 0
-    seq_of: dict[int, int] = field(default_factory=dict)
-    recent: set[int] = field(default_factory=set)
-    """Uids that are \\Recent in this session (claimed by it, or unclaimed when read-only)."""
-
-    def reindex(self) -> None:
-        self.seq_of = {uid: i + 1 for i, uid in enumerate(self.uids)}
-
-    def shown(self, meta: MessageMeta) -> MessageMeta:
-        """The message as this session reports it: with \\Recent where it applies."""
-        if meta.uid in self.recent:
-            return replace(meta, flags=meta.flags | {"\\Recent"})
-        return meta
 
 
 @dataclass(frozen=True)
@@ -190,6 +167,14 @@ class ImapSession:
         """RFC 5182 saved search result (``$``)."""
         self.deflate: handlers.compress.Deflate | None = None
         """Set by COMPRESS (RFC 4978); the adapter then runs the connection through it."""
+
+    @property
+    def condstore(self) -> bool:
+        return "CONDSTORE" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        return "QRESYNC" in self.enabled
 
     # --- adapter interface -------------------------------------------------------------------
 
@@ -354,47 +339,47 @@ class ImapSession:
         self._write(f"{cmd.tag} OK {text}\r\n".encode())
 
     async def _sync(self, allow_expunge: bool) -> None:
-        """Tell the client what changed in its mailbox since it last heard (RFC 3501 §7)."""
+        """Tell the client what changed in its mailbox since it last heard (RFC 3501 §7),
+        from the change feed: the cost follows the changes, not the mailbox's size."""
         sel = self.selected
         if sel is None or self.closed:
             return
         version = self.notifier.version(sel.mailbox.id)
-        if version == sel.version:
+        if version == sel.version and not (allow_expunge and sel.gone):
+            self._pending_expunges(sel)
             return
         try:
-            current = await self.store.list_messages(sel.mailbox.id)
+            changes = Changes([], [], sel.modseq)
+            if version != sel.version:
+                changes = await self.store.changes_since(sel.mailbox.id, sel.modseq)
+            if not changes.complete:  # away for longer than the tombstones reach
+                changes = feed.diff(sel, *await self.store.snapshot(sel.mailbox.id))
         except NoSuchMailbox:
             self.bye("Selected mailbox was deleted")
             return
-        if sel.version >= 0 and self.notifier.appends_since(sel.mailbox.id, sel.version):
-            # Only new messages since we last looked: nothing to compare, just the tail.
-            start = bisect_right(current, sel.max_uid, key=lambda m: m.uid)
-            await self._announce_new(sel, current[start:])
-            sel.version = version
-            return
-        now = {m.uid: m for m in current}
-        ghosts = False
-        if any(uid not in now for uid in sel.uids):
-            if allow_expunge:
-                ext_search.expunging(self, [u for u in sel.uids if u not in now])
-                for index in range(len(sel.uids) - 1, -1, -1):
-                    uid = sel.uids[index]
-                    if uid not in now:
-                        self._untagged(b"%d EXPUNGE" % (index + 1))
-                        del sel.uids[index]
-                        del sel.metas[uid]
-                sel.reindex()
-            else:
-                ghosts = True
-        for index, uid in enumerate(sel.uids):
-            meta = now.get(uid)
-            if meta is not None and meta.flags != sel.metas[uid].flags:
-                sel.metas[uid] = meta
-                ext_search.touched(self, (uid,))
-                self._untagged(b"%d FETCH (UID %d FLAGS %s)"
-                               % (index + 1, uid, r.flags(sel.shown(meta).flags)))
-        await self._announce_new(sel, [m for m in current if m.uid > sel.max_uid])
-        sel.version = -1 if ghosts else version
+        update = feed.apply(sel, changes, allow_expunge=allow_expunge,
+                            condstore=self.condstore, qresync=self.qresync)
+        if update.expunged:  # REMOVEFROM while the client's numbers still name them
+            ext_search.expunging(self, list(update.expunged), update.expunged)
+        ext_search.touched(self, update.changed)
+        for line in update.lines:
+            self._untagged(line)
+        await self._announce_new(sel, update.new)
+        sel.version = version
+        self._pending_expunges(sel)
+
+    def _pending_expunges(self, sel: Selected) -> None:
+        """Expunges held back (RFC 3501 §7.4.1) while MODSEQs past them were sent: tell a
+        CONDSTORE client a HIGHESTMODSEQ from before them, so a resync finds them."""
+        if sel.gone and self.condstore:
+            self._untagged(b"OK [HIGHESTMODSEQ %d] Expunges pending" % sel.gone_since)
+
+    def _keywords(self, metas: list[MessageMeta]) -> None:
+        """Announce keywords the client has not seen before a FETCH shows them."""
+        sel = self.selected
+        assert sel is not None
+        for line in feed.announce_keywords(sel, metas):
+            self._untagged(line)
 
     async def _announce_new(self, sel: Selected, new: list[MessageMeta]) -> None:
         if not new:
@@ -402,7 +387,6 @@ class ImapSession:
         for m in new:  # at the end: the others keep their sequence numbers
             sel.uids.append(m.uid)
             sel.metas[m.uid] = m
-            sel.seq_of[m.uid] = len(sel.uids)
         sel.max_uid = new[-1].uid
         ext_search.touched(self, (m.uid for m in new))
         await self._claim_recent(sel)
@@ -415,7 +399,6 @@ class ImapSession:
         # uids are ascending: the claimed range is one slice (a scan per new message was
         # quadratic in a growing mailbox)
         sel.recent.update(sel.uids[bisect_right(sel.uids, before):bisect_right(sel.uids, upto)])
-        sel.recent = {u for u in sel.recent if u in sel.seq_of}
 
     def _targets(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
         """``(seq, uid)`` pairs named by a sequence set (or uid set), ascending."""
@@ -543,12 +526,24 @@ class ImapSession:
         return mailbox_name(name, self.utf8)
 
     async def _do_enable(self, cmd: c.Enable) -> str:
-        new = [cap for cap in dict.fromkeys(cmd.capabilities)
-               if cap in ENABLABLE and cap not in self.enabled]
-        self.enabled.update(new)
+        named = [n for n in dict.fromkeys(cmd.capabilities)
+                 if n in ENABLABLE and n not in self.enabled]
+        for name in named:
+            self._enable(name)
         self.parser.utf8 = self.utf8  # the parser reads names as this session writes them
-        self._untagged(b"ENABLED" + b"".join(b" " + cap.encode() for cap in new))
+        self._untagged(b" ".join([b"ENABLED", *(n.encode() for n in named)]))
         return "ENABLE completed"
+
+    def _enable(self, name: str) -> None:
+        """Switch an extension on; QRESYNC implies CONDSTORE (RFC 7162 §3.2.3). The first
+        CONDSTORE-enabling command in a selected mailbox tells its HIGHESTMODSEQ (§3.1.2)."""
+        if name in self.enabled:
+            return
+        self.enabled.add(name)
+        if name == "QRESYNC":
+            self._enable("CONDSTORE")
+        elif name == "CONDSTORE" and self.selected is not None:
+            self._untagged(b"OK [HIGHESTMODSEQ %d] Highest" % self.selected.modseq)
 
     async def _do_namespace(self, cmd: c.Namespace) -> str:
         self._untagged(b'NAMESPACE (("" "/")) NIL NIL')
@@ -589,20 +584,23 @@ class ImapSession:
         return f"{word.decode()} completed"
 
     async def _do_select(self, cmd: c.Select) -> str:
+        if cmd.qresync is not None and not self.qresync:
+            raise CommandBad("QRESYNC must be enabled first")
+        if self.selected is not None:  # RFC 7162 §3.2.11: the old mailbox is closed first
+            self._untagged(b"OK [CLOSED] Previous mailbox closed")
         self.selected = None
         self.state = State.AUTHENTICATED
         mailbox = await self._mailbox(cmd.mailbox)
+        if cmd.condstore:
+            self.enabled.add("CONDSTORE")
         version = self.notifier.version(mailbox.id)
-        metas = await self.store.list_messages(mailbox.id)
+        metas, highest = await self.store.snapshot(mailbox.id)
         uids = [m.uid for m in metas]
         sel = Selected(mailbox, cmd.readonly, uids, {m.uid: m for m in metas}, version,
-                       max_uid=uids[-1] if uids else 0)
-        sel.reindex()
-        keywords = sorted({f for m in metas for f in m.flags} - SYSTEM_FLAGS)
-        flag_list = " ".join([*_SYSTEM_FLAG_LIST, *keywords])
-        self._untagged(f"FLAGS ({flag_list})".encode())
-        permanent = "" if cmd.readonly else " ".join([*_SYSTEM_FLAG_LIST, "\\*"])
-        self._untagged(f"OK [PERMANENTFLAGS ({permanent})] Permanent flags".encode())
+                       max_uid=uids[-1] if uids else 0, modseq=highest,
+                       keywords={f for m in metas for f in m.flags} - SYSTEM_FLAGS)
+        for line in feed.flag_lines(sel):
+            self._untagged(line)
         await self._claim_recent(sel)
         self._untagged(b"%d EXISTS" % len(uids))
         self._untagged(b"%d RECENT" % len(sel.recent))
@@ -613,10 +611,38 @@ class ImapSession:
         uidnext = max(mailbox.uidnext, sel.max_uid + 1)
         self._untagged(b"OK [UIDNEXT %d] Predicted next UID" % uidnext)
         self._untagged(b"OK [MAILBOXID (%s)] Ok" % mailbox.mailboxid.encode("ascii"))
+        self._untagged(b"OK [HIGHESTMODSEQ %d] Highest" % highest)
         self.selected = sel
         self.state = State.SELECTED
+        if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
+            await self._resync(sel, cmd.qresync.modseq, cmd.qresync.known_uids)
         mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
         return f"[{mode}] {'EXAMINE' if cmd.readonly else 'SELECT'} completed"
+
+    async def _vanished_earlier(self, sel: Selected, since: int,
+                                within: SequenceSet | None) -> tuple[list[int], Changes]:
+        """Uids expunged after ``since`` (within ``within``), for VANISHED (EARLIER); when the
+        tombstones do not reach back that far, every uid below UIDNEXT the mailbox lacks."""
+        changes = await self.store.changes_since(sel.mailbox.id, since)
+        if changes.complete:
+            gone = [u for u in changes.vanished if u not in sel.metas]
+        else:
+            gone = [u for u in range(1, sel.max_uid + 1) if u not in sel.metas]
+        if within is not None:  # "*" is the mailbox's largest uid, not the largest gone
+            largest = sel.uids[-1] if sel.uids else sel.max_uid
+            gone = [u for u in gone if within.contains(u, largest)]
+        return gone, changes
+
+    async def _resync(self, sel: Selected, since: int, known: SequenceSet | None) -> None:
+        """QRESYNC's part of SELECT (RFC 7162 §3.2.5): what vanished and what changed after
+        the client's modseq, from the feed."""
+        gone, changes = await self._vanished_earlier(sel, since, known)
+        if gone:
+            self._untagged(b"VANISHED (EARLIER) " + compress(gone).encode())
+        for meta in changes.changed:
+            current = sel.metas.get(meta.uid)
+            if current is not None and current.modseq > since:
+                self._untagged(feed.fetch_line(sel, current, condstore=True))
 
     async def _do_status(self, cmd: c.Status) -> str:
         mailbox = await self._mailbox(cmd.mailbox)
@@ -625,11 +651,14 @@ class ImapSession:
 
     async def _status_response(self, mailbox: Mailbox, wanted: tuple[str, ...]) -> None:
         """``* STATUS`` for a mailbox already looked up (STATUS, and LIST-STATUS for each
-        mailbox it lists)."""
+        mailbox it lists). Asking for HIGHESTMODSEQ enables CONDSTORE (RFC 7162 §3.1)."""
+        if "HIGHESTMODSEQ" in wanted:
+            self._enable("CONDSTORE")
         values = {"MESSAGES": mailbox.messages, "RECENT": mailbox.recent,
                   "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
                   "MAILBOXID": f"({mailbox.mailboxid})",
+                  "HIGHESTMODSEQ": mailbox.highest_modseq,
                   **await handlers.quota.status_values(self, mailbox, wanted)}
         items = " ".join(f"{item} {values[item]}" for item in wanted)
         self._untagged(b"STATUS " + self.wire_name(mailbox.name) + f" ({items})".encode())
@@ -729,29 +758,54 @@ class ImapSession:
         sel = self._require_writable()
         uids = None if cmd.uids is None else self.saved.resolve(
             sel, cmd.uids, sel.uids, as_uids=True).uids(sel.uids)
-        if uids == []:
+        if uids:
+            await self.store.expunge(sel.mailbox.id, uids)
+        elif uids is None:
+            await self.store.expunge(sel.mailbox.id)
+        if not self.qresync:
             return "EXPUNGE completed"
-        await self.store.expunge(sel.mailbox.id, uids)
-        return "EXPUNGE completed"
+        # RFC 7162 §3.2.7: with QRESYNC the tagged OK tells the modseq after the VANISHED,
+        # so they are reported first
+        await self._sync(allow_expunge=True)
+        return f"[HIGHESTMODSEQ {sel.modseq}] EXPUNGE completed"
 
     async def _do_fetch(self, cmd: c.Fetch) -> str:
         sel = self.selected
         assert sel is not None
+        if cmd.vanished and not (cmd.uid and self.qresync):
+            raise CommandBad("VANISHED needs UID FETCH with QRESYNC enabled")
         attrs = _unique_items(cmd.attrs)
         if cmd.uid and not any(a.name == "UID" for a in attrs):
             attrs = (c.FetchAttr("UID"), *attrs)
+        if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in attrs):
+            self._enable("CONDSTORE")
+        if self.condstore and (cmd.changedsince is not None or any(
+                a.name == "FLAGS" for a in attrs)) and not any(a.name == "MODSEQ" for a in attrs):
+            attrs = (*attrs, c.FetchAttr("MODSEQ"))
         targets = self._targets(cmd.seqset, cmd.uid)
+        if cmd.changedsince is not None:
+            since = cmd.changedsince
+            targets = [(seq, u) for seq, u in targets if sel.metas[u].modseq > since]
+            if cmd.vanished:
+                gone, _ = await self._vanished_earlier(sel, since, cmd.seqset)
+                if gone:
+                    self._untagged(b"VANISHED (EARLIER) " + compress(gone).encode())
         seen_changed: set[int] = set()
         if not sel.readonly and any(a.sets_seen for a in attrs):
             unseen = [u for _, u in targets if "\\Seen" not in sel.metas[u].flags]
             if unseen:
-                for meta in await self.store.store_flags(sel.mailbox.id, unseen,
-                                                         frozenset({"\\Seen"}), "add"):
+                stored = await self.store.store_flags(sel.mailbox.id, unseen,
+                                                      frozenset({"\\Seen"}), "add")
+                self._keywords(stored)
+                for meta in stored:
                     sel.metas[meta.uid] = meta
                     seen_changed.add(meta.uid)
                 ext_search.touched(self, seen_changed)
-        with_flags = (*attrs, c.FetchAttr("FLAGS")) if not any(
-            a.name == "FLAGS" for a in attrs) else attrs
+        with_flags = attrs
+        if not any(a.name == "FLAGS" for a in attrs):
+            with_flags = (*with_flags, c.FetchAttr("FLAGS"))
+        if self.condstore and not any(a.name == "MODSEQ" for a in with_flags):
+            with_flags = (*with_flags, c.FetchAttr("MODSEQ"))
         needs_raw = any(a.needs_body and (a.name not in STRUCTURE_ITEMS or a.section is not None)
                         for a in attrs)
         needs_structure = any((a.name in STRUCTURE_ITEMS and a.section is None)
@@ -787,7 +841,7 @@ class ImapSession:
                     await self._flush_if_full()
                 self._write(b"\r\n")
         if missing:
-            raise CommandNo("Some messages were expunged meanwhile", "EXPUNGEISSUED")
+            raise CommandNo("Some of the requested messages no longer exist", "EXPUNGEISSUED")
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
 
     async def _structures(self, uids: list[int]) -> dict[int, MessageStructure]:
@@ -822,27 +876,53 @@ class ImapSession:
     async def _do_storecmd(self, cmd: c.StoreCmd) -> str:
         sel = self._require_writable()
         targets = self._targets(cmd.seqset, cmd.uid)
+        if cmd.unchangedsince is not None:
+            self._enable("CONDSTORE")
+        failed: list[int] = []
         if targets:
-            metas = await self.store.store_flags(sel.mailbox.id, [u for _, u in targets],
-                                                 cmd.flags, cmd.mode)
+            before = {u: sel.metas[u].modseq for _, u in targets}
+            metas, failed = await self.store.store_flags_unchanged_since(
+                sel.mailbox.id, [u for _, u in targets], cmd.flags, cmd.mode,
+                cmd.unchangedsince)
+            self._keywords(metas)
             for meta in metas:
                 sel.metas[meta.uid] = meta
             ext_search.touched(self, (m.uid for m in metas))
-            if not cmd.silent:
-                for meta in metas:
-                    uid_item = b"UID %d " % meta.uid if cmd.uid else b""
-                    self._untagged(b"%d FETCH (%sFLAGS %s)"
-                                   % (sel.seq_of[meta.uid], uid_item,
-                                      r.flags(sel.shown(meta).flags)))
-        return f"{'UID ' if cmd.uid else ''}STORE completed"
+            for meta in metas:
+                if not cmd.silent:
+                    line = feed.fetch_line(sel, meta, condstore=self.condstore, uid=cmd.uid)
+                elif self.condstore and meta.modseq != before[meta.uid]:
+                    # RFC 7162 §3.1.3: .SILENT still tells the new modseq of what changed
+                    line = feed.fetch_line(sel, meta, condstore=True, uid=cmd.uid, flags=False)
+                else:
+                    continue
+                self._untagged(line)
+        code = ""
+        if failed:
+            numbers = failed if cmd.uid else [sel.seq_of[u] for u in failed]
+            code = f"[MODIFIED {compress(numbers)}] "
+        return f"{code}{'UID ' if cmd.uid else ''}STORE completed"
 
     async def _do_search(self, cmd: c.Search) -> str:
         if cmd.returns is not None:
             return await ext_search.search(self, cmd)
         found = await self._matches(cmd.key, cmd.charset)
         self._untagged(b"SEARCH" + b"".join(b" %d" % (uid if cmd.uid else seq)
-                                            for seq, uid in found))
+                                            for seq, uid in found)
+                       + self._modseq_tail(cmd.key, found))
         return f"{'UID ' if cmd.uid else ''}SEARCH completed"
+
+    def _modseq_tail(self, key: c.SearchKey, found: list[tuple[int, int]]) -> bytes:
+        """`` (MODSEQ n)``, the highest modseq among the matches, when the program has a
+        MODSEQ key (RFC 7162 §3.1.5, SEARCH and SORT); such a search enables CONDSTORE."""
+        if not condstore.uses_modseq(key):
+            return b""
+        self._enable("CONDSTORE")
+        sel = self.selected
+        assert sel is not None
+        if not found:
+            return b""
+        return b" (MODSEQ %d)" % max(sel.metas[u].modseq for _, u in found)
 
     async def _matches(self, key: c.SearchKey, charset: str | None,
                        targets: list[tuple[int, int]] | None = None,
@@ -915,7 +995,8 @@ class ImapSession:
         found = await self._matches(cmd.key, cmd.charset)
         messages = await self._sort_messages(found, cmd.uid, references=False)
         ordered = await asyncio.to_thread(sortthread.sort, messages, cmd.criteria)
-        self._untagged(b"SORT" + b"".join(b" %d" % n for n in ordered))
+        self._untagged(b"SORT" + b"".join(b" %d" % n for n in ordered)
+                       + self._modseq_tail(cmd.key, found))
         return f"{'UID ' if cmd.uid else ''}SORT completed"
 
     async def _do_threadcmd(self, cmd: c.ThreadCmd) -> str:

@@ -92,6 +92,8 @@ class Mailbox:
     """Messages no session has yet claimed as \\Recent (see ``MailStore.claim_recent``)."""
     mailboxid: str = ""
     """RFC 8474 MAILBOXID: kept across RENAME, never given to another mailbox."""
+    highest_modseq: int = 0
+    """The modseq of the mailbox's newest change (RFC 7162 HIGHESTMODSEQ)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,29 @@ class MessageMeta:
     flags: frozenset[str]
     internaldate: datetime
     size: int
+    modseq: int = 0
+    """The modseq of its last change: its arrival, or its flags' last change."""
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed in a mailbox after a modseq: the change feed sessions catch up from."""
+
+    changed: list[MessageMeta]
+    """Messages (new, or with changed flags) whose modseq is above it, in uid order."""
+    vanished: list[int]
+    """Uids expunged after it (or moved out), ascending."""
+    highest_modseq: int
+    complete: bool = True
+    """False when tombstones that old were dropped (``TOMBSTONE_LIMIT``): ``vanished`` is
+    then empty and the caller finds expunges by comparing uids with ``list_messages``."""
+
+
+TOMBSTONE_LIMIT = 10_000
+"""Tombstones kept per mailbox. Past it the oldest half goes and the mailbox remembers the
+highest modseq dropped (its floor); asking for changes since a modseq below the floor gives
+``complete=False``, so a client that was away that long gets a full resync, never a wrong one.
+"""
 
 
 @dataclass(frozen=True)
@@ -152,6 +177,10 @@ class MailStore(Protocol):
     async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
         """All messages in uid order (position + 1 is the IMAP sequence number)."""
 
+    async def snapshot(self, mailbox_id: int) -> tuple[list[MessageMeta], int]:
+        """``list_messages`` with the mailbox's highest modseq as of the same read: a
+        session that SELECTs from it and then follows ``changes_since`` misses nothing."""
+
     async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         """Full RFC 5322 bytes of the given messages (missing uids are left out)."""
 
@@ -166,6 +195,17 @@ class MailStore(Protocol):
     async def store_flags(self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str],
                           mode: FlagMode) -> list[MessageMeta]:
         """Change flags; returns the new state of the messages that still exist."""
+
+    async def store_flags_unchanged_since(
+            self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str], mode: FlagMode,
+            unchangedsince: int | None) -> tuple[list[MessageMeta], list[int]]:
+        """``store_flags`` only on messages whose modseq is at most ``unchangedsince``
+        (RFC 7162 UNCHANGEDSINCE), checked in the writing transaction; returns the new state
+        of the messages it stored on and the uids that failed the condition."""
+
+    async def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
+        """The change feed: what changed after ``modseq``, read with the index on modseqs
+        (the cost follows the number of changes, not the size of the mailbox)."""
 
     async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
                      internaldate: datetime | None) -> tuple[int, int]:

@@ -38,6 +38,23 @@ T = TypeVar("T")
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
 
+def make_reader_engine(path: Path) -> Engine:
+    """Read-only connections beside the writer: in WAL mode a reader sees the last commit
+    and never waits for (nor holds up) the writer; each job reads one snapshot (``BEGIN``)."""
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        dbapi_conn.execute("PRAGMA query_only=ON")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
 def make_engine(path: Path) -> Engine:
     """An engine whose every transaction starts with ``BEGIN IMMEDIATE`` on a WAL database."""
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
@@ -170,6 +187,7 @@ class Database:
 
     MAX_GROUP = 64
     PREPARE_THREADS = 2
+    READERS = 2
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -182,6 +200,13 @@ class Database:
                                             name=f"mailnode-prepare-{i}")
                            for i in range(self.PREPARE_THREADS)]
         for thread in self._preparers:
+            thread.start()
+        self._reader_engine = make_reader_engine(path)
+        self._reads: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._readers = [threading.Thread(target=self._read_work, daemon=True,
+                                          name=f"mailnode-read-{i}")
+                         for i in range(self.READERS)]
+        for thread in self._readers:
             thread.start()
 
     @classmethod
@@ -234,6 +259,33 @@ class Database:
                 continue
             self._jobs.put(_Job(fn, item.durable, item.loop, item.future))
 
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run a read-only ``fn`` on one of the reader connections: a long listing never
+        queues behind the writer's commits, nor holds them up. It sees every transaction
+        whose ``run`` has returned."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._reads.put(_Job(fn, False, loop, future))
+        return await future
+
+    def _read_work(self) -> None:
+        conn = self._reader_engine.connect()
+        try:
+            while (job := self._reads.get()) is not None:
+                try:
+                    with conn.begin():
+                        outcome: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
+                            (job.future, job.fn(conn), None)]
+                except Exception as exc:
+                    outcome = [(job.future, None, exc)]
+                if conn.invalidated or conn.closed:
+                    conn.close()
+                    conn = self._reader_engine.connect()
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    job.loop.call_soon_threadsafe(_settle, outcome)
+        finally:
+            conn.close()
+
     def run_sync(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
         """Run ``fn`` in one transaction on the calling thread (tools and benchmarks)."""
         with self.engine.connect() as conn:
@@ -284,6 +336,11 @@ class Database:
             self._prepares.put(None)
         for thread in self._preparers:
             thread.join()
+        for _ in self._readers:
+            self._reads.put(None)
+        for thread in self._readers:
+            thread.join()
+        self._reader_engine.dispose()
         self._jobs.put(None)
         self._thread.join()
         self.engine.dispose()

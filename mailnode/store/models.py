@@ -50,6 +50,11 @@ mailboxes = Table(
     Column("special_use", String(32), nullable=True),
     # Highest uid some session has already been told is \Recent.
     Column("recent_uid", Integer, nullable=False, server_default="0"),
+    # The change feed (RFC 7162): every change to the mailbox takes the next modseq.
+    Column("highest_modseq", Integer, nullable=False, server_default="1"),
+    # Tombstones at or below this modseq may have been dropped (see ``expunged``): a client
+    # that last synced before it is told of expunges by comparing uids, not from the list.
+    Column("vanished_floor", Integer, nullable=False, server_default="0"),
     UniqueConstraint("user_id", "name", name="uq_mailboxes_user_id_name"),
     sqlite_autoincrement=True,
 )
@@ -77,8 +82,12 @@ messages = Table(
     Column("body_id", Integer, ForeignKey("bodies.id"), nullable=False),
     # When it was put into this mailbox (RFC 8514 SAVEDATE), Unix seconds.
     Column("savedate", Integer, nullable=True),
+    # The modseq of the message's last change (arrival or flags): "changed since N" is a
+    # range scan of the index below, so catching up costs the changes, not the mailbox.
+    Column("modseq", Integer, nullable=False, server_default="1"),
     UniqueConstraint("mailbox_id", "uid", name="uq_messages_mailbox_id_uid"),
     Index("ix_messages_body_id", "body_id"),
+    Index("ix_messages_mailbox_id_modseq", "mailbox_id", "modseq"),
     sqlite_autoincrement=True,
 )
 
@@ -96,6 +105,18 @@ metadata_entries = Table(
     Index("ix_metadata_entries_user_id", "user_id", "mailbox_id"),
     Index("ix_metadata_entries_mailbox_id", "mailbox_id"),
     sqlite_autoincrement=True,
+)
+
+# Tombstones of expunged messages, for VANISHED (RFC 7162) and for sessions catching up.
+# Kept up to a bound per mailbox; the oldest are dropped past it and ``vanished_floor``
+# remembers how far, so an answer is never silently incomplete.
+expunged = Table(
+    "expunged", metadata,
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("uid", Integer, primary_key=True),
+    Column("modseq", Integer, nullable=False),
+    Index("ix_expunged_mailbox_id_modseq", "mailbox_id", "modseq"),
 )
 
 # Node-wide counters that must never go backwards (UIDVALIDITY: RFC 3501 §2.3.1.1).

@@ -1,7 +1,9 @@
 """The SQLite implementation of ``MailStore`` plus the node's own aggregates (users, queue).
 
-Each public coroutine is one transaction on the database thread; change notifications are
-published only after the commit, so a woken IDLE session always finds the new state.
+Each public coroutine is one transaction: writes on the database thread, IMAP's reads
+(listings, the change feed, bodies) on reader connections beside it (``Database.read``), so a
+long listing never holds up a commit. Change notifications are published only after the
+commit, so a woken IDLE session always finds the new state.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from mailnode.mime import structure_blob
 from mailnode.store import objectid
 from mailnode.store.api import (
     SPECIAL_MAILBOXES,
+    TOMBSTONE_LIMIT,
+    Changes,
     FlagMode,
     Mailbox,
     MailboxExists,
@@ -58,6 +62,8 @@ from mailnode.store.models import (
 from mailnode.store.notify import ChangeNotifier
 
 T = TypeVar("T")
+_Listing = tuple[tuple[MessageMeta, ...], int]
+"""A mailbox's messages in uid order and its highest modseq, as of one transaction."""
 
 # Verifying against this makes an unknown login cost as much as a wrong password.
 _DUMMY_HASH = hash_password("mailnode-dummy", salt=b"\0" * 16)
@@ -173,8 +179,9 @@ def _flags_set(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-def _meta(uid: int, flags: str, internaldate: int, size: int) -> MessageMeta:
-    return MessageMeta(uid, _flags_set(flags), datetime.fromtimestamp(internaldate, UTC), size)
+def _meta(uid: int, flags: str, internaldate: int, size: int, modseq: int = 0) -> MessageMeta:
+    return MessageMeta(uid, _flags_set(flags), datetime.fromtimestamp(internaldate, UTC), size,
+                       modseq)
 
 
 def _is_inbox(name: str) -> bool:
@@ -218,13 +225,14 @@ class SqlStore:
         # this process bumps the version after its commit, so ten sessions woken by one change
         # share one query. A load that straddles a write is keyed by the older version and is
         # replaced as soon as the bump is seen.
-        self._listings: dict[int, tuple[int, asyncio.Future[tuple[MessageMeta, ...]]]] = {}
+        self._listings: dict[int, tuple[int, asyncio.Future[_Listing]]] = {}
         self._identities: dict[int, Identity] = {}
         # Bytes of outbound mail queued, counted once and then kept by the transactions that
         # add and remove queued mail (on the database thread only); None: count again.
         self._queued: int | None = None
         self._object_key: bytes | None = None
         """The node's key for MAILBOXID and EMAILID (migration 0009 made it)."""
+        self.tombstone_limit = TOMBSTONE_LIMIT
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -261,7 +269,7 @@ class SqlStore:
             .where(messages.c.mailbox_id == m["id"])).one()
         return Mailbox(m["id"], m["user_id"], m["name"], m["uidvalidity"], m["uidnext"],
                        m["special_use"], total, unseen, recent,
-                       objectid.mailbox_id(self._key(conn), m["id"]))
+                       objectid.mailbox_id(self._key(conn), m["id"]), m["highest_modseq"])
 
     def _key(self, conn: Connection) -> bytes:
         key = self._object_key
@@ -314,14 +322,16 @@ class SqlStore:
                            ) -> tuple[int, int]:
         """``saved``: its RFC 8514 save date (now: it is being put into the mailbox)."""
         driver = _driver(conn)
-        taken = driver.execute(f"UPDATE mailboxes SET uidnext = uidnext + 1 WHERE {where} "
-                               "RETURNING id, uidnext - 1", (key,)).fetchall()
+        taken = driver.execute("UPDATE mailboxes SET uidnext = uidnext + 1, "
+                               f"highest_modseq = highest_modseq + 1 WHERE {where} "
+                               "RETURNING id, uidnext - 1, highest_modseq", (key,)).fetchall()
         if not taken:
             raise NoSuchMailbox("mailbox no longer exists")
-        mailbox_id, uid = int(taken[0][0]), int(taken[0][1])
+        mailbox_id, uid, modseq = (int(v) for v in taken[0])
         driver.execute("INSERT INTO messages (mailbox_id, uid, flags, internaldate, size, "
-                       "body_id, savedate) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (mailbox_id, uid, _flags_text(flags), internaldate, size, body_id, saved))
+                       "body_id, savedate, modseq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (mailbox_id, uid, _flags_text(flags), internaldate, size, body_id, saved,
+                        modseq))
         return mailbox_id, uid
 
     def _file(self, conn: Connection, mailbox_id: int, body: bytes, structure: bytes | None,
@@ -329,6 +339,36 @@ class SqlStore:
         """Store new message bytes and file them into a mailbox; returns the uid."""
         return self._add_message(conn, mailbox_id, self._add_body(conn, body, structure),
                                  len(body), flags, internaldate)
+
+    @staticmethod
+    def _next_modseq(conn: Connection, mailbox_id: int) -> int:
+        """Take the mailbox's next modseq for the change this transaction makes."""
+        [(modseq,)] = _driver(conn).execute(
+            "UPDATE mailboxes SET highest_modseq = highest_modseq + 1 WHERE id = ? "
+            "RETURNING highest_modseq", (mailbox_id,)).fetchall()
+        return int(modseq)
+
+    def _tombstones(self, conn: Connection, mailbox_id: int, uids: list[int]) -> None:
+        """Record expunged uids at a new modseq; past ``tombstone_limit`` the oldest half
+        goes and ``vanished_floor`` says up to which modseq (see ``TOMBSTONE_LIMIT``)."""
+        if not uids:
+            return
+        modseq = self._next_modseq(conn, mailbox_id)
+        driver = _driver(conn)
+        driver.executemany("INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) "
+                           "VALUES (?, ?, ?)", [(mailbox_id, uid, modseq) for uid in uids])
+        [(count,)] = driver.execute("SELECT count(*) FROM expunged WHERE mailbox_id = ?",
+                                    (mailbox_id,)).fetchall()
+        if count <= self.tombstone_limit:
+            return
+        keep = self.tombstone_limit // 2
+        [(cut,)] = driver.execute(
+            "SELECT modseq FROM expunged WHERE mailbox_id = ? ORDER BY modseq LIMIT 1 "
+            "OFFSET ?", (mailbox_id, count - keep - 1)).fetchall()
+        driver.execute("DELETE FROM expunged WHERE mailbox_id = ? AND modseq <= ?",
+                       (mailbox_id, cut))
+        driver.execute("UPDATE mailboxes SET vanished_floor = max(vanished_floor, ?) "
+                       "WHERE id = ?", (cut, mailbox_id))
 
     @staticmethod
     def _drop_orphan_bodies(conn: Connection, body_ids: Iterable[int]) -> None:
@@ -458,15 +498,15 @@ class SqlStore:
             rows = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id)
                                 .order_by(mailboxes.c.name))
             return [self._mailbox(conn, r) for r in rows]
-        return await self.db.run(q)
+        return await self.db.read(q)
 
     async def count_mailboxes(self, user_id: int) -> int:
-        return await self.db.run(lambda conn: int(conn.execute(
+        return await self.db.read(lambda conn: int(conn.execute(
             select(func.count()).select_from(mailboxes).where(mailboxes.c.user_id == user_id)
         ).scalar_one()))
 
     async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
-        return await self.db.run(lambda conn: self._mailbox_row(conn, user_id, name))
+        return await self.db.read(lambda conn: self._mailbox_row(conn, user_id, name))
 
     async def create_mailbox(self, user_id: int, name: str,
                              special_use: str | None = None) -> Mailbox:
@@ -513,7 +553,7 @@ class SqlStore:
         self.notifier.retire(box.id, box.uidvalidity)
 
     async def subscriptions(self, user_id: int) -> set[str]:
-        return await self.db.run(lambda conn: set(conn.execute(
+        return await self.db.read(lambda conn: set(conn.execute(
             select(subscriptions.c.name).where(subscriptions.c.user_id == user_id)).scalars()))
 
     async def subscribe(self, user_id: int, name: str, subscribed: bool) -> None:
@@ -527,10 +567,13 @@ class SqlStore:
     # ---- messages ----------------------------------------------------------------------
 
     async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
+        return (await self.snapshot(mailbox_id))[0]
+
+    async def snapshot(self, mailbox_id: int) -> tuple[list[MessageMeta], int]:
         version = self.notifier.version(mailbox_id)
         cached = self._listings.get(mailbox_id)
         if cached is None or cached[0] != version:
-            base: tuple[MessageMeta, ...] | None = None
+            base: tuple[tuple[MessageMeta, ...], int] | None = None
             if cached is not None and cached[1].done() and not cached[1].cancelled() \
                     and cached[1].exception() is None \
                     and self.notifier.appends_since(mailbox_id, cached[0]):
@@ -538,29 +581,33 @@ class SqlStore:
             task = asyncio.ensure_future(self._load_listing(mailbox_id, version, base))
             self._listings[mailbox_id] = cached = (version, task)
             task.add_done_callback(lambda t: self._forget_failed(mailbox_id, t))
-        return list(await asyncio.shield(cached[1]))
+        metas, highest = await asyncio.shield(cached[1])
+        return list(metas), highest
 
-    def _forget_failed(self, mailbox_id: int, task: asyncio.Future[tuple[MessageMeta, ...]],
-                       ) -> None:
+    def _forget_failed(self, mailbox_id: int, task: asyncio.Future[_Listing]) -> None:
         entry = self._listings.get(mailbox_id)
         if entry is not None and entry[1] is task and (task.cancelled() or task.exception()):
             del self._listings[mailbox_id]
 
     async def _load_listing(self, mailbox_id: int, version: int,
-                            base: tuple[MessageMeta, ...] | None = None,
-                            ) -> tuple[MessageMeta, ...]:
-        """The mailbox's messages; with ``base`` (a listing that later changes only added
-        to), ``base`` plus the messages after its last uid."""
-        after = base[-1].uid if base else 0
+                            base: _Listing | None = None) -> _Listing:
+        """The mailbox's messages and its highest modseq, read in one transaction; with
+        ``base`` (a listing that later changes only added to), ``base`` plus the messages
+        after its last uid."""
+        after = base[0][-1].uid if base and base[0] else 0
 
-        def q(conn: Connection) -> tuple[MessageMeta, ...]:
+        def q(conn: Connection) -> _Listing:
+            highest = conn.execute(select(mailboxes.c.highest_modseq).where(
+                mailboxes.c.id == mailbox_id)).scalar()
+            if highest is None:
+                raise NoSuchMailbox("mailbox no longer exists")
             rows = conn.execute(select(messages.c.uid, messages.c.flags, messages.c.internaldate,
-                                       messages.c.size)
+                                       messages.c.size, messages.c.modseq)
                                 .where(messages.c.mailbox_id == mailbox_id,
                                        messages.c.uid > after)
                                 .order_by(messages.c.uid)).all()
-            return (base or ()) + tuple(_meta(*r) for r in rows)
-        return await self.db.run(q, durable=False)
+            return (base[0] if base else ()) + tuple(_meta(*r) for r in rows), int(highest)
+        return await self.db.read(q)
 
     async def message_objects(self, mailbox_id: int, uids: Sequence[int],
                               ) -> dict[int, MessageObjects]:
@@ -602,7 +649,7 @@ class SqlStore:
                     messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500])))
                 out.update({uid: bytes(body) for uid, body in rows})
             return out
-        return await self.db.run(q)
+        return await self.db.read(q)
 
     async def fetch_structures(self, mailbox_id: int, uids: Sequence[int],
                                ) -> dict[int, bytes | None]:
@@ -616,7 +663,7 @@ class SqlStore:
                     messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500])))
                 out.update({uid: None if st is None else bytes(st) for uid, st in rows})
             return out
-        return await self.db.run(q)
+        return await self.db.read(q)
 
     async def save_structures(self, mailbox_id: int, structures: dict[int, bytes]) -> None:
         def q(conn: Connection) -> None:
@@ -630,31 +677,67 @@ class SqlStore:
 
     async def store_flags(self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str],
                           mode: FlagMode) -> list[MessageMeta]:
-        def q(conn: Connection) -> tuple[list[MessageMeta], list[int]]:
-            result: list[MessageMeta] = []
+        return (await self.store_flags_unchanged_since(mailbox_id, uids, flags, mode, None))[0]
+
+    async def store_flags_unchanged_since(
+            self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str], mode: FlagMode,
+            unchangedsince: int | None) -> tuple[list[MessageMeta], list[int]]:
+        def q(conn: Connection) -> tuple[tuple[list[MessageMeta], list[int]], list[int]]:
+            stored: list[tuple[int, str, int, int, int]] = []
+            failed: list[int] = []
             by_new_flags: defaultdict[str, list[int]] = defaultdict(list)
             wanted = list(uids)
             for i in range(0, len(wanted), 500):
                 rows = conn.execute(select(messages.c.id, messages.c.uid, messages.c.flags,
-                                           messages.c.internaldate, messages.c.size).where(
+                                           messages.c.internaldate, messages.c.size,
+                                           messages.c.modseq).where(
                     messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500]))
                     .order_by(messages.c.uid)).all()
-                for row_id, uid, old_text, internaldate, size in rows:
+                for row_id, uid, old_text, internaldate, size, modseq in rows:
+                    if unchangedsince is not None and modseq > unchangedsince:
+                        failed.append(uid)
+                        continue
                     old = _flags_set(old_text)
                     new = flags if mode == "set" else (old | flags if mode == "add"
                                                        else old - flags)
                     new_text = _flags_text(new)
                     if new != old:
                         by_new_flags[new_text].append(row_id)
-                    result.append(_meta(uid, new_text, internaldate, size))
+                        modseq = 0  # takes the new modseq below
+                    stored.append((uid, new_text, internaldate, size, modseq))
+            if not by_new_flags:
+                return ([_meta(*row) for row in stored], failed), []
+            new_modseq = self._next_modseq(conn, mailbox_id)
             # One UPDATE per resulting flag set: "+FLAGS \\Seen" on 1:* is a handful of
             # statements, not one per message.
             for new_text, ids in by_new_flags.items():
                 for i in range(0, len(ids), 500):
                     conn.execute(update(messages).where(messages.c.id.in_(ids[i:i + 500]))
-                                 .values(flags=new_text))
-            return result, [mailbox_id] if by_new_flags else []
+                                 .values(flags=new_text, modseq=new_modseq))
+            result = [_meta(uid, text, date, size, modseq or new_modseq)
+                      for uid, text, date, size, modseq in stored]
+            return (result, failed), [mailbox_id]
         return await self._write(q, durable=False)
+
+    async def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
+        def q(conn: Connection) -> Changes:
+            driver = _driver(conn)
+            row = driver.execute("SELECT highest_modseq, vanished_floor FROM mailboxes "
+                                 "WHERE id = ?", (mailbox_id,)).fetchone()
+            if row is None:
+                raise NoSuchMailbox("mailbox no longer exists")
+            highest, floor = int(row[0]), int(row[1])
+            if modseq >= highest:
+                return Changes([], [], highest)
+            changed = [_meta(*r) for r in driver.execute(
+                "SELECT uid, flags, internaldate, size, modseq FROM messages "
+                "WHERE mailbox_id = ? AND modseq > ? ORDER BY uid", (mailbox_id, modseq))]
+            complete = modseq >= floor
+            vanished = [int(u) for (u,) in driver.execute(
+                "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                (mailbox_id, modseq))] if complete else []
+            return Changes(changed, vanished, highest, complete)
+        return await self.db.read(q)
 
     async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
                      internaldate: datetime | None) -> tuple[int, int]:
@@ -703,6 +786,7 @@ class SqlStore:
                     messages.c.id.in_([rid for rid, _, _ in gone[i:i + 500]])))
             self._drop_orphan_bodies(conn, (body_id for _, _, body_id in gone))
             removed = [uid for _, uid, _ in gone]
+            self._tombstones(conn, mailbox_id, removed)
             return removed, [mailbox_id] if removed else []
         return await self._write(q, durable=False)
 
@@ -736,6 +820,8 @@ class SqlStore:
                     conn.execute(delete(messages).where(messages.c.id == row_id))
             if not pairs:
                 return pairs, []
+            if remove:
+                self._tombstones(conn, src_mailbox_id, [uid for uid, _ in pairs])
             return pairs, [dst_mailbox_id, src_mailbox_id] if remove else [dst_mailbox_id]
         return await self._write(q)
 

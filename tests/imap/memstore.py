@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from mailnode.store import objectid
 from mailnode.store.api import (
     SPECIAL_MAILBOXES,
+    TOMBSTONE_LIMIT,
+    Changes,
     FlagMode,
     Mailbox,
     MailboxExists,
@@ -45,6 +47,14 @@ class _Box:
     messages: dict[int, tuple[MessageMeta, bytes]] = field(default_factory=dict)
     saved: dict[int, tuple[int, datetime]] = field(default_factory=dict)
     """uid -> (body id, shared by copies of the same bytes; save date)."""
+    highest_modseq: int = 1
+    vanished_floor: int = 0
+    tombstones: dict[int, int] = field(default_factory=dict)
+    """Expunged uid -> the modseq of its expunge (the SQL store's ``expunged`` table)."""
+
+    def next_modseq(self) -> int:
+        self.highest_modseq += 1
+        return self.highest_modseq
 
 
 class MemStore:
@@ -66,6 +76,7 @@ class MemStore:
         self._counters: dict[int, list[int]] = {}
         """user id -> [storage, messages], kept by ``_put`` and ``_drop`` as SqlStore's
         triggers keep its users row."""
+        self.tombstone_limit = TOMBSTONE_LIMIT
 
     # --- test helpers ---
 
@@ -117,7 +128,21 @@ class MemStore:
         recent = sum(1 for uid in box.messages if uid > box.recent_uid)
         return Mailbox(box.id, box.user_id, box.name, box.uidvalidity, box.uidnext,
                        box.special_use, len(box.messages), unseen, recent,
-                       objectid.mailbox_id(self._key, box.id))
+                       objectid.mailbox_id(self._key, box.id), box.highest_modseq)
+
+    def _tombstone(self, box: _Box, uids: list[int]) -> None:
+        """As the SQL store: one modseq per expunge, the oldest half dropped past the limit
+        with the floor raised to the highest modseq dropped."""
+        if not uids:
+            return
+        modseq = box.next_modseq()
+        for uid in uids:
+            box.tombstones[uid] = modseq
+        if len(box.tombstones) > self.tombstone_limit:
+            ordered = sorted(box.tombstones.values())
+            cut = ordered[len(ordered) - self.tombstone_limit // 2 - 1]
+            box.tombstones = {u: m for u, m in box.tombstones.items() if m > cut}
+            box.vanished_floor = max(box.vanished_floor, cut)
 
     # --- MailStore ---
 
@@ -183,6 +208,9 @@ class MemStore:
         box = self._box(mailbox_id)
         return [box.messages[uid][0] for uid in sorted(box.messages)]
 
+    async def snapshot(self, mailbox_id: int) -> tuple[list[MessageMeta], int]:
+        return await self.list_messages(mailbox_id), self._box(mailbox_id).highest_modseq
+
     async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         box = self._box(mailbox_id)
         return {uid: box.messages[uid][1] for uid in uids if uid in box.messages}
@@ -197,23 +225,45 @@ class MemStore:
 
     async def store_flags(self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str],
                           mode: FlagMode) -> list[MessageMeta]:
+        return (await self.store_flags_unchanged_since(mailbox_id, uids, flags, mode, None))[0]
+
+    async def store_flags_unchanged_since(
+            self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str], mode: FlagMode,
+            unchangedsince: int | None) -> tuple[list[MessageMeta], list[int]]:
         box = self._box(mailbox_id)
-        out = []
+        out: list[MessageMeta] = []
+        failed: list[int] = []
+        modseq = 0
         for uid in sorted(set(uids)):
             if uid not in box.messages:
                 continue
             meta, body = box.messages[uid]
+            if unchangedsince is not None and meta.modseq > unchangedsince:
+                failed.append(uid)
+                continue
             if mode == "set":
                 new = flags
             elif mode == "add":
                 new = meta.flags | flags
             else:
                 new = meta.flags - flags
-            meta = replace(meta, flags=frozenset(new))
-            box.messages[uid] = (meta, body)
+            if new != meta.flags:
+                modseq = modseq or box.next_modseq()
+                meta = replace(meta, flags=frozenset(new), modseq=modseq)
+                box.messages[uid] = (meta, body)
             out.append(meta)
-        await self.notifier.publish(mailbox_id)
-        return out
+        if modseq:
+            await self.notifier.publish(mailbox_id)
+        return out, failed
+
+    async def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
+        box = self._box(mailbox_id)
+        changed = [box.messages[uid][0] for uid in sorted(box.messages)
+                   if box.messages[uid][0].modseq > modseq]
+        complete = modseq >= box.vanished_floor or modseq >= box.highest_modseq
+        vanished = sorted(u for u, m in box.tombstones.items() if m > modseq) \
+            if complete else []
+        return Changes(changed, vanished, box.highest_modseq, complete)
 
     async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
                      internaldate: datetime | None) -> tuple[int, int]:
@@ -222,7 +272,8 @@ class MemStore:
         uid = box.uidnext
         box.uidnext += 1
         when = internaldate or datetime.now(UTC).replace(microsecond=0)
-        self._put(box, uid, MessageMeta(uid, frozenset(flags), when, len(body)), bytes(body))
+        self._put(box, uid, MessageMeta(uid, frozenset(flags), when, len(body),
+                            box.next_modseq()), bytes(body))
         await self.notifier.publish(mailbox_id)
         return box.uidvalidity, uid
 
@@ -236,7 +287,8 @@ class MemStore:
             uid = box.uidnext
             box.uidnext += 1
             when = date or datetime.now(UTC).replace(microsecond=0)
-            self._put(box, uid, MessageMeta(uid, frozenset(flags), when, len(body)), bytes(body))
+            self._put(box, uid, MessageMeta(uid, frozenset(flags), when, len(body),
+                                box.next_modseq()), bytes(body))
             uids.append(uid)
         await self.notifier.publish(mailbox_id)
         return box.uidvalidity, uids
@@ -248,6 +300,7 @@ class MemStore:
                          if u in box.messages and "\\Deleted" in box.messages[u][0].flags)
         for uid in removed:
             self._drop(box, uid)
+        self._tombstone(box, removed)
         await self.notifier.publish(mailbox_id)
         return removed
 
@@ -265,7 +318,8 @@ class MemStore:
             meta, body = src.messages[uid]
             new_uid = dst.uidnext
             dst.uidnext += 1
-            self._put(dst, new_uid, replace(meta, uid=new_uid), body, src.saved[uid][0])
+            self._put(dst, new_uid, replace(meta, uid=new_uid, modseq=dst.next_modseq()), body,
+                      src.saved[uid][0])
             pairs.append((uid, new_uid))
         await self.notifier.publish(dst_mailbox_id)
         return pairs
@@ -283,6 +337,7 @@ class MemStore:
         src = self._box(src_mailbox_id)
         for uid, _ in pairs:
             self._drop(src, uid)
+        self._tombstone(src, [uid for uid, _ in pairs])
         if pairs:
             await self.notifier.publish(src_mailbox_id)
         return pairs

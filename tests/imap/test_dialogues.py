@@ -15,7 +15,7 @@ CAPS_AFTER = (b"IMAP4rev1 LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS SORT SORT=DI
               b"SPECIAL-USE MOVE ESEARCH ESORT CONTEXT=SEARCH CONTEXT=SORT SEARCHRES "
               b"METADATA QUOTA QUOTA=RES-STORAGE STATUS=SIZE COMPRESS=DEFLATE LIST-EXTENDED "
               b"LIST-STATUS BINARY MULTIAPPEND CATENATE UTF8=ACCEPT OBJECTID SAVEDATE "
-              b"CREATE-SPECIAL-USE")
+              b"CREATE-SPECIAL-USE CONDSTORE QRESYNC")
 
 
 def plain(authzid: str, authcid: str, password: str) -> bytes:
@@ -155,6 +155,7 @@ async def test_append_and_select(dialog: Dialog) -> None:
                    b"* OK [UIDVALIDITY " + uidvalidity.group(1) + b"] UIDs valid\r\n"
                    b"* OK [UIDNEXT 3] Predicted next UID\r\n"
                    b"* OK [MAILBOXID (" + mailboxid.group(1) + b")] Ok\r\n"
+                   b"* OK [HIGHESTMODSEQ 3] Highest\r\n"  # RFC 7162: two appends since 1
                    b"s OK [READ-WRITE] SELECT completed\r\n")
     out = await dialog.send(b"f FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE)\r\n")
     assert out == (b"* 1 FETCH (FLAGS (\\Flagged \\Recent) "
@@ -221,8 +222,11 @@ async def test_store(dialog: Dialog) -> None:
         b"a OK STORE completed\r\n")
     assert await dialog.send(b"b STORE 2 -FLAGS.SILENT (\\Flagged)\r\n") == \
         b"b OK STORE completed\r\n"
-    assert await dialog.send(b"c UID STORE 3 FLAGS ($Label1 \\Answered)\r\n") == \
-        b"* 3 FETCH (UID 3 FLAGS (\\Answered \\Recent $Label1))\r\nc OK UID STORE completed\r\n"
+    assert await dialog.send(b"c UID STORE 3 FLAGS ($Label1 \\Answered)\r\n") == (
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)\r\n"  # announced first
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 \\*)] "
+        b"Permanent flags\r\n"
+        b"* 3 FETCH (UID 3 FLAGS (\\Answered \\Recent $Label1))\r\nc OK UID STORE completed\r\n")
     assert await dialog.send(b"d FETCH 1:* FLAGS\r\n") == (
         b"* 1 FETCH (FLAGS (\\Flagged \\Seen \\Recent))\r\n"
         b"* 2 FETCH (FLAGS (\\Seen \\Recent))\r\n"

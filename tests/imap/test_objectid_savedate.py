@@ -189,7 +189,7 @@ async def test_fetch_of_objects_for_an_expunged_message(dialog: Dialog) -> None:
     await other.send(b"a STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
     assert (await other.send(b"b EXPUNGE\r\n")).startswith(b"* 1 EXPUNGE")
     out = await dialog.send(b"f FETCH 1 (EMAILID)\r\n")
-    assert out.endswith(b"f NO [EXPUNGEISSUED] Some messages were expunged meanwhile\r\n")
+    assert out.endswith(b"f NO [EXPUNGEISSUED] Some of the requested messages no longer exist\r\n")
 
 
 async def test_create_special_use(dialog: Dialog) -> None:

@@ -403,8 +403,9 @@ async def test_listings_after_new_mail_read_only_the_new_messages(store: SqlStor
     original = store._load_listing
 
     async def spy(mailbox_id: int, version: int,
-                  base: tuple[MessageMeta, ...] | None = None) -> tuple[MessageMeta, ...]:
-        reads.append(None if base is None else len(base))
+                  base: tuple[tuple[MessageMeta, ...], int] | None = None,
+                  ) -> tuple[tuple[MessageMeta, ...], int]:
+        reads.append(None if base is None else len(base[0]))
         return await original(mailbox_id, version, base)
 
     store._load_listing = spy  # type: ignore[method-assign]

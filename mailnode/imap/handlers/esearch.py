@@ -12,12 +12,12 @@ messages and sends ADDTO/REMOVEFROM.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from mailnode.imap import commands as c
-from mailnode.imap import esearch, sortthread
+from mailnode.imap import condstore, esearch, sortthread
 from mailnode.imap import responses as r
 from mailnode.imap.contexts import MAX_CONTEXT_RESULTS, Context, freeze, update_items
 from mailnode.imap.errors import CommandBad, CommandNo
@@ -49,8 +49,26 @@ def _keep(s: ImapSession, ctx: Context, size: int) -> None:
 
 def _respond(s: ImapSession, cmd: c.Search | c.SortCmd, opts: c.ReturnOptions,
              numbers: list[int]) -> None:
+    extra = _modseq(s, cmd, opts, numbers)
     if esearch.sends_response(opts):
-        s._untagged(esearch.esearch(cmd.tag, cmd.uid, esearch.items(opts, numbers)))
+        s._untagged(esearch.esearch(cmd.tag, cmd.uid, esearch.items(opts, numbers), extra))
+
+
+def _modseq(s: ImapSession, cmd: c.Search | c.SortCmd, opts: c.ReturnOptions,
+            numbers: list[int]) -> list[bytes]:
+    """``MODSEQ n`` when the program has a MODSEQ key: the highest modseq among the messages
+    the response reports (RFC 7162 3.1.5, RFC 4731 3.2: with MIN/MAX only, of those). Such
+    a search enables CONDSTORE."""
+    if not condstore.uses_modseq(cmd.key):
+        return []
+    s._enable("CONDSTORE")
+    sel = s.selected
+    assert sel is not None
+    shown = esearch.reported(opts, numbers)
+    if not shown:
+        return []
+    uids = shown if cmd.uid else [sel.uids[n - 1] for n in shown]
+    return [b"MODSEQ %d" % max(sel.metas[u].modseq for u in uids)]
 
 
 async def search(s: ImapSession, cmd: c.Search) -> str:
@@ -131,14 +149,16 @@ def touched(s: ImapSession, uids: Iterable[int]) -> None:
     s.contexts.touch(uids)
 
 
-def expunging(s: ImapSession, uids: list[int]) -> None:
+def expunging(s: ImapSession, uids: list[int],
+              numbered: Mapping[int, int] | None = None) -> None:
     """Call just before reporting these uids expunged: REMOVEFROM goes first, while the
-    client's sequence numbers still name them (RFC 5267 4.3.4)."""
+    client's sequence numbers still name them (RFC 5267 4.3.4). ``numbered`` gives those
+    numbers when the view has already dropped the uids (the change feed's catch-up)."""
     sel = s.selected
     s.contexts.bind(sel)
     if sel is None or not uids or not len(s.contexts):
         return
-    for line in s.contexts.expunging(uids, sel.seq_of):
+    for line in s.contexts.expunging(uids, sel.seq_of if numbered is None else numbered):
         s._untagged(line)
 
 

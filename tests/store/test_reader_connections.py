@@ -1,0 +1,64 @@
+"""IMAP's reads run on reader connections beside the single writer (SQLite WAL): a listing
+never waits for a commit in progress, and it sees every write whose ``run`` returned."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
+
+from crypto.keys import Identity
+from mailnode.store.database import Database
+from mailnode.store.notify import ChangeNotifier
+from mailnode.store.sqlite import SqlStore
+
+
+async def test_a_listing_does_not_wait_for_the_writer(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "r.db")
+    try:
+        store = SqlStore(db, ChangeNotifier())
+        user = await store.create_user("reader", "password1", Identity.generate())
+        inbox = await store.get_mailbox(user.id, "INBOX")
+        assert inbox is not None
+        await store.append(inbox.id, b"Subject: a\r\n\r\nx\r\n", frozenset(), None)
+        release = threading.Event()
+        entered = threading.Event()
+
+        def hold_the_writer(_conn: Connection) -> None:  # a long write transaction
+            entered.set()
+            assert release.wait(30)
+
+        held = asyncio.ensure_future(db.run(hold_the_writer))
+        assert await asyncio.to_thread(entered.wait, 30)
+        # The writer is inside its transaction: reads still answer, from the last commit.
+        listing, highest = await asyncio.wait_for(store.snapshot(inbox.id), 30)
+        assert [m.uid for m in listing] == [1] and highest == 2
+        feed = await asyncio.wait_for(store.changes_since(inbox.id, 1), 30)
+        assert [m.uid for m in feed.changed] == [1]
+        assert await asyncio.wait_for(store.fetch_bodies(inbox.id, [1]), 30) == {
+            1: b"Subject: a\r\n\r\nx\r\n"}
+        assert not held.done()
+        release.set()
+        await held
+        # Read-your-writes: once a write returned, every reader sees it.
+        await store.store_flags(inbox.id, [1], frozenset({"\\Seen"}), "add")
+        for _ in range(Database.READERS * 2):
+            feed = await store.changes_since(inbox.id, 2)
+            assert [(m.uid, "\\Seen" in m.flags) for m in feed.changed] == [(1, True)]
+    finally:
+        db.close()
+
+
+async def test_readers_cannot_write(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "r.db")
+    try:
+        def write(conn: Connection) -> None:
+            conn.exec_driver_sql("INSERT INTO counters (name, value) VALUES ('x', 1)")
+        with pytest.raises(OperationalError, match="readonly"):
+            await db.read(write)
+    finally:
+        db.close()
