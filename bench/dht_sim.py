@@ -95,6 +95,7 @@ class Config:
     rate: float  # lookups started per second per worker, whether or not earlier ones finished
     rpc_timeout: float
     expires: int  # unix time the records expire (the same in every process)
+    churn: tuple[float, ...] = CHURN  # shares of nodes dead, one row each, in this order
 
 
 class Population:
@@ -457,7 +458,7 @@ def run_network(config: Config, impl: str, scenarios: Sequence[str]) -> list[Row
 
         if churn:
             live = set(everyone)
-            for dying in CHURN:
+            for dying in config.churn:
                 dead = rng.sample(sorted(live), round(n * dying) - (n - len(live)))
                 cluster.call("kill", [(part,) for part in cluster.split(dead)])
                 live -= set(dead)
