@@ -497,11 +497,8 @@ def run(config: Config, progress: bool = False) -> list[Row]:
         for impl in config.impls:
             new = run_network(config, impl, group)
             rows += new
-            if progress:
-                for row in new:
-                    print(f"  done: {row.impl} {row.scenario}: {row.success:.1%}, network "
-                          f"built in {row.build_s:.0f} s, lookups {row.lookup_s:.0f} s",
-                          file=sys.stderr, flush=True)
+            if progress:  # each network's rows as they come (a long run shows its state)
+                print(table(new), file=sys.stderr, flush=True)
     return rows
 
 
