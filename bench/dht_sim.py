@@ -7,22 +7,36 @@ internet are, so per-IP and per-subnet defences see what they would see there); 
 attackers share one IP, ATTACKER_HOST, with a port each. Nodes join in growing batches, each
 through up to three random earlier nodes. Every node is also a user with a fresh Ed25519
 identity: it publishes its signed :class:`~dht.records.AddressRecord` (seq 1), then republishes
-a newer one (seq 2, the round every later judgement is against). Then, per scenario (a fresh
-network each; the same seed gives every implementation the same nodes, victims and lookups):
+a newer one (seq 2, the round every later judgement is against). Each implementation gets two
+networks, built alike (the same seed gives every implementation the same nodes, victims and
+lookups):
 
 - ``churn``: lookups with 0 %, then 10 %, then 30 % of the nodes killed without warning (no
   time to repair in between); lookers are live nodes, targets any user (a dead user's record
   must still be found: mail is queued for it);
-- ``forge``/``stale``/``drop``/``eclipse``: 10 % of the nodes turn malicious (see
-  :class:`bench.dht_sim_impls.Attack`); lookers and targets are honest users.
+- the attacks ``forge``, ``stale``, ``drop``, ``eclipse`` in this order on the second
+  network: 10 % of the nodes (the same liars for the first three, another 10 % on the one
+  attacker IP for the eclipse) turn malicious (see :class:`bench.dht_sim_impls.Attack`), the
+  lookups run, and they turn honest again. Lookers are honest nodes; each attack's targets
+  are its own quarter of the honest users, so what one attack planted (kademlia caches the
+  value a lookup believed at the nodes it asked) cannot count in another's row. Dropped
+  nodes may have been evicted from routing tables before the eclipse runs.
 
 A lookup succeeds if it returns exactly the owner's newest record; "forged" counts answers that
 are not a valid record for the user (bad signature, another user's record), "stale" valid but
-older ones, "missing" nothing (or no answer within LOOKUP_TIMEOUT). RPCs are the requests the
-looking-up node sent during its lookup. Lookups start at a fixed ``--rate`` per worker (open
-loop), low enough that with no churn the CPU is not saturated; latency still includes queueing
-behind other nodes' work on a shared CPU, so it is an upper bound on an idle node's. Memory
-per node is a worker's RSS growth from building and filling its nodes, divided by their number.
+older ones, "missing" nothing (or no answer within LOOKUP_TIMEOUT). Columns: ``RPCs`` is the
+mean number of requests the looking-up node sent while its lookup ran (its background work in
+that time, e.g. hand-over STOREs, included); ``p50 x`` the p50 over the first
+implementation's in the same row; ``KiB/node`` a worker's RSS growth from building and filling
+its nodes, over their number; ``build s`` joining plus both publish rounds; ``lookups s`` the
+row's wall time; ``sybil`` the share of the honest nodes' routing-table contacts on the
+attacker IP once the eclipse nodes have announced themselves.
+
+Lookups start at a fixed ``--rate`` per worker (open loop: a slow lookup does not hold back
+the next). The default, 5 per second per process, is below what two cores sustain for today's
+mailnode nodes at 1,000 (at 20 per second their own RPC timeouts started to fire); latency
+still includes queueing behind other nodes' work on a shared CPU, so it is an upper bound on
+what an idle node would see.
 Implementations are adapters in :mod:`bench.dht_sim_impls` (how to add one is described there).
 
 Run: ``python -m bench.dht_sim --nodes 1000 --procs 2 --lookups 500 --impl kademlia,mailnode
@@ -535,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"comma-separated, from: {', '.join(IMPLEMENTATIONS)}")
     parser.add_argument("--scenarios", default="all",
                         help=f"'all' or comma-separated, from: {', '.join(SCENARIOS)}")
-    parser.add_argument("--rate", type=float, default=20.0,
+    parser.add_argument("--rate", type=float, default=5.0,
                         help="lookups started per second per process (open loop: a slow "
                              "lookup does not hold back the next)")
     parser.add_argument("--rpc-timeout", type=float, default=5.0,
