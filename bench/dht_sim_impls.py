@@ -49,7 +49,10 @@ class Attack:
     - ``eclipse``: the node listens on the attackers' one IP; it answers FIND_NODE and
       FIND_VALUE with ``sybils(key)`` (ids closer to the key than any real node, all at the
       attackers' addresses, never a value) and announces ``announce(contact_id)`` fake ids
-      to the contacts it knows, to fill their routing tables.
+      to the contacts it knows, to fill their routing tables. An implementation whose ids
+      are bound to keys (S/Kademlia) cannot claim a chosen id without its key: its adapter
+      makes the same number of contacts from fresh keys at the same addresses instead (ids
+      as close as an attacker without key grinding gets).
     """
 
     kind: str
