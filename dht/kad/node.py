@@ -49,6 +49,9 @@ UPKEEP_EVERY = 30.0
 looked at this often at most (less if ``refresh_interval`` is shorter)."""
 MAX_SILENT = 4096
 """Contacts remembered as having timed out lately (see ``DhtNode._silent``)."""
+PROVE_TRIES = 2
+"""Pings a newcomer gets before it counts as silent: a spoofed source gets two 106-byte pings
+beyond the answer to its request (for a Ping, three times what it sent: the wire's bound)."""
 PINGBACKS_PER_SECOND = 10.0
 """A newcomer that only sent us requests is pinged back (so it is proven and may be saved) at
 this rate at most: a flood of fresh ids from spoofed sources gets no more than this back."""
@@ -105,6 +108,7 @@ class DhtNode:
         self._k = ksize
         self._alpha = alpha
         self._slow_after = rpc_timeout / 4
+        self._prove_pause = rpc_timeout
         self._limits = limits
         self._tasks = TaskSet()
         self._storage = RecordStore(clock, max_records, limits)
@@ -326,15 +330,26 @@ class DhtNode:
         self._tasks.spawn(self._query(contact, Ping()))
 
     def _answer(self, contact: Contact, request: Request, now: float) -> Reply | None:
-        """The endpoint's handler: the core answers, we carry out the pings it asks for."""
+        """The endpoint's handler: the core answers, we carry out the pings it asks for.
+
+        ``now`` is the loop's clock; the core runs on ``time.monotonic()`` throughout (the
+        same clock on asyncio's own loops, not necessarily on others).
+        """
         if self._peer is None:
             return None
+        now = time.monotonic()
         known = contact.node_id in self._table
+        queued = self._peer.handover_pending()
         handled = self._peer.handle(contact, request, now)
         if handled.ping is not None:
             self._ping(handled.ping)
-        if not known and contact.node_id in self._table and self._pingbacks.take(now):
-            self._ping(contact)  # prove the newcomer answers at its address
+        if (
+            not known
+            and contact.node_id in self._table
+            and self._peer.handover_pending() == queued  # else the hand-over proves it
+            and self._pingbacks.take(now)
+        ):
+            self._tasks.spawn(self._prove(contact))
         self._kick_handover()
         if isinstance(request, FindValue) and isinstance(handled.reply, Nodes):
             # The wire answers FIND_VALUE only with VALUE (one reply kind per request, so the
@@ -407,10 +422,22 @@ class DhtNode:
 
     async def _handover_ping(self, contact: Contact) -> None:
         assert self._peer is not None
-        reply = await self._query(contact, Ping())
-        self._peer.handover_answered(contact.node_id, reply is not None)
-        if reply is not None:
+        answered = await self._prove(contact)
+        self._peer.handover_answered(contact.node_id, answered)
+        if answered:
             self._kick_handover(force=True)
+
+    async def _prove(self, contact: Contact) -> bool:
+        """Ping a newcomer that only sent us requests (its source may be spoofed), once more
+        after a pause if it is silent: a node that is busy starting up (its loop blocked for
+        longer than the timeout) would otherwise stay unproven, unlisted and unsaved until
+        the table's next retry, a minute later."""
+        for attempt in range(PROVE_TRIES):
+            if attempt:
+                await asyncio.sleep(self._prove_pause)
+            if await self._query(contact, Ping()) is not None:
+                return True
+        return False
 
     # -- upkeep
 
