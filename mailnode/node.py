@@ -56,7 +56,8 @@ async def serve(data_dir: Path, stop: asyncio.Event,
     node_identity = load_node_key(data_dir / NODE_KEY_NAME)
     db = await asyncio.to_thread(Database.open, data_dir / DB_NAME)  # migrates an older db
     notifier = ChangeNotifier()
-    store = SqlStore(db, notifier)
+    store = SqlStore(db, notifier,
+                     user_quota=config.user_quota_mb * 1024 * 1024 or None)
     host = config.host
     async with AsyncExitStack() as stack:
         stack.callback(db.close)

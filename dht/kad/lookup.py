@@ -45,7 +45,10 @@ from dht.kad.messages import (
 T = TypeVar("T")
 
 K = 20
-ALPHA = 3
+ALPHA = 5
+"""Requests in flight per path. Measured in the simulation (300 nodes, one-way latency 5-50 ms):
+alpha 3 -> 5 took FIND_VALUE p50 from 443 to 300 ms (994 to 625 ms with 30 % dead) for the same
+number of queries (49 vs 50), since a path stops by distance, not by rounds."""
 PATHS = 3
 MAX_QUERIES = 400
 """Bound on the requests one lookup sends, whatever the answers say."""

@@ -217,18 +217,22 @@ class RoutingTable:
         when ``joining``: after the lookup of our own id, as the paper's join does): every
         bucket from our nearest non-empty one outwards, empty ones included (a far bucket
         emptied by churn is how a node loses sight of half the network; a lookup there through
-        the contacts we still have finds it again). Nothing while the table is empty.
+        the contacts we still have finds it again). Our own id too while fewer than k contacts
+        are live (a join whose datagrams were lost; anchors alone count as "few"). Nothing while
+        the table is empty.
 
         The caller looks each up (which marks the bucket used through :meth:`closest`).
         """
-        lowest = next((i for i, b in enumerate(self._buckets) if b.entries), None)
-        if lowest is None:
-            return []
-        return [
+        lowest = next((i for i, b in enumerate(self._buckets) if b.entries), ID_BITS)
+        targets = [
             self.random_id_in_bucket(index)
             for index in range(lowest, ID_BITS)
             if joining or now - self._buckets[index].used >= REFRESH_INTERVAL
         ]
+        live = sum(e.live for b in self._buckets for e in b.entries.values())
+        if not joining and live < self.k and (self._anchors or lowest < ID_BITS):
+            targets.insert(0, self.own_id)  # few live contacts (a join lost): look again
+        return targets
 
     def random_id_in_bucket(self, index: int) -> bytes:
         """An id whose distance to ours falls in bucket ``index``."""

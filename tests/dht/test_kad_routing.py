@@ -217,23 +217,31 @@ def test_export_saves_only_answered_contacts() -> None:
 def test_buckets_to_refresh_names_ids_in_idle_buckets_from_the_nearest_non_empty_out() -> None:
     t, rng = table()
     assert t.buckets_to_refresh(REFRESH_INTERVAL) == []  # nobody to ask
+    anchor = contact(rng)
+    t.offer(anchor, 0.0, anchor=True)
+    assert t.buckets_to_refresh(1.0) == [t.own_id]  # only an anchor: join (again) through it
+    t.unanchor(anchor.node_id)
     for c in in_bucket(t, rng, 155, 2):
         t.offer(c, 0.0)
-    assert t.buckets_to_refresh(REFRESH_INTERVAL - 1) == []
+    assert t.buckets_to_refresh(REFRESH_INTERVAL - 1) == [t.own_id]
     targets = t.buckets_to_refresh(REFRESH_INTERVAL)
-    assert [t.bucket_index(x) for x in targets] == [155, 156, 157, 158, 159]
-    t.closest(targets[0], 20, REFRESH_INTERVAL)  # a lookup through bucket 155
-    assert len(t.buckets_to_refresh(REFRESH_INTERVAL + 1)) == 4
+    assert targets[0] == t.own_id  # fewer than k live contacts: look ourselves up again
+    assert [t.bucket_index(x) for x in targets[1:]] == [155, 156, 157, 158, 159]
+    t.closest(targets[1], 20, REFRESH_INTERVAL)  # a lookup through bucket 155
+    assert len(t.buckets_to_refresh(REFRESH_INTERVAL + 1)) == 1 + 4
     assert len(t.buckets_to_refresh(REFRESH_INTERVAL + 1, joining=True)) == 5
+    for c in in_bucket(t, rng, 159, 20):
+        t.offer(c, REFRESH_INTERVAL + 1)
+    assert t.own_id not in t.buckets_to_refresh(REFRESH_INTERVAL + 1)
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 2**32), st.integers(1, 300), st.integers(1, 40))
-def test_closest_is_exact(seed: int, n: int, count: int) -> None:
+@given(st.integers(0, 2**32), st.integers(1, 300), st.integers(1, 40), st.booleans())
+def test_closest_is_exact(seed: int, n: int, count: int, own_id: bool) -> None:
     t, rng = table(seed=seed)
-    for _ in range(n):
-        t.offer(contact(rng), 0.0)
-    target = rng.randbytes(20)
+    for i in range(n):
+        t.offer(contact(rng), 0.0, anchor=i % 50 == 0)
+    target = t.own_id if own_id else rng.randbytes(20)
     live = t.contacts()
     expected = sorted(live, key=lambda c: distance(c.node_id, target))[:count]
     assert t.closest(target, count, 0.0) == expected
