@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from crypto.keys import Identity
 from dht.kad.contact import Contact, node_id_for
-from dht.kad.lookup import PATHS, Lookup, LookupResult, run_lookup
+from dht.kad.lookup import ALPHA, PATHS, Lookup, LookupResult, run_lookup
 from dht.kad.messages import FindNode, FindValue, Nodes, Ping, Reply, Request, Store, Stored, Value
 from dht.kad.peer import Peer, Publisher
 from dht.kad.routing import RETRY_AFTER, RoutingTable
@@ -93,7 +93,7 @@ class DhtNode:
         *,
         clock: Callable[[], float] = time.time,
         ksize: int = 20,
-        alpha: int = 3,
+        alpha: int = ALPHA,
         rpc_timeout: float = 2.0,
         refresh_interval: float = 3600.0,
         republish_interval: float = 3600.0,
