@@ -64,7 +64,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
 
         # While it knows no peer the DHT retries its bootstrap peers every few seconds, so
         # nodes started together (or a bootstrap node that comes up late) find each other.
-        dht = DhtNode(node_id_seed=node_identity.verify_key, bootstrap_interval=5.0,
+        dht = DhtNode(node_identity, bootstrap_interval=5.0,
                       protected_peers=config.bootstrap_peers())  # exempt from contact caps
         await dht.start(config.p2p_bind, config.p2p_port)
         stack.push_async_callback(dht.aclose)

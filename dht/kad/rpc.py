@@ -34,6 +34,10 @@ from dht.limits import DEFAULT_LIMITS, DhtLimits, TokenBucket, subnet
 
 Address = tuple[str, int]
 
+ANY_KEY = wire.ANY_KEY
+"""A Ping to this key probes an address (see :meth:`dht.kad.udp.UdpEndpoint.probe`); its sender
+is not made a contact, as a captured probe could be replayed to other nodes."""
+
 
 class DropReason(enum.Enum):
     MALFORMED = "malformed"
@@ -56,6 +60,7 @@ class IncomingRequest:
     request: Request
     digest: bytes
     size: int
+    to_anyone: bool = False  # a Ping addressed to ANY_KEY: answer it, learn nothing from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +257,8 @@ class RpcEngine:
         seen = packet.request_id + packet.sender_key
         if seen in self._seen:
             return self._drop(DropReason.REPLAYED, address, packet.request_id)
-        if not wire.verify_request(packet, self.key):
+        to_anyone = packet.kind == wire.KIND_PROBE
+        if not wire.verify_request(packet, ANY_KEY if to_anyone else self.key):
             return self._drop(DropReason.BAD_SIGNATURE, address, packet.request_id)
         self._seen[seen] = None
         if len(self._seen) > self._replay_window:
@@ -260,13 +266,15 @@ class RpcEngine:
         contact = Contact(packet.sender_key, host, port)
         request_digest = wire.digest(packet.signed + packet.signature)
         request = cast(Request, packet.message)
-        return IncomingRequest(packet.request_id, contact, request, request_digest, packet.size)
+        return IncomingRequest(
+            packet.request_id, contact, request, request_digest, packet.size, to_anyone
+        )
 
     def _match(self, request_id: bytes, key: bytes, address: Address) -> _Pending | Dropped:
         pending = self._pending.get(request_id)
         if pending is None:
             return self._drop(DropReason.UNKNOWN_REQUEST, address, request_id)
-        if pending.contact.address != address or pending.contact.key != key:
+        if pending.contact.address != address or pending.contact.key not in (key, ANY_KEY):
             return self._drop(DropReason.WRONG_SENDER, address, request_id)
         return pending
 
@@ -277,7 +285,10 @@ class RpcEngine:
         if not wire.verify_reply(packet, pending.digest):
             return self._drop(DropReason.BAD_SIGNATURE, address, packet.request_id)
         del self._pending[packet.request_id]
-        return IncomingReply(packet.request_id, pending.contact, cast(Reply, packet.message))
+        contact = pending.contact
+        if contact.key == ANY_KEY:  # a probe: the signed Pong tells whose address this is
+            contact = Contact(packet.sender_key, contact.host, contact.port)
+        return IncomingReply(packet.request_id, contact, cast(Reply, packet.message))
 
     def _admit(self, host: str, now: float) -> bool:
         """Charge one request to the bucket of ``host`` (of its /64 for IPv6: one machine

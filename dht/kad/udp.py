@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from dht.kad import wire
 from dht.kad.contact import Contact
-from dht.kad.messages import Reply, Request
-from dht.kad.rpc import Dropped, IncomingReply, IncomingRequest, RpcBusy, RpcEngine
+from dht.kad.messages import Ping, Pong, Reply, Request
+from dht.kad.rpc import ANY_KEY, Dropped, IncomingReply, IncomingRequest, RpcBusy, RpcEngine
 from dht.limits import shown
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class UdpEndpoint:
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[bytes, asyncio.Future[Reply | None]] = {}
+        self._learned: dict[bytes, Contact | None] = {}  # probes: who answered
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed: asyncio.Future[None] | None = None
@@ -97,8 +98,39 @@ class UdpEndpoint:
             if self._waiting.pop(request_id, None) is not None:  # cancelled while waiting
                 self.engine.cancel(request_id)
 
+    async def probe(self, address: tuple[str, int]) -> Contact | None:
+        """Who answers at ``address`` (an IP literal): a Ping to :data:`ANY_KEY` whose signed
+        Pong proves the answerer's key; None on timeout. How a bootstrap peer known only by
+        its address becomes a contact."""
+        if self._transport is None or self._loop is None or self._transport.is_closing():
+            return None
+        try:
+            request_id, datagram = self.engine.request(
+                Contact(ANY_KEY, address[0], address[1]), Ping(), self._loop.time()
+            )
+        except RpcBusy:
+            return None
+        future: asyncio.Future[Reply | None] = self._loop.create_future()
+        self._waiting[request_id] = future
+        self._learned[request_id] = None
+        self._send(datagram, address)
+        self._arm()
+        try:
+            await future
+            return self._learned.get(request_id)
+        finally:
+            self._learned.pop(request_id, None)
+            if self._waiting.pop(request_id, None) is not None:
+                self.engine.cancel(request_id)
+
     async def close(self) -> None:
         """Stop the timer, end every waiting query with None, and close the socket."""
+        self.shutdown()
+        if self._transport is not None and self._closed is not None:
+            await self._closed
+
+    def shutdown(self) -> None:
+        """:meth:`close` without waiting for the socket to be gone (for synchronous stops)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -108,8 +140,6 @@ class UdpEndpoint:
         self._waiting.clear()
         if self._transport is not None:
             self._transport.close()
-            if self._closed is not None:
-                await self._closed
 
     def _lost(self) -> None:
         if self._closed is not None and not self._closed.done():
@@ -130,6 +160,8 @@ class UdpEndpoint:
             self._answer(event, now)
         elif isinstance(event, IncomingReply):
             future = self._waiting.pop(event.request_id, None)
+            if event.request_id in self._learned:
+                self._learned[event.request_id] = event.contact
             if future is not None and not future.done():
                 future.set_result(event.reply)
             self._arm()
@@ -140,6 +172,9 @@ class UdpEndpoint:
 
     def _answer(self, event: IncomingRequest, now: float) -> None:
         try:
+            if event.to_anyone:  # a probe of our address: prove our key, learn nothing
+                self._send(self.engine.respond(event, Pong()), event.contact.address)
+                return
             reply = self._handler(event.contact, event.request, now)
             if reply is None:
                 return

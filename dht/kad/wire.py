@@ -77,6 +77,11 @@ _REPLY_CONTEXT = b"dht-reply-v1"
 
 KIND_PING, KIND_FIND_NODE, KIND_FIND_VALUE, KIND_STORE = 0x01, 0x02, 0x03, 0x04
 KIND_PONG, KIND_NODES, KIND_VALUE, KIND_STORED = 0x81, 0x82, 0x83, 0x84
+KIND_PROBE = 0x05
+"""A Ping to :data:`ANY_KEY`: the header says so, so the receiver checks one signature."""
+ANY_KEY = bytes(KEY_SIZE)
+"""The recipient key of a Ping to an address whose key is unknown (a bootstrap peer given by
+address): whoever answers there proves its key by signing the Pong."""
 _REQUEST_KINDS: dict[type, int] = {
     Ping: KIND_PING,
     FindNode: KIND_FIND_NODE,
@@ -225,7 +230,12 @@ def encode_request(
 ) -> bytes:
     """``request`` to the holder of ``recipient_key``, signed by ``identity``."""
     _check_id(request_id)
-    head = _HEADER.pack(VERSION, _REQUEST_KINDS[type(request)], request_id, identity.verify_key)
+    kind = _REQUEST_KINDS[type(request)]
+    if recipient_key == ANY_KEY:
+        if kind != KIND_PING:
+            raise EncodeError("only a Ping may go to an address whose key is unknown")
+        kind = KIND_PROBE
+    head = _HEADER.pack(VERSION, kind, request_id, identity.verify_key)
     unsigned = head + _request_body(request)
     return unsigned + sign(identity, _REQUEST_CONTEXT, recipient_key + unsigned)
 
@@ -313,7 +323,7 @@ class _Reader:
 
 def _body(kind: int, reader: _Reader, size: int) -> Request | Reply:
     message: Request | Reply
-    if kind == KIND_PING:
+    if kind in (KIND_PING, KIND_PROBE):
         message = Ping()
     elif kind == KIND_FIND_NODE:
         if size != FIND_NODE_SIZE:
