@@ -32,6 +32,22 @@ from kademlia.protocol import KademliaProtocol
 from kademlia.storage import ForgetfulStorage
 
 from crypto.keys import Identity
+from dht.kad import wire
+from dht.kad.contact import Contact
+from dht.kad.messages import (
+    FindNode,
+    FindValue,
+    Nodes,
+    Ping,
+    Pong,
+    Reply,
+    Request,
+    Store,
+    Stored,
+    Value,
+)
+from dht.kad.rpc import RpcEngine
+from dht.kad.udp import UdpEndpoint
 from dht.node import DhtNode
 from dht.records import AddressRecord, dht_key
 
@@ -76,6 +92,14 @@ def _kind(data: bytes) -> str:
         return "junk"
 
 
+_OUR_KINDS = {wire.KIND_PING: "ping", wire.KIND_FIND_NODE: "find_node",
+              wire.KIND_FIND_VALUE: "find_value", wire.KIND_STORE: "store"}
+
+
+def _our_kind(data: bytes) -> str:
+    return _OUR_KINDS.get(data[1], "response") if len(data) > 1 else "junk"
+
+
 async def _victim(contacts: int) -> DhtNode:
     node = DhtNode()
     await node.start(HOST, 0)
@@ -84,9 +108,9 @@ async def _victim(contacts: int) -> DhtNode:
         user = Identity(i.to_bytes(4, "big") * 8)
         record = AddressRecord.create(user, bytes(32), [("mail.example", 2525)], 1, expires)
         node.storage.offer(dht_key(user.verify_key), record.encode())
-    router = node._server.protocol.router
     for i in range(contacts):  # documentation addresses: nothing there answers
-        router.add_contact(Node(os.urandom(20), f"198.18.{i}.1", 4000))
+        contact = Contact(os.urandom(32), f"198.18.{i}.1", 4000)
+        node._table.offer(contact, time.monotonic(), verified=True)
     return node
 
 
@@ -95,11 +119,57 @@ class Victim:
     transport: asyncio.DatagramTransport
     port: int
     close: Callable[[], Awaitable[None]]
+    key: bytes | None = None  # ours: the node's key (a request is signed for it)
 
 
 async def _ours(contacts: int) -> Victim:
     node = await _victim(contacts)
-    return Victim(node._server.transport, node.port, node.aclose)
+    transport = node._endpoint._transport
+    assert transport is not None
+    return Victim(transport, node.port, node.aclose, node._identity.verify_key)
+
+
+class _Answers:
+    """What an honest newcomer answers (it proves its address when pinged)."""
+
+    def __call__(self, sender: Contact, request: Request, now: float) -> Reply:
+        if isinstance(request, Store):
+            return Stored(True)
+        if isinstance(request, FindNode):
+            return Nodes(())
+        if isinstance(request, FindValue):
+            return Value(b"", ())
+        return Pong()
+
+
+async def _ping_ours(victim: Victim, kind: str) -> tuple[Callable[[], None], Any]:
+    """One ping from a fresh key to our node; (close, the pinger's address)."""
+    assert victim.key is not None
+    loop = asyncio.get_running_loop()
+    node = Contact(victim.key, HOST, victim.port)
+    if kind == "silent":
+        transport, _ = await loop.create_datagram_endpoint(Silent, local_addr=(HOST, 0))
+        ping = RpcEngine(Identity.generate()).request(node, Ping(), 0.0)[1]
+        transport.sendto(ping, (HOST, victim.port))
+        return transport.close, transport.get_extra_info("sockname")
+    endpoint = UdpEndpoint(RpcEngine(Identity.generate()), _Answers())
+    await endpoint.start(HOST, 0)
+    task = loop.create_task(endpoint.query(node, Ping()))
+
+    def close() -> None:
+        task.cancel()
+        endpoint.shutdown()
+    return close, endpoint.address
+
+
+async def _ping_kademlia(victim: Victim, kind: str) -> tuple[Callable[[], None], Any]:
+    loop = asyncio.get_running_loop()
+    factory = Silent if kind == "silent" else Answering
+    transport, receiver = await loop.create_datagram_endpoint(factory, local_addr=(HOST, 0))
+    node_id = receiver.source_node.id if isinstance(receiver, Answering) else os.urandom(20)
+    ping = b"\x00" + os.urandom(20) + umsgpack.packb(["ping", [node_id]])
+    transport.sendto(ping, (HOST, victim.port))
+    return transport.close, transport.get_extra_info("sockname")
 
 
 async def _baseline(contacts: int) -> Victim:
@@ -122,32 +192,28 @@ async def _baseline(contacts: int) -> Victim:
 async def _measure(build: Callable[[int], Awaitable[Victim]], kind: str, contacts: int,
                    ) -> tuple[Counter[str], int, float]:
     victim = await build(contacts)
-    loop = asyncio.get_running_loop()
-    factory = Silent if kind == "silent" else Answering
-    transport, receiver = await loop.create_datagram_endpoint(factory, local_addr=(HOST, 0))
-    target = transport.get_extra_info("sockname")
+    ours = victim.key is not None
     sent: Counter[str] = Counter()
     size = 0
     node_transport = victim.transport
     send = node_transport.sendto
+    target: Any = None
 
     def counting_sendto(data: bytes, addr: Any = None) -> None:
         nonlocal size
-        if addr is not None and tuple(addr[:2]) == tuple(target[:2]):
-            sent[_kind(data)] += 1
+        if addr is not None and target is not None and tuple(addr[:2]) == tuple(target[:2]):
+            sent[_our_kind(data) if ours else _kind(data)] += 1
             size += len(data)
         send(data, addr)
 
     node_transport.sendto = counting_sendto  # type: ignore[method-assign,assignment]
+    cpu = time.process_time()
+    close, target = await (_ping_ours if ours else _ping_kademlia)(victim, kind)
     try:
-        node_id = receiver.source_node.id if isinstance(receiver, Answering) else os.urandom(20)
-        ping = b"\x00" + os.urandom(20) + umsgpack.packb(["ping", [node_id]])
-        cpu = time.process_time()
-        transport.sendto(ping, (HOST, victim.port))
         await asyncio.sleep(WINDOW)
         return sent, size, time.process_time() - cpu
     finally:
-        transport.close()
+        close()
         await victim.close()
 
 

@@ -1,7 +1,7 @@
 """The Kademlia layer: signed, versioned, expiring address records and the node that serves them.
 
-Built on the ``kademlia`` package with its known defects fixed in subclasses; it knows nothing
-about mail.
+A sans-IO Kademlia core (:mod:`dht.kad`) on UDP, with node ids bound to keys and signed
+datagrams; it knows nothing about mail.
 """
 
 from dht.node import DhtNode

@@ -3,8 +3,8 @@
 Kademlia trusts whoever sends a datagram: any source address and any node id. One UDP socket
 could fill a routing table (and the saved peer list) with invented ids, one client could fill the
 record store, and one ping could make a node send a STORE per held record. The limits here bound
-each of these per source address, per subnet and per unit of time; :mod:`dht.protocol`,
-:mod:`dht.storage` and :mod:`dht.handover` enforce them.
+each of these per source address, per subnet and per unit of time; :mod:`dht.kad.routing`,
+:mod:`dht.kad.rpc`, :mod:`dht.kad.peer`, :mod:`dht.storage` and :mod:`dht.handover` enforce them.
 """
 
 from __future__ import annotations

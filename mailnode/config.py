@@ -56,6 +56,7 @@ class Config:
     login_lockout: float = 900.0
     max_messages_per_minute: int = 60
     max_inbound_per_minute: int = 120
+    user_quota_mb: int = 0
     # [queue]
     retry_initial: float = 60.0
     retry_max: float = 3600.0
@@ -136,6 +137,9 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
         ("max_inbound_per_minute", "messages other nodes at one address (IPv6: one /64) may "
                                    "deliver per minute (bursts up to the same number); more "
                                    "are told to retry later"),
+        ("user_quota_mb", "MiB of mail each user may keep (IMAP QUOTA); an APPEND or COPY past "
+                          "it is refused with OVERQUOTA and mail from other nodes is deferred; "
+                          "0 means no limit"),
     ],
     "queue": [
         ("retry_initial", "seconds before the first retry of an undelivered message; "
@@ -231,6 +235,8 @@ def validate(config: Config) -> Config:
     for name in ("max_messages_per_minute", "max_inbound_per_minute"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
+    if config.user_quota_mb < 0:
+        raise ConfigError("user_quota_mb must not be negative (0: no limit)")
     if config.max_queue_size < 1:
         raise ConfigError("max_queue_size must be at least 1")
     if config.max_message_size < 1024:

@@ -56,14 +56,15 @@ async def serve(data_dir: Path, stop: asyncio.Event,
     node_identity = load_node_key(data_dir / NODE_KEY_NAME)
     db = await asyncio.to_thread(Database.open, data_dir / DB_NAME)  # migrates an older db
     notifier = ChangeNotifier()
-    store = SqlStore(db, notifier)
+    store = SqlStore(db, notifier,
+                     user_quota=config.user_quota_mb * 1024 * 1024 or None)
     host = config.host
     async with AsyncExitStack() as stack:
         stack.callback(db.close)
 
         # While it knows no peer the DHT retries its bootstrap peers every few seconds, so
         # nodes started together (or a bootstrap node that comes up late) find each other.
-        dht = DhtNode(node_id_seed=node_identity.verify_key, bootstrap_interval=5.0,
+        dht = DhtNode(node_identity, bootstrap_interval=5.0,
                       protected_peers=config.bootstrap_peers())  # exempt from contact caps
         await dht.start(config.p2p_bind, config.p2p_port)
         stack.push_async_callback(dht.aclose)

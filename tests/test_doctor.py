@@ -423,7 +423,11 @@ def test_an_old_database_revision_warns_and_is_not_migrated(node: Path) -> None:
     make_database_at(node / DB_NAME, "0005")
     checks = by_name(doctor(node, time.time()))
     assert checks["database"].status is Status.WARN
-    assert "revision 0005, newest is 0006" in checks["database"].finding
+    from alembic.script import ScriptDirectory
+
+    from mailnode.store.database import MIGRATIONS_DIR
+    newest = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()  # whatever it is now
+    assert f"revision 0005, newest is {newest}" in checks["database"].finding
     assert checks["queue"].status is Status.SKIP and checks["friends"].status is Status.SKIP
     checks = by_name(doctor(node, time.time()))  # still old: doctor did not migrate it
     assert "revision 0005" in checks["database"].finding

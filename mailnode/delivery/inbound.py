@@ -16,6 +16,7 @@ from mailnode.delivery.headers import (
     vet,
 )
 from mailnode.logsafe import clean
+from mailnode.store.api import OverQuota
 from mailnode.store.sqlite import SqlStore
 from mailnode.transfer import InboundMessage, Outcome, Verdict
 
@@ -57,8 +58,14 @@ class InboundService:
             datetime.fromtimestamp(self.clock(), UTC),
             extra=f"from node {msg.peer_node_key.hex()[:16]}")
         verified = authentication_results(self.server_id, sender, "signed by the sender's key")
-        fresh = await self.store.deliver_inbound(user.id, opened.sender_key, opened.message_id,
-                                                 stamp + verified + payload)
+        try:
+            fresh = await self.store.deliver_inbound(user.id, opened.sender_key,
+                                                     opened.message_id, stamp + verified + payload)
+        except OverQuota:
+            # Temporary, as RFC 5321's 452 4.2.2: the sender retries until the user makes
+            # room, and its queue tells its user if that takes too long.
+            log.info("inbound id=%s for user=%s deferred: mailbox full", mid, user.name)
+            return Outcome(Verdict.TEMPORARY, "recipient's mailbox is full")
         log.info("inbound id=%s for user=%s %s", mid, user.name,
                  "delivered" if fresh else "duplicate ignored")
         return Outcome(Verdict.ACCEPTED, "stored" if fresh else "already stored")

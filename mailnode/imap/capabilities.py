@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mailnode.imap import commands as c
+from mailnode.imap.handlers import compress, metadata, quota
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,22 @@ REGISTRY: tuple[Capability, ...] = (
     _cap("CHILDREN"),
     _cap("SPECIAL-USE"),
     _cap("MOVE"),
+    _cap("ESEARCH"),
+    _cap("ESORT"),
+    _cap("CONTEXT=SEARCH", c.CancelUpdate),
+    _cap("CONTEXT=SORT", c.CancelUpdate),
+    _cap("SEARCHRES"),
+    _cap("METADATA", metadata.GetMetadata, metadata.SetMetadata),
+    _cap("QUOTA", quota.GetQuota, quota.GetQuotaRoot, quota.SetQuota),
+    _cap("QUOTA=RES-STORAGE"),
+    _cap("STATUS=SIZE"),
+    _cap("COMPRESS=DEFLATE", compress.Compress),
+    _cap("LIST-EXTENDED"),
+    _cap("LIST-STATUS"),
+    _cap("BINARY"),
+    _cap("MULTIAPPEND", c.AppendMany),
+    _cap("CATENATE", c.AppendMany),
+    _cap("UTF8=ACCEPT", enablable=True),
 )
 """Advertised after login, in this order."""
 

@@ -91,7 +91,8 @@ class FetchAttr:
 
     @property
     def sets_seen(self) -> bool:
-        return (self.name == "BODY" and self.section is not None and not self.peek) or \
+        return (self.name in ("BODY", "BINARY") and self.section is not None
+                and not self.peek) or \
             self.name in ("RFC822", "RFC822.TEXT")
 
 
@@ -182,6 +183,21 @@ class SearchText:
 SearchKey = (SearchAll | SearchFlag | SearchNew | SearchSeq | SearchUid | SearchNot | SearchOr
              | SearchAnd | SearchSize | SearchDate | SearchHeader | SearchText)
 
+@dataclass(frozen=True)
+class ReturnOptions:
+    """``RETURN (...)`` of an extended SEARCH or SORT (RFC 4731, 5267, 5182): which ESEARCH
+    data items the client asked for. ``partial`` is the (low, high) window, 1-based."""
+
+    min: bool = False
+    max: bool = False
+    all: bool = False
+    count: bool = False
+    save: bool = False
+    context: bool = False
+    update: bool = False
+    partial: tuple[int, int] | None = None
+
+
 # --- Commands --------------------------------------------------------------------------------
 
 
@@ -255,6 +271,21 @@ class ListCmd(Command):
     reference: str
     pattern: str
     lsub: bool = False
+    extended: ListOptions | None = None
+    """RFC 5258's extended syntax was used (selection/return options, several patterns)."""
+
+
+@dataclass(frozen=True)
+class ListOptions:
+    """LIST-EXTENDED (RFC 5258) and LIST-STATUS (RFC 5819) arguments of one LIST."""
+
+    patterns: tuple[str, ...]
+    select: frozenset[str] = frozenset()
+    """SUBSCRIBED, REMOTE, RECURSIVEMATCH."""
+    returns: frozenset[str] = frozenset()
+    """SUBSCRIBED, CHILDREN (STATUS is in ``status``)."""
+    status: tuple[str, ...] = ()
+    """RETURN (STATUS (items)): a STATUS response follows each selectable mailbox."""
 
 
 @dataclass(frozen=True)
@@ -297,9 +328,51 @@ class Append(Command):
     flags: frozenset[str]
     date: datetime | None
     message: LiteralBody
+    binary: bool = False
+    """Sent as a literal8 (RFC 3516): it may hold binary parts."""
 
     def __repr__(self) -> str:  # message content stays out of logs
         return f"Append(tag={self.tag!r}, mailbox={self.mailbox!r}, size={self.message.size})"
+
+
+    def close(self) -> None:
+        self.message.close()
+
+
+@dataclass(frozen=True)
+class CatUrl:
+    """A CATENATE URL part (RFC 4469): an IMAP URL naming (part of) a stored message."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class AppendMessage:
+    """One message of a MULTIAPPEND (RFC 3502): a literal, or CATENATE's parts in order."""
+
+    flags: frozenset[str]
+    date: datetime | None
+    parts: tuple[LiteralBody | CatUrl, ...]
+    binary: bool = False
+    """Some literal was a literal8 (RFC 3516): binary parts are stored re-encoded."""
+
+
+@dataclass(frozen=True)
+class AppendMany(Command):
+    """APPEND with several messages (MULTIAPPEND) or CATENATE: all are stored or none."""
+
+    mailbox: str
+    messages: tuple[AppendMessage, ...]
+
+    def close(self) -> None:
+        for message in self.messages:
+            for part in message.parts:
+                if isinstance(part, LiteralBody):
+                    part.close()
+
+    def __repr__(self) -> str:  # message content stays out of logs
+        return (f"AppendMany(tag={self.tag!r}, mailbox={self.mailbox!r}, "
+                f"messages={len(self.messages)})")
 
 
 @dataclass(frozen=True)
@@ -343,6 +416,8 @@ class Search(Command):
     key: SearchKey
     charset: str | None = None
     uid: bool = False
+    returns: ReturnOptions | None = None
+    """Set for the extended form (ESEARCH): the reply is ``* ESEARCH``, not ``* SEARCH``."""
 
 
 @dataclass(frozen=True)
@@ -353,6 +428,8 @@ class SortCmd(Command):
     key: SearchKey
     charset: str
     uid: bool = False
+    returns: ReturnOptions | None = None
+    """Set for the extended form (ESORT, CONTEXT=SORT)."""
 
 
 @dataclass(frozen=True)
@@ -378,6 +455,13 @@ class Idle(Command):
     pass
 
 
+@dataclass(frozen=True)
+class CancelUpdate(Command):
+    """RFC 5267 CANCELUPDATE: stop the updates of the contexts created by these tags."""
+
+    tags: tuple[str, ...]
+
+
 NAMES: dict[type[Command], str] = {
     Capability: "CAPABILITY", Noop: "NOOP", StartTls: "STARTTLS", Logout: "LOGOUT", Id: "ID",
     Enable: "ENABLE",
@@ -386,4 +470,6 @@ NAMES: dict[type[Command], str] = {
     Subscribe: "SUBSCRIBE", Append: "APPEND", Check: "CHECK", Close: "CLOSE",
     Unselect: "UNSELECT", Expunge: "EXPUNGE", Fetch: "FETCH", StoreCmd: "STORE",
     Search: "SEARCH", Copy: "COPY", Idle: "IDLE", SortCmd: "SORT", ThreadCmd: "THREAD",
+    CancelUpdate: "CANCELUPDATE",
+    AppendMany: "APPEND",
 }

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from mailnode.imap import commands as c
 from mailnode.imap import mime
+from mailnode.imap.handlers import binary
 from mailnode.imap.responses import date_time, flags
 from mailnode.mime import MessageStructure, analyse
 from mailnode.store.api import MessageMeta
@@ -47,6 +48,7 @@ def render_chunks(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes 
     ``structure`` is needed for ENVELOPE/BODY/BODYSTRUCTURE; for body sections it is
     analysed (once) from ``raw`` when not given."""
     yield b"("
+    decoded: dict[tuple[int, ...], bytes] = {}
     for i, attr in enumerate(attrs):
         if i:
             yield b" "
@@ -66,6 +68,9 @@ def render_chunks(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes 
             else:
                 value = mime.bodystructure(structure.root, extended=name == "BODYSTRUCTURE")
             yield name.encode() + b" " + value
+        elif name in binary.ITEMS:
+            assert raw is not None
+            yield from binary.render(attr, raw, structure, decoded)
         else:
             assert raw is not None
             if name == "RFC822":

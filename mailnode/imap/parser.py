@@ -18,8 +18,10 @@ from datetime import datetime
 from typing import IO, TypeVar
 
 from mailnode.imap import commands as c
-from mailnode.imap import sortthread, utf7
+from mailnode.imap import esearch, sortthread, utf7
 from mailnode.imap.errors import InvalidMailboxName, ParseError
+from mailnode.imap.handlers import binary, listext, multiappend
+from mailnode.imap.searchres import SAVED
 from mailnode.imap.sequences import SequenceSet, SequenceSetError
 from mailnode.sasl import SaslError, b64decode_strict
 
@@ -33,7 +35,8 @@ _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT",
 _DATE_TIME = re.compile(
     rb"([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
 _DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
-STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"})
+STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN",
+                          "SIZE", "DELETED", "DELETED-STORAGE"})
 _SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 _SIMPLE_FETCH = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "RFC822",
                            "RFC822.HEADER", "RFC822.TEXT", "ENVELOPE", "BODYSTRUCTURE", "BODY"})
@@ -64,6 +67,8 @@ ID_LINE = 34 * 1024
 """An ID command may be this long even before login: RFC 2971 allows 30 pairs of a 30-octet
 field and a 1,024-octet value (clients send it first, before logging in)."""
 _ID_COMMAND = re.compile(rb"[^ ]{1,64} ID[ (]", re.IGNORECASE)
+LITERAL_MINUS = 4096
+"""RFC 7888 LITERAL-: the largest non-synchronising literal."""
 PRE_AUTH_LITERAL = 8 * 1024
 """Before login a client needs no more than a LOGIN or AUTHENTICATE: a stranger gets this."""
 
@@ -79,11 +84,16 @@ class Limits:
     max_items: int = 1024
     spool_above: int = 256 * 1024
     """Literals larger than this go to a temporary file as they arrive, not to the buffer."""
+    max_nonsync_literal: int | None = None
+    """LITERAL- (RFC 7888): non-synchronising literals above this get BAD [TOOBIG]; None
+    (LITERAL+) allows them up to ``max_literal``."""
 
     def before_login(self) -> Limits:
-        """The bounds for a client that has not logged in: small lines, small literals."""
+        """The bounds for a client that has not logged in: small lines, small literals, and
+        LITERAL- rather than LITERAL+ (a stranger may not make us read much unasked)."""
         return replace(self, max_line=min(self.max_line, PRE_AUTH_LINE),
-                       max_literal=min(self.max_literal, PRE_AUTH_LITERAL))
+                       max_literal=min(self.max_literal, PRE_AUTH_LITERAL),
+                       max_nonsync_literal=LITERAL_MINUS)
 
 
 def _temporary_file() -> IO[bytes]:
@@ -108,6 +118,8 @@ class CommandParser:
         self._announced = False
         self._spool: IO[bytes] | None = None
         self._spool_size = 0
+        self.utf8 = False
+        """ENABLE UTF8=ACCEPT (RFC 6855) is in effect: names are UTF-8, not modified UTF-7."""
 
     @property
     def buffered(self) -> int:
@@ -191,7 +203,7 @@ class CommandParser:
                 text, literals = bytes(self._text + line), self._literals
                 self._literals = {}  # handed to the command (or closed if it is invalid)
                 self._reset()
-                return _parse_command(text, literals, self.limits)
+                return _parse_command(text, literals, self.limits, self.utf8)
             size, sync, start = marker
             tag = _tag_of(bytes(self._text) + line)
             if tag is None:  # not a command at all: never invite garbage to send a literal
@@ -199,7 +211,9 @@ class CommandParser:
                 raise ParseError("Missing or invalid tag")
             self._text += line[:start]
             self._literal_bytes += size
+            nonsync_cap = self.limits.max_nonsync_literal
             if size > self.limits.max_literal or \
+                    (not sync and nonsync_cap is not None and size > nonsync_cap) or \
                     self._literal_bytes > self.limits.max_literal + self.limits.max_line or \
                     len(self._literals) >= self.limits.max_literals:
                 self._reset()
@@ -215,6 +229,12 @@ class CommandParser:
                 self._spool_size = size
             # When the literal arrives it is keyed by len(self._text), i.e. the offset just
             # after its "{n}" marker, which is where the reader will look for it.
+
+    def take_buffered(self) -> bytes:
+        """Bytes received but not yet parsed, removed (COMPRESS: they are compressed)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
 
     def next_line_or_flood(self) -> bytes | None:
         """Like :meth:`next_line`, but a flood error names the tag of the command it hit."""
@@ -288,6 +308,8 @@ class _Reader:
         self.pos = 0
         self.tag: str | None = None
         self.depth = 0
+        self.utf8 = False
+        """Names are UTF-8 (ENABLE UTF8=ACCEPT), not modified UTF-7."""
         self.invalid_name: str | None = None
         """Why a mailbox argument is not valid modified UTF-7, if one is not."""
 
@@ -415,8 +437,8 @@ class _Reader:
 
     def _mailbox_name(self, raw: bytes) -> str:
         try:
-            name = utf7.decode(raw)
-        except utf7.Utf7Error as exc:
+            name = raw.decode("utf-8") if self.utf8 else utf7.decode(raw)
+        except (utf7.Utf7Error, UnicodeDecodeError) as exc:
             # Reported once the whole command has parsed: a syntax error still wins (BAD).
             self.invalid_name = self.invalid_name or str(exc)
             name = raw.decode("latin-1")
@@ -429,6 +451,12 @@ class _Reader:
             raw = self._run(lambda ch: ch not in _ATOM_SPECIALS or ch in b"%*]")
             if not raw:
                 raise self.error("Expected a mailbox pattern")
+        return self.pattern_text(raw)
+
+    def pattern_text(self, raw: bytes) -> str:
+        """A LIST reference or pattern as text (UTF-8 once UTF8=ACCEPT is enabled)."""
+        if self.utf8:
+            return self.text_value(raw)
         return utf7.decode_pattern(raw)
 
     def flag(self) -> str:
@@ -464,6 +492,8 @@ class _Reader:
         return frozenset(self.paren_list(self.flag))
 
     def seqset(self) -> SequenceSet:
+        if self.take(b"$"):  # RFC 5182: the saved search result, resolved by the session
+            return SAVED
         raw = self._run(lambda ch: ch in b"0123456789:,*")
         try:
             return SequenceSet.parse(raw)
@@ -564,17 +594,13 @@ def _p_enable(r: _Reader, tag: str) -> c.Command:
 
 def _p_list(lsub: bool) -> Callable[[_Reader, str], c.Command]:
     def parse(r: _Reader, tag: str) -> c.Command:
-        r.sp()
-        ref = r.list_mailbox() if r.peek() not in (0x22, 0x7B) else _decode_ref(r)
-        r.sp()
-        pattern = r.list_mailbox()
-        r.end()
-        return c.ListCmd(tag, ref, pattern, lsub)
+        return listext.parse_list(r, tag, lsub)  # RFC 3501's form or RFC 5258's
     return parse
 
 
-def _decode_ref(r: _Reader) -> str:
-    return utf7.decode_pattern(r.string())
+def decode_reference(r: _Reader) -> str:
+    """LIST's reference argument (a mailbox name, possibly with wildcard characters)."""
+    return r.list_mailbox() if r.peek() not in (0x22, 0x7B) else r.pattern_text(r.string())
 
 
 def _p_mailbox(cls: Callable[[str, str], c.Command]) -> Callable[[_Reader, str], c.Command]:
@@ -621,25 +647,6 @@ def _p_status(r: _Reader, tag: str) -> c.Command:
         if item not in STATUS_ITEMS:
             raise r.error(f"Unknown STATUS item {item}")
     return c.Status(tag, name, tuple(items))
-
-
-def _p_append(r: _Reader, tag: str) -> c.Command:
-    r.sp()
-    name = r.mailbox()
-    r.sp()
-    flags: frozenset[str] = frozenset()
-    date: datetime | None = None
-    if r.peek() == 0x28:
-        flags = r.flag_list() - {"\\Recent"}
-        r.sp()
-    if r.peek() == 0x22:
-        date = r.date_time()
-        r.sp()
-    if r.peek() != 0x7B:
-        raise r.error("APPEND needs the message as a literal")
-    message = r.literal_body()
-    r.end()
-    return c.Append(tag, name, flags, date, message)
 
 
 def _p_expunge(r: _Reader, tag: str, uid: bool) -> c.Command:
@@ -697,6 +704,8 @@ def _fetch_att(r: _Reader) -> c.FetchAttr:
                 raise r.error("Partial length must be positive")
             partial = (start, count)
         return c.FetchAttr("BODY", section, peek=name == "BODY.PEEK", partial=partial)
+    if name in binary.FETCH_NAMES:
+        return binary.parse_att(r, name)
     if name not in _SIMPLE_FETCH:
         raise r.error(f"Unknown FETCH item {name or '(empty)'}")
     return c.FetchAttr(name)
@@ -759,7 +768,7 @@ def _search_key(r: _Reader, count: list[int]) -> c.SearchKey:
         keys = r.paren_list(lambda: _search_key(r, count), allow_empty=False)
         r.depth -= 1
         return keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    if r.peek() >= 0 and r.peek() in b"0123456789*":
+    if r.peek() >= 0 and r.peek() in b"0123456789*$":
         return c.SearchSeq(r.seqset())
     key = r.keyword()
     if key == "ALL":
@@ -819,11 +828,27 @@ def _search_key(r: _Reader, count: list[int]) -> c.SearchKey:
 
 def _p_search(r: _Reader, tag: str, uid: bool) -> c.Command:
     r.sp()
+    returns = _return_options(r)
     charset: str | None = None
     if r.take(b"CHARSET "):
+        if r.utf8:  # RFC 6855 3: the charset is UTF-8 once enabled, naming one conflicts
+            raise r.error("No CHARSET after ENABLE UTF8=ACCEPT")
         charset = r.text_value(r.astring()).upper()
         r.sp()
-    return c.Search(tag, _search_program(r), charset, uid)
+    return c.Search(tag, _search_program(r), charset, uid, returns)
+
+
+def _return_options(r: _Reader) -> c.ReturnOptions | None:
+    """RFC 4466 ``RETURN (...) SP`` before the search program, if present."""
+    if not r.take(b"RETURN ("):
+        return None
+    r.pos -= 1
+    words = r.paren_list(r.atom)
+    r.sp()
+    try:
+        return esearch.parse_return_options(words)
+    except ValueError as exc:
+        raise r.error(f"Bad return options: {exc}") from None
 
 
 def _search_program(r: _Reader) -> c.SearchKey:
@@ -837,8 +862,10 @@ def _search_program(r: _Reader) -> c.SearchKey:
 
 
 def _p_sort(r: _Reader, tag: str, uid: bool) -> c.Command:
-    """``SORT (criteria) charset search-keys`` (RFC 5256: the charset is not optional)."""
+    """``SORT [RETURN (...)] (criteria) charset search-keys`` (RFC 5256: the charset is
+    not optional; RETURN is RFC 5267's)."""
     r.sp()
+    returns = _return_options(r)
     r.expect(b"(")
     words = [r.keyword()]
     while r.take(b" "):
@@ -853,7 +880,7 @@ def _p_sort(r: _Reader, tag: str, uid: bool) -> c.Command:
     r.sp()
     charset = r.text_value(r.astring()).upper()
     r.sp()
-    return c.SortCmd(tag, criteria, _search_program(r), charset, uid)
+    return c.SortCmd(tag, criteria, _search_program(r), charset, uid, returns)
 
 
 def _p_thread(r: _Reader, tag: str, uid: bool) -> c.Command:
@@ -866,6 +893,19 @@ def _p_thread(r: _Reader, tag: str, uid: bool) -> c.Command:
     charset = r.text_value(r.astring()).upper()
     r.sp()
     return c.ThreadCmd(tag, algorithm, _search_program(r), charset, uid)
+
+
+def _p_cancelupdate(r: _Reader, tag: str) -> c.Command:
+    """``CANCELUPDATE 1*(SP quoted)`` (RFC 5267 4.3.5)."""
+    tags = []
+    while r.take(b" "):
+        tags.append(r.quoted().decode("ascii", "replace"))
+        if len(tags) > r.limits.max_items:
+            raise r.error("Too many tags")
+    if not tags:
+        raise r.error("CANCELUPDATE needs a tag")
+    r.end()
+    return c.CancelUpdate(tag, tuple(tags))
 
 
 def _p_copy(move: bool) -> Callable[[_Reader, str, bool], c.Command]:
@@ -890,7 +930,8 @@ _SIMPLE: dict[str, Callable[[_Reader, str], c.Command]] = {
     "SELECT": _p_select(False), "EXAMINE": _p_select(True),
     "CREATE": _p_mailbox(c.Create), "DELETE": _p_mailbox(c.Delete),
     "SUBSCRIBE": _p_mailbox(c.Subscribe), "UNSUBSCRIBE": _p_unsubscribe,
-    "RENAME": _p_rename, "STATUS": _p_status, "APPEND": _p_append,
+    "RENAME": _p_rename, "STATUS": _p_status, "APPEND": multiappend.parse_append,
+    "CANCELUPDATE": _p_cancelupdate,
 }
 _UID_CAPABLE: dict[str, Callable[[_Reader, str, bool], c.Command]] = {
     "FETCH": _p_fetch, "STORE": _p_store, "SEARCH": _p_search, "COPY": _p_copy(False),
@@ -899,10 +940,11 @@ _UID_CAPABLE: dict[str, Callable[[_Reader, str, bool], c.Command]] = {
 
 
 def _parse_command(text: bytes, literals: dict[int, bytes | c.LiteralBody],
-                   limits: Limits) -> c.Command:
+                   limits: Limits, utf8: bool = False) -> c.Command:
     """Parse one command; spooled literals it did not take over are closed, all of them if
     the command is invalid."""
     r = _Reader(text, literals, limits)
+    r.utf8 = utf8
     try:
         cmd = _dispatch(r)
         if r.invalid_name is not None:
@@ -930,10 +972,16 @@ def _dispatch(r: _Reader) -> c.Command:
         return uid_parser(r, r.tag, True)
     if name in _UID_CAPABLE:
         return _UID_CAPABLE[name](r, r.tag, False)
-    parser = _SIMPLE.get(name)
+    parser = _SIMPLE.get(name) or _extension_parser(name)
     if parser is None:
         raise r.error(f"Unknown command {name}")
     return parser(r, r.tag)
+
+
+def _extension_parser(name: str) -> Callable[[_Reader, str], c.Command] | None:
+    """Commands whose parsers live with their handlers (``mailnode.imap.handlers``)."""
+    from mailnode.imap.handlers import PARSERS  # they build on _Reader: imported late
+    return PARSERS.get(name)
 
 
 def parse_one(data: bytes, limits: Limits | None = None) -> c.Command:

@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import zlib
 
 from mailnode.auth import Authenticator
 from mailnode.guard import LOGIN_GRACE, ConnectionTable, source_key
+from mailnode.imap.handlers.compress import Deflate
 from mailnode.imap.parser import Limits
 from mailnode.imap.session import ImapSession, Security
 from mailnode.logsafe import LogThrottle, clean, held_back
@@ -155,7 +157,9 @@ class ImapServer:
             session.close()
             with contextlib.suppress(Exception):
                 if not handshaking:
-                    writer.write(session.data_to_send())
+                    last = session.data_to_send()
+                    writer.write(last if session.deflate is None
+                                 else session.deflate.compress(last))
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1)
@@ -180,12 +184,42 @@ class ImapServer:
                 await writer.drain()
 
         async def flush() -> None:  # a large FETCH goes out in pieces, at the client's pace
-            writer.write(session.data_to_send())
+            send(session.data_to_send())
             await drain()
 
         session.flush = flush
         writer.write(session.greeting())
         await writer.drain()
+        codec: Deflate | None = None
+
+        async def take(data: bytes) -> None:
+            """Received bytes to the session; once COMPRESS is on, inflated a bounded chunk
+            at a time, each one handled and its replies sent before the next is made."""
+            nonlocal codec
+            if codec is None:
+                await session.receive(data)
+            else:
+                codec.feed(data)
+            while True:
+                out = session.data_to_send()
+                if out:
+                    send(out)
+                    await drain()
+                if codec is None and session.deflate is not None:
+                    codec = session.deflate  # the OK went out plain; everything after is not
+                if codec is None or session.closed or not codec.has_pending:
+                    return
+                try:
+                    chunk = codec.inflate()
+                except zlib.error:
+                    session.bye("Corrupt compressed data")
+                    continue  # sends the BYE, then returns: the session is closed
+                if not chunk:
+                    return
+                await session.receive(chunk)
+
+        def send(data: bytes) -> None:
+            writer.write(data if codec is None else codec.compress(data))
         read_task: asyncio.Task[bytes] | None = None
         watch_task: asyncio.Task[int] | None = None
         watching: tuple[int, int] | None = None
@@ -219,10 +253,10 @@ class ImapServer:
                     read_task = None
                     if not data:
                         return
-                    await session.receive(data)
+                    await take(data)
                 out = session.data_to_send()
                 if out:
-                    writer.write(out)
+                    send(out)
                     await drain()
                 if session.starttls_requested:
                     await self._start_tls(session, reader, writer)

@@ -14,15 +14,20 @@ import logging
 from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.imap import commands as c
+from mailnode.imap import handlers, search, sortthread, utf7
 from mailnode.imap import responses as r
-from mailnode.imap import search, sortthread, utf7
-from mailnode.imap.capabilities import ADVERTISED, PRE_AUTH
+from mailnode.imap.capabilities import ADVERTISED, ENABLABLE, PRE_AUTH
+from mailnode.imap.contexts import Contexts
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
+from mailnode.imap.handlers import binary, listext, multiappend
+from mailnode.imap.handlers import esearch as ext_search
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
+from mailnode.imap.searchres import Saved
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.logsafe import clean
 from mailnode.mime import MessageStructure, analyse
@@ -36,6 +41,7 @@ from mailnode.store.api import (
     MailStore,
     MessageMeta,
     NoSuchMailbox,
+    OverQuota,
     StoreError,
     User,
 )
@@ -73,12 +79,14 @@ class State(enum.Enum):
 
 _ANY = frozenset({c.Capability, c.Noop, c.Logout, c.Id})
 _AUTHENTICATED = _ANY | {c.Enable, c.Namespace, c.ListCmd, c.Select, c.Status, c.Create,
-                         c.Delete, c.Rename, c.Subscribe, c.Append, c.Idle}
+                         c.Delete, c.Rename, c.Subscribe, c.Append, c.Idle, c.AppendMany,
+                         } | handlers.AUTHENTICATED
 ALLOWED: dict[State, frozenset[type[c.Command]]] = {
     State.NOT_AUTHENTICATED: _ANY | {c.Login, c.Authenticate, c.StartTls},
     State.AUTHENTICATED: _AUTHENTICATED,
     State.SELECTED: _AUTHENTICATED | {c.Check, c.Close, c.Unselect, c.Expunge, c.Fetch,
-                                      c.StoreCmd, c.Search, c.Copy, c.SortCmd, c.ThreadCmd},
+                                      c.StoreCmd, c.Search, c.Copy, c.SortCmd, c.ThreadCmd,
+                                      c.CancelUpdate},
     State.LOGOUT: frozenset(),
 }
 """Which command may run in which state; anything else gets BAD and the session goes on."""
@@ -120,6 +128,8 @@ def capabilities(state: State, security: Security = Security(), tls_active: bool
                  ) -> str:
     caps: tuple[str, ...] = ADVERTISED
     if state is State.NOT_AUTHENTICATED:
+        # Limits.before_login: non-synchronising literals only up to 4096 octets (RFC 7888)
+        caps = tuple("LITERAL-" if cap == "LITERAL+" else cap for cap in caps)
         if security.tls_available and not tls_active:
             caps += ("STARTTLS",)
         if security.tls_required and not tls_active:
@@ -129,9 +139,15 @@ def capabilities(state: State, security: Security = Security(), tls_active: bool
     return " ".join(caps)
 
 
-def mailbox_name(name: str) -> bytes:
-    """A mailbox name as it goes on the wire (modified UTF-7, quoted)."""
-    return r.string(utf7.encode(name))
+def mailbox_name(name: str, utf8: bool = False) -> bytes:
+    """A mailbox name as it goes on the wire: modified UTF-7, or UTF-8 once the client
+    enabled UTF8=ACCEPT (RFC 6855: never modified UTF-7 then), quoted where it can be."""
+    if not utf8:
+        return r.string(utf7.encode(name))
+    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in name) or len(name) > 1024:
+        return r.string(name)  # a literal
+    raw = name.encode("utf-8", "replace")
+    return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 class ImapSession:
@@ -164,8 +180,16 @@ class ImapSession:
         A large FETCH awaits it between pieces; without it output just accumulates."""
         self._out: list[bytes] = []
         self._out_size = 0
+        self.enabled: set[str] = set()
+        """What the client switched on with ENABLE (RFC 5161)."""
         self._auth_pending: c.Authenticate | None = None
         self._idle_tag: str | None = None
+        self.contexts = Contexts()
+        """RFC 5267 updating contexts (see :mod:`mailnode.imap.handlers.esearch`)."""
+        self.saved = Saved()
+        """RFC 5182 saved search result (``$``)."""
+        self.deflate: handlers.compress.Deflate | None = None
+        """Set by COMPRESS (RFC 4978); the adapter then runs the connection through it."""
 
     # --- adapter interface -------------------------------------------------------------------
 
@@ -221,6 +245,7 @@ class ImapSession:
         if self._mailbox_gone():
             return
         await self._sync(allow_expunge=True)
+        await ext_search.flush(self)
 
     def _mailbox_gone(self) -> bool:
         """End the session if its selected mailbox was deleted or renamed by another session.
@@ -265,8 +290,8 @@ class ImapSession:
             try:
                 await self._execute(event)
             finally:
-                if isinstance(event, c.Append):
-                    event.message.close()  # done, failed or cancelled: the spool file goes
+                if isinstance(event, c.Append | c.AppendMany):
+                    event.close()  # done, failed or cancelled: the spool files go
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -293,7 +318,8 @@ class ImapSession:
             self._reply(cmd.tag, CommandBad(f"{cmd.name} not allowed in {self.state.value} state"))
             return
         handler: Callable[[c.Command], Awaitable[str | None]] = getattr(
-            self, "_do_" + type(cmd).__name__.lower())
+            self, "_do_" + type(cmd).__name__.lower(), None) or partial(
+            handlers.HANDLERS[type(cmd)], self)
         allow_expunge = not (isinstance(cmd, c.Fetch | c.StoreCmd | c.Search | c.SortCmd
                                         | c.ThreadCmd) and not cmd.uid)
         if allow_expunge:
@@ -324,6 +350,7 @@ class ImapSession:
             self._write(f"{cmd.tag} OK {text}\r\n".encode())
             return
         await self._sync(allow_expunge)
+        await ext_search.flush(self)
         self._write(f"{cmd.tag} OK {text}\r\n".encode())
 
     async def _sync(self, allow_expunge: bool) -> None:
@@ -349,6 +376,7 @@ class ImapSession:
         ghosts = False
         if any(uid not in now for uid in sel.uids):
             if allow_expunge:
+                ext_search.expunging(self, [u for u in sel.uids if u not in now])
                 for index in range(len(sel.uids) - 1, -1, -1):
                     uid = sel.uids[index]
                     if uid not in now:
@@ -362,6 +390,7 @@ class ImapSession:
             meta = now.get(uid)
             if meta is not None and meta.flags != sel.metas[uid].flags:
                 sel.metas[uid] = meta
+                ext_search.touched(self, (uid,))
                 self._untagged(b"%d FETCH (UID %d FLAGS %s)"
                                % (index + 1, uid, r.flags(sel.shown(meta).flags)))
         await self._announce_new(sel, [m for m in current if m.uid > sel.max_uid])
@@ -375,6 +404,7 @@ class ImapSession:
             sel.metas[m.uid] = m
             sel.seq_of[m.uid] = len(sel.uids)
         sel.max_uid = new[-1].uid
+        ext_search.touched(self, (m.uid for m in new))
         await self._claim_recent(sel)
         self._untagged(b"%d EXISTS" % len(sel.uids))
         self._untagged(b"%d RECENT" % len(sel.recent))
@@ -391,10 +421,11 @@ class ImapSession:
         """``(seq, uid)`` pairs named by a sequence set (or uid set), ascending."""
         sel = self.selected
         assert sel is not None
+        seqset = self.saved.resolve(sel, seqset, sel.uids, as_uids=uid)
         if uid:
             return [(sel.seq_of[u], u) for u in seqset.uids(sel.uids)]
         if seqset.has_explicit_above(len(sel.uids)):
-            raise CommandBad("Message sequence number out of range")
+            raise CommandBad("Sequence number beyond the last message")
         return [(s, sel.uids[s - 1]) for s in seqset.seqs(len(sel.uids))]
 
     def _require_writable(self) -> Selected:
@@ -502,8 +533,21 @@ class ImapSession:
 
     # --- authenticated -----------------------------------------------------------------------
 
+    @property
+    def utf8(self) -> bool:
+        """UTF8=ACCEPT is enabled: mailbox names go both ways as UTF-8."""
+        return "UTF8=ACCEPT" in self.enabled
+
+    def wire_name(self, name: str) -> bytes:
+        """A mailbox name as this session sends it (modified UTF-7, or UTF-8 once enabled)."""
+        return mailbox_name(name, self.utf8)
+
     async def _do_enable(self, cmd: c.Enable) -> str:
-        self._untagged(b"ENABLED")
+        new = [cap for cap in dict.fromkeys(cmd.capabilities)
+               if cap in ENABLABLE and cap not in self.enabled]
+        self.enabled.update(new)
+        self.parser.utf8 = self.utf8  # the parser reads names as this session writes them
+        self._untagged(b"ENABLED" + b"".join(b" " + cap.encode() for cap in new))
         return "ENABLE completed"
 
     async def _do_namespace(self, cmd: c.Namespace) -> str:
@@ -512,6 +556,8 @@ class ImapSession:
 
     async def _do_listcmd(self, cmd: c.ListCmd) -> str:
         assert self.user is not None
+        if cmd.extended is not None:
+            return await listext.run(self, cmd)
         word = b"LSUB" if cmd.lsub else b"LIST"
         if cmd.pattern == "" and not cmd.lsub:
             self._untagged(b'LIST (\\Noselect) "/" ""')
@@ -539,7 +585,7 @@ class ImapSession:
             if special.get(name):
                 attrs.append(str(special[name]))
             self._untagged(word + b" (" + " ".join(attrs).encode() + b') "/" '
-                           + mailbox_name(name))
+                           + self.wire_name(name))
         return f"{word.decode()} completed"
 
     async def _do_select(self, cmd: c.Select) -> str:
@@ -573,12 +619,18 @@ class ImapSession:
 
     async def _do_status(self, cmd: c.Status) -> str:
         mailbox = await self._mailbox(cmd.mailbox)
+        await self._status_response(mailbox, cmd.items)
+        return "STATUS completed"
+
+    async def _status_response(self, mailbox: Mailbox, wanted: tuple[str, ...]) -> None:
+        """``* STATUS`` for a mailbox already looked up (STATUS, and LIST-STATUS for each
+        mailbox it lists)."""
         values = {"MESSAGES": mailbox.messages, "RECENT": mailbox.recent,
                   "UIDNEXT": mailbox.uidnext,
-                  "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen}
-        items = " ".join(f"{item} {values[item]}" for item in cmd.items)
-        self._untagged(b"STATUS " + mailbox_name(mailbox.name) + f" ({items})".encode())
-        return "STATUS completed"
+                  "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
+                  **await handlers.quota.status_values(self, mailbox, wanted)}
+        items = " ".join(f"{item} {values[item]}" for item in wanted)
+        self._untagged(b"STATUS " + self.wire_name(mailbox.name) + f" ({items})".encode())
 
     async def _do_create(self, cmd: c.Create) -> str:
         assert self.user is not None
@@ -624,12 +676,17 @@ class ImapSession:
 
     async def _do_append(self, cmd: c.Append) -> str:
         mailbox = await self._mailbox(cmd.mailbox, trycreate=True)
-        uidvalidity, uid = await self.store.append(mailbox.id, cmd.message.read(), cmd.flags,
-                                                   cmd.date)
+        data = cmd.message.read()
+        if cmd.binary:
+            data = await asyncio.to_thread(binary.for_storage, data)
+        uidvalidity, uid = await self.store.append(mailbox.id, data, cmd.flags, cmd.date)
         log.info('user=%s appended uid %d to mailbox="%s" (%d bytes)',
                  self.user.name if self.user else "?", uid, clean(mailbox.name),
                  cmd.message.size)
         return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
+
+    async def _do_appendmany(self, cmd: c.AppendMany) -> str:
+        return await multiappend.run(self, cmd)
 
     async def _do_idle(self, cmd: c.Idle) -> str | None:
         await self._sync(allow_expunge=True)
@@ -667,7 +724,8 @@ class ImapSession:
 
     async def _do_expunge(self, cmd: c.Expunge) -> str:
         sel = self._require_writable()
-        uids = None if cmd.uids is None else cmd.uids.uids(sel.uids)
+        uids = None if cmd.uids is None else self.saved.resolve(
+            sel, cmd.uids, sel.uids, as_uids=True).uids(sel.uids)
         if uids == []:
             return "EXPUNGE completed"
         await self.store.expunge(sel.mailbox.id, uids)
@@ -688,12 +746,14 @@ class ImapSession:
                                                          frozenset({"\\Seen"}), "add"):
                     sel.metas[meta.uid] = meta
                     seen_changed.add(meta.uid)
+                ext_search.touched(self, seen_changed)
         with_flags = (*attrs, c.FetchAttr("FLAGS")) if not any(
             a.name == "FLAGS" for a in attrs) else attrs
         needs_raw = any(a.needs_body and (a.name not in STRUCTURE_ITEMS or a.section is not None)
                         for a in attrs)
         needs_structure = any((a.name in STRUCTURE_ITEMS and a.section is None)
                               or (a.section is not None and a.section.parts) for a in attrs)
+        binary_items = any(a.name in binary.ITEMS for a in attrs)
         missing = False
         for batch in self._body_batches(targets, needs_raw or needs_structure):
             uids = [u for _, u in batch]
@@ -712,6 +772,8 @@ class ImapSession:
                     missing = True
                     continue
                 items = with_flags if uid in seen_changed else attrs
+                if binary_items and raw is not None:  # NO [UNKNOWN-CTE] before it begins
+                    binary.check(raw, structures.get(uid), attrs)
                 self._write(b"* %d FETCH " % seq)
                 for chunk in render_chunks(sel.shown(sel.metas[uid]), items, raw,
                                            structures.get(uid)):
@@ -759,6 +821,7 @@ class ImapSession:
                                                  cmd.flags, cmd.mode)
             for meta in metas:
                 sel.metas[meta.uid] = meta
+            ext_search.touched(self, (m.uid for m in metas))
             if not cmd.silent:
                 for meta in metas:
                     uid_item = b"UID %d " % meta.uid if cmd.uid else b""
@@ -768,23 +831,30 @@ class ImapSession:
         return f"{'UID ' if cmd.uid else ''}STORE completed"
 
     async def _do_search(self, cmd: c.Search) -> str:
+        if cmd.returns is not None:
+            return await ext_search.search(self, cmd)
         found = await self._matches(cmd.key, cmd.charset)
         self._untagged(b"SEARCH" + b"".join(b" %d" % (uid if cmd.uid else seq)
                                             for seq, uid in found))
         return f"{'UID ' if cmd.uid else ''}SEARCH completed"
 
-    async def _matches(self, key: c.SearchKey, charset: str | None) -> list[tuple[int, int]]:
-        """(sequence number, uid) of the selected messages ``key`` matches, in order."""
+    async def _matches(self, key: c.SearchKey, charset: str | None,
+                       targets: list[tuple[int, int]] | None = None,
+                       ) -> list[tuple[int, int]]:
+        """(sequence number, uid) of the selected messages ``key`` matches, in order (of
+        ``targets``, when given, else of all)."""
         sel = self.selected
         assert sel is not None
         if charset is not None and charset not in search.CHARSETS:
             raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
+        key = self.saved.resolve_key(sel, key, sel.uids)
         need_body = search.needs_body(key)
         heavy = need_body or _key_count(key) > INLINE_SEARCH_KEYS
         found: list[tuple[int, int]] = []
         max_seq = len(sel.uids)
         max_uid = sel.uids[-1] if sel.uids else 0
-        targets = list(enumerate(sel.uids, start=1))
+        if targets is None:
+            targets = list(enumerate(sel.uids, start=1))
         for batch in self._body_batches(targets, need_body):
             uids = [u for _, u in batch]
             bodies = await self.store.fetch_bodies(sel.mailbox.id, uids) if need_body else {}
@@ -830,6 +900,8 @@ class ImapSession:
         return out
 
     async def _do_sortcmd(self, cmd: c.SortCmd) -> str:
+        if cmd.returns is not None:
+            return await ext_search.sort(self, cmd)
         found = await self._matches(cmd.key, cmd.charset)
         messages = await self._sort_messages(found, cmd.uid, references=False)
         ordered = await asyncio.to_thread(sortthread.sort, messages, cmd.criteria)
@@ -843,6 +915,9 @@ class ImapSession:
         threads = await asyncio.to_thread(sortthread.thread, cmd.algorithm, messages)
         self._untagged(b"THREAD" + (b" " + sortthread.serialise(threads) if threads else b""))
         return f"{'UID ' if cmd.uid else ''}THREAD completed"
+
+    async def _do_cancelupdate(self, cmd: c.CancelUpdate) -> str:
+        return await ext_search.cancel_update(self, cmd)
 
     async def _do_copy(self, cmd: c.Copy) -> str:
         sel = self._require_writable() if cmd.move else self.selected
@@ -1010,4 +1085,6 @@ def _store_error(exc: StoreError) -> ImapError:
         return CommandNo("Mailbox already exists", "ALREADYEXISTS")
     if isinstance(exc, MailboxProtected):
         return CommandNo("This mailbox cannot be deleted or renamed", "CANNOT")
+    if isinstance(exc, OverQuota):
+        return CommandNo("Storage quota exceeded", "OVERQUOTA")
     return CommandNo("Storage error", "SERVERBUG")

@@ -16,6 +16,8 @@ SPECIAL_MAILBOXES: tuple[tuple[str, str | None], ...] = (
     ("Sent", "\\Sent"),
     ("Drafts", "\\Drafts"),
     ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
 )
 """Mailboxes every user has, with their RFC 6154 special-use attribute."""
 
@@ -38,6 +40,23 @@ class MailboxExists(StoreError):
 
 class MailboxProtected(StoreError):
     """INBOX and the special mailboxes cannot be deleted or renamed away."""
+
+
+class OverQuota(StoreError):
+    """Storing this would take the user past their storage quota (RFC 9208 OVERQUOTA)."""
+
+
+class MetadataFull(StoreError):
+    """Setting these annotations would give the user more entries than allowed."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a user's mail takes (RFC 9208 resources) and the limit, in bytes (None: none)."""
+
+    storage: int
+    messages: int
+    limit: int | None
 
 
 @dataclass(frozen=True)
@@ -126,6 +145,12 @@ class MailStore(Protocol):
                      internaldate: datetime | None) -> tuple[int, int]:
         """Add a message; returns ``(uidvalidity, uid)``."""
 
+    async def append_many(self, mailbox_id: int,
+                          items: Sequence[tuple[bytes, frozenset[str], datetime | None]],
+                          ) -> tuple[int, list[int]]:
+        """Add several messages in one step (MULTIAPPEND, RFC 3502): all or none of them;
+        returns ``(uidvalidity, uids)``."""
+
     async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
         """Remove ``\\Deleted`` messages (only among ``uids`` if given); returns removed uids."""
 
@@ -144,3 +169,15 @@ class MailStore(Protocol):
     async def move(self, src_mailbox_id: int, uids: Sequence[int],
                    dst_mailbox_id: int) -> list[tuple[int, int]]:
         """Copy and remove in one step (RFC 6851): no session sees both or neither."""
+
+    async def usage(self, user_id: int) -> Usage:
+        """The user's storage in use (sum of message sizes, copies counted) and quota."""
+
+    async def get_metadata(self, user_id: int, mailbox_id: int | None) -> dict[str, bytes]:
+        """RFC 5464 annotations of a mailbox (or, with None, of the server for this user),
+        entry name (lower-cased) to value."""
+
+    async def set_metadata(self, user_id: int, mailbox_id: int | None,
+                           changes: dict[str, bytes | None], max_entries: int) -> None:
+        """Set (value) or remove (None) entries in one step; raises MetadataFull, setting
+        nothing, when the user would end up with more than ``max_entries`` entries."""

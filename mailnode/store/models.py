@@ -76,6 +76,22 @@ messages = Table(
     sqlite_autoincrement=True,
 )
 
+# RFC 5464 annotations ("metadata") of a user's mailboxes (mailbox_id set) or of the server as
+# the user sees it (mailbox_id NULL): Delta Chat keeps its push token here. Entry names are
+# stored lower-cased (they are case-insensitive); one row per entry, bounded per user.
+metadata_entries = Table(
+    "metadata_entries", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id", ondelete="CASCADE"),
+           nullable=True),
+    Column("entry", String(1024), nullable=False),
+    Column("value", LargeBinary, nullable=False),
+    Index("ix_metadata_entries_user_id", "user_id", "mailbox_id"),
+    Index("ix_metadata_entries_mailbox_id", "mailbox_id"),
+    sqlite_autoincrement=True,
+)
+
 # Node-wide counters that must never go backwards (UIDVALIDITY: RFC 3501 §2.3.1.1).
 counters = Table(
     "counters", metadata,

@@ -30,8 +30,11 @@ from mailnode.store.api import (
     MailboxExists,
     MailboxProtected,
     MessageMeta,
+    MetadataFull,
     NoSuchMailbox,
+    OverQuota,
     StoreError,
+    Usage,
     User,
 )
 from mailnode.store.database import Database
@@ -41,6 +44,7 @@ from mailnode.store.models import (
     known_records,
     mailboxes,
     messages,
+    metadata_entries,
     outbound,
     outbound_payloads,
     received,
@@ -185,8 +189,11 @@ class SqlStore:
 
     def __init__(self, db: Database, notifier: ChangeNotifier,
                  clock: Callable[[], float] = time.time,
-                 analyse: Callable[[bytes], bytes] | None = structure_blob) -> None:
+                 analyse: Callable[[bytes], bytes] | None = structure_blob,
+                 user_quota: int | None = None) -> None:
         self.db = db
+        self.user_quota = user_quota
+        """Bytes of mail each user may keep (None: no limit); APPEND and COPY past it fail."""
         self.analyse = analyse
         """Computes a message's stored MIME structure once, when it arrives."""
         # Password hashing gets one thread of its own: a flood of guesses queues up here
@@ -612,8 +619,27 @@ class SqlStore:
                 mailboxes.c.id == mailbox_id)).scalar()
             if uidvalidity is None:
                 raise NoSuchMailbox("mailbox no longer exists")
+            self._check_quota(conn, mailbox_id, len(body))
             uid = self._file(conn, mailbox_id, body, structure, flags, when)
             return (int(uidvalidity), uid), [mailbox_id]
+        return await self._write(q, appended=True)
+
+    async def append_many(self, mailbox_id: int,
+                          items: Sequence[tuple[bytes, frozenset[str], datetime | None]],
+                          ) -> tuple[int, list[int]]:
+        now = self.clock()
+        prepared = [(body, flags, int(date.timestamp() if date else now),
+                     await self._structure(body)) for body, flags, date in items]
+
+        def q(conn: Connection) -> tuple[tuple[int, list[int]], list[int]]:
+            uidvalidity = conn.execute(select(mailboxes.c.uidvalidity).where(
+                mailboxes.c.id == mailbox_id)).scalar()
+            if uidvalidity is None:
+                raise NoSuchMailbox("mailbox no longer exists")
+            self._check_quota(conn, mailbox_id, sum(len(item[0]) for item in prepared))
+            uids = [self._file(conn, mailbox_id, body, structure, flags, when)
+                    for body, flags, when, structure in prepared]
+            return (int(uidvalidity), uids), [mailbox_id]
         return await self._write(q, appended=True)
 
     async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
@@ -653,6 +679,8 @@ class SqlStore:
                                        messages.c.internaldate).where(
                 messages.c.mailbox_id == src_mailbox_id, messages.c.uid.in_(list(uids)))
                 .order_by(messages.c.uid)).all()
+            if not remove:  # a move takes no more room than before
+                self._check_quota(conn, dst_mailbox_id, sum(row[3] for row in rows))
             for row_id, uid, body_id, size, flags, internaldate in rows:
                 # The copy shares the bytes: messages never change, so no copy of them is made.
                 pairs.append((uid, self._add_message(conn, dst_mailbox_id, body_id, size,
@@ -663,6 +691,69 @@ class SqlStore:
                 return pairs, []
             return pairs, [dst_mailbox_id, src_mailbox_id] if remove else [dst_mailbox_id]
         return await self._write(q)
+
+    # ---- quota and annotations ---------------------------------------------------------
+
+    @staticmethod
+    def _usage(conn: Connection, user_id: int) -> tuple[int, int]:
+        storage, count = _driver(conn).execute(
+            "SELECT COALESCE(SUM(m.size), 0), COUNT(*) FROM messages m JOIN mailboxes b "
+            "ON b.id = m.mailbox_id WHERE b.user_id = ?", (user_id,)).fetchone()
+        return int(storage), int(count)
+
+    def _check_quota(self, conn: Connection, mailbox_id: int, adding: int) -> None:
+        """Raise OverQuota when ``adding`` bytes more would take the mailbox's owner past
+        the quota: checked in the writing transaction, so racing APPENDs cannot both pass."""
+        if self.user_quota is None or adding <= 0:
+            return
+        user_id = conn.execute(select(mailboxes.c.user_id).where(
+            mailboxes.c.id == mailbox_id)).scalar()
+        if user_id is None:
+            raise NoSuchMailbox("mailbox no longer exists")
+        if self._usage(conn, int(user_id))[0] + adding > self.user_quota:
+            raise OverQuota("storage quota exceeded")
+
+    async def usage(self, user_id: int) -> Usage:
+        storage, count = await self.db.run(lambda conn: self._usage(conn, user_id),
+                                           durable=False)
+        return Usage(storage, count, self.user_quota)
+
+    @staticmethod
+    def _where_metadata(user_id: int, mailbox_id: int | None) -> Any:
+        box = metadata_entries.c.mailbox_id
+        return (metadata_entries.c.user_id == user_id) & (
+            box.is_(None) if mailbox_id is None else box == mailbox_id)
+
+    async def get_metadata(self, user_id: int, mailbox_id: int | None) -> dict[str, bytes]:
+        def q(conn: Connection) -> dict[str, bytes]:
+            rows = conn.execute(select(metadata_entries.c.entry, metadata_entries.c.value)
+                                .where(self._where_metadata(user_id, mailbox_id)))
+            return {entry: bytes(value) for entry, value in rows}
+        return await self.db.run(q, durable=False)
+
+    async def set_metadata(self, user_id: int, mailbox_id: int | None,
+                           changes: dict[str, bytes | None], max_entries: int) -> None:
+        def q(conn: Connection) -> None:
+            if mailbox_id is not None and conn.execute(select(mailboxes.c.id).where(
+                    mailboxes.c.id == mailbox_id, mailboxes.c.user_id == user_id)).first() is None:
+                raise NoSuchMailbox("mailbox no longer exists")
+            here = self._where_metadata(user_id, mailbox_id)
+            existing = set(conn.execute(select(metadata_entries.c.entry).where(here)).scalars())
+            added = sum(1 for k, v in changes.items() if v is not None and k not in existing)
+            removed = sum(1 for k, v in changes.items() if v is None and k in existing)
+            if added > removed:
+                total = int(conn.execute(select(func.count()).select_from(metadata_entries)
+                                         .where(metadata_entries.c.user_id == user_id)
+                                         ).scalar_one())
+                if total + added - removed > max_entries:
+                    raise MetadataFull("too many annotations")
+            for entry, value in changes.items():
+                conn.execute(delete(metadata_entries).where(
+                    here, metadata_entries.c.entry == entry))
+                if value is not None:
+                    conn.execute(insert(metadata_entries).values(
+                        user_id=user_id, mailbox_id=mailbox_id, entry=entry, value=value))
+        await self.db.run(q)
 
     # ---- delivery ----------------------------------------------------------------------
 
@@ -770,9 +861,10 @@ class SqlStore:
                 received.c.user_id == user_id)).first()
             if seen is not None:
                 return False, []
+            inbox = self._inbox_id(conn, user_id)
+            self._check_quota(conn, inbox, len(body))
             conn.execute(insert(received).values(sender_key=sender_key, message_id=message_id,
                                                  user_id=user_id, received_at=now))
-            inbox = self._inbox_id(conn, user_id)
             self._file(conn, inbox, body, structure, (), now)
             return True, [inbox]
         return await self._write(q, appended=True)

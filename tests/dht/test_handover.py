@@ -8,6 +8,7 @@ the contact; the hand-over is paced by :class:`dht.handover.Handover`.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -17,121 +18,128 @@ from kademlia.node import Node
 
 from crypto.keys import Identity
 from dht.handover import Handover
+from dht.kad.contact import Contact
+from dht.kad.messages import FindNode, Ping, Pong, Reply, Request, Store, Stored
 from dht.limits import DEFAULT_LIMITS, DhtLimits
-from dht.protocol import DhtProtocol
+from dht.node import DhtNode
 from dht.records import dht_key
-from dht.storage import RecordStore
-from dht.tasks import TaskSet
-from tests.dht.support import FakeClock, eventually, make_record
+from tests.dht.support import NodeFactory, eventually, make_record
 
 HELD = 300  # records the victim holds (the amplification grew linearly with this)
 
 
-def _victim(clock: FakeClock, held: int = HELD, **limits: Any) -> DhtProtocol:
-    """A socketless protocol holding ``held`` records and knowing no one (so every newcomer is
-    "close" to every record: the worst case for hand-over)."""
-    store = RecordStore(clock)
+async def _victim(make_node: NodeFactory, held: int = HELD, **limits: Any) -> DhtNode:
+    """A node holding ``held`` records and knowing no one (so every newcomer is "close" to
+    every record: the worst case for hand-over)."""
+    node = await make_node(limits=replace(DEFAULT_LIMITS, **limits))
     for i in range(held):
         user = Identity(i.to_bytes(4, "big") * 8)
-        store.offer(dht_key(user.verify_key), make_record(user, now=clock.now).encode())
-    return DhtProtocol(
-        Node(os.urandom(20)),
-        store,
-        20,
-        tasks=TaskSet(),
-        rpc_timeout=1.0,
-        limits=replace(DEFAULT_LIMITS, **limits),
-    )
+        node.storage.offer(dht_key(user.verify_key), make_record(user).encode())
+    return node
 
 
 class Calls:
-    """Records what the protocol sends instead of sending it."""
+    """Records what the node sends instead of sending it, and how often it searched its table."""
 
-    def __init__(self, protocol: DhtProtocol, *, answer_pings: bool) -> None:
-        self.stores: list[tuple[Node, bytes]] = []
-        self.pings: list[Node] = []
+    def __init__(self, node: DhtNode, *, answer_pings: bool) -> None:
+        self.stores: list[tuple[Contact, bytes]] = []
+        self.pings: list[Contact] = []
         self.scanned = 0
         self._answer = answer_pings
-        protocol.call_store = self.call_store
-        protocol.call_ping = self.call_ping  # type: ignore[method-assign]
-        nearest = protocol.router.nearest
+        node._endpoint.query = self.query  # type: ignore[method-assign]
+        closest = node._table.closest
 
-        def counting_nearest(*args: Any, **kwargs: Any) -> list[Node]:
+        def counting_closest(*args: Any, **kwargs: Any) -> list[Contact]:
             self.scanned += 1
-            return nearest(*args, **kwargs)
+            return closest(*args, **kwargs)
 
-        protocol.router.nearest = counting_nearest  # type: ignore[method-assign]
+        node._table.closest = counting_closest  # type: ignore[method-assign]
 
-    async def call_store(self, node: Node, key: bytes, value: bytes) -> tuple[bool, bool]:
-        self.stores.append((node, key))
-        return True, True
+    async def query(self, contact: Contact, request: Request) -> Reply | None:
+        if isinstance(request, Store):
+            self.stores.append((contact, request.key))
+            return Stored(True)
+        assert isinstance(request, Ping), request
+        self.pings.append(contact)
+        return Pong() if self._answer else None
 
-    async def call_ping(self, node_to_ask: Node) -> tuple[bool, Any]:
-        node = node_to_ask
-        self.pings.append(node)
-        return (True, node.id) if self._answer else (False, None)
+
+def _stranger(host: str) -> Contact:
+    return Contact(os.urandom(32), host, 4000)
 
 
-async def test_a_ping_from_a_fresh_id_costs_constant_work_in_its_handler() -> None:
-    protocol = _victim(FakeClock())
-    calls = Calls(protocol, answer_pings=False)
+def _settled(node: DhtNode) -> bool:
+    """Only the two upkeep loops left running: every ping, STORE and hand-over step is done."""
+    return len(node._tasks) == 2
+
+
+async def test_a_ping_from_a_fresh_id_costs_constant_work_in_its_handler(
+    make_node: NodeFactory,
+) -> None:
+    node = await _victim(make_node)
+    calls = Calls(node, answer_pings=False)
     for i in range(50):  # fresh ids, each from its own subnet (so the table takes them all)
-        answer = protocol.rpc_ping((f"10.{i}.0.1", 4000), os.urandom(20))
-        assert answer == protocol.source_node.id
-    # nothing was examined or sent inside the handlers; at most one worker was started
+        assert node._answer(_stranger(f"10.{i}.0.1"), Ping(), time.monotonic()) == Pong()
+    # nothing was examined or sent inside the handlers
     assert calls.scanned == 0 and calls.stores == [] and calls.pings == []
-    assert len(protocol._tasks) <= 1
+    # and afterwards: each newcomer pinged back and by the hand-over (none answers), the full
+    # bucket's head pinged once; no record examined, none sent
+    await eventually(lambda: _settled(node), what="pings settled")
+    assert calls.scanned == 0 and calls.stores == []
+    assert len(calls.pings) <= 2 * 50 + 1
 
 
-async def test_a_contact_that_never_answers_gets_no_records() -> None:
-    """A spoofed source address (a reflection victim) is pinged once and sent nothing else."""
-    protocol = _victim(FakeClock())
-    calls = Calls(protocol, answer_pings=False)
-    protocol.rpc_ping(("198.51.100.7", 4000), os.urandom(20))
-    await eventually(lambda: len(protocol._tasks) == 0, what="hand-over settled")
-    assert len(calls.pings) == 1
+async def test_a_contact_that_never_answers_gets_no_records(make_node: NodeFactory) -> None:
+    """A spoofed source address (a reflection victim) is pinged and sent nothing else."""
+    node = await _victim(make_node)
+    calls = Calls(node, answer_pings=False)
+    stranger = _stranger("198.51.100.7")
+    node._answer(stranger, Ping(), time.monotonic())
+    await eventually(lambda: _settled(node), what="hand-over settled")
+    assert 1 <= len(calls.pings) <= 2  # the ping back, and the hand-over's own
+    assert {c.node_id for c in calls.pings} == {stranger.node_id}
     assert calls.stores == []
     assert calls.scanned == 0
 
 
-async def test_a_contact_that_answers_gets_its_records_paced_and_capped() -> None:
-    protocol = _victim(
-        FakeClock(), handover_per_contact=40, handover_scan_step=25, handover_stores_per_second=200
+async def test_a_contact_that_answers_gets_its_records_paced_and_capped(
+    make_node: NodeFactory,
+) -> None:
+    node = await _victim(
+        make_node, handover_per_contact=40, handover_scan_step=25, handover_stores_per_second=200
     )
-    calls = Calls(protocol, answer_pings=True)
-    newcomer = Node(os.urandom(20), "198.51.100.8", 4000)
-    protocol.rpc_ping((newcomer.ip, newcomer.port), newcomer.id)
+    calls = Calls(node, answer_pings=True)
+    newcomer = _stranger("198.51.100.8")
+    node._answer(newcomer, Ping(), time.monotonic())
     assert calls.stores == []
-    await eventually(lambda: len(protocol._tasks) == 0, what="hand-over finished")
-    assert [n.id for n in calls.pings] == [newcomer.id]  # proved it answers, then got records
+    await eventually(lambda: _settled(node), what="hand-over finished")
+    assert {c.node_id for c in calls.pings} == {newcomer.node_id}  # proved it answers first
     assert len(calls.stores) == 40  # the per-contact cap; the rest comes with republishing
     assert len({key for _, key in calls.stores}) == 40
-    assert {n.id for n, _ in calls.stores} == {newcomer.id}
+    assert {c.node_id for c, _ in calls.stores} == {newcomer.node_id}
 
 
-async def test_a_verified_newcomer_is_handed_every_record_it_should_hold() -> None:
+async def test_a_verified_newcomer_is_handed_every_record_it_should_hold(
+    make_node: NodeFactory,
+) -> None:
     """The paper's intent survives the pacing: all records end up at the new close node."""
-    protocol = _victim(
-        FakeClock(),
-        held=60,
-        handover_burst=10,
-        handover_scan_step=7,
-        handover_stores_per_second=200,
+    node = await _victim(
+        make_node, held=60, handover_burst=10, handover_scan_step=7, handover_stores_per_second=200
     )
-    calls = Calls(protocol, answer_pings=True)
-    newcomer = Node(os.urandom(20), "198.51.100.9", 4000)
-    protocol.welcome_if_new(newcomer, verified=True)
-    await eventually(lambda: len(protocol._tasks) == 0, timeout=10, what="hand-over finished")
-    assert sorted(key for _, key in calls.stores) == sorted(protocol._store.keys())
+    calls = Calls(node, answer_pings=True)
+    newcomer = _stranger("198.51.100.9")
+    node._met(newcomer, time.monotonic())  # it answered one of our requests
+    await eventually(lambda: _settled(node), timeout=10, what="hand-over finished")
+    assert sorted(key for _, key in calls.stores) == sorted(node.storage.keys())
     assert calls.pings == []  # it had already answered us
 
 
-async def test_the_waiting_queue_is_bounded() -> None:
-    protocol = _victim(FakeClock(), held=1, handover_pending=5)
-    Calls(protocol, answer_pings=False)
+async def test_the_waiting_queue_is_bounded(make_node: NodeFactory) -> None:
+    node = await _victim(make_node, held=1, handover_pending=5)
+    Calls(node, answer_pings=False)
     for i in range(40):
-        protocol.rpc_find_node((f"10.{i}.0.1", 4000), os.urandom(20), os.urandom(20))
-    assert protocol.handover_pending() == 5
+        node._answer(_stranger(f"10.{i}.0.1"), FindNode(os.urandom(20)), time.monotonic())
+    assert node._peer is not None and node._peer.handover_pending() == 5
 
 
 # the planner alone, with time passed in

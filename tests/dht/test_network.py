@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import time
 
 import pytest
-from kademlia.network import Server
-from kademlia.storage import ForgetfulStorage
 
 from crypto.keys import Identity
+from dht.kad.contact import Contact
+from dht.kad.messages import (
+    FindNode,
+    FindValue,
+    Nodes,
+    Ping,
+    Pong,
+    Reply,
+    Request,
+    Store,
+    Stored,
+    Value,
+)
+from dht.kad.rpc import RpcEngine
+from dht.kad.udp import UdpEndpoint
 from dht.node import DhtNode
 from dht.records import RecordError, dht_key
 from tests.dht.support import (
@@ -59,48 +73,60 @@ async def test_others_cannot_overwrite_or_roll_back_a_record(make_node: NodeFact
     with pytest.raises(RecordError, match="signature"):
         await mallory.publish(forged)
     # bypassing its own node's checks does not help either: every peer refuses
-    server = mallory._server
-    assert await server.set_digest(KEY, forged.encode()) == 0
-    assert await server.set_digest(KEY, old.encode()) == 0  # replay of an older record
+    assert await mallory._store_at_closest(KEY, forged.encode()) == 0
+    assert await mallory._store_at_closest(KEY, old.encode()) == 0  # replay of an older record
     for node in nodes:
         assert await node.lookup(ALICE.verify_key) == current
 
 
-class StubbornStorage(ForgetfulStorage):  # type: ignore[misc]
-    """Serves its lie for every key and ignores attempts to correct it."""
+class Liar:
+    """A peer with a key of its own that serves its lie for every key and ignores attempts to
+    correct it (what a node without record validation would do)."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.lie: bytes | None = None
+        self.lie = b""
         self.asked = 0
+        self.endpoint = UdpEndpoint(RpcEngine(Identity(os.urandom(32))), self.answer)
 
-    def get(self, key: bytes, default: object = None) -> object:
-        self.asked += 1
-        return self.lie
+    def answer(self, sender: Contact, request: Request, now: float) -> Reply:
+        if isinstance(request, Ping):
+            return Pong()
+        if isinstance(request, FindNode):
+            return Nodes(())
+        if isinstance(request, FindValue):
+            self.asked += 1
+            return Value(self.lie, ())
+        assert isinstance(request, Store)
+        return Stored(True)
 
-    def __setitem__(self, key: bytes, value: object) -> None:
-        pass
+    async def join(self, nodes: list[DhtNode]) -> None:
+        """Make every node know it: it asks each one something (they ping it back)."""
+        for node in nodes:
+            contact = await self.endpoint.probe((LOOPBACK, node.port))
+            assert contact is not None
+            assert isinstance(await self.endpoint.query(contact, FindNode(os.urandom(20))), Nodes)
+        liar_id = Contact(self.endpoint.engine.key, *self.endpoint.address).node_id
+        await eventually(lambda: all(liar_id in n.contact_ids() for n in nodes), what="liar known")
 
 
 async def test_forged_and_stale_answers_are_not_believed(make_node: NodeFactory) -> None:
-    """A peer running the unvalidating library serves junk; lookups still find the truth."""
+    """A peer that serves junk is heard by every lookup; lookups still find the truth."""
     nodes = await start_network(make_node, 4)
     honest = make_record(ALICE, seq=2)
     await nodes[0].publish(honest)
-    liar_storage = StubbornStorage()
-    liar = Server(storage=liar_storage)
-    await liar.listen(0, LOOPBACK)
+    liar = Liar()
+    await liar.endpoint.start(LOOPBACK, 0)
     try:
-        await liar.bootstrap([(LOOPBACK, nodes[0].port)])
         forged = dataclasses.replace(make_record(MALLORY, seq=50), user_key=ALICE.verify_key)
         expired = make_record(ALICE, seq=60, expires=int(time.time()) - 10)
         for lie in (forged, expired, make_record(ALICE, seq=1)):
-            liar_storage.lie, liar_storage.asked = lie.encode(), 0
+            await liar.join(nodes)  # again: a peer that lied is dropped from the table
+            liar.lie, liar.asked = lie.encode(), 0
             for node in nodes[1:]:
                 assert await node.lookup(ALICE.verify_key) == honest
-            assert liar_storage.asked >= len(nodes) - 1  # every lookup heard the lie
+            assert liar.asked >= len(nodes) - 1  # every lookup heard the lie
     finally:
-        liar.stop()
+        await liar.endpoint.close()
 
 
 async def test_late_joining_node_receives_and_finds_records(make_node: NodeFactory) -> None:
@@ -113,13 +139,22 @@ async def test_late_joining_node_receives_and_finds_records(make_node: NodeFacto
     assert await late.lookup(ALICE.verify_key) == record
 
 
-async def test_held_records_are_republished(make_node: NodeFactory) -> None:
-    nodes = await start_network(make_node, 4, refresh_interval=0.05, republish_interval=0.05)
-    record = make_record(ALICE)
-    nodes[2].storage.offer(KEY, record.encode())  # as if a peer had stored it only here
-    await eventually(
-        lambda: all(n.storage.record(KEY) == record for n in nodes), what="republished"
-    )
+async def test_own_records_are_republished(make_node: NodeFactory) -> None:
+    """A node that joined after the publish, and that no hand-over reached, gets the record
+    when its owner republishes it (each republish_interval, on the record clock)."""
+    clock = FakeClock(time.time())
+    limits = dataclasses.replace(LOOPBACK_LIMITS, handover_per_contact=0)  # no hand-over
+    kwargs = {"clock": clock, "limits": limits, "refresh_interval": 0.05,
+              "republish_interval": 600.0}
+    nodes = await start_network(make_node, 4, **kwargs)
+    record = make_record(ALICE, now=clock.now)
+    assert await nodes[2].publish(record) == 3
+    late = await make_node([(LOOPBACK, nodes[1].port)], **kwargs)
+    await eventually(lambda: nodes[2].node_id in late.contact_ids()
+                     or late.node_id in nodes[2].contact_ids(), what="the owner meets it")
+    assert late.storage.record(KEY) is None
+    clock.now += 600
+    await eventually(lambda: late.storage.record(KEY) == record, what="republished")
 
 
 async def test_records_expire_across_the_network(make_node: NodeFactory) -> None:

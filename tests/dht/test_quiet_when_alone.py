@@ -13,12 +13,12 @@ from tests.dht.support import LOOPBACK, NodeFactory, eventually, make_record
 
 def _info(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "dht.node" and r.levelno >= logging.INFO]
+            if r.name == "dht.kad.node" and r.levelno >= logging.INFO]
 
 
 async def test_an_isolated_node_says_once_that_it_is_alone_then_that_it_joined(
         make_node: NodeFactory, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="dht.node")
+    caplog.set_level(logging.DEBUG, logger="dht.kad.node")
     alone = await make_node()
     caplog.clear()
     for seq in range(1, 6):  # the publisher's retries while no peer is known

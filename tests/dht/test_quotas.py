@@ -6,7 +6,6 @@ never expired, and real records were refused as "store is full".
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -16,11 +15,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kademlia.node import Node
-from kademlia.protocol import KademliaProtocol
-from kademlia.storage import ForgetfulStorage
 
 from crypto.keys import Identity
+from dht.kad.messages import Store, Stored
+from dht.kad.rpc import RpcEngine
+from dht.kad.udp import UdpEndpoint
 from dht.limits import DEFAULT_LIMITS, MAX_RECORD_TTL, DhtLimits, subnet
 from dht.node import DhtNode
 from dht.records import AddressRecord, RecordError, dht_key
@@ -169,40 +168,33 @@ def test_subnets_are_24_for_ipv4_and_64_for_ipv6() -> None:
 
 
 @pytest.fixture
-async def stranger() -> AsyncIterator[KademliaProtocol]:
-    """kademlia's own, unvalidating protocol: it sends whatever a stranger could."""
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: KademliaProtocol(Node(os.urandom(20)), ForgetfulStorage(), 20),
-        local_addr=(LOOPBACK, 0),
-    )
-    protocol._wait_timeout = 2.0
+async def stranger() -> AsyncIterator[UdpEndpoint]:
+    """A peer with a key of its own: it sends whatever a stranger could."""
+    endpoint = UdpEndpoint(RpcEngine(Identity(os.urandom(32)), timeout=2.0), lambda *a: None)
+    await endpoint.start(LOOPBACK, 0)
     try:
-        yield protocol
+        yield endpoint
     finally:
-        for _, timeout in protocol._outstanding.values():
-            timeout.cancel()
-        transport.close()
+        await endpoint.close()
 
 
 async def test_a_stranger_over_udp_hits_the_quota_and_cannot_store_forever(
-    make_node: NodeFactory, stranger: KademliaProtocol
+    make_node: NodeFactory, stranger: UdpEndpoint
 ) -> None:
     clock = FakeClock()
     target = await make_node(clock=clock, limits=DhtLimits(records_per_ip=5))
-    address = (LOOPBACK, target.port)
-    answers = []
-    for i in range(8):
-        key, value = _record(i, clock)
-        ok, accepted = await stranger.store(address, os.urandom(20), key, value)
-        assert ok
-        answers.append(accepted)
+    contact = await stranger.probe((LOOPBACK, target.port))
+    assert contact is not None
+
+    async def store(key: bytes, value: bytes) -> bool:
+        reply = await stranger.query(contact, Store(key, value))
+        assert isinstance(reply, Stored)
+        return reply.accepted
+
+    answers = [await store(*_record(i, clock)) for i in range(8)]
     assert answers == [True] * 5 + [False] * 3
     forever = AddressRecord.create(_user(99), bytes(32), [("x", 1)], 1, 2**64 - 1)
-    ok, accepted = await stranger.store(
-        address, os.urandom(20), dht_key(_user(99).verify_key), forever.encode()
-    )
-    assert ok and accepted is False
+    assert await store(dht_key(_user(99).verify_key), forever.encode()) is False
     assert len(target.storage) == 5
     # the node's own publication is not charged to anyone
     own = make_record(_user(100), now=clock.now)

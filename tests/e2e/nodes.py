@@ -57,13 +57,13 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def cli(data_dir: Path, *args: str, password: str | None = None) -> str:
+def cli(data_dir: Path, *args: str, password: str | None = None, timeout: float = 60) -> str:
     env = dict(os.environ)
     if password is not None:  # for `user add`: test passwords are weak on purpose
         env["MAILNODE_PASSWORD"] = password
         args = (*args, "--allow-weak")
     done = subprocess.run([sys.executable, "-m", "mailnode", "--data-dir", str(data_dir), *args],
-                          capture_output=True, text=True, env=env, timeout=60,
+                          capture_output=True, text=True, env=env, timeout=timeout,
                           stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise RuntimeError(f"mailnode {' '.join(args)} failed: {done.stderr}")

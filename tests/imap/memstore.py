@@ -19,7 +19,10 @@ from mailnode.store.api import (
     MailboxExists,
     MailboxProtected,
     MessageMeta,
+    MetadataFull,
     NoSuchMailbox,
+    OverQuota,
+    Usage,
     User,
 )
 from mailnode.store.notify import ChangeNotifier
@@ -47,6 +50,8 @@ class MemStore:
         self._ids = itertools.count(1)
         self._uidvalidity = itertools.count(1_700_000_000)
         self._subscribed: dict[int, set[str]] = {}
+        self._metadata: dict[tuple[int, int | None], dict[str, bytes]] = {}
+        self.user_quota: int | None = None
 
     # --- test helpers ---
 
@@ -114,6 +119,7 @@ class MemStore:
         if box.name == "INBOX" or box.special_use is not None:
             raise MailboxProtected(name)
         del self._boxes[box.id]
+        self._metadata.pop((user_id, box.id), None)
         self.notifier.retire(box.id, box.uidvalidity)
         await self.notifier.publish(box.id)
 
@@ -179,12 +185,28 @@ class MemStore:
     async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
                      internaldate: datetime | None) -> tuple[int, int]:
         box = self._box(mailbox_id)
+        self._check_quota(box.user_id, len(body))
         uid = box.uidnext
         box.uidnext += 1
         when = internaldate or datetime.now(UTC).replace(microsecond=0)
         box.messages[uid] = (MessageMeta(uid, frozenset(flags), when, len(body)), bytes(body))
         await self.notifier.publish(mailbox_id)
         return box.uidvalidity, uid
+
+    async def append_many(self, mailbox_id: int,
+                          items: Sequence[tuple[bytes, frozenset[str], datetime | None]],
+                          ) -> tuple[int, list[int]]:
+        box = self._box(mailbox_id)
+        self._check_quota(box.user_id, sum(len(item[0]) for item in items))
+        uids = []
+        for body, flags, date in items:
+            uid = box.uidnext
+            box.uidnext += 1
+            when = date or datetime.now(UTC).replace(microsecond=0)
+            box.messages[uid] = (MessageMeta(uid, frozenset(flags), when, len(body)), bytes(body))
+            uids.append(uid)
+        await self.notifier.publish(mailbox_id)
+        return box.uidvalidity, uids
 
     async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
         box = self._box(mailbox_id)
@@ -197,9 +219,12 @@ class MemStore:
         return removed
 
     async def copy(self, src_mailbox_id: int, uids: Sequence[int],
-                   dst_mailbox_id: int) -> list[tuple[int, int]]:
+                   dst_mailbox_id: int, moving: bool = False) -> list[tuple[int, int]]:
         src = self._box(src_mailbox_id)
         dst = self._box(dst_mailbox_id)
+        if not moving:
+            self._check_quota(dst.user_id, sum(src.messages[u][0].size for u in set(uids)
+                                               if u in src.messages))
         pairs = []
         for uid in sorted(set(uids)):
             if uid not in src.messages:
@@ -221,10 +246,45 @@ class MemStore:
 
     async def move(self, src_mailbox_id: int, uids: Sequence[int],
                    dst_mailbox_id: int) -> list[tuple[int, int]]:
-        pairs = await self.copy(src_mailbox_id, uids, dst_mailbox_id)
+        pairs = await self.copy(src_mailbox_id, uids, dst_mailbox_id, moving=True)
         src = self._box(src_mailbox_id)
         for uid, _ in pairs:
             del src.messages[uid]
         if pairs:
             await self.notifier.publish(src_mailbox_id)
         return pairs
+
+    def _used(self, user_id: int) -> tuple[int, int]:
+        metas = [m for b in self._boxes.values() if b.user_id == user_id
+                 for m, _ in b.messages.values()]
+        return sum(m.size for m in metas), len(metas)
+
+    def _check_quota(self, user_id: int, adding: int) -> None:
+        if self.user_quota is not None and adding > 0 and \
+                self._used(user_id)[0] + adding > self.user_quota:
+            raise OverQuota("storage quota exceeded")
+
+    async def usage(self, user_id: int) -> Usage:
+        storage, count = self._used(user_id)
+        return Usage(storage, count, self.user_quota)
+
+    async def get_metadata(self, user_id: int, mailbox_id: int | None) -> dict[str, bytes]:
+        return dict(self._metadata.get((user_id, mailbox_id), {}))
+
+    async def set_metadata(self, user_id: int, mailbox_id: int | None,
+                           changes: dict[str, bytes | None], max_entries: int) -> None:
+        if mailbox_id is not None and (mailbox_id not in self._boxes
+                                       or self._boxes[mailbox_id].user_id != user_id):
+            raise NoSuchMailbox(str(mailbox_id))
+        entries = dict(self._metadata.get((user_id, mailbox_id), {}))
+        for entry, value in changes.items():
+            if value is None:
+                entries.pop(entry, None)
+            else:
+                entries[entry] = value
+        others = sum(len(v) for k, v in self._metadata.items()
+                     if k[0] == user_id and k != (user_id, mailbox_id))
+        before = len(self._metadata.get((user_id, mailbox_id), {}))
+        if len(entries) > before and others + len(entries) > max_entries:
+            raise MetadataFull("too many annotations")
+        self._metadata[(user_id, mailbox_id)] = entries

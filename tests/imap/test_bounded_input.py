@@ -70,7 +70,10 @@ async def test_pre_auth_non_synchronising_literal_closes(dialog: Dialog) -> None
 
 
 async def test_pre_auth_limits_are_small_and_login_lifts_them(dialog: Dialog) -> None:
-    just_fits = b"p LOGIN alice {%d+}\r\n" % PRE_AUTH_LITERAL + b"x" * PRE_AUTH_LITERAL + b"\r\n"
+    # synchronising: before login only LITERAL- (4096 octets) is offered for "{n+}"
+    assert await dialog.send(b"p LOGIN alice {%d}\r\n" % PRE_AUTH_LITERAL) == \
+        b"+ Ready for literal data\r\n"
+    just_fits = b"x" * PRE_AUTH_LITERAL + b"\r\n"
     assert (await dialog.send(just_fits)).startswith(b"p NO [AUTHENTICATIONFAILED]")
     assert (await dialog.send(b"q LOGIN alice {%d}\r\n" % (PRE_AUTH_LITERAL + 1))).startswith(
         b"q BAD [TOOBIG]")

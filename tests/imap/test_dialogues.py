@@ -12,7 +12,9 @@ from tests.imap.memstore import MemStore
 
 CAPS_AFTER = (b"IMAP4rev1 LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS SORT SORT=DISPLAY "
               b"THREAD=ORDEREDSUBJECT THREAD=REFERENCES UNSELECT CHILDREN "
-              b"SPECIAL-USE MOVE")
+              b"SPECIAL-USE MOVE ESEARCH ESORT CONTEXT=SEARCH CONTEXT=SORT SEARCHRES "
+              b"METADATA QUOTA QUOTA=RES-STORAGE STATUS=SIZE COMPRESS=DEFLATE LIST-EXTENDED "
+              b"LIST-STATUS BINARY MULTIAPPEND CATENATE UTF8=ACCEPT")
 
 
 def plain(authzid: str, authcid: str, password: str) -> bytes:
@@ -81,7 +83,9 @@ async def test_list_and_lsub(dialog: Dialog, store: MemStore) -> None:
     assert (await dialog.send(b"c CREATE Work/Projects\r\n")) == b"c OK CREATE completed\r\n"
     out = await dialog.send(b'a LIST "" *\r\n')
     assert out == (b'* LIST (\\HasNoChildren) "/" "INBOX"\r\n'
+                   b'* LIST (\\HasNoChildren \\Archive) "/" "Archive"\r\n'
                    b'* LIST (\\HasNoChildren \\Drafts) "/" "Drafts"\r\n'
+                   b'* LIST (\\HasNoChildren \\Junk) "/" "Junk"\r\n'
                    b'* LIST (\\HasNoChildren \\Sent) "/" "Sent"\r\n'
                    b'* LIST (\\HasNoChildren \\Trash) "/" "Trash"\r\n'
                    b'* LIST (\\Noselect \\HasChildren) "/" "Work"\r\n'
@@ -96,7 +100,7 @@ async def test_list_and_lsub(dialog: Dialog, store: MemStore) -> None:
     assert await dialog.send(b'e LIST "" ""\r\n') == \
         b'* LIST (\\Noselect) "/" ""\r\ne OK LIST completed\r\n'
     lsub = await dialog.send(b'f LSUB "" *\r\n')
-    assert lsub.count(b"* LSUB ") == 4  # the special mailboxes; Work/Projects is not subscribed
+    assert lsub.count(b"* LSUB ") == 6  # the special mailboxes; Work/Projects is not subscribed
     assert await dialog.send(b"g SUBSCRIBE Work/Projects\r\n") == \
         b"g OK SUBSCRIBE completed\r\n"
     assert b'"Work/Projects"' in await dialog.send(b'h LSUB "" *\r\n')
@@ -104,7 +108,7 @@ async def test_list_and_lsub(dialog: Dialog, store: MemStore) -> None:
     await dialog.send(b"j UNSUBSCRIBE Work/Projects\r\n")
     await dialog.send(b"k UNSUBSCRIBE Trash\r\n")
     lsub = await dialog.send(b'l LSUB "" *\r\n')
-    assert b"Work/Projects" not in lsub and b"Trash" not in lsub and lsub.count(b"* LSUB ") == 3
+    assert b"Work/Projects" not in lsub and b"Trash" not in lsub and lsub.count(b"* LSUB ") == 5
 
 
 async def test_create_delete_rename(dialog: Dialog) -> None:
@@ -354,7 +358,7 @@ async def test_logout_namespace_id_enable(dialog: Dialog) -> None:
     assert await dialog.send(b"b NAMESPACE\r\n") == \
         b'* NAMESPACE (("" "/")) NIL NIL\r\nb OK NAMESPACE completed\r\n'
     assert await dialog.send(b"c ENABLE UTF8=ACCEPT\r\n") == \
-        b"* ENABLED\r\nc OK ENABLE completed\r\n"
+        b"* ENABLED UTF8=ACCEPT\r\nc OK ENABLE completed\r\n"
     assert await dialog.send(b"d LOGOUT\r\n") == \
         b"* BYE mailnode logging out\r\nd OK LOGOUT completed\r\n"
     assert dialog.session.closed

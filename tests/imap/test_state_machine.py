@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailnode.imap import commands as c
+from mailnode.imap.handlers import compress, metadata, quota
 from mailnode.imap.session import ALLOWED, ImapSession, State
 from mailnode.store.notify import ChangeNotifier
 from tests.imap.memstore import MemStore
@@ -24,6 +25,12 @@ SAMPLES: dict[type[c.Command], bytes] = {
     c.Fetch: b"FETCH 1:* FLAGS", c.StoreCmd: b"STORE 1:* +FLAGS \\Seen",
     c.Search: b"SEARCH ALL", c.Copy: b"COPY 1:* Trash", c.Idle: b"IDLE",
     c.SortCmd: b"SORT (DATE) UTF-8 ALL", c.ThreadCmd: b"THREAD REFERENCES UTF-8 ALL",
+    c.CancelUpdate: b'CANCELUPDATE "t"',
+    metadata.GetMetadata: b'GETMETADATA "" /private/x',
+    metadata.SetMetadata: b"SETMETADATA INBOX (/private/x NIL)",
+    quota.GetQuota: b'GETQUOTA ""', quota.GetQuotaRoot: b"GETQUOTAROOT INBOX",
+    quota.SetQuota: b'SETQUOTA "" (STORAGE 10)', compress.Compress: b"COMPRESS DEFLATE",
+    c.AppendMany: b"APPEND INBOX {2+}\r\nhi CATENATE (TEXT {2+}\r\nho)",
 }
 
 
@@ -87,12 +94,14 @@ async def test_login_twice_is_refused() -> None:
 
 _VERBS = st.sampled_from([b"FETCH", b"UID FETCH", b"SEARCH", b"UID SEARCH", b"STORE", b"COPY",
                           b"UID MOVE", b"LIST", b"SELECT", b"STATUS", b"APPEND", b"EXPUNGE",
-                          b"UID EXPUNGE", b"CREATE", b"RENAME", b"IDLE", b"DONE", b"CLOSE"])
+                          b"UID EXPUNGE", b"CREATE", b"RENAME", b"IDLE", b"DONE", b"CLOSE",
+                          b"SEARCH RETURN (UPDATE)", b"UID SORT RETURN (PARTIAL 1:2)",
+                          b"CANCELUPDATE"])
 _ARGS = st.sampled_from([b"1", b"1:*", b"*", b"2,4", b"(FLAGS)", b"BODY[1.2.MIME]",
                          b"BODY[2.HEADER.FIELDS (A)]<0.5>", b"FULL", b"BODYSTRUCTURE", b"+FLAGS",
                          b"\\Seen", b"INBOX", b"Trash", b'""', b"%", b"(MESSAGES)",
                          b"{3+}\r\nabc", b"OR", b"NOT", b"UID", b"HEADER", b"SENTON",
-                         b"1-Jan-2024", b"(", b")", b"x"])
+                         b"1-Jan-2024", b"(", b")", b"x", b'"t1"', b"(ARRIVAL) UTF-8"])
 _NESTED = (b"From: a\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
            b"Content-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\nhi\r\n--B--\r\n")
 

@@ -51,7 +51,7 @@ async def populate(data_dir: Path) -> None:
             await store.append(inbox.id, f"Subject: m{i}\r\n\r\nbody {i}\r\n".encode(),
                                frozenset({"\\Seen"} if i % 2 else {"\\Flagged", "$Work"}),
                                datetime(2026, 1, 1 + i, tzinfo=UTC))
-        archive = await store.create_mailbox(alice.id, "Archive")
+        archive = await store.create_mailbox(alice.id, "Projects")
         await store.append(archive.id, b"Subject: old\r\n\r\n" + os.urandom(200_000).hex()
                            .encode() + b"\r\n", frozenset({"\\Answered"}), None)
         carol = address_for(Identity.generate().verify_key)
@@ -97,7 +97,7 @@ def test_round_trip_of_a_running_node(tmp_path: Path) -> None:
         imap.login("alice", "a-long-enough-password")
         imap.select("INBOX")
         assert imap.uid("STORE", "1", "+FLAGS", "(\\Deleted $Backup)")[0] == "OK"
-        assert imap.append("Archive", "(\\Seen)", None,
+        assert imap.append("Projects", "(\\Seen)", None,
                            b"Subject: while running\r\n\r\nhi\r\n")[0] == "OK"
         imap.logout()
         made = mailnode(node.data_dir, "backup", str(tmp_path / "node.backup"))
@@ -122,9 +122,9 @@ def test_round_trip_of_a_running_node(tmp_path: Path) -> None:
     assert after["alice"]["INBOX"][1] and after["queue"] and after["friends"]
     assert set(after["alice"]["INBOX"][1][0][1]) == {"$Backup", "\\Deleted", "\\Flagged",
                                                       "$Work"}
-    assert after["alice"]["Archive"][1][-1][3] == b"Subject: while running\r\n\r\nhi\r\n"
+    assert after["alice"]["Projects"][1][-1][3] == b"Subject: while running\r\n\r\nhi\r\n"
     before["alice"]["INBOX"][1][0] = after["alice"]["INBOX"][1][0]
-    before["alice"]["Archive"][1].append(after["alice"]["Archive"][1][-1])
+    before["alice"]["Projects"][1].append(after["alice"]["Projects"][1][-1])
     assert after == before  # everything else exactly as it was
     # ... and as the original holds it now (the node may have retried the queue since).
     assert after == asyncio.run(snapshot(node.data_dir))

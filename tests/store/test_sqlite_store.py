@@ -47,7 +47,7 @@ async def test_users_get_special_mailboxes_and_login_by_name_or_address(store: S
     user = await store.create_user("alice", "correct horse", Identity.generate())
     names = {(m.name, m.special_use) for m in await store.list_mailboxes(user.id)}
     assert names == {("INBOX", None), ("Sent", "\\Sent"), ("Drafts", "\\Drafts"),
-                     ("Trash", "\\Trash")}
+                     ("Trash", "\\Trash"), ("Junk", "\\Junk"), ("Archive", "\\Archive")}
     assert await store.authenticate("alice", "correct horse") == user
     assert await store.authenticate(user.address.upper(), "correct horse") == user
     assert await store.authenticate("alice", "wrong") is None
@@ -101,14 +101,14 @@ async def test_mailbox_management(store: SqlStore) -> None:
     assert len(pairs) == 1 and pairs[0][0] == uid
     copied = await store.list_messages(box.id)
     assert copied[0].flags == {"\\Flagged"}
-    await store.rename_mailbox(user.id, "Projects", "Archive")
+    await store.rename_mailbox(user.id, "Projects", "Old")
     assert await store.get_mailbox(user.id, "Projects") is None
     with pytest.raises(MailboxProtected):
         await store.delete_mailbox(user.id, "Trash")
     with pytest.raises(NoSuchMailbox):
         await store.delete_mailbox(user.id, "Nope")
-    await store.delete_mailbox(user.id, "Archive")
-    assert await store.get_mailbox(user.id, "Archive") is None
+    await store.delete_mailbox(user.id, "Old")
+    assert await store.get_mailbox(user.id, "Old") is None
 
 
 async def test_inbound_delivery_is_idempotent_and_notifies(store: SqlStore) -> None:
@@ -356,8 +356,10 @@ async def test_upgrades_keep_old_mail_old_and_mailboxes_subscribed(tmp_path: Pat
         # ...and later ids continue above the old ones (0004: AUTOINCREMENT)
         _, uid = await upgraded.append(box.id, MSG, frozenset(), None)
         assert uid == 2 and await upgraded.fetch_bodies(box.id, [1, 2]) == {1: MSG, 2: MSG}
-        # 0003: LSUB used to list every mailbox, so existing ones start subscribed
-        assert await upgraded.subscriptions(user.id) == {"INBOX", "Sent", "Drafts", "Trash"}
+        # 0003: LSUB used to list every mailbox, so existing ones start subscribed; 0007
+        # gave the user Junk and Archive, subscribed
+        assert await upgraded.subscriptions(user.id) == {"INBOX", "Sent", "Drafts", "Trash",
+                                                         "Junk", "Archive"}
     finally:
         db.close()
 

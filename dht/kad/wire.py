@@ -1,0 +1,400 @@
+"""The DHT datagram format: strict, sans-IO, signed (S/Kademlia), with no amplification.
+
+Every datagram, request or reply, is::
+
+    version u8 (=1) | kind u8 | request id (8 random) | sender key (32) | body | signature (64)
+
+The sender's node id is never sent: it is derived from the key
+(:func:`dht.kad.contact.node_id_for`), so a peer can only claim the id of a key it signs with.
+
+Signatures (Ed25519, :mod:`crypto.signing` contexts, so they are valid for nothing else):
+
+- a request is signed over the recipient's key and the datagram before the signature, so a
+  contact learned from a request is bound to its key, and a captured request cannot be replayed
+  to another node;
+- a reply is signed over the SHA-256 of the whole request datagram it answers (which carries the
+  request id, both keys, the target or key and any stored value) and the reply before the
+  signature, so a reply is accepted only from the key we asked and only for the question we asked.
+
+Bodies (all integers big-endian; padding bytes must be zero; nothing may trail)::
+
+    Ping       (nothing)
+    FindNode   target (20) | zero padding to FIND_NODE_SIZE
+    FindValue  key (20) | zero padding to FIND_VALUE_SIZE
+    Store      key (20) | value length u16 | value (0..MAX_RECORD_SIZE)
+    Pong       (nothing)
+    Nodes      count u8 (0..MAX_REPLY_CONTACTS) | contacts
+    Value      value length u16 | value (0..MAX_RECORD_SIZE) | count u8 | contacts
+    Stored     accepted u8 (0 or 1)
+    contact    key (32) | family u8 (4 or 6) | IPv4 (4) or IPv6 (16) address | port u16 (1..65535)
+
+No amplification: each request kind has a fixed minimum size (padding) such that the largest
+reply to it is at most :data:`AMPLIFICATION` times the request, so a spoofed source gets back at
+most three times what the spoofer sent (QUIC's bound). Sizes: Ping/Pong 106 bytes; FindNode 376
+and Nodes <= 1,127 (fits a 1,200-byte datagram); Stored 107. FindValue is the exception to
+"one small datagram": a Value reply may carry a record of up to ``MAX_RECORD_SIZE`` (6,424) bytes
+plus k contacts (<= 7,553 bytes), so FindValue is padded to 2,518 bytes; Store carries its value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import struct
+from dataclasses import dataclass
+
+from nacl.exceptions import CryptoError
+
+from crypto.keys import Identity
+from crypto.signing import SIGNATURE_SIZE, sign, verify
+from dht.kad.contact import ID_SIZE, KEY_SIZE, Contact
+from dht.kad.messages import (
+    MAX_REPLY_CONTACTS,
+    FindNode,
+    FindValue,
+    Nodes,
+    Ping,
+    Pong,
+    Reply,
+    Request,
+    Store,
+    Stored,
+    Value,
+)
+from dht.records import MAX_RECORD_SIZE
+
+VERSION = 1
+REQUEST_ID_SIZE = 8
+AMPLIFICATION = 3
+"""A reply is at most this many times the size of the request it answers."""
+
+_HEADER = struct.Struct(f">BB{REQUEST_ID_SIZE}s{KEY_SIZE}s")
+OVERHEAD = _HEADER.size + SIGNATURE_SIZE
+"""Bytes every datagram spends on header and signature (106)."""
+
+_REQUEST_CONTEXT = b"dht-request-v1"
+_REPLY_CONTEXT = b"dht-reply-v1"
+
+KIND_PING, KIND_FIND_NODE, KIND_FIND_VALUE, KIND_STORE = 0x01, 0x02, 0x03, 0x04
+KIND_PONG, KIND_NODES, KIND_VALUE, KIND_STORED = 0x81, 0x82, 0x83, 0x84
+KIND_PROBE = 0x05
+"""A Ping to :data:`ANY_KEY`: the header says so, so the receiver checks one signature."""
+ANY_KEY = bytes(KEY_SIZE)
+"""The recipient key of a Ping to an address whose key is unknown (a bootstrap peer given by
+address): whoever answers there proves its key by signing the Pong."""
+_REQUEST_KINDS: dict[type, int] = {
+    Ping: KIND_PING,
+    FindNode: KIND_FIND_NODE,
+    FindValue: KIND_FIND_VALUE,
+    Store: KIND_STORE,
+}
+_REPLY_KINDS: dict[type, int] = {
+    Pong: KIND_PONG,
+    Nodes: KIND_NODES,
+    Value: KIND_VALUE,
+    Stored: KIND_STORED,
+}
+ANSWERS: dict[type, type] = {Ping: Pong, FindNode: Nodes, FindValue: Value, Store: Stored}
+"""The one reply type each request type gets."""
+
+MAX_CONTACT_SIZE = KEY_SIZE + 1 + 16 + 2
+MAX_CONTACTS_SIZE = 1 + MAX_REPLY_CONTACTS * MAX_CONTACT_SIZE
+MAX_NODES_SIZE = OVERHEAD + MAX_CONTACTS_SIZE
+MAX_VALUE_SIZE = OVERHEAD + 2 + MAX_RECORD_SIZE + MAX_CONTACTS_SIZE
+
+
+def _padded(largest_reply: int) -> int:
+    return -(-largest_reply // AMPLIFICATION)
+
+
+PING_SIZE = OVERHEAD
+FIND_NODE_SIZE = max(OVERHEAD + ID_SIZE, _padded(MAX_NODES_SIZE))
+FIND_VALUE_SIZE = max(OVERHEAD + ID_SIZE, _padded(MAX_VALUE_SIZE))
+MAX_STORE_SIZE = OVERHEAD + ID_SIZE + 2 + MAX_RECORD_SIZE
+MAX_DATAGRAM_SIZE = max(MAX_VALUE_SIZE, MAX_STORE_SIZE, FIND_VALUE_SIZE)
+"""The largest datagram this format allows; anything longer is malformed before any work."""
+
+
+class DecodeError(ValueError):
+    """The bytes are not a well-formed datagram of this version; the only error decode raises."""
+
+
+class EncodeError(ValueError):
+    """The message cannot be sent (a value too large, a contact that is not an IP literal)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """A decoded but not yet verified datagram; :func:`verify_request`/`verify_reply` check it.
+
+    Kept apart from verification so the caller can rate-limit or match a reply to a pending
+    request (cheap) before paying for a signature check.
+    """
+
+    kind: int
+    request_id: bytes
+    sender_key: bytes
+    message: Request | Reply
+    signed: bytes
+    signature: bytes
+    size: int
+
+    @property
+    def is_request(self) -> bool:
+        return self.kind < 0x80
+
+
+def digest(datagram: bytes) -> bytes:
+    """What a reply's signature binds it to: the whole request datagram."""
+    return hashlib.sha256(datagram).digest()
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+
+_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+
+def _packed_ip(host: str) -> bytes:
+    """Family byte and address, one encoding per address: IPv4-mapped IPv6 is sent as IPv4.
+
+    inet_pton, not :mod:`ipaddress` (several times slower, and it accepts "%scope" suffixes
+    that mean nothing to another host).
+    """
+    try:
+        return b"\4" + socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, host)
+    except OSError:
+        raise EncodeError("a contact's host must be an IP address literal") from None
+    if packed.startswith(_MAPPED_PREFIX):
+        return b"\4" + packed[12:]
+    if "." in socket.inet_ntop(socket.AF_INET6, packed):
+        raise EncodeError("an IPv4-compatible IPv6 address is not a contact")
+    return b"\6" + packed
+
+
+def _contact(contact: Contact) -> bytes:
+    if not 1 <= contact.port <= 0xFFFF:
+        raise EncodeError("a contact's port must be 1..65535")
+    return contact.key + _packed_ip(contact.host) + contact.port.to_bytes(2, "big")
+
+
+def _contacts(contacts: tuple[Contact, ...]) -> bytes:
+    if len(contacts) > MAX_REPLY_CONTACTS:
+        raise EncodeError(f"at most {MAX_REPLY_CONTACTS} contacts in a reply")
+    return bytes([len(contacts)]) + b"".join(_contact(c) for c in contacts)
+
+
+def _value(value: bytes) -> bytes:
+    if len(value) > MAX_RECORD_SIZE:
+        raise EncodeError(f"a value is at most {MAX_RECORD_SIZE} bytes")
+    return len(value).to_bytes(2, "big") + value
+
+
+def _id(value: bytes) -> bytes:
+    if len(value) != ID_SIZE:
+        raise EncodeError(f"a target or key is {ID_SIZE} bytes")
+    return value
+
+
+def _request_body(request: Request) -> bytes:
+    if isinstance(request, Ping):
+        return b""
+    if isinstance(request, FindNode):
+        return _id(request.target).ljust(FIND_NODE_SIZE - OVERHEAD, b"\0")
+    if isinstance(request, FindValue):
+        return _id(request.key).ljust(FIND_VALUE_SIZE - OVERHEAD, b"\0")
+    return _id(request.key) + _value(request.value)
+
+
+def _reply_body(reply: Reply) -> bytes:
+    if isinstance(reply, Pong):
+        return b""
+    if isinstance(reply, Nodes):
+        return _contacts(reply.contacts)
+    if isinstance(reply, Value):
+        return _value(reply.value) + _contacts(reply.contacts)
+    return b"\1" if reply.accepted else b"\0"
+
+
+def _check_id(request_id: bytes) -> None:
+    if len(request_id) != REQUEST_ID_SIZE:
+        raise EncodeError(f"a request id is {REQUEST_ID_SIZE} bytes")
+
+
+def encode_request(
+    identity: Identity, recipient_key: bytes, request_id: bytes, request: Request
+) -> bytes:
+    """``request`` to the holder of ``recipient_key``, signed by ``identity``."""
+    _check_id(request_id)
+    kind = _REQUEST_KINDS[type(request)]
+    if recipient_key == ANY_KEY:
+        if kind != KIND_PING:
+            raise EncodeError("only a Ping may go to an address whose key is unknown")
+        kind = KIND_PROBE
+    head = _HEADER.pack(VERSION, kind, request_id, identity.verify_key)
+    unsigned = head + _request_body(request)
+    return unsigned + sign(identity, _REQUEST_CONTEXT, recipient_key + unsigned)
+
+
+def encode_reply(
+    identity: Identity, request_id: bytes, request_digest: bytes, reply: Reply
+) -> bytes:
+    """``reply`` to the request whose :func:`digest` is ``request_digest``, signed by us."""
+    _check_id(request_id)
+    head = _HEADER.pack(VERSION, _REPLY_KINDS[type(reply)], request_id, identity.verify_key)
+    unsigned = head + _reply_body(reply)
+    return unsigned + sign(identity, _REPLY_CONTEXT, request_digest + unsigned)
+
+
+def reply_budget(request_size: int) -> int:
+    """The most we may send in answer to a request datagram of ``request_size`` bytes."""
+    return AMPLIFICATION * request_size
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Bounds-checked reads; every short read is a DecodeError."""
+
+    __slots__ = ("_data", "_pos")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+
+    def take(self, size: int) -> bytes:
+        end = self._pos + size
+        if end > len(self._data):
+            raise DecodeError("datagram too short")
+        chunk = self._data[self._pos : end]
+        self._pos = end
+        return chunk
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int.from_bytes(self.take(2), "big")
+
+    def value(self) -> bytes:
+        size = self.u16()
+        if size > MAX_RECORD_SIZE:
+            raise DecodeError(f"value of {size} bytes exceeds {MAX_RECORD_SIZE}")
+        return self.take(size)
+
+    def contact(self) -> Contact:
+        key = self.take(KEY_SIZE)
+        family = self.byte()
+        if family == 4:
+            host = socket.inet_ntop(socket.AF_INET, self.take(4))
+        elif family == 6:
+            # inet_ntop writes the RFC 5952 form, as ipaddress does (15x slower), except that
+            # it writes IPv4-mapped and -compatible addresses dotted: those are not contacts.
+            host = socket.inet_ntop(socket.AF_INET6, self.take(16))
+            if "." in host:
+                raise DecodeError("an IPv4 contact is sent as IPv4")
+        else:
+            raise DecodeError("unknown address family")
+        port = self.u16()
+        if port == 0:
+            raise DecodeError("contact port 0")
+        return Contact(key, host, port)
+
+    def contacts(self) -> tuple[Contact, ...]:
+        count = self.byte()
+        if count > MAX_REPLY_CONTACTS:
+            raise DecodeError(f"{count} contacts exceed {MAX_REPLY_CONTACTS}")
+        return tuple(self.contact() for _ in range(count))
+
+    def padding(self) -> None:
+        if any(self._data[self._pos :]):
+            raise DecodeError("non-zero padding")
+        self._pos = len(self._data)
+
+    def end(self) -> None:
+        if self._pos != len(self._data):
+            raise DecodeError("trailing bytes")
+
+
+def _body(kind: int, reader: _Reader, size: int) -> Request | Reply:
+    message: Request | Reply
+    if kind in (KIND_PING, KIND_PROBE):
+        message = Ping()
+    elif kind == KIND_FIND_NODE:
+        if size != FIND_NODE_SIZE:
+            raise DecodeError("FIND_NODE is not padded to its size")
+        message = FindNode(reader.take(ID_SIZE))
+        reader.padding()
+    elif kind == KIND_FIND_VALUE:
+        if size != FIND_VALUE_SIZE:
+            raise DecodeError("FIND_VALUE is not padded to its size")
+        message = FindValue(reader.take(ID_SIZE))
+        reader.padding()
+    elif kind == KIND_STORE:
+        message = Store(reader.take(ID_SIZE), reader.value())
+    elif kind == KIND_PONG:
+        message = Pong()
+    elif kind == KIND_NODES:
+        message = Nodes(reader.contacts())
+    elif kind == KIND_VALUE:
+        value = reader.value()
+        message = Value(value, reader.contacts())
+    elif kind == KIND_STORED:
+        flag = reader.byte()
+        if flag > 1:
+            raise DecodeError("STORED flag is not 0 or 1")
+        message = Stored(flag == 1)
+    else:
+        raise DecodeError(f"unknown message kind {kind:#04x}")
+    reader.end()
+    return message
+
+
+def peek(datagram: bytes) -> tuple[int, bytes, bytes]:
+    """(kind, request id, sender key) from the header alone, so a reply can be matched to a
+    pending request before its body is parsed; raises only :class:`DecodeError`."""
+    size = len(datagram)
+    if size > MAX_DATAGRAM_SIZE:
+        raise DecodeError("datagram too long")
+    if size < OVERHEAD:
+        raise DecodeError("datagram too short")
+    version, kind, request_id, sender_key = _HEADER.unpack_from(datagram)
+    if version != VERSION:
+        raise DecodeError(f"unknown version {version}")
+    return kind, request_id, sender_key
+
+
+def decode(datagram: bytes) -> Packet:
+    """Parse ``datagram`` strictly; raises only :class:`DecodeError`. Does not verify."""
+    kind, request_id, sender_key = peek(datagram)
+    size = len(datagram)
+    signed = bytes(datagram[:-SIGNATURE_SIZE])
+    reader = _Reader(signed)
+    reader.take(_HEADER.size)
+    message = _body(kind, reader, size)
+    return Packet(
+        kind, request_id, sender_key, message, signed, bytes(datagram[-SIGNATURE_SIZE:]), size
+    )
+
+
+def verify_request(packet: Packet, own_key: bytes) -> bool:
+    """Whether the request was signed by its sender's key and addressed to ``own_key``."""
+    return _verified(packet, _REQUEST_CONTEXT, own_key)
+
+
+def verify_reply(packet: Packet, request_digest: bytes) -> bool:
+    """Whether the reply was signed by its sender's key for the request with this digest."""
+    return _verified(packet, _REPLY_CONTEXT, request_digest)
+
+
+def _verified(packet: Packet, context: bytes, prefix: bytes) -> bool:
+    try:
+        verify(packet.sender_key, context, prefix + packet.signed, packet.signature)
+    except (ValueError, CryptoError):  # SignatureError, or a key that is not a curve point
+        return False
+    return True

@@ -1,0 +1,282 @@
+"""The lookup state machine over a static in-memory network, and its asyncio driver."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable
+
+from dht.kad.contact import Contact, distance
+from dht.kad.lookup import Lookup, LookupResult, run_lookup
+from dht.kad.messages import (
+    MAX_REPLY_CONTACTS,
+    FindNode,
+    FindValue,
+    Nodes,
+    Pong,
+    Reply,
+    Request,
+    Value,
+)
+
+Behaviour = Callable[[Contact, Request], Reply | None]
+
+
+def make_network(n: int, seed: int) -> tuple[list[Contact], dict[bytes, list[Contact]]]:
+    """``n`` contacts, each knowing its 20 nearest and 20 random others (a sparse view)."""
+    rng = random.Random(seed)
+    nodes = [Contact(rng.randbytes(32), f"10.0.{i // 250}.{i % 250 + 1}", 4000) for i in range(n)]
+    views = {}
+    for c in nodes:
+        near = sorted(nodes, key=lambda o: distance(o.node_id, c.node_id))[1:21]
+        views[c.node_id] = near + rng.sample(nodes, 20)
+    return nodes, views
+
+
+def honest(views: dict[bytes, list[Contact]], values: dict[bytes, bytes]) -> Behaviour:
+    def answer(contact: Contact, request: Request) -> Reply | None:
+        assert isinstance(request, FindNode | FindValue)
+        target = request.target if isinstance(request, FindNode) else request.key
+        view = sorted(views[contact.node_id], key=lambda o: distance(o.node_id, target))
+        closest = tuple(view[:MAX_REPLY_CONTACTS])
+        if isinstance(request, FindValue) and contact.node_id in values:
+            return Value(values[contact.node_id], closest)
+        return Nodes(closest)
+
+    return answer
+
+
+def drive(
+    lookup: Lookup[int], behaviour: Behaviour, asked: Counter[bytes] | None = None
+) -> LookupResult[int]:
+    """Answer requests first in, first out (a network with equal latency)."""
+    queue = list(lookup.start())
+    while queue:
+        contact = queue.pop(0)
+        if asked is not None:
+            asked[contact.node_id] += 1
+        queue += lookup.on_reply(contact, behaviour(contact, lookup.request))
+    assert lookup.done
+    return lookup.result()
+
+
+def accept_seq(value: bytes) -> tuple[int, int] | None:
+    """Test values: b"ok:<seq>" is valid, anything else forged."""
+    if not value.startswith(b"ok:"):
+        return None
+    return int(value[3:]), int(value[3:])
+
+
+def true_closest(nodes: list[Contact], target: bytes, k: int = 20) -> list[Contact]:
+    return sorted(nodes, key=lambda c: distance(c.node_id, target))[:k]
+
+
+def test_find_node_returns_the_true_k_closest_and_asks_each_peer_once() -> None:
+    nodes, views = make_network(300, 1)
+    rng = random.Random(2)
+    for _ in range(20):
+        me = rng.choice(nodes)
+        target = rng.randbytes(20)
+        asked: Counter[bytes] = Counter()
+        lookup: Lookup[int] = Lookup(me.node_id, target, views[me.node_id][:20])
+        result = drive(lookup, honest(views, {}), asked)
+        others = [c for c in nodes if c != me]
+        assert list(result.closest) == true_closest(others, target)
+        assert set(asked.values()) == {1}  # paths are disjoint: nobody asked twice
+        assert me.node_id not in asked
+        assert result.queries == sum(asked.values())
+        assert result.hops >= 1 and result.failed == () and result.found is None
+
+
+def test_find_value_goes_past_the_first_value_and_believes_the_highest_valid_seq() -> None:
+    nodes, views = make_network(300, 3)
+    rng = random.Random(4)
+    target = rng.randbytes(20)
+    close = true_closest(nodes, target)
+    values = {c.node_id: b"ok:1" for c in close[:15]}
+    values[close[19].node_id] = b"ok:7"  # the newest copy sits at the edge of the k closest
+    values[close[0].node_id] = b"forged:99"  # the closest node lies
+    far = [c for c in nodes if c not in close]
+    values[far[0].node_id] = b"ok:1"  # a far stale copy, found on the way
+    me = far[-1]
+    lookup = Lookup(me.node_id, target, views[me.node_id][:20], accept=accept_seq)
+    result = drive(lookup, honest(views, values))
+    assert result.found is not None and result.found.seq == 7 and result.found.value == b"ok:7"
+    assert [c.node_id for c in result.found.holders] == [close[19].node_id]
+    assert [c.node_id for c in result.liars] == [close[0].node_id]
+    assert set(result.repair) == set(result.closest) - {close[19]}
+    assert close[0] in result.repair  # the liar holds no valid copy: repair it too
+
+
+def test_dead_peers_are_reported_and_do_not_end_the_lookup() -> None:
+    nodes, views = make_network(300, 5)
+    rng = random.Random(6)
+    dead = set(c.node_id for c in rng.sample(nodes, 90))
+    alive = [c for c in nodes if c.node_id not in dead]
+    base = honest(views, {})
+
+    def behaviour(contact: Contact, request: Request) -> Reply | None:
+        return None if contact.node_id in dead else base(contact, request)
+
+    for _ in range(10):
+        me = rng.choice(alive)
+        target = rng.randbytes(20)
+        result = drive(Lookup(me.node_id, target, views[me.node_id][:20]), behaviour)
+        assert result.failed and all(c.node_id in dead for c in result.failed)
+        assert all(c.node_id not in dead for c in result.closest)
+        # the live nodes closest to the target are found despite the dead around them
+        assert true_closest([c for c in alive if c != me], target, 10) == list(result.closest[:10])
+
+
+def test_avoided_ids_are_not_asked_and_wrong_replies_count_as_lies() -> None:
+    nodes, views = make_network(100, 7)
+    me, target = nodes[0], nodes[50].node_id
+    seeds = views[me.node_id][:20]
+    avoided = {c.node_id for c in true_closest(nodes, target, 8)} - {c.node_id for c in seeds}
+    base = honest(views, {})
+    pongers = {c.node_id for c in views[me.node_id][5:8]}
+    asked: Counter[bytes] = Counter()
+
+    def behaviour(contact: Contact, request: Request) -> Reply | None:
+        return Pong() if contact.node_id in pongers else base(contact, request)
+
+    lookup: Lookup[int] = Lookup(me.node_id, target, seeds, avoid=avoided.__contains__)
+    result = drive(lookup, behaviour, asked)
+    assert avoided and not avoided & set(asked)
+    assert {c.node_id for c in result.liars} == pongers & set(asked)
+    assert not pongers & {c.node_id for c in result.closest}
+
+
+def test_work_is_bounded_whatever_the_answers_say() -> None:
+    """A peer that answers every request with fresh invented contacts cannot make a lookup
+    run on: at most MAX_REPLY_CONTACTS per answer are read and max_queries sent."""
+    rng = random.Random(8)
+    invented = 0
+
+    def endless(contact: Contact, request: Request) -> Reply | None:
+        nonlocal invented
+        invented += 50
+        return Nodes(tuple(Contact(rng.randbytes(32), "10.9.9.9", 1 + i) for i in range(50)))
+
+    seeds = [Contact(rng.randbytes(32), "10.0.0.1", 1000 + i) for i in range(5)]
+    lookup: Lookup[int] = Lookup(b"\0" * 20, rng.randbytes(20), seeds, max_queries=60)
+    result = drive(lookup, endless)
+    assert result.queries == 60
+    assert len(result.closest) == 20
+
+
+def test_replies_for_requests_never_sent_are_ignored() -> None:
+    rng = random.Random(9)
+    seeds = [Contact(rng.randbytes(32), "10.0.0.1", 1000 + i) for i in range(3)]
+    lookup: Lookup[int] = Lookup(b"\0" * 20, rng.randbytes(20), seeds)
+    sent = lookup.start()
+    stranger = Contact(rng.randbytes(32), "10.0.0.2", 1)
+    assert lookup.on_reply(stranger, Nodes(())) == []
+    lookup.on_reply(sent[0], Nodes(()))
+    assert lookup.on_reply(sent[0], Nodes(())) == []  # a duplicate answer
+    assert lookup.result().closest == (sent[0],)
+
+
+async def test_driver_does_not_wait_for_a_dead_peer_before_asking_others() -> None:
+    """One dead seed holds one slot until its timeout; every other peer is asked meanwhile."""
+    nodes, views = make_network(200, 10)
+    me = nodes[0]
+    seeds = views[me.node_id][:20]
+    target = nodes[100].node_id
+    dead = sorted(seeds, key=lambda c: distance(c.node_id, target))[0]
+    base = honest(views, {})
+    release = asyncio.Event()
+    asked_before_timeout: list[int] = []
+    asked = 0
+    asked_dead: list[Contact] = []
+
+    async def query(contact: Contact, request: Request) -> Reply | None:
+        nonlocal asked
+        asked += 1
+        if contact == dead:
+            asked_dead.append(contact)
+            await release.wait()  # the wire layer's timeout, fired by the test
+            asked_before_timeout.append(asked)
+            return None
+        await asyncio.sleep(0)
+        return base(contact, request)
+
+    lookup: Lookup[int] = Lookup(me.node_id, target, seeds)
+
+    async def time_out_when_alone() -> None:
+        # the wire layer's timeout fires once the dead peer's request is the only one left
+        while not (asked_dead and lookup.in_flight == 1):
+            await asyncio.sleep(0)
+        release.set()
+
+    timer = asyncio.create_task(time_out_when_alone())
+    result = await asyncio.wait_for(run_lookup(lookup, query), 10)
+    await timer
+    assert result.failed == (dead,)
+    assert asked_before_timeout[0] == result.queries  # everything else went out first
+    assert list(result.closest) == true_closest([c for c in nodes if c not in (me, dead)], target)
+
+
+def test_a_slow_peer_frees_its_slot_and_is_not_waited_for_once_k_answered() -> None:
+    nodes, views = make_network(300, 11)
+    me, target = nodes[0], nodes[200].node_id
+    base = honest(views, {})
+    lookup: Lookup[int] = Lookup(me.node_id, target, views[me.node_id][:20])
+    first = lookup.start()
+    silent, queue = first[0], first[1:]
+    replacement = lookup.on_slow(silent)
+    assert len(replacement) == 1 and replacement[0] not in first  # the slot moved on
+    assert lookup.on_slow(silent) == []  # once
+    queue += replacement
+    while queue:
+        contact = queue.pop(0)
+        queue += lookup.on_reply(contact, base(contact, lookup.request))
+    assert lookup.done  # k answered: the silent peer is not waited for
+    result = lookup.result()
+    assert silent not in result.closest and len(result.closest) == 20
+    assert lookup.on_reply(silent, Nodes(())) == []  # too late: ignored
+    assert lookup.result().closest == result.closest
+
+
+def test_a_slow_peer_is_waited_for_while_fewer_than_k_answered() -> None:
+    rng = random.Random(12)
+    seeds = [Contact(rng.randbytes(32), "10.0.0.1", 1000 + i) for i in range(3)]
+    lookup: Lookup[int] = Lookup(b"\0" * 20, rng.randbytes(20), seeds, paths=1)
+    first = lookup.start()
+    assert lookup.on_slow(first[0]) == []  # nobody else to ask
+    lookup.on_reply(first[1], Nodes(()))
+    lookup.on_reply(first[2], Nodes(()))
+    assert not lookup.done  # only 2 answered: the slow one may still
+    lookup.on_reply(first[0], Nodes(()))
+    assert lookup.done and len(lookup.result().closest) == 3
+
+
+async def test_driver_with_slow_after_ends_without_waiting_for_the_dead() -> None:
+    """A dead peer whose query never returns: the driver frees its slot after slow_after,
+    ends once k answered, and cancels the dead peer's request."""
+    nodes, views = make_network(200, 13)
+    me = nodes[0]
+    seeds = views[me.node_id][:20]
+    target = nodes[150].node_id
+    dead = set(sorted(nodes, key=lambda c: distance(c.node_id, target))[:3])
+    base = honest(views, {})
+    cancelled: list[Contact] = []
+
+    async def query(contact: Contact, request: Request) -> Reply | None:
+        if contact in dead:
+            try:
+                await asyncio.Event().wait()  # no answer and no timeout, ever
+            except asyncio.CancelledError:
+                cancelled.append(contact)
+                raise
+        await asyncio.sleep(0)
+        return base(contact, request)
+
+    lookup: Lookup[int] = Lookup(me.node_id, target, seeds)
+    result = await asyncio.wait_for(run_lookup(lookup, query, slow_after=0.01), 10)
+    await asyncio.sleep(0)
+    assert len(result.closest) == 20 and not dead & set(result.closest)
+    assert set(cancelled) == dead & set(cancelled) and cancelled
+    alive = [c for c in nodes if c not in dead and c != me]
+    assert list(result.closest) == true_closest(alive, target)
