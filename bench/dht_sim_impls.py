@@ -18,6 +18,7 @@ adapter only decides how its wire carries them).
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,19 @@ from kademlia.crawling import ValueSpiderCrawl
 from kademlia.network import Server
 from kademlia.node import Node
 
+from crypto.keys import Identity
+from dht.kad.contact import Contact
+from dht.kad.messages import (
+    MAX_REPLY_CONTACTS,
+    FindNode,
+    FindValue,
+    Nodes,
+    Ping,
+    Reply,
+    Request,
+    Value,
+)
+from dht.kad.rpc import RpcEngine
 from dht.limits import DEFAULT_LIMITS, DhtLimits
 from dht.node import DhtNode
 from dht.records import AddressRecord, dht_key
@@ -89,7 +103,7 @@ class SimNode(Protocol):
 
 
 class _RpcudpNode:
-    """What kademlia and today's mailnode DHT share: rpcudp's wire, so the same liars work."""
+    """What kademlia's adapters share: rpcudp's wire, so the same liars work."""
 
     def __init__(self) -> None:
         self._sent = 0
@@ -214,25 +228,26 @@ class KademliaNode(_RpcudpNode):
         self._server.stop()
 
 
-class MailnodeNode(_RpcudpNode):
-    """Today's :class:`dht.node.DhtNode` (default limits: each simulated node has its own IP)."""
+class MailnodeNode:
+    """mailnode's :class:`dht.node.DhtNode`: the sans-IO core in :mod:`dht.kad` on UDP (ids
+    bound to keys, every datagram signed; default limits: each simulated node has its own IP).
+    Its wire is not rpcudp's, so its liars are made by replacing the node's request handler;
+    requests are counted at the RPC engine."""
 
     def __init__(self, rpc_timeout: float = 5.0, limits: DhtLimits = DEFAULT_LIMITS) -> None:
-        super().__init__()
         self._node = DhtNode(rpc_timeout=rpc_timeout, limits=limits)
-
-    def _transport(self) -> Any:
-        return self._node._server.transport
-
-    def _protocol(self) -> Any:
-        return self._node._server.protocol
-
-    def _value_answer(self, value: bytes, nodes: list[Any]) -> object:
-        return {"value": value, "nodes": nodes}
+        self._sent = 0
 
     async def start(self, host: str, port: int, bootstrap: Sequence[Address]) -> Address:
         await self._node.start(host, port)
-        self._count_requests()
+        engine = self._node._endpoint.engine
+        request = engine.request
+
+        def counting(contact: Contact, message: Request, now: float) -> tuple[bytes, bytes]:
+            self._sent += 1
+            return request(contact, message, now)
+
+        engine.request = counting  # type: ignore[method-assign]
         if bootstrap:
             await self._node.bootstrap(bootstrap)
         return (host, self._node.port)
@@ -243,6 +258,58 @@ class MailnodeNode(_RpcudpNode):
     async def lookup(self, user_key: bytes) -> bytes | None:
         record = await self._node.lookup(user_key)
         return None if record is None else record.encode()
+
+    def rpcs_sent(self) -> int:
+        return self._sent
+
+    def contact_hosts(self) -> list[str]:
+        return [c.host for c in self._node._table.contacts()]
+
+    async def make_malicious(self, attack: Attack | None) -> None:
+        node, endpoint = self._node, self._node._endpoint
+        endpoint.__dict__.pop("_received", None)  # the class's own, honest method again
+        endpoint._handler = node._answer
+        if attack is None:
+            return
+        honest = node._answer
+        if attack.kind == "drop":
+            endpoint._received = lambda data, address: None  # type: ignore[method-assign]
+            return
+        if attack.kind in ("forge", "stale"):
+
+            def lying(contact: Contact, request: Request, now: float) -> Reply | None:
+                reply = honest(contact, request, now)
+                if isinstance(request, FindValue) and isinstance(reply, Value):
+                    lie = attack.lie(request.key)
+                    if lie is not None:
+                        return Value(lie, reply.contacts)
+                return reply
+
+            endpoint._handler = lying
+            return
+        if attack.kind == "eclipse":
+            # Ids are bound to keys: an attacker cannot claim the ids sybils() names, so it
+            # names as many fresh keys at the attackers' addresses (it holds no key for them:
+            # a request to one is refused by the attacker's own engine and times out).
+            def fresh(target: bytes) -> tuple[Contact, ...]:
+                named = attack.sybils(target)[:MAX_REPLY_CONTACTS]
+                return tuple(Contact(os.urandom(32), host, port) for _, host, port in named)
+
+            def sybils(contact: Contact, request: Request, now: float) -> Reply | None:
+                if isinstance(request, FindNode):
+                    return Nodes(fresh(request.target))
+                if isinstance(request, FindValue):
+                    return Value(b"", fresh(request.key))
+                return honest(contact, request, now)
+
+            endpoint._handler = sybils
+            contacts = node._table.contacts()
+            for contact in random.sample(contacts, min(len(contacts), 64)):
+                for _ in attack.announce(contact.node_id):  # a ping from a fresh key each
+                    engine = RpcEngine(Identity.generate())
+                    endpoint._send(engine.request(contact, Ping(), 0.0)[1], contact.address)
+            return
+        raise ValueError(f"unknown attack {attack.kind!r}")
 
     async def stop(self) -> None:
         await self._node.aclose()
