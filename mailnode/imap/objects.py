@@ -10,7 +10,7 @@ then matches nothing).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC
+from datetime import UTC, date
 from typing import TYPE_CHECKING
 
 from mailnode.imap import commands as c
@@ -103,10 +103,14 @@ def matches(key: c.SearchObject, meta: MessageMeta, objects: MessageObjects | No
     assert key.date is not None
     when = objects.savedate or meta.internaldate
     day = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).date()
-    target = key.date.date()
-    if key.op == "before":
+    return compare_day(day, key.op, key.date.date())
+
+
+def compare_day(day: date, op: str, target: date) -> bool:
+    """RFC 3501's BEFORE / ON / SINCE on whole days (SENT*, SAVED* and INTERNALDATE keys)."""
+    if op == "before":
         return day < target
-    if key.op == "on":
+    if op == "on":
         return day == target
     return day >= target
 

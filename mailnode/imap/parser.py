@@ -371,6 +371,18 @@ class _Reader:
             raise self.error("Number too large")
         return value
 
+    def partial(self) -> tuple[int, int] | None:
+        """An optional ``<start.count>`` after a BODY[...] or BINARY[...] section."""
+        if not self.take(b"<"):
+            return None
+        start = self.number()
+        self.expect(b".")
+        count = self.number()
+        self.expect(b">")
+        if count == 0:
+            raise self.error("Partial length must be positive")
+        return start, count
+
     def _literal_value(self) -> tuple[int, bytes | c.LiteralBody]:
         m = _LITERAL.match(self.text, self.pos)
         if m is None or m.end() not in self.literals:
@@ -697,16 +709,7 @@ def _fetch_att(r: _Reader) -> c.FetchAttr:
     name = raw.decode("ascii", "replace").upper()
     if name in ("BODY", "BODY.PEEK") and r.peek() == 0x5B:
         section = _section(r)
-        partial: tuple[int, int] | None = None
-        if r.take(b"<"):
-            start = r.number()
-            r.expect(b".")
-            count = r.number()
-            r.expect(b">")
-            if count == 0:
-                raise r.error("Partial length must be positive")
-            partial = (start, count)
-        return c.FetchAttr("BODY", section, peek=name == "BODY.PEEK", partial=partial)
+        return c.FetchAttr("BODY", section, peek=name == "BODY.PEEK", partial=r.partial())
     if name in binary.FETCH_NAMES:
         return binary.parse_att(r, name)
     if name not in _SIMPLE_FETCH:

@@ -214,10 +214,4 @@ def _match_date(key: c.SearchDate, m: Candidate) -> bool:
         when = m.meta.internaldate
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    day = _day(when)
-    target = key.date.date()
-    if key.op == "before":
-        return day < target
-    if key.op == "on":
-        return day == target
-    return day >= target
+    return objects.compare_day(_day(when), key.op, key.date.date())

@@ -49,15 +49,7 @@ def parse_att(r: _Reader, name: str) -> c.FetchAttr:
         parts.append(n)
         if len(parts) > r.limits.max_depth:
             raise r.error("Section too deep")
-    partial: tuple[int, int] | None = None
-    if name != "BINARY.SIZE" and r.take(b"<"):
-        start = r.number()
-        r.expect(b".")
-        count = r.number()
-        r.expect(b">")
-        if count == 0:
-            raise r.error("Partial length must be positive")
-        partial = (start, count)
+    partial = None if name == "BINARY.SIZE" else r.partial()
     return c.FetchAttr("BINARY.SIZE" if name == "BINARY.SIZE" else "BINARY",
                        c.Section(tuple(parts)), peek=name == "BINARY.PEEK", partial=partial)
 
