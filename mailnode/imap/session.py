@@ -60,6 +60,10 @@ BODY_BATCH_BYTES = 1024 * 1024
 """FETCH/SEARCH load at most BODY_BATCH bodies at once, and FETCH no more than about this many
 bytes of them (at least one message), so memory stays near one message, not 64 of them."""
 FLUSH_ABOVE = 256 * 1024
+LINE_BATCH = 512
+"""Listing lines (UID/FLAGS/MODSEQ FETCH) joined into one write."""
+_LISTING_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
+_UNSEEN = c.SearchFlag("\\Seen", present=False)
 """Once this much output is pending in a FETCH, the session hands it to the adapter (which
 writes and drains) before rendering more."""
 MAX_PATTERN_LENGTH = 1024
@@ -801,6 +805,9 @@ class ImapSession:
                     sel.metas[meta.uid] = meta
                     seen_changed.add(meta.uid)
                 ext_search.touched(self, seen_changed)
+        if all(a.name in _LISTING_ITEMS for a in attrs):
+            await self._listing_lines(sel, targets, attrs)
+            return f"{'UID ' if cmd.uid else ''}FETCH completed"
         with_flags = attrs
         if not any(a.name == "FLAGS" for a in attrs):
             with_flags = (*with_flags, c.FetchAttr("FLAGS"))
@@ -843,6 +850,37 @@ class ImapSession:
         if missing:
             raise CommandNo("Some of the requested messages no longer exist", "EXPUNGEISSUED")
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
+
+    async def _listing_lines(self, sel: Selected, targets: list[tuple[int, int]],
+                             attrs: tuple[c.FetchAttr, ...]) -> None:
+        """FETCH of UID, FLAGS and MODSEQ only (how clients sync a mailbox): the same bytes
+        as ``render_chunks``, with each distinct flag list rendered once and the lines
+        written in batches, since a full listing is one line per message."""
+        metas, recent = sel.metas, sel.recent
+        rendered: dict[tuple[frozenset[str], bool], bytes] = {}
+        names = [a.name for a in attrs]
+        lines: list[bytes] = []
+        for seq, uid in targets:
+            meta = metas[uid]
+            items = []
+            for name in names:
+                if name == "UID":
+                    items.append(b"UID %d" % uid)
+                elif name == "FLAGS":
+                    key = (meta.flags, uid in recent)
+                    shown = rendered.get(key)
+                    if shown is None:
+                        shown = rendered[key] = b"FLAGS " + r.flags(
+                            meta.flags | {"\\Recent"} if key[1] else meta.flags)
+                    items.append(shown)
+                else:
+                    items.append(b"MODSEQ (%d)" % meta.modseq)
+            lines.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items)))
+            if len(lines) >= LINE_BATCH:
+                self._write(b"".join(lines))
+                lines.clear()
+                await self._flush_if_full()
+        self._write(b"".join(lines))
 
     async def _structures(self, uids: list[int]) -> dict[int, MessageStructure]:
         """The MIME structures stored at delivery (left out: none stored, or unreadable)."""
@@ -934,6 +972,14 @@ class ImapSession:
         if charset is not None and charset not in search.CHARSETS:
             raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
         key = self.saved.resolve_key(sel, key, sel.uids)
+        if targets is None and key == _UNSEEN:
+            index = sel.seq_of
+            return [(index[u], u) for u in sorted(sel.unseen)]
+        if targets is None and isinstance(key, c.SearchFlag) and key.flag != "\\Recent":
+            # One flag test per message: no candidates, no bodies.
+            flag, present, metas = key.flag, key.present, sel.metas
+            return [(seq, u) for seq, u in enumerate(sel.uids, start=1)
+                    if (flag in metas[u].flags) == present]
         need_body = search.needs_body(key)
         need_extra = objects.needs_objects(key)
         heavy = need_body or _key_count(key) > INLINE_SEARCH_KEYS

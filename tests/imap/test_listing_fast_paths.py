@@ -1,0 +1,114 @@
+"""The paths a big mailbox's sync takes (FETCH of UID/FLAGS/MODSEQ, SEARCH on one flag)
+answer exactly what the general paths answer, and do not build per-message candidates or
+test every message for UNSEEN."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailnode.imap import feed, search
+from mailnode.imap.feed import Metas
+from mailnode.store.api import MessageMeta
+from tests.imap.conftest import MESSAGE, Dialog
+
+FLAG_SETS = [b"()", b"(\\Seen)", b"(\\Seen \\Flagged)", b"(\\Answered $Junk)", b"(\\Draft)"]
+
+
+async def _mailbox(dialog: Dialog, count: int) -> None:
+    await dialog.login()
+    for i in range(count):
+        flags = FLAG_SETS[i % len(FLAG_SETS)]
+        await dialog.send(b"a APPEND INBOX %s {%d+}\r\n" % (flags, len(MESSAGE)) + MESSAGE
+                          + b"\r\n")
+    await dialog.send(b"s SELECT INBOX\r\n")
+
+
+def _lines(out: bytes) -> list[bytes]:
+    return out.split(b"\r\n")[:-2]
+
+
+async def test_flag_listing_matches_the_general_rendering(dialog: Dialog) -> None:
+    await _mailbox(dialog, 12)
+    await dialog.send(b"e ENABLE CONDSTORE\r\n")
+    await dialog.send(b"t STORE 3:5 +FLAGS (\\Deleted)\r\n")
+    fast = _lines(await dialog.send(b"f UID FETCH 1:* (FLAGS MODSEQ)\r\n"))
+    # RFC822.SIZE forces the general path; dropping it must leave the same lines.
+    general = _lines(await dialog.send(b"g UID FETCH 1:* (FLAGS MODSEQ RFC822.SIZE)\r\n"))
+    size = b" RFC822.SIZE %d" % len(MESSAGE)
+    assert len(fast) == 12
+    assert fast == [line.replace(size, b"") for line in general]
+    assert b"\\Recent" in fast[0]  # this session's \Recent is shown like the general path
+
+
+async def test_flag_listing_in_many_writes(dialog: Dialog,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailnode.imap import session as session_module
+    monkeypatch.setattr(session_module, "LINE_BATCH", 4)
+    await _mailbox(dialog, 10)
+    out = await dialog.send(b"f FETCH 1:* (UID FLAGS)\r\n")
+    assert [line.split(b" ")[1] for line in _lines(out)] == [b"%d" % i for i in range(1, 11)]
+
+
+@pytest.mark.parametrize("key", [b"UNSEEN", b"SEEN", b"FLAGGED", b"UNFLAGGED",
+                                 b"KEYWORD $Junk", b"UNKEYWORD $Junk", b"DELETED"])
+async def test_one_flag_searches_match_the_general_path(dialog: Dialog, key: bytes,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    await _mailbox(dialog, 15)
+    await dialog.send(b"x STORE 2,7 -FLAGS (\\Seen)\r\nx STORE 1 +FLAGS (\\Seen)\r\n")
+    general = await dialog.send(b"g UID SEARCH ALL " + key + b"\r\n")
+    calls = []
+    real = search.matches
+
+    def counting(*args: object) -> bool:
+        calls.append(1)
+        return real(*args)  # type: ignore[arg-type]
+    monkeypatch.setattr(search, "matches", counting)
+    fast = await dialog.send(b"f UID SEARCH " + key + b"\r\n")
+    assert fast.replace(b"f OK", b"g OK") == general
+    assert calls == []  # no candidate was built or matched
+
+
+async def test_unseen_search_tests_no_message(dialog: Dialog) -> None:
+    """UNSEEN comes from the view's unseen set: a mailbox whose messages cannot even be
+    looked up still answers it."""
+    await _mailbox(dialog, 10)
+    sel = dialog.session.selected
+    assert sel is not None
+    assert sorted(sel.unseen) == [1, 4, 5, 6, 9, 10]
+
+    class Untouchable(Metas):
+        def __getitem__(self, uid: int) -> MessageMeta:
+            raise AssertionError("SEARCH UNSEEN looked at a message")
+    sel.metas = Untouchable(dict(sel.metas))
+    out = await dialog.send(b"u SEARCH UNSEEN\r\n")
+    assert out == b"* SEARCH 1 4 5 6 9 10\r\nu OK SEARCH completed\r\n"
+
+
+_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+_flags = st.frozensets(st.sampled_from(["\\Seen", "\\Flagged", "$x"]))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["set", "del"]), st.integers(1, 8), _flags),
+                max_size=40))
+def test_metas_keeps_its_unseen_set(ops: list[tuple[str, int, frozenset[str]]]) -> None:
+    metas = Metas({1: MessageMeta(1, frozenset(), _DATE, 1)})
+    for op, uid, flags in ops:
+        if op == "set":
+            metas[uid] = MessageMeta(uid, flags, _DATE, 1)
+        elif uid in metas:
+            del metas[uid]
+        assert metas.unseen == {u for u, m in metas.items() if "\\Seen" not in m.flags}
+    with pytest.raises(TypeError):
+        metas.update({})
+
+
+def test_selected_wraps_a_plain_dict() -> None:
+    from mailnode.store.api import Mailbox
+    sel = feed.Selected(Mailbox(1, 1, "INBOX", 7, 3, None, 2, 1), False, [1, 2],
+                        {1: MessageMeta(1, frozenset({"\\Seen"}), _DATE, 1),
+                         2: MessageMeta(2, frozenset(), _DATE, 1)}, 0)
+    assert sel.unseen == {2}
