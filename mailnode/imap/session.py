@@ -410,7 +410,7 @@ class ImapSession:
         assert sel is not None
         seqset = self.saved.resolve(sel, seqset, sel.uids, as_uids=uid)
         if uid:
-            return [(sel.seq_of[u], u) for u in seqset.uids(sel.uids)]
+            return seqset.uid_targets(sel.uids)
         if seqset.has_explicit_above(len(sel.uids)):
             raise CommandBad("Sequence number beyond the last message")
         return [(s, sel.uids[s - 1]) for s in seqset.seqs(len(sel.uids))]
@@ -815,8 +815,12 @@ class ImapSession:
             with_flags = (*with_flags, c.FetchAttr("MODSEQ"))
         needs_raw = any(a.needs_body and (a.name not in STRUCTURE_ITEMS or a.section is not None)
                         for a in attrs)
+        # Sections other than the whole message are located with the structure stored at
+        # delivery (decoding it is far cheaper than analysing the message again).
         needs_structure = any((a.name in STRUCTURE_ITEMS and a.section is None)
-                              or (a.section is not None and a.section.parts) for a in attrs)
+                              or (a.section is not None
+                                  and (a.section.parts or a.section.text is not None))
+                              for a in attrs)
         binary_items = any(a.name in binary.ITEMS for a in attrs)
         missing = False
         needs_extra = objects.wanted(attrs)

@@ -601,12 +601,20 @@ class SqlStore:
                 mailboxes.c.id == mailbox_id)).scalar()
             if highest is None:
                 raise NoSuchMailbox("mailbox no longer exists")
-            rows = conn.execute(select(messages.c.uid, messages.c.flags, messages.c.internaldate,
-                                       messages.c.size, messages.c.modseq)
-                                .where(messages.c.mailbox_id == mailbox_id,
-                                       messages.c.uid > after)
-                                .order_by(messages.c.uid)).all()
-            return (base[0] if base else ()) + tuple(_meta(*r) for r in rows), int(highest)
+            # The driver directly (a listing is the one query with a row per message), and
+            # one frozenset per distinct flag text: most messages share a handful of them.
+            rows = _driver(conn).execute(
+                "SELECT uid, flags, internaldate, size, modseq FROM messages"
+                " WHERE mailbox_id = ? AND uid > ? ORDER BY uid", (mailbox_id, after))
+            flag_sets: dict[str, frozenset[str]] = {}
+            metas = []
+            for uid, text, date, size, modseq in rows:
+                flags = flag_sets.get(text)
+                if flags is None:
+                    flags = flag_sets[text] = _flags_set(text)
+                metas.append(MessageMeta(uid, flags, datetime.fromtimestamp(date, UTC), size,
+                                         modseq))
+            return (base[0] if base else ()) + tuple(metas), int(highest)
         return await self.db.read(q)
 
     async def message_objects(self, mailbox_id: int, uids: Sequence[int],

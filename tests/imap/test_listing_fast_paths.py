@@ -112,3 +112,15 @@ def test_selected_wraps_a_plain_dict() -> None:
                         {1: MessageMeta(1, frozenset({"\\Seen"}), _DATE, 1),
                          2: MessageMeta(2, frozenset(), _DATE, 1)}, 0)
     assert sel.unseen == {2}
+
+
+@given(st.lists(st.integers(1, 60), unique=True).map(sorted),
+       st.lists(st.tuples(st.one_of(st.none(), st.integers(1, 70)),
+                          st.one_of(st.none(), st.integers(1, 70))), min_size=1, max_size=5))
+def test_uid_targets_number_what_uids_selects(existing: list[int],
+                                              ranges: list[tuple[int | None, int | None]],
+                                              ) -> None:
+    from mailnode.imap.sequences import SequenceSet
+    seqset = SequenceSet(tuple(ranges))
+    assert seqset.uid_targets(existing) == [(existing.index(u) + 1, u)
+                                            for u in seqset.uids(existing)]
