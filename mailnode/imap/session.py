@@ -31,7 +31,7 @@ from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.searchres import Saved
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.logsafe import clean
-from mailnode.mime import MessageStructure, analyse
+from mailnode.mime import MessageStructure, Part, analyse
 from mailnode.mime import headers as mh
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.store.api import (
@@ -64,6 +64,7 @@ LINE_BATCH = 512
 """Listing lines (UID/FLAGS/MODSEQ FETCH) joined into one write."""
 _LISTING_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 _UNSEEN = c.SearchFlag("\\Seen", present=False)
+_HEADER_SECTIONS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
 """Once this much output is pending in a FETCH, the session hands it to the adapter (which
 writes and drains) before rendering more."""
 MAX_PATTERN_LENGTH = 1024
@@ -821,6 +822,11 @@ class ImapSession:
                               or (a.section is not None
                                   and (a.section.parts or a.section.text is not None))
                               for a in attrs)
+        # Only top-level header sections (what a message list shows): the stored structure
+        # says where the header ends, and the store cuts it out; bodies stay in the database.
+        headers_only = needs_raw and all(
+            a.section is not None and not a.section.parts and a.name not in binary.ITEMS
+            and a.section.text in _HEADER_SECTIONS for a in attrs if a.needs_body)
         binary_items = any(a.name in binary.ITEMS for a in attrs)
         missing = False
         needs_extra = objects.wanted(attrs)
@@ -828,10 +834,15 @@ class ImapSession:
             uids = [u for _, u in batch]
             extra = (await self.store.message_objects(sel.mailbox.id, uids) if needs_extra
                      else {})
-            structures = await self._structures(uids) if needs_structure else {}
-            want = [u for u in uids if needs_raw or (needs_structure and u not in structures)]
-            bodies = await self.store.fetch_bodies(sel.mailbox.id, want) if want else {}
-            if needs_structure:
+            if headers_only:
+                bodies, structures = await self._headers(uids)
+                want = uids
+            else:
+                structures = await self._structures(uids) if needs_structure else {}
+                want = [u for u in uids
+                        if needs_raw or (needs_structure and u not in structures)]
+                bodies = await self.store.fetch_bodies(sel.mailbox.id, want) if want else {}
+            if needs_structure and not headers_only:
                 analysed = await _analyse_missing(structures, bodies, uids)
                 if analysed:  # mail stored before structures were: never analysed twice
                     structures.update(analysed)
@@ -885,6 +896,22 @@ class ImapSession:
                 lines.clear()
                 await self._flush_if_full()
         self._write(b"".join(lines))
+
+    async def _headers(self, uids: list[int],
+                       ) -> tuple[dict[int, bytes], dict[int, MessageStructure]]:
+        """Header blocks to render header sections from, each with a structure that is just
+        its header (the whole message, analysed as before, where none was stored)."""
+        sel = self.selected
+        assert sel is not None
+        heads = await self.store.fetch_headers(sel.mailbox.id, uids)
+        lacking = [u for u, head in heads.items() if head is None]
+        raws = await self.store.fetch_bodies(sel.mailbox.id, lacking) if lacking else {}
+        structures = {}
+        for uid, head in heads.items():
+            if head is not None:
+                raws[uid] = head
+                structures[uid] = MessageStructure(Part(0, len(head), len(head)))
+        return raws, structures
 
     async def _structures(self, uids: list[int]) -> dict[int, MessageStructure]:
         """The MIME structures stored at delivery (left out: none stored, or unreadable)."""

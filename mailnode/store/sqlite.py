@@ -25,6 +25,7 @@ from crypto.address import address_for
 from crypto.keys import Identity
 from crypto.passwords import RecentlyVerified, hash_password, verify_password
 from mailnode.mime import structure_blob
+from mailnode.mime.model import VERSION as STRUCTURE_VERSION
 from mailnode.store import objectid
 from mailnode.store.api import (
     SPECIAL_MAILBOXES,
@@ -670,6 +671,32 @@ class SqlStore:
                                     .join(bodies, bodies.c.id == messages.c.body_id).where(
                     messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500])))
                 out.update({uid: None if st is None else bytes(st) for uid, st in rows})
+            return out
+        return await self.db.read(q)
+
+    async def fetch_headers(self, mailbox_id: int, uids: Sequence[int],
+                            ) -> dict[int, bytes | None]:
+        # The root's offsets are the first two numbers of the stored structure (format
+        # VERSION, then JSON: [header_start, body_start, ...]); SQLite cuts the header out,
+        # so a header FETCH neither decodes structures nor copies bodies into Python.
+        sql = ("SELECT uid, CASE WHEN v = ? AND json_valid(s)"
+               " AND json_type(s, '$[1]') = 'integer' AND json_extract(s, '$[0]') = 0"
+               " AND json_extract(s, '$[1]') BETWEEN 0 AND length(data)"
+               " THEN substr(data, 1, json_extract(s, '$[1]')) END FROM ("
+               " SELECT m.uid AS uid, b.data AS data, substr(b.structure, 1, 1) AS v,"
+               " CAST(substr(b.structure, 2) AS TEXT) AS s"
+               " FROM messages m JOIN bodies b ON b.id = m.body_id"
+               " WHERE m.mailbox_id = ? AND m.uid IN ({}))")
+        version = bytes([STRUCTURE_VERSION])
+
+        def q(conn: Connection) -> dict[int, bytes | None]:
+            out: dict[int, bytes | None] = {}
+            wanted = list(uids)
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                rows = _driver(conn).execute(sql.format(",".join("?" * len(chunk))),
+                                             (version, mailbox_id, *chunk))
+                out.update({uid: None if head is None else bytes(head) for uid, head in rows})
             return out
         return await self.db.read(q)
 

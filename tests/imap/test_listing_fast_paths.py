@@ -124,3 +124,42 @@ def test_uid_targets_number_what_uids_selects(existing: list[int],
     seqset = SequenceSet(tuple(ranges))
     assert seqset.uid_targets(existing) == [(existing.index(u) + 1, u)
                                             for u in seqset.uids(existing)]
+
+
+HEADER_FETCHES = [b"BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)]", b"BODY.PEEK[HEADER]",
+                  b"BODY.PEEK[HEADER.FIELDS.NOT (TO DATE)]<5.20>",
+                  b"UID BODY.PEEK[HEADER.FIELDS (SUBJECT)] FLAGS RFC822.SIZE"]
+
+
+@pytest.mark.parametrize("items", HEADER_FETCHES)
+async def test_header_fetches_read_no_bodies(dialog: Dialog, items: bytes,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With structures stored at delivery (SQLite), header sections come from the store's
+    header blocks: no body is read; the reply is what the general path (which reads the
+    whole message, here through BODY[TEXT] alongside) gives for the same items."""
+    await _mailbox(dialog, 6)
+    await dialog.send(b"x APPEND INBOX {%d+}\r\n" % 26 + b"Subject: no blank line\r\nX" + b"\r\n")
+    await dialog.send(b"x APPEND INBOX {%d+}\r\n" % 9 + b"\r\nbody\r\n\r\n" + b"\r\n")
+    general = await dialog.send(b"g FETCH 1:* (" + items + b" BODY.PEEK[TEXT])\r\n")
+    bodies: list[int] = []
+    store = dialog.session.store
+    real = store.fetch_bodies
+
+    async def counting(mailbox_id: int, uids: object) -> dict[int, bytes]:
+        bodies.extend(uids)  # type: ignore[arg-type]
+        return await real(mailbox_id, uids)  # type: ignore[arg-type]
+    monkeypatch.setattr(store, "fetch_bodies", counting)
+    fast = await dialog.send(b"f FETCH 1:* (" + items + b")\r\n")
+    lines = fast.split(b"\r\n")
+    assert fast.endswith(b"f OK FETCH completed\r\n") and len(lines) > 8
+    # The same header bytes as the general path, message by message.
+    for seq in range(1, 9):
+        start = b"* %d FETCH (" % seq
+        got = fast[fast.index(start):]
+        want = general[general.index(start):]
+        head = got[:got.index(b")\r\n")]
+        assert want.startswith(head), (head, want[:len(head)])
+    if type(store).__name__ == "SqlStore":
+        assert bodies == []
+    else:  # the memory store keeps no structures: the whole messages are read
+        assert sorted(bodies) == list(range(1, 9))
