@@ -228,6 +228,8 @@ class SqlStore:
         # replaced as soon as the bump is seen.
         self._listings: dict[int, tuple[int, asyncio.Future[_Listing]]] = {}
         self._identities: dict[int, Identity] = {}
+        # mailbox id -> (highest modseq, messages, unseen): see ``_mailbox``.
+        self._counts: dict[int, tuple[int, int, int]] = {}
         # Bytes of outbound mail queued, counted once and then kept by the transactions that
         # add and remove queued mail (on the database thread only); None: count again.
         self._queued: int | None = None
@@ -256,18 +258,35 @@ class SqlStore:
             await self.notifier.publish(mailbox_id, appended)
         return result
 
-    def _mailbox_row(self, conn: Connection, user_id: int, name: str) -> Mailbox | None:
+    def _mailbox_row(self, conn: Connection, user_id: int, name: str,
+                     cached: bool = False) -> Mailbox | None:
         cond = (func.upper(mailboxes.c.name) == "INBOX") if _is_inbox(name) else (
             mailboxes.c.name == name)
         row = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id, cond)).first()
-        return None if row is None else self._mailbox(conn, row)
+        return None if row is None else self._mailbox(conn, row, cached)
 
-    def _mailbox(self, conn: Connection, row: Row[Any]) -> Mailbox:
+    def _mailbox(self, conn: Connection, row: Row[Any], cached: bool = False) -> Mailbox:
+        """The mailbox with its counts. ``cached`` (committed reads only): the message and
+        unseen counts are reused while the row's HIGHESTMODSEQ is unchanged (every append,
+        flag change and expunge takes a new modseq in its own transaction, and the row is
+        from this read's snapshot); counting reads every message row, and SELECT, STATUS,
+        APPEND and LIST ask again and again."""
         m = row._mapping
-        total, unseen, recent = conn.execute(
-            select(func.count(), func.count().filter(~messages.c.flags.contains("\\Seen")),
-                   func.count().filter(messages.c.uid > m["recent_uid"]))
-            .where(messages.c.mailbox_id == m["id"])).one()
+        mailbox_id = m["id"]
+        version = int(m["highest_modseq"])
+        known = self._counts.get(mailbox_id) if cached else None
+        if known is not None and known[0] == version:
+            total, unseen = known[1], known[2]
+            recent = conn.execute(select(func.count()).where(
+                messages.c.mailbox_id == mailbox_id, messages.c.uid > m["recent_uid"])
+            ).scalar_one()
+        else:
+            total, unseen, recent = conn.execute(
+                select(func.count(), func.count().filter(~messages.c.flags.contains("\\Seen")),
+                       func.count().filter(messages.c.uid > m["recent_uid"]))
+                .where(messages.c.mailbox_id == mailbox_id)).one()
+            if cached:
+                self._counts[mailbox_id] = (version, total, unseen)
         return Mailbox(m["id"], m["user_id"], m["name"], m["uidvalidity"], m["uidnext"],
                        m["special_use"], total, unseen, recent,
                        objectid.mailbox_id(self._key(conn), m["id"]), m["highest_modseq"])
@@ -498,7 +517,7 @@ class SqlStore:
         def q(conn: Connection) -> list[Mailbox]:
             rows = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id)
                                 .order_by(mailboxes.c.name))
-            return [self._mailbox(conn, r) for r in rows]
+            return [self._mailbox(conn, r, cached=True) for r in rows]
         return await self.db.read(q)
 
     async def count_mailboxes(self, user_id: int) -> int:
@@ -507,7 +526,7 @@ class SqlStore:
         ).scalar_one()))
 
     async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
-        return await self.db.read(lambda conn: self._mailbox_row(conn, user_id, name))
+        return await self.db.read(lambda conn: self._mailbox_row(conn, user_id, name, True))
 
     async def create_mailbox(self, user_id: int, name: str,
                              special_use: str | None = None) -> Mailbox:
