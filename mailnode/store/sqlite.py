@@ -12,13 +12,13 @@ import asyncio
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Row, Select, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from crypto.address import address_for
@@ -185,6 +185,11 @@ def _meta(uid: int, flags: str, internaldate: int, size: int, modseq: int = 0) -
                        modseq)
 
 
+_MAILBOX_KEYS = ("id", "user_id", "name", "uidvalidity", "uidnext", "special_use",
+                 "recent_uid", "highest_modseq")
+_MAILBOX_COLUMNS = ", ".join(_MAILBOX_KEYS)
+
+
 def _is_inbox(name: str) -> bool:
     return name.upper() == "INBOX"
 
@@ -260,26 +265,31 @@ class SqlStore:
 
     def _mailbox_row(self, conn: Connection, user_id: int, name: str,
                      cached: bool = False) -> Mailbox | None:
-        cond = (func.upper(mailboxes.c.name) == "INBOX") if _is_inbox(name) else (
-            mailboxes.c.name == name)
-        row = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id, cond)).first()
-        return None if row is None else self._mailbox(conn, row, cached)
+        # On the driver: SELECT, STATUS, APPEND and COPY each look their mailbox up.
+        cur = _driver(conn).execute(
+            f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = ? AND "
+            + ("upper(name) = 'INBOX'" if _is_inbox(name) else "name = ?"),
+            (user_id,) if _is_inbox(name) else (user_id, name))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return self._mailbox(conn, dict(zip(_MAILBOX_KEYS, row, strict=True)), cached)
 
-    def _mailbox(self, conn: Connection, row: Row[Any], cached: bool = False) -> Mailbox:
+    def _mailbox(self, conn: Connection, m: Mapping[str, Any], cached: bool = False,
+                 ) -> Mailbox:
         """The mailbox with its counts. ``cached`` (committed reads only): the message and
         unseen counts are reused while the row's HIGHESTMODSEQ is unchanged (every append,
         flag change and expunge takes a new modseq in its own transaction, and the row is
         from this read's snapshot); counting reads every message row, and SELECT, STATUS,
         APPEND and LIST ask again and again."""
-        m = row._mapping
         mailbox_id = m["id"]
         version = int(m["highest_modseq"])
         known = self._counts.get(mailbox_id) if cached else None
         if known is not None and known[0] == version:
             total, unseen = known[1], known[2]
-            recent = conn.execute(select(func.count()).where(
-                messages.c.mailbox_id == mailbox_id, messages.c.uid > m["recent_uid"])
-            ).scalar_one()
+            recent = _driver(conn).execute(
+                "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid > ?",
+                (mailbox_id, m["recent_uid"])).fetchone()[0]
         else:
             total, unseen, recent = conn.execute(
                 select(func.count(), func.count().filter(~messages.c.flags.contains("\\Seen")),
@@ -517,7 +527,7 @@ class SqlStore:
         def q(conn: Connection) -> list[Mailbox]:
             rows = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id)
                                 .order_by(mailboxes.c.name))
-            return [self._mailbox(conn, r, cached=True) for r in rows]
+            return [self._mailbox(conn, dict(r._mapping), cached=True) for r in rows]
         return await self.db.read(q)
 
     async def count_mailboxes(self, user_id: int) -> int:
