@@ -837,6 +837,11 @@ class ImapSession:
             if headers_only:
                 bodies, structures = await self._headers(uids)
                 want = uids
+            elif needs_raw and needs_structure:  # both in one read
+                both = await self.store.fetch_messages(sel.mailbox.id, uids)
+                bodies = {u: body for u, (body, _) in both.items()}
+                structures = _decoded({u: blob for u, (_, blob) in both.items()})
+                want = uids
             else:
                 structures = await self._structures(uids) if needs_structure else {}
                 want = [u for u in uids
@@ -917,12 +922,7 @@ class ImapSession:
         """The MIME structures stored at delivery (left out: none stored, or unreadable)."""
         sel = self.selected
         assert sel is not None
-        out = {}
-        for uid, blob in (await self.store.fetch_structures(sel.mailbox.id, uids)).items():
-            if blob is not None:
-                with contextlib.suppress(ValueError):  # an older format: analysed again
-                    out[uid] = MessageStructure.decode(blob)
-        return out
+        return _decoded(await self.store.fetch_structures(sel.mailbox.id, uids))
 
     def _body_batches(self, targets: list[tuple[int, int]], bodies: bool,
                       ) -> Iterator[list[tuple[int, int]]]:
@@ -1220,6 +1220,17 @@ def _has_children(ordered: list[str], name: str) -> bool:
     prefix = name + DELIMITER
     i = bisect_left(ordered, prefix)
     return i < len(ordered) and ordered[i].startswith(prefix)
+
+
+def _decoded(blobs: dict[int, bytes | None]) -> dict[int, MessageStructure]:
+    """Stored structures decoded (left out: none stored, or an older format, which the
+    caller analyses again)."""
+    out = {}
+    for uid, blob in blobs.items():
+        if blob is not None:
+            with contextlib.suppress(ValueError):
+                out[uid] = MessageStructure.decode(blob)
+    return out
 
 
 def _key_count(key: c.SearchKey) -> int:

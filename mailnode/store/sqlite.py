@@ -703,6 +703,23 @@ class SqlStore:
             return out
         return await self.db.read(q)
 
+    async def fetch_messages(self, mailbox_id: int, uids: Sequence[int],
+                             ) -> dict[int, tuple[bytes, bytes | None]]:
+        def q(conn: Connection) -> dict[int, tuple[bytes, bytes | None]]:
+            out: dict[int, tuple[bytes, bytes | None]] = {}
+            wanted = list(uids)
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                rows = _driver(conn).execute(
+                    "SELECT m.uid, b.data, b.structure FROM messages m"
+                    " JOIN bodies b ON b.id = m.body_id"
+                    f" WHERE m.mailbox_id = ? AND m.uid IN ({','.join('?' * len(chunk))})",
+                    (mailbox_id, *chunk))
+                out.update({uid: (bytes(data), None if st is None else bytes(st))
+                            for uid, data, st in rows})
+            return out
+        return await self.db.read(q)
+
     async def fetch_headers(self, mailbox_id: int, uids: Sequence[int],
                             ) -> dict[int, bytes | None]:
         # The root's offsets are the first two numbers of the stored structure (format

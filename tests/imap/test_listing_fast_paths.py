@@ -163,3 +163,21 @@ async def test_header_fetches_read_no_bodies(dialog: Dialog, items: bytes,
         assert bodies == []
     else:  # the memory store keeps no structures: the whole messages are read
         assert sorted(bodies) == list(range(1, 9))
+
+
+async def test_sections_with_structures_take_one_read_per_batch(
+        dialog: Dialog, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _mailbox(dialog, 5)
+    expected = await dialog.send(b"g FETCH 1:* (BODY.PEEK[1] ENVELOPE)\r\n")
+    store = dialog.session.store
+    calls: list[str] = []
+    for name in ("fetch_bodies", "fetch_structures", "fetch_messages"):
+        real = getattr(store, name)
+
+        def counting(*args: object, _real: object = real, _name: str = name) -> object:
+            calls.append(_name)
+            return _real(*args)  # type: ignore[operator]
+        monkeypatch.setattr(store, name, counting)
+    out = await dialog.send(b"g FETCH 1:* (BODY.PEEK[1] ENVELOPE)\r\n")
+    assert out == expected
+    assert calls == ["fetch_messages"]
