@@ -15,6 +15,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
+from operator import itemgetter
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.imap import commands as c
@@ -878,24 +879,20 @@ class ImapSession:
         written in batches, since a full listing is one line per message."""
         metas, recent = sel.metas, sel.recent
         rendered: dict[tuple[frozenset[str], bool], bytes] = {}
-        names = [a.name for a in attrs]
+        # One format for the line, its values picked in the client's order from
+        # (seq, uid, flags, modseq).
+        formats = {"UID": (b"UID %d", 1), "FLAGS": (b"FLAGS %s", 2), "MODSEQ": (b"MODSEQ (%d)", 3)}
+        line = b"* %d FETCH (" + b" ".join(formats[a.name][0] for a in attrs) + b")\r\n"
+        pick = itemgetter(0, *(formats[a.name][1] for a in attrs))
         lines: list[bytes] = []
         for seq, uid in targets:
             meta = metas[uid]
-            items = []
-            for name in names:
-                if name == "UID":
-                    items.append(b"UID %d" % uid)
-                elif name == "FLAGS":
-                    key = (meta.flags, uid in recent)
-                    shown = rendered.get(key)
-                    if shown is None:
-                        shown = rendered[key] = b"FLAGS " + r.flags(
-                            meta.flags | {"\\Recent"} if key[1] else meta.flags)
-                    items.append(shown)
-                else:
-                    items.append(b"MODSEQ (%d)" % meta.modseq)
-            lines.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items)))
+            key = (meta.flags, uid in recent)
+            shown = rendered.get(key)
+            if shown is None:
+                shown = rendered[key] = r.flags(
+                    meta.flags | {"\\Recent"} if key[1] else meta.flags)
+            lines.append(line % pick((seq, uid, shown, meta.modseq)))
             if len(lines) >= LINE_BATCH:
                 self._write(b"".join(lines))
                 lines.clear()
@@ -1004,8 +1001,8 @@ class ImapSession:
             raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
         key = self.saved.resolve_key(sel, key, sel.uids)
         if targets is None and key == _UNSEEN:
-            index = sel.seq_of
-            return [(index[u], u) for u in sorted(sel.unseen)]
+            uids = sel.uids
+            return [(bisect_left(uids, u) + 1, u) for u in sorted(sel.unseen)]
         if targets is None and isinstance(key, c.SearchFlag) and key.flag != "\\Recent":
             # One flag test per message: no candidates, no bodies.
             flag, present, metas = key.flag, key.present, sel.metas
