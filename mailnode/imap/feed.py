@@ -48,6 +48,31 @@ class SeqIndex(Mapping[int, int]):
         return len(self._uids)
 
 
+class Metas(dict[int, MessageMeta]):
+    """uid -> message of the view, with the uids lacking \\Seen kept as a set beside it:
+    ``SEARCH UNSEEN`` (what every client asks) costs the unseen messages, not the mailbox."""
+
+    def __init__(self, metas: dict[int, MessageMeta] | None = None) -> None:
+        super().__init__(metas or {})
+        self.unseen = {u for u, m in self.items() if "\\Seen" not in m.flags}
+
+    def __setitem__(self, uid: int, meta: MessageMeta) -> None:
+        super().__setitem__(uid, meta)
+        if "\\Seen" in meta.flags:
+            self.unseen.discard(uid)
+        else:
+            self.unseen.add(uid)
+
+    def __delitem__(self, uid: int) -> None:
+        super().__delitem__(uid)
+        self.unseen.discard(uid)
+
+    def _unsupported(self, *_args: object, **_kwargs: object) -> None:
+        raise TypeError("Metas keeps its unseen set through item assignment only")
+
+    update = pop = popitem = setdefault = clear = _unsupported  # type: ignore[assignment]
+
+
 @dataclass
 class Selected:
     """The session's view of its mailbox: what the client has been told so far."""
@@ -71,6 +96,16 @@ class Selected:
     """While expunges wait in ``gone``: a modseq from before the first of them, which the
     client is told as HIGHESTMODSEQ so that it never resyncs past them (RFC 7162 §3.2.10,
     RFC 5162 erratum 1810)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.metas, Metas):
+            self.metas = Metas(self.metas)
+
+    @property
+    def unseen(self) -> set[int]:
+        """Uids of the view without \\Seen (kept by ``Metas``)."""
+        assert isinstance(self.metas, Metas)
+        return self.metas.unseen
 
     @property
     def seq_of(self) -> SeqIndex:

@@ -105,6 +105,19 @@ class SequenceSet:
             out.extend(existing[bisect_left(existing, a):bisect_right(existing, b)])
         return out
 
+    def uid_targets(self, existing: Sequence[int]) -> list[tuple[int, int]]:
+        """``(sequence number, uid)`` of what :meth:`uids` selects: the positions come from
+        the same bisection, not from a search per uid."""
+        if not existing:
+            return []
+        out: list[tuple[int, int]] = []
+        for a, b in zip(*self._normalised(existing[-1]), strict=True):
+            if a > existing[-1]:
+                break
+            lo, hi = bisect_left(existing, a), bisect_right(existing, b)
+            out.extend(zip(range(lo + 1, hi + 1), existing[lo:hi], strict=True))
+        return out
+
     def contains(self, value: int, largest: int) -> bool:
         """Membership test, ``*`` meaning ``largest`` (used by SEARCH)."""
         starts, ends = self._normalised(largest)

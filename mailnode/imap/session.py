@@ -15,6 +15,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
+from operator import itemgetter
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.imap import commands as c
@@ -31,7 +32,7 @@ from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.searchres import Saved
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.logsafe import clean
-from mailnode.mime import MessageStructure, analyse
+from mailnode.mime import MessageStructure, Part, analyse
 from mailnode.mime import headers as mh
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.store.api import (
@@ -60,6 +61,11 @@ BODY_BATCH_BYTES = 1024 * 1024
 """FETCH/SEARCH load at most BODY_BATCH bodies at once, and FETCH no more than about this many
 bytes of them (at least one message), so memory stays near one message, not 64 of them."""
 FLUSH_ABOVE = 256 * 1024
+LINE_BATCH = 512
+"""Listing lines (UID/FLAGS/MODSEQ FETCH) joined into one write."""
+_LISTING_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
+_UNSEEN = c.SearchFlag("\\Seen", present=False)
+_HEADER_SECTIONS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
 """Once this much output is pending in a FETCH, the session hands it to the adapter (which
 writes and drains) before rendering more."""
 MAX_PATTERN_LENGTH = 1024
@@ -406,7 +412,7 @@ class ImapSession:
         assert sel is not None
         seqset = self.saved.resolve(sel, seqset, sel.uids, as_uids=uid)
         if uid:
-            return [(sel.seq_of[u], u) for u in seqset.uids(sel.uids)]
+            return seqset.uid_targets(sel.uids)
         if seqset.has_explicit_above(len(sel.uids)):
             raise CommandBad("Sequence number beyond the last message")
         return [(s, sel.uids[s - 1]) for s in seqset.seqs(len(sel.uids))]
@@ -801,6 +807,9 @@ class ImapSession:
                     sel.metas[meta.uid] = meta
                     seen_changed.add(meta.uid)
                 ext_search.touched(self, seen_changed)
+        if all(a.name in _LISTING_ITEMS for a in attrs):
+            await self._listing_lines(sel, targets, attrs)
+            return f"{'UID ' if cmd.uid else ''}FETCH completed"
         with_flags = attrs
         if not any(a.name == "FLAGS" for a in attrs):
             with_flags = (*with_flags, c.FetchAttr("FLAGS"))
@@ -808,8 +817,17 @@ class ImapSession:
             with_flags = (*with_flags, c.FetchAttr("MODSEQ"))
         needs_raw = any(a.needs_body and (a.name not in STRUCTURE_ITEMS or a.section is not None)
                         for a in attrs)
+        # Sections other than the whole message are located with the structure stored at
+        # delivery (decoding it is far cheaper than analysing the message again).
         needs_structure = any((a.name in STRUCTURE_ITEMS and a.section is None)
-                              or (a.section is not None and a.section.parts) for a in attrs)
+                              or (a.section is not None
+                                  and (a.section.parts or a.section.text is not None))
+                              for a in attrs)
+        # Only top-level header sections (what a message list shows): the stored structure
+        # says where the header ends, and the store cuts it out; bodies stay in the database.
+        headers_only = needs_raw and all(
+            a.section is not None and not a.section.parts and a.name not in binary.ITEMS
+            and a.section.text in _HEADER_SECTIONS for a in attrs if a.needs_body)
         binary_items = any(a.name in binary.ITEMS for a in attrs)
         missing = False
         needs_extra = objects.wanted(attrs)
@@ -817,10 +835,20 @@ class ImapSession:
             uids = [u for _, u in batch]
             extra = (await self.store.message_objects(sel.mailbox.id, uids) if needs_extra
                      else {})
-            structures = await self._structures(uids) if needs_structure else {}
-            want = [u for u in uids if needs_raw or (needs_structure and u not in structures)]
-            bodies = await self.store.fetch_bodies(sel.mailbox.id, want) if want else {}
-            if needs_structure:
+            if headers_only:
+                bodies, structures = await self._headers(uids)
+                want = uids
+            elif needs_raw and needs_structure:  # both in one read
+                both = await self.store.fetch_messages(sel.mailbox.id, uids)
+                bodies = {u: body for u, (body, _) in both.items()}
+                structures = _decoded({u: blob for u, (_, blob) in both.items()})
+                want = uids
+            else:
+                structures = await self._structures(uids) if needs_structure else {}
+                want = [u for u in uids
+                        if needs_raw or (needs_structure and u not in structures)]
+                bodies = await self.store.fetch_bodies(sel.mailbox.id, want) if want else {}
+            if needs_structure and not headers_only:
                 analysed = await _analyse_missing(structures, bodies, uids)
                 if analysed:  # mail stored before structures were: never analysed twice
                     structures.update(analysed)
@@ -844,16 +872,54 @@ class ImapSession:
             raise CommandNo("Some of the requested messages no longer exist", "EXPUNGEISSUED")
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
 
+    async def _listing_lines(self, sel: Selected, targets: list[tuple[int, int]],
+                             attrs: tuple[c.FetchAttr, ...]) -> None:
+        """FETCH of UID, FLAGS and MODSEQ only (how clients sync a mailbox): the same bytes
+        as ``render_chunks``, with each distinct flag list rendered once and the lines
+        written in batches, since a full listing is one line per message."""
+        metas, recent = sel.metas, sel.recent
+        rendered: dict[tuple[frozenset[str], bool], bytes] = {}
+        # One format for the line, its values picked in the client's order from
+        # (seq, uid, flags, modseq).
+        formats = {"UID": (b"UID %d", 1), "FLAGS": (b"FLAGS %s", 2), "MODSEQ": (b"MODSEQ (%d)", 3)}
+        line = b"* %d FETCH (" + b" ".join(formats[a.name][0] for a in attrs) + b")\r\n"
+        pick = itemgetter(0, *(formats[a.name][1] for a in attrs))
+        lines: list[bytes] = []
+        for seq, uid in targets:
+            meta = metas[uid]
+            key = (meta.flags, uid in recent)
+            shown = rendered.get(key)
+            if shown is None:
+                shown = rendered[key] = r.flags(
+                    meta.flags | {"\\Recent"} if key[1] else meta.flags)
+            lines.append(line % pick((seq, uid, shown, meta.modseq)))
+            if len(lines) >= LINE_BATCH:
+                self._write(b"".join(lines))
+                lines.clear()
+                await self._flush_if_full()
+        self._write(b"".join(lines))
+
+    async def _headers(self, uids: list[int],
+                       ) -> tuple[dict[int, bytes], dict[int, MessageStructure]]:
+        """Header blocks to render header sections from, each with a structure that is just
+        its header (the whole message, analysed as before, where none was stored)."""
+        sel = self.selected
+        assert sel is not None
+        heads = await self.store.fetch_headers(sel.mailbox.id, uids)
+        lacking = [u for u, head in heads.items() if head is None]
+        raws = await self.store.fetch_bodies(sel.mailbox.id, lacking) if lacking else {}
+        structures = {}
+        for uid, head in heads.items():
+            if head is not None:
+                raws[uid] = head
+                structures[uid] = MessageStructure(Part(0, len(head), len(head)))
+        return raws, structures
+
     async def _structures(self, uids: list[int]) -> dict[int, MessageStructure]:
         """The MIME structures stored at delivery (left out: none stored, or unreadable)."""
         sel = self.selected
         assert sel is not None
-        out = {}
-        for uid, blob in (await self.store.fetch_structures(sel.mailbox.id, uids)).items():
-            if blob is not None:
-                with contextlib.suppress(ValueError):  # an older format: analysed again
-                    out[uid] = MessageStructure.decode(blob)
-        return out
+        return _decoded(await self.store.fetch_structures(sel.mailbox.id, uids))
 
     def _body_batches(self, targets: list[tuple[int, int]], bodies: bool,
                       ) -> Iterator[list[tuple[int, int]]]:
@@ -934,6 +1000,14 @@ class ImapSession:
         if charset is not None and charset not in search.CHARSETS:
             raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
         key = self.saved.resolve_key(sel, key, sel.uids)
+        if targets is None and key == _UNSEEN:
+            uids = sel.uids
+            return [(bisect_left(uids, u) + 1, u) for u in sorted(sel.unseen)]
+        if targets is None and isinstance(key, c.SearchFlag) and key.flag != "\\Recent":
+            # One flag test per message: no candidates, no bodies.
+            flag, present, metas = key.flag, key.present, sel.metas
+            return [(seq, u) for seq, u in enumerate(sel.uids, start=1)
+                    if (flag in metas[u].flags) == present]
         need_body = search.needs_body(key)
         need_extra = objects.needs_objects(key)
         heavy = need_body or _key_count(key) > INLINE_SEARCH_KEYS
@@ -1143,6 +1217,17 @@ def _has_children(ordered: list[str], name: str) -> bool:
     prefix = name + DELIMITER
     i = bisect_left(ordered, prefix)
     return i < len(ordered) and ordered[i].startswith(prefix)
+
+
+def _decoded(blobs: dict[int, bytes | None]) -> dict[int, MessageStructure]:
+    """Stored structures decoded (left out: none stored, or an older format, which the
+    caller analyses again)."""
+    out = {}
+    for uid, blob in blobs.items():
+        if blob is not None:
+            with contextlib.suppress(ValueError):
+                out[uid] = MessageStructure.decode(blob)
+    return out
 
 
 def _key_count(key: c.SearchKey) -> int:

@@ -100,6 +100,10 @@ def import_mail(data_dir: Path, user: str, source: Path, mailbox_name: str, limi
 
 
 Item = tuple[bytes | None, frozenset[str], datetime | None]
+IMPORT_BATCH = 500
+IMPORT_BATCH_BYTES = 16 * 1024 * 1024
+"""Messages filed per transaction by ``import_mail`` (at most this many, or this many bytes,
+and always at least one)."""
 
 
 def _maildir_messages(root: Path, limit: int) -> tuple[int, itertools.chain[Item]]:
@@ -155,16 +159,30 @@ async def _import(data_dir: Path, user_name: str, mailbox_name: str,
         box = (await store.get_mailbox(user.id, mailbox_name)
                or await store.create_mailbox(user.id, mailbox_name))
         outcome = Outcome()
+        batch: list[tuple[bytes, frozenset[str], datetime | None]] = []
+        size = 0
+
+        async def file_batch() -> None:
+            nonlocal size
+            if batch:
+                await store.append_many(box.id, batch)
+                outcome.done += len(batch)
+                batch.clear()
+                size = 0
+            if progress is not None:
+                progress(outcome.done + outcome.skipped, total)
+
+        # A transaction (and its fsync) per group of messages, not per message: importing
+        # a large mailbox was bound by commits.
         for body, flags, when in items:
             if body is None:
                 outcome.skipped += 1
-            else:
-                await store.append(box.id, body, flags, when)
-                outcome.done += 1
-            if progress is not None:
-                progress(outcome.done + outcome.skipped, total)
-        if progress is not None and total == 0:
-            progress(0, 0)
+                continue
+            batch.append((body, flags, when))
+            size += len(body)
+            if len(batch) >= IMPORT_BATCH or size >= IMPORT_BATCH_BYTES:
+                await file_batch()
+        await file_batch()
         return outcome
     finally:
         db.close()

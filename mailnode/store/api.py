@@ -189,6 +189,17 @@ class MailStore(Protocol):
         """The MIME structure stored when each message arrived (``mailnode.mime``); None
         where there is none yet (the caller computes it, off the event loop)."""
 
+    async def fetch_messages(self, mailbox_id: int, uids: Sequence[int],
+                             ) -> dict[int, tuple[bytes, bytes | None]]:
+        """``fetch_bodies`` and ``fetch_structures`` in one read (a FETCH of sections or
+        ENVELOPE with body data needs both)."""
+
+    async def fetch_headers(self, mailbox_id: int, uids: Sequence[int],
+                            ) -> dict[int, bytes | None]:
+        """The top-level header block of each message (with the blank line that ends it),
+        cut where its stored structure says, without reading the body out; None where
+        there is no stored structure (the caller reads the whole message)."""
+
     async def save_structures(self, mailbox_id: int, structures: dict[int, bytes]) -> None:
         """Keep structures computed later for messages stored without one."""
 

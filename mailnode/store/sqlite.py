@@ -12,19 +12,20 @@ import asyncio
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Row, Select, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from crypto.address import address_for
 from crypto.keys import Identity
 from crypto.passwords import RecentlyVerified, hash_password, verify_password
 from mailnode.mime import structure_blob
+from mailnode.mime.model import VERSION as STRUCTURE_VERSION
 from mailnode.store import objectid
 from mailnode.store.api import (
     SPECIAL_MAILBOXES,
@@ -184,6 +185,11 @@ def _meta(uid: int, flags: str, internaldate: int, size: int, modseq: int = 0) -
                        modseq)
 
 
+_MAILBOX_KEYS = ("id", "user_id", "name", "uidvalidity", "uidnext", "special_use",
+                 "recent_uid", "highest_modseq")
+_MAILBOX_COLUMNS = ", ".join(_MAILBOX_KEYS)
+
+
 def _is_inbox(name: str) -> bool:
     return name.upper() == "INBOX"
 
@@ -227,6 +233,8 @@ class SqlStore:
         # replaced as soon as the bump is seen.
         self._listings: dict[int, tuple[int, asyncio.Future[_Listing]]] = {}
         self._identities: dict[int, Identity] = {}
+        # mailbox id -> (highest modseq, messages, unseen): see ``_mailbox``.
+        self._counts: dict[int, tuple[int, int, int]] = {}
         # Bytes of outbound mail queued, counted once and then kept by the transactions that
         # add and remove queued mail (on the database thread only); None: count again.
         self._queued: int | None = None
@@ -255,18 +263,40 @@ class SqlStore:
             await self.notifier.publish(mailbox_id, appended)
         return result
 
-    def _mailbox_row(self, conn: Connection, user_id: int, name: str) -> Mailbox | None:
-        cond = (func.upper(mailboxes.c.name) == "INBOX") if _is_inbox(name) else (
-            mailboxes.c.name == name)
-        row = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id, cond)).first()
-        return None if row is None else self._mailbox(conn, row)
+    def _mailbox_row(self, conn: Connection, user_id: int, name: str,
+                     cached: bool = False) -> Mailbox | None:
+        # On the driver: SELECT, STATUS, APPEND and COPY each look their mailbox up.
+        cur = _driver(conn).execute(
+            f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = ? AND "
+            + ("upper(name) = 'INBOX'" if _is_inbox(name) else "name = ?"),
+            (user_id,) if _is_inbox(name) else (user_id, name))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return self._mailbox(conn, dict(zip(_MAILBOX_KEYS, row, strict=True)), cached)
 
-    def _mailbox(self, conn: Connection, row: Row[Any]) -> Mailbox:
-        m = row._mapping
-        total, unseen, recent = conn.execute(
-            select(func.count(), func.count().filter(~messages.c.flags.contains("\\Seen")),
-                   func.count().filter(messages.c.uid > m["recent_uid"]))
-            .where(messages.c.mailbox_id == m["id"])).one()
+    def _mailbox(self, conn: Connection, m: Mapping[str, Any], cached: bool = False,
+                 ) -> Mailbox:
+        """The mailbox with its counts. ``cached`` (committed reads only): the message and
+        unseen counts are reused while the row's HIGHESTMODSEQ is unchanged (every append,
+        flag change and expunge takes a new modseq in its own transaction, and the row is
+        from this read's snapshot); counting reads every message row, and SELECT, STATUS,
+        APPEND and LIST ask again and again."""
+        mailbox_id = m["id"]
+        version = int(m["highest_modseq"])
+        known = self._counts.get(mailbox_id) if cached else None
+        if known is not None and known[0] == version:
+            total, unseen = known[1], known[2]
+            recent = _driver(conn).execute(
+                "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid > ?",
+                (mailbox_id, m["recent_uid"])).fetchone()[0]
+        else:
+            total, unseen, recent = conn.execute(
+                select(func.count(), func.count().filter(~messages.c.flags.contains("\\Seen")),
+                       func.count().filter(messages.c.uid > m["recent_uid"]))
+                .where(messages.c.mailbox_id == mailbox_id)).one()
+            if cached:
+                self._counts[mailbox_id] = (version, total, unseen)
         return Mailbox(m["id"], m["user_id"], m["name"], m["uidvalidity"], m["uidnext"],
                        m["special_use"], total, unseen, recent,
                        objectid.mailbox_id(self._key(conn), m["id"]), m["highest_modseq"])
@@ -497,7 +527,7 @@ class SqlStore:
         def q(conn: Connection) -> list[Mailbox]:
             rows = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id)
                                 .order_by(mailboxes.c.name))
-            return [self._mailbox(conn, r) for r in rows]
+            return [self._mailbox(conn, dict(r._mapping), cached=True) for r in rows]
         return await self.db.read(q)
 
     async def count_mailboxes(self, user_id: int) -> int:
@@ -506,7 +536,7 @@ class SqlStore:
         ).scalar_one()))
 
     async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
-        return await self.db.read(lambda conn: self._mailbox_row(conn, user_id, name))
+        return await self.db.read(lambda conn: self._mailbox_row(conn, user_id, name, True))
 
     async def create_mailbox(self, user_id: int, name: str,
                              special_use: str | None = None) -> Mailbox:
@@ -601,12 +631,20 @@ class SqlStore:
                 mailboxes.c.id == mailbox_id)).scalar()
             if highest is None:
                 raise NoSuchMailbox("mailbox no longer exists")
-            rows = conn.execute(select(messages.c.uid, messages.c.flags, messages.c.internaldate,
-                                       messages.c.size, messages.c.modseq)
-                                .where(messages.c.mailbox_id == mailbox_id,
-                                       messages.c.uid > after)
-                                .order_by(messages.c.uid)).all()
-            return (base[0] if base else ()) + tuple(_meta(*r) for r in rows), int(highest)
+            # The driver directly (a listing is the one query with a row per message), and
+            # one frozenset per distinct flag text: most messages share a handful of them.
+            rows = _driver(conn).execute(
+                "SELECT uid, flags, internaldate, size, modseq FROM messages"
+                " WHERE mailbox_id = ? AND uid > ? ORDER BY uid", (mailbox_id, after))
+            flag_sets: dict[str, frozenset[str]] = {}
+            metas = []
+            for uid, text, date, size, modseq in rows:
+                flags = flag_sets.get(text)
+                if flags is None:
+                    flags = flag_sets[text] = _flags_set(text)
+                metas.append(MessageMeta(uid, flags, datetime.fromtimestamp(date, UTC), size,
+                                         modseq))
+            return (base[0] if base else ()) + tuple(metas), int(highest)
         return await self.db.read(q)
 
     async def message_objects(self, mailbox_id: int, uids: Sequence[int],
@@ -662,6 +700,49 @@ class SqlStore:
                                     .join(bodies, bodies.c.id == messages.c.body_id).where(
                     messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500])))
                 out.update({uid: None if st is None else bytes(st) for uid, st in rows})
+            return out
+        return await self.db.read(q)
+
+    async def fetch_messages(self, mailbox_id: int, uids: Sequence[int],
+                             ) -> dict[int, tuple[bytes, bytes | None]]:
+        def q(conn: Connection) -> dict[int, tuple[bytes, bytes | None]]:
+            out: dict[int, tuple[bytes, bytes | None]] = {}
+            wanted = list(uids)
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                rows = _driver(conn).execute(
+                    "SELECT m.uid, b.data, b.structure FROM messages m"
+                    " JOIN bodies b ON b.id = m.body_id"
+                    f" WHERE m.mailbox_id = ? AND m.uid IN ({','.join('?' * len(chunk))})",
+                    (mailbox_id, *chunk))
+                out.update({uid: (bytes(data), None if st is None else bytes(st))
+                            for uid, data, st in rows})
+            return out
+        return await self.db.read(q)
+
+    async def fetch_headers(self, mailbox_id: int, uids: Sequence[int],
+                            ) -> dict[int, bytes | None]:
+        # The root's offsets are the first two numbers of the stored structure (format
+        # VERSION, then JSON: [header_start, body_start, ...]); SQLite cuts the header out,
+        # so a header FETCH neither decodes structures nor copies bodies into Python.
+        sql = ("SELECT uid, CASE WHEN v = ? AND json_valid(s)"
+               " AND json_type(s, '$[1]') = 'integer' AND json_extract(s, '$[0]') = 0"
+               " AND json_extract(s, '$[1]') BETWEEN 0 AND length(data)"
+               " THEN substr(data, 1, json_extract(s, '$[1]')) END FROM ("
+               " SELECT m.uid AS uid, b.data AS data, substr(b.structure, 1, 1) AS v,"
+               " CAST(substr(b.structure, 2) AS TEXT) AS s"
+               " FROM messages m JOIN bodies b ON b.id = m.body_id"
+               " WHERE m.mailbox_id = ? AND m.uid IN ({}))")
+        version = bytes([STRUCTURE_VERSION])
+
+        def q(conn: Connection) -> dict[int, bytes | None]:
+            out: dict[int, bytes | None] = {}
+            wanted = list(uids)
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                rows = _driver(conn).execute(sql.format(",".join("?" * len(chunk))),
+                                             (version, mailbox_id, *chunk))
+                out.update({uid: None if head is None else bytes(head) for uid, head in rows})
             return out
         return await self.db.read(q)
 

@@ -195,3 +195,28 @@ def test_status_headers_give_flags() -> None:
     assert mbox_flags(b"Status: RO\nX-Status: ADFT\n\nStatus: R\n") == {
         "\\Seen", "\\Answered", "\\Deleted", "\\Flagged", "\\Draft"}
     assert mbox_flags(b"Subject: x\n\nStatus: R\n") == frozenset()  # only in the header
+
+
+def test_maildir_import_files_messages_in_batches(node: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """One transaction per group of messages (not per message), in order, skipping the
+    ones over the size limit between groups."""
+    from mailnode.ops import mailfiles
+    monkeypatch.setattr(mailfiles, "IMPORT_BATCH", 3)
+    groups: list[int] = []
+    real = SqlStore.append_many
+
+    async def counting(self: SqlStore, mailbox_id: int, items: list[object]) -> object:
+        groups.append(len(items))
+        return await real(self, mailbox_id, items)  # type: ignore[arg-type]
+    monkeypatch.setattr(SqlStore, "append_many", counting)
+    md = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (md / sub).mkdir(parents=True)
+    for i in range(8):
+        body = b"Subject: %d\n\n" % i + (b"x" * LIMIT if i == 4 else b"hello\n")
+        (md / "cur" / f"17000000{i:02d}.M{i}P1.host:2,S").write_bytes(body)
+    assert main(["--data-dir", str(node), "import", "alice", str(md)]) == 0
+    assert groups == [3, 3, 1]
+    subjects = [body.split(b"\r\n")[0] for body, _, _ in mailbox_content(node, "INBOX")]
+    assert subjects == [b"Subject: %d" % i for i in range(8) if i != 4]
