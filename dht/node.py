@@ -3,6 +3,7 @@
 Kept as the import path mailnode uses; the node itself lives in :mod:`dht.kad.node`.
 """
 
-from dht.kad.node import DhtNode, is_ip, node_id_of
+from dht.kad.contact import node_id_for as node_id_of
+from dht.kad.node import DhtNode, is_ip
 
 __all__ = ["DhtNode", "is_ip", "node_id_of"]

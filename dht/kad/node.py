@@ -66,11 +66,6 @@ def is_ip(host: str) -> bool:
     return True
 
 
-def node_id_of(key: bytes) -> bytes:
-    """The DHT id of the node whose Ed25519 verify key is ``key``."""
-    return node_id_for(key)
-
-
 class DhtNode:
     """A member of the mailnode DHT serving signed address records.
 
