@@ -41,6 +41,7 @@ from dht.kad.messages import (
     Request,
     Value,
 )
+from dht.limits import DEFAULT_LIMITS, subnet
 
 T = TypeVar("T")
 
@@ -52,6 +53,15 @@ number of queries (49 vs 50), since a path stops by distance, not by rounds."""
 PATHS = 3
 MAX_QUERIES = 400
 """Bound on the requests one lookup sends, whatever the answers say."""
+PER_IP = DEFAULT_LIMITS.contacts_per_ip_bucket
+PER_SUBNET = DEFAULT_LIMITS.contacts_per_subnet_bucket
+"""Candidates one IP (one /24 or /64) may be among in one lookup, over all its paths: a
+lookup's shortlist is one neighbourhood, so it gets a k-bucket's caps. Peers named beyond
+them are not asked, so an address announcing many fresh ids costs a lookup a few slots, not
+its shortlist (seeds, from our own capped table, are counted but always kept)."""
+SLOW_MIN = 0.05
+"""Least ``slow_after`` that :class:`RttEstimate` suggests: below it, a busy loopback peer
+would be taken for a dead one."""
 
 Query = Callable[[Contact, Request], Awaitable[Reply | None]]
 
@@ -107,6 +117,8 @@ class Lookup(Generic[T]):
         beam: int | None = None,
         avoid: Callable[[bytes], bool] | None = None,
         max_queries: int = MAX_QUERIES,
+        per_ip: int = PER_IP,
+        per_subnet: int = PER_SUBNET,
     ) -> None:
         self.target = target
         self.request: Request = FindValue(target) if accept is not None else FindNode(target)
@@ -115,12 +127,21 @@ class Lookup(Generic[T]):
         self._accept = accept
         self._k = k
         self._alpha = alpha
-        self._beam = beam or k
+        # FIND_VALUE: each path hears from its share of k (their union is k peers near the
+        # key, where the record's replicas are); S/Kademlia's d paths of k each cost every
+        # read d*k signed round trips. FIND_NODE (where to STORE) keeps k per path.
+        paths = max(1, paths)
+        self._beam = beam or (k if accept is None else max(alpha, -(-k // paths)))
+        self._per_ip = per_ip
+        self._per_subnet = per_subnet
+        self._ips: dict[str, int] = {}
+        self._subnets: dict[str, int] = {}
         self._avoid = avoid
         self._max_queries = max_queries
-        self._paths = [_Path() for _ in range(max(1, paths))]
+        self._paths = [_Path() for _ in range(paths)]
         self._path_of: dict[bytes, int] = {}  # queried id -> the one path that asked it
         self._seeds: set[bytes] = set()
+        self._learned: set[bytes] = set()  # ids counted against the per-IP/subnet caps
         self._answered: dict[bytes, tuple[int, Contact, int]] = {}  # id -> (dist, c, hops)
         self._failed: dict[bytes, Contact] = {}
         self._ended = False  # result() was taken: late answers are ignored
@@ -135,8 +156,8 @@ class Lookup(Generic[T]):
             key=self._distance,
         )
         for i, contact in enumerate(ordered):
-            self._learn(self._paths[i % len(self._paths)], contact, 1)
             self._seeds.add(contact.node_id)
+            self._learn(self._paths[i % len(self._paths)], contact, 1)
 
     def _distance(self, contact: Contact) -> int:
         return int.from_bytes(contact.node_id, "big") ^ self._number
@@ -145,6 +166,13 @@ class Lookup(Generic[T]):
         node_id = contact.node_id
         if node_id == self._own_id or node_id in path.known:
             return
+        if node_id not in self._learned:
+            net = subnet(contact.host)
+            ips, nets = self._ips.get(contact.host, 0), self._subnets.get(net, 0)
+            if node_id not in self._seeds and (ips >= self._per_ip or nets >= self._per_subnet):
+                return  # this address (or its subnet) has its share of the shortlist
+            self._learned.add(node_id)
+            self._ips[contact.host], self._subnets[net] = ips + 1, nets + 1
         path.known[node_id] = (contact, hops)
         heapq.heappush(path.candidates, (self._distance(contact), node_id))
 
@@ -155,16 +183,19 @@ class Lookup(Generic[T]):
 
     @property
     def done(self) -> bool:
-        """Nothing holds a slot (after :meth:`start`) and either k peers answered or no slow
-        peer is left to wait for: the result is final.
+        """Nothing holds a slot (after :meth:`start`), and slow peers are not worth waiting for:
+        the result is final.
 
-        A peer silent past ``slow_after`` (several round trips) is most likely dead; once k
-        others answered, waiting for its timeout would cost every lookup near a dead node the
-        full timeout for an answer that rarely comes.
+        A peer silent past ``slow_after`` (several round trips) is most likely dead and no
+        longer blocks: each path already went on to its next candidates and stopped by the
+        distance of those that answered. Waiting for the timeout cost every lookup near a dead
+        node the full timeout (under churn fewer than k of the few peers every answer names
+        are alive). Only a lookup that heard from fewer than ``alpha`` peers (a tiny network,
+        or our link is the slow one) waits for its slow peers.
         """
         if self._in_flight or self._ended:
             return self._ended
-        if len(self._answered) >= self._k:
+        if len(self._answered) >= min(self._alpha, self._k):
             return True
         return not any(path.slow for path in self._paths)
 
@@ -191,11 +222,12 @@ class Lookup(Generic[T]):
             self._in_flight -= 1
         hops = path.known[contact.node_id][1]
         contacts: tuple[Contact, ...] | None = None
-        if isinstance(reply, Nodes):
+        if isinstance(reply, Nodes) and self._accept is None:
             contacts = reply.contacts
         elif isinstance(reply, Value) and self._accept is not None:
-            contacts = reply.contacts
-            self._value(contact, reply.value)
+            contacts = reply.contacts  # FIND_VALUE is answered by Value; empty: no record
+            if reply.value:
+                self._value(contact, reply.value)
         if contacts is None:  # timeout, or a reply that does not answer this request
             if reply is None:
                 self._failed[contact.node_id] = contact
@@ -286,6 +318,34 @@ class Lookup(Generic[T]):
             queries=self._queries,
             hops=max((h for _, _, h in best), default=0),
         )
+
+
+class RttEstimate:
+    """Round-trip times of recent answers, and from them how long a lookup lets a silent peer
+    hold a slot: three times the 90th percentile, at least ``SLOW_MIN``, at most ``ceiling``.
+    A fixed fraction of the RPC timeout made each dead peer cost a lookup that long (1.25 s)
+    where answers take milliseconds."""
+
+    def __init__(self, ceiling: float, size: int = 64) -> None:
+        self._ceiling = ceiling
+        self._samples: list[float] = []
+        self._size = size
+        self._next = 0
+
+    def add(self, rtt: float) -> None:
+        if len(self._samples) < self._size:
+            self._samples.append(rtt)
+        else:
+            self._samples[self._next] = rtt
+        self._next = (self._next + 1) % self._size
+
+    def slow_after(self) -> float:
+        """The wait; the ceiling until a few answers were measured."""
+        if len(self._samples) < 8:
+            return self._ceiling
+        ordered = sorted(self._samples)
+        p90 = ordered[min(len(ordered) - 1, (9 * len(ordered)) // 10)]
+        return min(self._ceiling, max(SLOW_MIN, 3 * p90))
 
 
 async def run_lookup(

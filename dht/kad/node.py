@@ -29,8 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from crypto.keys import Identity
 from dht.kad.contact import Contact, node_id_for
-from dht.kad.lookup import ALPHA, PATHS, Lookup, LookupResult, run_lookup
-from dht.kad.messages import FindNode, FindValue, Nodes, Ping, Reply, Request, Store, Stored, Value
+from dht.kad.lookup import ALPHA, PATHS, Lookup, LookupResult, RttEstimate, run_lookup
+from dht.kad.messages import FindNode, FindValue, Ping, Reply, Request, Store, Stored
 from dht.kad.peer import Peer, Publisher
 from dht.kad.routing import RETRY_AFTER, RoutingTable
 from dht.kad.rpc import RpcEngine
@@ -80,7 +80,7 @@ class DhtNode:
     also by the routing table's own schedule), our own records are stored again each
     ``republish_interval`` (and before they expire), and bootstrapping is retried every
     ``bootstrap_interval`` while no peer is known. Lookups stop waiting for a silent peer after
-    a quarter of ``rpc_timeout``.
+    three times the 90th percentile of recent round trips (at most a quarter of ``rpc_timeout``).
 
     ``limits`` caps what strangers can make the node hold or send (see :class:`DhtLimits`).
     ``protected_peers`` (host, port) become anchors once they answer: exempt from the contact
@@ -107,7 +107,7 @@ class DhtNode:
         self._clock = clock
         self._k = ksize
         self._alpha = alpha
-        self._slow_after = rpc_timeout / 4
+        self._rtt = RttEstimate(ceiling=rpc_timeout / 4)
         self._prove_pause = rpc_timeout
         self._limits = limits
         self._tasks = TaskSet()
@@ -303,9 +303,7 @@ class DhtNode:
         ):
             return None  # timed out lately: a lookup does not wait for it again
         reply = await self._endpoint.query(contact, request)
-        if isinstance(reply, Value) and not reply.value:
-            reply = Nodes(reply.contacts)  # "no value" on the wire (see _answer)
-        now = time.monotonic()
+        rtt, now = time.monotonic() - now, time.monotonic()
         if reply is None:
             self._table.failed(contact.node_id, now)
             self._silent[silent] = now
@@ -313,6 +311,7 @@ class DhtNode:
             if len(self._silent) > MAX_SILENT:
                 self._silent.popitem(last=False)
         else:
+            self._rtt.add(rtt)
             self._silent.pop(silent, None)
             self._met(contact, now)
         return reply
@@ -351,10 +350,6 @@ class DhtNode:
         ):
             self._tasks.spawn(self._prove(contact))
         self._kick_handover()
-        if isinstance(request, FindValue) and isinstance(handled.reply, Nodes):
-            # The wire answers FIND_VALUE only with VALUE (one reply kind per request, so the
-            # engine can check it); no record is an empty value, as no record is empty.
-            return Value(b"", handled.reply.contacts)
         return handled.reply
 
     async def _lookup(
@@ -367,8 +362,10 @@ class DhtNode:
         lookup: Lookup[AddressRecord] = Lookup(
             self._node_id, target, seeds, accept=accept, k=self._k, alpha=self._alpha,
             paths=paths, avoid=self._table.is_failed,
+            per_ip=self._limits.contacts_per_ip_bucket,
+            per_subnet=self._limits.contacts_per_subnet_bucket,
         )
-        result = await run_lookup(lookup, self._query, slow_after=self._slow_after)
+        result = await run_lookup(lookup, self._query, slow_after=self._rtt.slow_after())
         for liar in result.liars:  # a wrong kind of answer, or a record that fails its checks
             self._table.remove(liar.node_id)
         return result

@@ -116,9 +116,8 @@ class Peer:
             return Handled(Nodes(self._closest(request.target, source, now)), ping)
         if isinstance(request, FindValue):
             contacts = self._closest(request.key, source, now)
-            value = self.store.get(request.key)
-            reply: Reply = Nodes(contacts) if value is None else Value(value, contacts)
-            return Handled(reply, ping)
+            value = self.store.get(request.key)  # none: empty (no record is empty)
+            return Handled(Value(value or b"", contacts), ping)
         if not self._take(self._stores, source.host, now, *self._store_rate):
             return Handled(None, ping)
         return Handled(Stored(self._accept_store(request, source)), ping)

@@ -83,7 +83,7 @@ def test_find_node_answers_the_closest_bounded_and_never_the_asker() -> None:
     assert list(reply.contacts) == sorted(held, key=lambda c: distance(c.node_id, target))[:20]
 
 
-def test_find_value_answers_value_and_contacts_or_contacts_only() -> None:
+def test_find_value_answers_value_and_contacts_or_an_empty_value() -> None:
     peer, _, rng = make_peer()
     for _ in range(30):
         peer.table.offer(stranger(rng), NOW)
@@ -91,7 +91,9 @@ def test_find_value_answers_value_and_contacts_or_contacts_only() -> None:
     key, value = dht_key(user.verify_key), record(user).encode()
     asker = stranger(rng)
     empty = peer.handle(asker, FindValue(key), NOW).reply
-    assert isinstance(empty, Nodes) and len(empty.contacts) == MAX_REPLY_CONTACTS
+    # FIND_VALUE is always answered by Value (the wire checks one reply kind per request)
+    assert isinstance(empty, Value) and empty.value == b""
+    assert len(empty.contacts) == MAX_REPLY_CONTACTS
     assert peer.handle(stranger(rng), Store(key, value), NOW).reply == Stored(True)
     held = peer.handle(asker, FindValue(key), NOW).reply
     assert isinstance(held, Value) and held.value == value
