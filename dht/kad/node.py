@@ -162,7 +162,10 @@ class DhtNode:
         self._started = True
         await self._endpoint.start(host, port)
         me = Contact(self._identity.verify_key, *self._endpoint.address)
-        self._peer = Peer(me, self._table, self._storage, time.monotonic(), limits=self._limits)
+        self._peer = Peer(  # requests are rate-limited per source by the engine
+            me, self._table, self._storage, time.monotonic(), limits=self._limits,
+            limit_requests=False,
+        )
         log.info("DHT node %s listening on %s:%d", self.node_id.hex(), host, self.port)
         self._tasks.spawn(self._every(min(self._refresh_interval, UPKEEP_EVERY), self._upkeep))
         self._tasks.spawn(self._every(self._bootstrap_interval, self._retry_bootstrap))

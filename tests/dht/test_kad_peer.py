@@ -47,7 +47,7 @@ def stranger(rng: random.Random, host: str | None = None) -> Contact:
 
 
 def make_peer(
-    limits: DhtLimits = OPEN, seed: int = 1, **kwargs: float
+    limits: DhtLimits = OPEN, seed: int = 1, **kwargs: float | bool
 ) -> tuple[Peer, Clock, random.Random]:
     rng = random.Random(seed)
     me = stranger(rng)
@@ -140,6 +140,24 @@ def test_requests_and_stores_are_rate_limited_per_ip() -> None:
     user = Identity(rng.randbytes(32))
     key, value = dht_key(user.verify_key), record(user).encode()
     stores = [peer.handle(storer, Store(key, value), NOW).reply for _ in range(6)]
+    assert stores.count(Stored(True)) == 3 and stores.count(None) == 3
+
+
+def test_request_buckets_can_be_left_to_the_wire() -> None:
+    """Behind an RpcEngine (which charges the same per-source limits before the signature
+    check) the Peer keeps no second table of buckets; STOREs are still limited here."""
+    limits = DhtLimits(
+        contacts_per_ip_bucket=10**6, contacts_per_ip=10**6, contacts_per_subnet_bucket=10**6,
+        contacts_per_subnet=10**6, requests_per_ip_second=1.0, requests_per_ip_burst=10,
+    )
+    peer, _, rng = make_peer(
+        limits, stores_per_ip_second=1.0, stores_per_ip_burst=3, limit_requests=False
+    )
+    flood = stranger(rng, "198.51.100.9")
+    assert [peer.handle(flood, Ping(), NOW).reply for _ in range(50)] == [Pong()] * 50
+    user = Identity(rng.randbytes(32))
+    key, value = dht_key(user.verify_key), record(user).encode()
+    stores = [peer.handle(flood, Store(key, value), NOW).reply for _ in range(6)]
     assert stores.count(Stored(True)) == 3 and stores.count(None) == 3
 
 
