@@ -93,6 +93,7 @@ class _Path:
     known: dict[bytes, tuple[Contact, int]] = field(default_factory=dict)  # id -> (c, hops)
     answered: list[int] = field(default_factory=list)  # sorted distances of its answerers
     in_flight: int = 0
+    flying: dict[bytes, int] = field(default_factory=dict)  # in flight, not slow: id -> dist
     slow: dict[bytes, int] = field(default_factory=dict)  # silent for long: id -> distance
 
 
@@ -220,6 +221,7 @@ class Lookup(Generic[T]):
         else:
             path.in_flight -= 1
             self._in_flight -= 1
+            del path.flying[node_id]
         hops = path.known[contact.node_id][1]
         contacts: tuple[Contact, ...] | None = None
         if isinstance(reply, Nodes) and self._accept is None:
@@ -252,7 +254,7 @@ class Lookup(Generic[T]):
         path = self._paths[index]
         if node_id in path.slow or self._ended:
             return []
-        path.slow[node_id] = self._distance(contact)
+        path.slow[node_id] = path.flying.pop(node_id)
         path.in_flight -= 1
         self._in_flight -= 1
         return self._next(index)
@@ -283,9 +285,13 @@ class Lookup(Generic[T]):
             ):
                 heapq.heappop(path.candidates)  # another path's, or known dead
                 continue
-            if len(path.answered) >= self._beam and distance >= path.answered[self._beam - 1]:
+            closer = bisect.bisect_left(path.answered, distance)
+            if closer >= self._beam:
                 break  # this path has heard from the beam closest it can find
+            if closer + sum(d < distance for d in path.flying.values()) >= self._beam:
+                break  # ... or will, if those in flight answer (if not, it goes on then)
             heapq.heappop(path.candidates)
+            path.flying[node_id] = distance
             self._path_of[node_id] = index
             path.in_flight += 1
             self._in_flight += 1
