@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -327,23 +328,19 @@ class Lookup(Generic[T]):
 
 
 class RttEstimate:
-    """Round-trip times of recent answers, and from them how long a lookup lets a silent peer
-    hold a slot: three times the 90th percentile, at least ``SLOW_MIN``, at most ``ceiling``.
-    A fixed fraction of the RPC timeout made each dead peer cost a lookup that long (1.25 s)
-    where answers take milliseconds."""
+    """Round-trip times of the latest answers, and from them how long a lookup lets a silent
+    peer hold a slot: three times the 90th percentile, at least ``SLOW_MIN``, at most
+    ``ceiling``. A fixed fraction of the RPC timeout made each dead peer cost a lookup that
+    long (1.25 s) where answers take milliseconds. The window is short (16) and the driver
+    reads it afresh while the lookup runs, so the answers of the lookup itself soon set it,
+    not those of a busy moment long past (a node's last queries may date from its join)."""
 
-    def __init__(self, ceiling: float, size: int = 64) -> None:
+    def __init__(self, ceiling: float, size: int = 16) -> None:
         self._ceiling = ceiling
-        self._samples: list[float] = []
-        self._size = size
-        self._next = 0
+        self._samples: deque[float] = deque(maxlen=size)
 
     def add(self, rtt: float) -> None:
-        if len(self._samples) < self._size:
-            self._samples.append(rtt)
-        else:
-            self._samples[self._next] = rtt
-        self._next = (self._next + 1) % self._size
+        self._samples.append(rtt)
 
     def slow_after(self) -> float:
         """The wait; the ceiling until a few answers were measured."""
@@ -355,30 +352,37 @@ class RttEstimate:
 
 
 async def run_lookup(
-    lookup: Lookup[T], query: Query, *, slow_after: float | None = None
+    lookup: Lookup[T], query: Query, *, slow_after: float | Callable[[], float] | None = None
 ) -> LookupResult[T]:
     """Drive ``lookup`` over ``query``: each answer immediately releases the next request.
 
     ``query`` returns None for a timeout or an unusable answer; an exception counts as None.
-    A request unanswered after ``slow_after`` seconds stops holding a slot (see
-    :meth:`Lookup.on_slow`), so dead peers cost that long instead of the full timeout; the
-    lookup ends when every request still holding a slot is settled.
+    A request unanswered after ``slow_after`` seconds (a callable is asked again whenever the
+    driver waits, e.g. :meth:`RttEstimate.slow_after` as answers come in) stops holding a slot
+    (see :meth:`Lookup.on_slow`), so dead peers cost that long instead of the full timeout;
+    the lookup ends when every request still holding a slot is settled.
     """
     loop = asyncio.get_running_loop()
-    pending: dict[asyncio.Future[Reply | None], tuple[Contact, float]] = {}
+    pending: dict[asyncio.Future[Reply | None], tuple[Contact, float]] = {}  # -> (c, sent)
+    slow = float("inf")  # "sent" of a request already reported slow
+
+    def wait_after() -> float:
+        if slow_after is None:
+            return float("inf")
+        return slow_after() if callable(slow_after) else slow_after
 
     async def ask(contact: Contact) -> Reply | None:
         return await query(contact, lookup.request)
 
     def send(contacts: list[Contact]) -> None:
         for contact in contacts:
-            deadline = loop.time() + slow_after if slow_after is not None else float("inf")
-            pending[asyncio.ensure_future(ask(contact))] = (contact, deadline)
+            pending[asyncio.ensure_future(ask(contact))] = (contact, loop.time())
 
     send(lookup.start())
     try:
         while pending and not lookup.done:
-            wait = min(deadline for _, deadline in pending.values()) - loop.time()
+            after = wait_after()
+            wait = min(sent for _, sent in pending.values()) + after - loop.time()
             done, _ = await asyncio.wait(
                 pending,
                 timeout=None if wait == float("inf") else max(0.0, wait),
@@ -388,10 +392,10 @@ async def run_lookup(
                 contact, _ = pending.pop(future)
                 failed = future.cancelled() or future.exception() is not None
                 send(lookup.on_reply(contact, None if failed else future.result()))
-            now = loop.time()
-            for future, (contact, deadline) in list(pending.items()):
-                if deadline <= now:
-                    pending[future] = (contact, float("inf"))
+            now, after = loop.time(), wait_after()
+            for future, (contact, sent) in list(pending.items()):
+                if sent + after <= now:
+                    pending[future] = (contact, slow)
                     send(lookup.on_slow(contact))
     finally:
         for future in pending:

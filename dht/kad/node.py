@@ -368,7 +368,7 @@ class DhtNode:
             per_ip=self._limits.contacts_per_ip_bucket,
             per_subnet=self._limits.contacts_per_subnet_bucket,
         )
-        result = await run_lookup(lookup, self._query, slow_after=self._rtt.slow_after())
+        result = await run_lookup(lookup, self._query, slow_after=self._rtt.slow_after)
         for liar in result.liars:  # a wrong kind of answer, or a record that fails its checks
             self._table.remove(liar.node_id)
         return result

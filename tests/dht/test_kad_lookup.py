@@ -413,15 +413,37 @@ def test_find_value_takes_value_replies_only_and_an_empty_value_is_no_record() -
     assert result.found is not None and result.found.seq == 4
 
 
-def test_slow_after_follows_measured_round_trips() -> None:
+def test_slow_after_follows_the_latest_round_trips() -> None:
     rtt = RttEstimate(ceiling=1.25)
     assert rtt.slow_after() == 1.25  # nothing measured yet: the ceiling
-    for i in range(100):
-        rtt.add(0.002 if i % 5 else 0.03)  # 80 % answer in 2 ms, 20 % in 30 ms
-    assert rtt.slow_after() == pytest.approx(0.09)  # 3 x p90
-    for _ in range(64):
+    for _ in range(16):
+        rtt.add(0.9)  # a busy moment (a join storm)
+    assert rtt.slow_after() == 1.25  # never above the ceiling
+    for i in range(16):
+        rtt.add(0.002 if i % 5 else 0.03)  # now: 80 % answer in 2 ms, 20 % in 30 ms
+    assert rtt.slow_after() == pytest.approx(0.09)  # 3 x p90 of the latest only
+    for _ in range(16):
         rtt.add(0.001)
     assert rtt.slow_after() == SLOW_MIN  # never below: a busy peer is not a dead one
-    for _ in range(64):
-        rtt.add(2.0)
-    assert rtt.slow_after() == 1.25  # never above the ceiling
+
+
+async def test_driver_reads_slow_after_afresh_while_it_waits() -> None:
+    """The silent peer was sent while slow_after was long; answers since shortened it, and
+    the driver frees the silent peer's slot by the new value, not the one at sending."""
+    nodes, views = make_network(200, 29)
+    me, target = nodes[0], nodes[120].node_id
+    seeds = views[me.node_id][:20]
+    silent = sorted(seeds, key=lambda c: distance(c.node_id, target))[0]
+    base = honest(views, {})
+    rtt = RttEstimate(ceiling=3600.0)
+
+    async def query(contact: Contact, request: Request) -> Reply | None:
+        if contact == silent:
+            await asyncio.Event().wait()  # never answers, never times out
+        await asyncio.sleep(0.001)
+        rtt.add(0.001)
+        return base(contact, request)
+
+    lookup: Lookup[int] = Lookup(me.node_id, target, seeds)
+    result = await asyncio.wait_for(run_lookup(lookup, query, slow_after=rtt.slow_after), 10)
+    assert silent not in result.closest and len(result.closest) == 20
