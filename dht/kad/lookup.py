@@ -18,8 +18,15 @@ What changed from the ``kademlia`` package's crawler, and why:
   validates, and names the close peers that answered with an older or no value (for repair
   STOREs) and those whose value ``accept`` refused (to penalise).
 
+- A silent peer costs a slot for ``slow_after`` (a few measured round trips), never the
+  lookup its timeout: once ``alpha`` peers answered, the lookup ends when no request holds a
+  slot, whatever the silent ones may still say.
+- One IP (one /24 or /64) may be only a few of a lookup's candidates, over all its paths, so
+  an address naming many fresh ids cannot fill the shortlist with peers that never answer.
+
 The per-path criterion to stop ("the next candidate is farther than the ``beam``-th closest
-peer that answered") is the one of hivemind's ``traverse_dht`` beam search.
+peer that answered", here also counting those in flight) is the one of hivemind's
+``traverse_dht`` beam search.
 """
 
 from __future__ import annotations
