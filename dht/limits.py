@@ -108,7 +108,10 @@ def cap_addresses(
 
 
 class TokenBucket:
-    """``rate`` actions per second with bursts of ``burst``; time is passed in (monotonic)."""
+    """``rate`` actions per second with bursts of ``burst``; time is passed in (monotonic).
+    Slotted: a node keeps one per recent source address (thousands)."""
+
+    __slots__ = ("_burst", "_rate", "_tokens", "_updated")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self._rate = rate

@@ -18,8 +18,15 @@ What changed from the ``kademlia`` package's crawler, and why:
   validates, and names the close peers that answered with an older or no value (for repair
   STOREs) and those whose value ``accept`` refused (to penalise).
 
+- A silent peer costs a slot for ``slow_after`` (a few measured round trips), never the
+  lookup its timeout: once ``alpha`` peers answered, the lookup ends when no request holds a
+  slot, whatever the silent ones may still say.
+- One IP (one /24 or /64) may be only a few of a lookup's candidates, over all its paths, so
+  an address naming many fresh ids cannot fill the shortlist with peers that never answer.
+
 The per-path criterion to stop ("the next candidate is farther than the ``beam``-th closest
-peer that answered") is the one of hivemind's ``traverse_dht`` beam search.
+peer that answered", here also counting those in flight) is the one of hivemind's
+``traverse_dht`` beam search.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -41,6 +49,7 @@ from dht.kad.messages import (
     Request,
     Value,
 )
+from dht.limits import DEFAULT_LIMITS, subnet
 
 T = TypeVar("T")
 
@@ -52,6 +61,15 @@ number of queries (49 vs 50), since a path stops by distance, not by rounds."""
 PATHS = 3
 MAX_QUERIES = 400
 """Bound on the requests one lookup sends, whatever the answers say."""
+PER_IP = DEFAULT_LIMITS.contacts_per_ip_bucket
+PER_SUBNET = DEFAULT_LIMITS.contacts_per_subnet_bucket
+"""Candidates one IP (one /24 or /64) may be among in one lookup, over all its paths: a
+lookup's shortlist is one neighbourhood, so it gets a k-bucket's caps. Peers named beyond
+them are not asked, so an address announcing many fresh ids costs a lookup a few slots, not
+its shortlist (seeds, from our own capped table, are counted but always kept)."""
+SLOW_MIN = 0.05
+"""Least ``slow_after`` that :class:`RttEstimate` suggests: below it, a busy loopback peer
+would be taken for a dead one."""
 
 Query = Callable[[Contact, Request], Awaitable[Reply | None]]
 
@@ -83,6 +101,7 @@ class _Path:
     known: dict[bytes, tuple[Contact, int]] = field(default_factory=dict)  # id -> (c, hops)
     answered: list[int] = field(default_factory=list)  # sorted distances of its answerers
     in_flight: int = 0
+    flying: dict[bytes, int] = field(default_factory=dict)  # in flight, not slow: id -> dist
     slow: dict[bytes, int] = field(default_factory=dict)  # silent for long: id -> distance
 
 
@@ -107,6 +126,8 @@ class Lookup(Generic[T]):
         beam: int | None = None,
         avoid: Callable[[bytes], bool] | None = None,
         max_queries: int = MAX_QUERIES,
+        per_ip: int = PER_IP,
+        per_subnet: int = PER_SUBNET,
     ) -> None:
         self.target = target
         self.request: Request = FindValue(target) if accept is not None else FindNode(target)
@@ -115,12 +136,21 @@ class Lookup(Generic[T]):
         self._accept = accept
         self._k = k
         self._alpha = alpha
-        self._beam = beam or k
+        # FIND_VALUE: each path hears from its share of k (their union is k peers near the
+        # key, where the record's replicas are); S/Kademlia's d paths of k each cost every
+        # read d*k signed round trips. FIND_NODE (where to STORE) keeps k per path.
+        paths = max(1, paths)
+        self._beam = beam or (k if accept is None else max(alpha, -(-k // paths)))
+        self._per_ip = per_ip
+        self._per_subnet = per_subnet
+        self._ips: dict[str, int] = {}
+        self._subnets: dict[str, int] = {}
         self._avoid = avoid
         self._max_queries = max_queries
-        self._paths = [_Path() for _ in range(max(1, paths))]
+        self._paths = [_Path() for _ in range(paths)]
         self._path_of: dict[bytes, int] = {}  # queried id -> the one path that asked it
         self._seeds: set[bytes] = set()
+        self._learned: set[bytes] = set()  # ids counted against the per-IP/subnet caps
         self._answered: dict[bytes, tuple[int, Contact, int]] = {}  # id -> (dist, c, hops)
         self._failed: dict[bytes, Contact] = {}
         self._ended = False  # result() was taken: late answers are ignored
@@ -135,8 +165,8 @@ class Lookup(Generic[T]):
             key=self._distance,
         )
         for i, contact in enumerate(ordered):
-            self._learn(self._paths[i % len(self._paths)], contact, 1)
             self._seeds.add(contact.node_id)
+            self._learn(self._paths[i % len(self._paths)], contact, 1)
 
     def _distance(self, contact: Contact) -> int:
         return int.from_bytes(contact.node_id, "big") ^ self._number
@@ -145,6 +175,13 @@ class Lookup(Generic[T]):
         node_id = contact.node_id
         if node_id == self._own_id or node_id in path.known:
             return
+        if node_id not in self._learned:
+            net = subnet(contact.host)
+            ips, nets = self._ips.get(contact.host, 0), self._subnets.get(net, 0)
+            if node_id not in self._seeds and (ips >= self._per_ip or nets >= self._per_subnet):
+                return  # this address (or its subnet) has its share of the shortlist
+            self._learned.add(node_id)
+            self._ips[contact.host], self._subnets[net] = ips + 1, nets + 1
         path.known[node_id] = (contact, hops)
         heapq.heappush(path.candidates, (self._distance(contact), node_id))
 
@@ -155,16 +192,19 @@ class Lookup(Generic[T]):
 
     @property
     def done(self) -> bool:
-        """Nothing holds a slot (after :meth:`start`) and either k peers answered or no slow
-        peer is left to wait for: the result is final.
+        """Nothing holds a slot (after :meth:`start`), and slow peers are not worth waiting for:
+        the result is final.
 
-        A peer silent past ``slow_after`` (several round trips) is most likely dead; once k
-        others answered, waiting for its timeout would cost every lookup near a dead node the
-        full timeout for an answer that rarely comes.
+        A peer silent past ``slow_after`` (several round trips) is most likely dead and no
+        longer blocks: each path already went on to its next candidates and stopped by the
+        distance of those that answered. Waiting for the timeout cost every lookup near a dead
+        node the full timeout (under churn fewer than k of the few peers every answer names
+        are alive). Only a lookup that heard from fewer than ``alpha`` peers (a tiny network,
+        or our link is the slow one) waits for its slow peers.
         """
         if self._in_flight or self._ended:
             return self._ended
-        if len(self._answered) >= self._k:
+        if len(self._answered) >= min(self._alpha, self._k):
             return True
         return not any(path.slow for path in self._paths)
 
@@ -189,13 +229,15 @@ class Lookup(Generic[T]):
         else:
             path.in_flight -= 1
             self._in_flight -= 1
+            del path.flying[node_id]
         hops = path.known[contact.node_id][1]
         contacts: tuple[Contact, ...] | None = None
-        if isinstance(reply, Nodes):
+        if isinstance(reply, Nodes) and self._accept is None:
             contacts = reply.contacts
         elif isinstance(reply, Value) and self._accept is not None:
-            contacts = reply.contacts
-            self._value(contact, reply.value)
+            contacts = reply.contacts  # FIND_VALUE is answered by Value; empty: no record
+            if reply.value:
+                self._value(contact, reply.value)
         if contacts is None:  # timeout, or a reply that does not answer this request
             if reply is None:
                 self._failed[contact.node_id] = contact
@@ -220,7 +262,7 @@ class Lookup(Generic[T]):
         path = self._paths[index]
         if node_id in path.slow or self._ended:
             return []
-        path.slow[node_id] = self._distance(contact)
+        path.slow[node_id] = path.flying.pop(node_id)
         path.in_flight -= 1
         self._in_flight -= 1
         return self._next(index)
@@ -251,9 +293,13 @@ class Lookup(Generic[T]):
             ):
                 heapq.heappop(path.candidates)  # another path's, or known dead
                 continue
-            if len(path.answered) >= self._beam and distance >= path.answered[self._beam - 1]:
+            closer = bisect.bisect_left(path.answered, distance)
+            if closer >= self._beam:
                 break  # this path has heard from the beam closest it can find
+            if closer + sum(d < distance for d in path.flying.values()) >= self._beam:
+                break  # ... or will, if those in flight answer (if not, it goes on then)
             heapq.heappop(path.candidates)
+            path.flying[node_id] = distance
             self._path_of[node_id] = index
             path.in_flight += 1
             self._in_flight += 1
@@ -288,31 +334,62 @@ class Lookup(Generic[T]):
         )
 
 
+class RttEstimate:
+    """Round-trip times of the latest answers, and from them how long a lookup lets a silent
+    peer hold a slot: three times the 90th percentile, at least ``SLOW_MIN``, at most
+    ``ceiling``. A fixed fraction of the RPC timeout made each dead peer cost a lookup that
+    long (1.25 s) where answers take milliseconds. The window is short (16) and the driver
+    reads it afresh while the lookup runs, so the answers of the lookup itself soon set it,
+    not those of a busy moment long past (a node's last queries may date from its join)."""
+
+    def __init__(self, ceiling: float, size: int = 16) -> None:
+        self._ceiling = ceiling
+        self._samples: deque[float] = deque(maxlen=size)
+
+    def add(self, rtt: float) -> None:
+        self._samples.append(rtt)
+
+    def slow_after(self) -> float:
+        """The wait; the ceiling until a few answers were measured."""
+        if len(self._samples) < 8:
+            return self._ceiling
+        ordered = sorted(self._samples)
+        p90 = ordered[min(len(ordered) - 1, (9 * len(ordered)) // 10)]
+        return min(self._ceiling, max(SLOW_MIN, 3 * p90))
+
+
 async def run_lookup(
-    lookup: Lookup[T], query: Query, *, slow_after: float | None = None
+    lookup: Lookup[T], query: Query, *, slow_after: float | Callable[[], float] | None = None
 ) -> LookupResult[T]:
     """Drive ``lookup`` over ``query``: each answer immediately releases the next request.
 
     ``query`` returns None for a timeout or an unusable answer; an exception counts as None.
-    A request unanswered after ``slow_after`` seconds stops holding a slot (see
-    :meth:`Lookup.on_slow`), so dead peers cost that long instead of the full timeout; the
-    lookup ends when every request still holding a slot is settled.
+    A request unanswered after ``slow_after`` seconds (a callable is asked again whenever the
+    driver waits, e.g. :meth:`RttEstimate.slow_after` as answers come in) stops holding a slot
+    (see :meth:`Lookup.on_slow`), so dead peers cost that long instead of the full timeout;
+    the lookup ends when every request still holding a slot is settled.
     """
     loop = asyncio.get_running_loop()
-    pending: dict[asyncio.Future[Reply | None], tuple[Contact, float]] = {}
+    pending: dict[asyncio.Future[Reply | None], tuple[Contact, float]] = {}  # -> (c, sent)
+    slow = float("inf")  # "sent" of a request already reported slow
+
+    def wait_after() -> float:
+        if slow_after is None:
+            return float("inf")
+        return slow_after() if callable(slow_after) else slow_after
 
     async def ask(contact: Contact) -> Reply | None:
         return await query(contact, lookup.request)
 
     def send(contacts: list[Contact]) -> None:
         for contact in contacts:
-            deadline = loop.time() + slow_after if slow_after is not None else float("inf")
-            pending[asyncio.ensure_future(ask(contact))] = (contact, deadline)
+            pending[asyncio.ensure_future(ask(contact))] = (contact, loop.time())
 
     send(lookup.start())
     try:
         while pending and not lookup.done:
-            wait = min(deadline for _, deadline in pending.values()) - loop.time()
+            after = wait_after()
+            wait = min(sent for _, sent in pending.values()) + after - loop.time()
             done, _ = await asyncio.wait(
                 pending,
                 timeout=None if wait == float("inf") else max(0.0, wait),
@@ -322,10 +399,10 @@ async def run_lookup(
                 contact, _ = pending.pop(future)
                 failed = future.cancelled() or future.exception() is not None
                 send(lookup.on_reply(contact, None if failed else future.result()))
-            now = loop.time()
-            for future, (contact, deadline) in list(pending.items()):
-                if deadline <= now:
-                    pending[future] = (contact, float("inf"))
+            now, after = loop.time(), wait_after()
+            for future, (contact, sent) in list(pending.items()):
+                if sent + after <= now:
+                    pending[future] = (contact, slow)
                     send(lookup.on_slow(contact))
     finally:
         for future in pending:

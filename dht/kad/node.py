@@ -29,8 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from crypto.keys import Identity
 from dht.kad.contact import Contact, node_id_for
-from dht.kad.lookup import ALPHA, PATHS, Lookup, LookupResult, run_lookup
-from dht.kad.messages import FindNode, FindValue, Nodes, Ping, Reply, Request, Store, Stored, Value
+from dht.kad.lookup import ALPHA, PATHS, Lookup, LookupResult, RttEstimate, run_lookup
+from dht.kad.messages import FindNode, FindValue, Ping, Reply, Request, Store, Stored
 from dht.kad.peer import Peer, Publisher
 from dht.kad.routing import RETRY_AFTER, RoutingTable
 from dht.kad.rpc import RpcEngine
@@ -75,7 +75,7 @@ class DhtNode:
     also by the routing table's own schedule), our own records are stored again each
     ``republish_interval`` (and before they expire), and bootstrapping is retried every
     ``bootstrap_interval`` while no peer is known. Lookups stop waiting for a silent peer after
-    a quarter of ``rpc_timeout``.
+    three times the 90th percentile of recent round trips (at most a quarter of ``rpc_timeout``).
 
     ``limits`` caps what strangers can make the node hold or send (see :class:`DhtLimits`).
     ``protected_peers`` (host, port) become anchors once they answer: exempt from the contact
@@ -102,7 +102,7 @@ class DhtNode:
         self._clock = clock
         self._k = ksize
         self._alpha = alpha
-        self._slow_after = rpc_timeout / 4
+        self._rtt = RttEstimate(ceiling=rpc_timeout / 4)
         self._prove_pause = rpc_timeout
         self._limits = limits
         self._tasks = TaskSet()
@@ -157,7 +157,10 @@ class DhtNode:
         self._started = True
         await self._endpoint.start(host, port)
         me = Contact(self._identity.verify_key, *self._endpoint.address)
-        self._peer = Peer(me, self._table, self._storage, time.monotonic(), limits=self._limits)
+        self._peer = Peer(  # requests are rate-limited per source by the engine
+            me, self._table, self._storage, time.monotonic(), limits=self._limits,
+            limit_requests=False,
+        )
         log.info("DHT node %s listening on %s:%d", self.node_id.hex(), host, self.port)
         self._tasks.spawn(self._every(min(self._refresh_interval, UPKEEP_EVERY), self._upkeep))
         self._tasks.spawn(self._every(self._bootstrap_interval, self._retry_bootstrap))
@@ -298,9 +301,7 @@ class DhtNode:
         ):
             return None  # timed out lately: a lookup does not wait for it again
         reply = await self._endpoint.query(contact, request)
-        if isinstance(reply, Value) and not reply.value:
-            reply = Nodes(reply.contacts)  # "no value" on the wire (see _answer)
-        now = time.monotonic()
+        rtt, now = time.monotonic() - now, time.monotonic()
         if reply is None:
             self._table.failed(contact.node_id, now)
             self._silent[silent] = now
@@ -308,6 +309,7 @@ class DhtNode:
             if len(self._silent) > MAX_SILENT:
                 self._silent.popitem(last=False)
         else:
+            self._rtt.add(rtt)
             self._silent.pop(silent, None)
             self._met(contact, now)
         return reply
@@ -346,10 +348,6 @@ class DhtNode:
         ):
             self._tasks.spawn(self._prove(contact))
         self._kick_handover()
-        if isinstance(request, FindValue) and isinstance(handled.reply, Nodes):
-            # The wire answers FIND_VALUE only with VALUE (one reply kind per request, so the
-            # engine can check it); no record is an empty value, as no record is empty.
-            return Value(b"", handled.reply.contacts)
         return handled.reply
 
     async def _lookup(
@@ -362,8 +360,10 @@ class DhtNode:
         lookup: Lookup[AddressRecord] = Lookup(
             self._node_id, target, seeds, accept=accept, k=self._k, alpha=self._alpha,
             paths=paths, avoid=self._table.is_failed,
+            per_ip=self._limits.contacts_per_ip_bucket,
+            per_subnet=self._limits.contacts_per_subnet_bucket,
         )
-        result = await run_lookup(lookup, self._query, slow_after=self._slow_after)
+        result = await run_lookup(lookup, self._query, slow_after=self._rtt.slow_after)
         for liar in result.liars:  # a wrong kind of answer, or a record that fails its checks
             self._table.remove(liar.node_id)
         return result

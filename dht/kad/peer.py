@@ -88,6 +88,7 @@ class Peer:
         limits: DhtLimits = DEFAULT_LIMITS,
         stores_per_ip_second: float = STORES_PER_IP_SECOND,
         stores_per_ip_burst: int = STORES_PER_IP_BURST,
+        limit_requests: bool = True,
     ) -> None:
         if table.own_id != me.node_id:
             raise ValueError("the routing table is for another node")
@@ -96,6 +97,9 @@ class Peer:
         self.store = store
         self._limits = limits
         self._store_rate = (stores_per_ip_second, stores_per_ip_burst)
+        # per-source request buckets; off where the wire's RpcEngine already charged the
+        # same limits before the signature check (two tables of thousands per node otherwise)
+        self._limit_requests = limit_requests
         self._requests: OrderedDict[str, TokenBucket] = OrderedDict()
         self._stores: OrderedDict[str, TokenBucket] = OrderedDict()
         self._handover = Handover(limits, now)
@@ -104,7 +108,7 @@ class Peer:
     def handle(self, source: Contact, request: Request, now: float) -> Handled:
         """Answer ``request`` from ``source`` (whose address the datagram came from)."""
         limits = self._limits
-        if not self._take(
+        if self._limit_requests and not self._take(
             self._requests, source.host, now, limits.requests_per_ip_second,
             limits.requests_per_ip_burst,
         ):
@@ -116,9 +120,8 @@ class Peer:
             return Handled(Nodes(self._closest(request.target, source, now)), ping)
         if isinstance(request, FindValue):
             contacts = self._closest(request.key, source, now)
-            value = self.store.get(request.key)
-            reply: Reply = Nodes(contacts) if value is None else Value(value, contacts)
-            return Handled(reply, ping)
+            value = self.store.get(request.key)  # none: empty (no record is empty)
+            return Handled(Value(value or b"", contacts), ping)
         if not self._take(self._stores, source.host, now, *self._store_rate):
             return Handled(None, ping)
         return Handled(Stored(self._accept_store(request, source)), ping)

@@ -173,6 +173,8 @@ class SimNode:
             accept=accept,
             paths=paths,
             avoid=self.table.is_failed,
+            per_ip=self.net.limits.contacts_per_ip_bucket,
+            per_subnet=self.net.limits.contacts_per_subnet_bucket,
         )
 
         reported = False

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 from collections import Counter
 from collections.abc import Callable
 
-from dht.kad.contact import Contact, distance
-from dht.kad.lookup import Lookup, LookupResult, run_lookup
+import pytest
+
+from dht.kad.contact import Contact, distance, node_id_for
+from dht.kad.lookup import (
+    PER_IP,
+    PER_SUBNET,
+    SLOW_MIN,
+    Lookup,
+    LookupResult,
+    RttEstimate,
+    run_lookup,
+)
 from dht.kad.messages import (
     MAX_REPLY_CONTACTS,
     FindNode,
@@ -26,7 +37,8 @@ Behaviour = Callable[[Contact, Request], Reply | None]
 def make_network(n: int, seed: int) -> tuple[list[Contact], dict[bytes, list[Contact]]]:
     """``n`` contacts, each knowing its 20 nearest and 20 random others (a sparse view)."""
     rng = random.Random(seed)
-    nodes = [Contact(rng.randbytes(32), f"10.0.{i // 250}.{i % 250 + 1}", 4000) for i in range(n)]
+    # each its own /24: the lookup caps candidates per IP and per subnet
+    nodes = [Contact(rng.randbytes(32), f"10.{i // 250}.{i % 250}.1", 4000) for i in range(n)]
     views = {}
     for c in nodes:
         near = sorted(nodes, key=lambda o: distance(o.node_id, c.node_id))[1:21]
@@ -40,8 +52,8 @@ def honest(views: dict[bytes, list[Contact]], values: dict[bytes, bytes]) -> Beh
         target = request.target if isinstance(request, FindNode) else request.key
         view = sorted(views[contact.node_id], key=lambda o: distance(o.node_id, target))
         closest = tuple(view[:MAX_REPLY_CONTACTS])
-        if isinstance(request, FindValue) and contact.node_id in values:
-            return Value(values[contact.node_id], closest)
+        if isinstance(request, FindValue):
+            return Value(values.get(contact.node_id, b""), closest)  # empty: no record
         return Nodes(closest)
 
     return answer
@@ -157,7 +169,10 @@ def test_work_is_bounded_whatever_the_answers_say() -> None:
     def endless(contact: Contact, request: Request) -> Reply | None:
         nonlocal invented
         invented += 50
-        return Nodes(tuple(Contact(rng.randbytes(32), "10.9.9.9", 1 + i) for i in range(50)))
+        return Nodes(tuple(Contact(rng.randbytes(32), host(), 1 + i) for i in range(50)))
+
+    def host() -> str:  # a fresh address each (one address is capped sooner: see below)
+        return f"10.{rng.randrange(256)}.{rng.randrange(256)}.1"
 
     seeds = [Contact(rng.randbytes(32), "10.0.0.1", 1000 + i) for i in range(5)]
     lookup: Lookup[int] = Lookup(b"\0" * 20, rng.randbytes(20), seeds, max_queries=60)
@@ -239,7 +254,7 @@ def test_a_slow_peer_frees_its_slot_and_is_not_waited_for_once_k_answered() -> N
     assert lookup.result().closest == result.closest
 
 
-def test_a_slow_peer_is_waited_for_while_fewer_than_k_answered() -> None:
+def test_a_slow_peer_is_waited_for_while_fewer_than_alpha_answered() -> None:
     rng = random.Random(12)
     seeds = [Contact(rng.randbytes(32), "10.0.0.1", 1000 + i) for i in range(3)]
     lookup: Lookup[int] = Lookup(b"\0" * 20, rng.randbytes(20), seeds, paths=1)
@@ -280,3 +295,155 @@ async def test_driver_with_slow_after_ends_without_waiting_for_the_dead() -> Non
     assert set(cancelled) == dead & set(cancelled) and cancelled
     alive = [c for c in nodes if c not in dead and c != me]
     assert list(result.closest) == true_closest(alive, target)
+
+
+def drive_with_silent(
+    lookup: Lookup[int], behaviour: Behaviour, silent: set[bytes], asked: Counter[bytes]
+) -> LookupResult[int]:
+    """Like :func:`drive`, but peers in ``silent`` never answer: their slot is released by
+    ``on_slow`` (what ``slow_after`` does) and their timeout never comes."""
+    queue = list(lookup.start())
+    while queue:
+        contact = queue.pop(0)
+        asked[contact.node_id] += 1
+        if contact.node_id in silent:
+            queue += lookup.on_slow(contact)
+        else:
+            queue += lookup.on_reply(contact, behaviour(contact, lookup.request))
+    assert lookup.done  # no silent peer's answer or timeout was needed to end
+    return lookup.result()
+
+
+def test_under_churn_a_lookup_ends_without_any_dead_peers_timeout() -> None:
+    """30 % of the peers near every key are dead: every answer names them, fewer than k of
+    the peers near the key are alive, yet the lookup ends once the live ones answered; the
+    dead are never waited for (their requests stay unanswered) and the record is found."""
+    nodes, views = make_network(300, 21)
+    rng = random.Random(22)
+    for _ in range(10):
+        target = rng.randbytes(20)
+        close = true_closest(nodes, target, 30)
+        dead = {c.node_id for c in rng.sample(close, 12)}  # 12 of the 30 closest
+        alive = [c for c in nodes if c.node_id not in dead]
+        me = rng.choice([c for c in alive if c not in close])
+        values = {c.node_id: b"ok:3" for c in close[:20] if c.node_id not in dead}
+        asked: Counter[bytes] = Counter()
+        lookup = Lookup(me.node_id, target, views[me.node_id][:20], accept=accept_seq)
+        result = drive_with_silent(lookup, honest(views, values), dead, asked)
+        assert dead & set(asked)  # dead peers were asked (and cost a slot each)
+        assert result.found is not None and result.found.seq == 3
+        assert not dead & {c.node_id for c in result.closest}
+        assert max(asked.values()) == 1
+
+
+def test_a_value_lookup_asks_each_path_for_its_share_of_k() -> None:
+    """FIND_VALUE over 3 disjoint paths, each stopping once its share of k (7) answered, asks
+    fewer peers than paths that each hear from k, and still finds the record where its
+    replicas are (the k closest)."""
+    nodes, views = make_network(1000, 23)
+    rng = random.Random(24)
+    for _ in range(10):
+        target = rng.randbytes(20)
+        values = {c.node_id: b"ok:1" for c in true_closest(nodes, target)}
+        me = rng.choice(nodes)
+        value: Lookup[int] = Lookup(me.node_id, target, views[me.node_id][:20], accept=accept_seq)
+        found = drive(value, honest(views, values))
+        assert found.found is not None and found.found.seq == 1
+        whole: Lookup[int] = Lookup(
+            me.node_id, target, views[me.node_id][:20], accept=accept_seq, beam=20
+        )  # each path hears from k peers (S/Kademlia's d x k)
+        assert found.queries < 0.8 * drive(whole, honest(views, values)).queries
+
+
+def sybils_near(target: bytes, hosts: Callable[[int], str], count: int) -> list[Contact]:
+    """``count`` contacts whose ids are the closest to ``target`` among 20,000 fresh keys
+    (an attacker grinding keys), at ``hosts(i)``."""
+    rng = random.Random(target)
+    keys = [rng.randbytes(32) for _ in range(20_000)]
+    near = heapq.nsmallest(count, keys, key=lambda k: distance(node_id_for(k), target))
+    return [Contact(k, hosts(i), 30000 + i) for i, k in enumerate(near)]
+
+
+def eclipse_case(hosts: Callable[[int], str]) -> tuple[Counter[bytes], set[bytes], int]:
+    """Every honest answer names 10 sybils ground near the key (half its contacts); sybils
+    never answer (fresh keys the attacker's socket cannot sign for). How many sybils one
+    lookup asked, and whether it still found the record."""
+    nodes, views = make_network(300, 25)
+    target = random.Random(26).randbytes(20)
+    sybils = sybils_near(target, hosts, 40)
+    base = honest(views, {c.node_id: b"ok:2" for c in true_closest(nodes, target)})
+
+    def poisoned(contact: Contact, request: Request) -> Reply | None:
+        reply = base(contact, request)
+        assert isinstance(reply, Value)
+        named = tuple(random.Random(contact.node_id).sample(sybils, 10))
+        return Value(reply.value, named + reply.contacts[:10])
+
+    asked: Counter[bytes] = Counter()
+    lookup = Lookup(nodes[0].node_id, target, views[nodes[0].node_id][:20], accept=accept_seq)
+    ids = {c.node_id for c in sybils}
+    result = drive_with_silent(lookup, poisoned, ids, asked)
+    assert result.found is not None and result.found.seq == 2
+    return asked, ids, result.queries
+
+
+def test_one_address_naming_many_ids_gets_per_ip_slots_in_a_lookup() -> None:
+    asked, sybils, _ = eclipse_case(lambda i: "203.0.113.66")
+    assert 0 < len(sybils & set(asked)) <= PER_IP  # over all three paths
+
+
+def test_one_subnet_naming_many_ids_gets_per_subnet_slots_in_a_lookup() -> None:
+    asked, sybils, _ = eclipse_case(lambda i: f"203.0.113.{1 + i}")
+    assert 0 < len(sybils & set(asked)) <= PER_SUBNET
+    ipv6, sybils6, _ = eclipse_case(lambda i: f"2001:db8:1:2::{1 + i:x}")
+    assert 0 < len(sybils6 & set(ipv6)) <= PER_SUBNET  # one /64
+
+
+def test_find_value_takes_value_replies_only_and_an_empty_value_is_no_record() -> None:
+    rng = random.Random(27)
+    seeds = [Contact(rng.randbytes(32), f"10.0.{i}.1", 1000) for i in range(3)]
+    lookup: Lookup[int] = Lookup(b"\0" * 20, rng.randbytes(20), seeds, accept=accept_seq)
+    first = lookup.start()
+    lookup.on_reply(first[0], Value(b"", ()))  # no record: an answer, not a lie
+    lookup.on_reply(first[1], Nodes(()))  # FIND_VALUE is answered by Value on the wire
+    lookup.on_reply(first[2], Value(b"ok:4", ()))
+    result = lookup.result()
+    assert [c.node_id for c in result.liars] == [first[1].node_id]
+    assert {c.node_id for c in result.closest} == {first[0].node_id, first[2].node_id}
+    assert result.found is not None and result.found.seq == 4
+
+
+def test_slow_after_follows_the_latest_round_trips() -> None:
+    rtt = RttEstimate(ceiling=1.25)
+    assert rtt.slow_after() == 1.25  # nothing measured yet: the ceiling
+    for _ in range(16):
+        rtt.add(0.9)  # a busy moment (a join storm)
+    assert rtt.slow_after() == 1.25  # never above the ceiling
+    for i in range(16):
+        rtt.add(0.002 if i % 5 else 0.03)  # now: 80 % answer in 2 ms, 20 % in 30 ms
+    assert rtt.slow_after() == pytest.approx(0.09)  # 3 x p90 of the latest only
+    for _ in range(16):
+        rtt.add(0.001)
+    assert rtt.slow_after() == SLOW_MIN  # never below: a busy peer is not a dead one
+
+
+async def test_driver_reads_slow_after_afresh_while_it_waits() -> None:
+    """The silent peer was sent while slow_after was long; answers since shortened it, and
+    the driver frees the silent peer's slot by the new value, not the one at sending."""
+    nodes, views = make_network(200, 29)
+    me, target = nodes[0], nodes[120].node_id
+    seeds = views[me.node_id][:20]
+    silent = sorted(seeds, key=lambda c: distance(c.node_id, target))[0]
+    base = honest(views, {})
+    rtt = RttEstimate(ceiling=3600.0)
+
+    async def query(contact: Contact, request: Request) -> Reply | None:
+        if contact == silent:
+            await asyncio.Event().wait()  # never answers, never times out
+        await asyncio.sleep(0.001)
+        rtt.add(0.001)
+        return base(contact, request)
+
+    lookup: Lookup[int] = Lookup(me.node_id, target, seeds)
+    result = await asyncio.wait_for(run_lookup(lookup, query, slow_after=rtt.slow_after), 10)
+    assert silent not in result.closest and len(result.closest) == 20

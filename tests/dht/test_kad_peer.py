@@ -47,7 +47,7 @@ def stranger(rng: random.Random, host: str | None = None) -> Contact:
 
 
 def make_peer(
-    limits: DhtLimits = OPEN, seed: int = 1, **kwargs: float
+    limits: DhtLimits = OPEN, seed: int = 1, **kwargs: float | bool
 ) -> tuple[Peer, Clock, random.Random]:
     rng = random.Random(seed)
     me = stranger(rng)
@@ -83,7 +83,7 @@ def test_find_node_answers_the_closest_bounded_and_never_the_asker() -> None:
     assert list(reply.contacts) == sorted(held, key=lambda c: distance(c.node_id, target))[:20]
 
 
-def test_find_value_answers_value_and_contacts_or_contacts_only() -> None:
+def test_find_value_answers_value_and_contacts_or_an_empty_value() -> None:
     peer, _, rng = make_peer()
     for _ in range(30):
         peer.table.offer(stranger(rng), NOW)
@@ -91,7 +91,9 @@ def test_find_value_answers_value_and_contacts_or_contacts_only() -> None:
     key, value = dht_key(user.verify_key), record(user).encode()
     asker = stranger(rng)
     empty = peer.handle(asker, FindValue(key), NOW).reply
-    assert isinstance(empty, Nodes) and len(empty.contacts) == MAX_REPLY_CONTACTS
+    # FIND_VALUE is always answered by Value (the wire checks one reply kind per request)
+    assert isinstance(empty, Value) and empty.value == b""
+    assert len(empty.contacts) == MAX_REPLY_CONTACTS
     assert peer.handle(stranger(rng), Store(key, value), NOW).reply == Stored(True)
     held = peer.handle(asker, FindValue(key), NOW).reply
     assert isinstance(held, Value) and held.value == value
@@ -138,6 +140,24 @@ def test_requests_and_stores_are_rate_limited_per_ip() -> None:
     user = Identity(rng.randbytes(32))
     key, value = dht_key(user.verify_key), record(user).encode()
     stores = [peer.handle(storer, Store(key, value), NOW).reply for _ in range(6)]
+    assert stores.count(Stored(True)) == 3 and stores.count(None) == 3
+
+
+def test_request_buckets_can_be_left_to_the_wire() -> None:
+    """Behind an RpcEngine (which charges the same per-source limits before the signature
+    check) the Peer keeps no second table of buckets; STOREs are still limited here."""
+    limits = DhtLimits(
+        contacts_per_ip_bucket=10**6, contacts_per_ip=10**6, contacts_per_subnet_bucket=10**6,
+        contacts_per_subnet=10**6, requests_per_ip_second=1.0, requests_per_ip_burst=10,
+    )
+    peer, _, rng = make_peer(
+        limits, stores_per_ip_second=1.0, stores_per_ip_burst=3, limit_requests=False
+    )
+    flood = stranger(rng, "198.51.100.9")
+    assert [peer.handle(flood, Ping(), NOW).reply for _ in range(50)] == [Pong()] * 50
+    user = Identity(rng.randbytes(32))
+    key, value = dht_key(user.verify_key), record(user).encode()
+    stores = [peer.handle(flood, Store(key, value), NOW).reply for _ in range(6)]
     assert stores.count(Stored(True)) == 3 and stores.count(None) == 3
 
 

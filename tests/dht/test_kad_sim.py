@@ -3,12 +3,13 @@ network: churn, liars, one address with many ids, anchors, partitions. Determini
 
 from __future__ import annotations
 
+import functools
 import random
 
 from crypto.keys import Identity
 from dht.kad.contact import Contact, distance
-from dht.kad.lookup import K
-from dht.kad.messages import FindNode
+from dht.kad.lookup import PER_IP, K, LookupResult
+from dht.kad.messages import FindNode, FindValue, Reply, Request
 from dht.kad.peer import Publisher
 from dht.kad.routing import REFRESH_INTERVAL
 from dht.kad.sim import Dropper, Liar, NetConfig, Network, SimNode, measure_lookups
@@ -194,3 +195,64 @@ def test_the_simulation_is_deterministic() -> None:
         return net.sent, stats.latencies, net.now
 
     assert run() == run()
+
+
+def test_after_30_percent_die_no_lookup_waits_for_a_dead_peers_timeout() -> None:
+    """Every answer names the same few peers near the key, 30 % of them dead: a lookup used
+    to wait for each one's timeout (5 s) when fewer than k answered. Now a dead peer costs a
+    slot for ``slow_after`` and the lookup ends when the live ones answered (simulated time)."""
+    config = NetConfig(timeout=5.0, slow_after=0.25)
+    net, members, expected, _ = build(2, config=config)
+    rng = random.Random(2)
+    for node in rng.sample(members, int(0.3 * NODES)):
+        net.kill(node)
+    alive = [n for n in members if n.alive]
+    stats = measure_lookups(net, alive, expected)
+    assert stats.found == stats.wanted == len(alive), stats.summary()
+    assert max(stats.latencies) < config.timeout, stats.summary()
+
+
+def keep(
+    out: list[LookupResult[AddressRecord]], result: LookupResult[AddressRecord], took: float
+) -> None:
+    out.append(result)
+
+
+class CountingLiar(Liar):
+    """A sybil that counts the lookup requests it gets."""
+
+    asked = 0
+
+    def answer(self, node: SimNode, source: Contact, request: Request) -> Reply | None:
+        if isinstance(request, FindNode | FindValue):
+            CountingLiar.asked += 1
+        return super().answer(node, source, request)
+
+
+def test_sybils_at_one_address_get_at_most_per_ip_requests_per_lookup() -> None:
+    """200 ids at one IP, each naming the others closest to every key: a lookup asks at most
+    the per-IP share of them (over all its paths), however many every answer names."""
+    net, members, expected, _ = build(6)
+    accomplices: list[Contact] = []
+    sybil = CountingLiar(accomplices, {})
+    sybils = [net.add(host="203.0.113.66", port=20000 + i, behaviour=sybil) for i in range(200)]
+    accomplices += [s.contact for s in sybils]
+    for s in sybils:
+        for m in members[:40]:
+            s.query(m.contact, FindNode(s.contact.node_id), lambda reply: None)
+    net.run()
+    keys = list(expected)
+    most = 0
+    for i, reader in enumerate(members):  # one lookup at a time, to count each one's share
+        key = keys[i % len(keys)]
+        seeded = sum(c.host == "203.0.113.66" for c in reader.table.seeds(key, K, net.now))
+        results: list[LookupResult[AddressRecord]] = []
+        CountingLiar.asked = 0
+        reader.lookup(key, functools.partial(keep, results), value=True)
+        net.run()
+        [result] = results
+        assert result.found is not None and result.found.value == expected[key].encode()
+        # seeds come from our own (capped) table and are always asked; named ones are capped
+        assert CountingLiar.asked <= max(PER_IP, seeded)
+        most = max(most, CountingLiar.asked)
+    assert most > 0  # the sybils were in reach
