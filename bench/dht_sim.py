@@ -28,7 +28,8 @@ older ones, "missing" nothing (or no answer within LOOKUP_TIMEOUT). Columns: ``R
 mean number of requests the looking-up node sent while its lookup ran (its background work in
 that time, e.g. hand-over STOREs, included); ``p50 x`` the p50 over the first
 implementation's in the same row; ``KiB/node`` a worker's RSS growth from building and filling
-its nodes, over their number; ``build s`` joining plus both publish rounds; ``lookups s`` the
+its nodes, over their number; ``build s`` joining plus both publish rounds; ``pub fail`` how
+many of those publishes failed or timed out (over both rounds); ``lookups s`` the
 row's wall time; ``sybil`` the share of the honest nodes' routing-table contacts on the
 attacker IP once the eclipse nodes have announced themselves.
 
@@ -521,7 +522,8 @@ def table(rows: list[Row]) -> str:
     over the first implementation's in the same scenario."""
     head = (f"{'impl':<9} {'scenario':<13} {'success':>8} {'forged':>6} {'stale':>5} "
             f"{'missing':>7} {'RPCs':>5} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
-            f"{'p50 x':>6} {'KiB/node':>8} {'build s':>7} {'lookups s':>9} {'sybil':>6}")
+            f"{'p50 x':>6} {'KiB/node':>8} {'build s':>7} {'pub fail':>8} {'lookups s':>9} "
+            f"{'sybil':>6}")
     lines = [head, "-" * len(head)]
     first: dict[str, float] = {}
     scenarios = list(dict.fromkeys(row.scenario for row in rows))
@@ -535,7 +537,7 @@ def table(rows: list[Row]) -> str:
             f"{statistics.fmean(row.rpcs) if row.rpcs else 0:>5.1f} {p50:>7.0f} "
             f"{row.percentile(95) * 1000:>7.0f} {row.percentile(99) * 1000:>7.0f} "
             f"{p50 / base if base else 0:>6.2f} {row.kib_per_node:>8.1f} {row.build_s:>7.1f} "
-            f"{row.lookup_s:>9.1f} {sybil:>6}"
+            f"{row.publish_failures:>8} {row.lookup_s:>9.1f} {sybil:>6}"
         )
     return "\n".join(lines)
 

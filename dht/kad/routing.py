@@ -283,8 +283,13 @@ class RoutingTable:
         if len(bucket.replacements) >= self.k:
             self._remove(next(iter(bucket.replacements)))  # the stalest replacement
         self._put(bucket.replacements, index, entry)
-        head = next(iter(bucket.entries.values()))
-        if head.pinged is not None and now - head.pinged < PING_GRACE:
+        # Ping the contact we heard from longest ago, unless even it spoke lately: a full
+        # bucket of live peers needs no proof, and pinging its head for every newcomer made
+        # a loaded node's requests cost pings, which loaded it (and its peers) further.
+        head = min(bucket.entries.values(), key=lambda e: e.seen)
+        if now - head.seen < PING_GRACE or (
+            head.pinged is not None and now - head.pinged < PING_GRACE
+        ):
             return Decision(Kind.FULL)
         head.pinged = now
         return Decision(Kind.FULL, ping=head.contact)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from dht.kad.contact import Contact, distance
 from dht.kad.routing import (
     MAX_FAILURES,
+    PING_GRACE,
     REFRESH_INTERVAL,
     RETRY_AFTER,
     Decision,
@@ -98,19 +99,37 @@ def test_full_bucket_asks_to_ping_its_head_once_and_holds_the_newcomer() -> None
     for c in others[:19]:
         assert t.offer(c, 1.0).kind is Kind.ADDED
     newcomer, second, third = others[19:]
-    decision = t.offer(newcomer, 2.0)
+    late = 1.0 + PING_GRACE  # the bucket has been quiet long enough to be worth a proof
+    decision = t.offer(newcomer, late + 1.0)
     assert decision.kind is Kind.FULL and decision.ping == first
-    assert t.offer(second, 2.5).kind is Kind.FULL and t.offer(second, 2.5).ping is None
-    assert newcomer not in t.closest(newcomer.node_id, 40, 3.0)
+    assert t.offer(second, late + 1.5).kind is Kind.FULL
+    assert t.offer(second, late + 1.5).ping is None
+    assert newcomer not in t.closest(newcomer.node_id, 40, late + 2.0)
     # the head answers: it stays (now the most recently seen), the newcomer keeps waiting
-    t.answered(first.node_id, 3.0)
-    assert first in t.closest(first.node_id, 1, 3.0)
-    decision = t.offer(third, 4.0)
+    t.answered(first.node_id, late + 2.0)
+    assert first in t.closest(first.node_id, 1, late + 2.0)
+    decision = t.offer(third, late + 3.0)
     assert decision.kind is Kind.FULL and decision.ping == others[0]  # the new head
     # that head times out: evicted at once for the freshest waiting replacement
-    assert t.failed(others[0].node_id, 5.0)
+    assert t.failed(others[0].node_id, late + 4.0)
     assert others[0].node_id not in t
     assert third in t.contacts()
+
+
+def test_a_full_bucket_heard_from_lately_costs_a_newcomer_no_ping() -> None:
+    """Every newcomer to a full bucket used to cost a ping of its head; when the head's answer
+    moved it to the tail, the next newcomer pinged the next head, so a node's requests turned
+    into pings at the rate strangers came. A bucket whose quietest contact spoke within
+    PING_GRACE needs no proof; the newcomer waits as a replacement."""
+    t, rng = table()
+    members, newcomers = in_bucket(t, rng, 159, 20), in_bucket(t, rng, 159, 6)
+    for c in members:
+        assert t.offer(c, 0.0).kind is Kind.ADDED
+    for k, c in enumerate(newcomers[:5]):
+        decision = t.offer(c, 1.0 + k)
+        assert decision == Decision(Kind.FULL)
+    t.offer(members[0], PING_GRACE + 0.5)  # it spoke again: the quietest is now members[1]
+    assert t.offer(newcomers[5], PING_GRACE + 1.0).ping == members[1]
 
 
 def test_a_timed_out_contact_is_not_live_and_hearsay_does_not_revive_it() -> None:
