@@ -342,7 +342,7 @@ class DhtNode:
             self._ping(handled.ping)
         if (
             not known
-            and contact.node_id in self._table
+            and self._table.is_live(contact.node_id)  # an entry; a replacement waits unproven
             and self._peer.handover_pending() == queued  # else the hand-over proves it
             and self._pingbacks.take(now)
         ):

@@ -42,6 +42,10 @@ REFRESH_INTERVAL = 3600.0
 """A bucket no lookup went through for this long is refreshed with a lookup of a random id in it."""
 PING_GRACE = 30.0
 """How long a contact stays "being pinged" (no second ping) if the caller never reports back."""
+GOOD_FOR = 900.0
+"""A contact heard from this recently counts as alive without a ping (BitTorrent's DHT, BEP 5,
+calls such a node "good" for 15 minutes): a full bucket pings its quietest contact for a
+newcomer only when even that one has been silent longer."""
 RETRY_AFTER = 60.0
 """A timed-out contact that was not evicted is pinged again after this long (partitions heal)."""
 ID_BITS = ID_SIZE * 8
@@ -283,11 +287,11 @@ class RoutingTable:
         if len(bucket.replacements) >= self.k:
             self._remove(next(iter(bucket.replacements)))  # the stalest replacement
         self._put(bucket.replacements, index, entry)
-        # Ping the contact we heard from longest ago, unless even it spoke lately: a full
-        # bucket of live peers needs no proof, and pinging its head for every newcomer made
-        # a loaded node's requests cost pings, which loaded it (and its peers) further.
+        # Ping the contact we heard from longest ago, unless even it is good (GOOD_FOR): a
+        # full bucket of live peers needs no proof, and pinging its head for every newcomer
+        # made each lookup through us cost pings on top of its answers.
         head = min(bucket.entries.values(), key=lambda e: e.seen)
-        if now - head.seen < PING_GRACE or (
+        if now - head.seen < GOOD_FOR or (
             head.pinged is not None and now - head.pinged < PING_GRACE
         ):
             return Decision(Kind.FULL)

@@ -19,7 +19,7 @@ from dht.kad.messages import (
     Value,
 )
 from dht.kad.peer import EXPIRY_MARGIN, REPUBLISH_INTERVAL, RETRY_AFTER, Peer, Publisher
-from dht.kad.routing import PING_GRACE, RoutingTable
+from dht.kad.routing import GOOD_FOR, RoutingTable
 from dht.limits import DhtLimits
 from dht.records import AddressRecord, dht_key
 from dht.storage import RecordStore
@@ -171,7 +171,7 @@ def test_a_full_bucket_asks_for_a_ping_of_its_head() -> None:
     for c in far[:20]:
         assert peer.handle(c, Ping(), NOW).ping is None
     assert peer.handle(far[20], Ping(), NOW + 1).ping is None  # all spoke lately
-    assert peer.handle(far[21], Ping(), NOW + PING_GRACE).ping == far[0]
+    assert peer.handle(far[21], Ping(), NOW + GOOD_FOR).ping == far[0]
 
 
 def test_records_are_handed_to_a_closer_newcomer_after_it_proves_its_address() -> None:

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from dht.kad.contact import Contact, distance
 from dht.kad.routing import (
+    GOOD_FOR,
     MAX_FAILURES,
-    PING_GRACE,
     REFRESH_INTERVAL,
     RETRY_AFTER,
     Decision,
@@ -99,7 +99,7 @@ def test_full_bucket_asks_to_ping_its_head_once_and_holds_the_newcomer() -> None
     for c in others[:19]:
         assert t.offer(c, 1.0).kind is Kind.ADDED
     newcomer, second, third = others[19:]
-    late = 1.0 + PING_GRACE  # the bucket has been quiet long enough to be worth a proof
+    late = 1.0 + GOOD_FOR  # the bucket has been quiet long enough to be worth a proof
     decision = t.offer(newcomer, late + 1.0)
     assert decision.kind is Kind.FULL and decision.ping == first
     assert t.offer(second, late + 1.5).kind is Kind.FULL
@@ -120,7 +120,7 @@ def test_a_full_bucket_heard_from_lately_costs_a_newcomer_no_ping() -> None:
     """Every newcomer to a full bucket used to cost a ping of its head; when the head's answer
     moved it to the tail, the next newcomer pinged the next head, so a node's requests turned
     into pings at the rate strangers came. A bucket whose quietest contact spoke within
-    PING_GRACE needs no proof; the newcomer waits as a replacement."""
+    GOOD_FOR (BEP 5's 15 minutes) needs no proof; the newcomer waits as a replacement."""
     t, rng = table()
     members, newcomers = in_bucket(t, rng, 159, 20), in_bucket(t, rng, 159, 6)
     for c in members:
@@ -128,8 +128,8 @@ def test_a_full_bucket_heard_from_lately_costs_a_newcomer_no_ping() -> None:
     for k, c in enumerate(newcomers[:5]):
         decision = t.offer(c, 1.0 + k)
         assert decision == Decision(Kind.FULL)
-    t.offer(members[0], PING_GRACE + 0.5)  # it spoke again: the quietest is now members[1]
-    assert t.offer(newcomers[5], PING_GRACE + 1.0).ping == members[1]
+    t.offer(members[0], GOOD_FOR + 0.5)  # it spoke again: the quietest is now members[1]
+    assert t.offer(newcomers[5], GOOD_FOR + 1.0).ping == members[1]
 
 
 def test_a_timed_out_contact_is_not_live_and_hearsay_does_not_revive_it() -> None:
