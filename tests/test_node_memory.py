@@ -7,8 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+
+from mailnode.client_tls import TLS_NAME
+from tests.e2e.nodes import NodeProcess
 
 
 def _python(code: str) -> str:
@@ -58,3 +62,30 @@ def test_a_freed_scrypt_buffer_goes_back_to_the_system() -> None:
     bounded = int(_python("BOUND = True\n" + textwrap.dedent(RETAINED_AFTER_TWO_SCRYPTS)))
     assert unbounded >= 16 * 2**20  # what this test guards against does happen
     assert bounded < 2**20
+
+
+SERVE_AND_LIST_MODULES = """
+    import asyncio, sys
+    from pathlib import Path
+    from mailnode.node import serve
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        await serve(Path(DATA_DIR), stop, lambda _listening: stop.set())
+
+    asyncio.run(main())
+    print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def test_a_serving_node_loads_neither_cryptography_nor_alembic(tmp_path: Path) -> None:
+    """cryptography (~10 MB of a node's RSS) makes certificates, and alembic (with mako,
+    ~11 MB) upgrades databases: a node whose data directory has both up to date needs
+    neither to serve, from its imports through startup until it is ready."""
+    node = NodeProcess.init(tmp_path, [])
+    assert (tmp_path / TLS_NAME).exists()  # made at init: nothing left to make
+    loaded = _python(f"DATA_DIR = {str(node.data_dir)!r}\n"
+                     + textwrap.dedent(SERVE_AND_LIST_MODULES)).split()
+    assert "mailnode" in loaded and "sqlalchemy" in loaded  # it did serve
+    assert "cryptography" not in loaded
+    assert "alembic" not in loaded and "mako" not in loaded
