@@ -113,20 +113,62 @@ def client_context() -> ssl.SSLContext:
     return context
 
 
-def certificate_node_key(der: bytes) -> bytes:
-    """The raw Ed25519 public key of a DER certificate; PinMismatchError if it has none."""
-    # Imported here: only a node that dials another needs it (see node_certificate).
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+def _element(der: bytes, at: int, limit: int) -> tuple[int, int, int]:
+    """(tag, where its contents start, where it ends) of the DER element at ``at``, which must
+    end by ``limit``. ValueError for lengths DER does not allow (indefinite, not minimal)."""
+    if at + 2 > limit:
+        raise ValueError("truncated")
+    tag, first, start = der[at], der[at + 1], at + 2
+    if first < 0x80:
+        size = first
+    else:
+        count = first & 0x7F
+        if not 1 <= count <= 3 or start + count > limit or der[start] == 0:
+            raise ValueError("length not in DER")
+        size = int.from_bytes(der[start:start + count], "big")
+        start += count
+        if size < 0x80:
+            raise ValueError("length not in DER")
+    if start + size > limit:
+        raise ValueError("truncated")
+    return tag, start, start + size
 
+
+_SEQUENCE, _INTEGER, _VERSION = 0x30, 0x02, 0xA0
+_ED25519_KEY = b"\x30\x2a" + _ED25519 + b"\x03\x21\x00"  # SubjectPublicKeyInfo, 32 bytes follow
+
+
+def certificate_node_key(der: bytes) -> bytes:
+    """The raw Ed25519 public key of a DER certificate; PinMismatchError if it has none.
+
+    Read by walking the DER (RFC 5280 §4.1: the key is the seventh field of tbsCertificate,
+    after the optional version) instead of with ``cryptography``, which a node would load for
+    this alone. Only the elements before the key are stepped over, each checked to lie inside
+    its parent, so the key found is the one the TLS stack verified the handshake against.
+    """
     try:
-        public_key = x509.load_der_x509_certificate(der).public_key()
+        tag, start, end = _element(der, 0, len(der))
+        if tag != _SEQUENCE or end != len(der):
+            raise ValueError("not a certificate")
+        tag, at, tbs_end = _element(der, start, end)
+        if tag != _SEQUENCE:
+            raise ValueError("no tbsCertificate")
+        if _element(der, at, tbs_end)[0] == _VERSION:
+            at = _element(der, at, tbs_end)[2]
+        # serialNumber, signature, issuer, validity, subject
+        for expected in (_INTEGER, _SEQUENCE, _SEQUENCE, _SEQUENCE, _SEQUENCE):
+            tag, _, after = _element(der, at, tbs_end)
+            if tag != expected:
+                raise ValueError("not a certificate")
+            at = after
+        tag, _, key_end = _element(der, at, tbs_end)
     except ValueError as exc:
         raise PinMismatchError("server certificate cannot be parsed") from exc
-    if not isinstance(public_key, Ed25519PublicKey):
+    key = der[at:key_end]
+    if tag != _SEQUENCE or len(key) != len(_ED25519_KEY) + 32 or not key.startswith(
+            _ED25519_KEY):
         raise PinMismatchError("server certificate does not carry an Ed25519 key")
-    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key[len(_ED25519_KEY):]
 
 
 def check_pin(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, node_key: bytes) -> None:
