@@ -39,13 +39,14 @@ log = logging.getLogger(__name__)
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
-MALLOC_SETTINGS = ((_M_ARENA_MAX, 2), (_M_MMAP_THRESHOLD, 256 * 1024),
+MALLOC_SETTINGS = ((_M_ARENA_MAX, 2), (_M_MMAP_THRESHOLD, 512 * 1024),
                    (_M_TRIM_THRESHOLD, 1024 * 1024))
 """Two arenas (the GIL lets about one thread allocate at a time, and glibc would make up to
-eight per core); blocks from 256 KiB mapped on their own and unmapped when freed; free heap
-tops returned beyond 1 MiB. Fixed values also stop glibc's dynamic threshold: after one
-16 MiB scrypt buffer was freed, it served such blocks from the heap and kept up to 32 MiB of
-freed memory resident per arena (a node held 16 MiB after its first login, for good)."""
+eight per core); blocks from 512 KiB mapped on their own and unmapped when freed (above
+asyncio's 256 KiB receive buffers, which stay in the heap); free heap tops returned beyond
+1 MiB. Fixed values also stop glibc's dynamic threshold: after one 16 MiB scrypt buffer was
+freed, it served such blocks from the heap and kept up to 32 MiB of freed memory resident per
+arena (a node held 16 MiB after its first login, for good)."""
 
 
 def bound_malloc() -> bool:
