@@ -4,13 +4,16 @@ imaptest (Dovecot's own stress tester) drives N clients that log in, select, fet
 expunge and append at random, and checks every reply against its model of the mailbox: its
 "Error:" lines are protocol or consistency errors. ``checkpoint=N`` makes it stop every N seconds
 and compare what all sessions see. Prints commands/s, error counts and the ratio to Dovecot,
-plus the node's peak RSS. Needs imaptest (built as tests/imap/test_imaptest.py does) and, for the
-baseline, dovecot-imapd. Run: ``python -m bench.imap_load [--secs 15]``.
+plus the node's RSS: idle before the first run, and the peak of each run (the node is one
+process: no children to add). Needs imaptest (built as tests/imap/test_imaptest.py does) and,
+for the baseline, dovecot-imapd. Run: ``python -m bench.imap_load [--secs 15]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import re
 import socket
 import subprocess
@@ -37,6 +40,7 @@ class Load:
     secs: float
     errors: Counter[str]
     crash: str = ""
+    peak_rss_mb: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -92,18 +96,26 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """VmHWM: the peak resident set since start or the last reset_peak; VmRSS: now."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def reset_peak(pid: int) -> None:
+    """Start VmHWM again from the current RSS (Linux: ``5`` to clear_refs), so that each
+    run's peak is its own."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 Scenario = tuple[int, int | None]
 
 
 def against_mailnode(binary: Path, mbox: Path, tmp: Path, scenarios: list[Scenario],
-                     secs: int) -> tuple[list[Load], float]:
+                     secs: int) -> tuple[list[Load], float, float]:
     node = NodeProcess.init(tmp, [], max_messages_per_minute=1_000_000,
                             max_connections_per_source=1000, max_sessions_per_user=1000,
                             failed_login_delay=0.0)
@@ -111,8 +123,15 @@ def against_mailnode(binary: Path, mbox: Path, tmp: Path, scenarios: list[Scenar
     node.start()
     try:
         assert node.proc is not None
-        loads = [run_load(binary, node.imap_port, mbox, c, secs, cp) for c, cp in scenarios]
-        return loads, peak_rss_mb(node.proc.pid)
+        pid = node.proc.pid
+        time.sleep(1.0)  # settled: what a node holds before any client came
+        idle = rss_mb(pid, "VmRSS")
+        loads = []
+        for clients, checkpoint in scenarios:
+            reset_peak(pid)
+            load = run_load(binary, node.imap_port, mbox, clients, secs, checkpoint)
+            loads.append(dataclasses.replace(load, peak_rss_mb=rss_mb(pid)))
+        return loads, idle, rss_mb(pid, "VmRSS")
     finally:
         node.stop()
 
@@ -162,7 +181,7 @@ def main() -> None:
         write_mbox(mbox)
         base = against_dovecot(binary, mbox, Path(b), scenarios, secs)
         (Path(a) / "node").mkdir()
-        ours, rss = against_mailnode(binary, mbox, Path(a) / "node", scenarios, secs)
+        ours, idle, after = against_mailnode(binary, mbox, Path(a) / "node", scenarios, secs)
     for i, (clients, checkpoint) in enumerate(scenarios):
         label = f"clients={clients}" + (f" checkpoint={checkpoint}" if checkpoint else "")
         print(f"imaptest {label}, {secs} s, {MESSAGES}-message mbox")
@@ -170,10 +189,11 @@ def main() -> None:
             print("  dovecot : not installed (apt-get install dovecot-imapd): no baseline")
         else:
             print(f"  dovecot : {describe(base[i])}")
-        print(f"  mailnode: {describe(ours[i])}")
+        print(f"  mailnode: {describe(ours[i])}, peak RSS {ours[i].peak_rss_mb:.0f} MB")
         if base is not None and base[i].rate and ours[i].rate:
             print(f"  ratio   : {ours[i].rate / base[i].rate:.2f}x dovecot's commands/s")
-    print(f"mailnode node peak RSS: {rss:.0f} MB")
+    print(f"mailnode node RSS: {idle:.0f} MB idle before the runs, {after:.0f} MB after them, "
+          f"peak {max(load.peak_rss_mb for load in ours):.0f} MB")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import NameOID
+if TYPE_CHECKING:  # cryptography is imported where used: a serving node does not load it
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 CLOCK_SKEW = datetime.timedelta(days=1)
 
@@ -19,6 +19,11 @@ def self_signed(key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey, com
 
     ``now`` is passed in (POSIX seconds) so building certificates reads no clock.
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.x509.oid import NameOID
+
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     issued = datetime.datetime.fromtimestamp(now, tz=datetime.UTC)
     builder = (

@@ -21,16 +21,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING, Any
 
 from mailnode.addressing import route_from
-from mailnode.certificates import self_signed
 from mailnode.config import Config, tls_files
 from mailnode.logsafe import clean
+
+if TYPE_CHECKING:  # cryptography is imported where a certificate is made or read: a
+    from cryptography import x509  # serving node whose tls.pem exists never loads it
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +79,8 @@ def this_machine(host: str) -> Machine:
 def alt_names(host: str, machine: Machine) -> list[x509.GeneralName]:
     """localhost, the loopback addresses, the configured host if specific, and the machine's
     names and addresses: whatever a client puts in its server field, the name matches."""
+    from cryptography import x509
+
     found: list[x509.GeneralName] = [x509.DNSName("localhost"),
                                      x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                                      x509.IPAddress(ipaddress.ip_address("::1"))]
@@ -107,6 +107,11 @@ def ensure_certificate(data_dir: Path, host: str, now: float,
     path = data_dir / TLS_NAME
     if path.exists():
         return path
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from mailnode.certificates import self_signed
+
     key = ec.generate_private_key(ec.SECP256R1())
     names = alt_names(host, machine if machine is not None else this_machine(host))
     certificate = self_signed(key, "mailnode", now, VALIDITY, names)
@@ -196,5 +201,8 @@ def listener_context(config: Config, data_dir: Path) -> ReloadingContext:
 
 def fingerprint(path: Path) -> str:
     """SHA-256 fingerprint, as mail clients show it when asked to trust the certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     certificate = x509.load_pem_x509_certificate(path.read_bytes())
     return certificate.fingerprint(hashes.SHA256()).hex(":").upper()

@@ -264,3 +264,4 @@ class ImapServer:
             for pending in (read_task, watch_task):
                 if pending is not None:
                     pending.cancel()
+            session.flush = None  # session -> flush -> session: a cycle only the full GC frees

@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from crypto.address import address_for
 from crypto.keys import Identity
-from crypto.passwords import RecentlyVerified, hash_password, verify_password
+from crypto.passwords import DUMMY_HASH, RecentlyVerified, hash_password, verify_password
 from mailnode.mime import structure_blob
 from mailnode.mime.model import VERSION as STRUCTURE_VERSION
 from mailnode.store import objectid
@@ -65,10 +65,6 @@ from mailnode.store.notify import ChangeNotifier
 T = TypeVar("T")
 _Listing = tuple[tuple[MessageMeta, ...], int]
 """A mailbox's messages in uid order and its highest modseq, as of one transaction."""
-
-# Verifying against this makes an unknown login cost as much as a wrong password.
-_DUMMY_HASH = hash_password("mailnode-dummy", salt=b"\0" * 16)
-
 
 class UserExists(StoreError):
     pass
@@ -475,7 +471,7 @@ class SqlStore:
                 users.c.id, users.c.name, users.c.address, users.c.password_hash), login)).first()
             return None if row is None else (User(row[0], row[1], row[2]), row[3])
         found = await self.db.run(q)
-        stored = found[1] if found else _DUMMY_HASH
+        stored = found[1] if found else DUMMY_HASH
         if found and self._verified.check(stored, password, self.clock()):
             return found[0]
         ok = await asyncio.get_running_loop().run_in_executor(

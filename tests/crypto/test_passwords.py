@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto.passwords import hash_password, verify_password
+from crypto.passwords import DUMMY_HASH, hash_password, verify_password
 
 PASSWORD = "correct horse battery staple"
 
@@ -24,6 +24,13 @@ def test_format(stored: str) -> None:
     assert len(base64.b64decode(salt, validate=True)) == 16
     assert len(base64.b64decode(digest, validate=True)) == 32
     assert PASSWORD not in stored
+
+
+def test_dummy_hash_costs_what_a_real_check_costs(stored: str) -> None:
+    """Unknown logins are checked against it: same scheme and cost parameters, no match."""
+    assert DUMMY_HASH.split("$")[:4] == stored.split("$")[:4]
+    assert len(base64.b64decode(DUMMY_HASH.split("$")[5], validate=True)) == 32
+    assert verify_password(DUMMY_HASH, PASSWORD) is False
 
 
 def test_verify_true(stored: str) -> None:
