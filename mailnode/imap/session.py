@@ -9,28 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
-from functools import partial
 from operator import itemgetter
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.imap import commands as c
-from mailnode.imap import condstore, feed, handlers, objects, search, sortthread, utf7
+from mailnode.imap import condstore, dispatch, feed, handlers, objects, search, sortthread, utf7
 from mailnode.imap import responses as r
 from mailnode.imap.capabilities import ADVERTISED, ENABLABLE, PRE_AUTH
 from mailnode.imap.contexts import Contexts
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.feed import Selected
 from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
-from mailnode.imap.handlers import binary, listext, multiappend
+from mailnode.imap.handlers import binary, listext, metadata, multiappend, quota
+from mailnode.imap.handlers import compress as ext_compress
 from mailnode.imap.handlers import esearch as ext_search
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.searchres import Saved
 from mailnode.imap.sequences import SequenceSet, compress
+from mailnode.imap.states import ANY, AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, State
 from mailnode.logsafe import clean
 from mailnode.mime import MessageStructure, Part, analyse
 from mailnode.mime import headers as mh
@@ -75,28 +75,6 @@ MAX_MAILBOXES = 10_000
 MAX_NAME_LENGTH = 512
 MAX_NAME_DEPTH = 32
 """Longest mailbox name (characters) and deepest hierarchy a CREATE or RENAME may make."""
-
-
-class State(enum.Enum):
-    NOT_AUTHENTICATED = "not authenticated"
-    AUTHENTICATED = "authenticated"
-    SELECTED = "selected"
-    LOGOUT = "logout"
-
-
-_ANY = frozenset({c.Capability, c.Noop, c.Logout, c.Id})
-_AUTHENTICATED = _ANY | {c.Enable, c.Namespace, c.ListCmd, c.Select, c.Status, c.Create,
-                         c.Delete, c.Rename, c.Subscribe, c.Append, c.Idle, c.AppendMany,
-                         } | handlers.AUTHENTICATED
-ALLOWED: dict[State, frozenset[type[c.Command]]] = {
-    State.NOT_AUTHENTICATED: _ANY | {c.Login, c.Authenticate, c.StartTls},
-    State.AUTHENTICATED: _AUTHENTICATED,
-    State.SELECTED: _AUTHENTICATED | {c.Check, c.Close, c.Unselect, c.Expunge, c.Fetch,
-                                      c.StoreCmd, c.Search, c.Copy, c.SortCmd, c.ThreadCmd,
-                                      c.CancelUpdate},
-    State.LOGOUT: frozenset(),
-}
-"""Which command may run in which state; anything else gets BAD and the session goes on."""
 
 
 @dataclass(frozen=True)
@@ -305,14 +283,11 @@ class ImapSession:
         log.debug("command %s %s", clean(cmd.tag), cmd.name)
         if self._mailbox_gone():
             return
-        if type(cmd) not in ALLOWED[self.state]:
+        route = ROUTES.get(type(cmd))
+        if route is None or self.state not in route.states:
             self._reply(cmd.tag, CommandBad(f"{cmd.name} not allowed in {self.state.value} state"))
             return
-        handler: Callable[[c.Command], Awaitable[str | None]] = getattr(
-            self, "_do_" + type(cmd).__name__.lower(), None) or partial(
-            handlers.HANDLERS[type(cmd)], self)
-        allow_expunge = not (isinstance(cmd, c.Fetch | c.StoreCmd | c.Search | c.SortCmd
-                                        | c.ThreadCmd) and not cmd.uid)
+        allow_expunge = not route.numbered or getattr(cmd, "uid", False)
         if allow_expunge:
             # Report pending changes first, so that the command works on (and its results
             # are numbered by) the current state rather than on messages already gone.
@@ -320,7 +295,7 @@ class ImapSession:
             if self.closed:
                 return
         try:
-            text = await handler(cmd)
+            text = await route.handler(self, cmd)
         except ImapError as exc:
             await self._sync(allow_expunge)
             self._reply(cmd.tag, exc)
@@ -723,9 +698,6 @@ class ImapSession:
                  cmd.message.size)
         return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
 
-    async def _do_appendmany(self, cmd: c.AppendMany) -> str:
-        return await multiappend.run(self, cmd)
-
     async def _do_idle(self, cmd: c.Idle) -> str | None:
         await self._sync(allow_expunge=True)
         self._idle_tag = cmd.tag
@@ -1081,9 +1053,6 @@ class ImapSession:
         self._untagged(b"THREAD" + (b" " + sortthread.serialise(threads) if threads else b""))
         return f"{'UID ' if cmd.uid else ''}THREAD completed"
 
-    async def _do_cancelupdate(self, cmd: c.CancelUpdate) -> str:
-        return await ext_search.cancel_update(self, cmd)
-
     async def _do_copy(self, cmd: c.Copy) -> str:
         sel = self._require_writable() if cmd.move else self.selected
         assert sel is not None
@@ -1264,3 +1233,48 @@ def _store_error(exc: StoreError) -> ImapError:
     if isinstance(exc, OverQuota):
         return CommandNo("Storage quota exceeded", "OVERQUOTA")
     return CommandNo("Storage error", "SERVERBUG")
+
+
+_S = ImapSession
+ROUTES = dispatch.table([
+    (c.Capability, ANY, _S._do_capability),
+    (c.Noop, ANY, _S._do_noop),
+    (c.Logout, ANY, _S._do_logout),
+    (c.Id, ANY, _S._do_id),
+    (c.StartTls, NOT_AUTHENTICATED, _S._do_starttls),
+    (c.Login, NOT_AUTHENTICATED, _S._do_login),
+    (c.Authenticate, NOT_AUTHENTICATED, _S._do_authenticate),
+    (c.Enable, AUTHENTICATED, _S._do_enable),
+    (c.Namespace, AUTHENTICATED, _S._do_namespace),
+    (c.ListCmd, AUTHENTICATED, _S._do_listcmd),
+    (c.Select, AUTHENTICATED, _S._do_select),
+    (c.Status, AUTHENTICATED, _S._do_status),
+    (c.Create, AUTHENTICATED, _S._do_create),
+    (c.Delete, AUTHENTICATED, _S._do_delete),
+    (c.Rename, AUTHENTICATED, _S._do_rename),
+    (c.Subscribe, AUTHENTICATED, _S._do_subscribe),
+    (c.Append, AUTHENTICATED, _S._do_append),
+    (c.AppendMany, AUTHENTICATED, multiappend.run),
+    (c.Idle, AUTHENTICATED, _S._do_idle),
+    (metadata.GetMetadata, AUTHENTICATED, metadata.do_get),
+    (metadata.SetMetadata, AUTHENTICATED, metadata.do_set),
+    (quota.GetQuota, AUTHENTICATED, quota.do_getquota),
+    (quota.GetQuotaRoot, AUTHENTICATED, quota.do_getquotaroot),
+    (quota.SetQuota, AUTHENTICATED, quota.do_setquota),
+    (ext_compress.Compress, AUTHENTICATED, ext_compress.do_compress),
+    (c.Check, SELECTED, _S._do_check),
+    (c.Close, SELECTED, _S._do_close),
+    (c.Unselect, SELECTED, _S._do_unselect),
+    (c.Expunge, SELECTED, _S._do_expunge),
+    (c.Fetch, SELECTED, _S._do_fetch, True),
+    (c.StoreCmd, SELECTED, _S._do_storecmd, True),
+    (c.Search, SELECTED, _S._do_search, True),
+    (c.SortCmd, SELECTED, _S._do_sortcmd, True),
+    (c.ThreadCmd, SELECTED, _S._do_threadcmd, True),
+    (c.Copy, SELECTED, _S._do_copy),
+    (c.CancelUpdate, SELECTED, ext_search.cancel_update),
+])
+"""Every command: the states it may run in, its handler, and whether it is numbered."""
+
+ALLOWED = dispatch.allowed(ROUTES)
+"""Which command may run in which state; anything else gets BAD and the session goes on."""
