@@ -13,11 +13,10 @@ import logging
 from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
-from operator import itemgetter
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.imap import commands as c
-from mailnode.imap import condstore, dispatch, feed, handlers, objects, search, sortthread, utf7
+from mailnode.imap import condstore, dispatch, feed, handlers, objects, search, sortthread
 from mailnode.imap import responses as r
 from mailnode.imap.capabilities import ADVERTISED, ENABLABLE, PRE_AUTH
 from mailnode.imap.contexts import Contexts
@@ -28,6 +27,7 @@ from mailnode.imap.handlers import binary, listext, metadata, multiappend, quota
 from mailnode.imap.handlers import compress as ext_compress
 from mailnode.imap.handlers import esearch as ext_search
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
+from mailnode.imap.responses import mailbox_name
 from mailnode.imap.searchres import Saved
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.imap.states import ANY, AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, State
@@ -100,17 +100,6 @@ def capabilities(state: State, security: Security = Security(), tls_active: bool
     return " ".join(caps)
 
 
-def mailbox_name(name: str, utf8: bool = False) -> bytes:
-    """A mailbox name as it goes on the wire: modified UTF-7, or UTF-8 once the client
-    enabled UTF8=ACCEPT (RFC 6855: never modified UTF-7 then), quoted where it can be."""
-    if not utf8:
-        return r.string(utf7.encode(name))
-    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in name) or len(name) > 1024:
-        return r.string(name)  # a literal
-    raw = name.encode("utf-8", "replace")
-    return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-
-
 class ImapSession:
     """One client connection's protocol state."""
 
@@ -163,7 +152,8 @@ class ImapSession:
     # --- adapter interface -------------------------------------------------------------------
 
     def greeting(self) -> bytes:
-        return f"* OK [CAPABILITY {self._capabilities()}] mailnode IMAP ready\r\n".encode()
+        return r.serialise(r.Condition("OK", "mailnode IMAP ready",
+                                       f"CAPABILITY {self._capabilities()}"))
 
     def _capabilities(self) -> str:
         return capabilities(self.state, self.security, self.tls_active)
@@ -206,7 +196,7 @@ class ImapSession:
     def bye(self, text: str) -> None:
         """End the session from the server side (shutdown, timeout)."""
         if not self.closed:
-            self._write(f"* BYE {text}\r\n".encode())
+            self.emit(r.Condition("BYE", text))
             self.state = State.LOGOUT
 
     async def refresh(self) -> None:
@@ -254,7 +244,7 @@ class ImapSession:
             if event is None:
                 return
             if isinstance(event, NeedContinuation):
-                self._write(b"+ Ready for literal data\r\n")
+                self.emit(r.Continuation("Ready for literal data"))
                 continue
             try:
                 await self._execute(event)
@@ -268,7 +258,12 @@ class ImapSession:
         self._out.append(data)
         self._out_size += len(data)
 
+    def emit(self, resp: r.Response) -> None:
+        """Queue a response (serialised here, the one way responses reach the output)."""
+        self._write(r.serialise(resp))
+
     def _untagged(self, data: bytes) -> None:
+        """Queue a line already made by ``responses.data`` (the change feed's, contexts')."""
         self._write(b"* " + data + b"\r\n")
 
     async def _flush_if_full(self) -> None:
@@ -277,7 +272,7 @@ class ImapSession:
 
     def _reply(self, tag: str | None, exc: ImapError) -> None:
         """The one place where errors become protocol replies."""
-        self._write(f"{tag or '*'} {exc.status} {exc.response_text()}\r\n".encode())
+        self.emit(r.Tagged(tag or "*", exc.status, exc.text, exc.code))
 
     async def _execute(self, cmd: c.Command) -> None:
         log.debug("command %s %s", clean(cmd.tag), cmd.name)
@@ -313,11 +308,11 @@ class ImapSession:
         if text is None:  # the command continues (AUTHENTICATE, IDLE)
             return
         if self.closed:
-            self._write(f"{cmd.tag} OK {text}\r\n".encode())
+            self.emit(r.Tagged(cmd.tag, "OK", text))
             return
         await self._sync(allow_expunge)
         await ext_search.flush(self)
-        self._write(f"{cmd.tag} OK {text}\r\n".encode())
+        self.emit(r.Tagged(cmd.tag, "OK", text))
 
     async def _sync(self, allow_expunge: bool) -> None:
         """Tell the client what changed in its mailbox since it last heard (RFC 3501 §7),
@@ -353,7 +348,7 @@ class ImapSession:
         """Expunges held back (RFC 3501 §7.4.1) while MODSEQs past them were sent: tell a
         CONDSTORE client a HIGHESTMODSEQ from before them, so a resync finds them."""
         if sel.gone and self.condstore:
-            self._untagged(b"OK [HIGHESTMODSEQ %d] Expunges pending" % sel.gone_since)
+            self.emit(r.Condition("OK", "Expunges pending", f"HIGHESTMODSEQ {sel.gone_since}"))
 
     def _keywords(self, metas: list[MessageMeta]) -> None:
         """Announce keywords the client has not seen before a FETCH shows them."""
@@ -371,8 +366,8 @@ class ImapSession:
         sel.max_uid = new[-1].uid
         ext_search.touched(self, (m.uid for m in new))
         await self._claim_recent(sel)
-        self._untagged(b"%d EXISTS" % len(sel.uids))
-        self._untagged(b"%d RECENT" % len(sel.recent))
+        self.emit(r.Exists(len(sel.uids)))
+        self.emit(r.Recent(len(sel.recent)))
 
     async def _claim_recent(self, sel: Selected) -> None:
         """Take the not-yet-claimed messages as this session's \\Recent ones."""
@@ -409,7 +404,7 @@ class ImapSession:
     # --- any state ---------------------------------------------------------------------------
 
     async def _do_capability(self, cmd: c.Capability) -> str:
-        self._untagged(b"CAPABILITY " + self._capabilities().encode())
+        self.emit(r.CapabilityData(self._capabilities()))
         return "CAPABILITY completed"
 
     async def _do_noop(self, cmd: c.Noop) -> str:
@@ -420,7 +415,7 @@ class ImapSession:
         return "LOGOUT completed"
 
     async def _do_id(self, cmd: c.Id) -> str:
-        self._untagged(b'ID ("name" "mailnode")')
+        self.emit(r.IdData([("name", "mailnode")]))
         return "ID completed"
 
     # --- not authenticated -------------------------------------------------------------------
@@ -467,7 +462,7 @@ class ImapSession:
             raise CommandNo("Unsupported authentication mechanism")
         if cmd.initial is None:
             self._auth_pending = cmd
-            self._write(b"+ \r\n")
+            self.emit(r.Continuation())
             return None
         return await self._plain(cmd.initial)
 
@@ -486,7 +481,7 @@ class ImapSession:
         except ImapError as exc:
             self._reply(cmd.tag, exc)
             return
-        self._write(f"{cmd.tag} OK {text}\r\n".encode())
+        self.emit(r.Tagged(cmd.tag, "OK", text))
 
     async def _plain(self, payload: bytes) -> str:
         try:
@@ -512,7 +507,7 @@ class ImapSession:
         for name in named:
             self._enable(name)
         self.parser.utf8 = self.utf8  # the parser reads names as this session writes them
-        self._untagged(b" ".join([b"ENABLED", *(n.encode() for n in named)]))
+        self.emit(r.Enabled(named))
         return "ENABLE completed"
 
     def _enable(self, name: str) -> None:
@@ -524,19 +519,19 @@ class ImapSession:
         if name == "QRESYNC":
             self._enable("CONDSTORE")
         elif name == "CONDSTORE" and self.selected is not None:
-            self._untagged(b"OK [HIGHESTMODSEQ %d] Highest" % self.selected.modseq)
+            self.emit(r.Condition("OK", "Highest", f"HIGHESTMODSEQ {self.selected.modseq}"))
 
     async def _do_namespace(self, cmd: c.Namespace) -> str:
-        self._untagged(b'NAMESPACE (("" "/")) NIL NIL')
+        self.emit(r.NamespaceData("", DELIMITER))
         return "NAMESPACE completed"
 
     async def _do_listcmd(self, cmd: c.ListCmd) -> str:
         assert self.user is not None
         if cmd.extended is not None:
             return await listext.run(self, cmd)
-        word = b"LSUB" if cmd.lsub else b"LIST"
+        word = "LSUB" if cmd.lsub else "LIST"
         if cmd.pattern == "" and not cmd.lsub:
-            self._untagged(b'LIST (\\Noselect) "/" ""')
+            self.emit(r.ListData(["\\Noselect"], DELIMITER, r.string("")))
             return "LIST completed"
         if len(cmd.reference) + len(cmd.pattern) > MAX_PATTERN_LENGTH:
             raise CommandNo("Mailbox pattern too long", "LIMIT")
@@ -560,15 +555,14 @@ class ImapSession:
             attrs.append("\\HasChildren" if _has_children(ordered, name) else "\\HasNoChildren")
             if special.get(name):
                 attrs.append(str(special[name]))
-            self._untagged(word + b" (" + " ".join(attrs).encode() + b') "/" '
-                           + self.wire_name(name))
-        return f"{word.decode()} completed"
+            self.emit(r.ListData(attrs, DELIMITER, self.wire_name(name), cmd.lsub))
+        return f"{word} completed"
 
     async def _do_select(self, cmd: c.Select) -> str:
         if cmd.qresync is not None and not self.qresync:
             raise CommandBad("QRESYNC must be enabled first")
         if self.selected is not None:  # RFC 7162 §3.2.11: the old mailbox is closed first
-            self._untagged(b"OK [CLOSED] Previous mailbox closed")
+            self.emit(r.Condition("OK", "Previous mailbox closed", "CLOSED"))
         self.selected = None
         self.state = State.AUTHENTICATED
         mailbox = await self._mailbox(cmd.mailbox)
@@ -583,16 +577,16 @@ class ImapSession:
         for line in feed.flag_lines(sel):
             self._untagged(line)
         await self._claim_recent(sel)
-        self._untagged(b"%d EXISTS" % len(uids))
-        self._untagged(b"%d RECENT" % len(sel.recent))
+        self.emit(r.Exists(len(uids)))
+        self.emit(r.Recent(len(sel.recent)))
         first_unseen = next((i + 1 for i, m in enumerate(metas) if "\\Seen" not in m.flags), None)
         if first_unseen is not None:
-            self._untagged(b"OK [UNSEEN %d] First unseen message" % first_unseen)
-        self._untagged(b"OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
+            self.emit(r.Condition("OK", "First unseen message", f"UNSEEN {first_unseen}"))
+        self.emit(r.Condition("OK", "UIDs valid", f"UIDVALIDITY {mailbox.uidvalidity}"))
         uidnext = max(mailbox.uidnext, sel.max_uid + 1)
-        self._untagged(b"OK [UIDNEXT %d] Predicted next UID" % uidnext)
-        self._untagged(b"OK [MAILBOXID (%s)] Ok" % mailbox.mailboxid.encode("ascii"))
-        self._untagged(b"OK [HIGHESTMODSEQ %d] Highest" % highest)
+        self.emit(r.Condition("OK", "Predicted next UID", f"UIDNEXT {uidnext}"))
+        self.emit(r.Condition("OK", "Ok", f"MAILBOXID ({mailbox.mailboxid})"))
+        self.emit(r.Condition("OK", "Highest", f"HIGHESTMODSEQ {highest}"))
         self.selected = sel
         self.state = State.SELECTED
         if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
@@ -619,7 +613,7 @@ class ImapSession:
         the client's modseq, from the feed."""
         gone, changes = await self._vanished_earlier(sel, since, known)
         if gone:
-            self._untagged(b"VANISHED (EARLIER) " + compress(gone).encode())
+            self.emit(r.Vanished(gone, earlier=True))
         for meta in changes.changed:
             current = sel.metas.get(meta.uid)
             if current is not None and current.modseq > since:
@@ -635,14 +629,14 @@ class ImapSession:
         mailbox it lists). Asking for HIGHESTMODSEQ enables CONDSTORE (RFC 7162 §3.1)."""
         if "HIGHESTMODSEQ" in wanted:
             self._enable("CONDSTORE")
-        values = {"MESSAGES": mailbox.messages, "RECENT": mailbox.recent,
+        values: dict[str, int | str] = {"MESSAGES": mailbox.messages, "RECENT": mailbox.recent,
                   "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
                   "MAILBOXID": f"({mailbox.mailboxid})",
                   "HIGHESTMODSEQ": mailbox.highest_modseq,
                   **await handlers.quota.status_values(self, mailbox, wanted)}
-        items = " ".join(f"{item} {values[item]}" for item in wanted)
-        self._untagged(b"STATUS " + self.wire_name(mailbox.name) + f" ({items})".encode())
+        self.emit(r.StatusData(self.wire_name(mailbox.name),
+                               [(item, values[item]) for item in wanted]))
 
     async def _do_create(self, cmd: c.Create) -> str:
         assert self.user is not None
@@ -701,15 +695,16 @@ class ImapSession:
     async def _do_idle(self, cmd: c.Idle) -> str | None:
         await self._sync(allow_expunge=True)
         self._idle_tag = cmd.tag
-        self._write(b"+ idling\r\n")
+        self.emit(r.Continuation("idling"))
         return None
 
     async def _idle_line(self, line: bytes) -> None:
         tag = self._idle_tag
+        assert tag is not None
         self._idle_tag = None
         await self._sync(allow_expunge=True)
         if line.strip().upper() == b"DONE":
-            self._write(f"{tag} OK IDLE terminated\r\n".encode())
+            self.emit(r.Tagged(tag, "OK", "IDLE terminated"))
         else:
             self._reply(tag, CommandBad("Expected DONE to end IDLE"))
 
@@ -767,7 +762,7 @@ class ImapSession:
             if cmd.vanished:
                 gone, _ = await self._vanished_earlier(sel, since, cmd.seqset)
                 if gone:
-                    self._untagged(b"VANISHED (EARLIER) " + compress(gone).encode())
+                    self.emit(r.Vanished(gone, earlier=True))
         seen_changed: set[int] = set()
         if not sel.readonly and any(a.sets_seen for a in attrs):
             unseen = [u for _, u in targets if "\\Seen" not in sel.metas[u].flags]
@@ -834,12 +829,11 @@ class ImapSession:
                 items = with_flags if uid in seen_changed else attrs
                 if binary_items and raw is not None:  # NO [UNKNOWN-CTE] before it begins
                     binary.check(raw, structures.get(uid), attrs)
-                self._write(b"* %d FETCH " % seq)
-                for chunk in render_chunks(sel.shown(sel.metas[uid]), items, raw,
-                                           structures.get(uid), extra.get(uid)):
+                for chunk in r.fetch_chunks(seq, render_chunks(
+                        sel.shown(sel.metas[uid]), items, raw, structures.get(uid),
+                        extra.get(uid))):
                     self._write(chunk)
                     await self._flush_if_full()
-                self._write(b"\r\n")
         if missing:
             raise CommandNo("Some of the requested messages no longer exist", "EXPUNGEISSUED")
         return f"{'UID ' if cmd.uid else ''}FETCH completed"
@@ -853,9 +847,7 @@ class ImapSession:
         rendered: dict[tuple[frozenset[str], bool], bytes] = {}
         # One format for the line, its values picked in the client's order from
         # (seq, uid, flags, modseq).
-        formats = {"UID": (b"UID %d", 1), "FLAGS": (b"FLAGS %s", 2), "MODSEQ": (b"MODSEQ (%d)", 3)}
-        line = b"* %d FETCH (" + b" ".join(formats[a.name][0] for a in attrs) + b")\r\n"
-        pick = itemgetter(0, *(formats[a.name][1] for a in attrs))
+        line, pick = r.fetch_listing([a.name for a in attrs])
         lines: list[bytes] = []
         for seq, uid in targets:
             meta = metas[uid]
@@ -945,22 +937,21 @@ class ImapSession:
         if cmd.returns is not None:
             return await ext_search.search(self, cmd)
         found = await self._matches(cmd.key, cmd.charset)
-        self._untagged(b"SEARCH" + b"".join(b" %d" % (uid if cmd.uid else seq)
-                                            for seq, uid in found)
-                       + self._modseq_tail(cmd.key, found))
+        self.emit(r.SearchData([uid if cmd.uid else seq for seq, uid in found],
+                               self._modseq_tail(cmd.key, found)))
         return f"{'UID ' if cmd.uid else ''}SEARCH completed"
 
-    def _modseq_tail(self, key: c.SearchKey, found: list[tuple[int, int]]) -> bytes:
+    def _modseq_tail(self, key: c.SearchKey, found: list[tuple[int, int]]) -> int | None:
         """`` (MODSEQ n)``, the highest modseq among the matches, when the program has a
         MODSEQ key (RFC 7162 §3.1.5, SEARCH and SORT); such a search enables CONDSTORE."""
         if not condstore.uses_modseq(key):
-            return b""
+            return None
         self._enable("CONDSTORE")
         sel = self.selected
         assert sel is not None
         if not found:
-            return b""
-        return b" (MODSEQ %d)" % max(sel.metas[u].modseq for _, u in found)
+            return None
+        return max(sel.metas[u].modseq for _, u in found)
 
     async def _matches(self, key: c.SearchKey, charset: str | None,
                        targets: list[tuple[int, int]] | None = None,
@@ -1041,8 +1032,7 @@ class ImapSession:
         found = await self._matches(cmd.key, cmd.charset)
         messages = await self._sort_messages(found, cmd.uid, references=False)
         ordered = await asyncio.to_thread(sortthread.sort, messages, cmd.criteria)
-        self._untagged(b"SORT" + b"".join(b" %d" % n for n in ordered)
-                       + self._modseq_tail(cmd.key, found))
+        self.emit(r.SearchData(ordered, self._modseq_tail(cmd.key, found), sort=True))
         return f"{'UID ' if cmd.uid else ''}SORT completed"
 
     async def _do_threadcmd(self, cmd: c.ThreadCmd) -> str:
@@ -1050,7 +1040,7 @@ class ImapSession:
         messages = await self._sort_messages(found, cmd.uid,
                                              references=cmd.algorithm == "REFERENCES")
         threads = await asyncio.to_thread(sortthread.thread, cmd.algorithm, messages)
-        self._untagged(b"THREAD" + (b" " + sortthread.serialise(threads) if threads else b""))
+        self.emit(r.ThreadData(sortthread.serialise(threads) if threads else b""))
         return f"{'UID ' if cmd.uid else ''}THREAD completed"
 
     async def _do_copy(self, cmd: c.Copy) -> str:
@@ -1065,13 +1055,13 @@ class ImapSession:
         pairs = await move_or_copy(sel.mailbox.id, [u for _, u in targets], dest.id)
         code = ""
         if pairs:
-            code = (f"[COPYUID {dest.uidvalidity} {compress([p[0] for p in pairs])} "
-                    f"{compress([p[1] for p in pairs])}] ")
+            code = (f"COPYUID {dest.uidvalidity} {compress([p[0] for p in pairs])} "
+                    f"{compress([p[1] for p in pairs])}")
         if cmd.move:  # RFC 6851: COPYUID comes untagged, before the EXPUNGEs
             if code:
-                self._untagged(b"OK " + code.encode() + b"Moved")
+                self.emit(r.Condition("OK", "Moved", code))
             return f"{verb} completed"
-        return f"{code}{verb} completed"
+        return f"[{code}] {verb} completed" if code else f"{verb} completed"
 
 
 class ListPattern:

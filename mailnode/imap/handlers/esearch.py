@@ -37,12 +37,16 @@ def _check_update(s: ImapSession, tag: str, opts: c.ReturnOptions) -> None:
         raise CommandBad("Tag already names an updating context")
 
 
+def _noupdate(tag: str, text: str) -> r.Condition:
+    """RFC 5267 4.3.1: this context is not (or no longer) updated."""
+    return r.Condition("NO", text, "NOUPDATE " + r.string(tag).decode("ascii"))
+
+
 def _keep(s: ImapSession, ctx: Context, size: int) -> None:
     """Register an updating context, or say why not (RFC 5267 4.3.1: other return options
     are still honoured)."""
     if s.contexts.full() or size > MAX_CONTEXT_RESULTS:
-        s._untagged(b"NO [NOUPDATE " + r.string(ctx.tag) + b"] Too many or too large "
-                    b"updating contexts")
+        s.emit(_noupdate(ctx.tag, "Too many or too large updating contexts"))
         return
     s.contexts.add(ctx)
 
@@ -51,7 +55,7 @@ def _respond(s: ImapSession, cmd: c.Search | c.SortCmd, opts: c.ReturnOptions,
              numbers: list[int]) -> None:
     extra = _modseq(s, cmd, opts, numbers)
     if esearch.sends_response(opts):
-        s._untagged(esearch.esearch(cmd.tag, cmd.uid, esearch.items(opts, numbers), extra))
+        s.emit(r.ESearch(cmd.tag, cmd.uid, [*esearch.items(opts, numbers), *extra]))
 
 
 def _modseq(s: ImapSession, cmd: c.Search | c.SortCmd, opts: c.ReturnOptions,
@@ -179,13 +183,13 @@ async def flush(s: ImapSession) -> None:
             line = await _reevaluate(s, ctx, targets)
         except StoreError:  # the mailbox went away under us: stop updating, say so
             s.contexts.cancel([ctx.tag])
-            s._untagged(b"NO [NOUPDATE " + r.string(ctx.tag) + b"] Context lost")
+            s.emit(_noupdate(ctx.tag, "Context lost"))
             continue
         if line is not None:
             s._untagged(line)
         if len(ctx.members) > MAX_CONTEXT_RESULTS:  # grown too large to keep: stop updating
             s.contexts.cancel([ctx.tag])
-            s._untagged(b"NO [NOUPDATE " + r.string(ctx.tag) + b"] Context grew too large")
+            s.emit(_noupdate(ctx.tag, "Context grew too large"))
 
 
 async def _reevaluate(s: ImapSession, ctx: Context, targets: list[tuple[int, int]],

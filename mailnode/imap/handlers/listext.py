@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mailnode.imap import commands as c
+from mailnode.imap import responses as r
 from mailnode.imap.errors import CommandNo
 
 if TYPE_CHECKING:
@@ -138,10 +139,8 @@ async def run(session: ImapSession, cmd: c.ListCmd) -> str:
             attrs.append("\\Subscribed")
         if special.get(name):
             attrs.append(str(special[name]))
-        line = b"LIST (" + " ".join(attrs).encode() + b') "/" ' + session.wire_name(name)
-        if name in childinfo:
-            line += b' (CHILDINFO ("SUBSCRIBED"))'
-        session._untagged(line)
+        extended = b' (CHILDINFO ("SUBSCRIBED"))' if name in childinfo else b""
+        session.emit(r.ListData(attrs, DELIMITER, session.wire_name(name), extended=extended))
         if opts.status and real:
             # the STATUS command's own code answers, from the listing just read (one
             # query for all mailboxes, not one per mailbox)
