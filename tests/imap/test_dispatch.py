@@ -8,7 +8,7 @@ import pytest
 from mailnode.imap import commands as c
 from mailnode.imap import dispatch
 from mailnode.imap.capabilities import CORE_COMMANDS, EXTENSION_COMMANDS, REGISTRY
-from mailnode.imap.session import ALLOWED, ROUTES
+from mailnode.imap.dispatch import ALLOWED, ROUTES
 from mailnode.imap.states import ANY, State
 
 

@@ -90,12 +90,13 @@ async def run(session: ImapSession, cmd: c.ListCmd) -> str:
     """Answer an extended LIST: the names the selection options pick that match a pattern,
     with the attributes and extended data asked for, and a STATUS after each one when
     RETURN (STATUS ...) was given."""
-    from mailnode.imap.session import (
+    from mailnode.imap.handlers.mailboxes import (
         DELIMITER,
         MAX_PATTERN_LENGTH,
         ListPattern,
         _add_parents,
         _has_children,
+        status_response,
     )
 
     opts = cmd.extended
@@ -144,5 +145,5 @@ async def run(session: ImapSession, cmd: c.ListCmd) -> str:
         if opts.status and real:
             # the STATUS command's own code answers, from the listing just read (one
             # query for all mailboxes, not one per mailbox)
-            await session._status_response(by_name[name], opts.status)
+            await status_response(session, by_name[name], opts.status)
     return "LIST completed"
