@@ -3,7 +3,7 @@ formatting of what goes inside them (strings, literals, flag lists, dates, lists
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -146,7 +146,7 @@ class Flags(Response):
 @dataclass(frozen=True, slots=True)
 class Fetch(Response):
     """``n FETCH (UID u FLAGS (...) MODSEQ (m))`` with the items that are not None: what
-    a flag change or a resync reports. Whole FETCH replies go through ``fetch_chunks``."""
+    a flag change or a resync reports. Whole FETCH replies are framed by ``fetch_open``."""
 
     seq: int
     uid: int | None = None
@@ -257,12 +257,13 @@ def fetch_listing(names: Sequence[str],
     return line, itemgetter(0, *(FETCH_LISTING[n][1] for n in names))
 
 
-def fetch_chunks(seq: int, items: Iterable[bytes]) -> Iterator[bytes]:
-    """``* n FETCH (...)`` around the item chunks ``fetch.render_chunks`` yields: the
-    session sends them as they come, so a response is never built whole."""
-    yield b"* %d FETCH " % seq
-    yield from items
-    yield b"\r\n"
+def fetch_open(seq: int) -> bytes:
+    """``* n FETCH `` before the item chunks ``fetch.render_chunks`` yields (the session
+    sends them as they come, so a response is never built whole); ``CRLF`` ends it."""
+    return b"* %d FETCH " % seq
+
+
+CRLF = b"\r\n"
 
 
 def _code(code: str | None) -> str:

@@ -83,7 +83,7 @@ async def do_expunge(self: ImapSession, cmd: c.Expunge) -> str:
 
 
 async def vanished_earlier(self: ImapSession, sel: Selected, since: int,
-                            within: SequenceSet | None) -> tuple[list[int], Changes]:
+                           within: SequenceSet | None) -> tuple[list[int], Changes]:
     """Uids expunged after ``since`` (within ``within``), for VANISHED (EARLIER); when the
     tombstones do not reach back that far, every uid below UIDNEXT the mailbox lacks."""
     changes = await self.store.changes_since(sel.mailbox.id, since)
@@ -184,11 +184,12 @@ async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
             items = with_flags if uid in seen_changed else attrs
             if binary_items and raw is not None:  # NO [UNKNOWN-CTE] before it begins
                 binary.check(raw, structures.get(uid), attrs)
-            for chunk in r.fetch_chunks(seq, render_chunks(
-                    sel.shown(sel.metas[uid]), items, raw, structures.get(uid),
-                    extra.get(uid))):
+            self._write(r.fetch_open(seq))
+            for chunk in render_chunks(sel.shown(sel.metas[uid]), items, raw,
+                                       structures.get(uid), extra.get(uid)):
                 self._write(chunk)
                 await self._flush_if_full()
+            self._write(r.CRLF)
     if missing:
         raise CommandNo("Some of the requested messages no longer exist", "EXPUNGEISSUED")
     return f"{'UID ' if cmd.uid else ''}FETCH completed"
@@ -319,8 +320,8 @@ def _modseq_tail(self: ImapSession, key: c.SearchKey, found: list[tuple[int, int
 
 
 async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
-                   targets: list[tuple[int, int]] | None = None,
-                   ) -> list[tuple[int, int]]:
+                  targets: list[tuple[int, int]] | None = None,
+                  ) -> list[tuple[int, int]]:
     """(sequence number, uid) of the selected messages ``key`` matches, in order (of
     ``targets``, when given, else of all)."""
     sel = self.selected
@@ -363,7 +364,7 @@ async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
 
 
 async def sort_messages(self: ImapSession, found: list[tuple[int, int]], uid: bool,
-                         references: bool) -> list[sortthread.SortMessage]:
+                        references: bool) -> list[sortthread.SortMessage]:
     """What SORT and THREAD compare, from the structures stored at delivery (and, for
     THREAD=REFERENCES, the References field read from the header block)."""
     sel = self.selected
