@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from mailnode.imap import commands as c
 from mailnode.imap import esearch, sortthread
+from mailnode.imap import responses as r
 from mailnode.imap.sequences import SequenceSet
 
 MAX_CONTEXTS = 8
@@ -142,7 +143,7 @@ def update_items(ctx: Context, removed: set[int], added: Mapping[int, sortthread
             data.append(b"ADDTO (0 " + esearch.sequence(
                 [number(u) for u in sorted(fresh)]) + b")")
         ctx.members.update(fresh)
-        return esearch.esearch(ctx.tag, ctx.uid, data)
+        return r.data(r.ESearch(ctx.tag, ctx.uid, data))
     assert ctx.criteria is not None
     old = ctx.order
     if removed:
@@ -160,7 +161,7 @@ def update_items(ctx: Context, removed: set[int], added: Mapping[int, sortthread
     if fresh:
         data.append(b"ADDTO (" + b" ".join(_runs(new, set(fresh), number)) + b")")
     ctx.order = new
-    return esearch.esearch(ctx.tag, ctx.uid, data)
+    return r.data(r.ESearch(ctx.tag, ctx.uid, data))
 
 
 def _runs(order: Sequence[int], chosen: set[int], number: Callable[[int], int],

@@ -1,4 +1,5 @@
-"""Errors that carry their IMAP response, so replies are formatted in exactly one place."""
+"""Errors that carry their IMAP response (status, code, text): the session turns them into a
+tagged reply (``responses.Tagged``), the one place replies are formatted."""
 
 from __future__ import annotations
 
@@ -12,10 +13,6 @@ class ImapError(Exception):
         super().__init__(text)
         self.text = text
         self.code = code
-
-    def response_text(self) -> str:
-        """The part of the tagged reply after the status word."""
-        return f"[{self.code}] {self.text}" if self.code else self.text
 
 
 class CommandNo(ImapError):

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mailnode.imap import commands as c
-from mailnode.imap import responses as r
 from mailnode.imap.sequences import MAX_NUMBER, compress
 
 _FLAGS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "CONTEXT", "UPDATE")
@@ -120,9 +119,3 @@ def sequence(numbers: Sequence[int]) -> bytes:
     """Numbers in the given order, runs of ascending neighbours as ranges (RFC 5267 3.2:
     a range always expands upwards, so a descending run stays a list)."""
     return compress(numbers).encode("ascii")
-
-
-def esearch(tag: str, uid: bool, data: Sequence[bytes], extra: Sequence[bytes] = ()) -> bytes:
-    """One ``ESEARCH`` response (without ``* `` and CRLF), correlated to ``tag``."""
-    head = b"ESEARCH (TAG " + r.string(tag) + b")" + (b" UID" if uid else b"")
-    return b" ".join([head, *data, *extra])

@@ -4,7 +4,7 @@ The session holds the uids it has told the client of (an ascending array) and th
 has caught up to. Catching up applies ``MailStore.changes_since``: new messages become
 EXISTS, flag changes FETCH, expunges EXPUNGE or (with QRESYNC) VANISHED. The work follows
 the number of changes; nothing here re-lists the mailbox. Pure code: the session does the
-I/O and writes the lines this module returns.
+I/O and writes the lines this module returns (made by ``responses.data``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from mailnode.imap import responses as r
-from mailnode.imap.sequences import compress
 from mailnode.store.api import SYSTEM_FLAGS, Changes, Mailbox, MessageMeta
 
 SYSTEM_FLAG_LIST = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -135,12 +134,11 @@ class Update:
 def flag_lines(sel: Selected) -> list[bytes]:
     """FLAGS and PERMANENTFLAGS for the view's announced keywords."""
     keywords = sorted(sel.keywords)
-    listed = " ".join([*SYSTEM_FLAG_LIST, *keywords])
-    out = [f"FLAGS ({listed})".encode()]
+    listed = (*SYSTEM_FLAG_LIST, *keywords)
     # The keywords too (as RFC 3501's example and Dovecot do): a client learns they stick.
     permanent = "" if sel.readonly else " ".join([*SYSTEM_FLAG_LIST, *keywords, "\\*"])
-    out.append(f"OK [PERMANENTFLAGS ({permanent})] Permanent flags".encode())
-    return out
+    return [r.data(r.Flags(listed)),
+            r.data(r.Condition("OK", "Permanent flags", f"PERMANENTFLAGS ({permanent})"))]
 
 
 def announce_keywords(sel: Selected, metas: list[MessageMeta]) -> list[bytes]:
@@ -155,14 +153,9 @@ def announce_keywords(sel: Selected, metas: list[MessageMeta]) -> list[bytes]:
 def fetch_line(sel: Selected, meta: MessageMeta, *, condstore: bool, uid: bool = True,
                flags: bool = True) -> bytes:
     """``n FETCH (UID u FLAGS (..) MODSEQ (m))`` for a message of the view."""
-    items = []
-    if uid:
-        items.append(b"UID %d" % meta.uid)
-    if flags:
-        items.append(b"FLAGS " + r.flags(sel.shown(meta).flags))
-    if condstore:
-        items.append(b"MODSEQ (%d)" % meta.modseq)
-    return b"%d FETCH (%s)" % (sel.seq_of[meta.uid], b" ".join(items))
+    return r.data(r.Fetch(sel.seq_of[meta.uid], meta.uid if uid else None,
+                          sel.shown(meta).flags if flags else None,
+                          meta.modseq if condstore else None))
 
 
 def report_gone(sel: Selected, *, qresync: bool,
@@ -178,8 +171,8 @@ def report_gone(sel: Selected, *, qresync: bool,
     seqs = [index[u] for u in gone]
     if numbered is not None:
         numbered.update(zip(gone, seqs, strict=True))
-    lines = ([b"VANISHED " + compress(gone).encode()] if qresync
-             else [b"%d EXPUNGE" % s for s in reversed(seqs)])
+    lines = ([r.data(r.Vanished(gone))] if qresync
+             else [r.data(r.Expunge(s)) for s in reversed(seqs)])
     if len(gone) > _REBUILD_ABOVE:
         dropped = set(gone)
         sel.uids[:] = [u for u in sel.uids if u not in dropped]

@@ -1,7 +1,7 @@
 """Extended SEARCH and SORT (ESEARCH, ESORT, CONTEXT=SEARCH/SORT) for a session.
 
-The session runs the search program (:meth:`ImapSession._matches`, off the event loop for
-heavy programs) and builds sort data (:meth:`ImapSession._sort_messages`); this module decides
+The search program runs in :func:`mailnode.imap.handlers.messages.matches` (off the event
+loop for heavy programs), which also builds sort data (``sort_messages``); this module decides
 what is returned (:mod:`mailnode.imap.esearch`) and keeps updating contexts
 (:mod:`mailnode.imap.contexts`). The session calls three hooks: :func:`touched` when message
 flags change or messages arrive, :func:`expunging` just before it reports expunges, and
@@ -21,6 +21,7 @@ from mailnode.imap import condstore, esearch, sortthread
 from mailnode.imap import responses as r
 from mailnode.imap.contexts import MAX_CONTEXT_RESULTS, Context, freeze, update_items
 from mailnode.imap.errors import CommandBad, CommandNo
+from mailnode.imap.handlers import messages as selected
 from mailnode.store.api import StoreError
 
 if TYPE_CHECKING:
@@ -37,12 +38,16 @@ def _check_update(s: ImapSession, tag: str, opts: c.ReturnOptions) -> None:
         raise CommandBad("Tag already names an updating context")
 
 
+def _noupdate(tag: str, text: str) -> r.Condition:
+    """RFC 5267 4.3.1: this context is not (or no longer) updated."""
+    return r.Condition("NO", text, "NOUPDATE " + r.string(tag).decode("ascii"))
+
+
 def _keep(s: ImapSession, ctx: Context, size: int) -> None:
     """Register an updating context, or say why not (RFC 5267 4.3.1: other return options
     are still honoured)."""
     if s.contexts.full() or size > MAX_CONTEXT_RESULTS:
-        s._untagged(b"NO [NOUPDATE " + r.string(ctx.tag) + b"] Too many or too large "
-                    b"updating contexts")
+        s.emit(_noupdate(ctx.tag, "Too many or too large updating contexts"))
         return
     s.contexts.add(ctx)
 
@@ -51,7 +56,7 @@ def _respond(s: ImapSession, cmd: c.Search | c.SortCmd, opts: c.ReturnOptions,
              numbers: list[int]) -> None:
     extra = _modseq(s, cmd, opts, numbers)
     if esearch.sends_response(opts):
-        s._untagged(esearch.esearch(cmd.tag, cmd.uid, esearch.items(opts, numbers), extra))
+        s.emit(r.ESearch(cmd.tag, cmd.uid, [*esearch.items(opts, numbers), *extra]))
 
 
 def _modseq(s: ImapSession, cmd: c.Search | c.SortCmd, opts: c.ReturnOptions,
@@ -80,7 +85,7 @@ async def search(s: ImapSession, cmd: c.Search) -> str:
     with _saving(s, opts):
         _check_update(s, cmd.tag, opts)
         key = s.saved.resolve_key(sel, cmd.key, sel.uids)  # "$" means the result before
-        found = await s._matches(key, cmd.charset)
+        found = await selected.matches(s, key, cmd.charset)
         numbers = [u if cmd.uid else q for q, u in found]
         if opts.update:
             _keep(s, Context(cmd.tag, freeze(key, sel.uids), cmd.uid,
@@ -98,8 +103,8 @@ async def sort(s: ImapSession, cmd: c.SortCmd) -> str:
     with _saving(s, opts):
         _check_update(s, cmd.tag, opts)
         key = s.saved.resolve_key(sel, cmd.key, sel.uids)
-        found = await s._matches(key, cmd.charset)
-        messages = await s._sort_messages(found, True, references=False)  # numbered by uid
+        found = await selected.matches(s, key, cmd.charset)
+        messages = await selected.sort_messages(s, found, True, references=False)  # numbered by uid
         ordered = await asyncio.to_thread(sortthread.sort, messages, cmd.criteria)
         numbers = ordered if cmd.uid else [sel.seq_of[u] for u in ordered]
         if opts.update:
@@ -179,13 +184,13 @@ async def flush(s: ImapSession) -> None:
             line = await _reevaluate(s, ctx, targets)
         except StoreError:  # the mailbox went away under us: stop updating, say so
             s.contexts.cancel([ctx.tag])
-            s._untagged(b"NO [NOUPDATE " + r.string(ctx.tag) + b"] Context lost")
+            s.emit(_noupdate(ctx.tag, "Context lost"))
             continue
         if line is not None:
             s._untagged(line)
         if len(ctx.members) > MAX_CONTEXT_RESULTS:  # grown too large to keep: stop updating
             s.contexts.cancel([ctx.tag])
-            s._untagged(b"NO [NOUPDATE " + r.string(ctx.tag) + b"] Context grew too large")
+            s.emit(_noupdate(ctx.tag, "Context grew too large"))
 
 
 async def _reevaluate(s: ImapSession, ctx: Context, targets: list[tuple[int, int]],
@@ -193,12 +198,12 @@ async def _reevaluate(s: ImapSession, ctx: Context, targets: list[tuple[int, int
     """Which of ``targets`` match ``ctx`` now, applied to it: its update response."""
     sel = s.selected
     assert sel is not None
-    matched = {u for _, u in await s._matches(ctx.key, None, targets)}
+    matched = {u for _, u in await selected.matches(s, ctx.key, None, targets)}
     removed = {u for _, u in targets if u not in matched}
     fresh = sorted(u for u in matched if u not in ctx.members)
     added: dict[int, sortthread.SortMessage | None] = dict.fromkeys(fresh)
     if ctx.sorted and fresh:
-        msgs = await s._sort_messages([(sel.seq_of[u], u) for u in fresh], True,
+        msgs = await selected.sort_messages(s, [(sel.seq_of[u], u) for u in fresh], True,
                                       references=False)
         added = {m.number: m for m in msgs}
     if ctx.sorted and len(ctx.members) + len(added) > INLINE_SORT:

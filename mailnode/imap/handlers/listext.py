@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mailnode.imap import commands as c
+from mailnode.imap import responses as r
 from mailnode.imap.errors import CommandNo
 
 if TYPE_CHECKING:
@@ -89,12 +90,13 @@ async def run(session: ImapSession, cmd: c.ListCmd) -> str:
     """Answer an extended LIST: the names the selection options pick that match a pattern,
     with the attributes and extended data asked for, and a STATUS after each one when
     RETURN (STATUS ...) was given."""
-    from mailnode.imap.session import (
+    from mailnode.imap.handlers.mailboxes import (
         DELIMITER,
         MAX_PATTERN_LENGTH,
         ListPattern,
         _add_parents,
         _has_children,
+        status_response,
     )
 
     opts = cmd.extended
@@ -138,12 +140,10 @@ async def run(session: ImapSession, cmd: c.ListCmd) -> str:
             attrs.append("\\Subscribed")
         if special.get(name):
             attrs.append(str(special[name]))
-        line = b"LIST (" + " ".join(attrs).encode() + b') "/" ' + session.wire_name(name)
-        if name in childinfo:
-            line += b' (CHILDINFO ("SUBSCRIBED"))'
-        session._untagged(line)
+        extended = b' (CHILDINFO ("SUBSCRIBED"))' if name in childinfo else b""
+        session.emit(r.ListData(attrs, DELIMITER, session.wire_name(name), extended=extended))
         if opts.status and real:
             # the STATUS command's own code answers, from the listing just read (one
             # query for all mailboxes, not one per mailbox)
-            await session._status_response(by_name[name], opts.status)
+            await status_response(session, by_name[name], opts.status)
     return "LIST completed"

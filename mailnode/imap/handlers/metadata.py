@@ -192,8 +192,7 @@ async def do_get(session: ImapSession, cmd: GetMetadata) -> str:
             continue
         items.append(_entry_out(name) + b" " + _value(value))
     if items:
-        session._untagged(b"METADATA " + session.wire_name(cmd.mailbox) + b" "
-                          + r.plist(items))
+        session.emit(r.MetadataData(session.wire_name(cmd.mailbox), items))
     code = f"[METADATA LONGENTRIES {longest}] " if longest else ""
     return f"{code}GETMETADATA completed"
 

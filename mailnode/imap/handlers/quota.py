@@ -80,13 +80,12 @@ def kib(octets: int) -> int:
     return -(-octets // 1024)
 
 
-def quota_response(usage: Usage) -> bytes | None:
+def quota_response(usage: Usage) -> r.QuotaData | None:
     """``QUOTA "" (STORAGE used limit)``, or None when the user has no limit (RFC 9208 has
     no way to say "unlimited": the root then has no resources and is not reported)."""
     if usage.limit is None:
         return None
-    return (b"QUOTA " + r.string(ROOT)
-            + b" (STORAGE %d %d)" % (kib(usage.storage), usage.limit // 1024))
+    return r.QuotaData(ROOT, kib(usage.storage), usage.limit // 1024)
 
 
 async def do_getquota(session: ImapSession, cmd: GetQuota) -> str:
@@ -94,7 +93,7 @@ async def do_getquota(session: ImapSession, cmd: GetQuota) -> str:
     line = quota_response(await session.store.usage(session.user.id))
     if cmd.root != ROOT or line is None:
         raise CommandNo("No such quota root", "NONEXISTENT")
-    session._untagged(line)
+    session.emit(line)
     return "GETQUOTA completed"
 
 
@@ -103,9 +102,9 @@ async def do_getquotaroot(session: ImapSession, cmd: GetQuotaRoot) -> str:
     await session._mailbox(cmd.mailbox)
     line = quota_response(await session.store.usage(session.user.id))
     name = session.wire_name(cmd.mailbox)
-    session._untagged(b"QUOTAROOT " + name + (b" " + r.string(ROOT) if line else b""))
+    session.emit(r.QuotaRootData(name, [ROOT] if line else []))
     if line is not None:
-        session._untagged(line)
+        session.emit(line)
     return "GETQUOTAROOT completed"
 
 

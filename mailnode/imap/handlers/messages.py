@@ -1,0 +1,481 @@
+"""Commands on the selected mailbox's messages: CHECK, CLOSE, UNSELECT, EXPUNGE, FETCH,
+STORE, SEARCH, SORT, THREAD, COPY/MOVE, and what they share: running a search program over
+the view (``matches``, also used by ESEARCH and the updating contexts) and loading bodies and
+stored structures in bounded batches.
+
+Handlers take the session as ``self`` (they were its methods; the bodies are unchanged so that
+work on them elsewhere still merges) and are routed in :mod:`mailnode.imap.dispatch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from mailnode.imap import commands as c
+from mailnode.imap import condstore, feed, objects, search, sortthread
+from mailnode.imap import responses as r
+from mailnode.imap.errors import CommandBad, CommandNo
+from mailnode.imap.feed import Selected
+from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
+from mailnode.imap.handlers import binary
+from mailnode.imap.handlers import esearch as ext_search
+from mailnode.imap.sequences import SequenceSet, compress
+from mailnode.imap.states import State
+from mailnode.mime import MessageStructure, Part, analyse
+from mailnode.mime import headers as mh
+from mailnode.store.api import Changes
+
+if TYPE_CHECKING:
+    from mailnode.imap.session import ImapSession
+
+
+BODY_BATCH = 64
+_REFERENCES = mh.field_pattern(("references",))
+INLINE_SEARCH_KEYS = 8
+"""Search programs longer than this are evaluated in a worker thread, a batch at a time."""
+BODY_BATCH_BYTES = 1024 * 1024
+"""FETCH/SEARCH load at most BODY_BATCH bodies at once, and FETCH no more than about this many
+bytes of them (at least one message), so memory stays near one message, not 64 of them."""
+_LISTING_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
+_UNSEEN = c.SearchFlag("\\Seen", present=False)
+_HEADER_SECTIONS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+
+
+async def do_check(self: ImapSession, cmd: c.Check) -> str:
+    return "CHECK completed"
+
+
+async def do_close(self: ImapSession, cmd: c.Close) -> str:
+    sel = self.selected
+    assert sel is not None
+    self.selected = None
+    self.state = State.AUTHENTICATED
+    if not sel.readonly:
+        await self.store.expunge(sel.mailbox.id)
+    return "CLOSE completed"
+
+
+async def do_unselect(self: ImapSession, cmd: c.Unselect) -> str:
+    self.selected = None
+    self.state = State.AUTHENTICATED
+    return "UNSELECT completed"
+
+
+async def do_expunge(self: ImapSession, cmd: c.Expunge) -> str:
+    sel = self._require_writable()
+    uids = None if cmd.uids is None else self.saved.resolve(
+        sel, cmd.uids, sel.uids, as_uids=True).uids(sel.uids)
+    if uids:
+        await self.store.expunge(sel.mailbox.id, uids)
+    elif uids is None:
+        await self.store.expunge(sel.mailbox.id)
+    if not self.qresync:
+        return "EXPUNGE completed"
+    # RFC 7162 §3.2.7: with QRESYNC the tagged OK tells the modseq after the VANISHED,
+    # so they are reported first
+    await self._sync(allow_expunge=True)
+    return f"[HIGHESTMODSEQ {sel.modseq}] EXPUNGE completed"
+
+
+async def vanished_earlier(self: ImapSession, sel: Selected, since: int,
+                           within: SequenceSet | None) -> tuple[list[int], Changes]:
+    """Uids expunged after ``since`` (within ``within``), for VANISHED (EARLIER); when the
+    tombstones do not reach back that far, every uid below UIDNEXT the mailbox lacks."""
+    changes = await self.store.changes_since(sel.mailbox.id, since)
+    if changes.complete:
+        gone = [u for u in changes.vanished if u not in sel.metas]
+    else:
+        gone = [u for u in range(1, sel.max_uid + 1) if u not in sel.metas]
+    if within is not None:  # "*" is the mailbox's largest uid, not the largest gone
+        largest = sel.uids[-1] if sel.uids else sel.max_uid
+        gone = [u for u in gone if within.contains(u, largest)]
+    return gone, changes
+
+
+async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
+    sel = self.selected
+    assert sel is not None
+    if cmd.vanished and not (cmd.uid and self.qresync):
+        raise CommandBad("VANISHED needs UID FETCH with QRESYNC enabled")
+    attrs = _unique_items(cmd.attrs)
+    if cmd.uid and not any(a.name == "UID" for a in attrs):
+        attrs = (c.FetchAttr("UID"), *attrs)
+    if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in attrs):
+        self._enable("CONDSTORE")
+    if self.condstore and (cmd.changedsince is not None or any(
+            a.name == "FLAGS" for a in attrs)) and not any(a.name == "MODSEQ" for a in attrs):
+        attrs = (*attrs, c.FetchAttr("MODSEQ"))
+    targets = self._targets(cmd.seqset, cmd.uid)
+    if cmd.changedsince is not None:
+        since = cmd.changedsince
+        targets = [(seq, u) for seq, u in targets if sel.metas[u].modseq > since]
+        if cmd.vanished:
+            gone, _ = await vanished_earlier(self, sel, since, cmd.seqset)
+            if gone:
+                self.emit(r.Vanished(gone, earlier=True))
+    seen_changed: set[int] = set()
+    if not sel.readonly and any(a.sets_seen for a in attrs):
+        unseen = [u for _, u in targets if "\\Seen" not in sel.metas[u].flags]
+        if unseen:
+            stored = await self.store.store_flags(sel.mailbox.id, unseen,
+                                                  frozenset({"\\Seen"}), "add")
+            self._keywords(stored)
+            for meta in stored:
+                sel.metas[meta.uid] = meta
+                seen_changed.add(meta.uid)
+            ext_search.touched(self, seen_changed)
+    if all(a.name in _LISTING_ITEMS for a in attrs):
+        await _listing_lines(self, sel, targets, attrs)
+        return f"{'UID ' if cmd.uid else ''}FETCH completed"
+    with_flags = attrs
+    if not any(a.name == "FLAGS" for a in attrs):
+        with_flags = (*with_flags, c.FetchAttr("FLAGS"))
+    if self.condstore and not any(a.name == "MODSEQ" for a in with_flags):
+        with_flags = (*with_flags, c.FetchAttr("MODSEQ"))
+    needs_raw = any(a.needs_body and (a.name not in STRUCTURE_ITEMS or a.section is not None)
+                    for a in attrs)
+    # Sections other than the whole message are located with the structure stored at
+    # delivery (decoding it is far cheaper than analysing the message again).
+    needs_structure = any((a.name in STRUCTURE_ITEMS and a.section is None)
+                          or (a.section is not None
+                              and (a.section.parts or a.section.text is not None))
+                          for a in attrs)
+    # Only top-level header sections (what a message list shows): the stored structure
+    # says where the header ends, and the store cuts it out; bodies stay in the database.
+    headers_only = needs_raw and all(
+        a.section is not None and not a.section.parts and a.name not in binary.ITEMS
+        and a.section.text in _HEADER_SECTIONS for a in attrs if a.needs_body)
+    binary_items = any(a.name in binary.ITEMS for a in attrs)
+    missing = False
+    needs_extra = objects.wanted(attrs)
+    for batch in _body_batches(self, targets, needs_raw or needs_structure):
+        uids = [u for _, u in batch]
+        extra = (await self.store.message_objects(sel.mailbox.id, uids) if needs_extra
+                 else {})
+        if headers_only:
+            bodies, structures = await _headers(self, uids)
+            want = uids
+        elif needs_raw and needs_structure:  # both in one read
+            both = await self.store.fetch_messages(sel.mailbox.id, uids)
+            bodies = {u: body for u, (body, _) in both.items()}
+            structures = _decoded({u: blob for u, (_, blob) in both.items()})
+            want = uids
+        else:
+            structures = await _structures(self, uids) if needs_structure else {}
+            want = [u for u in uids
+                    if needs_raw or (needs_structure and u not in structures)]
+            bodies = await self.store.fetch_bodies(sel.mailbox.id, want) if want else {}
+        if needs_structure and not headers_only:
+            analysed = await _analyse_missing(structures, bodies, uids)
+            if analysed:  # mail stored before structures were: never analysed twice
+                structures.update(analysed)
+                await self.store.save_structures(
+                    sel.mailbox.id, {u: st.encode() for u, st in analysed.items()})
+        for seq, uid in batch:
+            raw = bodies.pop(uid, None)
+            if (uid in want and raw is None) or (needs_extra and uid not in extra):
+                missing = True
+                continue
+            items = with_flags if uid in seen_changed else attrs
+            if binary_items and raw is not None:  # NO [UNKNOWN-CTE] before it begins
+                binary.check(raw, structures.get(uid), attrs)
+            self._write(r.fetch_open(seq))
+            for chunk in render_chunks(sel.shown(sel.metas[uid]), items, raw,
+                                       structures.get(uid), extra.get(uid)):
+                self._write(chunk)
+                await self._flush_if_full()
+            self._write(r.CRLF)
+    if missing:
+        raise CommandNo("Some of the requested messages no longer exist", "EXPUNGEISSUED")
+    return f"{'UID ' if cmd.uid else ''}FETCH completed"
+
+
+async def _listing_lines(self: ImapSession, sel: Selected, targets: list[tuple[int, int]],
+                         attrs: tuple[c.FetchAttr, ...]) -> None:
+    """FETCH of UID, FLAGS and MODSEQ only (how clients sync a mailbox): the same bytes
+    as ``render_chunks``, with each distinct flag list rendered once and the lines
+    written in batches, since a full listing is one line per message."""
+    from mailnode.imap.session import LINE_BATCH  # the wire engine's bound, read when used
+
+    metas, recent = sel.metas, sel.recent
+    rendered: dict[tuple[frozenset[str], bool], bytes] = {}
+    # One format for the line, its values picked in the client's order from
+    # (seq, uid, flags, modseq).
+    line, pick = r.fetch_listing([a.name for a in attrs])
+    lines: list[bytes] = []
+    for seq, uid in targets:
+        meta = metas[uid]
+        key = (meta.flags, uid in recent)
+        shown = rendered.get(key)
+        if shown is None:
+            shown = rendered[key] = r.flags(
+                meta.flags | {"\\Recent"} if key[1] else meta.flags)
+        lines.append(line % pick((seq, uid, shown, meta.modseq)))
+        if len(lines) >= LINE_BATCH:
+            self._write(b"".join(lines))
+            lines.clear()
+            await self._flush_if_full()
+    self._write(b"".join(lines))
+
+
+async def _headers(self: ImapSession, uids: list[int],
+                   ) -> tuple[dict[int, bytes], dict[int, MessageStructure]]:
+    """Header blocks to render header sections from, each with a structure that is just
+    its header (the whole message, analysed as before, where none was stored)."""
+    sel = self.selected
+    assert sel is not None
+    heads = await self.store.fetch_headers(sel.mailbox.id, uids)
+    lacking = [u for u, head in heads.items() if head is None]
+    raws = await self.store.fetch_bodies(sel.mailbox.id, lacking) if lacking else {}
+    structures = {}
+    for uid, head in heads.items():
+        if head is not None:
+            raws[uid] = head
+            structures[uid] = MessageStructure(Part(0, len(head), len(head)))
+    return raws, structures
+
+
+async def _structures(self: ImapSession, uids: list[int]) -> dict[int, MessageStructure]:
+    """The MIME structures stored at delivery (left out: none stored, or unreadable)."""
+    sel = self.selected
+    assert sel is not None
+    return _decoded(await self.store.fetch_structures(sel.mailbox.id, uids))
+
+
+def _body_batches(self: ImapSession, targets: list[tuple[int, int]], bodies: bool,
+                  ) -> Iterator[list[tuple[int, int]]]:
+    """Targets in groups to load together: BODY_BATCH at most, and when bodies are loaded
+    no more than BODY_BATCH_BYTES of them (a group holds at least one message)."""
+    sel = self.selected
+    assert sel is not None
+    batch: list[tuple[int, int]] = []
+    size = 0
+    for target in targets:
+        weight = sel.metas[target[1]].size if bodies else 0
+        if batch and (len(batch) >= BODY_BATCH or size + weight > BODY_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(target)
+        size += weight
+    if batch:
+        yield batch
+
+
+async def do_store(self: ImapSession, cmd: c.StoreCmd) -> str:
+    sel = self._require_writable()
+    targets = self._targets(cmd.seqset, cmd.uid)
+    if cmd.unchangedsince is not None:
+        self._enable("CONDSTORE")
+    failed: list[int] = []
+    if targets:
+        before = {u: sel.metas[u].modseq for _, u in targets}
+        metas, failed = await self.store.store_flags_unchanged_since(
+            sel.mailbox.id, [u for _, u in targets], cmd.flags, cmd.mode,
+            cmd.unchangedsince)
+        self._keywords(metas)
+        for meta in metas:
+            sel.metas[meta.uid] = meta
+        ext_search.touched(self, (m.uid for m in metas))
+        for meta in metas:
+            if not cmd.silent:
+                line = feed.fetch_line(sel, meta, condstore=self.condstore, uid=cmd.uid)
+            elif self.condstore and meta.modseq != before[meta.uid]:
+                # RFC 7162 §3.1.3: .SILENT still tells the new modseq of what changed
+                line = feed.fetch_line(sel, meta, condstore=True, uid=cmd.uid, flags=False)
+            else:
+                continue
+            self._untagged(line)
+    code = ""
+    if failed:
+        numbers = failed if cmd.uid else [sel.seq_of[u] for u in failed]
+        code = f"[MODIFIED {compress(numbers)}] "
+    return f"{code}{'UID ' if cmd.uid else ''}STORE completed"
+
+
+async def do_search(self: ImapSession, cmd: c.Search) -> str:
+    if cmd.returns is not None:
+        return await ext_search.search(self, cmd)
+    found = await matches(self, cmd.key, cmd.charset)
+    self.emit(r.SearchData([uid if cmd.uid else seq for seq, uid in found],
+                           _modseq_tail(self, cmd.key, found)))
+    return f"{'UID ' if cmd.uid else ''}SEARCH completed"
+
+
+def _modseq_tail(self: ImapSession, key: c.SearchKey, found: list[tuple[int, int]]) -> int | None:
+    """`` (MODSEQ n)``, the highest modseq among the matches, when the program has a
+    MODSEQ key (RFC 7162 §3.1.5, SEARCH and SORT); such a search enables CONDSTORE."""
+    if not condstore.uses_modseq(key):
+        return None
+    self._enable("CONDSTORE")
+    sel = self.selected
+    assert sel is not None
+    if not found:
+        return None
+    return max(sel.metas[u].modseq for _, u in found)
+
+
+async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
+                  targets: list[tuple[int, int]] | None = None,
+                  ) -> list[tuple[int, int]]:
+    """(sequence number, uid) of the selected messages ``key`` matches, in order (of
+    ``targets``, when given, else of all)."""
+    sel = self.selected
+    assert sel is not None
+    if charset is not None and charset not in search.CHARSETS:
+        raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
+    key = self.saved.resolve_key(sel, key, sel.uids)
+    if targets is None and key == _UNSEEN:
+        uids = sel.uids
+        return [(bisect_left(uids, u) + 1, u) for u in sorted(sel.unseen)]
+    if targets is None and isinstance(key, c.SearchFlag) and key.flag != "\\Recent":
+        # One flag test per message: no candidates, no bodies.
+        flag, present, metas = key.flag, key.present, sel.metas
+        return [(seq, u) for seq, u in enumerate(sel.uids, start=1)
+                if (flag in metas[u].flags) == present]
+    need_body = search.needs_body(key)
+    need_extra = objects.needs_objects(key)
+    heavy = need_body or _key_count(key) > INLINE_SEARCH_KEYS
+    found: list[tuple[int, int]] = []
+    max_seq = len(sel.uids)
+    max_uid = sel.uids[-1] if sel.uids else 0
+    if targets is None:
+        targets = list(enumerate(sel.uids, start=1))
+    for batch in _body_batches(self, targets, need_body):
+        uids = [u for _, u in batch]
+        bodies = await self.store.fetch_bodies(sel.mailbox.id, uids) if need_body else {}
+        structures = await _structures(self, uids) if need_body else {}
+        extra = (await self.store.message_objects(sel.mailbox.id, uids) if need_extra
+                 else {})
+        candidates = [search.Candidate(seq, sel.shown(sel.metas[uid]), max_seq, max_uid,
+                                       bodies.pop(uid, None), structures.get(uid),
+                                       extra.get(uid))
+                      for seq, uid in batch]
+        # Decoding bodies and headers, or a program of hundreds of keys, is bounded but
+        # not free: never on the event loop.
+        matched = (await asyncio.to_thread(_matching, key, candidates) if heavy
+                   else _matching(key, candidates))
+        found.extend((cand.seq, cand.meta.uid) for cand in matched)
+    return found
+
+
+async def sort_messages(self: ImapSession, found: list[tuple[int, int]], uid: bool,
+                        references: bool) -> list[sortthread.SortMessage]:
+    """What SORT and THREAD compare, from the structures stored at delivery (and, for
+    THREAD=REFERENCES, the References field read from the header block)."""
+    sel = self.selected
+    assert sel is not None
+    out: list[sortthread.SortMessage] = []
+    for batch in _body_batches(self, found, True):
+        uids = [u for _, u in batch]
+        structures = await _structures(self, uids)
+        # Bodies only for References, or for mail stored without a structure (older).
+        wanted = uids if references else [u for u in uids if u not in structures]
+        bodies = await self.store.fetch_bodies(sel.mailbox.id, wanted) if wanted else {}
+        if bodies:
+            structures.update(await _analyse_missing(structures, bodies, uids))
+        for seq, u in batch:
+            meta = sel.metas[u]
+            structure = structures.get(u)
+            refs = None
+            body = bodies.get(u)
+            if body is not None and structure is not None:
+                root = structure.root
+                got, _ = mh.fields(body, root.header_start, root.body_start,
+                                   _REFERENCES, 1)
+                refs = mh.text(got[0][1]) if got else None
+            out.append(sortthread.SortMessage.from_envelope(
+                u if uid else seq, meta.internaldate, meta.size,
+                structure.root.envelope if structure is not None else None, refs))
+    return out
+
+
+async def do_sort(self: ImapSession, cmd: c.SortCmd) -> str:
+    if cmd.returns is not None:
+        return await ext_search.sort(self, cmd)
+    found = await matches(self, cmd.key, cmd.charset)
+    messages = await sort_messages(self, found, cmd.uid, references=False)
+    ordered = await asyncio.to_thread(sortthread.sort, messages, cmd.criteria)
+    self.emit(r.SearchData(ordered, _modseq_tail(self, cmd.key, found), sort=True))
+    return f"{'UID ' if cmd.uid else ''}SORT completed"
+
+
+async def do_thread(self: ImapSession, cmd: c.ThreadCmd) -> str:
+    found = await matches(self, cmd.key, cmd.charset)
+    messages = await sort_messages(self, found, cmd.uid,
+                                         references=cmd.algorithm == "REFERENCES")
+    threads = await asyncio.to_thread(sortthread.thread, cmd.algorithm, messages)
+    self.emit(r.ThreadData(sortthread.serialise(threads) if threads else b""))
+    return f"{'UID ' if cmd.uid else ''}THREAD completed"
+
+
+async def do_copy(self: ImapSession, cmd: c.Copy) -> str:
+    sel = self._require_writable() if cmd.move else self.selected
+    assert sel is not None
+    verb = ("UID " if cmd.uid else "") + ("MOVE" if cmd.move else "COPY")
+    targets = self._targets(cmd.seqset, cmd.uid)
+    dest = await self._mailbox(cmd.mailbox, trycreate=True)
+    if not targets:
+        return f"{verb} completed"
+    move_or_copy = self.store.move if cmd.move else self.store.copy
+    pairs = await move_or_copy(sel.mailbox.id, [u for _, u in targets], dest.id)
+    code = ""
+    if pairs:
+        code = (f"COPYUID {dest.uidvalidity} {compress([p[0] for p in pairs])} "
+                f"{compress([p[1] for p in pairs])}")
+    if cmd.move:  # RFC 6851: COPYUID comes untagged, before the EXPUNGEs
+        if code:
+            self.emit(r.Condition("OK", "Moved", code))
+        return f"{verb} completed"
+    return f"[{code}] {verb} completed" if code else f"{verb} completed"
+
+
+def _unique_items(attrs: tuple[c.FetchAttr, ...]) -> tuple[c.FetchAttr, ...]:
+    """Each fetch item once, in first-mention order (BODY[] and BODY.PEEK[] answer the same
+    item; the non-peeking one wins). ``BODY[] BODY[] ...`` a thousand times would otherwise
+    send the message a thousand times."""
+    unique: dict[c.FetchAttr, c.FetchAttr] = {}
+    for attr in attrs:
+        key = replace(attr, peek=False)
+        if key not in unique or not attr.peek:
+            unique[key] = attr
+    return tuple(unique.values())
+
+
+def _decoded(blobs: dict[int, bytes | None]) -> dict[int, MessageStructure]:
+    """Stored structures decoded (left out: none stored, or an older format, which the
+    caller analyses again)."""
+    out = {}
+    for uid, blob in blobs.items():
+        if blob is not None:
+            with contextlib.suppress(ValueError):
+                out[uid] = MessageStructure.decode(blob)
+    return out
+
+
+def _key_count(key: c.SearchKey) -> int:
+    """How many keys a search program evaluates per message."""
+    if isinstance(key, c.SearchAnd):
+        return 1 + sum(_key_count(k) for k in key.keys)
+    if isinstance(key, c.SearchOr):
+        return 1 + _key_count(key.left) + _key_count(key.right)
+    if isinstance(key, c.SearchNot):
+        return 1 + _key_count(key.key)
+    return 1
+
+
+def _matching(key: c.SearchKey, candidates: list[search.Candidate]) -> list[search.Candidate]:
+    return [cand for cand in candidates if search.matches(key, cand)]
+
+
+async def _analyse_missing(structures: dict[int, MessageStructure], bodies: dict[int, bytes],
+                           uids: list[int]) -> dict[int, MessageStructure]:
+    """Structures for messages stored without one (older mail), analysed off the loop."""
+    todo = {u: bodies[u] for u in uids if u not in structures and u in bodies}
+    if not todo:
+        return {}
+    return await asyncio.to_thread(lambda: {u: analyse(raw) for u, raw in todo.items()})
