@@ -42,7 +42,6 @@ from mailnode.imap.searchres import Saved
 from mailnode.imap.sequences import SequenceSet
 from mailnode.imap.states import State as State
 from mailnode.logsafe import clean
-from mailnode.mime import analyse as analyse  # kept for tests; used in handlers.messages
 from mailnode.store.api import (
     Changes,
     Mailbox,

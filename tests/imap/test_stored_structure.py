@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 
 import mailnode.imap.fetch
+import mailnode.imap.handlers.messages
 import mailnode.imap.search
-import mailnode.imap.session
 from crypto.keys import Identity
 from mailnode.imap.session import ImapSession
 from mailnode.store.database import Database
@@ -55,7 +55,7 @@ async def test_fetch_and_search_use_the_stored_structure(
     stored = await sql.db.run(lambda c: c.execute(
         text("SELECT count(*) FROM bodies WHERE structure IS NOT NULL")).scalar())
     assert stored == 2
-    monkeypatch.setattr(mailnode.imap.session, "analyse", _no_analysis)
+    monkeypatch.setattr(mailnode.imap.handlers.messages, "analyse", _no_analysis)
     monkeypatch.setattr(mailnode.imap.search, "analyse", _no_analysis)
     monkeypatch.setattr(mailnode.imap.fetch, "analyse", _no_analysis)
     await d.send(b"s SELECT INBOX\r\n")
