@@ -116,7 +116,8 @@ async def _victim(contacts: int) -> DhtNode:
 
 @dataclass
 class Victim:
-    transport: asyncio.DatagramTransport
+    sender: Any  # the object whose ``send_name(data, address)`` sends the victim's datagrams
+    send_name: str
     port: int
     close: Callable[[], Awaitable[None]]
     key: bytes | None = None  # ours: the node's key (a request is signed for it)
@@ -124,9 +125,7 @@ class Victim:
 
 async def _ours(contacts: int) -> Victim:
     node = await _victim(contacts)
-    transport = node._endpoint._transport
-    assert transport is not None
-    return Victim(transport, node.port, node.aclose, node._identity.verify_key)
+    return Victim(node._endpoint, "_send", node.port, node.aclose, node._identity.verify_key)
 
 
 class _Answers:
@@ -186,7 +185,8 @@ async def _baseline(contacts: int) -> Victim:
 
     async def close() -> None:
         server.stop()
-    return Victim(server.transport, server.transport.get_extra_info("sockname")[1], close)
+    return Victim(server.transport, "sendto", server.transport.get_extra_info("sockname")[1],
+                  close)
 
 
 async def _measure(build: Callable[[int], Awaitable[Victim]], kind: str, contacts: int,
@@ -195,8 +195,7 @@ async def _measure(build: Callable[[int], Awaitable[Victim]], kind: str, contact
     ours = victim.key is not None
     sent: Counter[str] = Counter()
     size = 0
-    node_transport = victim.transport
-    send = node_transport.sendto
+    send = getattr(victim.sender, victim.send_name)
     target: Any = None
 
     def counting_sendto(data: bytes, addr: Any = None) -> None:
@@ -206,7 +205,7 @@ async def _measure(build: Callable[[int], Awaitable[Victim]], kind: str, contact
             size += len(data)
         send(data, addr)
 
-    node_transport.sendto = counting_sendto  # type: ignore[method-assign,assignment]
+    setattr(victim.sender, victim.send_name, counting_sendto)
     cpu = time.process_time()
     close, target = await (_ping_ours if ours else _ping_kademlia)(victim, kind)
     try:
