@@ -183,3 +183,21 @@ async def test_stop_leaves_nothing_running(make: Factory) -> None:
     node.stop()  # idempotent
     DhtNode().stop()  # never started
     await asyncio.sleep(0)
+
+
+async def test_a_restart_makes_only_protected_saved_peers_anchors(make: Factory) -> None:
+    """peers.json lists anchors first, then strangers that answered. A restarted node joins
+    through all of them, but only the configured ones (bootstrap peers, friends) are anchors
+    again: a stranger that once answered must not become permanent and exempt from the caps
+    by having been saved."""
+    friend, stranger = await make(), await make()
+    node = await make([(LOOPBACK, friend.port), (LOOPBACK, stranger.port)],
+                      protected_peers=[(LOOPBACK, friend.port)])
+    saved, port = node.peers(), node.port
+    assert saved[0] == (LOOPBACK, friend.port) and (LOOPBACK, stranger.port) in saved
+    await node.aclose()
+    again = await make(saved, port=port, identity=node._identity,
+                       protected_peers=[(LOOPBACK, friend.port)])
+    assert again._table.is_anchor(friend.node_id)
+    assert stranger.node_id in again._table and not again._table.is_anchor(stranger.node_id)
+    assert again.peers()[0] == (LOOPBACK, friend.port)
