@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from functools import lru_cache
 
 from mailnode.imap import commands as c
 from mailnode.imap import mime, objects
@@ -14,13 +16,66 @@ from mailnode.store.api import MessageMeta, MessageObjects
 STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
 
 
+@lru_cache(maxsize=256)
 def section_name(attr: c.FetchAttr) -> bytes:
-    """How the item is named in the response (PEEK dropped, partial reduced to its origin)."""
+    """How the item is named in the response (PEEK dropped, partial reduced to its origin);
+    made once per distinct item, not once per message of a FETCH."""
     assert attr.section is not None
     name = f"BODY[{attr.section}]"
     if attr.partial is not None:
         name += f"<{attr.partial[0]}>"
     return name.encode("ascii")
+
+
+_FIELD_NAME_CHARS = frozenset(map(chr, range(0x20, 0x7F)))
+
+
+@lru_cache(maxsize=64)
+def _fields_pattern(names: tuple[str, ...]) -> re.Pattern[bytes] | None:
+    """Each field line named in ``names``, with its continuation lines, in one C pass over a
+    header without bare CRs; the same lines as :func:`mime.header_fields` keeps, whose name
+    is what precedes the colon with ASCII whitespace stripped (and, without a colon, the
+    whole line). None when a name is empty or not printable ASCII: those go line by line.
+    Names with a colon or with whitespace at either end never match a field, so they are
+    left out."""
+    if any(not n or not _FIELD_NAME_CHARS.issuperset(n) for n in names):
+        return None
+    usable = [n for n in names if ":" not in n and n == n.strip()]
+    if not usable:
+        return re.compile(rb"(?!)")  # nothing matches
+    alternatives = b"|".join(re.escape(n.encode("ascii")) for n in usable)
+    return re.compile(rb"^(?:[\x0b\x0c][ \t\x0b\x0c]*)?(?:" + alternatives
+                      + rb")[ \t\x0b\x0c\r]*(?::[^\n]*)?(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*",
+                      re.I | re.M)
+
+
+def header_fields(block: bytes, names: tuple[str, ...]) -> bytes:
+    """``HEADER.FIELDS (names)`` of a top-level header block as the store cuts it (where
+    :func:`mailnode.mime.analyse` found the first blank line): :func:`mime.header_fields`
+    without a Python step per line where the block has no bare CR. Such a block has no
+    blank line before its last, so nothing needs cutting off first."""
+    pattern = _fields_pattern(names)
+    if pattern is None or block.count(b"\r") != block.count(b"\r\n"):
+        return mime.header_fields(block, names, exclude=False)
+    return b"".join(pattern.findall(block)) + b"\r\n"
+
+
+def header_section(head: bytes, attr: c.FetchAttr) -> bytes:
+    """``BODY[HEADER]``, ``BODY[HEADER.FIELDS (..)]`` or ``.NOT`` with any partial, from a
+    message's top-level header block alone (the store cuts it out: no body is read, no
+    structure decoded)."""
+    s = attr.section
+    assert s is not None and not s.parts
+    if s.text == "HEADER.FIELDS":
+        data = header_fields(head, s.fields)
+    elif s.text == "HEADER.FIELDS.NOT":
+        data = mime.header_fields(head, s.fields, exclude=True)
+    else:
+        data = head
+    if attr.partial is not None:
+        start, count = attr.partial
+        data = data[start:start + count]
+    return data
 
 
 def body_section(raw: bytes, attr: c.FetchAttr,
@@ -41,57 +96,73 @@ def render(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes | None,
     return b"".join(render_chunks(meta, attrs, raw, structure))
 
 
+JOIN_BELOW = 16 * 1024
+"""Literal data shorter than this goes out joined with the items around it (a message list's
+line is one piece, not seven); longer data is a piece of its own, never copied into one."""
+
+
 def render_chunks(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes | None,
                   structure: MessageStructure | None,
-                  extra: MessageObjects | None = None) -> Iterator[bytes]:
-    """:func:`render` in pieces, a literal's data on its own: the session sends them as they
-    come, so a response is never built whole (a FETCH may name a message's body many times).
-    ``structure`` is needed for ENVELOPE/BODY/BODYSTRUCTURE; for body sections it is
+                  extra: MessageObjects | None = None, *,
+                  header_block: bool = False) -> Iterator[bytes]:
+    """:func:`render` in pieces, long literal data on its own: the session sends them as
+    they come, so a response is never built whole (a FETCH may name a message's body many
+    times). ``structure`` is needed for ENVELOPE/BODY/BODYSTRUCTURE; for body sections it is
     analysed (once) from ``raw`` when not given. ``extra`` is needed for EMAILID, THREADID
-    and SAVEDATE."""
-    yield b"("
+    and SAVEDATE. With ``header_block``, ``raw`` is only the message's top-level header
+    block, and the body items asked for are all top-level header sections."""
+    pieces = [b"("]
     decoded: dict[tuple[int, ...], bytes] = {}
     for i, attr in enumerate(attrs):
         if i:
-            yield b" "
+            pieces.append(b" ")
         name = attr.name
         if name == "FLAGS":
-            yield b"FLAGS " + flags(meta.flags)
+            pieces.append(b"FLAGS " + flags(meta.flags))
         elif name == "UID":
-            yield b"UID %d" % meta.uid
+            pieces.append(b"UID %d" % meta.uid)
         elif name == "INTERNALDATE":
-            yield b"INTERNALDATE " + date_time(meta.internaldate)
+            pieces.append(b"INTERNALDATE " + date_time(meta.internaldate))
         elif name == "RFC822.SIZE":
-            yield b"RFC822.SIZE %d" % meta.size
+            pieces.append(b"RFC822.SIZE %d" % meta.size)
         elif name in objects.FETCH_ITEMS:
             assert extra is not None
-            yield objects.render(name, extra)
+            pieces.append(objects.render(name, extra))
         elif name == "MODSEQ":
-            yield b"MODSEQ (%d)" % meta.modseq
+            pieces.append(b"MODSEQ (%d)" % meta.modseq)
         elif name in STRUCTURE_ITEMS and attr.section is None:
             assert structure is not None
             if name == "ENVELOPE":
                 value = mime.envelope(structure)
             else:
                 value = mime.bodystructure(structure.root, extended=name == "BODYSTRUCTURE")
-            yield name.encode() + b" " + value
-        elif name in binary.ITEMS:
-            assert raw is not None
-            yield from binary.render(attr, raw, structure, decoded)
+            pieces.append(name.encode() + b" " + value)
         else:
             assert raw is not None
-            if name == "RFC822":
-                data = raw
-            elif name == "RFC822.HEADER":
-                data = mime.split_header(raw)[0]
-            elif name == "RFC822.TEXT":
-                data = mime.split_header(raw)[1]
+            if name in binary.ITEMS:
+                chunks = list(binary.render(attr, raw, structure, decoded))
             else:
-                assert attr.section is not None
-                if structure is None and attr.section.parts:
-                    structure = analyse(raw)
-                name = section_name(attr).decode("ascii")
-                data = body_section(raw, attr, structure)
-            yield name.encode("ascii") + b" {%d}\r\n" % len(data)
-            yield data
-    yield b")"
+                if name == "RFC822":
+                    data = raw
+                elif name == "RFC822.HEADER":
+                    data = mime.split_header(raw)[0]
+                elif name == "RFC822.TEXT":
+                    data = mime.split_header(raw)[1]
+                elif header_block:
+                    data = header_section(raw, attr)
+                else:
+                    assert attr.section is not None
+                    if structure is None and attr.section.parts:
+                        structure = analyse(raw)
+                    data = body_section(raw, attr, structure)
+                label = section_name(attr) if attr.section is not None else name.encode()
+                chunks = [label + b" {%d}\r\n" % len(data), data]
+            for chunk in chunks:
+                if len(chunk) < JOIN_BELOW:
+                    pieces.append(chunk)
+                else:
+                    yield b"".join(pieces)
+                    pieces = []
+                    yield chunk
+    pieces.append(b")")
+    yield b"".join(pieces)

@@ -22,6 +22,14 @@ MAX_DECODED = 8 * 1024 * 1024  # decoded text-part characters searched per messa
 MAX_HEADER_VALUES = 1000  # occurrences of one field a HEADER key looks at
 
 
+def number_list(numbers: list[int]) -> bytes:
+    """`` 1 2 3``: the numbers of a SEARCH response, each after a space, formatted in one
+    pass (a response can list every message of a 100,000-message mailbox)."""
+    if not numbers:
+        return b""
+    return b" " + " ".join(map(str, numbers)).encode("ascii")
+
+
 def needs_body(key: c.SearchKey) -> bool:
     """Whether evaluating ``key`` requires the message bytes (header/body/sent-date keys)."""
     if isinstance(key, c.SearchHeader | c.SearchText):

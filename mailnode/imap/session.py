@@ -32,7 +32,7 @@ from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
 from mailnode.imap.searchres import Saved
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.logsafe import clean
-from mailnode.mime import MessageStructure, Part, analyse
+from mailnode.mime import MessageStructure, analyse
 from mailnode.mime import headers as mh
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.store.api import (
@@ -835,8 +835,10 @@ class ImapSession:
             uids = [u for _, u in batch]
             extra = (await self.store.message_objects(sel.mailbox.id, uids) if needs_extra
                      else {})
+            blocks: set[int] = set()
             if headers_only:
-                bodies, structures = await self._headers(uids)
+                bodies, blocks = await self._headers(uids)
+                structures = {}
                 want = uids
             elif needs_raw and needs_structure:  # both in one read
                 both = await self.store.fetch_messages(sel.mailbox.id, uids)
@@ -854,9 +856,10 @@ class ImapSession:
                     structures.update(analysed)
                     await self.store.save_structures(
                         sel.mailbox.id, {u: st.encode() for u, st in analysed.items()})
+            wanted = set(want)
             for seq, uid in batch:
                 raw = bodies.pop(uid, None)
-                if (uid in want and raw is None) or (needs_extra and uid not in extra):
+                if (uid in wanted and raw is None) or (needs_extra and uid not in extra):
                     missing = True
                     continue
                 items = with_flags if uid in seen_changed else attrs
@@ -864,7 +867,8 @@ class ImapSession:
                     binary.check(raw, structures.get(uid), attrs)
                 self._write(b"* %d FETCH " % seq)
                 for chunk in render_chunks(sel.shown(sel.metas[uid]), items, raw,
-                                           structures.get(uid), extra.get(uid)):
+                                           structures.get(uid), extra.get(uid),
+                                           header_block=uid in blocks):
                     self._write(chunk)
                     await self._flush_if_full()
                 self._write(b"\r\n")
@@ -899,21 +903,20 @@ class ImapSession:
                 await self._flush_if_full()
         self._write(b"".join(lines))
 
-    async def _headers(self, uids: list[int],
-                       ) -> tuple[dict[int, bytes], dict[int, MessageStructure]]:
-        """Header blocks to render header sections from, each with a structure that is just
-        its header (the whole message, analysed as before, where none was stored)."""
+    async def _headers(self, uids: list[int]) -> tuple[dict[int, bytes], set[int]]:
+        """What to render header sections from: the header block, or the whole message
+        (analysed as before) where no structure was stored; and the uids given a block."""
         sel = self.selected
         assert sel is not None
         heads = await self.store.fetch_headers(sel.mailbox.id, uids)
         lacking = [u for u, head in heads.items() if head is None]
         raws = await self.store.fetch_bodies(sel.mailbox.id, lacking) if lacking else {}
-        structures = {}
+        blocks = set()
         for uid, head in heads.items():
             if head is not None:
                 raws[uid] = head
-                structures[uid] = MessageStructure(Part(0, len(head), len(head)))
-        return raws, structures
+                blocks.add(uid)
+        return raws, blocks
 
     async def _structures(self, uids: list[int]) -> dict[int, MessageStructure]:
         """The MIME structures stored at delivery (left out: none stored, or unreadable)."""
@@ -972,10 +975,17 @@ class ImapSession:
     async def _do_search(self, cmd: c.Search) -> str:
         if cmd.returns is not None:
             return await ext_search.search(self, cmd)
-        found = await self._matches(cmd.key, cmd.charset)
-        self._untagged(b"SEARCH" + b"".join(b" %d" % (uid if cmd.uid else seq)
-                                            for seq, uid in found)
-                       + self._modseq_tail(cmd.key, found))
+        sel = self.selected
+        assert sel is not None
+        if cmd.uid and cmd.key == _UNSEEN and cmd.charset is None:
+            # What clients poll with: the uids come straight from the view's unseen set,
+            # with no sequence number looked up for each (a bisection per match).
+            numbers, tail = sorted(sel.unseen), b""
+        else:
+            found = await self._matches(cmd.key, cmd.charset)
+            numbers = [uid if cmd.uid else seq for seq, uid in found]
+            tail = self._modseq_tail(cmd.key, found)
+        self._untagged(b"SEARCH" + search.number_list(numbers) + tail)
         return f"{'UID ' if cmd.uid else ''}SEARCH completed"
 
     def _modseq_tail(self, key: c.SearchKey, found: list[tuple[int, int]]) -> bytes:
