@@ -431,13 +431,16 @@ class SqlStore:
     def _drop_orphan_bodies(conn: Connection, body_ids: Iterable[int]) -> None:
         """Delete bodies that no message refers to any more (after expunge or delete)."""
         ids = sorted(set(body_ids))
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            used = set(conn.execute(select(messages.c.body_id).where(
-                messages.c.body_id.in_(chunk))).scalars())
+        driver = _driver(conn)
+        for i in range(0, len(ids), UID_CHUNK):
+            chunk = ids[i:i + UID_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            used = {b for (b,) in driver.execute(
+                f"SELECT body_id FROM messages WHERE body_id IN ({marks})", chunk)}
             gone = [b for b in chunk if b not in used]
             if gone:
-                conn.execute(delete(bodies).where(bodies.c.id.in_(gone)))
+                driver.execute(f"DELETE FROM bodies WHERE id IN ({','.join('?' * len(gone))})",
+                               gone)
 
     def _inbox_id(self, conn: Connection, user_id: int) -> int:
         [(inbox,)] = _driver(conn).execute(
@@ -498,10 +501,12 @@ class SqlStore:
 
     async def authenticate(self, login: str, password: str) -> User | None:
         def q(conn: Connection) -> tuple[User, str] | None:
-            row = conn.execute(self._by_login(select(
-                users.c.id, users.c.name, users.c.address, users.c.password_hash), login)).first()
+            # A read (on a reader connection): logins never queue behind the writer.
+            row = _driver(conn).execute(
+                "SELECT id, name, address, password_hash FROM users"
+                " WHERE name = ? OR address = ?", (login, login.strip().lower())).fetchone()
             return None if row is None else (User(row[0], row[1], row[2]), row[3])
-        found = await self.db.run(q)
+        found = await self.db.read(q)
         stored = found[1] if found else _DUMMY_HASH
         if found and self._verified.check(stored, password, self.clock()):
             return found[0]
@@ -693,14 +698,17 @@ class SqlStore:
 
     async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
         def q(conn: Connection) -> tuple[int, int]:
-            row = conn.execute(select(mailboxes.c.recent_uid, mailboxes.c.uidnext).where(
-                mailboxes.c.id == mailbox_id)).first()
+            # Plain SQL on the driver: every SELECT and every announced arrival claims, and
+            # building statements held the GIL longer than SQLite took to run them.
+            driver = _driver(conn)
+            row = driver.execute("SELECT recent_uid, uidnext FROM mailboxes WHERE id = ?",
+                                 (mailbox_id,)).fetchone()
             if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
             before, upto = int(row[0]), int(row[1]) - 1
             if claim and upto > before:
-                conn.execute(update(mailboxes).where(mailboxes.c.id == mailbox_id)
-                             .values(recent_uid=upto))
+                driver.execute("UPDATE mailboxes SET recent_uid = ? WHERE id = ?",
+                               (upto, mailbox_id))
             return before, upto
         return await self.db.run(q, durable=False)
 
@@ -763,13 +771,14 @@ class SqlStore:
             stored: list[tuple[int, str, int, int, int]] = []
             failed: list[int] = []
             by_new_flags: defaultdict[str, list[int]] = defaultdict(list)
-            wanted = list(uids)
-            for i in range(0, len(wanted), 500):
-                rows = conn.execute(select(messages.c.id, messages.c.uid, messages.c.flags,
-                                           messages.c.internaldate, messages.c.size,
-                                           messages.c.modseq).where(
-                    messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500]))
-                    .order_by(messages.c.uid)).all()
+            wanted = sorted(set(uids))
+            driver = _driver(conn)
+            for i in range(0, len(wanted), UID_CHUNK):
+                chunk = wanted[i:i + UID_CHUNK]
+                rows = driver.execute(
+                    "SELECT id, uid, flags, internaldate, size, modseq FROM messages"
+                    f" WHERE mailbox_id = ? AND uid IN ({','.join('?' * len(chunk))})"
+                    " ORDER BY uid", (mailbox_id, *chunk)).fetchall()
                 for row_id, uid, old_text, internaldate, size, modseq in rows:
                     if unchangedsince is not None and modseq > unchangedsince:
                         failed.append(uid)
@@ -788,9 +797,12 @@ class SqlStore:
             # One UPDATE per resulting flag set: "+FLAGS \\Seen" on 1:* is a handful of
             # statements, not one per message.
             for new_text, ids in by_new_flags.items():
-                for i in range(0, len(ids), 500):
-                    conn.execute(update(messages).where(messages.c.id.in_(ids[i:i + 500]))
-                                 .values(flags=new_text, modseq=new_modseq))
+                for i in range(0, len(ids), UID_CHUNK):
+                    chunk = ids[i:i + UID_CHUNK]
+                    driver.execute(
+                        "UPDATE messages SET flags = ?, modseq = ?"
+                        f" WHERE id IN ({','.join('?' * len(chunk))})",
+                        (new_text, new_modseq, *chunk))
             result = [_meta(uid, text, date, size, modseq or new_modseq)
                       for uid, text, date, size, modseq in stored]
             return (result, failed), [mailbox_id]
@@ -822,13 +834,13 @@ class SqlStore:
         structure = await self._structure(body)
 
         def q(conn: Connection) -> tuple[tuple[int, int], list[int]]:
-            uidvalidity = conn.execute(select(mailboxes.c.uidvalidity).where(
-                mailboxes.c.id == mailbox_id)).scalar()
-            if uidvalidity is None:
+            row = _driver(conn).execute("SELECT uidvalidity FROM mailboxes WHERE id = ?",
+                                        (mailbox_id,)).fetchone()
+            if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
             self._check_quota(conn, mailbox_id, len(body))
             uid = self._file(conn, mailbox_id, body, structure, flags, when)
-            return (int(uidvalidity), uid), [mailbox_id]
+            return (int(row[0]), uid), [mailbox_id]
         return await self._write(q, appended=True)
 
     async def append_many(self, mailbox_id: int,
@@ -853,14 +865,16 @@ class SqlStore:
         restrict = None if uids is None else set(uids)
 
         def q(conn: Connection) -> tuple[list[int], list[int]]:
-            rows = conn.execute(select(messages.c.id, messages.c.uid, messages.c.body_id).where(
-                messages.c.mailbox_id == mailbox_id,
-                messages.c.flags.contains("\\Deleted")).order_by(messages.c.uid)).all()
+            driver = _driver(conn)
+            rows = driver.execute(
+                "SELECT id, uid, body_id FROM messages WHERE mailbox_id = ?"
+                " AND flags LIKE '%' || ? || '%' ORDER BY uid", (mailbox_id, "\\Deleted"))
             gone = [(rid, uid, body_id) for rid, uid, body_id in rows
                     if (restrict is None or uid in restrict)]
-            for i in range(0, len(gone), 500):
-                conn.execute(delete(messages).where(
-                    messages.c.id.in_([rid for rid, _, _ in gone[i:i + 500]])))
+            for i in range(0, len(gone), UID_CHUNK):
+                chunk = [rid for rid, _, _ in gone[i:i + UID_CHUNK]]
+                driver.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})",
+                               chunk)
             self._drop_orphan_bodies(conn, (body_id for _, _, body_id in gone))
             removed = [uid for _, uid, _ in gone]
             self._tombstones(conn, mailbox_id, removed)
