@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 
 from mailnode.imap import commands as c
@@ -14,6 +14,8 @@ from mailnode.mime import MessageStructure, analyse
 from mailnode.store.api import MessageMeta, MessageObjects
 
 STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
+HEADER_SECTIONS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+_LIST_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ", "INTERNALDATE", "RFC822.SIZE"})
 
 
 @lru_cache(maxsize=256)
@@ -166,3 +168,70 @@ def render_chunks(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes 
                     yield chunk
     pieces.append(b")")
     yield b"".join(pieces)
+
+
+_Item = Callable[[MessageMeta, bytes], bytes]
+
+
+class HeaderLines:
+    """Whole ``* n FETCH (...)`` lines for a FETCH of message data and top-level header
+    sections only (what a message list asks of each message it shows): what each item needs
+    (its label, its field pattern, each distinct flag list's rendering) is worked out once
+    per command, not once per message. The same bytes as :func:`render_chunks`."""
+
+    def __init__(self, attrs: tuple[c.FetchAttr, ...]) -> None:
+        assert self.fits(attrs)
+        self.attrs = attrs
+        self._flags: dict[frozenset[str], bytes] = {}
+        self._items = [self._item(a) for a in attrs]
+
+    @staticmethod
+    def fits(attrs: tuple[c.FetchAttr, ...]) -> bool:
+        return all(a.name in _LIST_ITEMS or (
+            a.name == "BODY" and a.section is not None and not a.section.parts
+            and a.section.text in HEADER_SECTIONS) for a in attrs)
+
+    def line(self, seq: int, meta: MessageMeta, raw: bytes, header_block: bool) -> bytes:
+        """The response line for message ``seq``; ``raw`` is its header block, or (without
+        ``header_block``: no structure was stored) the whole message."""
+        if not header_block:
+            return b"* %d FETCH %s\r\n" % (seq, b"".join(render_chunks(
+                meta, self.attrs, raw, None)))
+        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join([item(meta, raw)
+                                                          for item in self._items]))
+
+    def _flag_list(self, meta: MessageMeta, _head: bytes) -> bytes:
+        shown = self._flags.get(meta.flags)
+        if shown is None:
+            shown = self._flags[meta.flags] = b"FLAGS " + flags(meta.flags)
+        return shown
+
+    def _item(self, attr: c.FetchAttr) -> _Item:
+        name = attr.name
+        if name == "UID":
+            return lambda meta, _head: b"UID %d" % meta.uid
+        if name == "FLAGS":
+            return self._flag_list
+        if name == "MODSEQ":
+            return lambda meta, _head: b"MODSEQ (%d)" % meta.modseq
+        if name == "INTERNALDATE":
+            return lambda meta, _head: b"INTERNALDATE " + date_time(meta.internaldate)
+        if name == "RFC822.SIZE":
+            return lambda meta, _head: b"RFC822.SIZE %d" % meta.size
+        label = section_name(attr) + b" {%d}\r\n"
+        assert attr.section is not None
+        pattern = _fields_pattern(attr.section.fields)
+        if attr.section.text != "HEADER.FIELDS" or attr.partial is not None or pattern is None:
+            def section(_meta: MessageMeta, head: bytes) -> bytes:
+                data = header_section(head, attr)
+                return label % len(data) + data
+            return section
+        names = attr.section.fields
+
+        def fields(_meta: MessageMeta, head: bytes) -> bytes:
+            if head.count(b"\r") == head.count(b"\r\n"):
+                data = b"".join(pattern.findall(head)) + b"\r\n"
+            else:
+                data = mime.header_fields(head, names, exclude=False)
+            return label % len(data) + data
+        return fields

@@ -25,7 +25,7 @@ from mailnode.imap.capabilities import ADVERTISED, ENABLABLE, PRE_AUTH
 from mailnode.imap.contexts import Contexts
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.feed import Selected
-from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
+from mailnode.imap.fetch import HEADER_SECTIONS, STRUCTURE_ITEMS, HeaderLines, render_chunks
 from mailnode.imap.handlers import binary, listext, multiappend
 from mailnode.imap.handlers import esearch as ext_search
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
@@ -61,13 +61,12 @@ BODY_BATCH_BYTES = 1024 * 1024
 """FETCH/SEARCH load at most BODY_BATCH bodies at once, and FETCH no more than about this many
 bytes of them (at least one message), so memory stays near one message, not 64 of them."""
 FLUSH_ABOVE = 256 * 1024
+"""Once this much output is pending in a FETCH, the session hands it to the adapter (which
+writes and drains) before rendering more."""
 LINE_BATCH = 512
 """Listing lines (UID/FLAGS/MODSEQ FETCH) joined into one write."""
 _LISTING_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 _UNSEEN = c.SearchFlag("\\Seen", present=False)
-_HEADER_SECTIONS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
-"""Once this much output is pending in a FETCH, the session hands it to the adapter (which
-writes and drains) before rendering more."""
 MAX_PATTERN_LENGTH = 1024
 """Longest LIST reference + pattern (characters); a longer one gets ``NO [LIMIT]``."""
 MAX_MAILBOXES = 10_000
@@ -827,10 +826,14 @@ class ImapSession:
         # says where the header ends, and the store cuts it out; bodies stay in the database.
         headers_only = needs_raw and all(
             a.section is not None and not a.section.parts and a.name not in binary.ITEMS
-            and a.section.text in _HEADER_SECTIONS for a in attrs if a.needs_body)
+            and a.section.text in HEADER_SECTIONS for a in attrs if a.needs_body)
         binary_items = any(a.name in binary.ITEMS for a in attrs)
         missing = False
         needs_extra = objects.wanted(attrs)
+        lister = flagged = None
+        if headers_only and HeaderLines.fits(with_flags):  # a message list: whole lines
+            lister = HeaderLines(attrs)
+            flagged = HeaderLines(with_flags) if seen_changed else lister
         for batch in self._body_batches(targets, needs_raw or needs_structure):
             uids = [u for _, u in batch]
             extra = (await self.store.message_objects(sel.mailbox.id, uids) if needs_extra
@@ -856,6 +859,16 @@ class ImapSession:
                     structures.update(analysed)
                     await self.store.save_structures(
                         sel.mailbox.id, {u: st.encode() for u, st in analysed.items()})
+            if lister is not None and flagged is not None:
+                for seq, uid in batch:
+                    raw = bodies.pop(uid, None)
+                    if raw is None:
+                        missing = True
+                        continue
+                    plan = flagged if uid in seen_changed else lister
+                    self._write(plan.line(seq, sel.shown(sel.metas[uid]), raw, uid in blocks))
+                    await self._flush_if_full()
+                continue
             wanted = set(want)
             for seq, uid in batch:
                 raw = bodies.pop(uid, None)
