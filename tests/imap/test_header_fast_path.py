@@ -125,3 +125,50 @@ async def test_uid_search_unseen_lists_the_views_unseen_uids(dialog: Dialog) -> 
     await dialog.send(b"x STORE 3,5 +FLAGS (\\Seen)\r\n")
     assert await dialog.send(b"e UID SEARCH UNSEEN\r\n") == \
         b"* SEARCH\r\ne OK UID SEARCH completed\r\n"
+
+
+_ITEMS = [c.FetchAttr("UID"), c.FetchAttr("FLAGS"), c.FetchAttr("MODSEQ"),
+          c.FetchAttr("INTERNALDATE"), c.FetchAttr("RFC822.SIZE"),
+          c.FetchAttr("BODY", c.Section((), "HEADER"), peek=True),
+          c.FetchAttr("BODY", c.Section((), "HEADER.FIELDS", ("SUBJECT", "FROM")), peek=True),
+          c.FetchAttr("BODY", c.Section((), "HEADER.FIELDS", ("TO",)), partial=(2, 9)),
+          c.FetchAttr("BODY", c.Section((), "HEADER.FIELDS", ("X Y", ""))),
+          c.FetchAttr("BODY", c.Section((), "HEADER.FIELDS.NOT", ("SUBJECT",)), peek=True)]
+
+
+@settings(max_examples=200)
+@given(_raw, st.lists(st.sampled_from(_ITEMS), min_size=1, max_size=4, unique=True).map(tuple),
+       st.frozensets(st.sampled_from(["\\Seen", "\\Recent", "$x"])), st.booleans())
+def test_header_lines_are_the_general_rendering(raw: bytes, attrs: tuple[c.FetchAttr, ...],
+                                                flags: frozenset[str], block: bool) -> None:
+    from mailnode.store.api import MessageMeta
+    meta = MessageMeta(9, flags, datetime(2024, 2, 3, 4, 5, 6, tzinfo=UTC), len(raw), 12)
+    lines = fetch.HeaderLines(attrs)
+    data = raw[:analyse(raw).root.body_start] if block else raw
+    general = b"".join(fetch.render_chunks(meta, attrs, data, None, header_block=block))
+    assert lines.line(4, meta, data, block) == b"* 4 FETCH " + general + b"\r\n"
+    assert lines.line(4, meta, data, block) == b"* 4 FETCH " + general + b"\r\n"  # cached
+
+
+def test_header_lines_fit_only_message_data_and_header_sections() -> None:
+    assert fetch.HeaderLines.fits(tuple(_ITEMS))
+    for other in (c.FetchAttr("ENVELOPE"), c.FetchAttr("EMAILID"),
+                  c.FetchAttr("BODY", c.Section((1,), "HEADER"), peek=True),
+                  c.FetchAttr("BODY", c.Section((), "TEXT"), peek=True),
+                  c.FetchAttr("BINARY", c.Section(()), peek=True)):
+        assert not fetch.HeaderLines.fits((_ITEMS[0], other))
+
+
+async def test_header_list_fetch_without_peek_sets_seen_and_says_so(dialog: Dialog) -> None:
+    await dialog.login()
+    message = b"Subject: s\r\nFrom: f\r\n\r\nx\r\n"
+    for flags in (b"(\\Seen)", b"()"):
+        await dialog.send(b"a APPEND INBOX %s {%d+}\r\n" % (flags, len(message)) + message
+                          + b"\r\n")
+    await dialog.send(b"s SELECT INBOX\r\n")
+    out = await dialog.send(b"f FETCH 1:2 (UID BODY[HEADER.FIELDS (SUBJECT)])\r\n")
+    assert out == (b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT)] {14}\r\n"
+                   b"Subject: s\r\n\r\n)\r\n"
+                   b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {14}\r\n"
+                   b"Subject: s\r\n\r\n FLAGS (\\Seen \\Recent))\r\n"
+                   b"f OK FETCH completed\r\n")
