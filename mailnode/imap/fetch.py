@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Set
 from functools import lru_cache
+from operator import itemgetter
 
 from mailnode.imap import commands as c
 from mailnode.imap import mime, objects
@@ -235,3 +236,43 @@ class HeaderLines:
                 data = mime.header_fields(head, names, exclude=False)
             return label % len(data) + data
         return fields
+
+
+_LISTING_FORMATS = {"UID": (b"UID %d", 1), "FLAGS": (b"FLAGS %s", 2), "MODSEQ": (b"MODSEQ (%d)", 3)}
+
+
+def listing_lines(targets: list[tuple[int, int]], metas: Mapping[int, MessageMeta],
+                  recent: Set[int], attrs: tuple[c.FetchAttr, ...],
+                  batch: int) -> Iterator[bytes]:
+    """``* n FETCH (...)`` lines for a FETCH of UID, FLAGS and MODSEQ only (a full listing is
+    one line per message), ``batch`` lines joined at a time: the same bytes as
+    :func:`render_chunks` with \\Recent shown for ``recent`` uids. Each distinct flag list is
+    rendered once, and one format takes the values in the client's order."""
+    line = b"* %d FETCH (" + b" ".join(_LISTING_FORMATS[a.name][0] for a in attrs) + b")\r\n"
+    order = tuple(_LISTING_FORMATS[a.name][1] for a in attrs)
+    pick = None if order in ((1, 2), (1, 2, 3)) else itemgetter(0, *order)
+    with_modseq = order == (1, 2, 3)
+    rendered: dict[frozenset[str], bytes] = {}
+    rendered_recent: dict[frozenset[str], bytes] = {}
+    lines: list[bytes] = []
+    for seq, uid in targets:
+        meta = metas[uid]
+        if uid in recent:
+            shown = rendered_recent.get(meta.flags)
+            if shown is None:
+                shown = rendered_recent[meta.flags] = flags(meta.flags | {"\\Recent"})
+        else:
+            shown = rendered.get(meta.flags)
+            if shown is None:
+                shown = rendered[meta.flags] = flags(meta.flags)
+        if pick is not None:
+            lines.append(line % pick((seq, uid, shown, meta.modseq)))
+        elif with_modseq:
+            lines.append(line % (seq, uid, shown, meta.modseq))
+        else:
+            lines.append(line % (seq, uid, shown))
+        if len(lines) >= batch:
+            yield b"".join(lines)
+            lines.clear()
+    if lines:
+        yield b"".join(lines)

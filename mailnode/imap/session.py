@@ -15,7 +15,6 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
-from operator import itemgetter
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.imap import commands as c
@@ -25,7 +24,13 @@ from mailnode.imap.capabilities import ADVERTISED, ENABLABLE, PRE_AUTH
 from mailnode.imap.contexts import Contexts
 from mailnode.imap.errors import CommandBad, CommandNo, ImapError, ParseError
 from mailnode.imap.feed import Selected
-from mailnode.imap.fetch import HEADER_SECTIONS, STRUCTURE_ITEMS, HeaderLines, render_chunks
+from mailnode.imap.fetch import (
+    HEADER_SECTIONS,
+    STRUCTURE_ITEMS,
+    HeaderLines,
+    listing_lines,
+    render_chunks,
+)
 from mailnode.imap.handlers import binary, listext, multiappend
 from mailnode.imap.handlers import esearch as ext_search
 from mailnode.imap.parser import CommandParser, Limits, NeedContinuation
@@ -891,30 +896,11 @@ class ImapSession:
 
     async def _listing_lines(self, sel: Selected, targets: list[tuple[int, int]],
                              attrs: tuple[c.FetchAttr, ...]) -> None:
-        """FETCH of UID, FLAGS and MODSEQ only (how clients sync a mailbox): the same bytes
-        as ``render_chunks``, with each distinct flag list rendered once and the lines
-        written in batches, since a full listing is one line per message."""
-        metas, recent = sel.metas, sel.recent
-        rendered: dict[tuple[frozenset[str], bool], bytes] = {}
-        # One format for the line, its values picked in the client's order from
-        # (seq, uid, flags, modseq).
-        formats = {"UID": (b"UID %d", 1), "FLAGS": (b"FLAGS %s", 2), "MODSEQ": (b"MODSEQ (%d)", 3)}
-        line = b"* %d FETCH (" + b" ".join(formats[a.name][0] for a in attrs) + b")\r\n"
-        pick = itemgetter(0, *(formats[a.name][1] for a in attrs))
-        lines: list[bytes] = []
-        for seq, uid in targets:
-            meta = metas[uid]
-            key = (meta.flags, uid in recent)
-            shown = rendered.get(key)
-            if shown is None:
-                shown = rendered[key] = r.flags(
-                    meta.flags | {"\\Recent"} if key[1] else meta.flags)
-            lines.append(line % pick((seq, uid, shown, meta.modseq)))
-            if len(lines) >= LINE_BATCH:
-                self._write(b"".join(lines))
-                lines.clear()
-                await self._flush_if_full()
-        self._write(b"".join(lines))
+        """FETCH of UID, FLAGS and MODSEQ only (how clients sync a mailbox): written in
+        batches of LINE_BATCH lines (see :func:`fetch.listing_lines`)."""
+        for chunk in listing_lines(targets, sel.metas, sel.recent, attrs, LINE_BATCH):
+            self._write(chunk)
+            await self._flush_if_full()
 
     async def _headers(self, uids: list[int]) -> tuple[dict[int, bytes], set[int]]:
         """What to render header sections from: the header block, or the whole message

@@ -172,3 +172,27 @@ async def test_header_list_fetch_without_peek_sets_seen_and_says_so(dialog: Dial
                    b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {14}\r\n"
                    b"Subject: s\r\n\r\n FLAGS (\\Seen \\Recent))\r\n"
                    b"f OK FETCH completed\r\n")
+
+
+_LISTED = [c.FetchAttr("UID"), c.FetchAttr("FLAGS"), c.FetchAttr("MODSEQ")]
+
+
+@given(st.lists(st.frozensets(st.sampled_from(["\\Seen", "\\Flagged", "$x"])), max_size=12),
+       st.permutations(_LISTED).flatmap(lambda p: st.integers(1, 3).map(lambda n: tuple(p[:n]))),
+       st.sets(st.integers(1, 12)), st.integers(1, 5))
+def test_listing_lines_are_the_general_rendering(
+        flag_sets: list[frozenset[str]], attrs: tuple[c.FetchAttr, ...], recent: set[int],
+        batch: int) -> None:
+    from dataclasses import replace
+
+    from mailnode.store.api import MessageMeta
+    metas = {u: MessageMeta(u, f, datetime(2024, 1, 1, tzinfo=UTC), 1, 100 + u)
+             for u, f in enumerate(flag_sets, start=1)}
+    targets = list(enumerate(metas, start=1))
+    chunks = list(fetch.listing_lines(targets, metas, recent, attrs, batch))
+    assert all(chunk.count(b"\r\n") <= batch for chunk in chunks)
+    general = b"".join(
+        b"* %d FETCH " % seq + b"".join(fetch.render_chunks(
+            replace(metas[u], flags=metas[u].flags | {"\\Recent"}) if u in recent
+            else metas[u], attrs, None, None)) + b"\r\n" for seq, u in targets)
+    assert b"".join(chunks) == general
