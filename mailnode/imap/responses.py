@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SYSTEM_ORDER = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
+
+
+_UNQUOTABLE = re.compile(rb"[\r\n\x00\x7f-\xff]")
+"""What a quoted string cannot carry (found in C: ENVELOPE renders several per message)."""
 
 
 class Literal(bytes):
@@ -18,8 +23,7 @@ def string(value: bytes | str | None) -> bytes:
     if value is None:
         return b"NIL"
     raw = value.encode("utf-8") if isinstance(value, str) else value
-    if isinstance(value, Literal) or len(raw) > 1024 or \
-            any(b in (0x0D, 0x0A, 0x00) or b > 0x7E for b in raw):
+    if isinstance(value, Literal) or len(raw) > 1024 or _UNQUOTABLE.search(raw):
         return b"{%d}\r\n" % len(raw) + raw
     return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 

@@ -697,7 +697,7 @@ class SqlStore:
         return await self.db.run(q, durable=False)
 
     async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
-        def q(conn: Connection) -> tuple[int, int]:
+        def q(conn: Connection, take: bool) -> tuple[int, int]:
             # Plain SQL on the driver: every SELECT and every announced arrival claims, and
             # building statements held the GIL longer than SQLite took to run them.
             driver = _driver(conn)
@@ -706,11 +706,17 @@ class SqlStore:
             if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
             before, upto = int(row[0]), int(row[1]) - 1
-            if claim and upto > before:
+            if take and upto > before:
                 driver.execute("UPDATE mailboxes SET recent_uid = ? WHERE id = ?",
                                (upto, mailbox_id))
             return before, upto
-        return await self.db.run(q, durable=False)
+        # Of the sessions that see a new message, one claims it: the others (and EXAMINE)
+        # find that out on a reader, without a transaction queued behind the writer's
+        # commits. What is left to claim is claimed in the writing transaction.
+        before, upto = await self.db.read(lambda conn: q(conn, False))
+        if not claim or upto <= before:
+            return before, upto
+        return await self.db.run(lambda conn: q(conn, True), durable=False)
 
     async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         def q(conn: Connection) -> dict[int, bytes]:

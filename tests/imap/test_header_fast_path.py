@@ -196,3 +196,39 @@ def test_listing_lines_are_the_general_rendering(
             replace(metas[u], flags=metas[u].flags | {"\\Recent"}) if u in recent
             else metas[u], attrs, None, None)) + b"\r\n" for seq, u in targets)
     assert b"".join(chunks) == general
+
+
+@given(st.binary(max_size=40))
+def test_string_quotes_exactly_what_has_no_unquotable_octet(raw: bytes) -> None:
+    from mailnode.imap.responses import string
+    unquotable = any(b in (0x0D, 0x0A, 0x00) or b > 0x7E for b in raw)
+    assert string(raw).startswith(b"{%d}\r\n" % len(raw)) == unquotable
+
+
+async def test_claiming_recent_writes_only_when_there_is_something_to_claim(
+        tmp_path: Path) -> None:
+    from crypto.keys import Identity
+    db = Database.open(tmp_path / "t.db")
+    store = SqlStore(db, ChangeNotifier())
+    writes: list[object] = []
+    real_run = db.run
+
+    async def counting(fn: object, durable: bool = True) -> object:
+        writes.append(fn)
+        return await real_run(fn, durable)  # type: ignore[arg-type]
+    try:
+        user = await store.create_user("u", "password-long-enough", Identity.generate())
+        box = await store.get_mailbox(user.id, "INBOX")
+        assert box is not None
+        for _ in range(3):
+            await store.append(box.id, b"Subject: x\r\n\r\ny\r\n", frozenset(), None)
+        db.run = counting  # type: ignore[method-assign,assignment]
+        assert await store.claim_recent(box.id, claim=False) == (0, 3)  # EXAMINE: no claim
+        assert writes == []
+        assert await store.claim_recent(box.id) == (0, 3)
+        assert len(writes) == 1
+        assert await store.claim_recent(box.id) == (3, 3)  # nothing left: no write
+        assert await store.claim_recent(box.id, claim=False) == (3, 3)
+        assert len(writes) == 1
+    finally:
+        db.close()
