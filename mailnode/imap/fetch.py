@@ -172,6 +172,15 @@ def render_chunks(meta: MessageMeta, attrs: tuple[c.FetchAttr, ...], raw: bytes 
 
 
 _Item = Callable[[MessageMeta, bytes], bytes]
+MAX_FLAG_LISTS = 256
+"""Distinct flag lists a plan keeps rendered."""
+
+
+@lru_cache(maxsize=64)
+def header_lines(attrs: tuple[c.FetchAttr, ...]) -> HeaderLines | None:
+    """The plan for ``attrs`` when it is a message list's FETCH (None otherwise), made once
+    for each distinct item list: a client asks the same for every message it lists."""
+    return HeaderLines(attrs) if HeaderLines.fits(attrs) else None
 
 
 class HeaderLines:
@@ -204,6 +213,8 @@ class HeaderLines:
     def _flag_list(self, meta: MessageMeta, _head: bytes) -> bytes:
         shown = self._flags.get(meta.flags)
         if shown is None:
+            if len(self._flags) >= MAX_FLAG_LISTS:  # plans are shared: keywords vary
+                self._flags.clear()
             shown = self._flags[meta.flags] = b"FLAGS " + flags(meta.flags)
         return shown
 

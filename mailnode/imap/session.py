@@ -27,7 +27,7 @@ from mailnode.imap.feed import Selected
 from mailnode.imap.fetch import (
     HEADER_SECTIONS,
     STRUCTURE_ITEMS,
-    HeaderLines,
+    header_lines,
     listing_lines,
     render_chunks,
 )
@@ -835,10 +835,9 @@ class ImapSession:
         binary_items = any(a.name in binary.ITEMS for a in attrs)
         missing = False
         needs_extra = objects.wanted(attrs)
-        lister = flagged = None
-        if headers_only and HeaderLines.fits(with_flags):  # a message list: whole lines
-            lister = HeaderLines(attrs)
-            flagged = HeaderLines(with_flags) if seen_changed else lister
+        # A message list: whole lines from a plan made once per item list.
+        lister = header_lines(attrs) if headers_only else None
+        flagged = header_lines(with_flags) if lister is not None else None
         for batch in self._body_batches(targets, needs_raw or needs_structure):
             uids = [u for _, u in batch]
             extra = (await self.store.message_objects(sel.mailbox.id, uids) if needs_extra

@@ -232,3 +232,16 @@ async def test_claiming_recent_writes_only_when_there_is_something_to_claim(
         assert len(writes) == 1
     finally:
         db.close()
+
+
+def test_shared_plans_keep_a_bounded_number_of_flag_lists() -> None:
+    from mailnode.store.api import MessageMeta
+    attrs = (c.FetchAttr("FLAGS"), c.FetchAttr("BODY", c.Section((), "HEADER"), peek=True))
+    plan = fetch.header_lines(attrs)
+    assert plan is not None and fetch.header_lines(attrs) is plan
+    assert fetch.header_lines((c.FetchAttr("ENVELOPE"),)) is None
+    for i in range(fetch.MAX_FLAG_LISTS * 2):
+        meta = MessageMeta(1, frozenset({f"$k{i}"}), datetime(2024, 1, 1, tzinfo=UTC), 1)
+        assert plan.line(1, meta, b"\r\n", True) == \
+            b"* 1 FETCH (FLAGS ($k%d) BODY[HEADER] {2}\r\n\r\n)\r\n" % i
+        assert len(plan._flags) <= fetch.MAX_FLAG_LISTS
