@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 T = TypeVar("T")
+log = logging.getLogger("mailnode.store")
 
 HEAD_REVISION = "0009"
 """The newest migration (a test checks it against alembic's head). A database already there
@@ -330,10 +331,14 @@ class Database:
         try:
             return fn(conn)
         finally:
-            if conn.in_transaction():
-                conn.rollback()  # read-only: the same as a commit
-            if driver.in_transaction:
-                driver.execute("ROLLBACK")
+            try:
+                if conn.in_transaction():
+                    conn.rollback()  # read-only: the same as a commit
+                if driver.in_transaction:
+                    driver.execute("ROLLBACK")
+            except Exception:  # never keep a connection stuck in a transaction
+                log.warning("reader connection could not end its snapshot; replacing it")
+                conn.invalidate()
 
     def run_sync(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
         """Run ``fn`` in one transaction on the calling thread (tools and benchmarks)."""
