@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = logging.getLogger("mailnode.store")
 
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 """The newest migration (a test checks it against alembic's head). A database already there
 is opened without importing alembic at all: alembic, mako and pygments are ~11 MB of a
 running node's memory that only an upgrade needs."""

@@ -213,7 +213,7 @@ def _meta(uid: int, flags: str, internaldate: int, size: int, modseq: int = 0) -
 
 
 _MAILBOX_KEYS = ("id", "user_id", "name", "uidvalidity", "uidnext", "special_use",
-                 "recent_uid", "highest_modseq")
+                 "recent_uid", "highest_modseq", "message_count", "unseen_count")
 _MAILBOX_COLUMNS = ", ".join(_MAILBOX_KEYS)
 
 
@@ -260,8 +260,6 @@ class SqlStore:
         # replaced as soon as the bump is seen.
         self._listings: dict[int, tuple[int, asyncio.Future[_Listing]]] = {}
         self._identities: dict[int, Identity] = {}
-        # mailbox id -> (highest modseq, messages, unseen): see ``_mailbox``.
-        self._counts: dict[int, tuple[int, int, int]] = {}
         # Bytes of outbound mail queued, counted once and then kept by the transactions that
         # add and remove queued mail (on the database thread only); None: count again.
         self._queued: int | None = None
@@ -290,8 +288,7 @@ class SqlStore:
             await self.notifier.publish(mailbox_id, appended)
         return result
 
-    def _mailbox_row(self, conn: Connection, user_id: int, name: str,
-                     cached: bool = False) -> Mailbox | None:
+    def _mailbox_row(self, conn: Connection, user_id: int, name: str) -> Mailbox | None:
         # On the driver: SELECT, STATUS, APPEND and COPY each look their mailbox up.
         cur = _driver(conn).execute(
             f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = ? AND "
@@ -300,32 +297,17 @@ class SqlStore:
         row = cur.fetchone()
         if row is None:
             return None
-        return self._mailbox(conn, dict(zip(_MAILBOX_KEYS, row, strict=True)), cached)
+        return self._mailbox(conn, dict(zip(_MAILBOX_KEYS, row, strict=True)))
 
-    def _mailbox(self, conn: Connection, m: Mapping[str, Any], cached: bool = False,
-                 ) -> Mailbox:
-        """The mailbox with its counts. ``cached`` (committed reads only): the message and
-        unseen counts are reused while the row's HIGHESTMODSEQ is unchanged (every append,
-        flag change and expunge takes a new modseq in its own transaction, and the row is
-        from this read's snapshot); counting reads every message row, and SELECT, STATUS,
-        APPEND and LIST ask again and again."""
-        mailbox_id = m["id"]
-        version = int(m["highest_modseq"])
-        known = self._counts.get(mailbox_id) if cached else None
-        if known is not None and known[0] == version:
-            total, unseen = known[1], known[2]
-            recent = _driver(conn).execute(
-                "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid > ?",
-                (mailbox_id, m["recent_uid"])).fetchone()[0]
-        else:
-            total, unseen, recent = conn.execute(
-                select(func.count(), func.count().filter(~messages.c.flags.contains("\\Seen")),
-                       func.count().filter(messages.c.uid > m["recent_uid"]))
-                .where(messages.c.mailbox_id == mailbox_id)).one()
-            if cached:
-                self._counts[mailbox_id] = (version, total, unseen)
+    def _mailbox(self, conn: Connection, m: Mapping[str, Any]) -> Mailbox:
+        """The mailbox with its counts: messages and unseen as the triggers of migration
+        0010 keep them on the row, recent from the uid index (the uids above the last one
+        claimed), so no lookup reads every message of the mailbox."""
+        recent = _driver(conn).execute(
+            "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid > ?",
+            (m["id"], m["recent_uid"])).fetchone()[0]
         return Mailbox(m["id"], m["user_id"], m["name"], m["uidvalidity"], m["uidnext"],
-                       m["special_use"], total, unseen, recent,
+                       m["special_use"], m["message_count"], m["unseen_count"], recent,
                        objectid.mailbox_id(self._key(conn), m["id"]), m["highest_modseq"])
 
     def _key(self, conn: Connection) -> bytes:
@@ -559,7 +541,7 @@ class SqlStore:
         def q(conn: Connection) -> list[Mailbox]:
             rows = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id)
                                 .order_by(mailboxes.c.name))
-            return [self._mailbox(conn, dict(r._mapping), cached=True) for r in rows]
+            return [self._mailbox(conn, dict(r._mapping)) for r in rows]
         return await self.db.read(q)
 
     async def count_mailboxes(self, user_id: int) -> int:
@@ -568,7 +550,7 @@ class SqlStore:
         ).scalar_one()))
 
     async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
-        return await self.db.read(lambda conn: self._mailbox_row(conn, user_id, name, True))
+        return await self.db.read(lambda conn: self._mailbox_row(conn, user_id, name))
 
     async def create_mailbox(self, user_id: int, name: str,
                              special_use: str | None = None) -> Mailbox:
