@@ -3,6 +3,7 @@ formatting of what goes inside them (strings, literals, flag lists, dates, lists
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,10 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _SYSTEM_ORDER = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
 
 
+_UNQUOTABLE = re.compile(rb"[\r\n\x00\x7f-\xff]")
+"""What a quoted string cannot carry (found in C: ENVELOPE renders several per message)."""
+
+
 class Literal(bytes):
     """Bytes that must go on the wire as a ``{n}`` literal, never quoted."""
 
@@ -25,8 +30,7 @@ def string(value: bytes | str | None) -> bytes:
     if value is None:
         return b"NIL"
     raw = value.encode("utf-8") if isinstance(value, str) else value
-    if isinstance(value, Literal) or len(raw) > 1024 or \
-            any(b in (0x0D, 0x0A, 0x00) or b > 0x7E for b in raw):
+    if isinstance(value, Literal) or len(raw) > 1024 or _UNQUOTABLE.search(raw):
         return b"{%d}\r\n" % len(raw) + raw
     return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
@@ -257,6 +261,14 @@ def fetch_listing(names: Sequence[str],
     return line, itemgetter(0, *(FETCH_LISTING[n][1] for n in names))
 
 
+def number_list(numbers: Sequence[int]) -> bytes:
+    """`` 1 2 3``: the numbers of a SEARCH or SORT response, each after a space, formatted in
+    one pass (a response can list every message of a 100,000-message mailbox)."""
+    if not numbers:
+        return b""
+    return b" " + " ".join(map(str, numbers)).encode("ascii")
+
+
 def fetch_open(seq: int) -> bytes:
     """``* n FETCH `` before the item chunks ``fetch.render_chunks`` yields (the session
     sends them as they come, so a response is never built whole); ``CRLF`` ends it."""
@@ -303,7 +315,7 @@ def data(resp: Response) -> bytes:
             return (b"STATUS " + name + b" ("
                     + " ".join(f"{item} {value}" for item, value in items).encode() + b")")
         case SearchData(numbers, modseq, sort):
-            return ((b"SORT" if sort else b"SEARCH") + b"".join(b" %d" % n for n in numbers)
+            return ((b"SORT" if sort else b"SEARCH") + number_list(numbers)
                     + (b" (MODSEQ %d)" % modseq if modseq is not None else b""))
         case ESearch(tag, uid, items):
             head = b"ESEARCH (TAG " + string(tag) + b")" + (b" UID" if uid else b"")

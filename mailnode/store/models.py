@@ -55,6 +55,10 @@ mailboxes = Table(
     # Tombstones at or below this modseq may have been dropped (see ``expunged``): a client
     # that last synced before it is told of expunges by comparing uids, not from the list.
     Column("vanished_floor", Integer, nullable=False, server_default="0"),
+    # Its messages, and those without \Seen: kept by triggers on ``messages`` (migration
+    # 0010), so STATUS, SELECT and LIST read them instead of counting every message.
+    Column("message_count", Integer, nullable=False, server_default="0"),
+    Column("unseen_count", Integer, nullable=False, server_default="0"),
     UniqueConstraint("user_id", "name", name="uq_mailboxes_user_id_name"),
     sqlite_autoincrement=True,
 )

@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -176,13 +176,40 @@ def _flags_set(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
+UID_CHUNK = 500
+"""Uids named in one statement (SQLite allows 32,766 parameters; a FETCH batch is far less)."""
+
+
+def _by_uid(conn: Connection, columns: str, mailbox_id: int, uids: Sequence[int],
+            params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """``(uid, *columns)`` of the messages among ``uids`` joined with their
+    bodies (``m``, ``b``); ``params`` are the columns' own placeholders. A run of uids with
+    few gaps (a message list's newest 50) is read as one uid range, a scan of the index
+    that costs half what as many lookups do; rows in it not asked for are skipped."""
+    driver = _driver(conn)
+    sql = (f"SELECT m.uid, {columns} FROM messages m JOIN bodies b ON b.id = m.body_id"
+           " WHERE m.mailbox_id = ? AND ")
+    for i in range(0, len(uids), UID_CHUNK):
+        chunk = uids[i:i + UID_CHUNK]
+        low, high = min(chunk), max(chunk)
+        if high - low < 2 * len(chunk):
+            wanted = set(chunk)
+            rows = driver.execute(sql + "m.uid BETWEEN ? AND ?",
+                                  (*params, mailbox_id, low, high))
+            yield from (row for row in rows if row[0] in wanted)
+        else:
+            yield from driver.execute(
+                sql + f"m.uid IN ({','.join('?' * len(chunk))})",
+                (*params, mailbox_id, *chunk))
+
+
 def _meta(uid: int, flags: str, internaldate: int, size: int, modseq: int = 0) -> MessageMeta:
     return MessageMeta(uid, _flags_set(flags), datetime.fromtimestamp(internaldate, UTC), size,
                        modseq)
 
 
 _MAILBOX_KEYS = ("id", "user_id", "name", "uidvalidity", "uidnext", "special_use",
-                 "recent_uid", "highest_modseq")
+                 "recent_uid", "highest_modseq", "message_count", "unseen_count")
 _MAILBOX_COLUMNS = ", ".join(_MAILBOX_KEYS)
 
 
@@ -229,8 +256,6 @@ class SqlStore:
         # replaced as soon as the bump is seen.
         self._listings: dict[int, tuple[int, asyncio.Future[_Listing]]] = {}
         self._identities: dict[int, Identity] = {}
-        # mailbox id -> (highest modseq, messages, unseen): see ``_mailbox``.
-        self._counts: dict[int, tuple[int, int, int]] = {}
         # Bytes of outbound mail queued, counted once and then kept by the transactions that
         # add and remove queued mail (on the database thread only); None: count again.
         self._queued: int | None = None
@@ -259,8 +284,7 @@ class SqlStore:
             await self.notifier.publish(mailbox_id, appended)
         return result
 
-    def _mailbox_row(self, conn: Connection, user_id: int, name: str,
-                     cached: bool = False) -> Mailbox | None:
+    def _mailbox_row(self, conn: Connection, user_id: int, name: str) -> Mailbox | None:
         # On the driver: SELECT, STATUS, APPEND and COPY each look their mailbox up.
         cur = _driver(conn).execute(
             f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = ? AND "
@@ -269,32 +293,17 @@ class SqlStore:
         row = cur.fetchone()
         if row is None:
             return None
-        return self._mailbox(conn, dict(zip(_MAILBOX_KEYS, row, strict=True)), cached)
+        return self._mailbox(conn, dict(zip(_MAILBOX_KEYS, row, strict=True)))
 
-    def _mailbox(self, conn: Connection, m: Mapping[str, Any], cached: bool = False,
-                 ) -> Mailbox:
-        """The mailbox with its counts. ``cached`` (committed reads only): the message and
-        unseen counts are reused while the row's HIGHESTMODSEQ is unchanged (every append,
-        flag change and expunge takes a new modseq in its own transaction, and the row is
-        from this read's snapshot); counting reads every message row, and SELECT, STATUS,
-        APPEND and LIST ask again and again."""
-        mailbox_id = m["id"]
-        version = int(m["highest_modseq"])
-        known = self._counts.get(mailbox_id) if cached else None
-        if known is not None and known[0] == version:
-            total, unseen = known[1], known[2]
-            recent = _driver(conn).execute(
-                "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid > ?",
-                (mailbox_id, m["recent_uid"])).fetchone()[0]
-        else:
-            total, unseen, recent = conn.execute(
-                select(func.count(), func.count().filter(~messages.c.flags.contains("\\Seen")),
-                       func.count().filter(messages.c.uid > m["recent_uid"]))
-                .where(messages.c.mailbox_id == mailbox_id)).one()
-            if cached:
-                self._counts[mailbox_id] = (version, total, unseen)
+    def _mailbox(self, conn: Connection, m: Mapping[str, Any]) -> Mailbox:
+        """The mailbox with its counts: messages and unseen as the triggers of migration
+        0010 keep them on the row, recent from the uid index (the uids above the last one
+        claimed), so no lookup reads every message of the mailbox."""
+        recent = _driver(conn).execute(
+            "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid > ?",
+            (m["id"], m["recent_uid"])).fetchone()[0]
         return Mailbox(m["id"], m["user_id"], m["name"], m["uidvalidity"], m["uidnext"],
-                       m["special_use"], total, unseen, recent,
+                       m["special_use"], m["message_count"], m["unseen_count"], recent,
                        objectid.mailbox_id(self._key(conn), m["id"]), m["highest_modseq"])
 
     def _key(self, conn: Connection) -> bytes:
@@ -400,13 +409,16 @@ class SqlStore:
     def _drop_orphan_bodies(conn: Connection, body_ids: Iterable[int]) -> None:
         """Delete bodies that no message refers to any more (after expunge or delete)."""
         ids = sorted(set(body_ids))
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            used = set(conn.execute(select(messages.c.body_id).where(
-                messages.c.body_id.in_(chunk))).scalars())
+        driver = _driver(conn)
+        for i in range(0, len(ids), UID_CHUNK):
+            chunk = ids[i:i + UID_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            used = {b for (b,) in driver.execute(
+                f"SELECT body_id FROM messages WHERE body_id IN ({marks})", chunk)}
             gone = [b for b in chunk if b not in used]
             if gone:
-                conn.execute(delete(bodies).where(bodies.c.id.in_(gone)))
+                driver.execute(f"DELETE FROM bodies WHERE id IN ({','.join('?' * len(gone))})",
+                               gone)
 
     def _inbox_id(self, conn: Connection, user_id: int) -> int:
         [(inbox,)] = _driver(conn).execute(
@@ -467,10 +479,12 @@ class SqlStore:
 
     async def authenticate(self, login: str, password: str) -> User | None:
         def q(conn: Connection) -> tuple[User, str] | None:
-            row = conn.execute(self._by_login(select(
-                users.c.id, users.c.name, users.c.address, users.c.password_hash), login)).first()
+            # A read (on a reader connection): logins never queue behind the writer.
+            row = _driver(conn).execute(
+                "SELECT id, name, address, password_hash FROM users"
+                " WHERE name = ? OR address = ?", (login, login.strip().lower())).fetchone()
             return None if row is None else (User(row[0], row[1], row[2]), row[3])
-        found = await self.db.run(q)
+        found = await self.db.read(q)
         stored = found[1] if found else DUMMY_HASH
         if found and self._verified.check(stored, password, self.clock()):
             return found[0]
@@ -523,7 +537,7 @@ class SqlStore:
         def q(conn: Connection) -> list[Mailbox]:
             rows = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id)
                                 .order_by(mailboxes.c.name))
-            return [self._mailbox(conn, dict(r._mapping), cached=True) for r in rows]
+            return [self._mailbox(conn, dict(r._mapping)) for r in rows]
         return await self.db.read(q)
 
     async def count_mailboxes(self, user_id: int) -> int:
@@ -532,7 +546,7 @@ class SqlStore:
         ).scalar_one()))
 
     async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
-        return await self.db.read(lambda conn: self._mailbox_row(conn, user_id, name, True))
+        return await self.db.read(lambda conn: self._mailbox_row(conn, user_id, name))
 
     async def create_mailbox(self, user_id: int, name: str,
                              special_use: str | None = None) -> Mailbox:
@@ -661,85 +675,63 @@ class SqlStore:
         return await self.db.run(q, durable=False)
 
     async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
-        def q(conn: Connection) -> tuple[int, int]:
-            row = conn.execute(select(mailboxes.c.recent_uid, mailboxes.c.uidnext).where(
-                mailboxes.c.id == mailbox_id)).first()
+        def q(conn: Connection, take: bool) -> tuple[int, int]:
+            # Plain SQL on the driver: every SELECT and every announced arrival claims, and
+            # building statements held the GIL longer than SQLite took to run them.
+            driver = _driver(conn)
+            row = driver.execute("SELECT recent_uid, uidnext FROM mailboxes WHERE id = ?",
+                                 (mailbox_id,)).fetchone()
             if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
             before, upto = int(row[0]), int(row[1]) - 1
-            if claim and upto > before:
-                conn.execute(update(mailboxes).where(mailboxes.c.id == mailbox_id)
-                             .values(recent_uid=upto))
+            if take and upto > before:
+                driver.execute("UPDATE mailboxes SET recent_uid = ? WHERE id = ?",
+                               (upto, mailbox_id))
             return before, upto
-        return await self.db.run(q, durable=False)
+        # Of the sessions that see a new message, one claims it: the others (and EXAMINE)
+        # find that out on a reader, without a transaction queued behind the writer's
+        # commits. What is left to claim is claimed in the writing transaction.
+        before, upto = await self.db.read(lambda conn: q(conn, False))
+        if not claim or upto <= before:
+            return before, upto
+        return await self.db.run(lambda conn: q(conn, True), durable=False)
 
     async def fetch_bodies(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         def q(conn: Connection) -> dict[int, bytes]:
-            out: dict[int, bytes] = {}
-            wanted = list(uids)
-            for i in range(0, len(wanted), 500):
-                rows = conn.execute(select(messages.c.uid, bodies.c.data)
-                                    .join(bodies, bodies.c.id == messages.c.body_id).where(
-                    messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500])))
-                out.update({uid: bytes(body) for uid, body in rows})
-            return out
+            return {uid: bytes(data) for uid, data in _by_uid(
+                conn, "b.data", mailbox_id, uids)}
         return await self.db.read(q)
 
     async def fetch_structures(self, mailbox_id: int, uids: Sequence[int],
                                ) -> dict[int, bytes | None]:
         """The stored MIME structure of each message (None where it was never computed)."""
         def q(conn: Connection) -> dict[int, bytes | None]:
-            out: dict[int, bytes | None] = {}
-            wanted = list(uids)
-            for i in range(0, len(wanted), 500):
-                rows = conn.execute(select(messages.c.uid, bodies.c.structure)
-                                    .join(bodies, bodies.c.id == messages.c.body_id).where(
-                    messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500])))
-                out.update({uid: None if st is None else bytes(st) for uid, st in rows})
-            return out
+            return {uid: None if st is None else bytes(st) for uid, st in _by_uid(
+                conn, "b.structure", mailbox_id, uids)}
         return await self.db.read(q)
 
     async def fetch_messages(self, mailbox_id: int, uids: Sequence[int],
                              ) -> dict[int, tuple[bytes, bytes | None]]:
         def q(conn: Connection) -> dict[int, tuple[bytes, bytes | None]]:
-            out: dict[int, tuple[bytes, bytes | None]] = {}
-            wanted = list(uids)
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i:i + 500]
-                rows = _driver(conn).execute(
-                    "SELECT m.uid, b.data, b.structure FROM messages m"
-                    " JOIN bodies b ON b.id = m.body_id"
-                    f" WHERE m.mailbox_id = ? AND m.uid IN ({','.join('?' * len(chunk))})",
-                    (mailbox_id, *chunk))
-                out.update({uid: (bytes(data), None if st is None else bytes(st))
-                            for uid, data, st in rows})
-            return out
+            return {uid: (bytes(data), None if st is None else bytes(st))
+                    for uid, data, st in _by_uid(conn, "b.data, b.structure", mailbox_id,
+                                                 uids)}
         return await self.db.read(q)
 
     async def fetch_headers(self, mailbox_id: int, uids: Sequence[int],
                             ) -> dict[int, bytes | None]:
-        # The root's offsets are the first two numbers of the stored structure (format
-        # VERSION, then JSON: [header_start, body_start, ...]); SQLite cuts the header out,
-        # so a header FETCH neither decodes structures nor copies bodies into Python.
-        sql = ("SELECT uid, CASE WHEN v = ? AND json_valid(s)"
-               " AND json_type(s, '$[1]') = 'integer' AND json_extract(s, '$[0]') = 0"
-               " AND json_extract(s, '$[1]') BETWEEN 0 AND length(data)"
-               " THEN substr(data, 1, json_extract(s, '$[1]')) END FROM ("
-               " SELECT m.uid AS uid, b.data AS data, substr(b.structure, 1, 1) AS v,"
-               " CAST(substr(b.structure, 2) AS TEXT) AS s"
-               " FROM messages m JOIN bodies b ON b.id = m.body_id"
-               " WHERE m.mailbox_id = ? AND m.uid IN ({}))")
-        version = bytes([STRUCTURE_VERSION])
+        # The root's offsets open the stored structure (format VERSION, then JSON:
+        # [0, body_start, ...]): SQLite reads body_start from that prefix and cuts the header
+        # out, so a header FETCH neither decodes structures (nor parses their JSON) nor
+        # copies bodies into Python.
+        column = ("CASE WHEN substr(b.structure, 1, 4) = ?"
+                  " AND CAST(substr(b.structure, 5, 12) AS INTEGER) BETWEEN 0 AND length(b.data)"
+                  " THEN substr(b.data, 1, CAST(substr(b.structure, 5, 12) AS INTEGER)) END")
+        prefix = bytes([STRUCTURE_VERSION]) + b"[0,"
 
         def q(conn: Connection) -> dict[int, bytes | None]:
-            out: dict[int, bytes | None] = {}
-            wanted = list(uids)
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i:i + 500]
-                rows = _driver(conn).execute(sql.format(",".join("?" * len(chunk))),
-                                             (version, mailbox_id, *chunk))
-                out.update({uid: None if head is None else bytes(head) for uid, head in rows})
-            return out
+            return {uid: None if head is None else bytes(head) for uid, head in _by_uid(
+                conn, column, mailbox_id, uids, (prefix,))}
         return await self.db.read(q)
 
     async def save_structures(self, mailbox_id: int, structures: dict[int, bytes]) -> None:
@@ -763,13 +755,14 @@ class SqlStore:
             stored: list[tuple[int, str, int, int, int]] = []
             failed: list[int] = []
             by_new_flags: defaultdict[str, list[int]] = defaultdict(list)
-            wanted = list(uids)
-            for i in range(0, len(wanted), 500):
-                rows = conn.execute(select(messages.c.id, messages.c.uid, messages.c.flags,
-                                           messages.c.internaldate, messages.c.size,
-                                           messages.c.modseq).where(
-                    messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500]))
-                    .order_by(messages.c.uid)).all()
+            wanted = sorted(set(uids))
+            driver = _driver(conn)
+            for i in range(0, len(wanted), UID_CHUNK):
+                chunk = wanted[i:i + UID_CHUNK]
+                rows = driver.execute(
+                    "SELECT id, uid, flags, internaldate, size, modseq FROM messages"
+                    f" WHERE mailbox_id = ? AND uid IN ({','.join('?' * len(chunk))})"
+                    " ORDER BY uid", (mailbox_id, *chunk)).fetchall()
                 for row_id, uid, old_text, internaldate, size, modseq in rows:
                     if unchangedsince is not None and modseq > unchangedsince:
                         failed.append(uid)
@@ -788,9 +781,12 @@ class SqlStore:
             # One UPDATE per resulting flag set: "+FLAGS \\Seen" on 1:* is a handful of
             # statements, not one per message.
             for new_text, ids in by_new_flags.items():
-                for i in range(0, len(ids), 500):
-                    conn.execute(update(messages).where(messages.c.id.in_(ids[i:i + 500]))
-                                 .values(flags=new_text, modseq=new_modseq))
+                for i in range(0, len(ids), UID_CHUNK):
+                    chunk = ids[i:i + UID_CHUNK]
+                    driver.execute(
+                        "UPDATE messages SET flags = ?, modseq = ?"
+                        f" WHERE id IN ({','.join('?' * len(chunk))})",
+                        (new_text, new_modseq, *chunk))
             result = [_meta(uid, text, date, size, modseq or new_modseq)
                       for uid, text, date, size, modseq in stored]
             return (result, failed), [mailbox_id]
@@ -822,13 +818,13 @@ class SqlStore:
         structure = await self._structure(body)
 
         def q(conn: Connection) -> tuple[tuple[int, int], list[int]]:
-            uidvalidity = conn.execute(select(mailboxes.c.uidvalidity).where(
-                mailboxes.c.id == mailbox_id)).scalar()
-            if uidvalidity is None:
+            row = _driver(conn).execute("SELECT uidvalidity FROM mailboxes WHERE id = ?",
+                                        (mailbox_id,)).fetchone()
+            if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
             self._check_quota(conn, mailbox_id, len(body))
             uid = self._file(conn, mailbox_id, body, structure, flags, when)
-            return (int(uidvalidity), uid), [mailbox_id]
+            return (int(row[0]), uid), [mailbox_id]
         return await self._write(q, appended=True)
 
     async def append_many(self, mailbox_id: int,
@@ -853,14 +849,16 @@ class SqlStore:
         restrict = None if uids is None else set(uids)
 
         def q(conn: Connection) -> tuple[list[int], list[int]]:
-            rows = conn.execute(select(messages.c.id, messages.c.uid, messages.c.body_id).where(
-                messages.c.mailbox_id == mailbox_id,
-                messages.c.flags.contains("\\Deleted")).order_by(messages.c.uid)).all()
+            driver = _driver(conn)
+            rows = driver.execute(
+                "SELECT id, uid, body_id FROM messages WHERE mailbox_id = ?"
+                " AND flags LIKE '%' || ? || '%' ORDER BY uid", (mailbox_id, "\\Deleted"))
             gone = [(rid, uid, body_id) for rid, uid, body_id in rows
                     if (restrict is None or uid in restrict)]
-            for i in range(0, len(gone), 500):
-                conn.execute(delete(messages).where(
-                    messages.c.id.in_([rid for rid, _, _ in gone[i:i + 500]])))
+            for i in range(0, len(gone), UID_CHUNK):
+                chunk = [rid for rid, _, _ in gone[i:i + UID_CHUNK]]
+                driver.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})",
+                               chunk)
             self._drop_orphan_bodies(conn, (body_id for _, _, body_id in gone))
             removed = [uid for _, uid, _ in gone]
             self._tombstones(conn, mailbox_id, removed)

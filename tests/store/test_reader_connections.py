@@ -62,3 +62,40 @@ async def test_readers_cannot_write(tmp_path: Path) -> None:
             await db.read(write)
     finally:
         db.close()
+
+
+async def test_each_read_is_one_snapshot_however_it_speaks_sql(tmp_path: Path) -> None:
+    """Reads begin and end their snapshot on the driver; a job executing through
+    SQLAlchemy joins it, and a job that fails or leaves its transaction open does not leave
+    the reader connection stuck for the next jobs."""
+    from sqlalchemy import text
+    db = Database.open(tmp_path / "r.db")
+    try:
+        def mixed(conn: Connection) -> tuple[int, int, bool]:
+            driver = conn.connection.driver_connection
+            assert driver is not None and driver.in_transaction
+            plain = driver.execute("SELECT count(*) FROM counters").fetchone()[0]
+            through = conn.execute(text("SELECT count(*) FROM counters")).scalar_one()
+            return plain, through, driver.in_transaction
+
+        def fails(conn: Connection) -> None:
+            conn.execute(text("SELECT 1"))
+            raise ValueError("job failed")
+
+        def commits_itself(conn: Connection) -> None:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute("COMMIT")  # ends the snapshot early; the reader copes
+
+        for _ in range(Database.READERS * 2):
+            with pytest.raises(ValueError):
+                await db.read(fails)
+            await db.read(commits_itself)
+            count = (await db.read(mixed))[0]
+            assert await db.read(mixed) == (count, count, True)
+        await db.run(lambda conn: conn.exec_driver_sql(
+            "INSERT INTO counters (name, value) VALUES ('snap', 1)"))
+        for _ in range(Database.READERS * 2):  # every reader sees the commit
+            assert await db.read(mixed) == (count + 1, count + 1, True)
+    finally:
+        db.close()

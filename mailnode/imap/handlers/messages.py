@@ -21,12 +21,18 @@ from mailnode.imap import condstore, feed, objects, search, sortthread
 from mailnode.imap import responses as r
 from mailnode.imap.errors import CommandBad, CommandNo
 from mailnode.imap.feed import Selected
-from mailnode.imap.fetch import STRUCTURE_ITEMS, render_chunks
+from mailnode.imap.fetch import (
+    HEADER_SECTIONS,
+    STRUCTURE_ITEMS,
+    header_lines,
+    listing_lines,
+    render_chunks,
+)
 from mailnode.imap.handlers import binary
 from mailnode.imap.handlers import esearch as ext_search
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.imap.states import State
-from mailnode.mime import MessageStructure, Part, analyse
+from mailnode.mime import MessageStructure, analyse
 from mailnode.mime import headers as mh
 from mailnode.store.api import Changes
 
@@ -43,7 +49,6 @@ BODY_BATCH_BYTES = 1024 * 1024
 bytes of them (at least one message), so memory stays near one message, not 64 of them."""
 _LISTING_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 _UNSEEN = c.SearchFlag("\\Seen", present=False)
-_HEADER_SECTIONS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
 
 
 async def do_check(self: ImapSession, cmd: c.Check) -> str:
@@ -149,16 +154,21 @@ async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
     # says where the header ends, and the store cuts it out; bodies stay in the database.
     headers_only = needs_raw and all(
         a.section is not None and not a.section.parts and a.name not in binary.ITEMS
-        and a.section.text in _HEADER_SECTIONS for a in attrs if a.needs_body)
+        and a.section.text in HEADER_SECTIONS for a in attrs if a.needs_body)
     binary_items = any(a.name in binary.ITEMS for a in attrs)
     missing = False
     needs_extra = objects.wanted(attrs)
+    # A message list: whole lines from a plan made once per item list.
+    lister = header_lines(attrs) if headers_only else None
+    flagged = header_lines(with_flags) if lister is not None else None
     for batch in _body_batches(self, targets, needs_raw or needs_structure):
         uids = [u for _, u in batch]
         extra = (await self.store.message_objects(sel.mailbox.id, uids) if needs_extra
                  else {})
+        blocks: set[int] = set()
         if headers_only:
-            bodies, structures = await _headers(self, uids)
+            bodies, blocks = await _headers(self, uids)
+            structures = {}
             want = uids
         elif needs_raw and needs_structure:  # both in one read
             both = await self.store.fetch_messages(sel.mailbox.id, uids)
@@ -176,9 +186,20 @@ async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
                 structures.update(analysed)
                 await self.store.save_structures(
                     sel.mailbox.id, {u: st.encode() for u, st in analysed.items()})
+        if lister is not None and flagged is not None:
+            for seq, uid in batch:
+                raw = bodies.pop(uid, None)
+                if raw is None:
+                    missing = True
+                    continue
+                plan = flagged if uid in seen_changed else lister
+                self._write(plan.line(seq, sel.shown(sel.metas[uid]), raw, uid in blocks))
+                await self._flush_if_full()
+            continue
+        wanted = set(want)
         for seq, uid in batch:
             raw = bodies.pop(uid, None)
-            if (uid in want and raw is None) or (needs_extra and uid not in extra):
+            if (uid in wanted and raw is None) or (needs_extra and uid not in extra):
                 missing = True
                 continue
             items = with_flags if uid in seen_changed else attrs
@@ -186,7 +207,8 @@ async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
                 binary.check(raw, structures.get(uid), attrs)
             self._write(r.fetch_open(seq))
             for chunk in render_chunks(sel.shown(sel.metas[uid]), items, raw,
-                                       structures.get(uid), extra.get(uid)):
+                                       structures.get(uid), extra.get(uid),
+                                       header_block=uid in blocks):
                 self._write(chunk)
                 await self._flush_if_full()
             self._write(r.CRLF)
@@ -197,47 +219,29 @@ async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
 
 async def _listing_lines(self: ImapSession, sel: Selected, targets: list[tuple[int, int]],
                          attrs: tuple[c.FetchAttr, ...]) -> None:
-    """FETCH of UID, FLAGS and MODSEQ only (how clients sync a mailbox): the same bytes
-    as ``render_chunks``, with each distinct flag list rendered once and the lines
-    written in batches, since a full listing is one line per message."""
+    """FETCH of UID, FLAGS and MODSEQ only (how clients sync a mailbox): written in
+    batches of LINE_BATCH lines (see :func:`fetch.listing_lines`)."""
     from mailnode.imap.session import LINE_BATCH  # the wire engine's bound, read when used
 
-    metas, recent = sel.metas, sel.recent
-    rendered: dict[tuple[frozenset[str], bool], bytes] = {}
-    # One format for the line, its values picked in the client's order from
-    # (seq, uid, flags, modseq).
-    line, pick = r.fetch_listing([a.name for a in attrs])
-    lines: list[bytes] = []
-    for seq, uid in targets:
-        meta = metas[uid]
-        key = (meta.flags, uid in recent)
-        shown = rendered.get(key)
-        if shown is None:
-            shown = rendered[key] = r.flags(
-                meta.flags | {"\\Recent"} if key[1] else meta.flags)
-        lines.append(line % pick((seq, uid, shown, meta.modseq)))
-        if len(lines) >= LINE_BATCH:
-            self._write(b"".join(lines))
-            lines.clear()
-            await self._flush_if_full()
-    self._write(b"".join(lines))
+    for chunk in listing_lines(targets, sel.metas, sel.recent, attrs, LINE_BATCH):
+        self._write(chunk)
+        await self._flush_if_full()
 
 
-async def _headers(self: ImapSession, uids: list[int],
-                   ) -> tuple[dict[int, bytes], dict[int, MessageStructure]]:
-    """Header blocks to render header sections from, each with a structure that is just
-    its header (the whole message, analysed as before, where none was stored)."""
+async def _headers(self: ImapSession, uids: list[int]) -> tuple[dict[int, bytes], set[int]]:
+    """What to render header sections from: the header block, or the whole message
+    (analysed as before) where no structure was stored; and the uids given a block."""
     sel = self.selected
     assert sel is not None
     heads = await self.store.fetch_headers(sel.mailbox.id, uids)
     lacking = [u for u, head in heads.items() if head is None]
     raws = await self.store.fetch_bodies(sel.mailbox.id, lacking) if lacking else {}
-    structures = {}
+    blocks = set()
     for uid, head in heads.items():
         if head is not None:
             raws[uid] = head
-            structures[uid] = MessageStructure(Part(0, len(head), len(head)))
-    return raws, structures
+            blocks.add(uid)
+    return raws, blocks
 
 
 async def _structures(self: ImapSession, uids: list[int]) -> dict[int, MessageStructure]:
@@ -300,9 +304,16 @@ async def do_store(self: ImapSession, cmd: c.StoreCmd) -> str:
 async def do_search(self: ImapSession, cmd: c.Search) -> str:
     if cmd.returns is not None:
         return await ext_search.search(self, cmd)
-    found = await matches(self, cmd.key, cmd.charset)
-    self.emit(r.SearchData([uid if cmd.uid else seq for seq, uid in found],
-                           _modseq_tail(self, cmd.key, found)))
+    sel = self.selected
+    assert sel is not None
+    if cmd.uid and cmd.key == _UNSEEN and cmd.charset is None:
+        # What clients poll with: the uids come straight from the view's unseen set,
+        # with no sequence number looked up for each (a bisection per match).
+        self.emit(r.SearchData(sorted(sel.unseen)))
+    else:
+        found = await matches(self, cmd.key, cmd.charset)
+        self.emit(r.SearchData([uid if cmd.uid else seq for seq, uid in found],
+                               _modseq_tail(self, cmd.key, found)))
     return f"{'UID ' if cmd.uid else ''}SEARCH completed"
 
 

@@ -1,0 +1,247 @@
+"""The fast paths of a message list's header FETCH and of UID SEARCH UNSEEN answer exactly
+what the general code answers: HEADER.FIELDS picked by one pattern from the header block the
+store cut out, the store's uid-range reads, the SEARCH number list."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from mailnode.imap import commands as c
+from mailnode.imap import fetch, mime, responses
+from mailnode.mime import analyse, structure_blob
+from mailnode.store.database import Database
+from mailnode.store.notify import ChangeNotifier
+from mailnode.store.sqlite import SqlStore
+from tests.imap.conftest import Dialog
+
+# Lines made of what field names and values can hold, and of what trips line splitting up:
+# bare CR, vertical tab and form feed (stripped from names), folding, lines without a colon.
+_piece = st.sampled_from([b"From", b"from", b"FROM", b"To", b"Subject", b"X-Y", b"X Y", b":",
+                          b" ", b"\t", b"\x0b", b"\x0c", b"\r", b"\n", b"\r\n", b"a",
+                          b"\xc3\xbc", b"Date", b"Sub"])
+_line = st.lists(_piece, max_size=8).map(b"".join)
+_raw = st.lists(_line, max_size=10).map(lambda lines: b"\r\n".join(lines) + b"\r\n\r\nbody\r\n")
+_names = st.lists(st.sampled_from(["FROM", "to", "SUBJECT", "X Y", "X-Y", "DATE", " TO",
+                                   "A:B", "SUB", "", "\u00fc", "FROM "]),
+                  min_size=1, max_size=4).map(tuple)
+
+
+@settings(max_examples=400)
+@given(_raw, _names)
+@example(b"From: a\r\n\x0b To : b\r\n  c\r\nX Y: z\r\n\tfolded\r\nSubject\r\nsubject x: y\r\n"
+         b"TOPIC: t\r\n\r\nbody\r\n", ("FROM", "to", "X Y", "SUBJECT"))
+@example(b" lead: x\r\nFrom:a\r\n\r\nFrom: body\r\n", ("FROM",))
+def test_header_fields_pattern_keeps_what_the_line_walk_keeps(
+        raw: bytes, names: tuple[str, ...]) -> None:
+    block = raw[:analyse(raw).root.body_start]
+    assert fetch.header_fields(block, names) == mime.header_fields(block, names,
+                                                                    exclude=False)
+
+
+@settings(max_examples=200)
+@given(_raw, _names, st.sampled_from(["HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"]),
+       st.one_of(st.none(), st.tuples(st.integers(0, 40), st.integers(1, 40))))
+def test_header_section_of_the_block_is_the_section_of_the_message(
+        raw: bytes, names: tuple[str, ...], text: str,
+        partial: tuple[int, int] | None) -> None:
+    attr = c.FetchAttr("BODY", c.Section((), text, names if text != "HEADER" else ()),
+                       peek=True, partial=partial)
+    structure = analyse(raw)
+    block = raw[:structure.root.body_start]
+    assert fetch.header_section(block, attr) == fetch.body_section(raw, attr, structure)
+
+
+def test_items_with_short_data_are_one_piece_long_data_its_own() -> None:
+    meta_attrs = (c.FetchAttr("UID"), c.FetchAttr("BODY", c.Section((), "HEADER"), peek=True))
+    from mailnode.store.api import MessageMeta
+    meta = MessageMeta(7, frozenset(), datetime(2024, 1, 1, tzinfo=UTC), 10)
+    short = b"Subject: x\r\n\r\n"
+    assert list(fetch.render_chunks(meta, meta_attrs, short, None, header_block=True)) == [
+        b"(UID 7 BODY[HEADER] {14}\r\n" + short + b")"]
+    long = b"X: " + b"y" * fetch.JOIN_BELOW + b"\r\n\r\n"
+    pieces = list(fetch.render_chunks(meta, meta_attrs, long, None, header_block=True))
+    assert pieces == [b"(UID 7 BODY[HEADER] {%d}\r\n" % len(long), long, b")"]
+    assert pieces[1] is long  # sent as it is, never copied into a joined piece
+
+
+@given(st.lists(st.integers(1, 2**32 - 1), unique=True).map(sorted))
+def test_number_list(numbers: list[int]) -> None:
+    assert responses.number_list(numbers) == b"".join(b" %d" % n for n in numbers)
+
+
+WANTED = [[], [1], list(range(1, 121)), list(range(70, 121)), [120, 3, 4, 60],
+          [1, 120], list(range(40, 60)), [4, 5, 6, 7], [130, 131], [7, 7, 8],
+          list(range(1, 121, 3)), list(range(1, 121, 2))]
+
+
+async def test_reads_by_uid_range_or_list_give_the_same_messages(tmp_path: Path) -> None:
+    """Dense uid sets are read as a range (rows not asked for skipped), sparse ones as a
+    list; either way exactly the messages asked for that exist."""
+    from crypto.keys import Identity
+    db = Database.open(tmp_path / "t.db")
+    store = SqlStore(db, ChangeNotifier())
+    try:
+        user = await store.create_user("u", "password-long-enough", Identity.generate())
+        box = await store.get_mailbox(user.id, "INBOX")
+        assert box is not None
+        raws = {}
+        for i in range(1, 121):
+            raw = b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i)
+            _, uid = await store.append(box.id, raw, frozenset(), None)
+            raws[uid] = raw
+        gaps = [5, 6, 50, 51, 52]
+        await store.store_flags(box.id, gaps, frozenset({"\\Deleted"}), "add")
+        await store.expunge(box.id)
+        for uid in gaps:
+            del raws[uid]
+        for wanted in WANTED:
+            present = {u: raws[u] for u in wanted if u in raws}
+            assert await store.fetch_bodies(box.id, wanted) == present
+            assert await store.fetch_headers(box.id, wanted) == {
+                u: raw[:raw.index(b"\r\n\r\n") + 4] for u, raw in present.items()}
+            both = await store.fetch_messages(box.id, wanted)
+            assert {u: b for u, (b, _) in both.items()} == present
+            assert all(st == structure_blob(present[u]) for u, (_, st) in both.items())
+            assert set(await store.fetch_structures(box.id, wanted)) == set(present)
+    finally:
+        db.close()
+
+
+async def test_uid_search_unseen_lists_the_views_unseen_uids(dialog: Dialog) -> None:
+    await dialog.login()
+    message = b"Subject: s\r\n\r\nx\r\n"
+    for flags in (b"(\\Seen)", b"()", b"()", b"(\\Seen)", b"()"):
+        await dialog.send(b"a APPEND INBOX %s {%d+}\r\n" % (flags, len(message)) + message
+                          + b"\r\n")
+    await dialog.send(b"s SELECT INBOX\r\nx STORE 2 +FLAGS (\\Seen)\r\n")
+    out = await dialog.send(b"u UID SEARCH UNSEEN\r\n")
+    assert out == b"* SEARCH 3 5\r\nu OK UID SEARCH completed\r\n"
+    assert await dialog.send(b"n UID SEARCH CHARSET UTF-8 UNSEEN\r\n") == \
+        b"* SEARCH 3 5\r\nn OK UID SEARCH completed\r\n"
+    await dialog.send(b"x STORE 3,5 +FLAGS (\\Seen)\r\n")
+    assert await dialog.send(b"e UID SEARCH UNSEEN\r\n") == \
+        b"* SEARCH\r\ne OK UID SEARCH completed\r\n"
+
+
+_ITEMS = [c.FetchAttr("UID"), c.FetchAttr("FLAGS"), c.FetchAttr("MODSEQ"),
+          c.FetchAttr("INTERNALDATE"), c.FetchAttr("RFC822.SIZE"),
+          c.FetchAttr("BODY", c.Section((), "HEADER"), peek=True),
+          c.FetchAttr("BODY", c.Section((), "HEADER.FIELDS", ("SUBJECT", "FROM")), peek=True),
+          c.FetchAttr("BODY", c.Section((), "HEADER.FIELDS", ("TO",)), partial=(2, 9)),
+          c.FetchAttr("BODY", c.Section((), "HEADER.FIELDS", ("X Y", ""))),
+          c.FetchAttr("BODY", c.Section((), "HEADER.FIELDS.NOT", ("SUBJECT",)), peek=True)]
+
+
+@settings(max_examples=200)
+@given(_raw, st.lists(st.sampled_from(_ITEMS), min_size=1, max_size=4, unique=True).map(tuple),
+       st.frozensets(st.sampled_from(["\\Seen", "\\Recent", "$x"])), st.booleans())
+def test_header_lines_are_the_general_rendering(raw: bytes, attrs: tuple[c.FetchAttr, ...],
+                                                flags: frozenset[str], block: bool) -> None:
+    from mailnode.store.api import MessageMeta
+    meta = MessageMeta(9, flags, datetime(2024, 2, 3, 4, 5, 6, tzinfo=UTC), len(raw), 12)
+    lines = fetch.HeaderLines(attrs)
+    data = raw[:analyse(raw).root.body_start] if block else raw
+    general = b"".join(fetch.render_chunks(meta, attrs, data, None, header_block=block))
+    assert lines.line(4, meta, data, block) == b"* 4 FETCH " + general + b"\r\n"
+    assert lines.line(4, meta, data, block) == b"* 4 FETCH " + general + b"\r\n"  # cached
+
+
+def test_header_lines_fit_only_message_data_and_header_sections() -> None:
+    assert fetch.HeaderLines.fits(tuple(_ITEMS))
+    for other in (c.FetchAttr("ENVELOPE"), c.FetchAttr("EMAILID"),
+                  c.FetchAttr("BODY", c.Section((1,), "HEADER"), peek=True),
+                  c.FetchAttr("BODY", c.Section((), "TEXT"), peek=True),
+                  c.FetchAttr("BINARY", c.Section(()), peek=True)):
+        assert not fetch.HeaderLines.fits((_ITEMS[0], other))
+
+
+async def test_header_list_fetch_without_peek_sets_seen_and_says_so(dialog: Dialog) -> None:
+    await dialog.login()
+    message = b"Subject: s\r\nFrom: f\r\n\r\nx\r\n"
+    for flags in (b"(\\Seen)", b"()"):
+        await dialog.send(b"a APPEND INBOX %s {%d+}\r\n" % (flags, len(message)) + message
+                          + b"\r\n")
+    await dialog.send(b"s SELECT INBOX\r\n")
+    out = await dialog.send(b"f FETCH 1:2 (UID BODY[HEADER.FIELDS (SUBJECT)])\r\n")
+    assert out == (b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT)] {14}\r\n"
+                   b"Subject: s\r\n\r\n)\r\n"
+                   b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {14}\r\n"
+                   b"Subject: s\r\n\r\n FLAGS (\\Seen \\Recent))\r\n"
+                   b"f OK FETCH completed\r\n")
+
+
+_LISTED = [c.FetchAttr("UID"), c.FetchAttr("FLAGS"), c.FetchAttr("MODSEQ")]
+
+
+@given(st.lists(st.frozensets(st.sampled_from(["\\Seen", "\\Flagged", "$x"])), max_size=12),
+       st.permutations(_LISTED).flatmap(lambda p: st.integers(1, 3).map(lambda n: tuple(p[:n]))),
+       st.sets(st.integers(1, 12)), st.integers(1, 5))
+def test_listing_lines_are_the_general_rendering(
+        flag_sets: list[frozenset[str]], attrs: tuple[c.FetchAttr, ...], recent: set[int],
+        batch: int) -> None:
+    from dataclasses import replace
+
+    from mailnode.store.api import MessageMeta
+    metas = {u: MessageMeta(u, f, datetime(2024, 1, 1, tzinfo=UTC), 1, 100 + u)
+             for u, f in enumerate(flag_sets, start=1)}
+    targets = list(enumerate(metas, start=1))
+    chunks = list(fetch.listing_lines(targets, metas, recent, attrs, batch))
+    assert all(chunk.count(b"\r\n") <= batch for chunk in chunks)
+    general = b"".join(
+        b"* %d FETCH " % seq + b"".join(fetch.render_chunks(
+            replace(metas[u], flags=metas[u].flags | {"\\Recent"}) if u in recent
+            else metas[u], attrs, None, None)) + b"\r\n" for seq, u in targets)
+    assert b"".join(chunks) == general
+
+
+@given(st.binary(max_size=40))
+def test_string_quotes_exactly_what_has_no_unquotable_octet(raw: bytes) -> None:
+    from mailnode.imap.responses import string
+    unquotable = any(b in (0x0D, 0x0A, 0x00) or b > 0x7E for b in raw)
+    assert string(raw).startswith(b"{%d}\r\n" % len(raw)) == unquotable
+
+
+async def test_claiming_recent_writes_only_when_there_is_something_to_claim(
+        tmp_path: Path) -> None:
+    from crypto.keys import Identity
+    db = Database.open(tmp_path / "t.db")
+    store = SqlStore(db, ChangeNotifier())
+    writes: list[object] = []
+    real_run = db.run
+
+    async def counting(fn: object, durable: bool = True) -> object:
+        writes.append(fn)
+        return await real_run(fn, durable)  # type: ignore[arg-type]
+    try:
+        user = await store.create_user("u", "password-long-enough", Identity.generate())
+        box = await store.get_mailbox(user.id, "INBOX")
+        assert box is not None
+        for _ in range(3):
+            await store.append(box.id, b"Subject: x\r\n\r\ny\r\n", frozenset(), None)
+        db.run = counting  # type: ignore[method-assign,assignment]
+        assert await store.claim_recent(box.id, claim=False) == (0, 3)  # EXAMINE: no claim
+        assert writes == []
+        assert await store.claim_recent(box.id) == (0, 3)
+        assert len(writes) == 1
+        assert await store.claim_recent(box.id) == (3, 3)  # nothing left: no write
+        assert await store.claim_recent(box.id, claim=False) == (3, 3)
+        assert len(writes) == 1
+    finally:
+        db.close()
+
+
+def test_shared_plans_keep_a_bounded_number_of_flag_lists() -> None:
+    from mailnode.store.api import MessageMeta
+    attrs = (c.FetchAttr("FLAGS"), c.FetchAttr("BODY", c.Section((), "HEADER"), peek=True))
+    plan = fetch.header_lines(attrs)
+    assert plan is not None and fetch.header_lines(attrs) is plan
+    assert fetch.header_lines((c.FetchAttr("ENVELOPE"),)) is None
+    for i in range(fetch.MAX_FLAG_LISTS * 2):
+        meta = MessageMeta(1, frozenset({f"$k{i}"}), datetime(2024, 1, 1, tzinfo=UTC), 1)
+        assert plan.line(1, meta, b"\r\n", True) == \
+            b"* 1 FETCH (FLAGS ($k%d) BODY[HEADER] {2}\r\n\r\n)\r\n" % i
+        assert len(plan._flags) <= fetch.MAX_FLAG_LISTS
