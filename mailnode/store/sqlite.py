@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -177,6 +177,11 @@ def _flags_set(text: str) -> frozenset[str]:
 
 
 UID_CHUNK = 500
+LISTING_CACHE_MESSAGES = 100_000
+"""Messages kept over all cached mailbox listings (least recently used dropped first; the
+one being read is always kept). A listing costs about 250 bytes per message, so without a
+bound every mailbox ever selected stayed in memory: 25 MB per 100,000-message mailbox."""
+LISTING_CACHE_MAILBOXES = 64
 """Uids named in one statement (SQLite allows 32,766 parameters; a FETCH batch is far less)."""
 
 
@@ -254,7 +259,8 @@ class SqlStore:
         # this process bumps the version after its commit, so ten sessions woken by one change
         # share one query. A load that straddles a write is keyed by the older version and is
         # replaced as soon as the bump is seen.
-        self._listings: dict[int, tuple[int, asyncio.Future[_Listing]]] = {}
+        # Bounded: LISTING_CACHE_MESSAGES and LISTING_CACHE_MAILBOXES, least recently used out.
+        self._listings: OrderedDict[int, tuple[int, asyncio.Future[_Listing]]] = OrderedDict()
         self._identities: dict[int, Identity] = {}
         # Bytes of outbound mail queued, counted once and then kept by the transactions that
         # add and remove queued mail (on the database thread only); None: count again.
@@ -621,8 +627,26 @@ class SqlStore:
             task = asyncio.ensure_future(self._load_listing(mailbox_id, version, base))
             self._listings[mailbox_id] = cached = (version, task)
             task.add_done_callback(lambda t: self._forget_failed(mailbox_id, t))
+        self._listings.move_to_end(mailbox_id)
         metas, highest = await asyncio.shield(cached[1])
+        self._trim_listings()
         return list(metas), highest
+
+    def _trim_listings(self) -> None:
+        """Drop the least recently used listings beyond the bounds (loads in flight are
+        kept; the most recent entry always is)."""
+        entries = self._listings
+        total = sum(len(task.result()[0]) for _, task in entries.values()
+                    if task.done() and not task.cancelled() and task.exception() is None)
+        for mailbox_id in list(entries)[:-1]:
+            if total <= LISTING_CACHE_MESSAGES and len(entries) <= LISTING_CACHE_MAILBOXES:
+                return
+            task = entries[mailbox_id][1]
+            if not task.done():
+                continue
+            if not task.cancelled() and task.exception() is None:
+                total -= len(task.result()[0])
+            del entries[mailbox_id]
 
     def _forget_failed(self, mailbox_id: int, task: asyncio.Future[_Listing]) -> None:
         entry = self._listings.get(mailbox_id)

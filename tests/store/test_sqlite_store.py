@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, text
 
+import mailnode.store.sqlite as sqlite_module
 from crypto.keys import Identity
 from mailnode.store.api import (
     MailboxExists,
@@ -423,3 +424,28 @@ async def test_listings_after_new_mail_read_only_the_new_messages(store: SqlStor
     await store.append(inbox.id, b"Subject: z\r\n\r\nz\r\n", frozenset({"\\Flagged"}), None)
     assert await store.list_messages(inbox.id) == await fresh().list_messages(inbox.id)
     assert reads[-1] is None  # flags and expunge changed old rows: read all again
+
+
+async def test_cached_listings_are_bounded_least_recently_used_first(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every mailbox ever selected used to keep its listing for good (25 MB per 100,000
+    messages); the cache now holds at most LISTING_CACHE_MESSAGES over all mailboxes and
+    drops the least recently read, and a dropped listing reads back the same."""
+    monkeypatch.setattr(sqlite_module, "LISTING_CACHE_MESSAGES", 10)
+    user = await store.create_user("boxes", "password1", Identity.generate())
+    ids = []
+    for name in ("A", "B", "C"):
+        box = await store.create_mailbox(user.id, name)
+        for i in range(4):
+            await store.append(box.id, f"Subject: {i}\r\n\r\nx\r\n".encode(), frozenset(), None)
+        ids.append(box.id)
+    first = [await store.list_messages(i) for i in ids]
+    assert list(store._listings) == ids[1:]  # A (least recently read) went: 8 <= 10 kept
+    await store.list_messages(ids[1])  # B read again: C is now the oldest
+    big = await store.create_mailbox(user.id, "Big")
+    for i in range(12):
+        await store.append(big.id, f"Subject: {i}\r\n\r\nx\r\n".encode(), frozenset(), None)
+    assert len(await store.list_messages(big.id)) == 12
+    assert list(store._listings) == [big.id]  # the one being read is kept, even over
+    assert [await store.list_messages(i) for i in ids] == first
