@@ -14,6 +14,7 @@ import mailnode.imap.handlers.messages
 import mailnode.imap.search
 from crypto.keys import Identity
 from mailnode.imap.session import ImapSession
+from mailnode.mime import analyse
 from mailnode.store.database import Database
 from mailnode.store.notify import ChangeNotifier
 from mailnode.store.sqlite import SqlStore
@@ -65,6 +66,8 @@ async def test_fetch_and_search_use_the_stored_structure(
     assert b'"TEXT" "HTML"' in out and b"Content-Type: text/html" in out
     out = await d.send(b"s SEARCH OR SUBJECT parts BODY second\r\n")
     assert b"* SEARCH 2\r\n" in out and out.endswith(b"s OK SEARCH completed\r\n")
+    out = await d.send(b"t SORT (SUBJECT) UTF-8 ALL\r\n")
+    assert b"* SORT 1 2\r\n" in out and out.endswith(b"t OK SORT completed\r\n"), out
 
 
 async def test_mail_stored_without_a_structure_is_still_read(sql: SqlStore) -> None:
@@ -79,6 +82,27 @@ async def test_mail_stored_without_a_structure_is_still_read(sql: SqlStore) -> N
     # ...and what was analysed is kept: the next FETCH reads it like any other.
     assert await sql.db.run(lambda c: c.execute(
         text("SELECT count(*) FROM bodies WHERE structure IS NOT NULL")).scalar()) == 1
+
+
+async def test_older_mail_is_analysed_once_where_fetch_calls_it(
+        sql: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mail stored without a structure goes through handlers.messages' analysis, once (the
+    counterpart of the check above: that name is the one in use)."""
+    d = Dialog(ImapSession(sql, sql.notifier))
+    await d.login()
+    await _append(d, MULTIPART)
+    await sql.db.run(lambda c: c.execute(text("UPDATE bodies SET structure = NULL")))
+    calls: list[int] = []
+
+    def counting(raw: bytes) -> object:
+        calls.append(len(raw))
+        return analyse(raw)
+
+    monkeypatch.setattr(mailnode.imap.handlers.messages, "analyse", counting)
+    await d.send(b"s SELECT INBOX\r\n")
+    out = await d.send(b"f FETCH 1 BODYSTRUCTURE\r\n")
+    assert out.endswith(b"f OK FETCH completed\r\n") and b'"TEXT" "HTML"' in out
+    assert calls == [len(MULTIPART)]
 
 
 async def test_a_mailbox_of_hostile_mail_answers_ok(sql: SqlStore) -> None:
