@@ -116,20 +116,14 @@ def test_user_list_passwd_and_remove(node: Path, capsys: pytest.CaptureFixture[s
     with_store(node, give_bob_mail)
 
     async def queued(store: SqlStore, db: Database) -> tuple[int, int]:
-        from sqlalchemy import func, select
-
-        from mailnode.store.models import outbound_payloads
         payloads = await db.run(lambda conn: conn.execute(
-            select(func.count()).select_from(outbound_payloads)).scalar_one())
+            "SELECT count(*) FROM outbound_payloads").fetchone()[0])
         return await store.queue_length(), int(payloads)
     assert with_store(node, queued) == (1, 1)
 
     async def bodies(_: SqlStore, db: Database) -> list[bytes]:
-        from sqlalchemy import select
-
-        from mailnode.store.models import bodies
-        return await db.run(lambda conn: [bytes(b) for b in conn.execute(
-            select(bodies.c.data)).scalars()])
+        return await db.run(lambda conn: [bytes(b) for (b,) in conn.execute(
+            "SELECT data FROM bodies")])
     assert any(b"for bob only" in body for body in with_store(node, bodies))
 
     code, _, err = run(capsys, "user", "remove", "bob", "--data-dir", d)

@@ -1,9 +1,13 @@
-"""The SQLite engine: WAL, ``BEGIN IMMEDIATE`` for every transaction, one database thread.
+"""The SQLite database: WAL, ``BEGIN IMMEDIATE`` for every transaction, one database thread.
 
 pysqlite's default transaction handling lets two read-then-write transactions both read the
 same ``uidnext``; ``BEGIN IMMEDIATE`` takes the write lock up front. All transactions run on a
 single worker thread, so there is one writer and the event loop never waits on the disk.
 Network I/O never happens inside ``run`` (the callables only touch the connection).
+
+Jobs get plain ``sqlite3`` connections: SQLAlchemy (~16 MB of a running node's memory) and
+alembic are imported only to create or upgrade the schema, or by tools that ask for
+``Database.engine``; a node whose database is at the head revision serves without them.
 
 Group commit: jobs that queue up while the thread is busy run together in one transaction,
 each inside its own SAVEPOINT when there are several (a job that raises is rolled back
@@ -16,78 +20,85 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
-
-from sqlalchemy import Connection, Engine, create_engine, event
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast
 
 import migrations
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
+    from sqlalchemy import Engine
 
 T = TypeVar("T")
+Connection: TypeAlias = sqlite3.Connection
+"""What a job is given: the writer's or a reader's connection, inside its transaction."""
 log = logging.getLogger("mailnode.store")
 
 HEAD_REVISION = "0010"
 """The newest migration (a test checks it against alembic's head). A database already there
-is opened without importing alembic at all: alembic, mako and pygments are ~11 MB of a
-running node's memory that only an upgrade needs."""
+is opened without importing alembic or SQLAlchemy at all: they are ~27 MB of a running
+node's memory that only an upgrade needs."""
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
+BUSY_TIMEOUT = 30.0
+"""Seconds a statement waits for another process's lock (a CLI tool beside the node)."""
 
 
-def _begin(conn: Connection, statement: str) -> None:
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    driver.execute(statement)
+class _Writer(sqlite3.Connection):
+    """The writer's connection, remembering its ``synchronous`` mode (one PRAGMA saved per
+    group when it does not change)."""
+
+    synchronous = ""
 
 
-def make_reader_engine(path: Path) -> Engine:
-    """Read-only connections beside the writer: in WAL mode a reader sees the last commit
+def connect_writer(path: Path) -> _Writer:
+    """A connection for writing transactions (each begun with ``BEGIN IMMEDIATE``)."""
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, factory=_Writer)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # Durable by default; Database.run(durable=False) relaxes single transactions.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.synchronous = "FULL"
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection beside the writer: in WAL mode a reader sees the last commit
     and never waits for (nor holds up) the writer; each job reads one snapshot (``BEGIN``)."""
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None
-        dbapi_conn.execute("PRAGMA query_only=ON")
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # The reader thread begins each job's snapshot on the driver itself (see
-        # ``Database._read_work``); a job that then executes through SQLAlchemy joins it.
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        if not driver.in_transaction:
-            driver.execute("BEGIN")
-
-    return engine
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+    conn.execute("PRAGMA query_only=ON")
+    return conn
 
 
 def make_engine(path: Path) -> Engine:
-    """An engine whose every transaction starts with ``BEGIN IMMEDIATE`` on a WAL database."""
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+    """A SQLAlchemy engine whose every transaction starts with ``BEGIN IMMEDIATE`` on a WAL
+    database: for migrations (alembic) and tools, never on the serving path."""
+    from sqlalchemy import Connection as Conn
+    from sqlalchemy import create_engine, event
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        # Durable by default; Database.run(durable=False) relaxes single transactions.
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        _begin(conn, "BEGIN IMMEDIATE")
+    def _on_begin(conn: Conn) -> None:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute("BEGIN IMMEDIATE")
 
     return engine
 
@@ -100,11 +111,9 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
     return cfg
 
 
-def _revision(engine: Engine) -> str | None:
+def revision(path: Path) -> str | None:
     """The database's alembic revision, read without alembic (None: not made yet)."""
-    with engine.connect() as conn:
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
+    with contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT)) as raw:
         if not raw.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
                            " AND name = 'alembic_version'").fetchall():
             return None
@@ -114,8 +123,6 @@ def _revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine) -> None:
     """Bring the database to the newest Alembic revision (creates it if new)."""
-    if _revision(engine) == HEAD_REVISION:
-        return
     from alembic import command
     cfg = _alembic_config(engine)
     with engine.connect() as conn:
@@ -179,38 +186,38 @@ def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]
             future.set_exception(error)
 
 
-def _commit(conn: Connection, group: list[tuple[Callable[[Connection], Any], bool]],
+def _commit(conn: _Writer, group: list[tuple[Callable[[Connection], Any], bool]],
             ) -> list[tuple[Any, BaseException | None]]:
-    """One transaction for the group, a SAVEPOINT per job when there are several.
-
-    The savepoints are plain SQL on the driver's connection: SQLAlchemy's nested
-    transactions cost more than the INSERTs of a small message.
-    """
+    """One transaction for the group, a SAVEPOINT per job when there are several."""
     outcomes: list[tuple[Any, BaseException | None]] = []
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
     durable = any(job_durable for _, job_durable in group)
     alone = len(group) == 1
     try:
         mode = "FULL" if durable else "NORMAL"
-        if conn.info.get("synchronous") != mode:  # a statement saved per group
-            raw.execute(f"PRAGMA synchronous={mode}")
-            conn.info["synchronous"] = mode
-        with conn.begin():
+        if conn.synchronous != mode:  # a statement saved per group
+            conn.execute(f"PRAGMA synchronous={mode}")
+            conn.synchronous = mode
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             for fn, _ in group:
                 if alone:  # its failure rolls the whole transaction back: no savepoint
                     outcomes.append((fn(conn), None))
                     continue
-                raw.execute("SAVEPOINT job")
+                conn.execute("SAVEPOINT job")
                 try:
                     result = fn(conn)
                 except Exception as exc:
-                    raw.execute("ROLLBACK TO job")
-                    raw.execute("RELEASE job")
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
                     outcomes.append((None, exc))
                 else:
-                    raw.execute("RELEASE job")
+                    conn.execute("RELEASE job")
                     outcomes.append((result, None))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
     except Exception as exc:  # the job (alone) or the commit itself failed
         return [(None, exc)] * len(group)
     return outcomes
@@ -225,7 +232,6 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.engine = make_engine(path)
         self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="mailnode-db", daemon=True)
         self._thread.start()
@@ -235,7 +241,6 @@ class Database:
                            for i in range(self.PREPARE_THREADS)]
         for thread in self._preparers:
             thread.start()
-        self._reader_engine = make_reader_engine(path)
         self._reads: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._readers = [threading.Thread(target=self._read_work, daemon=True,
                                           name=f"mailnode-read-{i}")
@@ -249,9 +254,19 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
-        db = cls(path)
-        upgrade(db.engine)
-        return db
+        if revision(path) != HEAD_REVISION:
+            engine = make_engine(path)
+            try:
+                upgrade(engine)
+            finally:
+                engine.dispose()
+        return cls(path)
+
+    @functools.cached_property
+    def engine(self) -> Engine:
+        """A SQLAlchemy engine on the same file, made when first asked for (migrations,
+        tests and tools); the node itself never asks."""
+        return make_engine(self.path)
 
     async def run(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
         """Run ``fn`` in a transaction on the database thread; commits unless it raises.
@@ -303,7 +318,7 @@ class Database:
         return await future
 
     def _read_work(self) -> None:
-        conn = self._reader_engine.connect()
+        conn = connect_reader(self.path)
         try:
             while (job := self._reads.get()) is not None:
                 outcome: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
@@ -311,9 +326,10 @@ class Database:
                     outcome = [(job.future, self._snapshot(conn, job.fn), None)]
                 except Exception as exc:
                     outcome = [(job.future, None, exc)]
-                if conn.invalidated or conn.closed:
+                if conn.in_transaction:  # a snapshot that could not end: never reuse it
+                    log.warning("reader connection could not end its snapshot; replacing it")
                     conn.close()
-                    conn = self._reader_engine.connect()
+                    conn = connect_reader(self.path)
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                     job.loop.call_soon_threadsafe(_settle, outcome)
         finally:
@@ -321,28 +337,18 @@ class Database:
 
     @staticmethod
     def _snapshot(conn: Connection, fn: Callable[[Connection], T]) -> T:
-        """``fn`` in one read transaction, begun and ended on the driver: SQLAlchemy's
-        transaction bookkeeping took as long as a small indexed read, and most reads speak
-        to the driver only. A job that executes through SQLAlchemy joins the snapshot
-        (``make_reader_engine``), and SQLAlchemy then ends it."""
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        driver.execute("BEGIN")
+        """``fn`` in one read transaction (a job that ends it early only shortens it)."""
+        conn.execute("BEGIN")
         try:
             return fn(conn)
         finally:
-            try:
-                if conn.in_transaction():
-                    conn.rollback()  # read-only: the same as a commit
-                if driver.in_transaction:
-                    driver.execute("ROLLBACK")
-            except Exception:  # never keep a connection stuck in a transaction
-                log.warning("reader connection could not end its snapshot; replacing it")
-                conn.invalidate()
+            with contextlib.suppress(sqlite3.Error):  # checked by the caller
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")  # read-only: the same as a commit
 
     def run_sync(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
         """Run ``fn`` in one transaction on the calling thread (tools and benchmarks)."""
-        with self.engine.connect() as conn:
+        with contextlib.closing(connect_writer(self.path)) as conn:
             [(result, error)] = _commit(conn, [(fn, durable)])
         if error is not None:
             raise error
@@ -351,7 +357,7 @@ class Database:
     def _work(self) -> None:
         # The thread keeps one connection for its life: checking one out of the pool for
         # every group cost as much as a small job.
-        conn = self.engine.connect()
+        conn = connect_writer(self.path)
         try:
             while True:
                 job = self._jobs.get()
@@ -369,9 +375,6 @@ class Database:
                         break
                     group.append(more)
                 outcomes = _commit(conn, [(job.fn, job.durable) for job in group])
-                if conn.invalidated or conn.closed:  # lost: the next group gets a new one
-                    conn.close()
-                    conn = self.engine.connect()
                 # One wake-up per event loop for the whole group, not one per job.
                 by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
                 for job, (result, error) in zip(group, outcomes, strict=True):
@@ -394,7 +397,7 @@ class Database:
             self._reads.put(None)
         for thread in self._readers:
             thread.join()
-        self._reader_engine.dispose()
         self._jobs.put(None)
         self._thread.join()
-        self.engine.dispose()
+        if "engine" in self.__dict__:
+            self.engine.dispose()

@@ -9,12 +9,11 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
-
-from mailnode.store.database import Database
-from mailnode.store.models import friends, held, invites
+from mailnode.store.database import Connection, Database
 
 Endpoint = tuple[str, int]
 
@@ -79,8 +78,14 @@ def _endpoints(text: str) -> tuple[Endpoint, ...]:
         return ()
 
 
-def _friend(row: Row[tuple[object, ...]], count: int = 0, size: int = 0) -> Friend:
-    m = row._mapping
+_FRIEND_KEYS = ("id", "node_key", "name", "endpoints", "secret", "invite_expires_at",
+                "hold_bytes", "hold_days", "their_hold_bytes", "their_hold_days", "created_at",
+                "last_seen", "last_error")
+_FRIEND = f"SELECT {', '.join(_FRIEND_KEYS)} FROM friends"
+
+
+def _friend(row: Sequence[Any], count: int = 0, size: int = 0) -> Friend:
+    m = dict(zip(_FRIEND_KEYS, row, strict=True))
     return Friend(
         id=m["id"], node_key=bytes(m["node_key"]), name=m["name"],
         endpoints=_endpoints(m["endpoints"]),
@@ -95,18 +100,22 @@ def _friend(row: Row[tuple[object, ...]], count: int = 0, size: int = 0) -> Frie
 def _upsert(conn: Connection, node_key: bytes, name: str, now: int,
             values: dict[str, object]) -> None:
     """Create the friend ``node_key`` with ``values``, or update it (its name stays)."""
-    existing = conn.execute(select(friends.c.id).where(friends.c.node_key == node_key)).scalar()
+    existing = conn.execute("SELECT id FROM friends WHERE node_key = ?",
+                            (node_key,)).fetchone()
     if existing is None:
-        conn.execute(insert(friends).values(node_key=node_key, created_at=now,
-                                            name=_free_name(conn, name, node_key), **values))
+        row = {"node_key": node_key, "created_at": now,
+               "name": _free_name(conn, name, node_key), **values}
+        conn.execute(f"INSERT INTO friends ({', '.join(row)})"
+                     f" VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
     else:
-        conn.execute(update(friends).where(friends.c.id == existing).values(**values))
+        conn.execute(f"UPDATE friends SET {', '.join(f'{k} = ?' for k in values)}"
+                     " WHERE id = ?", (*values.values(), existing[0]))
 
 
 def _free_name(conn: Connection, wanted: str, node_key: bytes) -> str:
     """``wanted``, or with the key's first hex digits when another friend has that name."""
-    owner = conn.execute(select(friends.c.node_key).where(friends.c.name == wanted)).scalar()
-    if owner is None or bytes(owner) == node_key:
+    owner = conn.execute("SELECT node_key FROM friends WHERE name = ?", (wanted,)).fetchone()
+    if owner is None or bytes(owner[0]) == node_key:
         return wanted
     return f"{wanted[:23]}-{node_key.hex()[:8]}"
 
@@ -120,9 +129,9 @@ class FriendStore:
     async def create_invite(self, secret: bytes, hold_bytes: int, hold_days: int, now: int,
                             expires_at: int) -> None:
         def q(conn: Connection) -> None:
-            conn.execute(insert(invites).values(
-                secret_hash=secret_hash(secret), hold_bytes=hold_bytes, hold_days=hold_days,
-                created_at=now, expires_at=expires_at))
+            conn.execute("INSERT INTO invites (secret_hash, hold_bytes, hold_days, created_at,"
+                         " expires_at) VALUES (?, ?, ?, ?, ?)",
+                         (secret_hash(secret), hold_bytes, hold_days, now, expires_at))
         await self.db.run(q)
 
     async def redeem_invite(self, secret: bytes, node_key: bytes, name: str,
@@ -131,17 +140,19 @@ class FriendStore:
         """Make ``node_key`` a friend if ``secret`` is an invite of ours that is current and
         unused (or used by that same node); returns what we hold for it."""
         def q(conn: Connection) -> tuple[int, int] | Redemption:
-            row = conn.execute(select(invites).where(
-                invites.c.secret_hash == secret_hash(secret))).first()
+            row = conn.execute(
+                "SELECT id, used_by, expires_at, hold_bytes, hold_days FROM invites"
+                " WHERE secret_hash = ?", (secret_hash(secret),)).fetchone()
             if row is None:
                 return Redemption.UNKNOWN
-            invite = row._mapping
+            invite = dict(zip(("id", "used_by", "expires_at", "hold_bytes", "hold_days"), row,
+                              strict=True))
             if invite["used_by"] is not None and bytes(invite["used_by"]) != node_key:
                 return Redemption.USED
             if invite["used_by"] is None and now >= invite["expires_at"]:
                 return Redemption.EXPIRED
-            conn.execute(update(invites).where(invites.c.id == invite["id"])
-                         .values(used_by=node_key))
+            conn.execute("UPDATE invites SET used_by = ? WHERE id = ?",
+                         (node_key, invite["id"]))
             _upsert(conn, node_key, name, now, dict(
                 hold_bytes=invite["hold_bytes"], hold_days=invite["hold_days"],
                 their_hold_bytes=their_hold_bytes, their_hold_days=their_hold_days,
@@ -161,58 +172,59 @@ class FriendStore:
                 endpoints=json.dumps([list(e) for e in endpoints]), secret=secret,
                 invite_expires_at=invite_expires_at, hold_bytes=hold_bytes,
                 hold_days=hold_days))
-            row = conn.execute(select(friends).where(friends.c.node_key == node_key)).one()
+            [row] = conn.execute(f"{_FRIEND} WHERE node_key = ?", (node_key,)).fetchall()
             return _friend(row)
         return await self.db.run(q)
 
     async def welcomed(self, node_key: bytes, their_hold_bytes: int, their_hold_days: int,
                        now: int) -> None:
         def q(conn: Connection) -> None:
-            conn.execute(update(friends).where(friends.c.node_key == node_key).values(
-                secret=None, invite_expires_at=None, their_hold_bytes=their_hold_bytes,
-                their_hold_days=their_hold_days, last_seen=now, last_error=None))
+            conn.execute("UPDATE friends SET secret = NULL, invite_expires_at = NULL,"
+                         " their_hold_bytes = ?, their_hold_days = ?, last_seen = ?,"
+                         " last_error = NULL WHERE node_key = ?",
+                         (their_hold_bytes, their_hold_days, now, node_key))
         await self.db.run(q)
 
     async def failed(self, node_key: bytes, error: str) -> None:
         def q(conn: Connection) -> None:
-            conn.execute(update(friends).where(friends.c.node_key == node_key)
-                         .values(last_error=error[:500]))
+            conn.execute("UPDATE friends SET last_error = ? WHERE node_key = ?",
+                         (error[:500], node_key))
         await self.db.run(q, durable=False)
 
     async def seen(self, node_key: bytes, now: int,
                    endpoints: tuple[Endpoint, ...] | None = None) -> None:
         def q(conn: Connection) -> None:
-            values: dict[str, object] = {"last_seen": now, "last_error": None}
             if endpoints:
-                values["endpoints"] = json.dumps([list(e) for e in endpoints])
-            conn.execute(update(friends).where(friends.c.node_key == node_key,
-                                               friends.c.secret.is_(None)).values(**values))
+                conn.execute("UPDATE friends SET last_seen = ?, last_error = NULL,"
+                             " endpoints = ? WHERE node_key = ? AND secret IS NULL",
+                             (now, json.dumps([list(e) for e in endpoints]), node_key))
+            else:
+                conn.execute("UPDATE friends SET last_seen = ?, last_error = NULL"
+                             " WHERE node_key = ? AND secret IS NULL", (now, node_key))
         await self.db.run(q, durable=False)
 
     async def moved(self, node_key: bytes, endpoints: tuple[Endpoint, ...], seq: int) -> None:
         """A friend's newer signed record says where its node is now (none: not dialable).
         Records of several users of that node may come in any order: the highest seq wins."""
         def q(conn: Connection) -> None:
-            conn.execute(update(friends).where(
-                friends.c.node_key == node_key, friends.c.secret.is_(None),
-                friends.c.endpoints_seq < seq).values(
-                    endpoints=json.dumps([list(e) for e in endpoints]), endpoints_seq=seq))
+            conn.execute("UPDATE friends SET endpoints = ?, endpoints_seq = ?"
+                         " WHERE node_key = ? AND secret IS NULL AND endpoints_seq < ?",
+                         (json.dumps([list(e) for e in endpoints]), seq, node_key, seq))
         await self.db.run(q, durable=False)
 
     # reading
 
     async def list_friends(self) -> list[Friend]:
         def q(conn: Connection) -> list[Friend]:
-            usage = {row.friend_id: (row.n, row.size) for row in conn.execute(
-                select(held.c.friend_id, func.count().label("n"),
-                       func.sum(held.c.size).label("size")).group_by(held.c.friend_id))}
-            return [_friend(row, *usage.get(row.id, (0, 0)))
-                    for row in conn.execute(select(friends).order_by(friends.c.name))]
+            usage = {friend_id: (n, size) for friend_id, n, size in conn.execute(
+                "SELECT friend_id, count(*), sum(size) FROM held GROUP BY friend_id")}
+            return [_friend(row, *usage.get(row[0], (0, 0)))
+                    for row in conn.execute(f"{_FRIEND} ORDER BY name").fetchall()]
         return await self.db.run(q, durable=False)
 
     async def friend(self, node_key: bytes) -> Friend | None:
         def q(conn: Connection) -> Friend | None:
-            row = conn.execute(select(friends).where(friends.c.node_key == node_key)).first()
+            row = conn.execute(f"{_FRIEND} WHERE node_key = ?", (node_key,)).fetchone()
             return None if row is None else _friend(row)
         return await self.db.run(q, durable=False)
 
@@ -220,13 +232,13 @@ class FriendStore:
         """Forget a friend and drop whatever we held for it; returns it (with what was
         dropped), or None when no friend has that name."""
         def q(conn: Connection) -> Friend | None:
-            row = conn.execute(select(friends).where(friends.c.name == name)).first()
+            row = conn.execute(f"{_FRIEND} WHERE name = ?", (name,)).fetchone()
             if row is None:
                 return None
-            count, size = conn.execute(select(func.count(), func.coalesce(func.sum(
-                held.c.size), 0)).where(held.c.friend_id == row.id)).one()
-            conn.execute(delete(held).where(held.c.friend_id == row.id))
-            conn.execute(delete(friends).where(friends.c.id == row.id))
+            count, size = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM held"
+                                       " WHERE friend_id = ?", (row[0],)).fetchone()
+            conn.execute("DELETE FROM held WHERE friend_id = ?", (row[0],))
+            conn.execute("DELETE FROM friends WHERE id = ?", (row[0],))
             return _friend(row, int(count), int(size))
         return await self.db.run(q)
 
@@ -238,56 +250,55 @@ class FriendStore:
         it, and from one ``source`` address within half of that (None: not a friend we hold
         for)."""
         def q(conn: Connection) -> HoldResult | None:
-            row = conn.execute(select(friends).where(
-                friends.c.node_key == node_key, friends.c.secret.is_(None))).first()
-            if row is None or row.hold_bytes <= 0 or row.hold_days <= 0:
+            row = conn.execute("SELECT id, hold_bytes, hold_days FROM friends"
+                               " WHERE node_key = ? AND secret IS NULL",
+                               (node_key,)).fetchone()
+            if row is None:
                 return None
-            if conn.execute(select(held.c.id).where(
-                    held.c.recipient_key == recipient_key,
-                    held.c.message_id == message_id)).first() is not None:
+            friend_id, hold_bytes, hold_days = row
+            if hold_bytes <= 0 or hold_days <= 0:
+                return None
+            if conn.execute("SELECT id FROM held WHERE recipient_key = ? AND message_id = ?",
+                            (recipient_key, message_id)).fetchone() is not None:
                 return HoldResult.DUPLICATE
             used, by_source = conn.execute(
-                select(func.coalesce(func.sum(held.c.size), 0),
-                       func.coalesce(func.sum(held.c.size).filter(held.c.source == source), 0))
-                .where(held.c.friend_id == row.id)).one()
-            if used + len(sealed) > row.hold_bytes or \
-                    by_source + len(sealed) > row.hold_bytes // 2:
+                "SELECT coalesce(sum(size), 0),"
+                " coalesce(sum(size) FILTER (WHERE source = ?), 0)"
+                " FROM held WHERE friend_id = ?", (source, friend_id)).fetchone()
+            if used + len(sealed) > hold_bytes or by_source + len(sealed) > hold_bytes // 2:
                 return HoldResult.FULL
-            conn.execute(insert(held).values(
-                friend_id=row.id, message_id=message_id, recipient_key=recipient_key,
-                sealed=sealed, size=len(sealed), received_at=now,
-                expires_at=now + row.hold_days * 86400, source=source))
+            conn.execute("INSERT INTO held (friend_id, message_id, recipient_key, sealed, size,"
+                         " received_at, expires_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (friend_id, message_id, recipient_key, sealed, len(sealed), now,
+                          now + hold_days * 86400, source))
             return HoldResult.STORED
         return await self.db.run(q)
 
     async def next_held(self, node_key: bytes, after: int) -> HeldItem | None:
         def q(conn: Connection) -> HeldItem | None:
             row = conn.execute(
-                select(held.c.id, held.c.message_id, held.c.recipient_key, held.c.sealed)
-                .join(friends, friends.c.id == held.c.friend_id)
-                .where(friends.c.node_key == node_key, held.c.id > after)
-                .order_by(held.c.id).limit(1)).first()
+                "SELECT h.id, h.message_id, h.recipient_key, h.sealed FROM held h"
+                " JOIN friends f ON f.id = h.friend_id WHERE f.node_key = ? AND h.id > ?"
+                " ORDER BY h.id LIMIT 1", (node_key, after)).fetchone()
             if row is None:
                 return None
-            return HeldItem(row.id, bytes(row.message_id), bytes(row.recipient_key),
-                            bytes(row.sealed))
+            return HeldItem(row[0], bytes(row[1]), bytes(row[2]), bytes(row[3]))
         return await self.db.run(q, durable=False)
 
     async def holding_for(self) -> list[bytes]:
         """Node keys of friends we hold something for."""
         def q(conn: Connection) -> list[bytes]:
-            return [bytes(k) for k in conn.execute(
-                select(friends.c.node_key).where(friends.c.id.in_(
-                    select(held.c.friend_id).distinct()))).scalars()]
+            return [bytes(k) for (k,) in conn.execute(
+                "SELECT node_key FROM friends WHERE id IN (SELECT DISTINCT friend_id FROM held)")]
         return await self.db.run(q, durable=False)
 
     async def drop_held(self, held_id: int) -> None:
         """Handed over (or refused for good by its node): no longer ours to keep."""
         def q(conn: Connection) -> None:
-            conn.execute(delete(held).where(held.c.id == held_id))
+            conn.execute("DELETE FROM held WHERE id = ?", (held_id,))
         await self.db.run(q, durable=False)
 
     async def expire_held(self, now: int) -> int:
         def q(conn: Connection) -> int:
-            return int(conn.execute(delete(held).where(held.c.expires_at <= now)).rowcount)
+            return int(conn.execute("DELETE FROM held WHERE expires_at <= ?", (now,)).rowcount)
         return await self.db.run(q, durable=False)

@@ -16,10 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
-
-from sqlalchemy import Connection, Select, delete, func, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from typing import Any, TypeVar
 
 from crypto.address import address_for
 from crypto.keys import Identity
@@ -45,21 +42,7 @@ from mailnode.store.api import (
     User,
     is_protected,
 )
-from mailnode.store.database import Database
-from mailnode.store.models import (
-    bodies,
-    counters,
-    known_records,
-    mailboxes,
-    messages,
-    metadata_entries,
-    object_keys,
-    outbound,
-    outbound_payloads,
-    received,
-    subscriptions,
-    users,
-)
+from mailnode.store.database import Connection, Database
 from mailnode.store.notify import ChangeNotifier
 
 T = TypeVar("T")
@@ -163,11 +146,6 @@ class Outgoing:
     recipient: str
 
 
-def _driver(conn: Connection) -> sqlite3.Connection:
-    """The sqlite3 connection under ``conn``, in the same transaction."""
-    return cast(sqlite3.Connection, conn.connection.dbapi_connection)
-
-
 def _flags_text(flags: Iterable[str]) -> str:
     return " ".join(sorted(set(flags)))
 
@@ -191,7 +169,6 @@ def _by_uid(conn: Connection, columns: str, mailbox_id: int, uids: Sequence[int]
     bodies (``m``, ``b``); ``params`` are the columns' own placeholders. A run of uids with
     few gaps (a message list's newest 50) is read as one uid range, a scan of the index
     that costs half what as many lookups do; rows in it not asked for are skipped."""
-    driver = _driver(conn)
     sql = (f"SELECT m.uid, {columns} FROM messages m JOIN bodies b ON b.id = m.body_id"
            " WHERE m.mailbox_id = ? AND ")
     for i in range(0, len(uids), UID_CHUNK):
@@ -199,11 +176,11 @@ def _by_uid(conn: Connection, columns: str, mailbox_id: int, uids: Sequence[int]
         low, high = min(chunk), max(chunk)
         if high - low < 2 * len(chunk):
             wanted = set(chunk)
-            rows = driver.execute(sql + "m.uid BETWEEN ? AND ?",
+            rows = conn.execute(sql + "m.uid BETWEEN ? AND ?",
                                   (*params, mailbox_id, low, high))
             yield from (row for row in rows if row[0] in wanted)
         else:
-            yield from driver.execute(
+            yield from conn.execute(
                 sql + f"m.uid IN ({','.join('?' * len(chunk))})",
                 (*params, mailbox_id, *chunk))
 
@@ -292,7 +269,7 @@ class SqlStore:
 
     def _mailbox_row(self, conn: Connection, user_id: int, name: str) -> Mailbox | None:
         # On the driver: SELECT, STATUS, APPEND and COPY each look their mailbox up.
-        cur = _driver(conn).execute(
+        cur = conn.execute(
             f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = ? AND "
             + ("upper(name) = 'INBOX'" if _is_inbox(name) else "name = ?"),
             (user_id,) if _is_inbox(name) else (user_id, name))
@@ -305,7 +282,7 @@ class SqlStore:
         """The mailbox with its counts: messages and unseen as the triggers of migration
         0010 keep them on the row, recent from the uid index (the uids above the last one
         claimed), so no lookup reads every message of the mailbox."""
-        recent = _driver(conn).execute(
+        recent = conn.execute(
             "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid > ?",
             (m["id"], m["recent_uid"])).fetchone()[0]
         return Mailbox(m["id"], m["user_id"], m["name"], m["uidvalidity"], m["uidnext"],
@@ -315,23 +292,26 @@ class SqlStore:
     def _key(self, conn: Connection) -> bytes:
         key = self._object_key
         if key is None:
-            key = self._object_key = bytes(conn.execute(select(object_keys.c.value).where(
-                object_keys.c.name == "objectid")).scalar_one())
+            [(value,)] = conn.execute(
+                "SELECT value FROM object_keys WHERE name = 'objectid'").fetchall()
+            key = self._object_key = bytes(value)
         return key
 
     def _uidvalidity(self, conn: Connection) -> int:
         """The next UIDVALIDITY, taken from the counter (its row is made by migration 0004)."""
-        where = counters.c.name == "uidvalidity"
-        value = next_uidvalidity(conn.execute(select(counters.c.value).where(where)
-                                              ).scalar_one(), self.clock())
-        conn.execute(update(counters).where(where).values(value=value))
+        [(last,)] = conn.execute(
+            "SELECT value FROM counters WHERE name = 'uidvalidity'").fetchall()
+        value = next_uidvalidity(last, self.clock())
+        conn.execute("UPDATE counters SET value = ? WHERE name = 'uidvalidity'", (value,))
         return value
 
     def _new_mailbox(self, conn: Connection, user_id: int, name: str,
                      special_use: str | None) -> int:
-        return int(conn.execute(insert(mailboxes).values(
-            user_id=user_id, name=name, uidvalidity=self._uidvalidity(conn), uidnext=1,
-            special_use=special_use)).inserted_primary_key[0])  # type: ignore[index]
+        cur = conn.execute("INSERT INTO mailboxes (user_id, name, uidvalidity, uidnext, "
+                           "special_use) VALUES (?, ?, ?, 1, ?)",
+                           (user_id, name, self._uidvalidity(conn), special_use))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
     # Every stored message runs these few statements; they go to the driver as plain SQL
     # (sqlite3 keeps them prepared): building and caching SQLAlchemy statements cost the
@@ -340,7 +320,7 @@ class SqlStore:
 
     @staticmethod
     def _add_body(conn: Connection, data: bytes, structure: bytes | None) -> int:
-        cur = _driver(conn).execute("INSERT INTO bodies (data, structure) VALUES (?, ?)",
+        cur = conn.execute("INSERT INTO bodies (data, structure) VALUES (?, ?)",
                                     (data, structure))
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -362,14 +342,13 @@ class SqlStore:
                            flags: Iterable[str], internaldate: int, saved: int,
                            ) -> tuple[int, int]:
         """``saved``: its RFC 8514 save date (now: it is being put into the mailbox)."""
-        driver = _driver(conn)
-        taken = driver.execute("UPDATE mailboxes SET uidnext = uidnext + 1, "
+        taken = conn.execute("UPDATE mailboxes SET uidnext = uidnext + 1, "
                                f"highest_modseq = highest_modseq + 1 WHERE {where} "
                                "RETURNING id, uidnext - 1, highest_modseq", (key,)).fetchall()
         if not taken:
             raise NoSuchMailbox("mailbox no longer exists")
         mailbox_id, uid, modseq = (int(v) for v in taken[0])
-        driver.execute("INSERT INTO messages (mailbox_id, uid, flags, internaldate, size, "
+        conn.execute("INSERT INTO messages (mailbox_id, uid, flags, internaldate, size, "
                        "body_id, savedate, modseq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (mailbox_id, uid, _flags_text(flags), internaldate, size, body_id, saved,
                         modseq))
@@ -384,7 +363,7 @@ class SqlStore:
     @staticmethod
     def _next_modseq(conn: Connection, mailbox_id: int) -> int:
         """Take the mailbox's next modseq for the change this transaction makes."""
-        [(modseq,)] = _driver(conn).execute(
+        [(modseq,)] = conn.execute(
             "UPDATE mailboxes SET highest_modseq = highest_modseq + 1 WHERE id = ? "
             "RETURNING highest_modseq", (mailbox_id,)).fetchall()
         return int(modseq)
@@ -395,39 +374,37 @@ class SqlStore:
         if not uids:
             return
         modseq = self._next_modseq(conn, mailbox_id)
-        driver = _driver(conn)
-        driver.executemany("INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) "
+        conn.executemany("INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) "
                            "VALUES (?, ?, ?)", [(mailbox_id, uid, modseq) for uid in uids])
-        [(count,)] = driver.execute("SELECT count(*) FROM expunged WHERE mailbox_id = ?",
+        [(count,)] = conn.execute("SELECT count(*) FROM expunged WHERE mailbox_id = ?",
                                     (mailbox_id,)).fetchall()
         if count <= self.tombstone_limit:
             return
         keep = self.tombstone_limit // 2
-        [(cut,)] = driver.execute(
+        [(cut,)] = conn.execute(
             "SELECT modseq FROM expunged WHERE mailbox_id = ? ORDER BY modseq LIMIT 1 "
             "OFFSET ?", (mailbox_id, count - keep - 1)).fetchall()
-        driver.execute("DELETE FROM expunged WHERE mailbox_id = ? AND modseq <= ?",
+        conn.execute("DELETE FROM expunged WHERE mailbox_id = ? AND modseq <= ?",
                        (mailbox_id, cut))
-        driver.execute("UPDATE mailboxes SET vanished_floor = max(vanished_floor, ?) "
+        conn.execute("UPDATE mailboxes SET vanished_floor = max(vanished_floor, ?) "
                        "WHERE id = ?", (cut, mailbox_id))
 
     @staticmethod
     def _drop_orphan_bodies(conn: Connection, body_ids: Iterable[int]) -> None:
         """Delete bodies that no message refers to any more (after expunge or delete)."""
         ids = sorted(set(body_ids))
-        driver = _driver(conn)
         for i in range(0, len(ids), UID_CHUNK):
             chunk = ids[i:i + UID_CHUNK]
             marks = ",".join("?" * len(chunk))
-            used = {b for (b,) in driver.execute(
+            used = {b for (b,) in conn.execute(
                 f"SELECT body_id FROM messages WHERE body_id IN ({marks})", chunk)}
             gone = [b for b in chunk if b not in used]
             if gone:
-                driver.execute(f"DELETE FROM bodies WHERE id IN ({','.join('?' * len(gone))})",
+                conn.execute(f"DELETE FROM bodies WHERE id IN ({','.join('?' * len(gone))})",
                                gone)
 
     def _inbox_id(self, conn: Connection, user_id: int) -> int:
-        [(inbox,)] = _driver(conn).execute(
+        [(inbox,)] = conn.execute(
             "SELECT id FROM mailboxes WHERE user_id = ? AND name = 'INBOX'", (user_id,)
         ).fetchall()
         return int(inbox)
@@ -441,33 +418,36 @@ class SqlStore:
         return await self.db.run(lambda conn: self._create_user(conn, name, pw_hash, identity))
 
     def _create_user(self, conn: Connection, name: str, pw_hash: str, identity: Identity) -> User:
-        if conn.execute(select(users.c.id).where(users.c.name == name)).first():
+        if conn.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone():
             raise UserExists(f"user {name!r} already exists")
         address = address_for(identity.verify_key)
-        user_id = int(conn.execute(insert(users).values(
-            name=name, address=address, password_hash=pw_hash,
-            identity_seed=identity.seed, created_at=int(self.clock()))).inserted_primary_key[0])  # type: ignore[index]
+        cur = conn.execute("INSERT INTO users (name, address, password_hash, identity_seed, "
+                           "created_at) VALUES (?, ?, ?, ?, ?)",
+                           (name, address, pw_hash, identity.seed, int(self.clock())))
+        assert cur.lastrowid is not None
+        user_id = cur.lastrowid
         for mailbox, special in SPECIAL_MAILBOXES:
             self._new_mailbox(conn, user_id, mailbox, special)
-            conn.execute(insert(subscriptions).values(user_id=user_id, name=mailbox))
+            conn.execute("INSERT INTO subscriptions (user_id, name) VALUES (?, ?)",
+                         (user_id, mailbox))
         return User(user_id, name, address)
 
     @staticmethod
-    def _by_login(query: Select[Any], login: str) -> Select[Any]:
+    def _by_login(login: str) -> tuple[str, tuple[str, str]]:
         """Users are found by name or by full address (the address case-insensitively)."""
-        return query.where((users.c.name == login) | (users.c.address == login.strip().lower()))
+        return "name = ? OR address = ?", (login, login.strip().lower())
 
     async def find_user(self, login: str) -> User | None:
         def q(conn: Connection) -> User | None:
-            row = conn.execute(self._by_login(
-                select(users.c.id, users.c.name, users.c.address), login)).first()
+            where, params = self._by_login(login)
+            row = conn.execute(f"SELECT id, name, address FROM users WHERE {where}",
+                               params).fetchone()
             return None if row is None else User(*row)
         return await self.db.run(q)
 
     async def list_users(self) -> list[User]:
         def q(conn: Connection) -> list[User]:
-            rows = conn.execute(select(users.c.id, users.c.name, users.c.address)
-                                .order_by(users.c.id))
+            rows = conn.execute("SELECT id, name, address FROM users ORDER BY id")
             return [User(*r) for r in rows]
         return await self.db.run(q)
 
@@ -477,8 +457,8 @@ class SqlStore:
         known = self._identities.get(user_id)
         if known is not None:
             return known
-        seed = await self.db.run(lambda conn: conn.execute(
-            select(users.c.identity_seed).where(users.c.id == user_id)).scalar_one(),
+        [(seed,)] = await self.db.run(lambda conn: conn.execute(
+            "SELECT identity_seed FROM users WHERE id = ?", (user_id,)).fetchall(),
             durable=False)
         identity = self._identities[user_id] = Identity(bytes(seed))
         return identity
@@ -486,9 +466,10 @@ class SqlStore:
     async def authenticate(self, login: str, password: str) -> User | None:
         def q(conn: Connection) -> tuple[User, str] | None:
             # A read (on a reader connection): logins never queue behind the writer.
-            row = _driver(conn).execute(
-                "SELECT id, name, address, password_hash FROM users"
-                " WHERE name = ? OR address = ?", (login, login.strip().lower())).fetchone()
+            where, params = self._by_login(login)
+            row = conn.execute(
+                f"SELECT id, name, address, password_hash FROM users WHERE {where}",
+                params).fetchone()
             return None if row is None else (User(row[0], row[1], row[2]), row[3])
         found = await self.db.read(q)
         stored = found[1] if found else DUMMY_HASH
@@ -506,7 +487,7 @@ class SqlStore:
         pw_hash = await asyncio.get_running_loop().run_in_executor(
             self._hasher, hash_password, password)
         return await self.db.run(lambda conn: conn.execute(
-            update(users).where(users.c.name == name).values(password_hash=pw_hash)
+            "UPDATE users SET password_hash = ? WHERE name = ?", (pw_hash, name)
         ).rowcount == 1)
 
     async def delete_user(self, name: str) -> bool:
@@ -516,23 +497,24 @@ class SqlStore:
         shared, so only those nobody else refers to any more are dropped.
         """
         def q(conn: Connection) -> tuple[bool, list[int]]:
-            user_id = conn.execute(select(users.c.id).where(users.c.name == name)).scalar()
-            if user_id is None:
+            row = conn.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
+            if row is None:
                 return False, []
-            boxes = list(conn.execute(select(mailboxes.c.id).where(
-                mailboxes.c.user_id == user_id)).scalars())
-            body_ids = list(conn.execute(select(messages.c.body_id).join(
-                mailboxes, mailboxes.c.id == messages.c.mailbox_id).where(
-                mailboxes.c.user_id == user_id)).scalars())
-            payload_ids = set(conn.execute(select(outbound.c.payload_id).where(
-                outbound.c.user_id == user_id, outbound.c.payload_id.is_not(None))).scalars())
-            conn.execute(delete(users).where(users.c.id == user_id))
+            user_id = row[0]
+            boxes = [b for (b,) in conn.execute("SELECT id FROM mailboxes WHERE user_id = ?",
+                                                (user_id,))]
+            body_ids = [b for (b,) in conn.execute(
+                "SELECT m.body_id FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id"
+                " WHERE b.user_id = ?", (user_id,))]
+            payload_ids = {p for (p,) in conn.execute(
+                "SELECT payload_id FROM outbound WHERE user_id = ?"
+                " AND payload_id IS NOT NULL", (user_id,))}
+            conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
             self._drop_orphan_bodies(conn, body_ids)
-            used = set(conn.execute(select(outbound.c.payload_id).where(
-                outbound.c.payload_id.in_(payload_ids))).scalars())
-            if payload_ids - used:
-                conn.execute(delete(outbound_payloads).where(
-                    outbound_payloads.c.id.in_(payload_ids - used)))
+            unused = [p for p in sorted(payload_ids) if conn.execute(
+                "SELECT 1 FROM outbound WHERE payload_id = ? LIMIT 1", (p,)).fetchone() is None]
+            conn.executemany("DELETE FROM outbound_payloads WHERE id = ?",
+                             [(p,) for p in unused])
             self._queued = None  # recounted when next needed
             return True, boxes
         return await self._write(q)
@@ -541,15 +523,15 @@ class SqlStore:
 
     async def list_mailboxes(self, user_id: int) -> list[Mailbox]:
         def q(conn: Connection) -> list[Mailbox]:
-            rows = conn.execute(select(mailboxes).where(mailboxes.c.user_id == user_id)
-                                .order_by(mailboxes.c.name))
-            return [self._mailbox(conn, dict(r._mapping)) for r in rows]
+            rows = conn.execute(f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = ?"
+                                " ORDER BY name", (user_id,)).fetchall()
+            return [self._mailbox(conn, dict(zip(_MAILBOX_KEYS, r, strict=True)))
+                    for r in rows]
         return await self.db.read(q)
 
     async def count_mailboxes(self, user_id: int) -> int:
         return await self.db.read(lambda conn: int(conn.execute(
-            select(func.count()).select_from(mailboxes).where(mailboxes.c.user_id == user_id)
-        ).scalar_one()))
+            "SELECT count(*) FROM mailboxes WHERE user_id = ?", (user_id,)).fetchone()[0]))
 
     async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
         return await self.db.read(lambda conn: self._mailbox_row(conn, user_id, name))
@@ -572,10 +554,10 @@ class SqlStore:
                 raise NoSuchMailbox(f"no mailbox {name!r}")
             if is_protected(box.name, box.special_use):
                 raise MailboxProtected(f"{box.name} cannot be deleted")
-            body_ids = list(conn.execute(select(messages.c.body_id).where(
-                messages.c.mailbox_id == box.id)).scalars())
-            conn.execute(delete(messages).where(messages.c.mailbox_id == box.id))
-            conn.execute(delete(mailboxes).where(mailboxes.c.id == box.id))
+            body_ids = [b for (b,) in conn.execute(
+                "SELECT body_id FROM messages WHERE mailbox_id = ?", (box.id,))]
+            conn.execute("DELETE FROM messages WHERE mailbox_id = ?", (box.id,))
+            conn.execute("DELETE FROM mailboxes WHERE id = ?", (box.id,))
             self._drop_orphan_bodies(conn, body_ids)
             return box, [box.id]
         box = await self._write(q)
@@ -592,22 +574,23 @@ class SqlStore:
                 raise MailboxExists(f"mailbox {new!r} already exists")
             # A new name is a new mailbox to clients: a fresh UIDVALIDITY, so one that cached
             # an earlier mailbox of that name cannot mistake these uids for its own.
-            conn.execute(update(mailboxes).where(mailboxes.c.id == box.id).values(
-                name=new, uidvalidity=self._uidvalidity(conn)))
+            conn.execute("UPDATE mailboxes SET name = ?, uidvalidity = ? WHERE id = ?",
+                         (new, self._uidvalidity(conn), box.id))
             return box, [box.id]
         box = await self._write(q)
         self.notifier.retire(box.id, box.uidvalidity)
 
     async def subscriptions(self, user_id: int) -> set[str]:
-        return await self.db.read(lambda conn: set(conn.execute(
-            select(subscriptions.c.name).where(subscriptions.c.user_id == user_id)).scalars()))
+        return await self.db.read(lambda conn: {name for (name,) in conn.execute(
+            "SELECT name FROM subscriptions WHERE user_id = ?", (user_id,))})
 
     async def subscribe(self, user_id: int, name: str, subscribed: bool) -> None:
         def q(conn: Connection) -> None:
-            conn.execute(delete(subscriptions).where(subscriptions.c.user_id == user_id,
-                                                     subscriptions.c.name == name))
+            conn.execute("DELETE FROM subscriptions WHERE user_id = ? AND name = ?",
+                         (user_id, name))
             if subscribed:
-                conn.execute(insert(subscriptions).values(user_id=user_id, name=name))
+                conn.execute("INSERT INTO subscriptions (user_id, name) VALUES (?, ?)",
+                             (user_id, name))
         await self.db.run(q, durable=False)
 
     # ---- messages ----------------------------------------------------------------------
@@ -661,13 +644,13 @@ class SqlStore:
         after = base[0][-1].uid if base and base[0] else 0
 
         def q(conn: Connection) -> _Listing:
-            highest = conn.execute(select(mailboxes.c.highest_modseq).where(
-                mailboxes.c.id == mailbox_id)).scalar()
-            if highest is None:
+            row = conn.execute("SELECT highest_modseq FROM mailboxes WHERE id = ?",
+                               (mailbox_id,)).fetchone()
+            if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
             # The driver directly (a listing is the one query with a row per message), and
             # one frozenset per distinct flag text: most messages share a handful of them.
-            rows = _driver(conn).execute(
+            rows = conn.execute(
                 "SELECT uid, flags, internaldate, size, modseq FROM messages"
                 " WHERE mailbox_id = ? AND uid > ? ORDER BY uid", (mailbox_id, after))
             flag_sets: dict[str, frozenset[str]] = {}
@@ -678,7 +661,7 @@ class SqlStore:
                     flags = flag_sets[text] = _flags_set(text)
                 metas.append(MessageMeta(uid, flags, datetime.fromtimestamp(date, UTC), size,
                                          modseq))
-            return (base[0] if base else ()) + tuple(metas), int(highest)
+            return (base[0] if base else ()) + tuple(metas), int(row[0])
         return await self.db.read(q)
 
     async def message_objects(self, mailbox_id: int, uids: Sequence[int],
@@ -688,9 +671,10 @@ class SqlStore:
             out: dict[int, MessageObjects] = {}
             wanted = list(uids)
             for i in range(0, len(wanted), 500):
-                rows = conn.execute(select(messages.c.uid, messages.c.body_id,
-                                           messages.c.savedate).where(
-                    messages.c.mailbox_id == mailbox_id, messages.c.uid.in_(wanted[i:i + 500])))
+                chunk = wanted[i:i + 500]
+                rows = conn.execute(
+                    "SELECT uid, body_id, savedate FROM messages WHERE mailbox_id = ?"
+                    f" AND uid IN ({','.join('?' * len(chunk))})", (mailbox_id, *chunk))
                 out.update({uid: MessageObjects(
                     objectid.email_id(key, body_id), None,
                     None if saved is None else datetime.fromtimestamp(saved, UTC))
@@ -702,14 +686,13 @@ class SqlStore:
         def q(conn: Connection, take: bool) -> tuple[int, int]:
             # Plain SQL on the driver: every SELECT and every announced arrival claims, and
             # building statements held the GIL longer than SQLite took to run them.
-            driver = _driver(conn)
-            row = driver.execute("SELECT recent_uid, uidnext FROM mailboxes WHERE id = ?",
+            row = conn.execute("SELECT recent_uid, uidnext FROM mailboxes WHERE id = ?",
                                  (mailbox_id,)).fetchone()
             if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
             before, upto = int(row[0]), int(row[1]) - 1
             if take and upto > before:
-                driver.execute("UPDATE mailboxes SET recent_uid = ? WHERE id = ?",
+                conn.execute("UPDATE mailboxes SET recent_uid = ? WHERE id = ?",
                                (upto, mailbox_id))
             return before, upto
         # Of the sessions that see a new message, one claims it: the others (and EXAMINE)
@@ -760,12 +743,10 @@ class SqlStore:
 
     async def save_structures(self, mailbox_id: int, structures: dict[int, bytes]) -> None:
         def q(conn: Connection) -> None:
-            for uid, blob in structures.items():
-                body_id = select(messages.c.body_id).where(
-                    messages.c.mailbox_id == mailbox_id, messages.c.uid == uid
-                ).scalar_subquery()
-                conn.execute(update(bodies).where(bodies.c.id == body_id)
-                             .values(structure=blob))
+            conn.executemany(
+                "UPDATE bodies SET structure = ? WHERE id = (SELECT body_id FROM messages"
+                " WHERE mailbox_id = ? AND uid = ?)",
+                [(blob, mailbox_id, uid) for uid, blob in structures.items()])
         await self.db.run(q, durable=False)
 
     async def store_flags(self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str],
@@ -780,10 +761,9 @@ class SqlStore:
             failed: list[int] = []
             by_new_flags: defaultdict[str, list[int]] = defaultdict(list)
             wanted = sorted(set(uids))
-            driver = _driver(conn)
             for i in range(0, len(wanted), UID_CHUNK):
                 chunk = wanted[i:i + UID_CHUNK]
-                rows = driver.execute(
+                rows = conn.execute(
                     "SELECT id, uid, flags, internaldate, size, modseq FROM messages"
                     f" WHERE mailbox_id = ? AND uid IN ({','.join('?' * len(chunk))})"
                     " ORDER BY uid", (mailbox_id, *chunk)).fetchall()
@@ -807,7 +787,7 @@ class SqlStore:
             for new_text, ids in by_new_flags.items():
                 for i in range(0, len(ids), UID_CHUNK):
                     chunk = ids[i:i + UID_CHUNK]
-                    driver.execute(
+                    conn.execute(
                         "UPDATE messages SET flags = ?, modseq = ?"
                         f" WHERE id IN ({','.join('?' * len(chunk))})",
                         (new_text, new_modseq, *chunk))
@@ -818,19 +798,18 @@ class SqlStore:
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
         def q(conn: Connection) -> Changes:
-            driver = _driver(conn)
-            row = driver.execute("SELECT highest_modseq, vanished_floor FROM mailboxes "
+            row = conn.execute("SELECT highest_modseq, vanished_floor FROM mailboxes "
                                  "WHERE id = ?", (mailbox_id,)).fetchone()
             if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
             highest, floor = int(row[0]), int(row[1])
             if modseq >= highest:
                 return Changes([], [], highest)
-            changed = [_meta(*r) for r in driver.execute(
+            changed = [_meta(*r) for r in conn.execute(
                 "SELECT uid, flags, internaldate, size, modseq FROM messages "
                 "WHERE mailbox_id = ? AND modseq > ? ORDER BY uid", (mailbox_id, modseq))]
             complete = modseq >= floor
-            vanished = [int(u) for (u,) in driver.execute(
+            vanished = [int(u) for (u,) in conn.execute(
                 "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
                 (mailbox_id, modseq))] if complete else []
             return Changes(changed, vanished, highest, complete)
@@ -842,7 +821,7 @@ class SqlStore:
         structure = await self._structure(body)
 
         def q(conn: Connection) -> tuple[tuple[int, int], list[int]]:
-            row = _driver(conn).execute("SELECT uidvalidity FROM mailboxes WHERE id = ?",
+            row = conn.execute("SELECT uidvalidity FROM mailboxes WHERE id = ?",
                                         (mailbox_id,)).fetchone()
             if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
@@ -859,29 +838,28 @@ class SqlStore:
                      await self._structure(body)) for body, flags, date in items]
 
         def q(conn: Connection) -> tuple[tuple[int, list[int]], list[int]]:
-            uidvalidity = conn.execute(select(mailboxes.c.uidvalidity).where(
-                mailboxes.c.id == mailbox_id)).scalar()
-            if uidvalidity is None:
+            row = conn.execute("SELECT uidvalidity FROM mailboxes WHERE id = ?",
+                               (mailbox_id,)).fetchone()
+            if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
             self._check_quota(conn, mailbox_id, sum(len(item[0]) for item in prepared))
             uids = [self._file(conn, mailbox_id, body, structure, flags, when)
                     for body, flags, when, structure in prepared]
-            return (int(uidvalidity), uids), [mailbox_id]
+            return (int(row[0]), uids), [mailbox_id]
         return await self._write(q, appended=True)
 
     async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
         restrict = None if uids is None else set(uids)
 
         def q(conn: Connection) -> tuple[list[int], list[int]]:
-            driver = _driver(conn)
-            rows = driver.execute(
+            rows = conn.execute(
                 "SELECT id, uid, body_id FROM messages WHERE mailbox_id = ?"
                 " AND flags LIKE '%' || ? || '%' ORDER BY uid", (mailbox_id, "\\Deleted"))
             gone = [(rid, uid, body_id) for rid, uid, body_id in rows
                     if (restrict is None or uid in restrict)]
             for i in range(0, len(gone), UID_CHUNK):
                 chunk = [rid for rid, _, _ in gone[i:i + UID_CHUNK]]
-                driver.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})",
+                conn.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})",
                                chunk)
             self._drop_orphan_bodies(conn, (body_id for _, _, body_id in gone))
             removed = [uid for _, uid, _ in gone]
@@ -900,15 +878,18 @@ class SqlStore:
     async def _transfer(self, src_mailbox_id: int, uids: Sequence[int], dst_mailbox_id: int,
                         remove: bool) -> list[tuple[int, int]]:
         def q(conn: Connection) -> tuple[list[tuple[int, int]], list[int]]:
-            if conn.execute(select(mailboxes.c.id).where(mailboxes.c.id == dst_mailbox_id)
-                            ).first() is None:
+            if conn.execute("SELECT id FROM mailboxes WHERE id = ?",
+                            (dst_mailbox_id,)).fetchone() is None:
                 raise NoSuchMailbox("target mailbox does not exist")
             pairs: list[tuple[int, int]] = []
-            rows = conn.execute(select(messages.c.id, messages.c.uid, messages.c.body_id,
-                                       messages.c.size, messages.c.flags,
-                                       messages.c.internaldate).where(
-                messages.c.mailbox_id == src_mailbox_id, messages.c.uid.in_(list(uids)))
-                .order_by(messages.c.uid)).all()
+            wanted = sorted(set(uids))
+            rows = []
+            for i in range(0, len(wanted), UID_CHUNK):
+                chunk = wanted[i:i + UID_CHUNK]
+                rows += conn.execute(
+                    "SELECT id, uid, body_id, size, flags, internaldate FROM messages"
+                    f" WHERE mailbox_id = ? AND uid IN ({','.join('?' * len(chunk))})"
+                    " ORDER BY uid", (src_mailbox_id, *chunk)).fetchall()
             if not remove:  # a move takes no more room than before
                 self._check_quota(conn, dst_mailbox_id, sum(row[3] for row in rows))
             for row_id, uid, body_id, size, flags, internaldate in rows:
@@ -916,7 +897,7 @@ class SqlStore:
                 pairs.append((uid, self._add_message(conn, dst_mailbox_id, body_id, size,
                                                      _flags_set(flags), internaldate)))
                 if remove:
-                    conn.execute(delete(messages).where(messages.c.id == row_id))
+                    conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
             if not pairs:
                 return pairs, []
             if remove:
@@ -930,7 +911,7 @@ class SqlStore:
     def _usage(conn: Connection, user_id: int) -> tuple[int, int]:
         """The user's stored counters (one row, whatever the mailbox sizes): the triggers of
         migration 0009 keep them in the transaction of every insert and delete."""
-        row = _driver(conn).execute(
+        row = conn.execute(
             "SELECT storage_used, message_count FROM users WHERE id = ?", (user_id,)).fetchone()
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
@@ -939,7 +920,7 @@ class SqlStore:
         the quota: checked in the writing transaction, so racing APPENDs cannot both pass."""
         if self.user_quota is None or adding <= 0:
             return
-        row = _driver(conn).execute(
+        row = conn.execute(
             "SELECT u.storage_used FROM mailboxes b JOIN users u ON u.id = b.user_id "
             "WHERE b.id = ?", (mailbox_id,)).fetchone()
         if row is None:
@@ -956,7 +937,7 @@ class SqlStore:
         did); returns how many users' counters were off. The triggers keep them right, so
         this is a check, and a repair should a database have been edited by hand."""
         def q(conn: Connection) -> int:
-            return int(_driver(conn).execute(
+            return int(conn.execute(
                 "UPDATE users SET (storage_used, message_count) = (SELECT "
                 "COALESCE(SUM(m.size), 0), COUNT(m.id) FROM messages m JOIN mailboxes b "
                 "ON b.id = m.mailbox_id WHERE b.user_id = users.id) WHERE (storage_used, "
@@ -971,40 +952,45 @@ class SqlStore:
         return Usage(storage, count, self.user_quota)
 
     @staticmethod
-    def _where_metadata(user_id: int, mailbox_id: int | None) -> Any:
-        box = metadata_entries.c.mailbox_id
-        return (metadata_entries.c.user_id == user_id) & (
-            box.is_(None) if mailbox_id is None else box == mailbox_id)
+    def _where_metadata(user_id: int, mailbox_id: int | None) -> tuple[str, tuple[int, ...]]:
+        """Server annotations (no mailbox) or one mailbox's, of one user."""
+        if mailbox_id is None:
+            return "user_id = ? AND mailbox_id IS NULL", (user_id,)
+        return "user_id = ? AND mailbox_id = ?", (user_id, mailbox_id)
 
     async def get_metadata(self, user_id: int, mailbox_id: int | None) -> dict[str, bytes]:
         def q(conn: Connection) -> dict[str, bytes]:
-            rows = conn.execute(select(metadata_entries.c.entry, metadata_entries.c.value)
-                                .where(self._where_metadata(user_id, mailbox_id)))
+            where, params = self._where_metadata(user_id, mailbox_id)
+            rows = conn.execute(f"SELECT entry, value FROM metadata_entries WHERE {where}",
+                                params)
             return {entry: bytes(value) for entry, value in rows}
         return await self.db.run(q, durable=False)
 
     async def set_metadata(self, user_id: int, mailbox_id: int | None,
                            changes: dict[str, bytes | None], max_entries: int) -> None:
         def q(conn: Connection) -> None:
-            if mailbox_id is not None and conn.execute(select(mailboxes.c.id).where(
-                    mailboxes.c.id == mailbox_id, mailboxes.c.user_id == user_id)).first() is None:
+            if mailbox_id is not None and conn.execute(
+                    "SELECT id FROM mailboxes WHERE id = ? AND user_id = ?",
+                    (mailbox_id, user_id)).fetchone() is None:
                 raise NoSuchMailbox("mailbox no longer exists")
-            here = self._where_metadata(user_id, mailbox_id)
-            existing = set(conn.execute(select(metadata_entries.c.entry).where(here)).scalars())
+            here, params = self._where_metadata(user_id, mailbox_id)
+            existing = {e for (e,) in conn.execute(
+                f"SELECT entry FROM metadata_entries WHERE {here}", params)}
             added = sum(1 for k, v in changes.items() if v is not None and k not in existing)
             removed = sum(1 for k, v in changes.items() if v is None and k in existing)
             if added > removed:
-                total = int(conn.execute(select(func.count()).select_from(metadata_entries)
-                                         .where(metadata_entries.c.user_id == user_id)
-                                         ).scalar_one())
+                [(total,)] = conn.execute(
+                    "SELECT count(*) FROM metadata_entries WHERE user_id = ?",
+                    (user_id,)).fetchall()
                 if total + added - removed > max_entries:
                     raise MetadataFull("too many annotations")
             for entry, value in changes.items():
-                conn.execute(delete(metadata_entries).where(
-                    here, metadata_entries.c.entry == entry))
+                conn.execute(f"DELETE FROM metadata_entries WHERE {here} AND entry = ?",
+                             (*params, entry))
                 if value is not None:
-                    conn.execute(insert(metadata_entries).values(
-                        user_id=user_id, mailbox_id=mailbox_id, entry=entry, value=value))
+                    conn.execute("INSERT INTO metadata_entries (user_id, mailbox_id, entry, "
+                                 "value) VALUES (?, ?, ?, ?)",
+                                 (user_id, mailbox_id, entry, value))
         await self.db.run(q)
 
     # ---- delivery ----------------------------------------------------------------------
@@ -1043,9 +1029,8 @@ class SqlStore:
             local = dict.fromkeys(sub.local_users)
             remote = list(sub.remote)
             filed: dict[str, int] = {}
-            driver = _driver(conn)
             if remote:
-                found: dict[str, int] = dict(driver.execute(
+                found: dict[str, int] = dict(conn.execute(
                     "SELECT address, id FROM users WHERE address IN "
                     f"({', '.join('?' * len(remote))})",
                     [out.recipient for out in remote]).fetchall())
@@ -1058,7 +1043,7 @@ class SqlStore:
                 full = [user_id for user_id in local
                         if not self._user_has_room(conn, user_id, len(sub.local_body))]
                 if full:
-                    address = driver.execute("SELECT address FROM users WHERE id = ?",
+                    address = conn.execute("SELECT address FROM users WHERE id = ?",
                                              (full[0],)).fetchone()
                     raise RecipientOverQuota(str(address[0]) if address else "?")
                 body_id = self._add_body(conn, sub.local_body, structure)
@@ -1069,10 +1054,10 @@ class SqlStore:
                 queued = self._queued_bytes(conn)
                 if max_queued is not None and queued + len(sub.content) > max_queued:
                     raise QueueFull(f"{queued} bytes queued, at most {max_queued}")
-                payload_id = driver.execute(
+                payload_id = conn.execute(
                     "INSERT INTO outbound_payloads (content, headers) VALUES (?, ?)",
                     (sub.content, sub.headers)).lastrowid
-                driver.executemany(
+                conn.executemany(
                     "INSERT INTO outbound (message_id, user_id, recipient, payload_id, "
                     "created_at, next_attempt_at, attempts) VALUES (?, ?, ?, ?, ?, ?, 0)",
                     [(out.message_id, sub.user_id, out.recipient, payload_id, now, now)
@@ -1084,9 +1069,10 @@ class SqlStore:
     def _queued_bytes(self, conn: Connection) -> int:
         """Bytes of outbound mail queued (payloads, and sealed envelopes of older queues)."""
         if self._queued is None:
-            self._queued = int(conn.execute(select(func.total(func.length(
-                outbound_payloads.c.content)))).scalar_one()) + int(conn.execute(select(
-                    func.total(func.length(outbound.c.sealed)))).scalar_one())
+            [(payloads,)] = conn.execute(
+                "SELECT total(length(content)) FROM outbound_payloads").fetchall()
+            [(sealed,)] = conn.execute("SELECT total(length(sealed)) FROM outbound").fetchall()
+            self._queued = int(payloads) + int(sealed)
         return self._queued
 
     async def queued_bytes(self) -> int:
@@ -1101,7 +1087,7 @@ class SqlStore:
         only a failed commit can leave the count off: then it is taken again."""
         try:
             return await write
-        except (sqlite3.Error, SQLAlchemyError):
+        except sqlite3.Error:
             def forget(_conn: Connection) -> None:
                 self._queued = None
             await asyncio.shield(self.db.run(forget, durable=False))
@@ -1114,15 +1100,15 @@ class SqlStore:
         structure = await self._structure(body)
 
         def q(conn: Connection) -> tuple[bool, list[int]]:
-            seen = conn.execute(select(received.c.received_at).where(
-                received.c.sender_key == sender_key, received.c.message_id == message_id,
-                received.c.user_id == user_id)).first()
+            seen = conn.execute(
+                "SELECT received_at FROM received WHERE sender_key = ? AND message_id = ?"
+                " AND user_id = ?", (sender_key, message_id, user_id)).fetchone()
             if seen is not None:
                 return False, []
             inbox = self._inbox_id(conn, user_id)
             self._check_quota(conn, inbox, len(body))
-            conn.execute(insert(received).values(sender_key=sender_key, message_id=message_id,
-                                                 user_id=user_id, received_at=now))
+            conn.execute("INSERT INTO received (sender_key, message_id, user_id, received_at)"
+                         " VALUES (?, ?, ?, ?)", (sender_key, message_id, user_id, now))
             self._file(conn, inbox, body, structure, (), now)
             return True, [inbox]
         return await self._write(q, appended=True)
@@ -1136,30 +1122,26 @@ class SqlStore:
         skip = list(exclude)
 
         def q(conn: Connection) -> list[QueuedMessage]:
-            size = func.coalesce(func.length(outbound_payloads.c.content),
-                                 func.length(outbound.c.sealed), 0)
-            query = (select(
-                outbound.c.id, outbound.c.message_id, outbound.c.user_id, users.c.address,
-                outbound.c.recipient, outbound.c.created_at, outbound.c.attempts,
-                outbound.c.delay_notified, size)
-                .join(users, users.c.id == outbound.c.user_id)
-                .outerjoin(outbound_payloads, outbound_payloads.c.id == outbound.c.payload_id)
-                .where(outbound.c.next_attempt_at <= now)
-                .order_by(outbound.c.next_attempt_at).limit(limit))
-            if skip:
-                query = query.where(outbound.c.id.not_in(skip))
+            rows = conn.execute(
+                "SELECT o.id, o.message_id, o.user_id, u.address, o.recipient, o.created_at,"
+                " o.attempts, o.delay_notified,"
+                " coalesce(length(p.content), length(o.sealed), 0)"
+                " FROM outbound o JOIN users u ON u.id = o.user_id"
+                " LEFT OUTER JOIN outbound_payloads p ON p.id = o.payload_id"
+                " WHERE o.next_attempt_at <= ?"
+                + (f" AND o.id NOT IN ({','.join('?' * len(skip))})" if skip else "")
+                + " ORDER BY o.next_attempt_at LIMIT ?", (now, *skip, limit))
             return [QueuedMessage(r[0], bytes(r[1]), r[2], r[3], r[4], r[5], r[6], bool(r[7]),
-                                  int(r[8])) for r in conn.execute(query)]
+                                  int(r[8])) for r in rows]
         return await self.db.run(q, durable=False)
 
     async def outbound_content(self, queue_id: int) -> OutboundContent | None:
         """The bytes of one queued copy (None if it is no longer queued)."""
         def q(conn: Connection) -> OutboundContent | None:
-            row = conn.execute(select(
-                outbound.c.sealed, outbound.c.headers, outbound_payloads.c.content,
-                outbound_payloads.c.headers)
-                .outerjoin(outbound_payloads, outbound_payloads.c.id == outbound.c.payload_id)
-                .where(outbound.c.id == queue_id)).first()
+            row = conn.execute(
+                "SELECT o.sealed, o.headers, p.content, p.headers FROM outbound o"
+                " LEFT OUTER JOIN outbound_payloads p ON p.id = o.payload_id"
+                " WHERE o.id = ?", (queue_id,)).fetchone()
             if row is None:
                 return None
             sealed, legacy_headers, content, headers = row
@@ -1170,24 +1152,27 @@ class SqlStore:
         return await self.db.run(q)
 
     async def next_outbound_at(self) -> int | None:
-        return await self.db.run(lambda conn: conn.execute(
-            select(func.min(outbound.c.next_attempt_at))).scalar())
+        found = await self.db.run(lambda conn: conn.execute(
+            "SELECT min(next_attempt_at) FROM outbound").fetchone()[0])
+        return None if found is None else int(found)
 
     async def outbound_done(self, queue_id: int, dsn: LocalCopy | None = None) -> None:
         """Drop a sent (or expired) envelope; an expiry files its DSN in the same commit."""
         structure = None if dsn is None else await self._structure(dsn.body)
 
         def q(conn: Connection) -> tuple[None, list[int]]:
-            row = conn.execute(select(outbound.c.payload_id, func.length(outbound.c.sealed))
-                               .where(outbound.c.id == queue_id)).first()
+            row = conn.execute("SELECT payload_id, length(sealed) FROM outbound WHERE id = ?",
+                               (queue_id,)).fetchone()
             payload_id, freed = (None, None) if row is None else row
-            conn.execute(delete(outbound).where(outbound.c.id == queue_id))
-            if payload_id is not None and conn.execute(select(outbound.c.id).where(
-                    outbound.c.payload_id == payload_id).limit(1)).first() is None:
-                freed = conn.execute(select(func.length(outbound_payloads.c.content)).where(
-                    outbound_payloads.c.id == payload_id)).scalar()
-                conn.execute(delete(outbound_payloads).where(
-                    outbound_payloads.c.id == payload_id))
+            conn.execute("DELETE FROM outbound WHERE id = ?", (queue_id,))
+            if payload_id is not None and conn.execute(
+                    "SELECT id FROM outbound WHERE payload_id = ? LIMIT 1",
+                    (payload_id,)).fetchone() is None:
+                content = conn.execute(
+                    "SELECT length(content) FROM outbound_payloads WHERE id = ?",
+                    (payload_id,)).fetchone()
+                freed = None if content is None else content[0]
+                conn.execute("DELETE FROM outbound_payloads WHERE id = ?", (payload_id,))
             changed = []
             if dsn is not None:
                 inbox = self._inbox_id(conn, dsn.user_id)
@@ -1205,16 +1190,16 @@ class SqlStore:
                              ) -> None:
         """Schedule the next attempt; ``notice`` (a "delayed" DSN) is filed for the sender in
         the same commit, and the copy remembers it was sent (one per copy)."""
-        attempts = outbound.c.attempts + (1 if count_attempt else 0)
+        more = 1 if count_attempt else 0
         structure = None if notice is None else await self._structure(notice.body)
 
         def q(conn: Connection) -> tuple[None, list[int]]:
-            values: dict[str, Any] = {"next_attempt_at": next_attempt_at, "last_error": error,
-                                      "attempts": attempts}
-            conn.execute(update(outbound).where(outbound.c.id == queue_id).values(values))
-            if notice is None or not conn.execute(update(outbound).where(
-                    outbound.c.id == queue_id, outbound.c.delay_notified == 0)
-                    .values(delay_notified=1)).rowcount:
+            conn.execute("UPDATE outbound SET next_attempt_at = ?, last_error = ?,"
+                         " attempts = attempts + ? WHERE id = ?",
+                         (next_attempt_at, error, more, queue_id))
+            if notice is None or not conn.execute(
+                    "UPDATE outbound SET delay_notified = 1 WHERE id = ?"
+                    " AND delay_notified = 0", (queue_id,)).rowcount:
                 return None, []
             inbox = self._inbox_id(conn, notice.user_id)
             self._file(conn, inbox, notice.body, structure, (), int(self.clock()))
@@ -1225,65 +1210,67 @@ class SqlStore:
                               node_key: bytes) -> None:
         """Keep the newest record seen for a correspondent (an older seq never replaces)."""
         def q(conn: Connection) -> None:
-            held = conn.execute(select(known_records.c.seq).where(
-                known_records.c.user_key == user_key)).scalar()
+            held = conn.execute("SELECT seq FROM known_records WHERE user_key = ?",
+                                (user_key,)).fetchone()
             if held is None:
-                conn.execute(insert(known_records).values(user_key=user_key, record=record,
-                                                           seq=seq, node_key=node_key))
-            elif seq > held:
-                conn.execute(update(known_records).where(known_records.c.user_key == user_key)
-                             .values(record=record, seq=seq, node_key=node_key))
+                conn.execute("INSERT INTO known_records (user_key, record, seq, node_key)"
+                             " VALUES (?, ?, ?, ?)", (user_key, record, seq, node_key))
+            elif seq > held[0]:
+                conn.execute("UPDATE known_records SET record = ?, seq = ?, node_key = ?"
+                             " WHERE user_key = ?", (record, seq, node_key, user_key))
         await self.db.run(q, durable=False)
 
     async def retry_node_now(self, node_key: bytes, now: int) -> int:
         """Make due now every copy for users whose last known record names ``node_key``
         (that node just showed it is up: its mail need not wait out its backoff)."""
         def q(conn: Connection) -> int:
-            users_there = [bytes(k) for k in conn.execute(select(known_records.c.user_key)
-                           .where(known_records.c.node_key == node_key)).scalars()]
+            users_there = [bytes(k) for (k,) in conn.execute(
+                "SELECT user_key FROM known_records WHERE node_key = ?", (node_key,))]
             if not users_there:
                 return 0
             addresses = [address_for(k) for k in users_there]
             count = 0
             for i in range(0, len(addresses), 500):
-                count += int(conn.execute(update(outbound).where(
-                    outbound.c.recipient.in_(addresses[i:i + 500]),
-                    outbound.c.next_attempt_at > now).values(next_attempt_at=now)).rowcount)
+                chunk = addresses[i:i + 500]
+                count += int(conn.execute(
+                    "UPDATE outbound SET next_attempt_at = ? WHERE recipient IN"
+                    f" ({','.join('?' * len(chunk))}) AND next_attempt_at > ?",
+                    (now, *chunk, now)).rowcount)
             return count
         return await self.db.run(q, durable=False)
 
     async def known_node_keys(self) -> list[bytes]:
         """The node keys our correspondents' newest records name."""
-        return await self.db.run(lambda conn: [bytes(k) for k in conn.execute(
-            select(known_records.c.node_key).distinct()).scalars()])
+        return await self.db.run(lambda conn: [bytes(k) for (k,) in conn.execute(
+            "SELECT DISTINCT node_key FROM known_records")])
 
     async def last_record(self, user_key: bytes) -> bytes | None:
         """The newest record seen for ``user_key``, unverified (the caller verifies)."""
-        raw = await self.db.run(lambda conn: conn.execute(select(known_records.c.record).where(
-            known_records.c.user_key == user_key)).scalar())
-        return None if raw is None else bytes(raw)
+        row = await self.db.run(lambda conn: conn.execute(
+            "SELECT record FROM known_records WHERE user_key = ?", (user_key,)).fetchone())
+        return None if row is None else bytes(row[0])
 
     async def queue_entries(self) -> list[QueueEntry]:
         """Every queued copy, one per waiting recipient, next due first."""
         def q(conn: Connection) -> list[QueueEntry]:
-            rows = conn.execute(select(
-                outbound.c.id, users.c.address, outbound.c.recipient, outbound.c.created_at,
-                outbound.c.attempts, outbound.c.next_attempt_at, outbound.c.last_error)
-                .join(users, users.c.id == outbound.c.user_id)
-                .order_by(outbound.c.next_attempt_at, outbound.c.id))
+            rows = conn.execute(
+                "SELECT o.id, u.address, o.recipient, o.created_at, o.attempts,"
+                " o.next_attempt_at, o.last_error FROM outbound o"
+                " JOIN users u ON u.id = o.user_id ORDER BY o.next_attempt_at, o.id")
             return [QueueEntry(*r) for r in rows]
         return await self.db.run(q)
 
     async def retry_now(self, ids: Sequence[int] | None, now: int) -> int:
         """Make queued copies due at ``now`` (all of them when ``ids`` is None)."""
         def q(conn: Connection) -> int:
-            stmt = update(outbound).values(next_attempt_at=now)
-            if ids is not None:
-                stmt = stmt.where(outbound.c.id.in_(list(ids)))
-            return int(conn.execute(stmt).rowcount)
+            if ids is None:
+                return int(conn.execute("UPDATE outbound SET next_attempt_at = ?",
+                                        (now,)).rowcount)
+            return sum(conn.execute("UPDATE outbound SET next_attempt_at = ? WHERE id = ?",
+                                    (now, queue_id)).rowcount for queue_id in set(ids))
         return await self.db.run(q)
 
     async def queue_length(self) -> int:
         return await self.db.run(lambda conn: int(conn.execute(
-            select(func.count()).select_from(outbound)).scalar_one()))
+            "SELECT count(*) FROM outbound").fetchone()[0]))
 

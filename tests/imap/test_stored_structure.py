@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 import mailnode.imap.fetch
 import mailnode.imap.handlers.messages
@@ -54,7 +53,7 @@ async def test_fetch_and_search_use_the_stored_structure(
     await _append(d, MESSAGE)
     await _append(d, MULTIPART)
     stored = await sql.db.run(lambda c: c.execute(
-        text("SELECT count(*) FROM bodies WHERE structure IS NOT NULL")).scalar())
+        "SELECT count(*) FROM bodies WHERE structure IS NOT NULL").fetchone()[0])
     assert stored == 2
     monkeypatch.setattr(mailnode.imap.handlers.messages, "analyse", _no_analysis)
     monkeypatch.setattr(mailnode.imap.search, "analyse", _no_analysis)
@@ -74,14 +73,14 @@ async def test_mail_stored_without_a_structure_is_still_read(sql: SqlStore) -> N
     d = Dialog(ImapSession(sql, sql.notifier))
     await d.login()
     await _append(d, MULTIPART)
-    await sql.db.run(lambda c: c.execute(text("UPDATE bodies SET structure = NULL")))
+    await sql.db.run(lambda c: c.execute("UPDATE bodies SET structure = NULL"))
     await d.send(b"s SELECT INBOX\r\n")
     out = await d.send(b"f FETCH 1 (BODYSTRUCTURE BODY.PEEK[1])\r\n")
     assert b'"TEXT" "HTML"' in out and b"first part" in out
     assert out.endswith(b"f OK FETCH completed\r\n")
     # ...and what was analysed is kept: the next FETCH reads it like any other.
     assert await sql.db.run(lambda c: c.execute(
-        text("SELECT count(*) FROM bodies WHERE structure IS NOT NULL")).scalar()) == 1
+        "SELECT count(*) FROM bodies WHERE structure IS NOT NULL").fetchone()[0]) == 1
 
 
 async def test_older_mail_is_analysed_once_where_fetch_calls_it(
@@ -91,7 +90,7 @@ async def test_older_mail_is_analysed_once_where_fetch_calls_it(
     d = Dialog(ImapSession(sql, sql.notifier))
     await d.login()
     await _append(d, MULTIPART)
-    await sql.db.run(lambda c: c.execute(text("UPDATE bodies SET structure = NULL")))
+    await sql.db.run(lambda c: c.execute("UPDATE bodies SET structure = NULL"))
     calls: list[int] = []
 
     def counting(raw: bytes) -> object:

@@ -1,5 +1,6 @@
-"""A database already at the newest revision opens without alembic: the running node does
-not carry alembic, mako and pygments (~11 MB) for an upgrade it does not need."""
+"""A database already at the newest revision opens without alembic or SQLAlchemy: the running
+node does not carry alembic, mako and pygments (~11 MB) nor SQLAlchemy (~16 MB) for an upgrade
+it does not need."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def test_a_current_database_opens_without_alembic(tmp_path: Path) -> None:
     probe = ("import sys; from pathlib import Path\n"
              "from mailnode.store.database import Database\n"
              f"Database.open(Path({str(path)!r})).close()\n"
-             "print(sorted(m for m in ('alembic', 'mako', 'pygments') if m in sys.modules))")
+             "print(sorted(m for m in ('alembic', 'mako', 'pygments', 'sqlalchemy')"
+             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "[]"

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, text
 
 import mailnode.store.sqlite as sqlite_module
 from crypto.keys import Identity
@@ -19,7 +18,7 @@ from mailnode.store.api import (
     MessageMeta,
     NoSuchMailbox,
 )
-from mailnode.store.database import Database, is_current
+from mailnode.store.database import Connection, Database, is_current
 from mailnode.store.notify import ChangeNotifier
 from mailnode.store.sqlite import (
     LocalCopy,
@@ -164,8 +163,8 @@ async def test_submission_files_local_and_queues_remote_in_one_commit(store: Sql
     assert await store.queue_length() == 3
     # One stored copy per message, however many recipients (local ones, remote ones).
     counts = await store.db.run(lambda c: (
-        c.execute(text("SELECT count(*) FROM bodies")).scalar(),
-        c.execute(text("SELECT count(*) FROM outbound_payloads")).scalar()))
+        c.execute("SELECT count(*) FROM bodies").fetchone()[0],
+        c.execute("SELECT count(*) FROM outbound_payloads").fetchone()[0]))
     assert counts == (1, 1)
     due = await store.due_outbound(now=2**40)
     assert [d.message_id for d in due] == [o.message_id for o in remote]
@@ -179,7 +178,7 @@ async def test_submission_files_local_and_queues_remote_in_one_commit(store: Sql
     assert await store.queue_length() == 0
     assert await store.outbound_content(due[0].id) is None
     assert await store.db.run(lambda c: c.execute(
-        text("SELECT count(*) FROM outbound_payloads")).scalar()) == 0  # freed with the last
+        "SELECT count(*) FROM outbound_payloads").fetchone()[0]) == 0  # freed with the last
     alice_inbox = await store.get_mailbox(alice.id, "INBOX")
     assert alice_inbox is not None and alice_inbox.messages == 1
 
@@ -193,11 +192,11 @@ async def test_ids_are_never_reused(store: SqlStore) -> None:
     inbox = await store.get_mailbox(user.id, "INBOX")
     assert inbox is not None
     await store.append(inbox.id, MSG, frozenset({"\\Deleted"}), None)
-    ids = await store.db.run(lambda c: c.execute(text("SELECT max(id) FROM messages")).one())
+    ids = await store.db.run(lambda c: c.execute("SELECT max(id) FROM messages").fetchone())
     await store.expunge(inbox.id)
     await store.append(inbox.id, MSG, frozenset(), None)
     assert (await store.db.run(lambda c: c.execute(
-        text("SELECT max(id) FROM messages")).one()))[0] > ids[0]
+        "SELECT max(id) FROM messages").fetchone()))[0] > ids[0]
     remote = (Outgoing(os.urandom(16), "x@mailnode.invalid"),)
     await store.submit(Submission(user.id, b"", (), MSG, b"", remote))
     [first] = await store.due_outbound(now=2**40)
@@ -207,9 +206,9 @@ async def test_ids_are_never_reused(store: SqlStore) -> None:
     [second] = await store.due_outbound(now=2**40)
     assert second.id > first.id
     # Every table keyed by an integer id says AUTOINCREMENT in its schema.
-    schemas: dict[str, str] = await store.db.run(lambda c: dict(c.execute(text(
+    schemas: dict[str, str] = await store.db.run(lambda c: dict(c.execute(
         "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql LIKE '%id INTEGER%'"
-    )).all()))
+    ).fetchall()))
     for name in ("users", "mailboxes", "messages", "bodies", "outbound", "outbound_payloads"):
         assert "AUTOINCREMENT" in schemas[name], name
 
@@ -246,15 +245,14 @@ async def test_uidvalidity_strictly_grows_whatever_the_clock_does(tmp_path: Path
 
 
 async def test_group_commit_isolates_a_failing_job(tmp_path: Path) -> None:
-    from sqlalchemy import text
 
     db = Database.open(tmp_path / "g.db")
     try:
-        await db.run(lambda c: c.execute(text("CREATE TABLE t (v INTEGER)")))
+        await db.run(lambda c: c.execute("CREATE TABLE t (v INTEGER)"))
 
         def write(v: int) -> Callable[[Connection], int]:
             def fn(conn: Connection) -> int:
-                conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": v})
+                conn.execute("INSERT INTO t VALUES (:v)", {"v": v})
                 if v % 5 == 0:
                     raise ValueError(v)  # after its write: the savepoint must undo it
                 return v
@@ -264,7 +262,7 @@ async def test_group_commit_isolates_a_failing_job(tmp_path: Path) -> None:
                                        return_exceptions=True)
         failed = {r.args[0] for r in results if isinstance(r, ValueError)}
         assert failed == set(range(5, 41, 5))
-        stored = await db.run(lambda c: {r[0] for r in c.execute(text("SELECT v FROM t"))})
+        stored = await db.run(lambda c: {r[0] for r in c.execute("SELECT v FROM t")})
         assert stored == set(range(1, 41)) - failed
     finally:
         db.close()
@@ -273,19 +271,18 @@ async def test_group_commit_isolates_a_failing_job(tmp_path: Path) -> None:
 async def test_a_lone_failing_job_leaves_nothing(tmp_path: Path) -> None:
     """A job alone in its transaction runs without a savepoint: its failure must still
     undo its writes, and the thread must go on serving."""
-    from sqlalchemy import text
 
     db = Database.open(tmp_path / "l.db")
     try:
-        await db.run(lambda c: c.execute(text("CREATE TABLE t (v INTEGER)")))
+        await db.run(lambda c: c.execute("CREATE TABLE t (v INTEGER)"))
 
         def fail(conn: Connection) -> None:
-            conn.execute(text("INSERT INTO t VALUES (1)"))
+            conn.execute("INSERT INTO t VALUES (1)")
             raise ValueError("after the write")
         with pytest.raises(ValueError):
             await db.run(fail)
-        await db.run(lambda c: c.execute(text("INSERT INTO t VALUES (2)")))
-        stored = await db.run(lambda c: [r[0] for r in c.execute(text("SELECT v FROM t"))])
+        await db.run(lambda c: c.execute("INSERT INTO t VALUES (2)"))
+        stored = await db.run(lambda c: [r[0] for r in c.execute("SELECT v FROM t")])
         assert stored == [2]
     finally:
         db.close()
@@ -296,12 +293,11 @@ async def test_run_after_prepares_off_the_loop_then_commits(tmp_path: Path) -> N
     runs as a transaction; jobs still being prepared when the database closes are done."""
     import threading
 
-    from sqlalchemy import text
 
     db = Database.open(tmp_path / "p.db")
     loop_thread = threading.get_ident()
     try:
-        await db.run(lambda c: c.execute(text("CREATE TABLE t (v INTEGER)")))
+        await db.run(lambda c: c.execute("CREATE TABLE t (v INTEGER)"))
 
         def prepare(v: int) -> Callable[[], Callable[[Connection], int]]:
             def made() -> Callable[[Connection], int]:
@@ -310,7 +306,7 @@ async def test_run_after_prepares_off_the_loop_then_commits(tmp_path: Path) -> N
                     raise ValueError(v)
 
                 def fn(conn: Connection) -> int:
-                    conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": v})
+                    conn.execute("INSERT INTO t VALUES (:v)", {"v": v})
                     return v
                 return fn
             return made
@@ -319,7 +315,7 @@ async def test_run_after_prepares_off_the_loop_then_commits(tmp_path: Path) -> N
         failed = {r.args[0] for r in results if isinstance(r, ValueError)}
         assert failed == set(range(3, 31, 3))
         assert {r for r in results if isinstance(r, int)} == set(range(1, 31)) - failed
-        stored = await db.run(lambda c: {r[0] for r in c.execute(text("SELECT v FROM t"))})
+        stored = await db.run(lambda c: {r[0] for r in c.execute("SELECT v FROM t")})
         assert stored == set(range(1, 31)) - failed
         pending = [asyncio.ensure_future(db.run_after(prepare(v))) for v in (31, 32)]
         await asyncio.sleep(0)  # queued, perhaps not yet prepared
