@@ -81,6 +81,36 @@ async def test_a_repeated_login_skips_the_slow_hash_until_the_password_changes(
     assert checks[-2:] == ["correct horse", "new battery staple"]
 
 
+async def test_logins_arriving_together_share_one_slow_check(
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten connections of one client log in at once: one scrypt (16 MiB, ~50 ms), not ten
+    queued on the hasher thread; different names, unknown ones included, never share."""
+    import mailnode.store.sqlite as sqlite_module
+    from crypto.passwords import verify_password as real
+
+    user = await store.create_user("alice", "correct horse", Identity.generate())
+    checks: list[tuple[str, str]] = []
+
+    def counted(stored: str, password: str) -> bool:
+        checks.append((stored, password))
+        return real(stored, password)
+
+    monkeypatch.setattr(sqlite_module, "verify_password", counted)
+    logins = await asyncio.gather(*(store.authenticate("alice", "correct horse")
+                                    for _ in range(10)))
+    assert logins == [user] * 10 and len(checks) == 1
+    checks.clear()
+    refused = await asyncio.gather(*(store.authenticate("alice", "wrong")
+                                     for _ in range(5)))
+    assert refused == [None] * 5 and len(checks) == 1  # the same guess, checked once
+    checks.clear()
+    unknown = await asyncio.gather(*(store.authenticate(f"nobody{i}", "guess")
+                                     for i in range(3)))
+    assert unknown == [None] * 3 and len(checks) == 3  # each pays what a real user's costs
+    assert await store.authenticate("alice", "wrong") is None  # a later guess: checked again
+    assert len(checks) == 4 and not store._checking
+
+
 async def test_append_fetch_flags_expunge(store: SqlStore) -> None:
     user = await store.create_user("u", "password1", Identity.generate())
     inbox = await store.get_mailbox(user.id, "inbox")
