@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 import migrations
 
@@ -345,14 +345,6 @@ class Database:
             with contextlib.suppress(sqlite3.Error):  # checked by the caller
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")  # read-only: the same as a commit
-
-    def run_sync(self, fn: Callable[[Connection], T], durable: bool = True) -> T:
-        """Run ``fn`` in one transaction on the calling thread (tools and benchmarks)."""
-        with contextlib.closing(connect_writer(self.path)) as conn:
-            [(result, error)] = _commit(conn, [(fn, durable)])
-        if error is not None:
-            raise error
-        return cast(T, result)
 
     def _work(self) -> None:
         # The thread keeps one connection for its life: checking one out of the pool for
