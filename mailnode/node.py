@@ -29,7 +29,7 @@ from mailnode.imap.server import ImapServer
 from mailnode.keys import load_node_key
 from mailnode.runstate import STATUS_NAME, Listening, load_peers, save_peers, write_status
 from mailnode.smtp.server import SubmissionServer
-from mailnode.store.database import Database
+from mailnode.store.database import Database, upgrade_apart
 from mailnode.store.friends import FriendStore
 from mailnode.store.notify import ChangeNotifier
 from mailnode.store.sqlite import SqlStore
@@ -84,7 +84,10 @@ async def serve(data_dir: Path, stop: asyncio.Event,
     raise_file_limit(config)
     bound_malloc()  # before the threads below make their arenas
     node_identity = load_node_key(data_dir / NODE_KEY_NAME)
-    db = await asyncio.to_thread(Database.open, data_dir / DB_NAME)  # migrates an older db
+    # An older database is upgraded by a child process, so the node never imports
+    # SQLAlchemy and alembic; Database.open then finds it current.
+    await asyncio.to_thread(upgrade_apart, data_dir / DB_NAME)
+    db = await asyncio.to_thread(Database.open, data_dir / DB_NAME)
     notifier = ChangeNotifier()
     store = SqlStore(db, notifier,
                      user_quota=config.user_quota_mb * 1024 * 1024 or None)

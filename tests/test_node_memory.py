@@ -91,3 +91,26 @@ def test_a_serving_node_loads_neither_cryptography_nor_alembic(tmp_path: Path) -
     assert "cryptography" not in loaded
     assert "alembic" not in loaded and "mako" not in loaded
     assert "sqlalchemy" not in loaded
+
+
+def test_a_node_started_on_an_older_database_upgrades_it_in_a_child(tmp_path: Path) -> None:
+    """After a software update the schema is upgraded by a child process: the serving node
+    still never imports SQLAlchemy or alembic (which it would keep until its next restart)."""
+    from alembic import command
+
+    from mailnode.config import DB_NAME
+    from mailnode.store.database import HEAD_REVISION, Database, _alembic_config, revision
+
+    node = NodeProcess.init(tmp_path, [])
+    path = node.data_dir / DB_NAME
+    db = Database.open(path)
+    try:
+        command.downgrade(_alembic_config(db.engine), "0009")
+    finally:
+        db.close()
+    assert revision(path) == "0009"
+    loaded = _python(f"DATA_DIR = {str(node.data_dir)!r}\n"
+                     + textwrap.dedent(SERVE_AND_LIST_MODULES)).split()
+    assert "mailnode" in loaded and "sqlite3" in loaded  # it did serve
+    assert "sqlalchemy" not in loaded and "alembic" not in loaded
+    assert revision(path) == HEAD_REVISION

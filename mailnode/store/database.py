@@ -25,6 +25,8 @@ import logging
 import os
 import queue
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -149,6 +151,33 @@ def upgrade(engine: Engine) -> None:
             raw.execute("PRAGMA foreign_keys=ON")
             if quiet:
                 migration_log.setLevel(level)
+
+
+_UPGRADE = """
+import logging, sys
+from pathlib import Path
+from mailnode.store.database import Database
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+Database.open(Path(sys.argv[1])).close()
+"""
+
+
+def upgrade_apart(path: Path) -> None:
+    """Create or upgrade the database in a child process unless it is at the head revision:
+    a node started on an older database then never imports SQLAlchemy and alembic, ~27 MB it
+    would otherwise keep until its next restart. The child's log lines are logged here."""
+    if path.exists() and revision(path) == HEAD_REVISION:
+        return
+    root = str(Path(__file__).resolve().parents[2])  # where this mailnode package is found
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", _UPGRADE, str(path)], capture_output=True,
+                          text=True, errors="replace", env=env, stdin=subprocess.DEVNULL,
+                          check=False)
+    for line in done.stderr.splitlines():  # alembic's "Running upgrade" lines, or a failure
+        log.log(logging.INFO if done.returncode == 0 else logging.ERROR, "migration: %s", line)
+    if done.returncode != 0:
+        raise RuntimeError(f"upgrading {path.name} failed (the log says why)")
 
 
 def is_current(engine: Engine) -> bool:

@@ -4,10 +4,14 @@ it does not need."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -18,6 +22,8 @@ from mailnode.store.database import (
     Database,
     _alembic_config,
     is_current,
+    revision,
+    upgrade_apart,
 )
 
 
@@ -57,3 +63,18 @@ def test_an_older_database_is_still_upgraded(tmp_path: Path) -> None:
         assert is_current(db.engine)
     finally:
         db.close()
+
+
+def test_an_upgrade_in_a_child_that_fails_says_so(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A database the child cannot upgrade (a revision from a newer mailnode, say) stops the
+    node with the child's reasons in the log, and leaves the database as it was."""
+    path = tmp_path / "n.db"
+    Database.open(path).close()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0099'")
+    with caplog.at_level(logging.INFO, logger="mailnode.store"), \
+            pytest.raises(RuntimeError, match=r"upgrading n\.db failed"):
+        upgrade_apart(path)
+    assert any(r.levelno == logging.ERROR and "0099" in r.getMessage() for r in caplog.records)
+    assert revision(path) == "0099"
