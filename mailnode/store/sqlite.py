@@ -177,7 +177,7 @@ def _by_uid(conn: Connection, columns: str, mailbox_id: int, uids: Sequence[int]
         if high - low < 2 * len(chunk):
             wanted = set(chunk)
             rows = conn.execute(sql + "m.uid BETWEEN ? AND ?",
-                                  (*params, mailbox_id, low, high))
+                                (*params, mailbox_id, low, high))
             yield from (row for row in rows if row[0] in wanted)
         else:
             yield from conn.execute(
@@ -270,7 +270,7 @@ class SqlStore:
         return result
 
     def _mailbox_row(self, conn: Connection, user_id: int, name: str) -> Mailbox | None:
-        # On the driver: SELECT, STATUS, APPEND and COPY each look their mailbox up.
+        # SELECT, STATUS, APPEND and COPY each look their mailbox up.
         cur = conn.execute(
             f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = ? AND "
             + ("upper(name) = 'INBOX'" if _is_inbox(name) else "name = ?"),
@@ -315,15 +315,12 @@ class SqlStore:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    # Every stored message runs these few statements; they go to the driver as plain SQL
-    # (sqlite3 keeps them prepared): building and caching SQLAlchemy statements cost the
-    # submission path more than SQLite's own work and the commit, under a GIL shared with
-    # the event loop.
+    # Every stored message runs these few statements (sqlite3 keeps them prepared).
 
     @staticmethod
     def _add_body(conn: Connection, data: bytes, structure: bytes | None) -> int:
         cur = conn.execute("INSERT INTO bodies (data, structure) VALUES (?, ?)",
-                                    (data, structure))
+                           (data, structure))
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -345,15 +342,15 @@ class SqlStore:
                            ) -> tuple[int, int]:
         """``saved``: its RFC 8514 save date (now: it is being put into the mailbox)."""
         taken = conn.execute("UPDATE mailboxes SET uidnext = uidnext + 1, "
-                               f"highest_modseq = highest_modseq + 1 WHERE {where} "
-                               "RETURNING id, uidnext - 1, highest_modseq", (key,)).fetchall()
+                             f"highest_modseq = highest_modseq + 1 WHERE {where} "
+                             "RETURNING id, uidnext - 1, highest_modseq", (key,)).fetchall()
         if not taken:
             raise NoSuchMailbox("mailbox no longer exists")
         mailbox_id, uid, modseq = (int(v) for v in taken[0])
         conn.execute("INSERT INTO messages (mailbox_id, uid, flags, internaldate, size, "
-                       "body_id, savedate, modseq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (mailbox_id, uid, _flags_text(flags), internaldate, size, body_id, saved,
-                        modseq))
+                     "body_id, savedate, modseq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (mailbox_id, uid, _flags_text(flags), internaldate, size, body_id, saved,
+                      modseq))
         return mailbox_id, uid
 
     def _file(self, conn: Connection, mailbox_id: int, body: bytes, structure: bytes | None,
@@ -377,9 +374,9 @@ class SqlStore:
             return
         modseq = self._next_modseq(conn, mailbox_id)
         conn.executemany("INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) "
-                           "VALUES (?, ?, ?)", [(mailbox_id, uid, modseq) for uid in uids])
+                         "VALUES (?, ?, ?)", [(mailbox_id, uid, modseq) for uid in uids])
         [(count,)] = conn.execute("SELECT count(*) FROM expunged WHERE mailbox_id = ?",
-                                    (mailbox_id,)).fetchall()
+                                  (mailbox_id,)).fetchall()
         if count <= self.tombstone_limit:
             return
         keep = self.tombstone_limit // 2
@@ -387,9 +384,9 @@ class SqlStore:
             "SELECT modseq FROM expunged WHERE mailbox_id = ? ORDER BY modseq LIMIT 1 "
             "OFFSET ?", (mailbox_id, count - keep - 1)).fetchall()
         conn.execute("DELETE FROM expunged WHERE mailbox_id = ? AND modseq <= ?",
-                       (mailbox_id, cut))
+                     (mailbox_id, cut))
         conn.execute("UPDATE mailboxes SET vanished_floor = max(vanished_floor, ?) "
-                       "WHERE id = ?", (cut, mailbox_id))
+                     "WHERE id = ?", (cut, mailbox_id))
 
     @staticmethod
     def _drop_orphan_bodies(conn: Connection, body_ids: Iterable[int]) -> None:
@@ -403,7 +400,7 @@ class SqlStore:
             gone = [b for b in chunk if b not in used]
             if gone:
                 conn.execute(f"DELETE FROM bodies WHERE id IN ({','.join('?' * len(gone))})",
-                               gone)
+                             gone)
 
     def _inbox_id(self, conn: Connection, user_id: int) -> int:
         [(inbox,)] = conn.execute(
@@ -664,8 +661,7 @@ class SqlStore:
                                (mailbox_id,)).fetchone()
             if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
-            # The driver directly (a listing is the one query with a row per message), and
-            # one frozenset per distinct flag text: most messages share a handful of them.
+            # One frozenset per distinct flag text: most messages share a handful of them.
             rows = conn.execute(
                 "SELECT uid, flags, internaldate, size, modseq FROM messages"
                 " WHERE mailbox_id = ? AND uid > ? ORDER BY uid", (mailbox_id, after))
@@ -700,16 +696,15 @@ class SqlStore:
 
     async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
         def q(conn: Connection, take: bool) -> tuple[int, int]:
-            # Plain SQL on the driver: every SELECT and every announced arrival claims, and
-            # building statements held the GIL longer than SQLite took to run them.
+            # Every SELECT and every announced arrival claims.
             row = conn.execute("SELECT recent_uid, uidnext FROM mailboxes WHERE id = ?",
-                                 (mailbox_id,)).fetchone()
+                               (mailbox_id,)).fetchone()
             if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
             before, upto = int(row[0]), int(row[1]) - 1
             if take and upto > before:
                 conn.execute("UPDATE mailboxes SET recent_uid = ? WHERE id = ?",
-                               (upto, mailbox_id))
+                             (upto, mailbox_id))
             return before, upto
         # Of the sessions that see a new message, one claims it: the others (and EXAMINE)
         # find that out on a reader, without a transaction queued behind the writer's
@@ -815,7 +810,7 @@ class SqlStore:
     async def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
         def q(conn: Connection) -> Changes:
             row = conn.execute("SELECT highest_modseq, vanished_floor FROM mailboxes "
-                                 "WHERE id = ?", (mailbox_id,)).fetchone()
+                               "WHERE id = ?", (mailbox_id,)).fetchone()
             if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
             highest, floor = int(row[0]), int(row[1])
@@ -838,7 +833,7 @@ class SqlStore:
 
         def q(conn: Connection) -> tuple[tuple[int, int], list[int]]:
             row = conn.execute("SELECT uidvalidity FROM mailboxes WHERE id = ?",
-                                        (mailbox_id,)).fetchone()
+                               (mailbox_id,)).fetchone()
             if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
             self._check_quota(conn, mailbox_id, len(body))
@@ -876,7 +871,7 @@ class SqlStore:
             for i in range(0, len(gone), UID_CHUNK):
                 chunk = [rid for rid, _, _ in gone[i:i + UID_CHUNK]]
                 conn.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})",
-                               chunk)
+                             chunk)
             self._drop_orphan_bodies(conn, (body_id for _, _, body_id in gone))
             removed = [uid for _, uid, _ in gone]
             self._tombstones(conn, mailbox_id, removed)
@@ -1060,7 +1055,7 @@ class SqlStore:
                         if not self._user_has_room(conn, user_id, len(sub.local_body))]
                 if full:
                     address = conn.execute("SELECT address FROM users WHERE id = ?",
-                                             (full[0],)).fetchone()
+                                           (full[0],)).fetchone()
                     raise RecipientOverQuota(str(address[0]) if address else "?")
                 body_id = self._add_body(conn, sub.local_body, structure)
                 for user_id in local:
