@@ -87,3 +87,26 @@ async def test_a_claim_stops_at_the_newest_message_the_session_knows(store: Mail
     assert await store.claim_recent(box.id, 3) == (3, 3)
     listed = await store.get_mailbox(user.id, "INBOX")
     assert listed is not None and listed.recent == 0
+
+
+async def test_recent_is_told_again_when_expunges_change_it(store: MailStore,
+                                                            notifier: ChangeNotifier) -> None:
+    """RECENT comes with a change in the mailbox's size (RFC 3501 §7.3.2) and the client must
+    record it: after EXPUNGEs that took recent messages the count is told again, or a client
+    adding up RECENT over its sessions counts messages that are gone (imaptest's checkpoint:
+    total RECENT larger than the message count)."""
+    watcher, other = await session(store, notifier), await session(store, notifier)
+    for _ in range(3):
+        await other.send(b"a APPEND INBOX {%d}\r\n" % len(MESSAGE))
+        assert b"a OK" in await other.send(MESSAGE + b"\r\n")
+    assert b"* 3 EXISTS\r\n* 3 RECENT\r\n" in await watcher.send(b"s SELECT INBOX\r\n")
+    await other.send(b"s SELECT INBOX\r\n")
+    assert b"d OK" in await other.send(b"d STORE 1,3 +FLAGS.SILENT (\\Deleted)\r\n")
+    assert b"* 1 EXPUNGE\r\n" in await other.send(b"e EXPUNGE\r\n")
+    assert await watcher.send(b"n NOOP\r\n") == (
+        b"* 3 EXPUNGE\r\n* 1 EXPUNGE\r\n* 1 RECENT\r\nn OK NOOP completed\r\n")
+    assert b"d OK" in await watcher.send(b"d STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
+    assert await watcher.send(b"e EXPUNGE\r\n") == (
+        b"* 1 EXPUNGE\r\n* 0 RECENT\r\ne OK EXPUNGE completed\r\n")
+    # uid 2 was recent in the watcher only: the other session's count (0) did not change.
+    assert await other.send(b"n NOOP\r\n") == b"* 1 EXPUNGE\r\nn OK NOOP completed\r\n"
