@@ -5,8 +5,9 @@ expunge and append at random, and checks every reply against its model of the ma
 "Error:" lines are protocol or consistency errors. ``checkpoint=N`` makes it stop every N seconds
 and compare what all sessions see. Prints commands/s, error counts and the ratio to Dovecot,
 plus the node's RSS: idle before the first run, and the peak of each run (the node is one
-process: no children to add). Needs imaptest (built as tests/imap/test_imaptest.py does) and,
-for the baseline, dovecot-imapd. Run: ``python -m bench.imap_load [--secs 15]``.
+process: no children to add). Needs imaptest (built as tests/imap/test_imaptest.py does, with
+the patch that lets ``checkpoint=`` run) and, for the baseline, dovecot-imapd.
+Run: ``python -m bench.imap_load [--secs 15] [--checkpoint-clients 10,50]``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.imap.test_imaptest import find_or_build
 USER, PASSWORD = "loaduser", "load-password"
 MESSAGES = 200
 _ERROR_TAG = re.compile(r"\d+\.\d+ ")
+_CHECKPOINT_CLIENT = re.compile(r"client \d+")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class Load:
     errors: Counter[str]
     crash: str = ""
     peak_rss_mb: float = 0.0
+    checks: int = 0
+    """Session views compared at checkpoints without a difference (imaptest's ChkP)."""
 
     @property
     def rate(self) -> float:
@@ -66,12 +70,16 @@ def parse(stdout: str, stderr: str, secs: float, returncode: int = 0) -> Load:
     totals = stdout.rsplit("Totals:", 1)[-1].splitlines()
     rows = [line for line in totals if line.strip() and re.fullmatch(r"[\s\d]+", line)]
     commands = sum(int(n) for n in rows[-1].split()) if rows else 0
+    names = next((line.split() for line in totals if "ChkP" in line), [])
+    counts = rows[-1].split() if rows else []
+    checks = int(counts[names.index("ChkP")]) if "ChkP" in names and counts else 0
     errors: Counter[str] = Counter()
     for line in stderr.splitlines():
         if line.startswith("Error:"):
             text = line.split("]: ", 1)[-1].split(": * ", 1)[0]  # kind, not the reply
-            errors[_ERROR_TAG.sub("", text)[:100]] += 1
-    return Load(commands, secs, errors)
+            text = _CHECKPOINT_CLIENT.sub("client N", _ERROR_TAG.sub("", text))
+            errors[text[:100]] += 1
+    return Load(commands, secs, errors, checks=checks)
 
 
 def run_load(binary: Path, port: int, mbox: Path, clients: int, secs: int,
@@ -157,11 +165,13 @@ service imap {
         proc.wait(timeout=10)
 
 
-def describe(load: Load) -> str:
+def describe(load: Load, checkpoint: int | None = None) -> str:
     if load.crash:
         return load.crash
     errors = sum(load.errors.values())
     text = f"{load.rate:7.0f} commands/s ({load.commands} in {load.secs:.0f} s), {errors} errors"
+    if checkpoint:
+        text += f", {load.checks} session views agreed at checkpoints"
     for kind, n in load.errors.most_common(3):
         text += f"\n      {n:5d} x {kind}"
     return text
@@ -170,12 +180,22 @@ def describe(load: Load) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--secs", type=int, default=15, help="seconds per run")
-    secs = parser.parse_args().secs
+    parser.add_argument("--checkpoint", type=int, default=5, metavar="SECS",
+                        help="imaptest's checkpoint= interval for the checkpoint runs")
+    parser.add_argument("--checkpoint-clients", default="50", metavar="N[,N...]",
+                        help="client counts to run with checkpoint= (after 10 and 50 without)")
+    args = parser.parse_args()
+    secs = args.secs
+    try:
+        with_checkpoint = [int(n) for n in args.checkpoint_clients.split(",") if n.strip()]
+    except ValueError:
+        parser.error("--checkpoint-clients: comma-separated client counts")
     binary = find_or_build()
     if binary is None:
         raise SystemExit("imaptest not available: run ../shared/imaptest/build.sh DIR "
                          "and set IMAPTEST=DIR/bin/imaptest")
-    scenarios: list[Scenario] = [(10, None), (50, None), (50, 5)]
+    scenarios: list[Scenario] = [(10, None), (50, None)]
+    scenarios += [(n, args.checkpoint) for n in with_checkpoint]
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         mbox = Path(a) / "load.mbox"
         write_mbox(mbox)
@@ -188,8 +208,9 @@ def main() -> None:
         if base is None:
             print("  dovecot : not installed (apt-get install dovecot-imapd): no baseline")
         else:
-            print(f"  dovecot : {describe(base[i])}")
-        print(f"  mailnode: {describe(ours[i])}, peak RSS {ours[i].peak_rss_mb:.0f} MB")
+            print(f"  dovecot : {describe(base[i], checkpoint)}")
+        print(f"  mailnode: {describe(ours[i], checkpoint)}, "
+              f"peak RSS {ours[i].peak_rss_mb:.0f} MB")
         if base is not None and base[i].rate and ours[i].rate:
             print(f"  ratio   : {ours[i].rate / base[i].rate:.2f}x dovecot's commands/s")
     print(f"mailnode node RSS: {idle:.0f} MB idle before the runs, {after:.0f} MB after them, "

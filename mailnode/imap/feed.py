@@ -162,6 +162,8 @@ def report_gone(sel: Selected, *, qresync: bool,
                 numbered: dict[int, int] | None = None) -> list[bytes]:
     """EXPUNGE lines (highest sequence number first, so each number is still right when
     sent) or one VANISHED, for the expunged uids the client still sees; removes them.
+    Then RECENT if that changed this session's count: it comes with a change in the
+    mailbox's size and the client records it (RFC 3501 §7.3.2), as it does with EXISTS.
     ``numbered`` receives each reported uid with its sequence number before removal."""
     gone = sorted(u for u in sel.gone if u in sel.metas)
     sel.gone.clear()
@@ -179,9 +181,12 @@ def report_gone(sel: Selected, *, qresync: bool,
     else:
         for s in reversed(seqs):
             del sel.uids[s - 1]
+    recent = len(sel.recent)
     for u in gone:
         del sel.metas[u]
         sel.recent.discard(u)
+    if len(sel.recent) != recent:
+        lines.append(r.data(r.Recent(len(sel.recent))))
     return lines
 
 

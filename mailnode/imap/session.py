@@ -360,8 +360,10 @@ class ImapSession:
         self.emit(r.Recent(len(sel.recent)))
 
     async def _claim_recent(self, sel: Selected) -> None:
-        """Take the not-yet-claimed messages as this session's \\Recent ones."""
-        before, upto = await self.store.claim_recent(sel.mailbox.id, claim=not sel.readonly)
+        """Take the not-yet-claimed messages this session has been told of (not those that
+        arrived meanwhile: they are for the first session to tell of them) as its \\Recent."""
+        before, upto = await self.store.claim_recent(sel.mailbox.id, sel.max_uid,
+                                                     claim=not sel.readonly)
         # uids are ascending: the claimed range is one slice (a scan per new message was
         # quadratic in a growing mailbox)
         sel.recent.update(sel.uids[bisect_right(sel.uids, before):bisect_right(sel.uids, upto)])

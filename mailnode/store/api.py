@@ -239,12 +239,14 @@ class MailStore(Protocol):
                               ) -> dict[int, MessageObjects]:
         """EMAILID, THREADID and SAVEDATE of the given messages (missing uids left out)."""
 
-    async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
+    async def claim_recent(self, mailbox_id: int, known: int, claim: bool = True,
+                           ) -> tuple[int, int]:
         """``(before, upto)``: uids in ``before < uid <= upto`` are \\Recent to the caller.
 
-        With ``claim`` (a read-write SELECT) they stop being recent for every other session,
-        as RFC 3501 §2.3.2 asks; without it (EXAMINE) nothing changes and ``upto`` is the
-        newest uid.
+        ``known`` is the newest uid the caller's session has been told of: ``upto`` never
+        passes it, so that a message arriving meanwhile stays for the first session to tell
+        of it (RFC 3501 §2.3.2). With ``claim`` (a read-write SELECT) they stop being recent
+        for every other session; without it (EXAMINE) nothing changes.
         """
 
     async def move(self, src_mailbox_id: int, uids: Sequence[int],

@@ -694,14 +694,16 @@ class SqlStore:
             return out
         return await self.db.run(q, durable=False)
 
-    async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
+    async def claim_recent(self, mailbox_id: int, known: int, claim: bool = True,
+                           ) -> tuple[int, int]:
         def q(conn: Connection, take: bool) -> tuple[int, int]:
             # Every SELECT and every announced arrival claims.
             row = conn.execute("SELECT recent_uid, uidnext FROM mailboxes WHERE id = ?",
                                (mailbox_id,)).fetchone()
             if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
-            before, upto = int(row[0]), int(row[1]) - 1
+            before = int(row[0])
+            upto = max(before, min(int(row[1]) - 1, known))
             if take and upto > before:
                 conn.execute("UPDATE mailboxes SET recent_uid = ? WHERE id = ?",
                              (upto, mailbox_id))

@@ -333,9 +333,11 @@ class MemStore:
         await self.notifier.publish(dst_mailbox_id)
         return pairs
 
-    async def claim_recent(self, mailbox_id: int, claim: bool = True) -> tuple[int, int]:
+    async def claim_recent(self, mailbox_id: int, known: int, claim: bool = True,
+                           ) -> tuple[int, int]:
         box = self._box(mailbox_id)
-        before, upto = box.recent_uid, box.uidnext - 1
+        before = box.recent_uid
+        upto = max(before, min(box.uidnext - 1, known))
         if claim:
             box.recent_uid = max(before, upto)
         return before, upto

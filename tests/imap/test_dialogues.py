@@ -270,9 +270,12 @@ async def test_expunge_close_unselect(dialog: Dialog) -> None:
     for flags in (b"", b"(\\Deleted) ", b"", b"(\\Deleted) "):
         await append(dialog, flags=flags)
     await dialog.send(b"s SELECT INBOX\r\n")
-    assert await dialog.send(b"a UID EXPUNGE 4\r\n") == b"* 4 EXPUNGE\r\na OK EXPUNGE completed\r\n"
+    # RECENT again after the EXPUNGEs: the session's \Recent count changed with them
+    assert await dialog.send(b"a UID EXPUNGE 4\r\n") == \
+        b"* 4 EXPUNGE\r\n* 3 RECENT\r\na OK EXPUNGE completed\r\n"
     await append(dialog)
-    assert await dialog.send(b"b EXPUNGE\r\n") == b"* 2 EXPUNGE\r\nb OK EXPUNGE completed\r\n"
+    assert await dialog.send(b"b EXPUNGE\r\n") == \
+        b"* 2 EXPUNGE\r\n* 3 RECENT\r\nb OK EXPUNGE completed\r\n"
     assert await dialog.send(b"c SEARCH ALL\r\n") == b"* SEARCH 1 2 3\r\nc OK SEARCH completed\r\n"
     out = await dialog.send(b"d STORE 1 +FLAGS.SILENT \\Deleted\r\n")
     assert out == b"d OK STORE completed\r\n"
@@ -292,7 +295,7 @@ async def test_copy_and_move(dialog: Dialog) -> None:
     assert re.fullmatch(rb"a OK \[COPYUID \d+ 1:2 1:2\] COPY completed\r\n", out)
     assert (await dialog.send(b"b COPY 1 Nope\r\n")).startswith(b"b NO [TRYCREATE]")
     out = await dialog.send(b"c UID MOVE 2 Drafts\r\n")
-    assert re.fullmatch(rb"\* OK \[COPYUID \d+ 2 1\] Moved\r\n\* 2 EXPUNGE\r\n"
+    assert re.fullmatch(rb"\* OK \[COPYUID \d+ 2 1\] Moved\r\n\* 2 EXPUNGE\r\n\* 1 RECENT\r\n"
                         rb"c OK UID MOVE completed\r\n", out), out
     out = await dialog.send(b"d STATUS Drafts (MESSAGES)\r\n")
     assert out.startswith(b'* STATUS "Drafts" (MESSAGES 1)')
@@ -316,7 +319,7 @@ async def test_idle_in_memory(dialog: Dialog, store: MemStore) -> None:
         b"* 1 FETCH (UID 1 FLAGS (\\Deleted \\Recent))\r\n"
     await store.expunge(inbox.id)
     await dialog.session.refresh()
-    assert dialog.session.data_to_send() == b"* 1 EXPUNGE\r\n"
+    assert dialog.session.data_to_send() == b"* 1 EXPUNGE\r\n* 0 RECENT\r\n"
     assert await dialog.send(b"DONE\r\n") == b"i OK IDLE terminated\r\n"
     assert dialog.session.idle_watch is None
 
@@ -330,7 +333,8 @@ async def test_two_sessions_rfc2180(store: MemStore, notifier: ChangeNotifier) -
     await a.send(b"s SELECT INBOX\r\n")
     await b.send(b"s SELECT INBOX\r\n")
     await a.send(b"x STORE 2 +FLAGS.SILENT \\Deleted\r\n")
-    assert await a.send(b"y EXPUNGE\r\n") == b"* 2 EXPUNGE\r\ny OK EXPUNGE completed\r\n"
+    assert await a.send(b"y EXPUNGE\r\n") == \
+        b"* 2 EXPUNGE\r\n* 2 RECENT\r\ny OK EXPUNGE completed\r\n"
     # FETCH/STORE/SEARCH must not announce the expunge; b still sees the message as number 3.
     out = await b.send(b"f FETCH 3 UID\r\n")
     assert out == b"* 3 FETCH (UID 3)\r\nf OK FETCH completed\r\n"

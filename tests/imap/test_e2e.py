@@ -131,7 +131,8 @@ async def test_two_sessions_see_each_others_changes(server: ImapServer, store: M
             b"x OK FETCH completed\r\n"]
         # a selected first, so the three messages are \Recent in a's session only
         assert await command(*a, b"y", b"UID FETCH 1:* FLAGS") == [
-            b"* 2 EXPUNGE\r\n", b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))\r\n",
+            b"* 2 EXPUNGE\r\n", b"* 2 RECENT\r\n",
+            b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))\r\n",
             b"* 2 FETCH (UID 3 FLAGS (\\Recent))\r\n", b"y OK UID FETCH completed\r\n"]
         # An IDLE session is told of the other session's changes as they happen.
         a[1].write(b"i IDLE\r\n")
@@ -141,6 +142,7 @@ async def test_two_sessions_see_each_others_changes(server: ImapServer, store: M
             b"* 2 FETCH (UID 3 FLAGS (\\Deleted \\Recent))\r\n"
         await command(*b, b"h", b"EXPUNGE")
         assert await asyncio.wait_for(a[0].readline(), TIMEOUT) == b"* 2 EXPUNGE\r\n"
+        assert await asyncio.wait_for(a[0].readline(), TIMEOUT) == b"* 1 RECENT\r\n"
         a[1].write(b"DONE\r\n")
         assert await asyncio.wait_for(a[0].readline(), TIMEOUT) == b"i OK IDLE terminated\r\n"
         assert await command(*a, b"z", b"SEARCH ALL") == [

@@ -223,12 +223,12 @@ async def test_claiming_recent_writes_only_when_there_is_something_to_claim(
         for _ in range(3):
             await store.append(box.id, b"Subject: x\r\n\r\ny\r\n", frozenset(), None)
         db.run = counting  # type: ignore[method-assign,assignment]
-        assert await store.claim_recent(box.id, claim=False) == (0, 3)  # EXAMINE: no claim
+        assert await store.claim_recent(box.id, 3, claim=False) == (0, 3)  # EXAMINE: no claim
         assert writes == []
-        assert await store.claim_recent(box.id) == (0, 3)
+        assert await store.claim_recent(box.id, 3) == (0, 3)
         assert len(writes) == 1
-        assert await store.claim_recent(box.id) == (3, 3)  # nothing left: no write
-        assert await store.claim_recent(box.id, claim=False) == (3, 3)
+        assert await store.claim_recent(box.id, 3) == (3, 3)  # nothing left: no write
+        assert await store.claim_recent(box.id, 3, claim=False) == (3, 3)
         assert len(writes) == 1
     finally:
         db.close()

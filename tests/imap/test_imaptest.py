@@ -1,19 +1,23 @@
 """Dovecot's imaptest compliance scripts against a real node, so that compliance cannot regress.
 
 imaptest (MIT, github.com/dovecot/imaptest) is built from ``../shared/imaptest`` by its
-build.sh, or found through $IMAPTEST (the binary) or /work/imaptest-build. Without it the test
-skips: building needs root, apt and network, which a clean CI machine may not have. Every script
-file runs on its own so that a failure is named by file; the files listed in
-``imaptest_passing.txt`` must keep passing, and the counts are printed for the record.
+build.sh, with ``imaptest-checkpoint.patch`` (two crashes of its load mode with ``checkpoint=``)
+applied on top, or found through $IMAPTEST (the binary) or, unpatched, /work/imaptest-build.
+Without it the test skips: building needs root, apt and network, which a clean CI machine may
+not have. Every script file runs on its own so that a failure is named by file; the files listed
+in ``imaptest_passing.txt`` must keep passing, and the counts are printed for the record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +27,8 @@ from tests.e2e.nodes import NodeProcess, cli
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT.parent / "shared" / "imaptest" / "build.sh"
+SHARED_PATCH = "debian-dovecot-2.3.19.1.patch"  # the patch build.sh applies, by name
+OUR_PATCH = Path(__file__).with_name("imaptest-checkpoint.patch")
 PASSING = Path(__file__).with_name("imaptest_passing.txt")
 USER, PASSWORD = "imaptester", "imaptest-password"
 _SUMMARY = re.compile(r"(\d+) test groups: (\d+) failed")
@@ -35,30 +41,45 @@ def _built(directory: Path) -> Path | None:
 
 
 def find_or_build() -> Path | None:
-    """The imaptest binary (its scripts are in ../tests), building it into a cache if we can."""
+    """The imaptest binary (its scripts are in ../tests), building it into a cache if we can.
+
+    The cache is named by our patch's hash, so that a changed patch builds again; the unpatched
+    /work/imaptest-build is the last resort (its load mode aborts with ``checkpoint=``)."""
     if os.environ.get("IMAPTEST"):
         binary = Path(os.environ["IMAPTEST"])
         return binary if _built(binary.parent.parent) else None
-    for directory in (Path("/work/imaptest-build"),):
-        if found := _built(directory):
-            return found
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mailnode-imaptest"
+    digest = hashlib.sha256(OUR_PATCH.read_bytes()).hexdigest()[:12]
+    cache = (Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+             / f"mailnode-imaptest-{digest}")
     if found := _built(cache):
         return found
     can_install = os.path.exists("/usr/lib/dovecot/dovecot-config") or (
         os.geteuid() == 0 and shutil.which("apt-get") is not None)
-    if not BUILD_SCRIPT.exists() or not can_install:
-        return None
-    cache.mkdir(parents=True, exist_ok=True)
-    with (cache.parent / "mailnode-imaptest.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test runs build once
-        if not _built(cache):
-            try:
-                subprocess.run(["bash", str(BUILD_SCRIPT), str(cache)], capture_output=True,
-                               timeout=900, check=False, stdin=subprocess.DEVNULL)
-            except subprocess.TimeoutExpired:
-                return None
-    return _built(cache)
+    if BUILD_SCRIPT.exists() and can_install:
+        cache.mkdir(parents=True, exist_ok=True)
+        with (cache.parent / "mailnode-imaptest.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test runs build once
+            if not _built(cache):
+                build(cache)
+        if found := _built(cache):
+            return found
+    return _built(Path("/work/imaptest-build"))
+
+
+def build(out: Path) -> None:
+    """Run the shared build.sh from a copy of its directory whose patch has ours appended, so
+    that the shared script and source stay untouched."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp)
+        for path in BUILD_SCRIPT.parent.iterdir():
+            if path.is_file():
+                shutil.copyfile(path, copy / path.name)  # writable: ours is appended
+        with (copy / SHARED_PATCH).open("ab") as patch:
+            patch.write(OUR_PATCH.read_bytes())
+        with contextlib.suppress(subprocess.TimeoutExpired):  # then not built: callers skip
+            subprocess.run(["bash", str(copy / BUILD_SCRIPT.name), str(out)],
+                           capture_output=True, timeout=900, check=False,
+                           stdin=subprocess.DEVNULL)
 
 
 @dataclass(frozen=True)

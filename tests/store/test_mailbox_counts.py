@@ -54,7 +54,7 @@ async def test_counts_are_never_counted_from_the_messages(tmp_path: Path,
         listed = await store.list_mailboxes(user.id)
         assert [(b.messages, b.unseen) for b in listed if b.name == "INBOX"] == [(3, 2)]
         assert await store.list_mailboxes(user.id) == listed
-        await store.claim_recent(inbox.id)  # recent is read each time (it is not a change)
+        await store.claim_recent(inbox.id, 3)  # recent is read each time (it is not a change)
         assert await counts() == (3, 2, 0)
         await store.store_flags(inbox.id, [2], frozenset({"\\Seen"}), "add")
         assert await counts() == (3, 1, 0)

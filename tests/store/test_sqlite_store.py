@@ -379,9 +379,9 @@ async def test_recent_is_claimed_once(store: SqlStore) -> None:
     assert inbox is not None
     for _ in range(2):
         await store.append(inbox.id, MSG, frozenset(), None)
-    assert await store.claim_recent(inbox.id, claim=False) == (0, 2)  # EXAMINE: a peek
-    assert await store.claim_recent(inbox.id) == (0, 2)  # the first SELECT takes both
-    assert await store.claim_recent(inbox.id) == (2, 2)  # the next one gets none
+    assert await store.claim_recent(inbox.id, 2, claim=False) == (0, 2)  # EXAMINE: a peek
+    assert await store.claim_recent(inbox.id, 2) == (0, 2)  # the first SELECT takes both
+    assert await store.claim_recent(inbox.id, 2) == (2, 2)  # the next one gets none
     box = await store.get_mailbox(user.id, "INBOX")
     assert box is not None and box.recent == 0
 
