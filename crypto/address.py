@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from functools import lru_cache
 
 DOMAIN = "mailnode.invalid"
 _CHECKSUM = 3
@@ -53,6 +54,9 @@ def key_of(address: str) -> bytes:
     return key
 
 
+@lru_cache(maxsize=1024)
 def normalise(address: str) -> str:
-    """Canonical (lowercase) form of a valid address."""
+    """Canonical (lowercase) form of a valid address. Remembered: a node sees the same few
+    addresses in every MAIL, RCPT and From, and the checksum is not free (invalid ones
+    raise and are not remembered)."""
     return address_for(key_of(address))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 import warnings
 from typing import Any, AnyStr
@@ -23,6 +24,7 @@ from mailnode.delivery.submit import (
 )
 from mailnode.guard import LOGIN_GRACE, ByteBudget, ConnectionTable, source_key
 from mailnode.logsafe import LogThrottle, clean, escape, held_back
+from mailnode.mime.address import ADDR_SPEC
 from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
 from mailnode.smtp import replies
 from mailnode.store.api import User
@@ -39,6 +41,7 @@ logging.getLogger("mail.log").addFilter(
     and not record.getMessage().startswith("Session.login_data is deprecated"))
 
 MAX_RECIPIENTS = 100
+_PATH = re.compile(r"<(" + ADDR_SPEC.pattern + r")>[ \t]*+(?![(])")
 
 
 def _user(session: Session) -> User:
@@ -302,6 +305,15 @@ class _LimitedSMTP(SMTP):
         self._forget()
         if self.session is not None:  # None: lost before the implicit-TLS session began
             super().connection_lost(error)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """``<local@domain>`` of dot-atoms, nearly every path a client sends, without
+        aiosmtpd's general parser (it builds a class and a token tree per call: a quarter of
+        a no-op server's time). Anything else goes to that parser; tests check both agree."""
+        m = _PATH.match(arg)
+        if m is None or self.local_part_limit:
+            return super()._getaddr(arg)
+        return m[1], arg[m.end():]
 
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailnode.imap import mime as imap_mime
-from mailnode.mime import Address, Envelope, MessageStructure, Part, analyse
+from mailnode.mime import Address, Envelope, MessageStructure, Part, address, analyse
 from mailnode.mime.address import parse_addresses
 from mailnode.mime.headers import decode_words, parse_params, text
 from tests.mime.test_analyse import check
@@ -157,3 +157,47 @@ def test_value_parsers_take_at_most_one_step_per_character(value: str) -> None:
     _, params, steps = parse_params(value)
     assert steps <= len(value) and all(k and k == k.lower() for k, _ in params)
     assert isinstance(decode_words(value), str)
+
+
+_ATOMS = st.sampled_from(["a", "Zed", "x-y", "b.c", "=?utf-8?q?Caf=C3=A9?=", "o'k", "é", ""])
+_GAPS = st.sampled_from(["", " ", "  ", "\t", " \t"])
+_NAMES = st.one_of(st.just(""), st.lists(_ATOMS, max_size=3).map(" ".join),
+                   st.lists(_ATOMS, max_size=3).map(lambda w: '"' + "  ".join(w) + '"'))
+_SIMPLE_MAILBOX = st.one_of(
+    st.tuples(_ATOMS, _ATOMS).map(lambda p: f"{p[0]}@{p[1]}"),
+    st.tuples(_NAMES, _GAPS, _ATOMS, _ATOMS).map(lambda p: f"{p[0]}{p[1]}<{p[2]}@{p[3]}>"))
+_NOISE = st.sampled_from(["(c)", ":", ";", "\\", '"', "<", ">", "@", ",", ".", "[", "\r\n "])
+
+
+@st.composite
+def _near_simple(draw: st.DrawFn) -> str:
+    """Lists of the common shapes, sometimes with one stray character or comment: the
+    values on both sides of the fast path's border."""
+    gaps = st.tuples(_GAPS, _GAPS).map("".join)
+    value = ",".join(draw(gaps) + draw(m) + draw(gaps)
+                     for m in draw(st.lists(st.just(_SIMPLE_MAILBOX), min_size=1, max_size=3)))
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(value)))
+        value = value[:at] + draw(_NOISE) + value[at:]
+    return value
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_near_simple())
+def test_simple_address_fast_path_agrees_with_the_tokenizer(value: str) -> None:
+    """Common address shapes skip the tokenizer; whatever the fast path accepts must parse
+    exactly as the tokenizer parses it."""
+    fast = address._simple(value)
+    if fast is not None:
+        assert fast == address._parse_tokens(value)[0]
+
+
+def test_simple_address_fast_path_takes_the_common_shapes() -> None:
+    for value in ("a@b.c", " <a.b@c> ", 'Joe  Q <j@h.example>', '"Q, Joe" <j@h>',
+                  '"" <a@b>', "a@b, Joe <c@d>,", "=?utf-8?q?Caf=C3=A9?= <a@b>"):
+        fast = address._simple(value)
+        assert fast is not None, value
+        assert fast == address._parse_tokens(value)[0]
+    for value in ("(c) a@b", "g: a@b;", "<@r:a@b>", '"a\\"b" <a@b>', "a@[1.2.3.4]", "a@b,,c@d",
+                  " ", "a@b c"):
+        assert address._simple(value) is None, value
