@@ -47,6 +47,10 @@ INLINE_SEARCH_KEYS = 8
 BODY_BATCH_BYTES = 1024 * 1024
 """FETCH/SEARCH load at most BODY_BATCH bodies at once, and FETCH no more than about this many
 bytes of them (at least one message), so memory stays near one message, not 64 of them."""
+SMALL_READ_BYTES = 256 * 1024
+"""A batch of header FETCH whose messages are no larger than this in all is read without a
+hop to a reader thread: the hop cost more than reading a message list's page of headers,
+and the bound keeps the event loop from reading large bodies' pages itself."""
 _LISTING_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 _UNSEEN = c.SearchFlag("\\Seen", present=False)
 
@@ -167,7 +171,8 @@ async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
                  else {})
         blocks: set[int] = set()
         if headers_only:
-            bodies, blocks = await _headers(self, uids)
+            bodies, blocks = await _headers(self, uids, small=sum(
+                sel.metas[u].size for u in uids) <= SMALL_READ_BYTES)
             structures = {}
             want = uids
         elif needs_raw and needs_structure:  # both in one read
@@ -187,14 +192,16 @@ async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
                 await self.store.save_structures(
                     sel.mailbox.id, {u: st.encode() for u, st in analysed.items()})
         if lister is not None and flagged is not None:
+            lines = []  # a batch's lines in one write: its messages are few and small
             for seq, uid in batch:
-                raw = bodies.pop(uid, None)
+                raw = bodies.get(uid)
                 if raw is None:
                     missing = True
                     continue
                 plan = flagged if uid in seen_changed else lister
-                self._write(plan.line(seq, sel.shown(sel.metas[uid]), raw, uid in blocks))
-                await self._flush_if_full()
+                lines.append(plan.line(seq, sel.shown(sel.metas[uid]), raw, uid in blocks))
+            self._write(b"".join(lines))
+            await self._flush_if_full()
             continue
         wanted = set(want)
         for seq, uid in batch:
@@ -228,12 +235,14 @@ async def _listing_lines(self: ImapSession, sel: Selected, targets: list[tuple[i
         await self._flush_if_full()
 
 
-async def _headers(self: ImapSession, uids: list[int]) -> tuple[dict[int, bytes], set[int]]:
+async def _headers(self: ImapSession, uids: list[int], *, small: bool = False,
+                   ) -> tuple[dict[int, bytes], set[int]]:
     """What to render header sections from: the header block, or the whole message
-    (analysed as before) where no structure was stored; and the uids given a block."""
+    (analysed as before) where no structure was stored; and the uids given a block.
+    ``small``: the messages are small in all (see ``MailStore.fetch_headers``)."""
     sel = self.selected
     assert sel is not None
-    heads = await self.store.fetch_headers(sel.mailbox.id, uids)
+    heads = await self.store.fetch_headers(sel.mailbox.id, uids, small=small)
     lacking = [u for u, head in heads.items() if head is None]
     raws = await self.store.fetch_bodies(sel.mailbox.id, lacking) if lacking else {}
     blocks = set()
