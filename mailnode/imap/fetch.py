@@ -30,6 +30,7 @@ def section_name(attr: c.FetchAttr) -> bytes:
     return name.encode("ascii")
 
 
+_BARE_CR = re.compile(rb"\r(?!\n)")
 _FIELD_NAME_CHARS = frozenset(map(chr, range(0x20, 0x7F)))
 
 
@@ -207,8 +208,11 @@ class HeaderLines:
         if not header_block:
             return b"* %d FETCH %s\r\n" % (seq, b"".join(render_chunks(
                 meta, self.attrs, raw, None)))
-        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join([item(meta, raw)
-                                                          for item in self._items]))
+        items = self._items
+        if len(items) == 2:  # the usual message list: UID and one header section
+            first, second = items
+            return b"* %d FETCH (%s %s)\r\n" % (seq, first(meta, raw), second(meta, raw))
+        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join([item(meta, raw) for item in items]))
 
     def _flag_list(self, meta: MessageMeta, _head: bytes) -> bytes:
         shown = self._flags.get(meta.flags)
@@ -240,9 +244,11 @@ class HeaderLines:
             return section
         names = attr.section.fields
 
+        findall, bare_cr, join = pattern.findall, _BARE_CR.search, b"".join
+
         def fields(_meta: MessageMeta, head: bytes) -> bytes:
-            if head.count(b"\r") == head.count(b"\r\n"):
-                data = b"".join(pattern.findall(head)) + b"\r\n"
+            if bare_cr(head) is None:
+                data = join(findall(head)) + b"\r\n"
             else:
                 data = mime.header_fields(head, names, exclude=False)
             return label % len(data) + data

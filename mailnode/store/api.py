@@ -194,11 +194,13 @@ class MailStore(Protocol):
         """``fetch_bodies`` and ``fetch_structures`` in one read (a FETCH of sections or
         ENVELOPE with body data needs both)."""
 
-    async def fetch_headers(self, mailbox_id: int, uids: Sequence[int],
-                            ) -> dict[int, bytes | None]:
+    async def fetch_headers(self, mailbox_id: int, uids: Sequence[int], *,
+                            small: bool = False) -> dict[int, bytes | None]:
         """The top-level header block of each message (with the blank line that ends it),
         cut where its stored structure says, without reading the body out; None where
-        there is no stored structure (the caller reads the whole message)."""
+        there is no stored structure (the caller reads the whole message). ``small``: the
+        caller knows the messages to be few and small in all, so the store may read them
+        without a hop to another thread."""
 
     async def save_structures(self, mailbox_id: int, structures: dict[int, bytes]) -> None:
         """Keep structures computed later for messages stored without one."""

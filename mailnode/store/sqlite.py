@@ -161,6 +161,8 @@ one being read is always kept). A listing costs about 250 bytes per message, so 
 bound every mailbox ever selected stayed in memory: 25 MB per 100,000-message mailbox."""
 LISTING_CACHE_MAILBOXES = 64
 """Uids named in one statement (SQLite allows 32,766 parameters; a FETCH batch is far less)."""
+SMALL_READ_ROWS = 64
+"""At most this many rows are read on the event loop (``Database.read_small``)."""
 
 
 def _by_uid(conn: Connection, columns: str, mailbox_id: int, uids: Sequence[int],
@@ -738,8 +740,8 @@ class SqlStore:
                                                  uids)}
         return await self.db.read(q)
 
-    async def fetch_headers(self, mailbox_id: int, uids: Sequence[int],
-                            ) -> dict[int, bytes | None]:
+    async def fetch_headers(self, mailbox_id: int, uids: Sequence[int], *,
+                            small: bool = False) -> dict[int, bytes | None]:
         # The root's offsets open the stored structure (format VERSION, then JSON:
         # [0, body_start, ...]): SQLite reads body_start from that prefix and cuts the header
         # out, so a header FETCH neither decodes structures (nor parses their JSON) nor
@@ -752,7 +754,8 @@ class SqlStore:
         def q(conn: Connection) -> dict[int, bytes | None]:
             return {uid: None if head is None else bytes(head) for uid, head in _by_uid(
                 conn, column, mailbox_id, uids, (prefix,))}
-        return await self.db.read(q)
+        return await (self.db.read_small(q) if small and len(uids) <= SMALL_READ_ROWS
+                      else self.db.read(q))
 
     async def save_structures(self, mailbox_id: int, structures: dict[int, bytes]) -> None:
         def q(conn: Connection) -> None:

@@ -230,6 +230,22 @@ async def test_login_timeout(start_server: ServerFactory) -> None:
     writer.close()
 
 
+async def test_idle_timeout_between_commands(start_server: ServerFactory) -> None:
+    """A logged-in client that sends nothing is logged out after ``idle_timeout`` (between
+    commands the adapter awaits the client's bytes directly, the timeout around the read);
+    one that keeps sending commands is not."""
+    srv = await start_server(max_literal=1000, idle_timeout=1.0, login_timeout=30)
+    assert srv.port
+    reader, writer = await raw_connect(srv.port)
+    assert (await command(reader, writer, b"l", b"LOGIN alice secret"))[-1].startswith(b"l OK")
+    for n in range(3):
+        assert (await command(reader, writer, b"n%d" % n, b"NOOP"))[-1].endswith(
+            b"OK NOOP completed\r\n")
+    assert (await asyncio.wait_for(reader.read(), TIMEOUT)).startswith(
+        b"* BYE Autologout: idle for too long")
+    writer.close()
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 async def test_curl_lists_and_fetches(server: ImapServer, store: MemStore) -> None:
     inbox = await store.get_mailbox(1, "INBOX")

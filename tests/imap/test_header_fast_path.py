@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from crypto.keys import Identity
 from mailnode.imap import commands as c
 from mailnode.imap import fetch, mime, responses
 from mailnode.mime import analyse, structure_blob
@@ -245,3 +247,52 @@ def test_shared_plans_keep_a_bounded_number_of_flag_lists() -> None:
         assert plan.line(1, meta, b"\r\n", True) == \
             b"* 1 FETCH (FLAGS ($k%d) BODY[HEADER] {2}\r\n\r\n)\r\n" % i
         assert len(plan._flags) <= fetch.MAX_FLAG_LISTS
+
+
+async def test_header_fetch_reads_small_batches_on_the_loop_and_large_ones_off_it(
+        tmp_path: Path) -> None:
+    """A page of small messages' headers is read without the hop to a reader thread; where
+    the batch's messages are large in all, the read (SQLite loads a body to cut its header
+    out) stays off the event loop. Both answer the same."""
+    from mailnode.imap.handlers.messages import SMALL_READ_BYTES
+    from mailnode.imap.session import ImapSession
+
+    db = Database.open(tmp_path / "t.db")
+    notifier = ChangeNotifier()
+    store = SqlStore(db, notifier)
+    try:
+        await store.create_user("alice", "secret", Identity.generate())
+        dialog = Dialog(ImapSession(store, notifier))
+        await dialog.login()
+        small = b"Subject: small\r\n\r\nx\r\n"
+        large = b"Subject: large\r\n\r\n" + b"y" * SMALL_READ_BYTES + b"\r\n"
+        for raw in (small, small, large):
+            await dialog.send(b"a APPEND INBOX {%d+}\r\n" % len(raw) + raw + b"\r\n")
+        await dialog.send(b"s SELECT INBOX\r\n")
+        used: list[str] = []
+        read_small, read = db.read_small, db.read
+
+        async def on_loop(fn: Any) -> Any:
+            used.append("loop")
+            return await read_small(fn)
+
+        async def on_reader(fn: Any) -> Any:
+            used.append("reader")
+            return await read(fn)
+
+        db.read_small = on_loop  # type: ignore[method-assign]
+        db.read = on_reader  # type: ignore[method-assign]
+        out = await dialog.send(b"f FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+        assert out == b"".join(b"* %d FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\n"
+                               b"Subject: small\r\n\r\n)\r\n" % n for n in (1, 2)) \
+            + b"f OK FETCH completed\r\n"
+        assert used == ["loop"]
+        used.clear()
+        out = await dialog.send(b"g FETCH 2:3 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+        assert out == (b"* 2 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\n"
+                       b"Subject: small\r\n\r\n)\r\n"
+                       b"* 3 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\n"
+                       b"Subject: large\r\n\r\n)\r\ng OK FETCH completed\r\n")
+        assert used == ["reader"]
+    finally:
+        db.close()

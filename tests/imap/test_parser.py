@@ -304,3 +304,27 @@ def test_garbage_with_a_literal_marker_is_refused_without_continuation() -> None
     assert err.value.tag is None and not err.value.fatal
     p.feed(b"a1 NOOP\r\n")
     assert isinstance(p.next_event(), c.Noop)
+
+
+def test_repeated_fetch_items_parse_the_same_with_each_commands_tag_and_bounds() -> None:
+    """A FETCH item list is parsed once per distinct text (clients repeat theirs for every
+    page); every command still gets its own tag, sequence set and errors, the limits in force
+    still apply, and an item list with literals is parsed in full."""
+    items = b"(UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE)]) (CHANGEDSINCE 7)"
+    first, second = events(b"a FETCH 1:5 " + items + b"\r\nb UID FETCH 9 " + items + b"\r\n")
+    assert isinstance(first, c.Fetch) and isinstance(second, c.Fetch)
+    assert (first.tag, first.seqset, first.uid) == ("a", SequenceSet.parse(b"1:5"), False)
+    assert (second.tag, second.seqset, second.uid) == ("b", SequenceSet.parse(b"9"), True)
+    assert first.attrs == second.attrs and first.changedsince == second.changedsince == 7
+    assert [a.name for a in first.attrs] == ["UID", "FLAGS", "BODY"]
+    assert first.attrs[2].section == c.Section((), "HEADER.FIELDS",
+                                               ("FROM", "TO", "SUBJECT", "DATE"))
+    bad = events(b"x FETCH 1 (UID BOGUS)\r\ny FETCH 2 (UID BOGUS)\r\n")
+    assert [e.tag for e in bad if isinstance(e, ParseError)] == ["x", "y"]
+    many = b"(" + b" ".join([b"UID"] * 30) + b")"
+    assert isinstance(events(b"m FETCH 1 " + many + b"\r\n")[0], c.Fetch)
+    assert isinstance(events(b"n FETCH 1 " + many + b"\r\n", Limits(max_items=20))[0],
+                      ParseError)
+    literal = events(b"l FETCH 1 (BODY.PEEK[HEADER.FIELDS ({7+}\r\nSUBJECT)])\r\n")[0]
+    assert isinstance(literal, c.Fetch)
+    assert literal.attrs[0].section == c.Section((), "HEADER.FIELDS", ("SUBJECT",))

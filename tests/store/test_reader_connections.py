@@ -92,3 +92,58 @@ async def test_each_read_is_one_snapshot(tmp_path: Path) -> None:
     finally:
         db.close()
 
+
+async def test_small_reads_run_on_the_calling_thread_and_see_every_commit(
+        tmp_path: Path) -> None:
+    """``read_small`` skips the hop to a reader thread, on a connection of its own that is as
+    read-only as the readers' and begins a new snapshot for every read."""
+    db = Database.open(tmp_path / "r.db")
+    try:
+        def count(conn: Connection) -> tuple[int, int]:
+            return threading.get_ident(), conn.execute(
+                "SELECT count(*) FROM counters").fetchone()[0]
+
+        def write(conn: Connection) -> None:
+            conn.execute("INSERT INTO counters (name, value) VALUES ('x', 1)")
+
+        here = threading.get_ident()
+        before = (await db.read_small(count))[1]
+        await db.run(lambda conn: conn.execute(
+            "INSERT INTO counters (name, value) VALUES ('small', 1)"))
+        assert await db.read_small(count) == (here, before + 1)
+        assert (await db.read(count))[0] != here  # the ordinary read goes to a reader
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await db.read_small(write)
+        assert await db.read_small(count) == (here, before + 1)  # not stuck after a failure
+    finally:
+        db.close()
+
+
+async def test_a_small_read_that_finds_the_database_busy_goes_to_a_reader(
+        tmp_path: Path) -> None:
+    """The event loop never waits for a lock: a busy database sends the read the long way
+    (WAL readers take no lock but in recovery, so the busy error is simulated here), and
+    other errors are raised, not retried."""
+    db = Database.open(tmp_path / "r.db")
+    try:
+        threads: list[int] = []
+
+        def busy_once(_conn: Connection) -> str:
+            threads.append(threading.get_ident())
+            if len(threads) == 1:
+                raise sqlite3.OperationalError("database is locked")
+            return "read"
+
+        assert await db.read_small(busy_once) == "read"
+        assert threads[0] == threading.get_ident() != threads[1]
+
+        def broken(_conn: Connection) -> None:
+            threads.append(threading.get_ident())
+            raise sqlite3.OperationalError("no such table: nowhere")
+
+        threads.clear()
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
+            await db.read_small(broken)
+        assert threads == [threading.get_ident()]
+    finally:
+        db.close()

@@ -14,7 +14,8 @@ import contextlib
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from functools import lru_cache
+from typing import TYPE_CHECKING, NamedTuple
 
 from mailnode.imap import commands as c
 from mailnode.imap import condstore, feed, objects, search, sortthread
@@ -24,6 +25,7 @@ from mailnode.imap.feed import Selected
 from mailnode.imap.fetch import (
     HEADER_SECTIONS,
     STRUCTURE_ITEMS,
+    HeaderLines,
     header_lines,
     listing_lines,
     render_chunks,
@@ -47,6 +49,10 @@ INLINE_SEARCH_KEYS = 8
 BODY_BATCH_BYTES = 1024 * 1024
 """FETCH/SEARCH load at most BODY_BATCH bodies at once, and FETCH no more than about this many
 bytes of them (at least one message), so memory stays near one message, not 64 of them."""
+SMALL_READ_BYTES = 256 * 1024
+"""A batch of header FETCH whose messages are no larger than this in all is read without a
+hop to a reader thread: the hop cost more than reading a message list's page of headers,
+and the bound keeps the event loop from reading large bodies' pages itself."""
 _LISTING_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 _UNSEEN = c.SearchFlag("\\Seen", present=False)
 
@@ -102,45 +108,43 @@ async def vanished_earlier(self: ImapSession, sel: Selected, since: int,
     return gone, changes
 
 
-async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
-    sel = self.selected
-    assert sel is not None
-    if cmd.vanished and not (cmd.uid and self.qresync):
-        raise CommandBad("VANISHED needs UID FETCH with QRESYNC enabled")
-    attrs = _unique_items(cmd.attrs)
-    if cmd.uid and not any(a.name == "UID" for a in attrs):
+class _FetchPlan(NamedTuple):
+    """What a FETCH's item list asks for, worked out once per distinct list (see
+    :func:`_fetch_plan`)."""
+
+    attrs: tuple[c.FetchAttr, ...]
+    enables_condstore: bool
+    with_flags: tuple[c.FetchAttr, ...]
+    """The items for messages whose \\Seen this FETCH set (RFC 3501: FLAGS then follow)."""
+    listing: bool
+    sets_seen: bool
+    needs_raw: bool
+    needs_structure: bool
+    headers_only: bool
+    binary_items: bool
+    needs_extra: bool
+    lister: HeaderLines | None
+    flagged: HeaderLines | None
+
+
+@lru_cache(maxsize=128)
+def _fetch_plan(items: tuple[c.FetchAttr, ...], uid: bool, condstore: bool,
+                changedsince: bool) -> _FetchPlan:
+    """The plan for a FETCH of ``items``: a client sends the same item list for every page
+    of its message list, and working it out each time cost more than a tenth of such a
+    FETCH. ``condstore``: CONDSTORE was enabled before this command."""
+    attrs = _unique_items(items)
+    if uid and not any(a.name == "UID" for a in attrs):
         attrs = (c.FetchAttr("UID"), *attrs)
-    if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in attrs):
-        self._enable("CONDSTORE")
-    if self.condstore and (cmd.changedsince is not None or any(
-            a.name == "FLAGS" for a in attrs)) and not any(a.name == "MODSEQ" for a in attrs):
+    enables = changedsince or any(a.name == "MODSEQ" for a in attrs)
+    condstore = condstore or enables
+    if condstore and (changedsince or any(a.name == "FLAGS" for a in attrs)) \
+            and not any(a.name == "MODSEQ" for a in attrs):
         attrs = (*attrs, c.FetchAttr("MODSEQ"))
-    targets = self._targets(cmd.seqset, cmd.uid)
-    if cmd.changedsince is not None:
-        since = cmd.changedsince
-        targets = [(seq, u) for seq, u in targets if sel.metas[u].modseq > since]
-        if cmd.vanished:
-            gone, _ = await vanished_earlier(self, sel, since, cmd.seqset)
-            if gone:
-                self.emit(r.Vanished(gone, earlier=True))
-    seen_changed: set[int] = set()
-    if not sel.readonly and any(a.sets_seen for a in attrs):
-        unseen = [u for _, u in targets if "\\Seen" not in sel.metas[u].flags]
-        if unseen:
-            stored = await self.store.store_flags(sel.mailbox.id, unseen,
-                                                  frozenset({"\\Seen"}), "add")
-            self._keywords(stored)
-            for meta in stored:
-                sel.metas[meta.uid] = meta
-                seen_changed.add(meta.uid)
-            ext_search.touched(self, seen_changed)
-    if all(a.name in _LISTING_ITEMS for a in attrs):
-        await _listing_lines(self, sel, targets, attrs)
-        return f"{'UID ' if cmd.uid else ''}FETCH completed"
     with_flags = attrs
     if not any(a.name == "FLAGS" for a in attrs):
         with_flags = (*with_flags, c.FetchAttr("FLAGS"))
-    if self.condstore and not any(a.name == "MODSEQ" for a in with_flags):
+    if condstore and not any(a.name == "MODSEQ" for a in with_flags):
         with_flags = (*with_flags, c.FetchAttr("MODSEQ"))
     needs_raw = any(a.needs_body and (a.name not in STRUCTURE_ITEMS or a.section is not None)
                     for a in attrs)
@@ -155,19 +159,60 @@ async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
     headers_only = needs_raw and all(
         a.section is not None and not a.section.parts and a.name not in binary.ITEMS
         and a.section.text in HEADER_SECTIONS for a in attrs if a.needs_body)
-    binary_items = any(a.name in binary.ITEMS for a in attrs)
-    missing = False
-    needs_extra = objects.wanted(attrs)
     # A message list: whole lines from a plan made once per item list.
     lister = header_lines(attrs) if headers_only else None
-    flagged = header_lines(with_flags) if lister is not None else None
+    return _FetchPlan(
+        attrs, enables, with_flags, all(a.name in _LISTING_ITEMS for a in attrs),
+        any(a.sets_seen for a in attrs), needs_raw, needs_structure, headers_only,
+        any(a.name in binary.ITEMS for a in attrs), objects.wanted(attrs), lister,
+        header_lines(with_flags) if lister is not None else None)
+
+
+async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
+    sel = self.selected
+    assert sel is not None
+    if cmd.vanished and not (cmd.uid and self.qresync):
+        raise CommandBad("VANISHED needs UID FETCH with QRESYNC enabled")
+    plan = _fetch_plan(cmd.attrs, cmd.uid, self.condstore, cmd.changedsince is not None)
+    if plan.enables_condstore:
+        self._enable("CONDSTORE")
+    attrs = plan.attrs
+    targets = self._targets(cmd.seqset, cmd.uid)
+    if cmd.changedsince is not None:
+        since = cmd.changedsince
+        targets = [(seq, u) for seq, u in targets if sel.metas[u].modseq > since]
+        if cmd.vanished:
+            gone, _ = await vanished_earlier(self, sel, since, cmd.seqset)
+            if gone:
+                self.emit(r.Vanished(gone, earlier=True))
+    seen_changed: set[int] = set()
+    if not sel.readonly and plan.sets_seen:
+        unseen = [u for _, u in targets if "\\Seen" not in sel.metas[u].flags]
+        if unseen:
+            stored = await self.store.store_flags(sel.mailbox.id, unseen,
+                                                  frozenset({"\\Seen"}), "add")
+            self._keywords(stored)
+            for meta in stored:
+                sel.metas[meta.uid] = meta
+                seen_changed.add(meta.uid)
+            ext_search.touched(self, seen_changed)
+    if plan.listing:
+        await _listing_lines(self, sel, targets, attrs)
+        return f"{'UID ' if cmd.uid else ''}FETCH completed"
+    with_flags = plan.with_flags
+    needs_raw, needs_structure = plan.needs_raw, plan.needs_structure
+    headers_only, binary_items, needs_extra = (plan.headers_only, plan.binary_items,
+                                               plan.needs_extra)
+    lister, flagged = plan.lister, plan.flagged
+    missing = False
     for batch in _body_batches(self, targets, needs_raw or needs_structure):
         uids = [u for _, u in batch]
         extra = (await self.store.message_objects(sel.mailbox.id, uids) if needs_extra
                  else {})
         blocks: set[int] = set()
         if headers_only:
-            bodies, blocks = await _headers(self, uids)
+            bodies, blocks = await _headers(self, uids, small=sum(
+                sel.metas[u].size for u in uids) <= SMALL_READ_BYTES)
             structures = {}
             want = uids
         elif needs_raw and needs_structure:  # both in one read
@@ -187,14 +232,16 @@ async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
                 await self.store.save_structures(
                     sel.mailbox.id, {u: st.encode() for u, st in analysed.items()})
         if lister is not None and flagged is not None:
+            lines = []  # a batch's lines in one write: its messages are few and small
             for seq, uid in batch:
-                raw = bodies.pop(uid, None)
+                raw = bodies.get(uid)
                 if raw is None:
                     missing = True
                     continue
-                plan = flagged if uid in seen_changed else lister
-                self._write(plan.line(seq, sel.shown(sel.metas[uid]), raw, uid in blocks))
-                await self._flush_if_full()
+                shape = flagged if uid in seen_changed else lister
+                lines.append(shape.line(seq, sel.shown(sel.metas[uid]), raw, uid in blocks))
+            self._write(b"".join(lines))
+            await self._flush_if_full()
             continue
         wanted = set(want)
         for seq, uid in batch:
@@ -228,12 +275,14 @@ async def _listing_lines(self: ImapSession, sel: Selected, targets: list[tuple[i
         await self._flush_if_full()
 
 
-async def _headers(self: ImapSession, uids: list[int]) -> tuple[dict[int, bytes], set[int]]:
+async def _headers(self: ImapSession, uids: list[int], *, small: bool = False,
+                   ) -> tuple[dict[int, bytes], set[int]]:
     """What to render header sections from: the header block, or the whole message
-    (analysed as before) where no structure was stored; and the uids given a block."""
+    (analysed as before) where no structure was stored; and the uids given a block.
+    ``small``: the messages are small in all (see ``MailStore.fetch_headers``)."""
     sel = self.selected
     assert sel is not None
-    heads = await self.store.fetch_headers(sel.mailbox.id, uids)
+    heads = await self.store.fetch_headers(sel.mailbox.id, uids, small=small)
     lacking = [u for u, head in heads.items() if head is None]
     raws = await self.store.fetch_bodies(sel.mailbox.id, lacking) if lacking else {}
     blocks = set()
