@@ -69,7 +69,6 @@ plus k contacts (<= 7,505 bytes), so FindValue is padded to 2,502 bytes; Store c
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import socket
 import struct
@@ -220,18 +219,33 @@ def _packed_ip(host: str) -> bytes:
     return b"\6" + packed
 
 
-@functools.lru_cache(maxsize=4096)
 def _contact(contact: Contact) -> bytes:
-    """A contact's bytes (cached: the same contacts go out in answer after answer)."""
     if not 1 <= contact.port <= 0xFFFF:
         raise EncodeError("a contact's port must be 1..65535")
     return contact.key + _packed_ip(contact.host) + contact.port.to_bytes(2, "big")
 
 
+_ENCODED: dict[tuple[bytes, str, int], bytes] = {}
+_ENCODED_MAX = 4096
+"""Contacts encoded lately (per process): the same contacts go out in answer after answer.
+Keyed by a tuple, whose hash is computed in C from the parts' cached hashes."""
+
+
 def _contacts(contacts: tuple[Contact, ...]) -> bytes:
     if len(contacts) > MAX_REPLY_CONTACTS:
         raise EncodeError(f"at most {MAX_REPLY_CONTACTS} contacts in a reply")
-    return bytes([len(contacts)]) + b"".join(_contact(c) for c in contacts)
+    parts = [bytes([len(contacts)])]
+    known = _ENCODED
+    for contact in contacts:
+        at = (contact.key, contact.host, contact.port)
+        packed = known.get(at)
+        if packed is None:
+            packed = _contact(contact)
+            if len(known) >= _ENCODED_MAX:
+                known.clear()
+            known[at] = packed
+        parts.append(packed)
+    return b"".join(parts)
 
 
 def _value(value: bytes) -> bytes:
