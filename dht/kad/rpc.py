@@ -289,12 +289,11 @@ class RpcEngine:
                 key = self._pairs.derive(packet.sender_key)
             except PairError:
                 return self._drop(DropReason.BAD_SIGNATURE, address, packet.request_id)
-        if not to_anyone:
+        if not to_anyone:  # (a probe teaches nothing: its replay is harmless)
             if not wire.verify_request(packet, key, self.key):
                 return self._drop(DropReason.BAD_SIGNATURE, address, packet.request_id)
             if derived:
                 self._pairs.remember(packet.sender_key, key)  # only keys that proved themselves
-        if not to_anyone:  # a probe teaches nothing: its replay is harmless
             self._seen.add(seen)
             self._seen_order.append(seen)
             if len(self._seen_order) > self._replay_window:
