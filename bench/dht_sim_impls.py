@@ -230,7 +230,7 @@ class KademliaNode(_RpcudpNode):
 
 class MailnodeNode:
     """mailnode's :class:`dht.node.DhtNode`: the sans-IO core in :mod:`dht.kad` on UDP (ids
-    bound to keys, every datagram signed; default limits: each simulated node has its own IP).
+    bound to keys, every datagram MACed; default limits: each simulated node has its own IP).
     Its wire is not rpcudp's, so its liars are made by replacing the node's request handler;
     requests are counted at the RPC engine."""
 

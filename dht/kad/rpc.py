@@ -3,16 +3,19 @@
 The adapter (:mod:`dht.kad.udp`, or a simulated network) only moves bytes and runs a timer; every
 decision is here, with time passed in. An arriving datagram becomes exactly one event:
 
-- :class:`IncomingRequest`: a well-formed request signed by its sender's key and addressed to us,
-  within its source IP's rate; answer it with :meth:`RpcEngine.respond`;
-- :class:`IncomingReply`: a reply signed by the key we asked, from the address we asked, to a
-  request of ours still pending, of the kind that request gets;
+- :class:`IncomingRequest`: a well-formed request authenticated by its sender's key (the MAC of
+  :mod:`dht.kad.wire`) and addressed to us, within its source IP's rate; answer it with
+  :meth:`RpcEngine.respond`;
+- :class:`IncomingReply`: a reply authenticated by the key we asked, from the address we asked,
+  to a request of ours still pending, of the kind that request gets;
 - :class:`Dropped`, with the reason.
 
 Cost bounds: decoding is linear in a datagram of bounded size; a request is charged to its source
-IP's token bucket *before* its signature is checked, and a reply is checked only when it matches a
-pending request's id, address and key, so signature checks are bounded by our own requests plus
-the per-IP request rates. The pending table and the rate-limit table are bounded.
+IP's token bucket and the overall bucket *before* any crypto, and to a derivation bucket before a
+key is derived for a sender whose key is not cached (a MAC costs ~1 µs, a derivation about two
+signature checks); a reply is checked only when it matches a pending request's id, address and
+key, whose shared key our request derived. The pending table, the rate-limit table and the
+cache of shared keys are bounded.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import ipaddress
 import os
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from crypto.keys import Identity
+from crypto.pairing import PairError
 from dht.kad import wire
 from dht.kad.contact import Contact
 from dht.kad.messages import Reply, Request
@@ -43,7 +47,8 @@ class DropReason(enum.Enum):
     MALFORMED = "malformed"
     RATE_LIMITED = "rate limited"
     OVERLOADED = "over the overall request rate"
-    BAD_SIGNATURE = "bad signature"
+    BAD_SIGNATURE = "bad tag"
+    UNKNOWN_KEY = "over the key derivation rate"
     UNKNOWN_REQUEST = "unknown request id"
     WRONG_SENDER = "wrong sender"
     WRONG_KIND = "reply of the wrong kind"
@@ -61,6 +66,7 @@ class IncomingRequest:
     digest: bytes
     size: int
     to_anyone: bool = False  # a Ping addressed to ANY_KEY: answer it, learn nothing from it
+    mac_key: bytes = field(default=b"", repr=False)  # shared with the sender (b"": look it up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +120,14 @@ class RpcEngine:
     ``timeout`` is the same for every request, so the pending table in insertion order is also
     in deadline order and expiring is a walk from its front. ``max_pending`` bounds it;
     ``replay_window`` request ids recently answered are remembered to drop replays (a replay
-    from another address would otherwise place the signer's key at the replayer's address).
+    from another address would otherwise place the sender's key at the replayer's address).
 
-    Per-IP buckets alone do not bound the signature checks a spoofer can cause (each forged
-    source address comes with a fresh burst), so every request also takes a token from one
-    overall bucket of ``requests_per_second`` (bursts of twice that): at ~60 µs per check the
-    default 2,000/s costs at most about an eighth of a core.
+    Per-IP buckets alone do not bound the work a spoofer can cause (each forged source address
+    comes with a fresh burst), so every request also takes a token from one overall bucket of
+    ``requests_per_second`` (bursts of twice that), and a request whose sender's key is not
+    among the ``pair_cache`` cached shared keys one from ``derivations_per_second`` (bursts of
+    twice that): at ~110 µs per derivation the default 1,000/s costs at most about an eighth of
+    a core, as the 2,000 signature checks per second of wire version 1 did.
     """
 
     def __init__(
@@ -131,9 +139,11 @@ class RpcEngine:
         max_pending: int = 1024,
         replay_window: int = 4096,
         requests_per_second: float = 2000.0,
+        derivations_per_second: float = 1000.0,
+        pair_cache: int = 256,
         random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
-        self._identity = identity
+        self._pairs = wire.pair_keys(identity, pair_cache)
         self.key = identity.verify_key
         self._limits = limits
         self._timeout = timeout
@@ -147,6 +157,9 @@ class RpcEngine:
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
         self._overall = TokenBucket(requests_per_second, 2 * requests_per_second, 0.0)
+        self._derivations = TokenBucket(
+            derivations_per_second, 2 * derivations_per_second, 0.0
+        )
         self._last_deadline = float("-inf")
         self.dropped: Counter[DropReason] = Counter()
 
@@ -168,7 +181,7 @@ class RpcEngine:
         request_id = self._random(wire.REQUEST_ID_SIZE)
         while request_id in self._pending:
             request_id = self._random(wire.REQUEST_ID_SIZE)
-        datagram = wire.encode_request(self._identity, contact.key, request_id, message)
+        datagram = wire.encode_request(self._pairs, contact.key, request_id, message)
         # Deadlines never go backwards, so insertion order stays deadline order.
         deadline = max(now + self._timeout, self._last_deadline)
         self._last_deadline = deadline
@@ -187,7 +200,10 @@ class RpcEngine:
         """
         if not isinstance(reply, wire.ANSWERS[type(incoming.request)]):
             raise wire.EncodeError(f"{type(reply).__name__} does not answer the request")
-        datagram = wire.encode_reply(self._identity, incoming.request_id, incoming.digest, reply)
+        datagram = wire.encode_reply(
+            self._pairs, incoming.contact.key, incoming.request_id, incoming.digest, reply,
+            shared=incoming.mac_key or None,
+        )
         if len(datagram) > wire.reply_budget(incoming.size):
             raise wire.EncodeError("reply exceeds the amplification bound")
         return datagram
@@ -261,17 +277,32 @@ class RpcEngine:
         if seen in self._seen:
             return self._drop(DropReason.REPLAYED, address, packet.request_id)
         to_anyone = packet.kind == wire.KIND_PROBE
-        if not wire.verify_request(packet, ANY_KEY if to_anyone else self.key):
+        if to_anyone and not wire.verify_request(packet, None, self.key):
             return self._drop(DropReason.BAD_SIGNATURE, address, packet.request_id)
-        self._seen.add(seen)
-        self._seen_order.append(seen)
-        if len(self._seen_order) > self._replay_window:
-            self._seen.discard(self._seen_order.popleft())
+        # A probe's answer needs the key too (its tag proves ours): charged alike, never kept.
+        key = self._pairs.lookup(packet.sender_key)
+        derived = key is None
+        if key is None:
+            if not self._derivations.take(now):
+                return self._drop(DropReason.UNKNOWN_KEY, address, packet.request_id)
+            try:
+                key = self._pairs.derive(packet.sender_key)
+            except PairError:
+                return self._drop(DropReason.BAD_SIGNATURE, address, packet.request_id)
+        if not to_anyone:  # (a probe teaches nothing: its replay is harmless)
+            if not wire.verify_request(packet, key, self.key):
+                return self._drop(DropReason.BAD_SIGNATURE, address, packet.request_id)
+            if derived:
+                self._pairs.remember(packet.sender_key, key)  # only keys that proved themselves
+            self._seen.add(seen)
+            self._seen_order.append(seen)
+            if len(self._seen_order) > self._replay_window:
+                self._seen.discard(self._seen_order.popleft())
         contact = Contact(packet.sender_key, host, port)
-        request_digest = wire.digest(packet.signed + packet.signature)
+        request_digest = wire.digest(packet.covered + packet.tag)
         request = cast(Request, packet.message)
         return IncomingRequest(
-            packet.request_id, contact, request, request_digest, packet.size, to_anyone
+            packet.request_id, contact, request, request_digest, packet.size, to_anyone, key
         )
 
     def _match(self, request_id: bytes, key: bytes, address: Address) -> _Pending | Dropped:
@@ -286,11 +317,22 @@ class RpcEngine:
         address = pending.contact.address
         if not isinstance(packet.message, pending.answer):
             return self._drop(DropReason.WRONG_KIND, address, packet.request_id)
-        if not wire.verify_reply(packet, pending.digest):
+        # Cached when we asked, unless evicted since or this answers a probe: deriving is then
+        # bounded by our own requests, and the key is kept only if the tag verifies.
+        key = self._pairs.lookup(packet.sender_key)
+        derived = key is None
+        if key is None:
+            try:
+                key = self._pairs.derive(packet.sender_key)
+            except PairError:
+                return self._drop(DropReason.BAD_SIGNATURE, address, packet.request_id)
+        if not wire.verify_reply(packet, key, self.key, pending.digest):
             return self._drop(DropReason.BAD_SIGNATURE, address, packet.request_id)
+        if derived:
+            self._pairs.remember(packet.sender_key, key)
         del self._pending[packet.request_id]
         contact = pending.contact
-        if contact.key == ANY_KEY:  # a probe: the signed Pong tells whose address this is
+        if contact.key == ANY_KEY:  # a probe: the Pong's tag tells whose address this is
             contact = Contact(packet.sender_key, contact.host, contact.port)
         return IncomingReply(packet.request_id, contact, cast(Reply, packet.message))
 

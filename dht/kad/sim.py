@@ -8,7 +8,7 @@ datagram is delivered after a random latency unless it is lost, its receiver is 
 other side of a partition, in which case the sender learns of it only by its timeout. Time is
 an event queue: nothing sleeps, so a lookup that "takes" 900 ms costs microseconds.
 
-Datagram signatures are not simulated (the wire layer checks them): a simulated node can only
+Datagram authentication is not simulated (the wire layer checks it): a simulated node can only
 answer as itself, as a real one could only answer with its key. Records are real signed
 :class:`~dht.records.AddressRecord` s, so forged and stale records meet the real checks.
 """

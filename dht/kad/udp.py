@@ -76,7 +76,8 @@ class UdpEndpoint:
         """Ask ``contact``; its authenticated reply, or None on timeout, overload or close.
 
         A contact whose host is not an IP literal raises :class:`dht.kad.wire.EncodeError`
-        (contacts from the wire always are; one from configuration must be resolved first).
+        (contacts from the wire always are; one from configuration must be resolved first);
+        one whose key is no valid public key fails at once (None), as nobody can answer it.
         """
         if self._sock is None or self._loop is None:
             return None
@@ -84,6 +85,8 @@ class UdpEndpoint:
             request_id, datagram = self.engine.request(contact, request, self._loop.time())
         except RpcBusy:
             log.warning("dht: too many requests in flight; query to %s dropped", contact.host)
+            return None
+        except wire.UnusableKey:
             return None
         future: asyncio.Future[Reply | None] = self._loop.create_future()
         self._waiting[request_id] = future

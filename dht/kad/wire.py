@@ -1,20 +1,51 @@
-"""The DHT datagram format: strict, sans-IO, signed (S/Kademlia), with no amplification.
+"""The DHT datagram format: strict, sans-IO, authenticated (S/Kademlia), with no amplification.
 
 Every datagram, request or reply, is::
 
-    version u8 (=1) | kind u8 | request id (8 random) | sender key (32) | body | signature (64)
+    version u8 (=2) | kind u8 | request id (8 random) | sender key (32) | body | tag (16)
 
 The sender's node id is never sent: it is derived from the key
-(:func:`dht.kad.contact.node_id_for`), so a peer can only claim the id of a key it signs with.
+(:func:`dht.kad.contact.node_id_for`), so a peer can only claim the id of a key it holds.
 
-Signatures (Ed25519, :mod:`crypto.signing` contexts, so they are valid for nothing else):
+Authentication (version 2): the tag is a MAC (keyed BLAKE2b, :mod:`crypto.pairing`) under the
+key the sender and the recipient share, derived from static-static X25519 of their two Ed25519
+keys. Version 1 signed every datagram with Ed25519; two signatures and two checks per round trip
+were most of a lookup's CPU with hundreds of nodes per core. A MAC costs ~1 µs; the shared key
+costs about two signature checks once per peer and is cached (:class:`crypto.pairing.PairKeys`).
 
-- a request is signed over the recipient's key and the datagram before the signature, so a
-  contact learned from a request is bound to its key, and a captured request cannot be replayed
-  to another node;
-- a reply is signed over the SHA-256 of the whole request datagram it answers (which carries the
-  request id, both keys, the target or key and any stored value) and the reply before the
-  signature, so a reply is accepted only from the key we asked and only for the question we asked.
+- a request's tag covers the sender's key, then the recipient's key, then the datagram before
+  the tag; a reply's covers the sender's key, the recipient's key, the SHA-256 of the whole
+  request datagram it answers (:func:`digest`) and the reply before the tag. Each kind has its
+  own MAC context, so a request's tag is no reply's.
+
+Why that keeps every property the signatures gave:
+
+- *An id cannot be claimed without its key.* Only a holder of one of the two secret keys can
+  compute the shared key (Diffie-Hellman), and the recipient knows it did not make the datagram,
+  so a valid tag means the sender holds the key in the header: a contact learned from a request,
+  and an answer, are bound to their key. Keys outside the prime-order subgroup are refused, so
+  one secret cannot stand for several keys (ids).
+- *No reflection.* The sender's key comes first in what is MACed: a datagram we sent, sent back
+  to us (or relabelled with the other end's key), is checked with the keys in the other order
+  and fails; our own key as sender is dropped before any check.
+- *A captured request cannot be replayed to another node*: the shared key and the recipient key
+  in the tag belong to one pair. Replays to the same node are dropped by request id
+  (:class:`dht.kad.rpc.RpcEngine`'s replay window), as before.
+- *A reply binds to the exact request it answers*: its tag covers the request's digest, which
+  covers the request id, both keys, the target or key and any stored value.
+- *Tampering* with any byte (header and padding included) changes what the tag covers.
+- *Bounded work for strangers*: deriving a key for an unknown sender costs about two signature
+  checks; the engine charges the per-IP bucket, then the overall bucket, then (only when the key
+  is not cached) a derivation bucket, before deriving, and keeps only keys whose tag verified.
+
+What a MAC does not give, unlike a signature: a third party cannot check it (nobody needs to:
+records, which are passed on, stay signed by their owner), and whoever steals a node's secret
+key can pose as anyone to that node (it is that node's identity: it is lost anyway).
+
+A probe (a Ping to :data:`ANY_KEY`, to an address whose key is unknown) carries an all-zero tag:
+no key is shared yet. Its receiver learns nothing from it and answers a Pong MACed with the key it
+shares with the key in the probe's header, which proves the answerer's key to the prober; the
+Pong is no larger than the probe.
 
 Bodies (all integers big-endian; padding bytes must be zero; nothing may trail)::
 
@@ -30,10 +61,10 @@ Bodies (all integers big-endian; padding bytes must be zero; nothing may trail):
 
 No amplification: each request kind has a fixed minimum size (padding) such that the largest
 reply to it is at most :data:`AMPLIFICATION` times the request, so a spoofed source gets back at
-most three times what the spoofer sent (QUIC's bound). Sizes: Ping/Pong 106 bytes; FindNode 376
-and Nodes <= 1,127 (fits a 1,200-byte datagram); Stored 107. FindValue is the exception to
+most three times what the spoofer sent (QUIC's bound). Sizes: Ping/Pong 58 bytes; FindNode 360
+and Nodes <= 1,079 (fits a 1,200-byte datagram); Stored 59. FindValue is the exception to
 "one small datagram": a Value reply may carry a record of up to ``MAX_RECORD_SIZE`` (6,424) bytes
-plus k contacts (<= 7,553 bytes), so FindValue is padded to 2,518 bytes; Store carries its value.
+plus k contacts (<= 7,505 bytes), so FindValue is padded to 2,502 bytes; Store carries its value.
 """
 
 from __future__ import annotations
@@ -43,10 +74,9 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from nacl.exceptions import CryptoError
-
+from crypto import pairing
 from crypto.keys import Identity
-from crypto.signing import SIGNATURE_SIZE, sign, verify
+from crypto.pairing import TAG_SIZE, PairError, PairKeys
 from dht.kad.contact import ID_SIZE, KEY_SIZE, Contact
 from dht.kad.messages import (
     MAX_REPLY_CONTACTS,
@@ -63,25 +93,28 @@ from dht.kad.messages import (
 )
 from dht.records import MAX_RECORD_SIZE
 
-VERSION = 1
+VERSION = 2
 REQUEST_ID_SIZE = 8
 AMPLIFICATION = 3
 """A reply is at most this many times the size of the request it answers."""
 
 _HEADER = struct.Struct(f">BB{REQUEST_ID_SIZE}s{KEY_SIZE}s")
-OVERHEAD = _HEADER.size + SIGNATURE_SIZE
-"""Bytes every datagram spends on header and signature (106)."""
+OVERHEAD = _HEADER.size + TAG_SIZE
+"""Bytes every datagram spends on header and tag (58)."""
 
-_REQUEST_CONTEXT = b"dht-request-v1"
-_REPLY_CONTEXT = b"dht-reply-v1"
+PAIR_CONTEXT = b"dht-pair-v2"
+"""What the keys two nodes share (:mod:`crypto.pairing`) are for: DHT datagrams only."""
+_REQUEST_CONTEXT = b"dht-request-v2"
+_REPLY_CONTEXT = b"dht-reply-v2"
+_NO_TAG = bytes(TAG_SIZE)
 
 KIND_PING, KIND_FIND_NODE, KIND_FIND_VALUE, KIND_STORE = 0x01, 0x02, 0x03, 0x04
 KIND_PONG, KIND_NODES, KIND_VALUE, KIND_STORED = 0x81, 0x82, 0x83, 0x84
 KIND_PROBE = 0x05
-"""A Ping to :data:`ANY_KEY`: the header says so, so the receiver checks one signature."""
+"""A Ping to :data:`ANY_KEY`: the header says so; it carries no tag (no key is shared yet)."""
 ANY_KEY = bytes(KEY_SIZE)
 """The recipient key of a Ping to an address whose key is unknown (a bootstrap peer given by
-address): whoever answers there proves its key by signing the Pong."""
+address): whoever answers there proves its key by the Pong's tag."""
 _REQUEST_KINDS: dict[type, int] = {
     Ping: KIND_PING,
     FindNode: KIND_FIND_NODE,
@@ -123,20 +156,25 @@ class EncodeError(ValueError):
     """The message cannot be sent (a value too large, a contact that is not an IP literal)."""
 
 
+class UnusableKey(EncodeError):
+    """The recipient's key is not a valid public key: no key can be shared with it, and no
+    node can answer for it (a peer may name such a contact; asking it fails at once)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Packet:
     """A decoded but not yet verified datagram; :func:`verify_request`/`verify_reply` check it.
 
     Kept apart from verification so the caller can rate-limit or match a reply to a pending
-    request (cheap) before paying for a signature check.
+    request (cheap) before paying for a key derivation.
     """
 
     kind: int
     request_id: bytes
     sender_key: bytes
     message: Request | Reply
-    signed: bytes
-    signature: bytes
+    covered: bytes  # the datagram before the tag
+    tag: bytes
     size: int
 
     @property
@@ -145,8 +183,13 @@ class Packet:
 
 
 def digest(datagram: bytes) -> bytes:
-    """What a reply's signature binds it to: the whole request datagram."""
+    """What a reply's tag binds it to: the whole request datagram."""
     return hashlib.sha256(datagram).digest()
+
+
+def pair_keys(identity: Identity, size: int = 256) -> PairKeys:
+    """The cache of keys ``identity`` shares with peers for datagrams (``size`` kept)."""
+    return PairKeys(identity, PAIR_CONTEXT, size)
 
 
 # -- encoding -------------------------------------------------------------------------------
@@ -182,10 +225,27 @@ def _contact(contact: Contact) -> bytes:
     return contact.key + _packed_ip(contact.host) + contact.port.to_bytes(2, "big")
 
 
+_ENCODED: dict[tuple[bytes, str, int], bytes] = {}
+_ENCODED_MAX = 4096
+"""Contacts encoded lately (per process): the same contacts go out in answer after answer.
+Keyed by a tuple, whose hash is computed in C from the parts' cached hashes."""
+
+
 def _contacts(contacts: tuple[Contact, ...]) -> bytes:
     if len(contacts) > MAX_REPLY_CONTACTS:
         raise EncodeError(f"at most {MAX_REPLY_CONTACTS} contacts in a reply")
-    return bytes([len(contacts)]) + b"".join(_contact(c) for c in contacts)
+    parts = [bytes([len(contacts)])]
+    known = _ENCODED
+    for contact in contacts:
+        at = (contact.key, contact.host, contact.port)
+        packed = known.get(at)
+        if packed is None:
+            packed = _contact(contact)
+            if len(known) >= _ENCODED_MAX:
+                known.clear()
+            known[at] = packed
+        parts.append(packed)
+    return b"".join(parts)
 
 
 def _value(value: bytes) -> bytes:
@@ -226,28 +286,49 @@ def _check_id(request_id: bytes) -> None:
 
 
 def encode_request(
-    identity: Identity, recipient_key: bytes, request_id: bytes, request: Request
+    pairs: PairKeys, recipient_key: bytes, request_id: bytes, request: Request
 ) -> bytes:
-    """``request`` to the holder of ``recipient_key``, signed by ``identity``."""
+    """``request`` to the holder of ``recipient_key``, MACed with the key ``pairs`` shares
+    with it (a probe, to :data:`ANY_KEY`, gets the all-zero tag)."""
     _check_id(request_id)
     kind = _REQUEST_KINDS[type(request)]
     if recipient_key == ANY_KEY:
         if kind != KIND_PING:
             raise EncodeError("only a Ping may go to an address whose key is unknown")
         kind = KIND_PROBE
-    head = _HEADER.pack(VERSION, kind, request_id, identity.verify_key)
-    unsigned = head + _request_body(request)
-    return unsigned + sign(identity, _REQUEST_CONTEXT, recipient_key + unsigned)
+    head = _HEADER.pack(VERSION, kind, request_id, pairs.own_key)
+    covered = head + _request_body(request)
+    if kind == KIND_PROBE:
+        return covered + _NO_TAG
+    key = _shared(pairs, recipient_key)
+    return covered + pairing.mac(key, _REQUEST_CONTEXT, pairs.own_key, recipient_key, covered)
 
 
 def encode_reply(
-    identity: Identity, request_id: bytes, request_digest: bytes, reply: Reply
+    pairs: PairKeys,
+    recipient_key: bytes,
+    request_id: bytes,
+    request_digest: bytes,
+    reply: Reply,
+    *,
+    shared: bytes | None = None,
 ) -> bytes:
-    """``reply`` to the request whose :func:`digest` is ``request_digest``, signed by us."""
+    """``reply`` to the request whose :func:`digest` is ``request_digest``, sent to the holder of
+    ``recipient_key`` and MACed with the key ``pairs`` shares with it (``shared``, when the
+    caller already holds it)."""
     _check_id(request_id)
-    head = _HEADER.pack(VERSION, _REPLY_KINDS[type(reply)], request_id, identity.verify_key)
-    unsigned = head + _reply_body(reply)
-    return unsigned + sign(identity, _REPLY_CONTEXT, request_digest + unsigned)
+    head = _HEADER.pack(VERSION, _REPLY_KINDS[type(reply)], request_id, pairs.own_key)
+    covered = head + _reply_body(reply)
+    key = shared if shared is not None else _shared(pairs, recipient_key)
+    tag = pairing.mac(key, _REPLY_CONTEXT, pairs.own_key, recipient_key, request_digest, covered)
+    return covered + tag
+
+
+def _shared(pairs: PairKeys, peer_key: bytes) -> bytes:
+    try:
+        return pairs.shared(peer_key)
+    except PairError:
+        raise UnusableKey("the recipient's key is not a usable public key") from None
 
 
 def reply_budget(request_size: int) -> int:
@@ -256,6 +337,14 @@ def reply_budget(request_size: int) -> int:
 
 
 # -- decoding -------------------------------------------------------------------------------
+
+
+_V4_CONTACT = KEY_SIZE + 1 + 4 + 2
+_V6_CONTACT = KEY_SIZE + 1 + 16 + 2
+_DECODED: dict[bytes, Contact] = {}
+_DECODED_MAX = 4096
+"""Contacts decoded lately, by their bytes (per process, shared by the nodes in it: a Contact
+is immutable, and its bytes say everything it holds)."""
 
 
 class _Reader:
@@ -309,7 +398,25 @@ class _Reader:
         count = self.byte()
         if count > MAX_REPLY_CONTACTS:
             raise DecodeError(f"{count} contacts exceed {MAX_REPLY_CONTACTS}")
-        return tuple(self.contact() for _ in range(count))
+        found: list[Contact] = []
+        data, known = self._data, _DECODED
+        for _ in range(count):
+            # The same contacts come back in answer after answer: the bytes of one we decoded
+            # before name the same (immutable) Contact, without parsing or hashing its key.
+            start = self._pos
+            family = data[start + KEY_SIZE] if start + KEY_SIZE < len(data) else 0
+            raw = data[start : start + (_V4_CONTACT if family == 4 else _V6_CONTACT)]
+            contact = known.get(raw)
+            if contact is None:
+                contact = self.contact()
+                if len(known) >= _DECODED_MAX:
+                    known.clear()  # bounded; strangers' junk only costs the speed-up
+                known[data[start : self._pos]] = contact
+            else:
+                self._pos = start + len(raw)
+            found.append(contact)
+        return tuple(found)
+
 
     def padding(self) -> None:
         if any(self._data[self._pos :]):
@@ -373,28 +480,30 @@ def decode(datagram: bytes) -> Packet:
     """Parse ``datagram`` strictly; raises only :class:`DecodeError`. Does not verify."""
     kind, request_id, sender_key = peek(datagram)
     size = len(datagram)
-    signed = bytes(datagram[:-SIGNATURE_SIZE])
-    reader = _Reader(signed)
+    covered = bytes(datagram[:-TAG_SIZE])
+    reader = _Reader(covered)
     reader.take(_HEADER.size)
     message = _body(kind, reader, size)
-    return Packet(
-        kind, request_id, sender_key, message, signed, bytes(datagram[-SIGNATURE_SIZE:]), size
+    return Packet(kind, request_id, sender_key, message, covered, bytes(datagram[-TAG_SIZE:]), size)
+
+
+def verify_request(packet: Packet, key: bytes | None, own_key: bytes) -> bool:
+    """Whether the request was MACed with ``key`` (the one its sender's key shares with our
+    ``own_key``) and addressed to ``own_key``; a probe instead must carry the all-zero tag (its
+    ``key`` is not used and may be None)."""
+    if packet.kind == KIND_PROBE:
+        return packet.tag == _NO_TAG
+    if key is None:
+        return False
+    return pairing.check(
+        key, _REQUEST_CONTEXT, packet.tag, packet.sender_key, own_key, packet.covered
     )
 
 
-def verify_request(packet: Packet, own_key: bytes) -> bool:
-    """Whether the request was signed by its sender's key and addressed to ``own_key``."""
-    return _verified(packet, _REQUEST_CONTEXT, own_key)
-
-
-def verify_reply(packet: Packet, request_digest: bytes) -> bool:
-    """Whether the reply was signed by its sender's key for the request with this digest."""
-    return _verified(packet, _REPLY_CONTEXT, request_digest)
-
-
-def _verified(packet: Packet, context: bytes, prefix: bytes) -> bool:
-    try:
-        verify(packet.sender_key, context, prefix + packet.signed, packet.signature)
-    except (ValueError, CryptoError):  # SignatureError, or a key that is not a curve point
-        return False
-    return True
+def verify_reply(packet: Packet, key: bytes, own_key: bytes, request_digest: bytes) -> bool:
+    """Whether the reply was MACed with ``key`` (the one its sender's key shares with our
+    ``own_key``), to us, for the request with this digest."""
+    return pairing.check(
+        key, _REPLY_CONTEXT, packet.tag, packet.sender_key, own_key, request_digest,
+        packet.covered,
+    )

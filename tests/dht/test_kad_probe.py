@@ -1,5 +1,5 @@
 """Probes: how a node known only by its address (a bootstrap peer) becomes a contact. A Ping to
-ANY_KEY is answered with a Pong signed by whoever is there, which proves its key; the prober
+ANY_KEY is answered with a Pong MACed by whoever is there, which proves its key; the prober
 learns that key, and the answerer learns nothing from the probe (it could be a replay)."""
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ def test_a_probe_answered_from_another_address_or_forged_is_dropped() -> None:
     assert isinstance(alice.receive(pong, B_ADDR, 0.1), IncomingReply)  # the real one still counts
 
 
-def test_a_probe_relabelled_as_a_ping_fails_its_signature() -> None:
+def test_a_probe_relabelled_as_a_ping_fails_its_tag() -> None:
     alice, bob = RpcEngine(ALICE), RpcEngine(BOB)
     probe = bytearray(probe_to(alice, B_ADDR))
-    probe[1] = wire.KIND_PING  # now checked against bob's key: signed for ANY_KEY, refused
+    probe[1] = wire.KIND_PING  # now checked against bob's key: its zero tag is refused
     event = bob.receive(bytes(probe), A_ADDR, 0.0)
     assert isinstance(event, Dropped) and event.reason is DropReason.BAD_SIGNATURE
 

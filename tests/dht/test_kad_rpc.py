@@ -39,6 +39,11 @@ B_ADDR = ("192.0.2.2", 4000)
 ALICE, BOB, MALLORY = (Identity(bytes([n]) * 32) for n in (1, 2, 3))
 
 
+def to_alice(identity: Identity, request_id: bytes, digest: bytes, reply: Reply) -> bytes:
+    """``identity``'s answer to Alice, MACed with the key it shares with her."""
+    return wire.encode_reply(wire.pair_keys(identity), ALICE.verify_key, request_id, digest, reply)
+
+
 def contact(identity: Identity, address: tuple[str, int]) -> Contact:
     return Contact(identity.verify_key, *address)
 
@@ -89,14 +94,14 @@ def test_a_reply_from_another_address_is_dropped_and_the_real_one_still_counts()
     dropped(alice.receive(answer, B_ADDR, 0.0), DropReason.UNKNOWN_REQUEST)
 
 
-def test_a_reply_signed_by_another_key_is_dropped() -> None:
+def test_a_reply_made_with_another_key_is_dropped() -> None:
     alice, bob = engines()
     _, datagram = alice.request(contact(BOB, B_ADDR), Ping(), 0.0)
     # Mallory saw the request and answers it from Bob's address with her own key ...
     packet = wire.decode(datagram)
-    forged = wire.encode_reply(MALLORY, packet.request_id, wire.digest(datagram), Pong())
+    forged = to_alice(MALLORY, packet.request_id, wire.digest(datagram), Pong())
     dropped(alice.receive(forged, B_ADDR, 0.0), DropReason.WRONG_SENDER)
-    # ... or claims Bob's key in the header: the signature gives her away.
+    # ... or claims Bob's key in the header: the tag gives her away.
     claimed = forged[:10] + BOB.verify_key + forged[42:]
     dropped(alice.receive(claimed, B_ADDR, 0.0), DropReason.BAD_SIGNATURE)
     assert alice.pending == 1
@@ -109,12 +114,12 @@ def test_a_reply_must_answer_our_exact_request() -> None:
     alice = RpcEngine(ALICE)
     first_id, first = alice.request(contact(BOB, B_ADDR), FindNode(b"1" * 20), 0.0)
     second_id, _ = alice.request(contact(BOB, B_ADDR), FindNode(b"2" * 20), 0.0)
-    # Bob's signed answer to the first question, relabelled as the answer to the second.
-    relabelled = wire.encode_reply(BOB, second_id, wire.digest(first), Nodes(()))
+    # Bob's authenticated answer to the first question, relabelled as the answer to the second.
+    relabelled = to_alice(BOB, second_id, wire.digest(first), Nodes(()))
     dropped(alice.receive(relabelled, B_ADDR, 0.0), DropReason.BAD_SIGNATURE)
-    unknown = wire.encode_reply(BOB, b"\0" * 8, wire.digest(first), Nodes(()))
+    unknown = to_alice(BOB, b"\0" * 8, wire.digest(first), Nodes(()))
     dropped(alice.receive(unknown, B_ADDR, 0.0), DropReason.UNKNOWN_REQUEST)
-    wrong_kind = wire.encode_reply(BOB, first_id, wire.digest(first), Pong())
+    wrong_kind = to_alice(BOB, first_id, wire.digest(first), Pong())
     dropped(alice.receive(wrong_kind, B_ADDR, 0.0), DropReason.WRONG_KIND)
     assert alice.pending == 2
 
@@ -140,7 +145,7 @@ def test_our_own_requests_coming_back_are_dropped() -> None:
     dropped(alice.receive(datagram, A_ADDR, 0.0), DropReason.FROM_SELF)
 
 
-def test_requests_are_rate_limited_per_ip_before_any_signature_is_checked(
+def test_requests_are_rate_limited_per_ip_before_any_key_is_derived_or_checked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     limits = DhtLimits(requests_per_ip_second=1.0, requests_per_ip_burst=3)
@@ -148,19 +153,21 @@ def test_requests_are_rate_limited_per_ip_before_any_signature_is_checked(
     checks = 0
     real = wire.verify_request
 
-    def counting(packet: wire.Packet, key: bytes) -> bool:
+    def counting(packet: wire.Packet, key: bytes | None, own_key: bytes) -> bool:
         nonlocal checks
         checks += 1
-        return real(packet, key)
+        return real(packet, key, own_key)
 
     monkeypatch.setattr(wire, "verify_request", counting)
-    # A flood of 100 requests with bad signatures from one IP (several ports).
+    # A flood of 100 requests with bad tags from one IP (several ports).
     bad = [alice.request(contact(MALLORY, B_ADDR), Ping(), 0.0)[1] for _ in range(100)]
     reasons = [bob.receive(d, ("198.51.100.7", 1000 + n), 0.0) for n, d in enumerate(bad)]
     assert [r.reason for r in reasons if isinstance(r, Dropped)].count(
         DropReason.RATE_LIMITED
     ) == 97
     assert checks == 3
+    assert bob._pairs.derivations == 3  # and the key, never kept as no tag verified, 3 times
+    assert len(bob._pairs) == 0
     # Another IP is not affected, and the flooding IP gets one token back per second.
     good = alice.request(contact(BOB, B_ADDR), Ping(), 0.0)[1]
     incoming(bob.receive(good, A_ADDR, 0.0))
@@ -285,7 +292,44 @@ def test_unsolicited_replies_are_dropped_before_their_body_is_parsed(
 
     monkeypatch.setattr(wire, "decode", counting)
     full = tuple(contact(MALLORY, ("2001:db8::1", n)) for n in range(1, 21))
-    unsolicited = wire.encode_reply(BOB, b"\7" * 8, wire.digest(datagram), Nodes(full))
+    unsolicited = to_alice(BOB, b"\7" * 8, wire.digest(datagram), Nodes(full))
     for _ in range(50):
         dropped(alice.receive(unsolicited, B_ADDR, 0.0), DropReason.UNKNOWN_REQUEST)
     assert parsed == 0
+
+
+def test_strangers_keys_are_derived_at_a_bounded_rate_and_known_peers_pass_meanwhile() -> None:
+    """A flood of valid requests from fresh keys, each from its own IP (within every per-IP
+    bucket): deriving their keys is the expensive step, charged to its own bucket, while a
+    peer whose key is cached is not held back; only keys whose tag verified are kept."""
+    limits = DhtLimits(requests_per_ip_second=1.0, requests_per_ip_burst=3)
+    bob = RpcEngine(BOB, limits=limits, derivations_per_second=10.0, pair_cache=32)
+    alice = RpcEngine(ALICE)
+    incoming(bob.receive(alice.request(contact(BOB, B_ADDR), Ping(), 0.0)[1], A_ADDR, 0.0))
+    strangers = [RpcEngine(Identity(n.to_bytes(32, "big"))) for n in range(100, 160)]
+    events = [s.request(contact(BOB, B_ADDR), Ping(), 0.0)[1] for s in strangers]
+    results = [bob.receive(d, (f"10.3.{n}.1", 1), 0.0) for n, d in enumerate(events)]
+    assert sum(isinstance(r, IncomingRequest) for r in results) == 19  # the burst, less Alice's
+    assert bob.dropped == {DropReason.UNKNOWN_KEY: 41}
+    assert bob._pairs.derivations == 20 and len(bob._pairs) == 20
+    # Alice, known before the flood, still gets through (no derivation token left).
+    incoming(bob.receive(alice.request(contact(BOB, B_ADDR), Ping(), 0.0)[1], A_ADDR, 0.0))
+    assert bob._pairs.derivations == 20
+    # A forged tag from a stranger costs a derivation but is not kept.
+    forged = bytearray(strangers[-1].request(contact(BOB, B_ADDR), Ping(), 1.0)[1])
+    forged[-1] ^= 1
+    dropped(bob.receive(bytes(forged), ("10.4.0.1", 1), 1.0), DropReason.BAD_SIGNATURE)
+    assert bob._pairs.derivations == 21 and len(bob._pairs) == 20
+
+
+def test_a_probe_is_answered_but_its_senders_key_is_not_kept() -> None:
+    alice, bob = engines()
+    probe = alice.request(Contact(wire.ANY_KEY, *B_ADDR), Ping(), 0.0)[1]
+    event = incoming(bob.receive(probe, A_ADDR, 0.0))
+    assert event.to_anyone and len(bob._pairs) == 0
+    pong = bob.respond(event, Pong())
+    reply = alice.receive(pong, B_ADDR, 0.0)
+    assert isinstance(reply, IncomingReply) and reply.contact == contact(BOB, B_ADDR)
+    # The probe again (a replay, or a retry): answered again, learned from never.
+    incoming(bob.receive(probe, A_ADDR, 0.0))
+    assert len(bob._pairs) == 0

@@ -33,6 +33,11 @@ from tests.dht.support import eventually
 
 LOOPBACK = "127.0.0.1"
 ALICE, BOB, MALLORY = (Identity(os.urandom(32)) for _ in range(3))
+
+
+def to_alice(identity: Identity, request_id: bytes, digest: bytes, reply: Reply) -> bytes:
+    """``identity``'s answer to Alice, MACed with the key it shares with her."""
+    return wire.encode_reply(wire.pair_keys(identity), ALICE.verify_key, request_id, digest, reply)
 Address = tuple[str, int]
 
 
@@ -168,12 +173,12 @@ async def forge_replies(
     datagram, alice_address = await bob_socket.next()
     request_id = wire.decode(datagram).request_id
     digest = wire.digest(datagram)
-    # Signed by the wrong key, from the right address.
-    bob_socket.send(wire.encode_reply(MALLORY, request_id, digest, Pong()), alice_address)
-    # Signed by the right key for another request id.
-    bob_socket.send(wire.encode_reply(BOB, b"\0" * 8, digest, Pong()), alice_address)
+    # MACed with the wrong key, from the right address.
+    bob_socket.send(to_alice(MALLORY, request_id, digest, Pong()), alice_address)
+    # MACed with the right key for another request id.
+    bob_socket.send(to_alice(BOB, b"\0" * 8, digest, Pong()), alice_address)
     # Right key and id, from another source address.
-    elsewhere.send(wire.encode_reply(BOB, request_id, digest, Pong()), alice_address)
+    elsewhere.send(to_alice(BOB, request_id, digest, Pong()), alice_address)
     await eventually(lambda: sum(alice.engine.dropped.values()) == 3, what="forgeries dropped")
     assert alice.engine.dropped == {DropReason.WRONG_SENDER: 2, DropReason.UNKNOWN_REQUEST: 1}
     return request_id, datagram
@@ -187,7 +192,7 @@ async def test_forged_replies_are_ignored_and_the_real_one_is_taken(
     query = asyncio.create_task(alice.query(Contact(BOB.verify_key, *bob_socket.address), Ping()))
     request_id, datagram = await forge_replies(alice, bob_socket, elsewhere)
     assert not query.done()
-    real = wire.encode_reply(BOB, request_id, wire.digest(datagram), Pong())
+    real = to_alice(BOB, request_id, wire.digest(datagram), Pong())
     bob_socket.send(real, alice.address)
     assert await asyncio.wait_for(query, 5) == Pong()
 
@@ -232,7 +237,7 @@ async def test_garbage_never_raises_and_the_endpoint_keeps_answering(
     valid = RpcEngine(MALLORY).request(at(bob, BOB), FindNode(b"x" * 20), 0.0)[1]
     # (asyncio does not send empty datagrams; the engine's tests cover b"".)
     garbage = [b"\0", os.urandom(105), os.urandom(2000), valid[:-1], valid + b"\0"]
-    garbage += [bytes([1, kind]) + os.urandom(300) for kind in range(256)]
+    garbage += [bytes([wire.VERSION, kind]) + os.urandom(300) for kind in range(256)]
     # In batches: a loopback socket's receive buffer drops what the loop has not read yet.
     for start in range(0, len(garbage), 16):
         for data in garbage[start : start + 16]:

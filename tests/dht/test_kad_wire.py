@@ -1,5 +1,5 @@
-"""The DHT datagram codec: exact round trips, strict decoding, signatures that bind, and sizes
-that leave no amplification."""
+"""The DHT datagram codec: exact round trips, strict decoding, MACs that bind (to both keys, the
+direction and the request answered), and sizes that leave no amplification."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ from dht.records import MAX_RECORD_SIZE
 
 ALICE = Identity(bytes(range(32)))
 BOB = Identity(bytes(range(1, 33)))
+CAROL = Identity(bytes(range(2, 34)))
+MALLORY = Identity(bytes(range(3, 35)))
+A_PAIRS, B_PAIRS = wire.pair_keys(ALICE), wire.pair_keys(BOB)
+AB = A_PAIRS.shared(BOB.verify_key)
+"""The key Alice and Bob share: the same whoever derives it."""
 RID = b"\x01\x02\x03\x04\x05\x06\x07\x08"
 MAX_IPV6 = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
 
@@ -69,11 +74,24 @@ replies: st.SearchStrategy[Reply] = st.one_of(
 
 
 def request_datagram(request: Request) -> bytes:
-    return wire.encode_request(ALICE, BOB.verify_key, RID, request)
+    return wire.encode_request(A_PAIRS, BOB.verify_key, RID, request)
 
 
 def reply_datagram(reply: Reply, request: bytes = b"the request") -> bytes:
-    return wire.encode_reply(BOB, RID, wire.digest(request), reply)
+    return wire.encode_reply(B_PAIRS, ALICE.verify_key, RID, wire.digest(request), reply)
+
+
+def bob_accepts(datagram: bytes) -> bool:
+    """Bob checks a request to him, with the key he shares with the sender it names."""
+    packet = wire.decode(datagram)
+    return wire.verify_request(packet, B_PAIRS.shared(packet.sender_key), BOB.verify_key)
+
+
+def alice_accepts(datagram: bytes, request: bytes = b"the request") -> bool:
+    """Alice checks a reply to her request, with the key she shares with the sender it names."""
+    packet = wire.decode(datagram)
+    key = A_PAIRS.shared(packet.sender_key)
+    return wire.verify_reply(packet, key, ALICE.verify_key, wire.digest(request))
 
 
 def big_contact(n: int) -> Contact:
@@ -88,9 +106,14 @@ def test_requests_round_trip_and_verify(request: Request) -> None:
     assert packet.message == request
     assert packet.is_request and packet.request_id == RID
     assert packet.sender_key == ALICE.verify_key
-    assert wire.verify_request(packet, BOB.verify_key)
+    assert wire.verify_request(packet, AB, BOB.verify_key)
+    assert bob_accepts(datagram)
     # Addressed to Bob: the same datagram is worthless to anyone else.
-    assert not wire.verify_request(packet, ALICE.verify_key)
+    carol = wire.pair_keys(CAROL).shared(ALICE.verify_key)
+    assert not wire.verify_request(packet, carol, CAROL.verify_key)
+    assert not wire.verify_request(packet, AB, CAROL.verify_key)
+    # ... and as a request to Alice herself (reflected), with the very key it was made with.
+    assert not wire.verify_request(packet, AB, ALICE.verify_key)
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
@@ -101,9 +124,11 @@ def test_replies_round_trip_and_verify(reply: Reply) -> None:
     assert packet.message == reply
     assert not packet.is_request
     assert packet.sender_key == BOB.verify_key
-    assert wire.verify_reply(packet, wire.digest(b"request one"))
+    assert wire.verify_reply(packet, AB, ALICE.verify_key, wire.digest(b"request one"))
     # Bound to the request it answers: it does not verify as the answer to another one.
-    assert not wire.verify_reply(packet, wire.digest(b"request two"))
+    assert not wire.verify_reply(packet, AB, ALICE.verify_key, wire.digest(b"request two"))
+    # ... nor as an answer to Bob (reflected back to him).
+    assert not wire.verify_reply(packet, AB, BOB.verify_key, wire.digest(b"request one"))
 
 
 @settings(max_examples=300)
@@ -182,29 +207,87 @@ def test_a_mutated_datagram_is_rejected_cleanly(case: tuple[bytes, int, int, str
     except wire.DecodeError:
         return
     if packet.is_request:
-        assert not wire.verify_request(packet, BOB.verify_key)
+        assert not wire.verify_request(packet, AB, BOB.verify_key)
     else:
-        assert not wire.verify_reply(packet, wire.digest(b"the request"))
+        assert not wire.verify_reply(packet, AB, ALICE.verify_key, wire.digest(b"the request"))
 
 
-def test_a_reply_signed_by_another_key_does_not_verify() -> None:
+def test_a_reply_made_with_another_key_does_not_verify() -> None:
+    """Mallory claims Bob's key in the header, but can only MAC with keys she shares."""
     honest = reply_datagram(Pong())
-    forged = wire.encode_reply(ALICE, RID, wire.digest(b"the request"), Pong())
-    # The forger claims Bob's key in the header but can only sign with its own.
+    assert alice_accepts(honest)
+    mallory = wire.pair_keys(MALLORY)
+    forged = wire.encode_reply(mallory, ALICE.verify_key, RID, wire.digest(b"the request"), Pong())
     claimed = forged[:10] + BOB.verify_key + forged[42:]
-    assert wire.verify_reply(wire.decode(honest), wire.digest(b"the request"))
-    assert not wire.verify_reply(wire.decode(claimed), wire.digest(b"the request"))
+    assert alice_accepts(forged)  # as Mallory's own answer: fine, and not Bob's
+    assert not alice_accepts(claimed)
+    # The keys she can compute are not the one Alice and Bob share.
+    assert AB not in (mallory.shared(ALICE.verify_key), mallory.shared(BOB.verify_key))
 
 
-def test_a_key_that_is_not_a_curve_point_fails_verification_cleanly() -> None:
-    datagram = reply_datagram(Pong())
-    bad_key = datagram[:10] + b"\xff" * 32 + datagram[42:]
-    assert not wire.verify_reply(wire.decode(bad_key), wire.digest(b"the request"))
+def test_a_request_claiming_anothers_key_does_not_verify() -> None:
+    """The forged-key case for requests: Mallory's request relabelled with Alice's key."""
+    mallory = wire.pair_keys(MALLORY)
+    own = wire.encode_request(mallory, BOB.verify_key, RID, FindNode(bytes(20)))
+    assert bob_accepts(own)
+    claimed = own[:10] + ALICE.verify_key + own[42:]
+    assert not bob_accepts(claimed)
+
+
+def test_a_request_replayed_to_another_node_does_not_verify() -> None:
+    """Alice's request to Bob, captured and sent to Carol (who shares another key with Alice)."""
+    datagram = request_datagram(FindValue(bytes(20)))
+    packet = wire.decode(datagram)
+    carol = wire.pair_keys(CAROL)
+    assert bob_accepts(datagram)
+    assert not wire.verify_request(packet, carol.shared(ALICE.verify_key), CAROL.verify_key)
+
+
+def test_a_datagram_reflected_back_does_not_verify() -> None:
+    """Alice's request to Bob, sent back to Alice relabelled as Bob's (same shared key): the
+    sender's key comes first in what is MACed, so the direction does not match."""
+    request = request_datagram(FindNode(bytes(20)))
+    relabelled = request[:10] + BOB.verify_key + request[42:]
+    packet = wire.decode(relabelled)
+    assert not wire.verify_request(packet, AB, ALICE.verify_key)
+    # A reply of Bob's, sent back to Bob as the reply from Alice to his own request.
+    reply = reply_datagram(Pong())
+    back = wire.decode(reply[:10] + ALICE.verify_key + reply[42:])
+    assert not wire.verify_reply(back, AB, BOB.verify_key, wire.digest(b"the request"))
+
+
+def test_a_request_tag_is_no_reply_tag() -> None:
+    """Requests and replies are MACed under different contexts: bytes that are both a valid
+    request and a valid reply cannot be made by relabelling the kind."""
+    request = bytearray(request_datagram(Ping()))
+    request[1] = wire.KIND_PONG
+    packet = wire.decode(bytes(request))
+    assert not wire.verify_reply(packet, AB, BOB.verify_key, wire.digest(b"the request"))
+
+
+def test_a_key_that_is_not_a_curve_point_fails_cleanly() -> None:
+    """No key can be shared with it: the sender cannot be answered and its datagrams cannot
+    verify (the RPC engine drops them before any MAC)."""
+    with pytest.raises(wire.EncodeError):
+        wire.encode_request(A_PAIRS, b"\xff" * 32, RID, Ping())
+    with pytest.raises(wire.EncodeError):
+        wire.encode_reply(B_PAIRS, bytes(32), RID, wire.digest(b"r"), Pong())  # small order
+
+
+def test_a_probe_carries_no_tag_and_only_a_zero_tag_passes() -> None:
+    probe = wire.encode_request(A_PAIRS, wire.ANY_KEY, RID, Ping())
+    assert probe[-16:] == bytes(16) and probe[1] == wire.KIND_PROBE
+    assert wire.verify_request(wire.decode(probe), None, BOB.verify_key)
+    assert not wire.verify_request(wire.decode(probe[:-1] + b"\1"), None, BOB.verify_key)
+    # A Ping to Bob relabelled as a probe keeps its tag: refused.
+    ping = bytearray(request_datagram(Ping()))
+    ping[1] = wire.KIND_PROBE
+    assert not wire.verify_request(wire.decode(bytes(ping)), AB, BOB.verify_key)
 
 
 def _resigned(unsigned: bytes) -> bytes:
-    """A datagram body the codec never makes, with a valid-length signature, to reach decode."""
-    return unsigned + bytes(64)
+    """A datagram body the codec never makes, with a valid-length tag, to reach decode."""
+    return unsigned + bytes(16)
 
 
 def _head(kind: int) -> bytes:
@@ -215,14 +298,17 @@ def _head(kind: int) -> bytes:
     ("datagram", "why"),
     [
         (b"", "too short"),
-        (bytes(105), "too short"),
+        (bytes(57), "too short"),
         (bytes(wire.MAX_DATAGRAM_SIZE + 1), "too long"),
-        (_resigned(bytes([2, wire.KIND_PING]) + RID + ALICE.verify_key), "version"),
+        (_resigned(bytes([1, wire.KIND_PING]) + RID + ALICE.verify_key), "version"),
         (_resigned(_head(0x7F)), "unknown message kind"),
         (_resigned(_head(wire.KIND_PING) + b"\0"), "trailing"),
         (_resigned(_head(wire.KIND_PONG) + b"\0"), "trailing"),
         (_resigned(_head(wire.KIND_FIND_NODE) + bytes(20)), "padded"),
-        (_resigned(_head(wire.KIND_FIND_NODE) + b"\1" * 270), "padding"),
+        (
+            _resigned(_head(wire.KIND_FIND_NODE) + b"\1" * (wire.FIND_NODE_SIZE - wire.OVERHEAD)),
+            "padding",
+        ),
         (_resigned(_head(wire.KIND_FIND_VALUE) + bytes(20)), "padded"),
         (_resigned(_head(wire.KIND_STORE) + bytes(20) + b"\0\5abc"), "too short"),
         (
@@ -264,16 +350,16 @@ def test_hostile_datagrams_are_decode_errors(datagram: bytes, why: str) -> None:
 
 def test_the_sizes_of_each_kind() -> None:
     """The figures the module docstring states, and the 1,200-byte budget for contacts."""
-    assert len(request_datagram(Ping())) == wire.PING_SIZE == 106
-    assert len(reply_datagram(Pong())) == 106
-    assert len(request_datagram(FindNode(bytes(20)))) == wire.FIND_NODE_SIZE == 376
-    assert len(request_datagram(FindValue(bytes(20)))) == wire.FIND_VALUE_SIZE == 2518
-    assert len(reply_datagram(Stored(False))) == 107
+    assert len(request_datagram(Ping())) == wire.PING_SIZE == 58
+    assert len(reply_datagram(Pong())) == 58
+    assert len(request_datagram(FindNode(bytes(20)))) == wire.FIND_NODE_SIZE == 360
+    assert len(request_datagram(FindValue(bytes(20)))) == wire.FIND_VALUE_SIZE == 2502
+    assert len(reply_datagram(Stored(False))) == 59
     full = tuple(big_contact(n) for n in range(MAX_REPLY_CONTACTS))
     nodes = reply_datagram(Nodes(full))
-    assert len(nodes) == wire.MAX_NODES_SIZE == 1127 <= 1200
+    assert len(nodes) == wire.MAX_NODES_SIZE == 1079 <= 1200
     v4 = tuple(Contact(bytes([n]) * 32, "192.0.2.1", 1) for n in range(MAX_REPLY_CONTACTS))
-    assert len(reply_datagram(Nodes(v4))) == 106 + 1 + 20 * 39
+    assert len(reply_datagram(Nodes(v4))) == 58 + 1 + 20 * 39
     store = request_datagram(Store(bytes(20), bytes(MAX_RECORD_SIZE)))
     assert len(store) == wire.MAX_STORE_SIZE
 
@@ -319,4 +405,25 @@ def test_bad_targets_and_ids_are_encode_errors() -> None:
     with pytest.raises(wire.EncodeError, match="20 bytes"):
         request_datagram(FindNode(b"short"))
     with pytest.raises(wire.EncodeError, match="8 bytes"):
-        wire.encode_request(ALICE, BOB.verify_key, b"id", Ping())
+        wire.encode_request(A_PAIRS, BOB.verify_key, b"id", Ping())
+
+
+def test_decoded_contacts_are_remembered_by_their_bytes_and_the_memo_is_bounded() -> None:
+    """Repeated contacts decode to equal values through the memo, junk never enters it, and
+    it never holds more than its bound, whatever strangers send."""
+    full = tuple(big_contact(n) for n in range(MAX_REPLY_CONTACTS))
+    v4 = tuple(Contact(bytes([n]) * 32, "192.0.2.1", n + 1) for n in range(MAX_REPLY_CONTACTS))
+    for contacts in (full, v4):
+        datagram = reply_datagram(Nodes(contacts))
+        assert wire.decode(datagram).message == Nodes(contacts)
+        assert wire.decode(datagram).message == Nodes(contacts)  # from the memo
+    # A remembered contact followed by a bad one: still a DecodeError.
+    remembered = reply_datagram(Nodes(v4[:1]))[43 : 43 + 39]  # after header and count
+    unknown_family = bytes(32) + b"\5" + bytes(6)
+    for tail in (unknown_family, remembered[:-1], b""):
+        with pytest.raises(wire.DecodeError):
+            wire.decode(_resigned(_head(wire.KIND_NODES) + b"\2" + remembered + tail))
+    for n in range(wire._DECODED_MAX + 10):
+        one = Contact(n.to_bytes(32, "big"), "198.51.100.1", 1)
+        assert wire.decode(reply_datagram(Nodes((one,)))).message == Nodes((one,))
+        assert len(wire._DECODED) <= wire._DECODED_MAX
