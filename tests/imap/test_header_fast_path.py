@@ -150,6 +150,11 @@ def test_header_lines_are_the_general_rendering(raw: bytes, attrs: tuple[c.Fetch
     general = b"".join(fetch.render_chunks(meta, attrs, data, None, header_block=block))
     assert lines.line(4, meta, data, block) == b"* 4 FETCH " + general + b"\r\n"
     assert lines.line(4, meta, data, block) == b"* 4 FETCH " + general + b"\r\n"  # cached
+    # The handler adds \\Recent to a message's flags only for lines that show them.
+    assert lines.shows_flags == any(a.name == "FLAGS" for a in attrs)
+    if not lines.shows_flags:
+        other = MessageMeta(9, flags ^ {"\\Recent", "$y"}, meta.internaldate, meta.size, 12)
+        assert lines.line(4, other, data, block) == b"* 4 FETCH " + general + b"\r\n"
 
 
 def test_header_lines_fit_only_message_data_and_header_sections() -> None:
@@ -174,6 +179,21 @@ async def test_header_list_fetch_without_peek_sets_seen_and_says_so(dialog: Dial
                    b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {14}\r\n"
                    b"Subject: s\r\n\r\n FLAGS (\\Seen \\Recent))\r\n"
                    b"f OK FETCH completed\r\n")
+
+
+async def test_header_list_fetch_shows_recent_only_with_flags(dialog: Dialog) -> None:
+    """Lines without FLAGS are made from the message's data as stored; with FLAGS, a
+    message that is \\Recent to this session says so."""
+    await dialog.login()
+    message = b"Subject: s\r\nFrom: f\r\n\r\nx\r\n"
+    await dialog.send(b"a APPEND INBOX (\\Seen) {%d+}\r\n" % len(message) + message + b"\r\n")
+    await dialog.send(b"s SELECT INBOX\r\n")
+    out = await dialog.send(b"f FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (FROM)])\r\n"
+                            b"g FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (FROM)])\r\n")
+    assert out == (b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (FROM)] {11}\r\nFrom: f\r\n\r\n)\r\n"
+                   b"f OK FETCH completed\r\n"
+                   b"* 1 FETCH (FLAGS (\\Seen \\Recent) BODY[HEADER.FIELDS (FROM)] {11}\r\n"
+                   b"From: f\r\n\r\n)\r\ng OK FETCH completed\r\n")
 
 
 _LISTED = [c.FetchAttr("UID"), c.FetchAttr("FLAGS"), c.FetchAttr("MODSEQ")]

@@ -239,7 +239,9 @@ async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
                     missing = True
                     continue
                 shape = flagged if uid in seen_changed else lister
-                lines.append(shape.line(seq, sel.shown(sel.metas[uid]), raw, uid in blocks))
+                meta = sel.metas[uid]
+                lines.append(shape.line(seq, sel.shown(meta) if shape.shows_flags else meta,
+                                        raw, uid in blocks))
             self._write(b"".join(lines))
             await self._flush_if_full()
             continue
