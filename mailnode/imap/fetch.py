@@ -193,6 +193,10 @@ class HeaderLines:
     def __init__(self, attrs: tuple[c.FetchAttr, ...]) -> None:
         assert self.fits(attrs)
         self.attrs = attrs
+        self.shows_flags = any(a.name == "FLAGS" for a in attrs)
+        """Whether a line shows the message's flags: only then does a caller need to add
+        \\Recent to them (a copy of the message's data per message, which cost more than
+        picking its header fields)."""
         self._flags: dict[frozenset[str], bytes] = {}
         self._items = [self._item(a) for a in attrs]
 

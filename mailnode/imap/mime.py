@@ -8,6 +8,7 @@ import re
 
 from mailnode.imap.responses import plist, string
 from mailnode.mime import Address, Envelope, MessageStructure, Part, analyse
+from mailnode.mime.headers import select_fields
 from mailnode.mime.model import Params
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -28,6 +29,10 @@ def split_header(raw: bytes) -> tuple[bytes, bytes]:
 
 # --- section extraction -------------------------------------------------------------------
 
+header_fields = select_fields
+"""HEADER.FIELDS and .NOT of a header block (the line walk lives with the stored fields it
+must agree with)."""
+
 
 def find_part(root: Part, parts: tuple[int, ...]) -> Part | None:
     """Follow a section part path (``1.2``) from the top-level message (RFC 3501 §6.4.5:
@@ -43,26 +48,6 @@ def find_part(root: Part, parts: tuple[int, ...]) -> Part | None:
         elif n != 1 or node.content_type[0] == "multipart":
             return None
     return node
-
-
-def header_fields(header: bytes, names: tuple[str, ...], *, exclude: bool) -> bytes:
-    """The header lines whose field name is (or, with ``exclude``, is not) in ``names``: one
-    linear pass over the header slice."""
-    wanted = {n.upper() for n in names}
-    out = bytearray()
-    keep = False
-    for line in header.splitlines(keepends=True):
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] in (b" ", b"\t"):
-            if keep:
-                out += line
-            continue
-        name = line.split(b":", 1)[0].strip().decode("ascii", "replace").upper()
-        keep = (name in wanted) != exclude
-        if keep:
-            out += line
-    return bytes(out) + b"\r\n"
 
 
 def section_bytes(raw: bytes, structure: MessageStructure | None, parts: tuple[int, ...],

@@ -59,6 +59,65 @@ def fields(raw: bytes, start: int, end: int, pattern: FieldPattern,
     return out, scanned + (end - start)
 
 
+STORED_FIELDS = ("FROM", "TO", "CC", "BCC", "SUBJECT", "DATE", "MESSAGE-ID", "IN-REPLY-TO",
+                 "REFERENCES", "REPLY-TO", "SENDER", "CONTENT-TYPE", "MIME-VERSION",
+                 "PRIORITY", "X-PRIORITY", "IMPORTANCE", "NEWSGROUPS", "LIST-ID",
+                 "LIST-UNSUBSCRIBE", "LIST-POST", "CHAT-VERSION", "AUTOCRYPT-SETUP-MESSAGE")
+"""The fields whose lines are kept apart at delivery (:func:`stored_fields`): what message
+lists ask for. A ``HEADER.FIELDS`` naming only these is answered from them alone."""
+STORED_FIELDS_VERSION = 1
+"""The first byte of a stored-fields blob; a blob of another version (another field set) is
+ignored, so changing ``STORED_FIELDS`` means a new version."""
+_STORED = frozenset(STORED_FIELDS)
+_STRUCTURE_ROOT = re.compile(rb"\[0,(\d{1,11}),")
+
+
+def select_fields(header: bytes, names: tuple[str, ...], *, exclude: bool) -> bytes:
+    """The header lines whose field name is (or, with ``exclude``, is not) in ``names``: one
+    linear pass over the header slice."""
+    wanted = {n.upper() for n in names}
+    out = bytearray()
+    keep = False
+    for line in header.splitlines(keepends=True):
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                out += line
+            continue
+        name = line.split(b":", 1)[0].strip().decode("ascii", "replace").upper()
+        keep = (name in wanted) != exclude
+        if keep:
+            out += line
+    return bytes(out) + b"\r\n"
+
+
+def in_stored_fields(names: tuple[str, ...]) -> bool:
+    """Whether ``HEADER.FIELDS (names)`` can be answered from the stored fields: each name
+    is, as :func:`select_fields` compares them, one of ``STORED_FIELDS``."""
+    return all(n.upper() in _STORED for n in names)
+
+
+def stored_fields(raw: bytes, structure: bytes | None, version: int) -> bytes | None:
+    """What the store keeps beside a message so that a message list's header FETCH neither
+    copies the whole header block out nor scans it: the lines of ``STORED_FIELDS`` (with
+    their continuation lines, byte for byte, in the message's order) and the blank line,
+    after the version byte. Picking any of those fields from it gives exactly what picking
+    them from the header block gives. ``structure``: the message's stored structure (format
+    ``version``), which says where the header ends (None: no fields are stored either).
+    None also where the last kept line has no line end: the appended blank line would make
+    it a different line."""
+    if structure is None or structure[:1] != bytes([version]):
+        return None
+    m = _STRUCTURE_ROOT.match(structure, 1)
+    if m is None or int(m.group(1)) > len(raw):
+        return None
+    kept = select_fields(raw[:int(m.group(1))], STORED_FIELDS, exclude=False)
+    if len(kept) > 2 and kept[-3:-2] not in (b"\r", b"\n"):
+        return None
+    return bytes([STORED_FIELDS_VERSION]) + kept
+
+
 def text(value: bytes) -> str:
     """Bytes as a ``str`` that encodes back to the same bytes (UTF-8, surrogateescape)."""
     return value.decode("utf-8", "surrogateescape")

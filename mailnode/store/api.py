@@ -195,12 +195,16 @@ class MailStore(Protocol):
         ENVELOPE with body data needs both)."""
 
     async def fetch_headers(self, mailbox_id: int, uids: Sequence[int], *,
-                            small: bool = False) -> dict[int, bytes | None]:
+                            small: bool = False, fields: bool = False,
+                            ) -> dict[int, bytes | None]:
         """The top-level header block of each message (with the blank line that ends it),
         cut where its stored structure says, without reading the body out; None where
         there is no stored structure (the caller reads the whole message). ``small``: the
         caller knows the messages to be few and small in all, so the store may read them
-        without a hop to another thread."""
+        without a hop to another thread. ``fields``: the caller only picks fields that
+        :func:`mailnode.mime.headers.in_stored_fields` accepts, so the store may give the
+        fields it kept at delivery (:func:`~mailnode.mime.headers.stored_fields`) instead
+        of the block: picking those fields from either gives the same bytes."""
 
     async def save_structures(self, mailbox_id: int, structures: dict[int, bytes]) -> None:
         """Keep structures computed later for messages stored without one."""

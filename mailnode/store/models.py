@@ -71,6 +71,9 @@ bodies = Table(
     Column("data", LargeBinary, nullable=False),
     # mailnode.mime.MessageStructure.encode(); NULL (or an older format) is recomputed.
     Column("structure", LargeBinary, nullable=True),
+    # mailnode.mime.headers.stored_fields(): the lines of the fields message lists ask for;
+    # NULL (older mail, or an older version) is answered from the header block instead.
+    Column("fields", LargeBinary, nullable=True),
     sqlite_autoincrement=True,
 )
 

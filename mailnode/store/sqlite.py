@@ -22,6 +22,7 @@ from crypto.address import address_for
 from crypto.keys import Identity
 from crypto.passwords import DUMMY_HASH, RecentlyVerified, hash_password, verify_password
 from mailnode.mime import structure_blob
+from mailnode.mime.headers import STORED_FIELDS_VERSION, stored_fields
 from mailnode.mime.model import VERSION as STRUCTURE_VERSION
 from mailnode.store import objectid
 from mailnode.store.api import (
@@ -321,8 +322,10 @@ class SqlStore:
 
     @staticmethod
     def _add_body(conn: Connection, data: bytes, structure: bytes | None) -> int:
-        cur = conn.execute("INSERT INTO bodies (data, structure) VALUES (?, ?)",
-                           (data, structure))
+        # The header lines message lists ask for, kept apart once here (migration 0011).
+        cur = conn.execute("INSERT INTO bodies (data, structure, fields) VALUES (?, ?, ?)",
+                           (data, structure,
+                            stored_fields(data, structure, STRUCTURE_VERSION)))
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -741,19 +744,25 @@ class SqlStore:
         return await self.db.read(q)
 
     async def fetch_headers(self, mailbox_id: int, uids: Sequence[int], *,
-                            small: bool = False) -> dict[int, bytes | None]:
+                            small: bool = False, fields: bool = False,
+                            ) -> dict[int, bytes | None]:
         # The root's offsets open the stored structure (format VERSION, then JSON:
         # [0, body_start, ...]): SQLite reads body_start from that prefix and cuts the header
         # out, so a header FETCH neither decodes structures (nor parses their JSON) nor
-        # copies bodies into Python.
+        # copies bodies into Python. With ``fields``, the stored fields (of the current
+        # version) stand in for the block where a message has them.
         column = ("CASE WHEN substr(b.structure, 1, 4) = ?"
                   " AND CAST(substr(b.structure, 5, 12) AS INTEGER) BETWEEN 0 AND length(b.data)"
                   " THEN substr(b.data, 1, CAST(substr(b.structure, 5, 12) AS INTEGER)) END")
-        prefix = bytes([STRUCTURE_VERSION]) + b"[0,"
+        params: tuple[bytes, ...] = (bytes([STRUCTURE_VERSION]) + b"[0,",)
+        if fields:
+            column = (f"CASE WHEN substr(b.fields, 1, 1) = ? THEN substr(b.fields, 2)"
+                      f" ELSE {column} END")
+            params = (bytes([STORED_FIELDS_VERSION]), *params)
 
         def q(conn: Connection) -> dict[int, bytes | None]:
             return {uid: None if head is None else bytes(head) for uid, head in _by_uid(
-                conn, column, mailbox_id, uids, (prefix,))}
+                conn, column, mailbox_id, uids, params)}
         return await (self.db.read_small(q) if small and len(uids) <= SMALL_READ_ROWS
                       else self.db.read(q))
 

@@ -226,7 +226,8 @@ class MemStore:
         return {uid: (box.messages[uid][1], None) for uid in uids if uid in box.messages}
 
     async def fetch_headers(self, mailbox_id: int, uids: Sequence[int], *,
-                            small: bool = False) -> dict[int, bytes | None]:
+                            small: bool = False, fields: bool = False,
+                            ) -> dict[int, bytes | None]:
         return await self.fetch_structures(mailbox_id, uids)  # none stored: all None
 
     async def save_structures(self, mailbox_id: int, structures: dict[int, bytes]) -> None:

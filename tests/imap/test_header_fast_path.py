@@ -150,6 +150,11 @@ def test_header_lines_are_the_general_rendering(raw: bytes, attrs: tuple[c.Fetch
     general = b"".join(fetch.render_chunks(meta, attrs, data, None, header_block=block))
     assert lines.line(4, meta, data, block) == b"* 4 FETCH " + general + b"\r\n"
     assert lines.line(4, meta, data, block) == b"* 4 FETCH " + general + b"\r\n"  # cached
+    # The handler adds \\Recent to a message's flags only for lines that show them.
+    assert lines.shows_flags == any(a.name == "FLAGS" for a in attrs)
+    if not lines.shows_flags:
+        other = MessageMeta(9, flags ^ {"\\Recent", "$y"}, meta.internaldate, meta.size, 12)
+        assert lines.line(4, other, data, block) == b"* 4 FETCH " + general + b"\r\n"
 
 
 def test_header_lines_fit_only_message_data_and_header_sections() -> None:
@@ -174,6 +179,21 @@ async def test_header_list_fetch_without_peek_sets_seen_and_says_so(dialog: Dial
                    b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {14}\r\n"
                    b"Subject: s\r\n\r\n FLAGS (\\Seen \\Recent))\r\n"
                    b"f OK FETCH completed\r\n")
+
+
+async def test_header_list_fetch_shows_recent_only_with_flags(dialog: Dialog) -> None:
+    """Lines without FLAGS are made from the message's data as stored; with FLAGS, a
+    message that is \\Recent to this session says so."""
+    await dialog.login()
+    message = b"Subject: s\r\nFrom: f\r\n\r\nx\r\n"
+    await dialog.send(b"a APPEND INBOX (\\Seen) {%d+}\r\n" % len(message) + message + b"\r\n")
+    await dialog.send(b"s SELECT INBOX\r\n")
+    out = await dialog.send(b"f FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (FROM)])\r\n"
+                            b"g FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (FROM)])\r\n")
+    assert out == (b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (FROM)] {11}\r\nFrom: f\r\n\r\n)\r\n"
+                   b"f OK FETCH completed\r\n"
+                   b"* 1 FETCH (FLAGS (\\Seen \\Recent) BODY[HEADER.FIELDS (FROM)] {11}\r\n"
+                   b"From: f\r\n\r\n)\r\ng OK FETCH completed\r\n")
 
 
 _LISTED = [c.FetchAttr("UID"), c.FetchAttr("FLAGS"), c.FetchAttr("MODSEQ")]
@@ -294,5 +314,108 @@ async def test_header_fetch_reads_small_batches_on_the_loop_and_large_ones_off_i
                        b"* 3 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\n"
                        b"Subject: large\r\n\r\n)\r\ng OK FETCH completed\r\n")
         assert used == ["reader"]
+    finally:
+        db.close()
+
+
+# Stored fields (migration 0011): names drawn from the stored set in any case, and from
+# outside it; messages with stored fields among several copies of a name, folded lines,
+# bare CRs and a header without an ending line break.
+_stored_piece = st.sampled_from([b"From", b"to", b"SUBJECT", b"Date", b"Message-ID", b"Cc",
+                                 b"Received", b"X-Y", b":", b" ", b"\t", b"\x0b", b"\r",
+                                 b"\n", b"\r\n", b"a", b"\xc3\xbc", b"Content-Type"])
+_stored_raw = st.tuples(st.lists(st.lists(_stored_piece, max_size=8).map(b"".join),
+                                 max_size=10).map(b"\r\n".join),
+                        st.sampled_from([b"\r\n\r\nbody\r\n", b"\r\n", b""])).map(b"".join)
+_stored_names = st.lists(st.sampled_from(["FROM", "to", "Subject", "DATE", "message-id",
+                                          "CC", "content-type", "RECEIVED", "X-Y", "FROM "]),
+                         min_size=1, max_size=4).map(tuple)
+
+
+@settings(max_examples=400)
+@given(_stored_raw, _stored_names)
+@example(b"From: a\r\n b\r\nReceived: x\r\n\tfolded\r\nTo: c\r\nFrom: d", ("FROM",))
+@example(b"From: a\r", ("FROM",))
+@example(b"to\r\n From: a\r\n\r\n", ("TO", "FROM"))
+def test_stored_fields_answer_what_the_header_block_answers(
+        raw: bytes, names: tuple[str, ...]) -> None:
+    """Wherever the store keeps fields and the names are all among them, HEADER.FIELDS
+    picked from the stored fields is byte for byte what is picked from the message."""
+    from mailnode.mime import headers as mh
+    from mailnode.mime.model import VERSION
+    structure = structure_blob(raw)
+    stored = mh.stored_fields(raw, structure, VERSION)
+    block = raw[:analyse(raw).root.body_start]
+    if stored is None:  # only where the last kept line would lose its missing line end
+        kept = mime.header_fields(block, mh.STORED_FIELDS, exclude=False)
+        assert kept[-3:-2] not in (b"\r", b"\n") and len(kept) > 2
+        return
+    assert stored[0] == mh.STORED_FIELDS_VERSION
+    if not mh.in_stored_fields(names):
+        return
+    attr = c.FetchAttr("BODY", c.Section((), "HEADER.FIELDS", names), peek=True)
+    assert fetch.header_section(stored[1:], attr) == fetch.body_section(raw, attr)
+    assert fetch.header_fields(stored[1:], names) == mime.header_fields(block, names,
+                                                                        exclude=False)
+
+
+def test_stored_fields_need_a_structure_of_the_version_given() -> None:
+    from mailnode.mime import headers as mh
+    from mailnode.mime.model import VERSION
+    raw = b"Subject: s\r\nReceived: r\r\n\r\nbody\r\n"
+    assert mh.stored_fields(raw, structure_blob(raw), VERSION) == \
+        bytes([mh.STORED_FIELDS_VERSION]) + b"Subject: s\r\n\r\n"
+    assert mh.stored_fields(raw, None, VERSION) is None
+    assert mh.stored_fields(raw, structure_blob(raw), VERSION + 1) is None
+    assert mh.stored_fields(raw, bytes([VERSION]) + b"[0,999,", VERSION) is None
+    assert mh.in_stored_fields(("from", "SUBJECT"))
+    assert not mh.in_stored_fields(("FROM", "RECEIVED"))
+    assert not mh.in_stored_fields(("FROM ",))
+
+
+async def test_header_list_fetch_reads_stored_fields_only_when_they_answer(
+        tmp_path: Path) -> None:
+    """A message list's HEADER.FIELDS of stored fields is read from them; other header
+    sections (and mail stored without fields) from the header block: the same bytes."""
+    from mailnode.imap.session import ImapSession
+
+    db = Database.open(tmp_path / "t.db")
+    notifier = ChangeNotifier()
+    store = SqlStore(db, notifier)
+    try:
+        await store.create_user("alice", "secret", Identity.generate())
+        dialog = Dialog(ImapSession(store, notifier))
+        await dialog.login()
+        raw = (b"Received: from x\r\n\tby y\r\nFrom: A <a@x>\r\nX-Spam: no\r\n"
+               b"Subject: hi\r\n  there\r\nTo: b@y\r\n\r\nbody\r\n")
+        for _ in range(3):
+            await dialog.send(b"a APPEND INBOX {%d+}\r\n" % len(raw) + raw + b"\r\n")
+        with db.engine.begin() as conn:  # the third as if stored before migration 0011
+            from sqlalchemy import text
+            conn.execute(text("UPDATE bodies SET fields = NULL WHERE id = "
+                              "(SELECT max(body_id) FROM messages)"))
+        await dialog.send(b"s SELECT INBOX\r\n")
+        asked: list[bool] = []
+        real = store.fetch_headers
+
+        async def spy(*args: Any, **kwargs: Any) -> dict[int, bytes | None]:
+            asked.append(kwargs.get("fields", False))
+            heads = await real(*args, **kwargs)
+            if kwargs.get("fields"):
+                assert heads[1] == heads[2] == b"From: A <a@x>\r\nSubject: hi\r\n  there\r\n" \
+                    b"To: b@y\r\n\r\n"
+                assert heads[3] == raw[:raw.index(b"\r\n\r\n") + 4]
+            return heads
+        store.fetch_headers = spy  # type: ignore[method-assign]
+        expected = b"From: A <a@x>\r\nSubject: hi\r\n  there\r\n\r\n"
+        out = await dialog.send(b"f FETCH 1:3 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT from)])\r\n")
+        assert out == b"".join(
+            b"* %d FETCH (UID %d BODY[HEADER.FIELDS (SUBJECT FROM)] {%d}\r\n" % (
+                n, n, len(expected)) + expected + b")\r\n" for n in (1, 2, 3)) \
+            + b"f OK FETCH completed\r\n"
+        out = await dialog.send(b"g FETCH 1 (BODY.PEEK[HEADER.FIELDS (X-SPAM FROM)])\r\n"
+                                b"h FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (RECEIVED)])\r\n")
+        assert b"X-Spam: no\r\n" in out and b"Received" not in out
+        assert asked == [True, False, False]
     finally:
         db.close()

@@ -125,6 +125,8 @@ class _FetchPlan(NamedTuple):
     needs_extra: bool
     lister: HeaderLines | None
     flagged: HeaderLines | None
+    stored_fields: bool
+    """Only HEADER.FIELDS of fields the store keeps apart (``MailStore.fetch_headers``)."""
 
 
 @lru_cache(maxsize=128)
@@ -165,7 +167,10 @@ def _fetch_plan(items: tuple[c.FetchAttr, ...], uid: bool, condstore: bool,
         attrs, enables, with_flags, all(a.name in _LISTING_ITEMS for a in attrs),
         any(a.sets_seen for a in attrs), needs_raw, needs_structure, headers_only,
         any(a.name in binary.ITEMS for a in attrs), objects.wanted(attrs), lister,
-        header_lines(with_flags) if lister is not None else None)
+        header_lines(with_flags) if lister is not None else None,
+        headers_only and all(a.section is not None and a.section.text == "HEADER.FIELDS"
+                             and mh.in_stored_fields(a.section.fields)
+                             for a in attrs if a.needs_body))
 
 
 async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
@@ -212,7 +217,8 @@ async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
         blocks: set[int] = set()
         if headers_only:
             bodies, blocks = await _headers(self, uids, small=sum(
-                sel.metas[u].size for u in uids) <= SMALL_READ_BYTES)
+                sel.metas[u].size for u in uids) <= SMALL_READ_BYTES,
+                fields=plan.stored_fields)
             structures = {}
             want = uids
         elif needs_raw and needs_structure:  # both in one read
@@ -239,7 +245,9 @@ async def do_fetch(self: ImapSession, cmd: c.Fetch) -> str:
                     missing = True
                     continue
                 shape = flagged if uid in seen_changed else lister
-                lines.append(shape.line(seq, sel.shown(sel.metas[uid]), raw, uid in blocks))
+                meta = sel.metas[uid]
+                lines.append(shape.line(seq, sel.shown(meta) if shape.shows_flags else meta,
+                                        raw, uid in blocks))
             self._write(b"".join(lines))
             await self._flush_if_full()
             continue
@@ -276,13 +284,14 @@ async def _listing_lines(self: ImapSession, sel: Selected, targets: list[tuple[i
 
 
 async def _headers(self: ImapSession, uids: list[int], *, small: bool = False,
-                   ) -> tuple[dict[int, bytes], set[int]]:
-    """What to render header sections from: the header block, or the whole message
-    (analysed as before) where no structure was stored; and the uids given a block.
-    ``small``: the messages are small in all (see ``MailStore.fetch_headers``)."""
+                   fields: bool = False) -> tuple[dict[int, bytes], set[int]]:
+    """What to render header sections from: the header block (or with ``fields``, where
+    the store has them, the fields it kept apart), or the whole message (analysed as before)
+    where no structure was stored; and the uids given a block. ``small``: the messages are
+    small in all (see ``MailStore.fetch_headers``)."""
     sel = self.selected
     assert sel is not None
-    heads = await self.store.fetch_headers(sel.mailbox.id, uids, small=small)
+    heads = await self.store.fetch_headers(sel.mailbox.id, uids, small=small, fields=fields)
     lacking = [u for u, head in heads.items() if head is None]
     raws = await self.store.fetch_bodies(sel.mailbox.id, lacking) if lacking else {}
     blocks = set()
