@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mailnode.imap import commands as c
+from mailnode.imap import responses as r
 from mailnode.imap.handlers import (
     auth,
     compress,
@@ -30,7 +31,7 @@ from mailnode.imap.states import ANY, AUTHENTICATED, NOT_AUTHENTICATED, SELECTED
 if TYPE_CHECKING:
     from mailnode.imap.session import ImapSession
 
-Handler = Callable[["ImapSession", Any], Awaitable[str | None]]
+Handler = Callable[["ImapSession", Any], Awaitable[str | r.Completed | None]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,15 @@ class Tagged(Response):
 
 
 @dataclass(frozen=True, slots=True)
+class Completed:
+    """What a handler returns for a tagged OK that carries a response code: the session
+    turns it into :class:`Tagged`, so codes are formatted in one place like the rest."""
+
+    text: str
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Continuation(Response):
     """``+ text``: the server waits for more from the client."""
 

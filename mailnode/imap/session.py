@@ -297,12 +297,13 @@ class ImapSession:
             return
         if text is None:  # the command continues (AUTHENTICATE, IDLE)
             return
+        done = text if isinstance(text, r.Completed) else r.Completed(text)
         if self.closed:
-            self.emit(r.Tagged(cmd.tag, "OK", text))
+            self.emit(r.Tagged(cmd.tag, "OK", done.text, done.code))
             return
         await self._sync(allow_expunge)
         await ext_search.flush(self)
-        self.emit(r.Tagged(cmd.tag, "OK", text))
+        self.emit(r.Tagged(cmd.tag, "OK", done.text, done.code))
 
     async def _sync(self, allow_expunge: bool) -> None:
         """Tell the client what changed in its mailbox since it last heard (RFC 3501 §7),

@@ -55,7 +55,7 @@ def _require_privacy(self: ImapSession) -> None:
                         "PRIVACYREQUIRED")
 
 
-async def _login(self: ImapSession, creds: PlainCredentials) -> str:
+async def _login(self: ImapSession, creds: PlainCredentials) -> r.Completed:
     """The one place where login errors become replies (both LOGIN and AUTHENTICATE)."""
     try:
         user = await self.auth.authenticate(creds, self.client, "imap")
@@ -72,15 +72,15 @@ async def _login(self: ImapSession, creds: PlainCredentials) -> str:
         raise CommandNo("Too many sessions for this user", "LIMIT")
     self.user = user
     self.state = State.AUTHENTICATED
-    return f"[CAPABILITY {self._capabilities()}] Logged in"
+    return r.Completed("Logged in", f"CAPABILITY {self._capabilities()}")
 
 
-async def do_login(self: ImapSession, cmd: c.Login) -> str:
+async def do_login(self: ImapSession, cmd: c.Login) -> r.Completed:
     _require_privacy(self)
     return await _login(self, PlainCredentials("", cmd.user, cmd.password))
 
 
-async def do_authenticate(self: ImapSession, cmd: c.Authenticate) -> str | None:
+async def do_authenticate(self: ImapSession, cmd: c.Authenticate) -> r.Completed | None:
     _require_privacy(self)
     if cmd.mechanism != "PLAIN":
         raise CommandNo("Unsupported authentication mechanism")
@@ -102,14 +102,14 @@ async def auth_response(self: ImapSession, line: bytes) -> None:
             payload = b64decode_strict(line.strip())
         except SaslError:
             raise CommandBad("Invalid base64 in authentication response") from None
-        text = await _plain(self, payload)
+        done = await _plain(self, payload)
     except ImapError as exc:
         self._reply(cmd.tag, exc)
         return
-    self.emit(r.Tagged(cmd.tag, "OK", text))
+    self.emit(r.Tagged(cmd.tag, "OK", done.text, done.code))
 
 
-async def _plain(self: ImapSession, payload: bytes) -> str:
+async def _plain(self: ImapSession, payload: bytes) -> r.Completed:
     try:
         creds = parse_plain(payload)
     except SaslError as exc:

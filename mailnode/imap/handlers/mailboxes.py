@@ -86,7 +86,7 @@ async def do_list(self: ImapSession, cmd: c.ListCmd) -> str:
     return f"{word} completed"
 
 
-async def do_select(self: ImapSession, cmd: c.Select) -> str:
+async def do_select(self: ImapSession, cmd: c.Select) -> r.Completed:
     if cmd.qresync is not None and not self.qresync:
         raise CommandBad("QRESYNC must be enabled first")
     if self.selected is not None:  # RFC 7162 §3.2.11: the old mailbox is closed first
@@ -120,7 +120,7 @@ async def do_select(self: ImapSession, cmd: c.Select) -> str:
     if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
         await _resync(self, sel, cmd.qresync.modseq, cmd.qresync.known_uids)
     mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
-    return f"[{mode}] {'EXAMINE' if cmd.readonly else 'SELECT'} completed"
+    return r.Completed(f"{'EXAMINE' if cmd.readonly else 'SELECT'} completed", mode)
 
 
 async def _resync(self: ImapSession, sel: Selected, since: int, known: SequenceSet | None) -> None:
@@ -156,7 +156,7 @@ async def status_response(self: ImapSession, mailbox: Mailbox, wanted: tuple[str
                            [(item, values[item]) for item in wanted]))
 
 
-async def do_create(self: ImapSession, cmd: c.Create) -> str:
+async def do_create(self: ImapSession, cmd: c.Create) -> r.Completed:
     from mailnode.imap.session import MAX_MAILBOXES  # the session's bound, read when used
 
     assert self.user is not None
@@ -170,7 +170,7 @@ async def do_create(self: ImapSession, cmd: c.Create) -> str:
     if await self.store.count_mailboxes(self.user.id) >= MAX_MAILBOXES:
         raise CommandNo(f"At most {MAX_MAILBOXES} mailboxes per user", "LIMIT")
     box = await self.store.create_mailbox(self.user.id, name, use)
-    return f"[MAILBOXID ({box.mailboxid})] CREATE completed"
+    return r.Completed("CREATE completed", f"MAILBOXID ({box.mailboxid})")
 
 
 async def do_delete(self: ImapSession, cmd: c.Delete) -> str:
@@ -205,7 +205,7 @@ async def do_subscribe(self: ImapSession, cmd: c.Subscribe) -> str:
     return f"{'SUBSCRIBE' if cmd.subscribe else 'UNSUBSCRIBE'} completed"
 
 
-async def do_append(self: ImapSession, cmd: c.Append) -> str:
+async def do_append(self: ImapSession, cmd: c.Append) -> str | r.Completed:
     mailbox = await self._mailbox(cmd.mailbox, trycreate=True)
     data = cmd.message.read()
     if cmd.binary:
@@ -214,7 +214,7 @@ async def do_append(self: ImapSession, cmd: c.Append) -> str:
     log.info('user=%s appended uid %d to mailbox="%s" (%d bytes)',
              self.user.name if self.user else "?", uid, clean(mailbox.name),
              cmd.message.size)
-    return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
+    return r.Completed("APPEND completed", f"APPENDUID {uidvalidity} {uid}")
 
 
 async def do_idle(self: ImapSession, cmd: c.Idle) -> str | None:

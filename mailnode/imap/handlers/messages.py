@@ -77,7 +77,7 @@ async def do_unselect(self: ImapSession, cmd: c.Unselect) -> str:
     return "UNSELECT completed"
 
 
-async def do_expunge(self: ImapSession, cmd: c.Expunge) -> str:
+async def do_expunge(self: ImapSession, cmd: c.Expunge) -> str | r.Completed:
     sel = self._require_writable()
     uids = None if cmd.uids is None else self.saved.resolve(
         sel, cmd.uids, sel.uids, as_uids=True).uids(sel.uids)
@@ -90,7 +90,7 @@ async def do_expunge(self: ImapSession, cmd: c.Expunge) -> str:
     # RFC 7162 §3.2.7: with QRESYNC the tagged OK tells the modseq after the VANISHED,
     # so they are reported first
     await self._sync(allow_expunge=True)
-    return f"[HIGHESTMODSEQ {sel.modseq}] EXPUNGE completed"
+    return r.Completed("EXPUNGE completed", f"HIGHESTMODSEQ {sel.modseq}")
 
 
 async def vanished_earlier(self: ImapSession, sel: Selected, since: int,
@@ -482,7 +482,7 @@ async def do_thread(self: ImapSession, cmd: c.ThreadCmd) -> str:
     return f"{'UID ' if cmd.uid else ''}THREAD completed"
 
 
-async def do_copy(self: ImapSession, cmd: c.Copy) -> str:
+async def do_copy(self: ImapSession, cmd: c.Copy) -> str | r.Completed:
     sel = self._require_writable() if cmd.move else self.selected
     assert sel is not None
     verb = ("UID " if cmd.uid else "") + ("MOVE" if cmd.move else "COPY")
@@ -500,7 +500,7 @@ async def do_copy(self: ImapSession, cmd: c.Copy) -> str:
         if code:
             self.emit(r.Condition("OK", "Moved", code))
         return f"{verb} completed"
-    return f"[{code}] {verb} completed" if code else f"{verb} completed"
+    return r.Completed(f"{verb} completed", code or None)
 
 
 def _unique_items(attrs: tuple[c.FetchAttr, ...]) -> tuple[c.FetchAttr, ...]:

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from mailnode.imap import commands as c
+from mailnode.imap import responses as r
 from mailnode.imap.errors import CommandNo
 from mailnode.imap.handlers import binary, catenate
 from mailnode.imap.sequences import compress
@@ -108,7 +109,7 @@ def _cat_parts(r: _Reader) -> tuple[tuple[c.LiteralBody | c.CatUrl, ...], bool]:
         r.sp()
 
 
-async def run(session: ImapSession, cmd: c.AppendMany) -> str:
+async def run(session: ImapSession, cmd: c.AppendMany) -> str | r.Completed:
     """Assemble every message, then store them all in one step (RFC 3502: all or none)."""
     assert session.user is not None
     mailbox = await session._mailbox(cmd.mailbox, trycreate=True)
@@ -137,4 +138,4 @@ async def run(session: ImapSession, cmd: c.AppendMany) -> str:
     uidvalidity, uids = await session.store.append_many(mailbox.id, built)
     log.info('user=%s appended %d messages to mailbox="%s" (%d bytes)', session.user.name,
              len(uids), clean(mailbox.name), sum(len(b[0]) for b in built))
-    return f"[APPENDUID {uidvalidity} {compress(uids)}] APPEND completed"
+    return r.Completed("APPEND completed", f"APPENDUID {uidvalidity} {compress(uids)}")
