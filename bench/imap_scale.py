@@ -1,14 +1,14 @@
 """One large INBOX in mailnode and in Debian's Dovecot, same messages, same client, same run.
 
 Times what a client does with a big mailbox: SELECT, ``UID FETCH 1:* (FLAGS)``, ``UID SEARCH
-UNSEEN``, a header FETCH of the newest 50, a one-message STORE until a second session
-sees it, and an APPEND until five other selected sessions see it -- once with the others
-polling NOOP (what catching up costs) and once with them in IDLE (Dovecot delays IDLE
-notifications by design, so that row measures its timer more than its work). Each operation runs
-``--repeat`` times (at least ``FAST_REPEAT`` for the sub-millisecond rows) after one warm-up
-(the first SELECT after loading is reported apart: Dovecot builds its index there). The
-messages are written once as a Maildir; Dovecot serves that Maildir and mailnode imports it
-(``mailnode import``) before it starts.
+UNSEEN``, a header FETCH of the newest 50, SORT, THREAD and a header SEARCH, a one-message
+STORE until a second session sees it, and an APPEND until five other selected sessions see it
+-- once with the others polling NOOP (what catching up costs) and once with them in IDLE
+(Dovecot delays IDLE notifications by design, so that row measures its timer more than its
+work). Each operation runs ``--repeat`` times (at least ``FAST_REPEAT`` for the sub-millisecond
+rows) after one warm-up (the first SELECT after loading is reported apart: Dovecot builds its
+index there). The messages are written once as a Maildir; Dovecot serves that Maildir and
+mailnode imports it (``mailnode import``) before it starts.
 
 Run: ``python -m bench.imap_scale [--messages 100000] [--repeat 5]``.
 """
@@ -25,6 +25,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from bench.imap_commands import start_dovecot
@@ -146,6 +147,11 @@ async def measure(port: int, count: int, repeat: int) -> dict[str, float]:
     results["UID SEARCH UNSEEN"] = await timed(fast, lambda: main.command("UID SEARCH UNSEEN"))
     results["FETCH newest 50 headers"] = await timed(fast, lambda: main.command(
         f"FETCH {count - 49}:* (UID BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE)])"))
+    # What the issue's "header fields used by SEARCH/SORT/THREAD in indexed columns" is for.
+    for name, command in (("SORT (SUBJECT)", "UID SORT (SUBJECT) UTF-8 ALL"),
+                          ("THREAD REFERENCES", "UID THREAD REFERENCES UTF-8 ALL"),
+                          ("SEARCH FROM", 'UID SEARCH FROM "s7@"')):
+        results[name] = await timed(repeat, partial(main.command, command))
 
     watchers = [await Client.login(port) for _ in range(5)]
     for w in watchers:
