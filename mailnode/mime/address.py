@@ -83,17 +83,20 @@ def _finish(tokens: list[Token], comment: str | None, out: list[Address]) -> Non
 # those. Matched by one regex without nested quantifiers over the same characters (linear),
 # they skip the tokenizer, which costs ~20 times more; anything else (comments, groups,
 # routes, escapes, domain literals, encoded words with specials) takes the full path. Tests
-# check that both paths agree on every value the fast one accepts.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_DOT_ATOM = _ATEXT + r"(?:\." + _ATEXT + ")*"
+# check that both paths agree on every value the fast one accepts. Every repetition is
+# possessive (``*+``, ``++``): what follows each can never be what it repeats, so giving
+# characters back could not help a match, and would make a long run of blanks quadratic.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]++"
+_DOT_ATOM = _ATEXT + r"(?:\." + _ATEXT + ")*+"
 ADDR_SPEC = re.compile(_DOT_ATOM + "@" + _DOT_ATOM)
 """``local@domain`` of dot-atoms: the form nearly every address takes (SMTP paths too)."""
 _SIMPLE = re.compile(
-    r"[ \t]*(?:"
+    r"[ \t]*+(?:"
     r"(?P<bare>" + _DOT_ATOM + "@" + _DOT_ATOM + ")"
-    r'|(?:"(?P<quoted>[^"\\\r\n]*)"|(?P<phrase>' + _ATEXT + r"(?:[ \t]+" + _ATEXT + r")*))?"
-    r"[ \t]*<(?P<angle>" + _DOT_ATOM + "@" + _DOT_ATOM + ")>"
-    r")[ \t]*(?:,|$)")
+    r'|(?:"(?P<quoted>[^"\\\r\n]*+)"|(?P<phrase>' + _ATEXT + r"(?:[ \t]++" + _ATEXT
+    + r")*+))?"
+    r"[ \t]*+<(?P<angle>" + _DOT_ATOM + "@" + _DOT_ATOM + ")>"
+    r")[ \t]*+(?:,|$)")
 
 
 def _simple(value: str) -> tuple[Address, ...] | None:
