@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from crypto.address import address_for
 from crypto.keys import Identity
 from crypto.passwords import DUMMY_HASH, RecentlyVerified, hash_password, verify_password
-from mailnode.mime import structure_blob
+from mailnode.mime import sortkeys, structure_blob
 from mailnode.mime.headers import STORED_FIELDS_VERSION, stored_fields
 from mailnode.mime.model import VERSION as STRUCTURE_VERSION
 from mailnode.store import objectid
@@ -322,10 +322,12 @@ class SqlStore:
 
     @staticmethod
     def _add_body(conn: Connection, data: bytes, structure: bytes | None) -> int:
-        # The header lines message lists ask for, kept apart once here (migration 0011).
-        cur = conn.execute("INSERT INTO bodies (data, structure, fields) VALUES (?, ?, ?)",
-                           (data, structure,
-                            stored_fields(data, structure, STRUCTURE_VERSION)))
+        # The header lines message lists ask for, kept apart once here (migration 0011),
+        # and the keys SORT and THREAD compare (0012).
+        cur = conn.execute(
+            "INSERT INTO bodies (data, structure, fields, sortkeys) VALUES (?, ?, ?, ?)",
+            (data, structure, stored_fields(data, structure, STRUCTURE_VERSION),
+             sortkeys.record(data, structure)))
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -733,6 +735,12 @@ class SqlStore:
         def q(conn: Connection) -> dict[int, bytes | None]:
             return {uid: None if st is None else bytes(st) for uid, st in _by_uid(
                 conn, "b.structure", mailbox_id, uids)}
+        return await self.db.read(q)
+
+    async def fetch_sort_keys(self, mailbox_id: int, uids: Sequence[int],
+                              ) -> dict[int, str | None]:
+        def q(conn: Connection) -> dict[int, str | None]:
+            return dict(_by_uid(conn, "b.sortkeys", mailbox_id, uids))
         return await self.db.read(q)
 
     async def fetch_messages(self, mailbox_id: int, uids: Sequence[int],

@@ -34,8 +34,9 @@ from mailnode.imap.handlers import binary
 from mailnode.imap.handlers import esearch as ext_search
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.imap.states import State
-from mailnode.mime import MessageStructure, analyse
+from mailnode.mime import MessageStructure, analyse, sortkeys
 from mailnode.mime import headers as mh
+from mailnode.mime.sortkeys import SortKeys
 from mailnode.store.api import Changes
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
 
 
 BODY_BATCH = 64
-_REFERENCES = mh.field_pattern(("references",))
+SORT_KEY_BATCH = 5000
+"""Stored sort-key records read (and decoded, off the event loop) per statement."""
 INLINE_SEARCH_KEYS = 8
 """Search programs longer than this are evaluated in a worker thread, a batch at a time."""
 BODY_BATCH_BYTES = 1024 * 1024
@@ -434,12 +436,22 @@ async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
 
 async def sort_messages(self: ImapSession, found: list[tuple[int, int]], uid: bool,
                         references: bool) -> list[sortthread.SortMessage]:
-    """What SORT and THREAD compare, from the structures stored at delivery (and, for
-    THREAD=REFERENCES, the References field read from the header block)."""
+    """What SORT and THREAD compare: the keys stored at delivery, one short record per
+    message; for mail stored without them, derived here from the stored structures (and, for
+    THREAD=REFERENCES, the References field read from the header block) by the same
+    functions."""
     sel = self.selected
     assert sel is not None
-    out: list[sortthread.SortMessage] = []
-    for batch in _body_batches(self, found, True):
+    keyed: dict[int, SortKeys] = {}
+    for i in range(0, len(found), SORT_KEY_BATCH):
+        stored = await self.store.fetch_sort_keys(
+            sel.mailbox.id, [u for _, u in found[i:i + SORT_KEY_BATCH]])
+        keyed.update(await asyncio.to_thread(_decoded_keys, stored))
+    made = {u: sortthread.SortMessage.from_keys(
+        u if uid else seq, sel.metas[u].internaldate, sel.metas[u].size, keyed[u])
+        for seq, u in found if u in keyed}
+    rest = [(seq, u) for seq, u in found if u not in keyed]
+    for batch in _body_batches(self, rest, True):
         uids = [u for _, u in batch]
         structures = await _structures(self, uids)
         # Bodies only for References, or for mail stored without a structure (older).
@@ -450,16 +462,22 @@ async def sort_messages(self: ImapSession, found: list[tuple[int, int]], uid: bo
         for seq, u in batch:
             meta = sel.metas[u]
             structure = structures.get(u)
-            refs = None
             body = bodies.get(u)
-            if body is not None and structure is not None:
-                root = structure.root
-                got, _ = mh.fields(body, root.header_start, root.body_start,
-                                   _REFERENCES, 1)
-                refs = mh.text(got[0][1]) if got else None
-            out.append(sortthread.SortMessage.from_envelope(
+            refs = (sortkeys.references_value(body, structure)
+                    if body is not None and structure is not None else None)
+            made[u] = sortthread.SortMessage.from_envelope(
                 u if uid else seq, meta.internaldate, meta.size,
-                structure.root.envelope if structure is not None else None, refs))
+                structure.root.envelope if structure is not None else None, refs)
+    return [made[u] for _, u in found]
+
+
+def _decoded_keys(stored: dict[int, str | None]) -> dict[int, SortKeys]:
+    """The stored key records that are of the current format (the others: derived again)."""
+    out = {}
+    for u, text in stored.items():
+        keys = sortkeys.decode(text)
+        if keys is not None:
+            out[u] = keys
     return out
 
 
