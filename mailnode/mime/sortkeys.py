@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 
 from mailnode.mime import headers as mh
 from mailnode.mime.model import Address, Envelope, MessageStructure
@@ -151,10 +151,11 @@ RECORD_VERSION = 1
 _REFERENCES = mh.field_pattern(("references",))
 
 
-@dataclass(frozen=True, slots=True)
-class SortKeys:
+class SortKeys(NamedTuple):
     """What SORT and THREAD compare of one message, apart from its internal date and size
-    (which the listing has): each derived from the header exactly as at command time."""
+    (which the listing has): each derived from the header exactly as at command time. A
+    named tuple: made from a stored record fast (a frozen dataclass is several times slower
+    to construct, which a SORT of 100,000 messages notices)."""
 
     base: tuple[str, bool]  # (base subject, whether a reply/forward marker was removed)
     sent: float | None  # the Date field's timestamp; None: the internal date stands in

@@ -403,6 +403,8 @@ async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
     if targets is None and key == _UNSEEN:
         uids = sel.uids
         return [(bisect_left(uids, u) + 1, u) for u in sorted(sel.unseen)]
+    if targets is None and isinstance(key, c.SearchAll):  # what SORT and THREAD mostly use
+        return list(enumerate(sel.uids, start=1))
     if targets is None and isinstance(key, c.SearchFlag) and key.flag != "\\Recent":
         # One flag test per message: no candidates, no bodies.
         flag, present, metas = key.flag, key.present, sel.metas
