@@ -1,4 +1,5 @@
-"""The per-message keys RFC 5256 SORT / THREAD and RFC 5957 DISPLAY compare, computed from
+"""The per-message keys RFC 5256 SORT / THREAD and RFC 5957 DISPLAY compare (and what SEARCH
+FROM/TO/CC/BCC/SUBJECT look in), computed from
 a message's ENVELOPE (and References field) by the functions here, once when the message is
 stored (:func:`record`, kept in ``bodies.sortkeys``), or at command time for messages stored
 before that (``mailnode.imap.sortthread``). One set of functions for both, so that a SORT
@@ -11,10 +12,11 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import NamedTuple
 
 from mailnode.mime import headers as mh
-from mailnode.mime.model import Address, Envelope, MessageStructure
+from mailnode.mime.model import Address, Envelope, MessageStructure, Part
 
 MAX_SUBJECT = 4096  # characters of a Subject value looked at for its base subject
 MAX_DATE = 200  # characters of a Date value handed to the date parser
@@ -166,10 +168,16 @@ class SortKeys(NamedTuple):
     display_to: str
     message_id: str | None  # first_id of Message-ID
     parents: tuple[str, ...]  # References' ids, or the first id of In-Reply-To
+    # What SEARCH FROM/TO/CC/BCC look in (``address_texts``) and SEARCH SUBJECT's values
+    # (``header_values``): searches of those read this record instead of the message.
+    addresses: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (
+        (), (), (), ())
+    subjects: tuple[str, ...] = ()
 
 
-def keys_of(envelope: Envelope | None, references: str | None) -> SortKeys:
-    """The keys of a message with this ENVELOPE and References value."""
+def keys_of(envelope: Envelope | None, references: str | None,
+            subjects: Sequence[str] = ()) -> SortKeys:
+    """The keys of a message with this ENVELOPE, References value and Subject fields."""
     e = envelope or Envelope()
     refs = message_ids(references, MAX_REFERENCES)
     if not refs:  # no usable References: the first id of In-Reply-To is the parent
@@ -177,7 +185,43 @@ def keys_of(envelope: Envelope | None, references: str | None) -> SortKeys:
         refs = [irt] if irt else []
     return SortKeys(base_subject(e.subject), parsed_sent(e.date), mailbox_key(e.from_),
                     mailbox_key(e.to), mailbox_key(e.cc), display_key(e.from_),
-                    display_key(e.to), first_id(e.message_id), tuple(refs))
+                    display_key(e.to), first_id(e.message_id), tuple(refs),
+                    (address_texts(e, "FROM"), address_texts(e, "TO"),
+                     address_texts(e, "CC"), address_texts(e, "BCC")), tuple(subjects))
+
+
+ADDRESS_FIELDS = ("FROM", "TO", "CC", "BCC")
+MAX_HEADER_VALUES = 1000  # occurrences of one field a SEARCH HEADER key looks at
+
+
+def address_texts(envelope: Envelope, name: str) -> tuple[str, ...]:
+    """What SEARCH FROM/TO/CC/BCC look in (RFC 3501 6.4.4: the envelope's field): per stored
+    address its display name with encoded words decoded, and ``mailbox@host`` as a reader
+    sees it, comments and folding gone; a group's name. Case-folded. The stored envelope
+    holds at most ``MAX_ADDRESSES`` addresses per field, so this is bounded however long
+    the header."""
+    e = envelope
+    addresses = {"FROM": e.from_, "TO": e.to, "CC": e.cc, "BCC": e.bcc}[name]
+    out: list[str] = []
+    for a in addresses:
+        if a.name:
+            out.append(mh.decode_words(a.name).casefold())
+        if a.mailbox is not None:
+            out.append((a.mailbox + ("@" + a.host if a.host else "")).casefold())
+    return tuple(out)
+
+
+@lru_cache(maxsize=64)
+def _field_pattern(name: str) -> mh.FieldPattern:
+    return mh.field_pattern((name,))
+
+
+def header_values(raw: bytes, root: Part, name: str) -> list[str]:
+    """Every (unfolded, length-bounded) value of field ``name`` in the top header, as SEARCH
+    HEADER compares them."""
+    found, _ = mh.fields(raw, root.header_start, root.body_start,
+                         _field_pattern(name.lower()), MAX_HEADER_VALUES)
+    return [v.decode("utf-8", "replace") for _, v in found]
 
 
 def references_value(raw: bytes, structure: MessageStructure) -> str | None:
@@ -192,7 +236,8 @@ def encode(keys: SortKeys) -> str:
     undecodable bytes escaped, so it round-trips exactly)."""
     return json.dumps([RECORD_VERSION, keys.base[0], keys.base[1], keys.sent, keys.from_,
                        keys.to, keys.cc, keys.display_from, keys.display_to,
-                       keys.message_id, *keys.parents], separators=(",", ":"))
+                       keys.message_id, keys.parents, keys.addresses, keys.subjects],
+                      separators=(",", ":"))
 
 
 def decode(text: str | None) -> SortKeys | None:
@@ -202,11 +247,12 @@ def decode(text: str | None) -> SortKeys | None:
         return None
     try:
         v = json.loads(text)
-        if not isinstance(v, list) or len(v) < 10 or v[0] != RECORD_VERSION:
+        if not isinstance(v, list) or len(v) != 13 or v[0] != RECORD_VERSION:
             return None
-        return SortKeys((str(v[1]), bool(v[2])), None if v[3] is None else float(v[3]),
-                        v[4], v[5], v[6], v[7], v[8], v[9], tuple(v[10:]))
-    except (ValueError, TypeError):
+        a = v[11]
+        return SortKeys((v[1], v[2]), v[3], v[4], v[5], v[6], v[7], v[8], v[9], tuple(v[10]),
+                        (tuple(a[0]), tuple(a[1]), tuple(a[2]), tuple(a[3])), tuple(v[12]))
+    except (ValueError, TypeError, IndexError, KeyError):
         return None
 
 
@@ -219,4 +265,5 @@ def record(raw: bytes, structure: bytes | None) -> str | None:
         st = MessageStructure.decode(structure)
     except ValueError:
         return None
-    return encode(keys_of(st.root.envelope, references_value(raw, st)))
+    return encode(keys_of(st.root.envelope, references_value(raw, st),
+                          header_values(raw, st.root, "subject")))

@@ -411,6 +411,9 @@ async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
         return [(seq, u) for seq, u in enumerate(sel.uids, start=1)
                 if (flag in metas[u].flags) == present]
     need_body = search.needs_body(key)
+    # FROM/TO/CC/BCC and SUBJECT are answered from the keys stored at delivery; messages
+    # stored without them (older mail) are read as before.
+    use_keys = need_body and search.keys_suffice(key)
     need_extra = objects.needs_objects(key)
     heavy = need_body or _key_count(key) > INLINE_SEARCH_KEYS
     found: list[tuple[int, int]] = []
@@ -418,21 +421,43 @@ async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
     max_uid = sel.uids[-1] if sel.uids else 0
     if targets is None:
         targets = list(enumerate(sel.uids, start=1))
-    for batch in _body_batches(self, targets, need_body):
+
+    async def evaluate(batch: list[tuple[int, int]], keys: dict[int, SortKeys],
+                       ) -> set[int]:
+        """The uids of ``batch`` that match: those with ``keys`` from them, the others
+        from their bytes and structures (when the key needs them)."""
+        if not batch:
+            return set()
         uids = [u for _, u in batch]
-        bodies = await self.store.fetch_bodies(sel.mailbox.id, uids) if need_body else {}
-        structures = await _structures(self, uids) if need_body else {}
+        lacking = [u for u in uids if u not in keys] if need_body else []
+        bodies = await self.store.fetch_bodies(sel.mailbox.id, lacking) if lacking else {}
+        structures = await _structures(self, lacking) if lacking else {}
         extra = (await self.store.message_objects(sel.mailbox.id, uids) if need_extra
                  else {})
         candidates = [search.Candidate(seq, sel.shown(sel.metas[uid]), max_seq, max_uid,
                                        bodies.pop(uid, None), structures.get(uid),
-                                       extra.get(uid))
+                                       extra.get(uid), keys.get(uid))
                       for seq, uid in batch]
         # Decoding bodies and headers, or a program of hundreds of keys, is bounded but
         # not free: never on the event loop.
         matched = (await asyncio.to_thread(_matching, key, candidates) if heavy
                    else _matching(key, candidates))
-        found.extend((cand.seq, cand.meta.uid) for cand in matched)
+        return {cand.meta.uid for cand in matched}
+
+    if not use_keys:
+        for batch in _body_batches(self, targets, need_body):
+            got = await evaluate(batch, {})
+            found.extend(t for t in batch if t[1] in got)
+        return found
+    for i in range(0, len(targets), SORT_KEY_BATCH):
+        batch = targets[i:i + SORT_KEY_BATCH]
+        keys = await asyncio.to_thread(_decoded_keys, await self.store.fetch_sort_keys(
+            sel.mailbox.id, [u for _, u in batch]))
+        got = await evaluate([t for t in batch if t[1] in keys], keys)
+        # Older mail without stored keys: read in body-sized groups, as before.
+        for part in _body_batches(self, [t for t in batch if t[1] not in keys], True):
+            got |= await evaluate(part, {})
+        found.extend(t for t in batch if t[1] in got)
     return found
 
 
