@@ -12,7 +12,7 @@ from mailnode.imap import commands as c
 from mailnode.imap import objects
 from mailnode.mime import Envelope, MessageStructure, Part, analyse, sortkeys
 from mailnode.mime import headers as mh
-from mailnode.mime.sortkeys import SortKeys
+from mailnode.mime.sortkeys import SearchKeys
 from mailnode.store.api import MessageMeta, MessageObjects
 
 CHARSETS = frozenset({"US-ASCII", "UTF-8"})
@@ -37,7 +37,7 @@ def needs_body(key: c.SearchKey) -> bool:
 
 
 def keys_suffice(key: c.SearchKey) -> bool:
-    """Whether the keys stored at delivery (``sortkeys.SortKeys``) answer every key of
+    """Whether the keys stored at delivery (``sortkeys.SearchKeys``) answer every key of
     ``key`` that would otherwise read the message: FROM/TO/CC/BCC with a value, SUBJECT."""
     if isinstance(key, c.SearchText):
         return False
@@ -68,7 +68,7 @@ class Candidate:
     structure: MessageStructure | None = None
     extra: MessageObjects | None = None
     """EMAILID and save date, loaded when the key needs them (``objects.needs_objects``)."""
-    keys: SortKeys | None = None
+    keys: SearchKeys | None = None
     """The keys stored at delivery, given instead of ``raw`` when ``keys_suffice``."""
     _body_text: str | None = field(default=None, repr=False)
 

@@ -168,16 +168,19 @@ class SortKeys(NamedTuple):
     display_to: str
     message_id: str | None  # first_id of Message-ID
     parents: tuple[str, ...]  # References' ids, or the first id of In-Reply-To
-    # What SEARCH FROM/TO/CC/BCC look in (``address_texts``) and SEARCH SUBJECT's values
-    # (``header_values``): searches of those read this record instead of the message.
-    addresses: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (
-        (), (), (), ())
-    subjects: tuple[str, ...] = ()
 
 
-def keys_of(envelope: Envelope | None, references: str | None,
-            subjects: Sequence[str] = ()) -> SortKeys:
-    """The keys of a message with this ENVELOPE, References value and Subject fields."""
+class SearchKeys(NamedTuple):
+    """What SEARCH FROM/TO/CC/BCC look in (``address_texts``, in ``ADDRESS_FIELDS`` order)
+    and SEARCH SUBJECT's values (``header_values``): such searches read this record instead
+    of the message. Apart from ``SortKeys``, so that a SORT does not decode it too."""
+
+    addresses: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+    subjects: tuple[str, ...]
+
+
+def keys_of(envelope: Envelope | None, references: str | None) -> SortKeys:
+    """The keys of a message with this ENVELOPE and References value."""
     e = envelope or Envelope()
     refs = message_ids(references, MAX_REFERENCES)
     if not refs:  # no usable References: the first id of In-Reply-To is the parent
@@ -185,9 +188,14 @@ def keys_of(envelope: Envelope | None, references: str | None,
         refs = [irt] if irt else []
     return SortKeys(base_subject(e.subject), parsed_sent(e.date), mailbox_key(e.from_),
                     mailbox_key(e.to), mailbox_key(e.cc), display_key(e.from_),
-                    display_key(e.to), first_id(e.message_id), tuple(refs),
-                    (address_texts(e, "FROM"), address_texts(e, "TO"),
-                     address_texts(e, "CC"), address_texts(e, "BCC")), tuple(subjects))
+                    display_key(e.to), first_id(e.message_id), tuple(refs))
+
+
+def search_keys_of(envelope: Envelope | None, subjects: Sequence[str]) -> SearchKeys:
+    """The search keys of a message with this ENVELOPE and these Subject values."""
+    e = envelope or Envelope()
+    return SearchKeys((address_texts(e, "FROM"), address_texts(e, "TO"),
+                       address_texts(e, "CC"), address_texts(e, "BCC")), tuple(subjects))
 
 
 ADDRESS_FIELDS = ("FROM", "TO", "CC", "BCC")
@@ -236,8 +244,7 @@ def encode(keys: SortKeys) -> str:
     undecodable bytes escaped, so it round-trips exactly)."""
     return json.dumps([RECORD_VERSION, keys.base[0], keys.base[1], keys.sent, keys.from_,
                        keys.to, keys.cc, keys.display_from, keys.display_to,
-                       keys.message_id, keys.parents, keys.addresses, keys.subjects],
-                      separators=(",", ":"))
+                       keys.message_id, *keys.parents], separators=(",", ":"))
 
 
 def decode(text: str | None) -> SortKeys | None:
@@ -247,23 +254,43 @@ def decode(text: str | None) -> SortKeys | None:
         return None
     try:
         v = json.loads(text)
-        if not isinstance(v, list) or len(v) != 13 or v[0] != RECORD_VERSION:
+        if not isinstance(v, list) or len(v) < 10 or v[0] != RECORD_VERSION:
             return None
-        a = v[11]
-        return SortKeys((v[1], v[2]), v[3], v[4], v[5], v[6], v[7], v[8], v[9], tuple(v[10]),
-                        (tuple(a[0]), tuple(a[1]), tuple(a[2]), tuple(a[3])), tuple(v[12]))
-    except (ValueError, TypeError, IndexError, KeyError):
+        return SortKeys((v[1], v[2]), v[3], v[4], v[5], v[6], v[7], v[8], v[9],
+                        tuple(v[10:]))
+    except (ValueError, TypeError):
         return None
 
 
-def record(raw: bytes, structure: bytes | None) -> str | None:
-    """The stored record of a message with this stored structure (None without one: the
-    keys are then derived at command time)."""
+def encode_search(keys: SearchKeys) -> str:
+    """``encode`` for ``SearchKeys``."""
+    return json.dumps([RECORD_VERSION, *keys.addresses, keys.subjects],
+                      separators=(",", ":"))
+
+
+def decode_search(text: str | None) -> SearchKeys | None:
+    """What ``encode_search`` wrote; None as for ``decode``."""
+    if not text:
+        return None
+    try:
+        v = json.loads(text)
+        if not isinstance(v, list) or len(v) != 6 or v[0] != RECORD_VERSION:
+            return None
+        return SearchKeys((tuple(v[1]), tuple(v[2]), tuple(v[3]), tuple(v[4])),
+                          tuple(v[5]))
+    except (ValueError, TypeError):
+        return None
+
+
+def record(raw: bytes, structure: bytes | None) -> tuple[str | None, str | None]:
+    """The stored records (``encode``, ``encode_search``) of a message with this stored
+    structure (None without one: the keys are then derived at command time)."""
     if structure is None:
-        return None
+        return None, None
     try:
         st = MessageStructure.decode(structure)
     except ValueError:
-        return None
-    return encode(keys_of(st.root.envelope, references_value(raw, st),
-                          header_values(raw, st.root, "subject")))
+        return None, None
+    env = st.root.envelope
+    return (encode(keys_of(env, references_value(raw, st))),
+            encode_search(search_keys_of(env, header_values(raw, st.root, "subject"))))

@@ -323,11 +323,12 @@ class SqlStore:
     @staticmethod
     def _add_body(conn: Connection, data: bytes, structure: bytes | None) -> int:
         # The header lines message lists ask for, kept apart once here (migration 0011),
-        # and the keys SORT and THREAD compare (0012).
+        # and the keys SORT, THREAD and SEARCH compare (0012).
         cur = conn.execute(
-            "INSERT INTO bodies (data, structure, fields, sortkeys) VALUES (?, ?, ?, ?)",
+            "INSERT INTO bodies (data, structure, fields, sortkeys, searchkeys)"
+            " VALUES (?, ?, ?, ?, ?)",
             (data, structure, stored_fields(data, structure, STRUCTURE_VERSION),
-             sortkeys.record(data, structure)))
+             *sortkeys.record(data, structure)))
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -741,6 +742,12 @@ class SqlStore:
                               ) -> dict[int, str | None]:
         def q(conn: Connection) -> dict[int, str | None]:
             return dict(_by_uid(conn, "b.sortkeys", mailbox_id, uids))
+        return await self.db.read(q)
+
+    async def fetch_search_keys(self, mailbox_id: int, uids: Sequence[int],
+                                ) -> dict[int, str | None]:
+        def q(conn: Connection) -> dict[int, str | None]:
+            return dict(_by_uid(conn, "b.searchkeys", mailbox_id, uids))
         return await self.db.read(q)
 
     async def fetch_messages(self, mailbox_id: int, uids: Sequence[int],

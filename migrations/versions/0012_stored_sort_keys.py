@@ -1,10 +1,11 @@
-"""Stored sort keys: ``bodies.sortkeys``
+"""Stored sort and search keys: ``bodies.sortkeys``, ``bodies.searchkeys``
 
 The keys SORT and THREAD compare (RFC 5256 base subject, sent date, first From/To/Cc
-mailbox, RFC 5957 display names, Message-ID and parent ids), derived once when a message is
-stored (``mailnode.mime.sortkeys.record``), so that a SORT or THREAD of a large mailbox reads
-one short record per message instead of decoding every stored structure (and, for THREAD,
-reading every message for its References field). A column added to ``bodies`` (no table is
+mailbox, RFC 5957 display names, Message-ID and parent ids), and what SEARCH
+FROM/TO/CC/BCC/SUBJECT look in, derived once when a message is stored
+(``mailnode.mime.sortkeys.record``), so that a SORT, THREAD or such SEARCH of a large
+mailbox reads one short record per message instead of decoding every stored structure (and
+reading messages for their References or Subject fields). A column added to ``bodies`` (no table is
 rebuilt: the triggers on ``messages`` stay as they are). Existing mail is not back-filled: a
 NULL is answered from the stored structure, as before this revision, by the same functions.
 
@@ -26,7 +27,9 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column('bodies', sa.Column('sortkeys', sa.Text(), nullable=True))
+    op.add_column('bodies', sa.Column('searchkeys', sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    op.get_bind().execute(sa.text("ALTER TABLE bodies DROP COLUMN searchkeys"))
     op.get_bind().execute(sa.text("ALTER TABLE bodies DROP COLUMN sortkeys"))

@@ -123,7 +123,8 @@ async def _compare(path: Path, messages: list[bytes]) -> None:
         stored = await _answers(store, notifier)
         assert decoded == read == 0  # every message answered from its stored keys
         with db.engine.begin() as conn:
-            conn.exec_driver_sql("UPDATE bodies SET sortkeys = NULL")  # as before 0012
+            conn.exec_driver_sql(  # as before 0012
+                "UPDATE bodies SET sortkeys = NULL, searchkeys = NULL")
         derived = await _answers(store, notifier)
         assert decoded > 0 and read > 0
         assert stored == derived
@@ -146,16 +147,19 @@ def test_sort_and_thread_same_from_stored_keys_and_from_structures(
 @given(_message)
 def test_record_round_trips_and_matches_the_envelope(raw: bytes) -> None:
     structure = analyse(raw)
-    text = sortkeys.record(raw, structure.encode())
-    assert text is not None and text.isascii()
+    text, search = sortkeys.record(raw, structure.encode())
+    assert text is not None and text.isascii() and search is not None and search.isascii()
     assert sortkeys.decode(text) == sortkeys.keys_of(
-        structure.root.envelope, sortkeys.references_value(raw, structure),
-        sortkeys.header_values(raw, structure.root, "Subject"))
+        structure.root.envelope, sortkeys.references_value(raw, structure))
+    assert sortkeys.decode_search(search) == sortkeys.search_keys_of(
+        structure.root.envelope, sortkeys.header_values(raw, structure.root, "Subject"))
 
 
 def test_record_of_something_else_is_none_and_old_records_are_ignored() -> None:
-    assert sortkeys.record(b"Subject: x\r\n\r\n", None) is None
-    assert sortkeys.record(b"Subject: x\r\n\r\n", b"\x00junk") is None
+    assert sortkeys.record(b"Subject: x\r\n\r\n", None) == (None, None)
+    assert sortkeys.record(b"Subject: x\r\n\r\n", b"\x00junk") == (None, None)
     for text in (None, "", "[", "{}", "[99,\"a\",false,null,\"\",\"\",\"\",\"\",\"\",null]",
                  "[1,\"a\"]"):
         assert sortkeys.decode(text) is None
+    for text in (None, "", "[", "[99,[],[],[],[],[]]", "[1,[],[]]", "[1,1,2,3,4,5]"):
+        assert sortkeys.decode_search(text) is None

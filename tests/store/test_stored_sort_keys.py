@@ -43,7 +43,7 @@ async def test_upgrade_keeps_mail_and_triggers_and_stores_keys_of_new_mail(
     command.downgrade(_alembic_config(db.engine), "0011")
     with db.engine.connect() as conn:
         columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(bodies)")}
-    assert "sortkeys" not in columns and "fields" in columns
+    assert not {"sortkeys", "searchkeys"} & columns and "fields" in columns
     db.close()
     db = Database.open(tmp_path / "m.db")  # upgrades again
     try:
@@ -51,9 +51,12 @@ async def test_upgrade_keeps_mail_and_triggers_and_stores_keys_of_new_mail(
         notifier = ChangeNotifier()
         store = SqlStore(db, notifier)
         assert await store.fetch_sort_keys(inbox.id, [1, 2, 3]) == {1: None, 2: None, 3: None}
+        assert await store.fetch_search_keys(inbox.id, [1, 2]) == {1: None, 2: None}
         _, uid = await store.append(inbox.id, _raw("Fwd: aa", "d@x"), frozenset(), None)
         keys = sortkeys.decode((await store.fetch_sort_keys(inbox.id, [uid]))[uid])
         assert keys is not None and keys.base == ("aa", True) and keys.from_ == "D"
+        found = sortkeys.decode_search((await store.fetch_search_keys(inbox.id, [uid]))[uid])
+        assert found == sortkeys.SearchKeys((("d@x",), (), (), ()), ("Fwd: aa",))
         d = Dialog(ImapSession(store, notifier))
         assert b"L OK" in await d.send(b"L LOGIN old password1\r\n")
         assert b"S OK" in await d.send(b"S SELECT INBOX\r\n")
@@ -61,6 +64,8 @@ async def test_upgrade_keeps_mail_and_triggers_and_stores_keys_of_new_mail(
         assert out.startswith(b"* SORT 2 4 3 1\r\n")  # a, aa, b, c: old and new mail together
         out = await d.send(b"T UID SORT (REVERSE FROM) UTF-8 ALL\r\n")
         assert out.startswith(b"* SORT 4 2 1 3\r\n")
+        out = await d.send(b'T UID SEARCH OR FROM "d@" SUBJECT "b"\r\n')
+        assert out.startswith(b"* SEARCH 3 4\r\n")  # old mail read, new from its keys
         box = await store.get_mailbox(user.id, "INBOX")
         assert box is not None and box.messages == 4  # the count triggers still count
     finally:

@@ -36,7 +36,7 @@ from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.imap.states import State
 from mailnode.mime import MessageStructure, analyse, sortkeys
 from mailnode.mime import headers as mh
-from mailnode.mime.sortkeys import SortKeys
+from mailnode.mime.sortkeys import SearchKeys, SortKeys
 from mailnode.store.api import Changes
 
 if TYPE_CHECKING:
@@ -422,7 +422,7 @@ async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
     if targets is None:
         targets = list(enumerate(sel.uids, start=1))
 
-    async def evaluate(batch: list[tuple[int, int]], keys: dict[int, SortKeys],
+    async def evaluate(batch: list[tuple[int, int]], keys: dict[int, SearchKeys],
                        ) -> set[int]:
         """The uids of ``batch`` that match: those with ``keys`` from them, the others
         from their bytes and structures (when the key needs them)."""
@@ -451,7 +451,7 @@ async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
         return found
     for i in range(0, len(targets), SORT_KEY_BATCH):
         batch = targets[i:i + SORT_KEY_BATCH]
-        keys = await asyncio.to_thread(_decoded_keys, await self.store.fetch_sort_keys(
+        keys = await asyncio.to_thread(_decoded_search_keys, await self.store.fetch_search_keys(
             sel.mailbox.id, [u for _, u in batch]))
         got = await evaluate([t for t in batch if t[1] in keys], keys)
         # Older mail without stored keys: read in body-sized groups, as before.
@@ -496,6 +496,16 @@ async def sort_messages(self: ImapSession, found: list[tuple[int, int]], uid: bo
                 u if uid else seq, meta.internaldate, meta.size,
                 structure.root.envelope if structure is not None else None, refs)
     return [made[u] for _, u in found]
+
+
+def _decoded_search_keys(stored: dict[int, str | None]) -> dict[int, SearchKeys]:
+    """``_decoded_keys`` for the stored search keys."""
+    out = {}
+    for u, text in stored.items():
+        keys = sortkeys.decode_search(text)
+        if keys is not None:
+            out[u] = keys
+    return out
 
 
 def _decoded_keys(stored: dict[int, str | None]) -> dict[int, SortKeys]:
