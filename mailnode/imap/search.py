@@ -7,19 +7,18 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
 
 from mailnode.imap import commands as c
 from mailnode.imap import objects
-from mailnode.mime import Envelope, MessageStructure, Part, analyse
+from mailnode.mime import Envelope, MessageStructure, Part, analyse, sortkeys
 from mailnode.mime import headers as mh
+from mailnode.mime.sortkeys import SearchKeys
 from mailnode.store.api import MessageMeta, MessageObjects
 
 CHARSETS = frozenset({"US-ASCII", "UTF-8"})
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]+")  # "=" too: padding is redone
 MAX_DATE = 200  # characters of a Date value handed to the date parser
 MAX_DECODED = 8 * 1024 * 1024  # decoded text-part characters searched per message
-MAX_HEADER_VALUES = 1000  # occurrences of one field a HEADER key looks at
 
 
 def needs_body(key: c.SearchKey) -> bool:
@@ -37,6 +36,24 @@ def needs_body(key: c.SearchKey) -> bool:
     return False
 
 
+def keys_suffice(key: c.SearchKey) -> bool:
+    """Whether the keys stored at delivery (``sortkeys.SearchKeys``) answer every key of
+    ``key`` that would otherwise read the message: FROM/TO/CC/BCC with a value, SUBJECT."""
+    if isinstance(key, c.SearchText):
+        return False
+    if isinstance(key, c.SearchHeader):
+        return bool(key.value) if key.envelope else key.name.lower() == "subject"
+    if isinstance(key, c.SearchDate):
+        return not key.sent
+    if isinstance(key, c.SearchNot):
+        return keys_suffice(key.key)
+    if isinstance(key, c.SearchOr):
+        return keys_suffice(key.left) and keys_suffice(key.right)
+    if isinstance(key, c.SearchAnd):
+        return all(keys_suffice(k) for k in key.keys)
+    return True
+
+
 @dataclass
 class Candidate:
     """A message being tested. Its structure (the stored one, or analysed here once when
@@ -51,6 +68,8 @@ class Candidate:
     structure: MessageStructure | None = None
     extra: MessageObjects | None = None
     """EMAILID and save date, loaded when the key needs them (``objects.needs_objects``)."""
+    keys: SearchKeys | None = None
+    """The keys stored at delivery, given instead of ``raw`` when ``keys_suffice``."""
     _body_text: str | None = field(default=None, repr=False)
 
     @property
@@ -67,10 +86,15 @@ class Candidate:
 
     def header_values(self, name: str) -> list[str]:
         """Every (unfolded, length-bounded) value of field ``name`` in the top header."""
-        root = self.tree
-        found, _ = mh.fields(self.raw or b"", root.header_start, root.body_start,
-                             _field_pattern(name.lower()), MAX_HEADER_VALUES)
-        return [v.decode("utf-8", "replace") for _, v in found]
+        if self.keys is not None and name.lower() == "subject":
+            return list(self.keys.subjects)
+        return sortkeys.header_values(self.raw or b"", self.tree, name)
+
+    def address_texts(self, name: str) -> tuple[str, ...]:
+        """What SEARCH FROM/TO/CC/BCC look in (``sortkeys.address_texts``)."""
+        if self.keys is not None:
+            return self.keys.addresses[sortkeys.ADDRESS_FIELDS.index(name)]
+        return sortkeys.address_texts(self.tree.envelope or Envelope(), name)
 
     @property
     def body_text(self) -> str:
@@ -123,11 +147,6 @@ def _transfer_decode(body: bytes, encoding: str | None) -> bytes:
     return body
 
 
-@lru_cache(maxsize=64)
-def _field_pattern(name: str) -> mh.FieldPattern:
-    return mh.field_pattern((name,))
-
-
 def _decoded(value: str) -> str:
     return mh.decode_words(value)
 
@@ -166,7 +185,7 @@ def matches(key: c.SearchKey, m: Candidate) -> bool:
     if isinstance(key, c.SearchHeader):
         needle = key.value.casefold()
         if key.envelope and needle:
-            return any(needle in text for text in _address_texts(m.tree, key.name))
+            return any(needle in text for text in m.address_texts(key.name))
         values = m.header_values(key.name)
         if not needle:
             return bool(values)
@@ -182,22 +201,6 @@ def matches(key: c.SearchKey, m: Candidate) -> bool:
         header = m.header.decode("utf-8", "replace")
         return needle in header.casefold() or needle in _decoded(header).casefold()
     raise AssertionError(f"unhandled search key {key!r}")
-
-
-def _address_texts(root: Part, name: str) -> list[str]:
-    """What FROM/TO/CC/BCC look in (RFC 3501 6.4.4: the envelope's field): per stored address
-    its display name with encoded words decoded, and ``mailbox@host`` as a reader sees it,
-    comments and folding gone; a group's name. Case-folded. The stored envelope holds at most
-    ``MAX_ADDRESSES`` addresses per field, so this is bounded however long the header."""
-    env = root.envelope or Envelope()
-    addresses = {"FROM": env.from_, "TO": env.to, "CC": env.cc, "BCC": env.bcc}[name]
-    out: list[str] = []
-    for a in addresses:
-        if a.name:
-            out.append(_decoded(a.name).casefold())
-        if a.mailbox is not None:
-            out.append((a.mailbox + ("@" + a.host if a.host else "")).casefold())
-    return out
 
 
 def _match_date(key: c.SearchDate, m: Candidate) -> bool:

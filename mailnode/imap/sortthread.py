@@ -9,135 +9,25 @@ thread trees (which can be as deep as there are messages) are walked with explic
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 
 from mailnode.mime import Address, Envelope
-from mailnode.mime import headers as mh
 
-MAX_SUBJECT = 4096  # characters of a Subject value looked at for its base subject
-MAX_DATE = 200  # characters of a Date value handed to the date parser
-MAX_ID_FIELD = 16 * 1024  # trailing characters of a References / In-Reply-To value parsed
-MAX_REFERENCES = 64  # message ids kept from one References field (the nearest ancestors)
+# The key functions live beside the stored record; re-exported for callers and tests.
+from mailnode.mime.sortkeys import MAX_DATE as MAX_DATE
+from mailnode.mime.sortkeys import MAX_ID_FIELD as MAX_ID_FIELD
+from mailnode.mime.sortkeys import MAX_REFERENCES as MAX_REFERENCES
+from mailnode.mime.sortkeys import MAX_SUBJECT as MAX_SUBJECT
+from mailnode.mime.sortkeys import SortKeys, arrival, casemap, keys_of
+from mailnode.mime.sortkeys import base_subject as base_subject
+from mailnode.mime.sortkeys import first_id as first_id
+from mailnode.mime.sortkeys import message_ids as message_ids
+
 SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO",
                        "DISPLAYFROM", "DISPLAYTO"})
 THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
-
-_ASCII_UPPER = {c: c - 32 for c in range(ord("a"), ord("z") + 1)}
-_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
-_SPACES = re.compile(r"[ \t\r\n]+")
-_BLOB = r"\[[\x01-\x5a\x5c\x5e-\x7f]*+\] *+"  # RFC 5256 subj-blob (after step 1: WSP = SP)
-# subj-leader = (*subj-blob subj-refwd) / WSP, matched on the ASCII-lowered subject.
-# Possessive: a blob never contains "[" or "]", so giving one back can never help.
-_LEADER = re.compile(rf"(?:{_BLOB})*+(?:re|fwd?) *+(?:{_BLOB})?+:| ")
-_BLOB_RE = re.compile(_BLOB)
-_MSG_ID = re.compile(r"<[ \t]*([^<>\s]{1,998})[ \t]*>")
-
-
-def casemap(value: str) -> str:
-    """i;ascii-casemap: ASCII letters compare case-insensitively, everything else by code
-    point (which orders as the UTF-8 octets do)."""
-    return value.translate(_ASCII_UPPER)
-
-
-def base_subject(subject: str | None) -> tuple[str, bool]:
-    """RFC 5256 §2.1: the base subject of ``subject`` and whether extraction removed a
-    reply/forward marker (``Re:``, ``Fwd:``, a trailing ``(fwd)``, or ``[fwd: ...]``). Linear:
-    every step either consumes text or stops, and no slice is copied until the end."""
-    if not subject:
-        return "", False
-    # (1) encoded words to UTF-8, tabs and continuations to space, runs of spaces to one.
-    s = _SPACES.sub(" ", mh.decode_words(subject[:MAX_SUBJECT]))
-    low = s.translate(_ASCII_LOWER)  # same length as s: indexes match
-    start, end = 0, len(s)
-    reply = False
-    while True:
-        # (2) trailing subj-trailer = "(fwd)" / WSP, repeatedly.
-        while end > start:
-            if s[end - 1] == " ":
-                end -= 1
-            elif low.endswith("(fwd)", start, end):
-                end -= 5
-                reply = True
-            else:
-                break
-        # (3) leading subj-leader, (4) a leading subj-blob if something remains; (5) repeat.
-        while start < end:
-            m = _LEADER.match(low, start, end)
-            if m is not None:
-                reply = reply or m.group() != " "
-                start = m.end()
-                continue
-            m = _BLOB_RE.match(low, start, end)
-            if m is not None and m.end() < end:  # no trailing WSP left: the rest is non-empty
-                start = m.end()
-                continue
-            break
-        # (6) "[fwd:" ... "]" wrapping: unwrap and go back to (2).
-        if end - start >= 6 and low.startswith("[fwd:", start, end) and s[end - 1] == "]":
-            start += 5
-            end -= 1
-            reply = True
-            continue
-        return s[start:end], reply
-
-
-def _sent_date(date: str | None, internaldate: datetime) -> float:
-    """RFC 5256: the Date field, or the internal date when it is missing or unparsable."""
-    when = internaldate
-    if date:
-        try:
-            when = parsedate_to_datetime(date[:MAX_DATE])
-        except (TypeError, ValueError, IndexError, OverflowError):
-            when = internaldate
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    try:
-        return when.timestamp()
-    except (OverflowError, ValueError, OSError):
-        return internaldate.replace(tzinfo=internaldate.tzinfo or UTC).timestamp()
-
-
-def _first(addresses: Sequence[Address]) -> Address | None:
-    """The first ENVELOPE address; a group's start marker counts, its mailbox being the
-    group name (as Dovecot sorts ``Cc: team: a@b;`` under "team")."""
-    return addresses[0] if addresses else None
-
-
-def _mailbox_key(addresses: Sequence[Address]) -> str:
-    """RFC 5256: the addr-mailbox of the first address, ascii-casemapped; "" when none."""
-    a = _first(addresses)
-    return casemap(a.mailbox or "") if a is not None else ""
-
-
-def _display_key(addresses: Sequence[Address]) -> str:
-    """RFC 5957 §3: the decoded display name of the first address, else its addr-spec."""
-    a = _first(addresses)
-    if a is None:
-        return ""
-    name = mh.decode_words(a.name).strip() if a.name else ""
-    if not name:
-        name = f"{a.mailbox or ''}@{a.host}" if a.host else (a.mailbox or "")
-    return casemap(name)
-
-
-def message_ids(value: str | None, limit: int) -> list[str]:
-    """The ``<id>``s of a References value, the last ``limit`` of
-    them, from at most the last ``MAX_ID_FIELD`` characters (a cut-off first id is dropped:
-    it has no ``<``). Comparisons stay case-sensitive (RFC 5256 §3)."""
-    if not value:
-        return []
-    found = _MSG_ID.findall(value[-MAX_ID_FIELD:])
-    return found[-limit:] if limit else []
-
-
-def first_id(value: str | None) -> str | None:
-    """The first ``<id>`` of a Message-ID / In-Reply-To value (RFC 5256 §3 step 1A)."""
-    m = _MSG_ID.search(value[:MAX_ID_FIELD]) if value else None
-    return m.group(1) if m else None
 
 
 @dataclass
@@ -145,7 +35,9 @@ class SortMessage:
     """What SORT and THREAD need of one message; ``number`` is what the response shows
     (the sequence number, or the uid for UID SORT / UID THREAD; unique in one call) and
     breaks all ties.
-    Header values are as stored in the ENVELOPE (unfolded, encoded words left in)."""
+    Header values are as stored in the ENVELOPE (unfolded, encoded words left in); the keys
+    derived from them are computed on first use, or come ready from the store
+    (:meth:`from_keys`), derived by the same functions when the message was stored."""
 
     number: int
     internaldate: datetime
@@ -158,8 +50,7 @@ class SortMessage:
     message_id: str | None = None
     in_reply_to: str | None = None
     references: str | None = None
-    _cache: dict[str, object] = field(default_factory=dict, init=False, repr=False,
-                                      compare=False)
+    _keys: SortKeys | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_envelope(cls, number: int, internaldate: datetime, size: int,
@@ -171,22 +62,30 @@ class SortMessage:
         return cls(number, internaldate, size, e.date, e.subject, e.from_, e.to, e.cc,
                    e.message_id, e.in_reply_to, references)
 
+    @classmethod
+    def from_keys(cls, number: int, internaldate: datetime, size: int, keys: SortKeys,
+                  ) -> SortMessage:
+        """From the keys the store kept (``mailnode.mime.sortkeys.record``)."""
+        return cls(number, internaldate, size, _keys=keys)
+
+    @property
+    def keys(self) -> SortKeys:
+        if self._keys is None:
+            self._keys = keys_of(Envelope(
+                date=self.date, subject=self.subject, from_=self.from_, to=self.to,
+                cc=self.cc, message_id=self.message_id, in_reply_to=self.in_reply_to),
+                self.references)
+        return self._keys
+
     @property
     def sent(self) -> float:
-        v = self._cache.get("sent")
-        if v is None:
-            v = self._cache["sent"] = _sent_date(self.date, self.internaldate)
-        assert isinstance(v, float)
-        return v
+        sent = self.keys.sent
+        return arrival(self.internaldate) if sent is None else sent
 
     @property
     def base(self) -> tuple[str, bool]:
         """(base subject, is reply/forward)."""
-        v = self._cache.get("base")
-        if v is None:
-            v = self._cache["base"] = base_subject(self.subject)
-        assert isinstance(v, tuple)
-        return v
+        return self.keys.base
 
     @property
     def subject_key(self) -> str:
@@ -221,7 +120,7 @@ def parse_criteria(words: Iterable[str]) -> tuple[Criterion, ...]:
 
 def _key(m: SortMessage, name: str) -> str | int | float:
     if name == "ARRIVAL":
-        return _sent_date(None, m.internaldate)
+        return arrival(m.internaldate)
     if name == "DATE":
         return m.sent
     if name == "SIZE":
@@ -229,15 +128,15 @@ def _key(m: SortMessage, name: str) -> str | int | float:
     if name == "SUBJECT":
         return m.subject_key
     if name == "FROM":
-        return _mailbox_key(m.from_)
+        return m.keys.from_
     if name == "TO":
-        return _mailbox_key(m.to)
+        return m.keys.to
     if name == "CC":
-        return _mailbox_key(m.cc)
+        return m.keys.cc
     if name == "DISPLAYFROM":
-        return _display_key(m.from_)
+        return m.keys.display_from
     if name == "DISPLAYTO":
-        return _display_key(m.to)
+        return m.keys.display_to
     raise ValueError(f"unknown sort key {name!r}")
 
 
@@ -354,7 +253,7 @@ def _link_all(messages: Sequence[SortMessage]) -> tuple[list[_Node], int]:
     order = sorted(messages, key=lambda m: m.number)
     linker = _Linker(budget=8 * (MAX_REFERENCES + 2) * len(order) + 10_000)
     for m in order:
-        mid = first_id(m.message_id)
+        mid = m.keys.message_id
         own = linker.table.get(mid) if mid else None
         if mid and (own is None or own.msg is None):
             own = linker.node(mid)
@@ -362,10 +261,7 @@ def _link_all(messages: Sequence[SortMessage]) -> tuple[list[_Node], int]:
         else:  # no valid id, or a duplicate: a unique id of its own
             own = _Node(m)
             linker.nodes.append(own)
-        refs = message_ids(m.references, MAX_REFERENCES)
-        if not refs:  # no usable References: the first id of In-Reply-To is the parent
-            irt = first_id(m.in_reply_to)
-            refs = [irt] if irt else []
+        refs = m.keys.parents  # References, or In-Reply-To (``keys_of``)
         prev: _Node | None = None
         for ref in refs:  # (A) chain the references, keeping links that already exist
             n = linker.node(ref)

@@ -189,6 +189,18 @@ class MailStore(Protocol):
         """The MIME structure stored when each message arrived (``mailnode.mime``); None
         where there is none yet (the caller computes it, off the event loop)."""
 
+    async def fetch_sort_keys(self, mailbox_id: int, uids: Sequence[int],
+                              ) -> dict[int, str | None]:
+        """The record of SORT/THREAD keys stored when each message arrived
+        (``mailnode.mime.sortkeys.record``); None where there is none (older mail: the
+        caller derives the keys from the structure, by the same functions)."""
+
+    async def fetch_search_keys(self, mailbox_id: int, uids: Sequence[int],
+                                ) -> dict[int, str | None]:
+        """The record of SEARCH keys stored when each message arrived
+        (``mailnode.mime.sortkeys.record``); None where there is none (older mail: the
+        caller reads the message)."""
+
     async def fetch_messages(self, mailbox_id: int, uids: Sequence[int],
                              ) -> dict[int, tuple[bytes, bytes | None]]:
         """``fetch_bodies`` and ``fetch_structures`` in one read (a FETCH of sections or

@@ -220,6 +220,15 @@ class MemStore:
         box = self._box(mailbox_id)
         return {uid: None for uid in uids if uid in box.messages}
 
+    async def fetch_sort_keys(self, mailbox_id: int, uids: Sequence[int],
+                              ) -> dict[int, str | None]:
+        box = self._box(mailbox_id)  # none stored: SORT derives the keys each time
+        return {uid: None for uid in uids if uid in box.messages}
+
+    async def fetch_search_keys(self, mailbox_id: int, uids: Sequence[int],
+                                ) -> dict[int, str | None]:
+        return await self.fetch_sort_keys(mailbox_id, uids)
+
     async def fetch_messages(self, mailbox_id: int, uids: Sequence[int],
                              ) -> dict[int, tuple[bytes, bytes | None]]:
         box = self._box(mailbox_id)

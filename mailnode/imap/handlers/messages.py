@@ -34,8 +34,9 @@ from mailnode.imap.handlers import binary
 from mailnode.imap.handlers import esearch as ext_search
 from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.imap.states import State
-from mailnode.mime import MessageStructure, analyse
+from mailnode.mime import MessageStructure, analyse, sortkeys
 from mailnode.mime import headers as mh
+from mailnode.mime.sortkeys import SearchKeys, SortKeys
 from mailnode.store.api import Changes
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
 
 
 BODY_BATCH = 64
-_REFERENCES = mh.field_pattern(("references",))
+SORT_KEY_BATCH = 5000
+"""Stored sort-key records read (and decoded, off the event loop) per statement."""
 INLINE_SEARCH_KEYS = 8
 """Search programs longer than this are evaluated in a worker thread, a batch at a time."""
 BODY_BATCH_BYTES = 1024 * 1024
@@ -401,12 +403,17 @@ async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
     if targets is None and key == _UNSEEN:
         uids = sel.uids
         return [(bisect_left(uids, u) + 1, u) for u in sorted(sel.unseen)]
+    if targets is None and isinstance(key, c.SearchAll):  # what SORT and THREAD mostly use
+        return list(enumerate(sel.uids, start=1))
     if targets is None and isinstance(key, c.SearchFlag) and key.flag != "\\Recent":
         # One flag test per message: no candidates, no bodies.
         flag, present, metas = key.flag, key.present, sel.metas
         return [(seq, u) for seq, u in enumerate(sel.uids, start=1)
                 if (flag in metas[u].flags) == present]
     need_body = search.needs_body(key)
+    # FROM/TO/CC/BCC and SUBJECT are answered from the keys stored at delivery; messages
+    # stored without them (older mail) are read as before.
+    use_keys = need_body and search.keys_suffice(key)
     need_extra = objects.needs_objects(key)
     heavy = need_body or _key_count(key) > INLINE_SEARCH_KEYS
     found: list[tuple[int, int]] = []
@@ -414,32 +421,64 @@ async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
     max_uid = sel.uids[-1] if sel.uids else 0
     if targets is None:
         targets = list(enumerate(sel.uids, start=1))
-    for batch in _body_batches(self, targets, need_body):
+
+    async def evaluate(batch: list[tuple[int, int]], keys: dict[int, SearchKeys],
+                       ) -> set[int]:
+        """The uids of ``batch`` that match: those with ``keys`` from them, the others
+        from their bytes and structures (when the key needs them)."""
+        if not batch:
+            return set()
         uids = [u for _, u in batch]
-        bodies = await self.store.fetch_bodies(sel.mailbox.id, uids) if need_body else {}
-        structures = await _structures(self, uids) if need_body else {}
+        lacking = [u for u in uids if u not in keys] if need_body else []
+        bodies = await self.store.fetch_bodies(sel.mailbox.id, lacking) if lacking else {}
+        structures = await _structures(self, lacking) if lacking else {}
         extra = (await self.store.message_objects(sel.mailbox.id, uids) if need_extra
                  else {})
         candidates = [search.Candidate(seq, sel.shown(sel.metas[uid]), max_seq, max_uid,
                                        bodies.pop(uid, None), structures.get(uid),
-                                       extra.get(uid))
+                                       extra.get(uid), keys.get(uid))
                       for seq, uid in batch]
         # Decoding bodies and headers, or a program of hundreds of keys, is bounded but
         # not free: never on the event loop.
         matched = (await asyncio.to_thread(_matching, key, candidates) if heavy
                    else _matching(key, candidates))
-        found.extend((cand.seq, cand.meta.uid) for cand in matched)
+        return {cand.meta.uid for cand in matched}
+
+    if not use_keys:
+        for batch in _body_batches(self, targets, need_body):
+            got = await evaluate(batch, {})
+            found.extend(t for t in batch if t[1] in got)
+        return found
+    for i in range(0, len(targets), SORT_KEY_BATCH):
+        batch = targets[i:i + SORT_KEY_BATCH]
+        keys = await asyncio.to_thread(_decoded_search_keys, await self.store.fetch_search_keys(
+            sel.mailbox.id, [u for _, u in batch]))
+        got = await evaluate([t for t in batch if t[1] in keys], keys)
+        # Older mail without stored keys: read in body-sized groups, as before.
+        for part in _body_batches(self, [t for t in batch if t[1] not in keys], True):
+            got |= await evaluate(part, {})
+        found.extend(t for t in batch if t[1] in got)
     return found
 
 
 async def sort_messages(self: ImapSession, found: list[tuple[int, int]], uid: bool,
                         references: bool) -> list[sortthread.SortMessage]:
-    """What SORT and THREAD compare, from the structures stored at delivery (and, for
-    THREAD=REFERENCES, the References field read from the header block)."""
+    """What SORT and THREAD compare: the keys stored at delivery, one short record per
+    message; for mail stored without them, derived here from the stored structures (and, for
+    THREAD=REFERENCES, the References field read from the header block) by the same
+    functions."""
     sel = self.selected
     assert sel is not None
-    out: list[sortthread.SortMessage] = []
-    for batch in _body_batches(self, found, True):
+    keyed: dict[int, SortKeys] = {}
+    for i in range(0, len(found), SORT_KEY_BATCH):
+        stored = await self.store.fetch_sort_keys(
+            sel.mailbox.id, [u for _, u in found[i:i + SORT_KEY_BATCH]])
+        keyed.update(await asyncio.to_thread(_decoded_keys, stored))
+    made = {u: sortthread.SortMessage.from_keys(
+        u if uid else seq, sel.metas[u].internaldate, sel.metas[u].size, keyed[u])
+        for seq, u in found if u in keyed}
+    rest = [(seq, u) for seq, u in found if u not in keyed]
+    for batch in _body_batches(self, rest, True):
         uids = [u for _, u in batch]
         structures = await _structures(self, uids)
         # Bodies only for References, or for mail stored without a structure (older).
@@ -450,16 +489,32 @@ async def sort_messages(self: ImapSession, found: list[tuple[int, int]], uid: bo
         for seq, u in batch:
             meta = sel.metas[u]
             structure = structures.get(u)
-            refs = None
             body = bodies.get(u)
-            if body is not None and structure is not None:
-                root = structure.root
-                got, _ = mh.fields(body, root.header_start, root.body_start,
-                                   _REFERENCES, 1)
-                refs = mh.text(got[0][1]) if got else None
-            out.append(sortthread.SortMessage.from_envelope(
+            refs = (sortkeys.references_value(body, structure)
+                    if body is not None and structure is not None else None)
+            made[u] = sortthread.SortMessage.from_envelope(
                 u if uid else seq, meta.internaldate, meta.size,
-                structure.root.envelope if structure is not None else None, refs))
+                structure.root.envelope if structure is not None else None, refs)
+    return [made[u] for _, u in found]
+
+
+def _decoded_search_keys(stored: dict[int, str | None]) -> dict[int, SearchKeys]:
+    """``_decoded_keys`` for the stored search keys."""
+    out = {}
+    for u, text in stored.items():
+        keys = sortkeys.decode_search(text)
+        if keys is not None:
+            out[u] = keys
+    return out
+
+
+def _decoded_keys(stored: dict[int, str | None]) -> dict[int, SortKeys]:
+    """The stored key records that are of the current format (the others: derived again)."""
+    out = {}
+    for u, text in stored.items():
+        keys = sortkeys.decode(text)
+        if keys is not None:
+            out[u] = keys
     return out
 
 
