@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Literal
@@ -203,6 +204,22 @@ class SearchObject:
 SearchKey = (SearchAll | SearchFlag | SearchNew | SearchSeq | SearchUid | SearchNot | SearchOr
              | SearchAnd | SearchSize | SearchDate | SearchHeader | SearchText | SearchObject
              | SearchModseq)
+
+
+def search_nodes(key: SearchKey) -> Iterator[SearchKey]:
+    """Every key of a search program, NOT/OR/AND included: the one walk the questions about
+    a program (does it need the message? a MODSEQ?) are asked over. Iterative, and the
+    parser bounds the tree's size."""
+    stack = [key]
+    while stack:
+        k = stack.pop()
+        yield k
+        if isinstance(k, SearchNot):
+            stack.append(k.key)
+        elif isinstance(k, SearchOr):
+            stack += (k.left, k.right)
+        elif isinstance(k, SearchAnd):
+            stack.extend(k.keys)
 
 @dataclass(frozen=True)
 class ReturnOptions:

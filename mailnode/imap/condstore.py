@@ -120,12 +120,4 @@ def search_modseq(r: _Reader) -> c.SearchModseq:
 
 def uses_modseq(key: c.SearchKey) -> bool:
     """Whether a search program has a MODSEQ key (the result then carries ``(MODSEQ n)``)."""
-    if isinstance(key, c.SearchModseq):
-        return True
-    if isinstance(key, c.SearchNot):
-        return uses_modseq(key.key)
-    if isinstance(key, c.SearchOr):
-        return uses_modseq(key.left) or uses_modseq(key.right)
-    if isinstance(key, c.SearchAnd):
-        return any(uses_modseq(k) for k in key.keys)
-    return False
+    return any(isinstance(k, c.SearchModseq) for k in c.search_nodes(key))

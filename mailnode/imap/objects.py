@@ -73,19 +73,8 @@ def parse_search_key(r: _Reader, key: str) -> c.SearchKey | None:
 def needs_objects(key: c.SearchKey) -> bool:
     """Whether evaluating ``key`` needs ``MailStore.message_objects`` (the parser bounds the
     depth of the tree, so the walk is bounded)."""
-    stack = [key]
-    while stack:
-        k = stack.pop()
-        if isinstance(k, c.SearchObject):
-            if k.kind != "SAVEDATESUPPORTED":
-                return True
-        elif isinstance(k, c.SearchNot):
-            stack.append(k.key)
-        elif isinstance(k, c.SearchOr):
-            stack += (k.left, k.right)
-        elif isinstance(k, c.SearchAnd):
-            stack.extend(k.keys)
-    return False
+    return any(isinstance(k, c.SearchObject) and k.kind != "SAVEDATESUPPORTED"
+               for k in c.search_nodes(key))
 
 
 def matches(key: c.SearchObject, meta: MessageMeta, objects: MessageObjects | None) -> bool:

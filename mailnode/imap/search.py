@@ -23,34 +23,23 @@ MAX_DECODED = 8 * 1024 * 1024  # decoded text-part characters searched per messa
 
 def needs_body(key: c.SearchKey) -> bool:
     """Whether evaluating ``key`` requires the message bytes (header/body/sent-date keys)."""
-    if isinstance(key, c.SearchHeader | c.SearchText):
-        return True
-    if isinstance(key, c.SearchDate):
-        return key.sent
-    if isinstance(key, c.SearchNot):
-        return needs_body(key.key)
-    if isinstance(key, c.SearchOr):
-        return needs_body(key.left) or needs_body(key.right)
-    if isinstance(key, c.SearchAnd):
-        return any(needs_body(k) for k in key.keys)
-    return False
+    return any(isinstance(k, c.SearchHeader | c.SearchText)
+               or (isinstance(k, c.SearchDate) and k.sent) for k in c.search_nodes(key))
 
 
 def keys_suffice(key: c.SearchKey) -> bool:
     """Whether the keys stored at delivery (``sortkeys.SearchKeys``) answer every key of
     ``key`` that would otherwise read the message: FROM/TO/CC/BCC with a value, SUBJECT."""
+    return all(_stored_key_answers(k) for k in c.search_nodes(key))
+
+
+def _stored_key_answers(key: c.SearchKey) -> bool:
     if isinstance(key, c.SearchText):
         return False
     if isinstance(key, c.SearchHeader):
         return bool(key.value) if key.envelope else key.name.lower() == "subject"
     if isinstance(key, c.SearchDate):
         return not key.sent
-    if isinstance(key, c.SearchNot):
-        return keys_suffice(key.key)
-    if isinstance(key, c.SearchOr):
-        return keys_suffice(key.left) and keys_suffice(key.right)
-    if isinstance(key, c.SearchAnd):
-        return all(keys_suffice(k) for k in key.keys)
     return True
 
 

@@ -15,7 +15,8 @@ from mailnode.store.sqlite import SqlStore
 RAW = b"Received: r\r\nSubject: old\r\nFrom: f\r\n\r\nbody\r\n"
 
 
-def _triggers(db: Database) -> set[str]:
+def trigger_names(db: Database) -> set[str]:
+    """The database's trigger names (a migration that rebuilt a table would drop some)."""
     with db.engine.connect() as conn:
         return {row[0] for row in conn.exec_driver_sql(
             "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
@@ -33,7 +34,7 @@ async def test_upgrade_keeps_mail_and_triggers_and_stores_fields_of_new_mail(
     assert inbox is not None
     for _ in range(3):
         await store.append(inbox.id, RAW, frozenset(), None)
-    triggers = _triggers(db)
+    triggers = trigger_names(db)
     assert triggers  # 0009's and 0010's
     command.downgrade(_alembic_config(db.engine), "0010")
     with db.engine.connect() as conn:
@@ -42,7 +43,7 @@ async def test_upgrade_keeps_mail_and_triggers_and_stores_fields_of_new_mail(
     db.close()
     db = Database.open(tmp_path / "m.db")  # upgrades again
     try:
-        assert _triggers(db) == triggers
+        assert trigger_names(db) == triggers
         store = SqlStore(db, ChangeNotifier())
         block = RAW[:RAW.index(b"\r\n\r\n") + 4]
         assert await store.fetch_headers(inbox.id, [1, 2, 3], fields=True) == {

@@ -14,16 +14,11 @@ from mailnode.store.database import Database
 from mailnode.store.notify import ChangeNotifier
 from mailnode.store.sqlite import SqlStore
 from tests.imap.conftest import Dialog
+from tests.store.test_stored_fields import trigger_names
 
 
 def _raw(subject: str, sender: str) -> bytes:
     return f"From: {sender}\r\nSubject: {subject}\r\n\r\nbody\r\n".encode()
-
-
-def _triggers(db: Database) -> set[str]:
-    with db.engine.connect() as conn:
-        return {row[0] for row in conn.exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
 
 
 async def test_upgrade_keeps_mail_and_triggers_and_stores_keys_of_new_mail(
@@ -38,7 +33,7 @@ async def test_upgrade_keeps_mail_and_triggers_and_stores_keys_of_new_mail(
     assert inbox is not None
     for subject, sender in (("Re: c", "b@x"), ("a", "c@x"), ("[x] b", "a@x")):
         await store.append(inbox.id, _raw(subject, sender), frozenset(), None)
-    triggers = _triggers(db)
+    triggers = trigger_names(db)
     assert triggers  # 0009's and 0010's
     command.downgrade(_alembic_config(db.engine), "0011")
     with db.engine.connect() as conn:
@@ -47,7 +42,7 @@ async def test_upgrade_keeps_mail_and_triggers_and_stores_keys_of_new_mail(
     db.close()
     db = Database.open(tmp_path / "m.db")  # upgrades again
     try:
-        assert _triggers(db) == triggers
+        assert trigger_names(db) == triggers
         notifier = ChangeNotifier()
         store = SqlStore(db, notifier)
         assert await store.fetch_sort_keys(inbox.id, [1, 2, 3]) == {1: None, 2: None, 3: None}

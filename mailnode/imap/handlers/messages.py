@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import lru_cache
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from mailnode.imap import commands as c
 from mailnode.imap import condstore, feed, objects, search, sortthread
@@ -55,6 +55,7 @@ SMALL_READ_BYTES = 256 * 1024
 """A batch of header FETCH whose messages are no larger than this in all is read without a
 hop to a reader thread: the hop cost more than reading a message list's page of headers,
 and the bound keeps the event loop from reading large bodies' pages itself."""
+K = TypeVar("K")
 _LISTING_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 _UNSEEN = c.SearchFlag("\\Seen", present=False)
 
@@ -451,8 +452,8 @@ async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
         return found
     for i in range(0, len(targets), SORT_KEY_BATCH):
         batch = targets[i:i + SORT_KEY_BATCH]
-        keys = await asyncio.to_thread(_decoded_search_keys, await self.store.fetch_search_keys(
-            sel.mailbox.id, [u for _, u in batch]))
+        keys = await asyncio.to_thread(_decoded_records, await self.store.fetch_search_keys(
+            sel.mailbox.id, [u for _, u in batch]), sortkeys.decode_search)
         got = await evaluate([t for t in batch if t[1] in keys], keys)
         # Older mail without stored keys: read in body-sized groups, as before.
         for part in _body_batches(self, [t for t in batch if t[1] not in keys], True):
@@ -473,7 +474,7 @@ async def sort_messages(self: ImapSession, found: list[tuple[int, int]], uid: bo
     for i in range(0, len(found), SORT_KEY_BATCH):
         stored = await self.store.fetch_sort_keys(
             sel.mailbox.id, [u for _, u in found[i:i + SORT_KEY_BATCH]])
-        keyed.update(await asyncio.to_thread(_decoded_keys, stored))
+        keyed.update(await asyncio.to_thread(_decoded_records, stored, sortkeys.decode))
     made = {u: sortthread.SortMessage.from_keys(
         u if uid else seq, sel.metas[u].internaldate, sel.metas[u].size, keyed[u])
         for seq, u in found if u in keyed}
@@ -498,21 +499,12 @@ async def sort_messages(self: ImapSession, found: list[tuple[int, int]], uid: bo
     return [made[u] for _, u in found]
 
 
-def _decoded_search_keys(stored: dict[int, str | None]) -> dict[int, SearchKeys]:
-    """``_decoded_keys`` for the stored search keys."""
-    out = {}
-    for u, text in stored.items():
-        keys = sortkeys.decode_search(text)
-        if keys is not None:
-            out[u] = keys
-    return out
-
-
-def _decoded_keys(stored: dict[int, str | None]) -> dict[int, SortKeys]:
+def _decoded_records(stored: dict[int, str | None], decode: Callable[[str | None], K | None],
+             ) -> dict[int, K]:
     """The stored key records that are of the current format (the others: derived again)."""
     out = {}
     for u, text in stored.items():
-        keys = sortkeys.decode(text)
+        keys = decode(text)
         if keys is not None:
             out[u] = keys
     return out
@@ -583,13 +575,7 @@ def _decoded(blobs: dict[int, bytes | None]) -> dict[int, MessageStructure]:
 
 def _key_count(key: c.SearchKey) -> int:
     """How many keys a search program evaluates per message."""
-    if isinstance(key, c.SearchAnd):
-        return 1 + sum(_key_count(k) for k in key.keys)
-    if isinstance(key, c.SearchOr):
-        return 1 + _key_count(key.left) + _key_count(key.right)
-    if isinstance(key, c.SearchNot):
-        return 1 + _key_count(key.key)
-    return 1
+    return sum(1 for _ in c.search_nodes(key))
 
 
 def _matching(key: c.SearchKey, candidates: list[search.Candidate]) -> list[search.Candidate]:
