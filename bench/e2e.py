@@ -253,14 +253,7 @@ def main() -> None:
                 print(f"node {name}: {line}")
             if len(troubles) > 5:
                 print(f"node {name}: ... {len(troubles) - 5} more warnings")
-        total = smtp_submission.CONNECTIONS * smtp_submission.PER_CONNECTION
-        base = asyncio.run(smtp_submission.baseline())
-        ours = asyncio.run(smtp_submission.ours(Path(tmp)))
-    rows += [
-        (f"aiosmtpd no-op, {total} msgs, 16 conns", f"{total / base:8.0f} msg/s", "ceiling"),
-        ("mailnode submission (durable 250)", f"{total / ours:8.0f} msg/s",
-         f"{base / ours:.2f}x (>= 0.8x)"),
-    ]
+    rows += smtp_submission.summary(*smtp_submission.measure())
     width = max(len(r[0]) for r in rows)
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:>16}  {target}")
