@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import os
+import random
 import statistics
 import subprocess
 import sys
@@ -129,15 +131,17 @@ def _one(side: str) -> float:
 
 def measure(rounds: int = ROUNDS) -> tuple[list[float], list[float]]:
     """Rates of the no-op baseline and of mailnode, each side in a fresh process per round,
-    alternated. One process's rate is not a sample of the code alone: the no-op's runs
-    cluster near 2,250 or 3,100 msg/s here depending on the process (interpreter layout),
-    so a single pair of runs can show almost any ratio."""
+    alternated, both sides of a round under the same random ``PYTHONHASHSEED``. One
+    process's rate is not a sample of the code alone: the no-op's rate follows the hash
+    seed (here about 2,250 msg/s under some seeds, 3,100 under others, repeatably), so a
+    single pair of runs can show almost any ratio."""
     base: list[float] = []
     mine: list[float] = []
     for _ in range(rounds):
+        env = {**os.environ, "PYTHONHASHSEED": str(random.randrange(1, 2**32))}
         for side, rates in (("base", base), ("ours", mine)):
             out = subprocess.run([sys.executable, "-m", "bench.smtp_submission", "--one", side],
-                                 capture_output=True, text=True, check=True).stdout
+                                 capture_output=True, text=True, check=True, env=env).stdout
             rates.append(float(out.split()[-1]))
     return base, mine
 
