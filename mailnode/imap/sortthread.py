@@ -20,7 +20,7 @@ from mailnode.mime.sortkeys import MAX_DATE as MAX_DATE
 from mailnode.mime.sortkeys import MAX_ID_FIELD as MAX_ID_FIELD
 from mailnode.mime.sortkeys import MAX_REFERENCES as MAX_REFERENCES
 from mailnode.mime.sortkeys import MAX_SUBJECT as MAX_SUBJECT
-from mailnode.mime.sortkeys import SortKeys, arrival, casemap, keys_of
+from mailnode.mime.sortkeys import SortKeys, arrival, keys_of
 from mailnode.mime.sortkeys import base_subject as base_subject
 from mailnode.mime.sortkeys import first_id as first_id
 from mailnode.mime.sortkeys import message_ids as message_ids
@@ -89,7 +89,8 @@ class SortMessage:
 
     @property
     def subject_key(self) -> str:
-        return casemap(self.base[0])
+        """The base subject, i;ascii-casemapped (``keys_of``)."""
+        return self.keys.base[0]
 
 
 # --- SORT ---------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ class SortKeys(NamedTuple):
     named tuple: made from a stored record fast (a frozen dataclass is several times slower
     to construct, which a SORT of 100,000 messages notices)."""
 
-    base: tuple[str, bool]  # (base subject, whether a reply/forward marker was removed)
+    base: tuple[str, bool]  # (casemapped base subject, whether a reply/forward marker was removed)
     sent: float | None  # the Date field's timestamp; None: the internal date stands in
     from_: str
     to: str
@@ -177,7 +177,8 @@ def keys_of(envelope: Envelope | None, references: str | None) -> SortKeys:
     if not refs:  # no usable References: the first id of In-Reply-To is the parent
         irt = first_id(e.in_reply_to)
         refs = [irt] if irt else []
-    return SortKeys(base_subject(e.subject), parsed_sent(e.date), mailbox_key(e.from_),
+    base, reply = base_subject(e.subject)
+    return SortKeys((casemap(base), reply), parsed_sent(e.date), mailbox_key(e.from_),
                     mailbox_key(e.to), mailbox_key(e.cc), display_key(e.from_),
                     display_key(e.to), first_id(e.message_id), tuple(refs))
 
@@ -290,7 +291,7 @@ def stored_keys(raw: bytes, structure: MessageStructure) -> StoredKeys:
     subjects = [mh.decode_words(v).casefold()
                 for v in header_values(raw, structure.root, "subject")]
     return StoredKeys(
-        k.sent, octets(casemap(k.base[0])), int(k.base[1]), octets(k.from_), octets(k.to),
+        k.sent, octets(k.base[0]), int(k.base[1]), octets(k.from_), octets(k.to),
         octets(k.cc), octets(k.display_from), octets(k.display_to),
         None if k.message_id is None else octets(k.message_id),
         octets(" ".join(k.parents)),
@@ -301,8 +302,7 @@ def stored_keys(raw: bytes, structure: MessageStructure) -> StoredKeys:
 def sort_keys(sent: float, subject: bytes, reply: int, from_addr: bytes, to_addr: bytes,
               cc_addr: bytes, display_from: bytes, display_to: bytes,
               message_id: bytes | None, parents: bytes) -> SortKeys:
-    """The ``SortKeys`` of a stored row (the base subject comes casemapped, which is all
-    SORT and THREAD compare of it)."""
+    """The ``SortKeys`` of a stored row."""
     return SortKeys((unoctets(subject), bool(reply)), sent, unoctets(from_addr),
                     unoctets(to_addr), unoctets(cc_addr), unoctets(display_from),
                     unoctets(display_to), None if message_id is None else unoctets(message_id),
