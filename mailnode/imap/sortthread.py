@@ -1,10 +1,12 @@
 """RFC 5256 SORT and THREAD (ORDEREDSUBJECT, REFERENCES), and RFC 5957 DISPLAYFROM/TO.
 
-Pure and sans-IO: the session fills one :class:`SortMessage` per message from what the store
-keeps (the ENVELOPE of the stored structure, the internal date, the size, the References
-field) and gets numbers back. Everything is bounded for hostile headers and large mailboxes:
-subjects and id lists are capped before parsing, sorting is n log n per criterion, and the
-thread trees (which can be as deep as there are messages) are walked with explicit stacks.
+Pure and sans-IO: the session fills one :class:`SortMessage` per message from the keys the
+store computed when the message arrived (``mailnode.mime.sortkeys``; a SORT the store can
+order itself, ``MailStore.sort_order``, comes here only when a message lacks them) and gets
+numbers back; :func:`sort` is also what the store's SQL order is tested against.
+Everything is bounded for hostile headers and large mailboxes: subjects and id lists are
+capped before parsing, sorting is n log n per criterion, and the thread trees (which can be
+as deep as there are messages) are walked with explicit stacks.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class SortMessage:
     @classmethod
     def from_keys(cls, number: int, internaldate: datetime, size: int, keys: SortKeys,
                   ) -> SortMessage:
-        """From the keys the store kept (``mailnode.mime.sortkeys.record``)."""
+        """From the keys the store kept (``MailStore.sort_keys``)."""
         return cls(number, internaldate, size, _keys=keys)
 
     @property
