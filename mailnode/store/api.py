@@ -205,7 +205,7 @@ class MailStore(Protocol):
     async def search_texts(self, mailbox_id: int, name: str, needle: str) -> set[int]:
         """The uids of messages whose SEARCH FROM/TO/CC/BCC/SUBJECT (``name``) values
         contain ``needle`` (case-folded; it never contains ``sortkeys.SEPARATOR``); an
-        empty needle: those with any such value."""
+        empty needle (SUBJECT only, as SEARCH has it): those with a Subject field."""
 
     async def fetch_messages(self, mailbox_id: int, uids: Sequence[int],
                              ) -> dict[int, tuple[bytes, bytes | None]]:

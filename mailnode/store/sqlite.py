@@ -829,7 +829,8 @@ class SqlStore:
 
     async def search_texts(self, mailbox_id: int, name: str, needle: str) -> set[int]:
         """The uids whose SEARCH ``name`` (FROM/TO/CC/BCC/SUBJECT) texts contain the
-        case-folded ``needle`` (``sortkeys.texts``); an empty needle: those with any value.
+        case-folded ``needle`` (``sortkeys.texts``); an empty needle (SUBJECT): those with
+        a Subject field.
         ``instr`` on the octets: case-folding was done on both sides in Python, and a
         needle's UTF-8 occurs in a text's UTF-8 exactly where its characters do."""
         column = sortkeys.SEARCH_COLUMNS[name]

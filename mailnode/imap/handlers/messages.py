@@ -485,9 +485,13 @@ async def sorted_numbers(self: ImapSession, found: list[tuple[int, int]], uid: b
     assert sel is not None
     if not found:
         return []
-    wanted = dict((u, seq) for seq, u in found)
     order = await self.store.sort_order(sel.mailbox.id, criteria)
-    numbers = [u if uid else wanted[u] for u in order if u in wanted]
+    if uid and len(found) == len(sel.uids):  # all of the view (SORT ... ALL)
+        metas = sel.metas
+        numbers = [u for u in order if u in metas]
+    else:
+        wanted = {u: seq for seq, u in found}
+        numbers = [u if uid else wanted[u] for u in order if u in wanted]
     if len(numbers) == len(found):
         return numbers
     messages = await sort_messages(self, found, uid, references=False)
