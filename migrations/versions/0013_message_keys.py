@@ -72,23 +72,23 @@ def upgrade() -> None:
 
 
 def _backfill() -> None:
-    """A row for every message, a batch of bodies at a time (bounded memory)."""
+    """A row for every message, a batch of bodies at a time (bounded memory). On the
+    migration's own sqlite3 connection (same transaction): SQLAlchemy's per-row parameter
+    handling was most of the time."""
     from mailnode.mime import sortkeys
     from mailnode.mime.model import MessageStructure
     from mailnode.mime.structure import analyse
 
-    conn = op.get_bind()
-    columns = ", ".join(sortkeys.STORED_COLUMNS)
-    insert = sa.text(
-        f"INSERT INTO message_keys (mailbox_id, uid, arrival, size, {columns})"
-        f" SELECT mailbox_id, uid, internaldate, size, coalesce(:sent, internaldate),"
-        f" {', '.join(':' + c for c in sortkeys.STORED_COLUMNS[1:])}"
-        " FROM messages WHERE body_id = :body_id")
+    conn = op.get_bind().connection.dbapi_connection
+    assert conn is not None
+    columns = sortkeys.STORED_COLUMNS
+    insert = (f"INSERT INTO message_keys (mailbox_id, uid, arrival, size, {', '.join(columns)})"
+              " SELECT mailbox_id, uid, internaldate, size, coalesce(?, internaldate),"
+              f" {', '.join('?' * (len(columns) - 1))} FROM messages WHERE body_id = ?")
     last = 0
     while True:
-        rows = conn.execute(sa.text(
-            "SELECT id, structure FROM bodies WHERE id > :last ORDER BY id LIMIT :n"),
-            {"last": last, "n": BATCH}).fetchall()
+        rows = conn.execute("SELECT id, structure FROM bodies WHERE id > ? ORDER BY id"
+                            " LIMIT ?", (last, BATCH)).fetchall()
         if not rows:
             return
         params = []
@@ -100,15 +100,14 @@ def _backfill() -> None:
                 except ValueError:
                     st = None
             if st is None:  # none stored (or an older format): the message is analysed
-                raw = bytes(conn.execute(sa.text("SELECT data FROM bodies WHERE id = :id"),
-                                         {"id": body_id}).scalar_one())
+                raw = bytes(conn.execute("SELECT data FROM bodies WHERE id = ?",
+                                         (body_id,)).fetchone()[0])
                 st = analyse(raw)
             else:  # the header block is all the keys are made of
-                raw = bytes(conn.execute(
-                    sa.text("SELECT substr(data, 1, :end) FROM bodies WHERE id = :id"),
-                    {"end": st.root.body_start, "id": body_id}).scalar_one())
-            params.append({**sortkeys.stored_keys(raw, st)._asdict(), "body_id": body_id})
-        conn.execute(insert, params)
+                raw = bytes(conn.execute("SELECT substr(data, 1, ?) FROM bodies WHERE id = ?",
+                                         (st.root.body_start, body_id)).fetchone()[0])
+            params.append((*sortkeys.stored_keys(raw, st), body_id))
+        conn.executemany(insert, params)
         last = rows[-1][0]
 
 
