@@ -32,7 +32,7 @@ SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO",
 THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 
 
-@dataclass
+@dataclass(slots=True)
 class SortMessage:
     """What SORT and THREAD need of one message; ``number`` is what the response shows
     (the sequence number, or the uid for UID SORT / UID THREAD; unique in one call) and
@@ -156,7 +156,7 @@ def sort(messages: Sequence[SortMessage], criteria: Sequence[Criterion]) -> list
 
 # --- THREAD -------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(slots=True)
 class Thread:
     """One node of a THREAD response: a message, or (``number`` None) a placeholder that
     groups siblings whose common parent is missing or that share a subject."""
@@ -255,16 +255,20 @@ def _link_all(messages: Sequence[SortMessage]) -> tuple[list[_Node], int]:
     creation order and the loop-check steps taken."""
     order = sorted(messages, key=lambda m: m.number)
     linker = _Linker(budget=8 * (MAX_REFERENCES + 2) * len(order) + 10_000)
+    table, nodes = linker.table, linker.nodes
     for m in order:
-        mid = m.keys.message_id
-        own = linker.table.get(mid) if mid else None
-        if mid and (own is None or own.msg is None):
-            own = linker.node(mid)
+        keys = m.keys
+        mid = keys.message_id
+        own = table.get(mid) if mid else None
+        if own is None and mid:  # (``linker.node``, inline: once per message)
+            own = table[mid] = _Node(m)
+            nodes.append(own)
+        elif own is not None and own.msg is None:
             own.msg = m
         else:  # no valid id, or a duplicate: a unique id of its own
             own = _Node(m)
-            linker.nodes.append(own)
-        refs = m.keys.parents  # References, or In-Reply-To (``keys_of``)
+            nodes.append(own)
+        refs = keys.parents  # References, or In-Reply-To (``keys_of``)
         prev: _Node | None = None
         for ref in refs:  # (A) chain the references, keeping links that already exist
             n = linker.node(ref)
@@ -365,11 +369,13 @@ def _sort_siblings(roots: list[Thread], by_number: dict[int, SortMessage]) -> No
         stack.extend(t.children)
     keys: dict[int, tuple[float, int]] = {}
     for t in reversed(order):
-        t.children.sort(key=lambda c: keys[id(c)])
+        children = t.children
+        if len(children) > 1:
+            children.sort(key=lambda c: keys[id(c)])
         if t.number is not None:
             keys[id(t)] = _order_key(by_number[t.number])
         else:
-            keys[id(t)] = keys[id(t.children[0])] if t.children else (0.0, 0)
+            keys[id(t)] = keys[id(children[0])] if children else (0.0, 0)
     roots.sort(key=lambda c: keys[id(c)])
 
 
