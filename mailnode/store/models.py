@@ -267,7 +267,8 @@ held = Table(
 # a SORT is one ``ORDER BY`` on an index of (mailbox, key, uid), a THREAD reads a few short
 # columns, a SEARCH is an ``instr`` over them. Text keys are BLOBs of ``sortkeys.octets``
 # (memcmp order = code point order). Apart from ``messages`` so that listings stay narrow;
-# a trigger on ``messages`` deletes a row with its message.
+# a trigger on ``messages`` deletes a row with its message. Clustered by (mailbox, uid)
+# (WITHOUT ROWID): a THREAD or SEARCH reads a mailbox's rows in one range of the table.
 _KEY_INDEXES = ("arrival", "size", "sent", "subject", "from_addr", "to_addr", "cc_addr",
                 "display_from", "display_to")
 message_keys = Table(
@@ -292,4 +293,5 @@ message_keys = Table(
     Column("bcc_text", LargeBinary, nullable=False),
     Column("subject_text", LargeBinary, nullable=False),
     *(Index(f"ix_message_keys_{name}", "mailbox_id", name, "uid") for name in _KEY_INDEXES),
+    sqlite_with_rowid=False,
 )

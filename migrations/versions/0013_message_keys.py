@@ -6,7 +6,8 @@ that a SORT is one ``ORDER BY`` the database answers from an index, a THREAD rea
 columns and a header SEARCH is an ``instr`` in SQL: no JSON record is decoded per message
 any more (``bodies.sortkeys`` and ``bodies.searchkeys`` of 0012 are dropped). A table of its
 own, not columns of ``messages``: listings read ``messages`` and stay narrow. A trigger deletes
-a message's row with it (``messages`` itself is not rebuilt: its triggers stay).
+a message's row with it (``messages`` itself is not rebuilt: its triggers stay). Clustered by
+(mailbox, uid) (WITHOUT ROWID): a THREAD or SEARCH reads a mailbox's rows as one range.
 
 Existing mail is back-filled here, one batch of bodies at a time: the keys of a body are
 computed once from its stored structure and its header block (the body is not read), with
@@ -57,6 +58,7 @@ def upgrade() -> None:
         sa.Column('bcc_text', sa.LargeBinary(), nullable=False),
         sa.Column('subject_text', sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint('mailbox_id', 'uid', name=op.f('pk_message_keys')),
+        sqlite_with_rowid=False,
     )
     _backfill()
     # Indexes after the back-fill: built once, sorted, instead of grown row by row.
