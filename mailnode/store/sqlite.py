@@ -817,7 +817,8 @@ class SqlStore:
         def q(conn: Connection) -> dict[int, sortkeys.SortKeys]:
             sql = f"SELECT {columns} FROM message_keys WHERE mailbox_id = ?"
             if uids is None:
-                return made(conn.execute(sql, (mailbox_id,)))
+                with sortkeys.collection_paused():
+                    return made(conn.execute(sql, (mailbox_id,)))
             out: dict[int, sortkeys.SortKeys] = {}
             for i in range(0, len(uids), UID_CHUNK):
                 chunk = uids[i:i + UID_CHUNK]

@@ -470,9 +470,10 @@ async def sort_messages(self: ImapSession, found: list[tuple[int, int]], uid: bo
     keyed = await self.store.sort_keys(sel.mailbox.id, None if whole else
                                        [u for _, u in found], thread=references)
     empty = sortkeys.keys_of(None, None)
-    return [sortthread.SortMessage.from_keys(
-        u if uid else seq, sel.metas[u].internaldate, sel.metas[u].size,
-        keyed.get(u, empty)) for seq, u in found]
+    metas, make = sel.metas, sortthread.SortMessage.from_keys
+    with sortkeys.collection_paused():
+        return [make(u if uid else seq, metas[u].internaldate, metas[u].size,
+                     keyed.get(u, empty)) for seq, u in found]
 
 
 async def sorted_numbers(self: ImapSession, found: list[tuple[int, int]], uid: bool,
@@ -510,8 +511,12 @@ async def do_sort(self: ImapSession, cmd: c.SortCmd) -> str:
 async def do_thread(self: ImapSession, cmd: c.ThreadCmd) -> str:
     found = await matches(self, cmd.key, cmd.charset)
     messages = await sort_messages(self, found, cmd.uid, references=True)
-    threads = await asyncio.to_thread(sortthread.thread, cmd.algorithm, messages)
-    self.emit(r.ThreadData(sortthread.serialise(threads) if threads else b""))
+
+    def threaded() -> bytes:
+        with sortkeys.collection_paused():
+            threads = sortthread.thread(cmd.algorithm, messages)
+            return sortthread.serialise(threads) if threads else b""
+    self.emit(r.ThreadData(await asyncio.to_thread(threaded)))
     return f"{'UID ' if cmd.uid else ''}THREAD completed"
 
 
