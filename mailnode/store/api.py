@@ -192,8 +192,9 @@ class MailStore(Protocol):
         where there is none yet (the caller computes it, off the event loop)."""
 
     async def sort_order(self, mailbox_id: int, criteria: Sequence[tuple[str, bool]],
-                         ) -> list[int]:
-        """The uids of the mailbox's messages in RFC 5256 SORT order by ``criteria``
+                         upto: int | None = None) -> list[int]:
+        """The uids of the mailbox's messages (those up to ``upto``, when given) in RFC 5256
+        SORT order by ``criteria``
         ((key, reverse) pairs, ``mailnode.imap.sortthread``), full ties by uid; from the
         keys computed when each message was stored (``mailnode.mime.sortkeys``)."""
 

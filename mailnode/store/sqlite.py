@@ -799,13 +799,15 @@ class SqlStore:
         return await self.db.read(q)
 
     async def sort_order(self, mailbox_id: int, criteria: Sequence[tuple[str, bool]],
-                         ) -> list[int]:
-        """The uids of the mailbox's messages in SORT order (``order_by``): one statement,
-        on an index of (mailbox, key, uid) for one criterion."""
-        sql = (f"SELECT uid FROM message_keys WHERE mailbox_id = ?"
+                         upto: int | None = None) -> list[int]:
+        """The uids of the mailbox's messages (up to ``upto``) in SORT order
+        (``order_by``): one statement, on an index of (mailbox, key, uid) for one
+        criterion."""
+        sql = (f"SELECT uid FROM message_keys WHERE mailbox_id = ? AND uid <= ?"
                f" ORDER BY {order_by(criteria)}")
+        last = UIDVALIDITY_MAX if upto is None else upto
         return await self.db.read(
-            lambda conn: [uid for (uid,) in conn.execute(sql, (mailbox_id,))])
+            lambda conn: [uid for (uid,) in conn.execute(sql, (mailbox_id, last))])
 
     async def sort_keys(self, mailbox_id: int, uids: Sequence[int] | None, *,
                         thread: bool = False) -> dict[int, sortkeys.SortKeys]:

@@ -229,11 +229,12 @@ class MemStore:
         return keys_of(structure.root.envelope, references_value(raw, structure))
 
     async def sort_order(self, mailbox_id: int, criteria: Sequence[tuple[str, bool]],
-                         ) -> list[int]:
+                         upto: int | None = None) -> list[int]:
         box = self._box(mailbox_id)
         return sortthread.sort([sortthread.SortMessage.from_keys(
             uid, meta.internaldate, meta.size, self._sort_keys(raw))
-            for uid, (meta, raw) in box.messages.items()], criteria)
+            for uid, (meta, raw) in box.messages.items()
+            if upto is None or uid <= upto], criteria)
 
     async def sort_keys(self, mailbox_id: int, uids: Sequence[int] | None, *,
                         thread: bool = False) -> dict[int, SortKeys]:

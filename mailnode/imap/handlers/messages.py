@@ -502,6 +502,19 @@ async def sorted_numbers(self: ImapSession, found: list[tuple[int, int]], uid: b
 async def do_sort(self: ImapSession, cmd: c.SortCmd) -> str:
     if cmd.returns is not None:
         return await ext_search.sort(self, cmd)
+    sel = self.selected
+    assert sel is not None
+    if isinstance(cmd.key, c.SearchAll) and cmd.charset in (None, *search.CHARSETS) \
+            and sel.uids:
+        # SORT ... ALL, what clients send: the store orders the messages up to the view's
+        # last uid (newer ones are not in it; every older one is, or was expunged). When as
+        # many come back as the view has, they are the view: no per-message list is made.
+        order = await self.store.sort_order(sel.mailbox.id, cmd.criteria, upto=sel.uids[-1])
+        if len(order) == len(sel.uids):
+            index = sel.seq_of
+            self.emit(r.SearchData(order if cmd.uid else [index[u] for u in order],
+                                   sort=True))
+            return f"{'UID ' if cmd.uid else ''}SORT completed"
     found = await matches(self, cmd.key, cmd.charset)
     ordered = await sorted_numbers(self, found, cmd.uid, cmd.criteria)
     self.emit(r.SearchData(ordered, _modseq_tail(self, cmd.key, found), sort=True))
