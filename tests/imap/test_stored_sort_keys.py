@@ -307,3 +307,22 @@ async def test_sort_all_with_changes_the_view_has_not_seen(tmp_path: Path) -> No
     assert stored == await _unseen_changes(mem, mem_notifier, mem_inbox.id)
     assert stored[0].startswith(b"* SORT 2 1 3\r\n")
     assert stored[1].startswith(b"* SORT 2 1 3\r\n")  # 2 expunged meanwhile, 4 not yet seen
+
+
+def test_hostile_messages_store_bounded_keys_that_answer_as_the_pure_path(
+        template: Path) -> None:
+    """Each hostile header class (``tests.mime.corpus``): the stored subject and ids keep
+    the pure functions' caps, and SORT, THREAD and SEARCH in SQL answer as over the
+    messages' bytes."""
+    from tests.mime.corpus import CLASSES
+
+    messages = [make(60_000) for _, make in sorted(CLASSES.items())]
+    for raw in messages:
+        keys = sortkeys.message_keys(raw, None)
+        assert len(keys.subject) <= 4 * sortkeys.MAX_SUBJECT
+        assert keys.message_id is None or len(keys.message_id) <= 4 * 998
+        assert len(keys.parents) <= sortkeys.MAX_REFERENCES * (4 * 998 + 1)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "t.db"
+        shutil.copy(template, path)
+        asyncio.run(_compare(path, messages))
