@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import binascii
 import re
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
@@ -12,7 +14,6 @@ from mailnode.imap import commands as c
 from mailnode.imap import objects
 from mailnode.mime import Envelope, MessageStructure, Part, analyse, sortkeys
 from mailnode.mime import headers as mh
-from mailnode.mime.sortkeys import SearchKeys
 from mailnode.store.api import MessageMeta, MessageObjects
 
 CHARSETS = frozenset({"US-ASCII", "UTF-8"})
@@ -28,16 +29,28 @@ def needs_body(key: c.SearchKey) -> bool:
 
 
 def keys_suffice(key: c.SearchKey) -> bool:
-    """Whether the keys stored at delivery (``sortkeys.SearchKeys``) answer every key of
-    ``key`` that would otherwise read the message: FROM/TO/CC/BCC with a value, SUBJECT."""
+    """Whether the texts stored at delivery (``MailStore.search_texts``) answer every key
+    of ``key`` that would otherwise read the message: FROM/TO/CC/BCC with a value,
+    SUBJECT."""
     return all(_stored_key_answers(k) for k in c.search_nodes(key))
+
+
+def stored(key: c.SearchKey) -> c.SearchHeader | None:
+    """``key`` when the stored texts answer it: FROM/TO/CC/BCC with a value, SUBJECT; a
+    value holding the texts' separator (a NUL: not IMAP text) is left to the message."""
+    if not isinstance(key, c.SearchHeader) or sortkeys.SEPARATOR in key.value:
+        return None
+    if (bool(key.value) and key.name.upper() in sortkeys.ADDRESS_FIELDS) if key.envelope \
+            else key.name.lower() == "subject":
+        return key
+    return None
 
 
 def _stored_key_answers(key: c.SearchKey) -> bool:
     if isinstance(key, c.SearchText):
         return False
     if isinstance(key, c.SearchHeader):
-        return bool(key.value) if key.envelope else key.name.lower() == "subject"
+        return stored(key) is not None
     if isinstance(key, c.SearchDate):
         return not key.sent
     return True
@@ -57,8 +70,9 @@ class Candidate:
     structure: MessageStructure | None = None
     extra: MessageObjects | None = None
     """EMAILID and save date, loaded when the key needs them (``objects.needs_objects``)."""
-    keys: SearchKeys | None = None
-    """The keys stored at delivery, given instead of ``raw`` when ``keys_suffice``."""
+    hits: Mapping[c.SearchHeader, AbstractSet[int]] | None = None
+    """The uids each stored-text key (``stored``) matches, worked out by the store for the
+    whole mailbox: given instead of ``raw`` when ``keys_suffice``."""
     _body_text: str | None = field(default=None, repr=False)
 
     @property
@@ -75,14 +89,10 @@ class Candidate:
 
     def header_values(self, name: str) -> list[str]:
         """Every (unfolded, length-bounded) value of field ``name`` in the top header."""
-        if self.keys is not None and name.lower() == "subject":
-            return list(self.keys.subjects)
         return sortkeys.header_values(self.raw or b"", self.tree, name)
 
     def address_texts(self, name: str) -> tuple[str, ...]:
         """What SEARCH FROM/TO/CC/BCC look in (``sortkeys.address_texts``)."""
-        if self.keys is not None:
-            return self.keys.addresses[sortkeys.ADDRESS_FIELDS.index(name)]
         return sortkeys.address_texts(self.tree.envelope or Envelope(), name)
 
     @property
@@ -172,6 +182,8 @@ def matches(key: c.SearchKey, m: Candidate) -> bool:
     if isinstance(key, c.SearchDate):
         return _match_date(key, m)
     if isinstance(key, c.SearchHeader):
+        if m.hits is not None and key in m.hits:
+            return m.meta.uid in m.hits[key]
         needle = key.value.casefold()
         if key.envelope and needle:
             return any(needle in text for text in m.address_texts(key.name))

@@ -1,10 +1,12 @@
 """RFC 5256 SORT and THREAD (ORDEREDSUBJECT, REFERENCES), and RFC 5957 DISPLAYFROM/TO.
 
-Pure and sans-IO: the session fills one :class:`SortMessage` per message from what the store
-keeps (the ENVELOPE of the stored structure, the internal date, the size, the References
-field) and gets numbers back. Everything is bounded for hostile headers and large mailboxes:
-subjects and id lists are capped before parsing, sorting is n log n per criterion, and the
-thread trees (which can be as deep as there are messages) are walked with explicit stacks.
+Pure and sans-IO: the session fills one :class:`SortMessage` per message from the keys the
+store computed when the message arrived (``mailnode.mime.sortkeys``; a SORT the store can
+order itself, ``MailStore.sort_order``, comes here only when a message lacks them) and gets
+numbers back; :func:`sort` is also what the store's SQL order is tested against.
+Everything is bounded for hostile headers and large mailboxes: subjects and id lists are
+capped before parsing, sorting is n log n per criterion, and the thread trees (which can be
+as deep as there are messages) are walked with explicit stacks.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from mailnode.mime.sortkeys import MAX_DATE as MAX_DATE
 from mailnode.mime.sortkeys import MAX_ID_FIELD as MAX_ID_FIELD
 from mailnode.mime.sortkeys import MAX_REFERENCES as MAX_REFERENCES
 from mailnode.mime.sortkeys import MAX_SUBJECT as MAX_SUBJECT
-from mailnode.mime.sortkeys import SortKeys, arrival, casemap, keys_of
+from mailnode.mime.sortkeys import SortKeys, arrival, keys_of
 from mailnode.mime.sortkeys import base_subject as base_subject
 from mailnode.mime.sortkeys import first_id as first_id
 from mailnode.mime.sortkeys import message_ids as message_ids
@@ -30,7 +32,7 @@ SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO",
 THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 
 
-@dataclass
+@dataclass(slots=True)
 class SortMessage:
     """What SORT and THREAD need of one message; ``number`` is what the response shows
     (the sequence number, or the uid for UID SORT / UID THREAD; unique in one call) and
@@ -65,7 +67,7 @@ class SortMessage:
     @classmethod
     def from_keys(cls, number: int, internaldate: datetime, size: int, keys: SortKeys,
                   ) -> SortMessage:
-        """From the keys the store kept (``mailnode.mime.sortkeys.record``)."""
+        """From the keys the store kept (``MailStore.sort_keys``)."""
         return cls(number, internaldate, size, _keys=keys)
 
     @property
@@ -89,7 +91,8 @@ class SortMessage:
 
     @property
     def subject_key(self) -> str:
-        return casemap(self.base[0])
+        """The base subject, i;ascii-casemapped (``keys_of``)."""
+        return self.keys.base[0]
 
 
 # --- SORT ---------------------------------------------------------------------------------
@@ -153,7 +156,7 @@ def sort(messages: Sequence[SortMessage], criteria: Sequence[Criterion]) -> list
 
 # --- THREAD -------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(slots=True)
 class Thread:
     """One node of a THREAD response: a message, or (``number`` None) a placeholder that
     groups siblings whose common parent is missing or that share a subject."""
@@ -252,16 +255,20 @@ def _link_all(messages: Sequence[SortMessage]) -> tuple[list[_Node], int]:
     creation order and the loop-check steps taken."""
     order = sorted(messages, key=lambda m: m.number)
     linker = _Linker(budget=8 * (MAX_REFERENCES + 2) * len(order) + 10_000)
+    table, nodes = linker.table, linker.nodes
     for m in order:
-        mid = m.keys.message_id
-        own = linker.table.get(mid) if mid else None
-        if mid and (own is None or own.msg is None):
-            own = linker.node(mid)
+        keys = m.keys
+        mid = keys.message_id
+        own = table.get(mid) if mid else None
+        if own is None and mid:  # (``linker.node``, inline: once per message)
+            own = table[mid] = _Node(m)
+            nodes.append(own)
+        elif own is not None and own.msg is None:
             own.msg = m
         else:  # no valid id, or a duplicate: a unique id of its own
             own = _Node(m)
-            linker.nodes.append(own)
-        refs = m.keys.parents  # References, or In-Reply-To (``keys_of``)
+            nodes.append(own)
+        refs = keys.parents  # References, or In-Reply-To (``keys_of``)
         prev: _Node | None = None
         for ref in refs:  # (A) chain the references, keeping links that already exist
             n = linker.node(ref)
@@ -362,11 +369,13 @@ def _sort_siblings(roots: list[Thread], by_number: dict[int, SortMessage]) -> No
         stack.extend(t.children)
     keys: dict[int, tuple[float, int]] = {}
     for t in reversed(order):
-        t.children.sort(key=lambda c: keys[id(c)])
+        children = t.children
+        if len(children) > 1:
+            children.sort(key=lambda c: keys[id(c)])
         if t.number is not None:
             keys[id(t)] = _order_key(by_number[t.number])
         else:
-            keys[id(t)] = keys[id(t.children[0])] if t.children else (0.0, 0)
+            keys[id(t)] = keys[id(children[0])] if children else (0.0, 0)
     roots.sort(key=lambda c: keys[id(c)])
 
 

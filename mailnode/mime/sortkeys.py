@@ -1,15 +1,17 @@
-"""The per-message keys RFC 5256 SORT / THREAD and RFC 5957 DISPLAY compare (and what SEARCH
-FROM/TO/CC/BCC/SUBJECT look in), computed from
-a message's ENVELOPE (and References field) by the functions here, once when the message is
-stored (:func:`record`, kept in ``bodies.sortkeys``), or at command time for messages stored
-before that (``mailnode.imap.sortthread``). One set of functions for both, so that a SORT
-answers the same whichever way its keys came. Pure, bounded for hostile headers."""
+"""The per-message keys RFC 5256 SORT / THREAD and RFC 5957 DISPLAY compare, and what SEARCH
+FROM/TO/CC/BCC/SUBJECT look in, computed from a message's ENVELOPE (and its References and
+Subject fields) by the functions here: once when the message is stored (:func:`stored_keys`,
+the typed, indexed columns of ``message_keys``, migration 0013, which SORT orders by and
+SEARCH matches in SQL), and by the pure paths (``mailnode.imap.sortthread``,
+``mailnode.imap.search``) that answer from a message itself. One set of functions for both, so
+that both answer the same. Pure, bounded for hostile headers."""
 
 from __future__ import annotations
 
-import json
+import gc
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -17,6 +19,7 @@ from typing import NamedTuple
 
 from mailnode.mime import headers as mh
 from mailnode.mime.model import Address, Envelope, MessageStructure, Part
+from mailnode.mime.structure import analyse
 
 MAX_SUBJECT = 4096  # characters of a Subject value looked at for its base subject
 MAX_DATE = 200  # characters of a Date value handed to the date parser
@@ -149,7 +152,6 @@ def first_id(value: str | None) -> str | None:
     return m.group(1) if m else None
 
 
-RECORD_VERSION = 1
 _REFERENCES = mh.field_pattern(("references",))
 
 
@@ -159,7 +161,7 @@ class SortKeys(NamedTuple):
     named tuple: made from a stored record fast (a frozen dataclass is several times slower
     to construct, which a SORT of 100,000 messages notices)."""
 
-    base: tuple[str, bool]  # (base subject, whether a reply/forward marker was removed)
+    base: tuple[str, bool]  # (casemapped base subject, whether a reply/forward marker was removed)
     sent: float | None  # the Date field's timestamp; None: the internal date stands in
     from_: str
     to: str
@@ -170,15 +172,6 @@ class SortKeys(NamedTuple):
     parents: tuple[str, ...]  # References' ids, or the first id of In-Reply-To
 
 
-class SearchKeys(NamedTuple):
-    """What SEARCH FROM/TO/CC/BCC look in (``address_texts``, in ``ADDRESS_FIELDS`` order)
-    and SEARCH SUBJECT's values (``header_values``): such searches read this record instead
-    of the message. Apart from ``SortKeys``, so that a SORT does not decode it too."""
-
-    addresses: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
-    subjects: tuple[str, ...]
-
-
 def keys_of(envelope: Envelope | None, references: str | None) -> SortKeys:
     """The keys of a message with this ENVELOPE and References value."""
     e = envelope or Envelope()
@@ -186,16 +179,10 @@ def keys_of(envelope: Envelope | None, references: str | None) -> SortKeys:
     if not refs:  # no usable References: the first id of In-Reply-To is the parent
         irt = first_id(e.in_reply_to)
         refs = [irt] if irt else []
-    return SortKeys(base_subject(e.subject), parsed_sent(e.date), mailbox_key(e.from_),
+    base, reply = base_subject(e.subject)
+    return SortKeys((casemap(base), reply), parsed_sent(e.date), mailbox_key(e.from_),
                     mailbox_key(e.to), mailbox_key(e.cc), display_key(e.from_),
                     display_key(e.to), first_id(e.message_id), tuple(refs))
-
-
-def search_keys_of(envelope: Envelope | None, subjects: Sequence[str]) -> SearchKeys:
-    """The search keys of a message with this ENVELOPE and these Subject values."""
-    e = envelope or Envelope()
-    return SearchKeys((address_texts(e, "FROM"), address_texts(e, "TO"),
-                       address_texts(e, "CC"), address_texts(e, "BCC")), tuple(subjects))
 
 
 ADDRESS_FIELDS = ("FROM", "TO", "CC", "BCC")
@@ -239,58 +226,116 @@ def references_value(raw: bytes, structure: MessageStructure) -> str | None:
     return mh.text(got[0][1]) if got else None
 
 
-def encode(keys: SortKeys) -> str:
-    """A compact ASCII record (JSON with the version first; non-ASCII and the surrogates of
-    undecodable bytes escaped, so it round-trips exactly)."""
-    return json.dumps([RECORD_VERSION, keys.base[0], keys.base[1], keys.sent, keys.from_,
-                       keys.to, keys.cc, keys.display_from, keys.display_to,
-                       keys.message_id, *keys.parents], separators=(",", ":"))
 
 
-def decode(text: str | None) -> SortKeys | None:
-    """What ``encode`` wrote; None for nothing stored, another version, or anything
-    malformed (the caller then derives the keys from the structure, as for older mail)."""
-    if not text:
-        return None
+SORT_COLUMNS = {"ARRIVAL": "arrival", "SIZE": "size", "DATE": "sent", "SUBJECT": "subject",
+                "FROM": "from_addr", "TO": "to_addr", "CC": "cc_addr",
+                "DISPLAYFROM": "display_from", "DISPLAYTO": "display_to"}
+"""The ``message_keys`` column each RFC 5256 / RFC 5957 sort key compares (each indexed
+with the mailbox: migration 0013)."""
+SEARCH_COLUMNS = {"FROM": "from_text", "TO": "to_text", "CC": "cc_text", "BCC": "bcc_text",
+                  "SUBJECT": "subject_text"}
+"""The ``message_keys`` column SEARCH FROM/TO/CC/BCC/SUBJECT look in (``texts``)."""
+SEPARATOR = "\x00"
+"""Starts each value of a ``texts`` column: a needle without it can only match inside one
+value, exactly as the values' own substring test would."""
+
+
+def octets(value: str) -> bytes:
+    """How a key is stored: UTF-8, keeping the lone surrogates that undecodable header bytes
+    leave (``surrogatepass``). Comparing these octets (SQLite BLOBs compare with memcmp)
+    orders as Python orders the strings, by code point: that is what makes a SORT in SQL
+    answer as the pure one does."""
+    return value.encode("utf-8", "surrogatepass")
+
+
+def unoctets(value: bytes) -> str:
+    """``octets`` undone."""
+    return value.decode("utf-8", "surrogatepass")
+
+
+def texts(values: Sequence[str]) -> bytes:
+    """Values a SEARCH looks in, as one column: each after a ``SEPARATOR`` (so no values
+    is empty and one empty value is not)."""
+    return b"".join(octets(SEPARATOR + v) for v in values)
+
+
+class StoredKeys(NamedTuple):
+    """One message's row of ``message_keys`` (apart from mailbox, uid, internal date and
+    size): its ``SortKeys`` and what SEARCH looks in, computed once when it is stored by the
+    same functions the pure paths use. ``sent`` is None when the Date field is missing or
+    unparsable (the row then takes the internal date, RFC 5256)."""
+
+    sent: float | None
+    subject: bytes  # casemapped base subject
+    reply: int
+    from_addr: bytes
+    to_addr: bytes
+    cc_addr: bytes
+    display_from: bytes
+    display_to: bytes
+    message_id: bytes | None
+    parents: bytes  # the parent ids, space-separated (an id never contains a space)
+    from_text: bytes
+    to_text: bytes
+    cc_text: bytes
+    bcc_text: bytes
+    subject_text: bytes
+
+
+STORED_COLUMNS = StoredKeys._fields
+
+
+def stored_keys(raw: bytes, structure: MessageStructure) -> StoredKeys:
+    """The row of a message with these bytes (its header block is enough) and structure."""
+    env = structure.root.envelope or Envelope()
+    k = keys_of(env, references_value(raw, structure))
+    subjects = [mh.decode_words(v).casefold()
+                for v in header_values(raw, structure.root, "subject")]
+    return StoredKeys(
+        k.sent, octets(k.base[0]), int(k.base[1]), octets(k.from_), octets(k.to),
+        octets(k.cc), octets(k.display_from), octets(k.display_to),
+        None if k.message_id is None else octets(k.message_id),
+        octets(" ".join(k.parents)),
+        texts(address_texts(env, "FROM")), texts(address_texts(env, "TO")),
+        texts(address_texts(env, "CC")), texts(address_texts(env, "BCC")), texts(subjects))
+
+
+def sort_keys(sent: float, subject: bytes, reply: int, from_addr: bytes, to_addr: bytes,
+              cc_addr: bytes, display_from: bytes, display_to: bytes,
+              message_id: bytes | None, parents: bytes) -> SortKeys:
+    """The ``SortKeys`` of a stored row."""
+    return SortKeys((unoctets(subject), bool(reply)), sent, unoctets(from_addr),
+                    unoctets(to_addr), unoctets(cc_addr), unoctets(display_from),
+                    unoctets(display_to), None if message_id is None else unoctets(message_id),
+                    tuple(unoctets(parents).split(" ")) if parents else ())
+
+
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused for a bulk step: reading the keys of 100,000
+    messages and threading them allocates about ten objects per message, and each
+    allocation threshold crossed started a collection that walked the whole heap (more than
+    half the time of a THREAD of 100,000 messages, measured). What the step leaves behind
+    is collected as usual once it is resumed. Process-wide: a step overlapping another may
+    find it resumed early, which costs time, never correctness."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
     try:
-        v = json.loads(text)
-        if not isinstance(v, list) or len(v) < 10 or v[0] != RECORD_VERSION:
-            return None
-        return SortKeys((v[1], v[2]), v[3], v[4], v[5], v[6], v[7], v[8], v[9],
-                        tuple(v[10:]))
-    except (ValueError, TypeError):
-        return None
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
-def encode_search(keys: SearchKeys) -> str:
-    """``encode`` for ``SearchKeys``."""
-    return json.dumps([RECORD_VERSION, *keys.addresses, keys.subjects],
-                      separators=(",", ":"))
-
-
-def decode_search(text: str | None) -> SearchKeys | None:
-    """What ``encode_search`` wrote; None as for ``decode``."""
-    if not text:
-        return None
-    try:
-        v = json.loads(text)
-        if not isinstance(v, list) or len(v) != 6 or v[0] != RECORD_VERSION:
-            return None
-        return SearchKeys((tuple(v[1]), tuple(v[2]), tuple(v[3]), tuple(v[4])),
-                          tuple(v[5]))
-    except (ValueError, TypeError):
-        return None
-
-
-def record(raw: bytes, structure: bytes | None) -> tuple[str | None, str | None]:
-    """The stored records (``encode``, ``encode_search``) of a message with this stored
-    structure (None without one: the keys are then derived at command time)."""
-    if structure is None:
-        return None, None
-    try:
-        st = MessageStructure.decode(structure)
-    except ValueError:
-        return None, None
-    env = st.root.envelope
-    return (encode(keys_of(env, references_value(raw, st))),
-            encode_search(search_keys_of(env, header_values(raw, st.root, "subject"))))
+def message_keys(raw: bytes, structure: bytes | None) -> StoredKeys:
+    """``stored_keys`` of a message with this stored structure, or (none stored, or of an
+    older format) the structure analysed here: every stored message has its row."""
+    st = None
+    if structure is not None:
+        try:
+            st = MessageStructure.decode(structure)
+        except ValueError:
+            st = None
+    return stored_keys(raw, st if st is not None else analyse(raw))

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
+from mailnode.mime.sortkeys import SortKeys
+
 SPECIAL_MAILBOXES: tuple[tuple[str, str | None], ...] = (
     ("INBOX", None),
     ("Sent", "\\Sent"),
@@ -189,17 +191,22 @@ class MailStore(Protocol):
         """The MIME structure stored when each message arrived (``mailnode.mime``); None
         where there is none yet (the caller computes it, off the event loop)."""
 
-    async def fetch_sort_keys(self, mailbox_id: int, uids: Sequence[int],
-                              ) -> dict[int, str | None]:
-        """The record of SORT/THREAD keys stored when each message arrived
-        (``mailnode.mime.sortkeys.record``); None where there is none (older mail: the
-        caller derives the keys from the structure, by the same functions)."""
+    async def sort_order(self, mailbox_id: int, criteria: Sequence[tuple[str, bool]],
+                         upto: int | None = None) -> list[int]:
+        """The uids of the mailbox's messages (those up to ``upto``, when given) in RFC 5256
+        SORT order by ``criteria``
+        ((key, reverse) pairs, ``mailnode.imap.sortthread``), full ties by uid; from the
+        keys computed when each message was stored (``mailnode.mime.sortkeys``)."""
 
-    async def fetch_search_keys(self, mailbox_id: int, uids: Sequence[int],
-                                ) -> dict[int, str | None]:
-        """The record of SEARCH keys stored when each message arrived
-        (``mailnode.mime.sortkeys.record``); None where there is none (older mail: the
-        caller reads the message)."""
+    async def sort_keys(self, mailbox_id: int, uids: Sequence[int] | None, *,
+                        thread: bool = False) -> dict[int, SortKeys]:
+        """The stored SORT/THREAD keys of the given messages (None: all the mailbox's;
+        missing uids are left out); ``thread``: only what THREAD compares is filled."""
+
+    async def search_texts(self, mailbox_id: int, name: str, needle: str) -> set[int]:
+        """The uids of messages whose SEARCH FROM/TO/CC/BCC/SUBJECT (``name``) values
+        contain ``needle`` (case-folded; it never contains ``sortkeys.SEPARATOR``); an
+        empty needle (SUBJECT only, as SEARCH has it): those with a Subject field."""
 
     async def fetch_messages(self, mailbox_id: int, uids: Sequence[int],
                              ) -> dict[int, tuple[bytes, bytes | None]]:

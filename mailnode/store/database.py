@@ -44,7 +44,7 @@ Connection: TypeAlias = sqlite3.Connection
 """What a job is given: the writer's or a reader's connection, inside its transaction."""
 log = logging.getLogger("mailnode.store")
 
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0013"
 """The newest migration (a test checks it against alembic's head). A database already there
 is opened without importing alembic or SQLAlchemy at all: they are ~27 MB of a running
 node's memory that only an upgrade needs."""

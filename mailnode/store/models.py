@@ -261,3 +261,37 @@ held = Table(
     Index("ix_held_expires_at", "expires_at"),
     sqlite_autoincrement=True,
 )
+
+# What SORT, THREAD and SEARCH FROM/TO/CC/BCC/SUBJECT compare of each message
+# (``mailnode.mime.sortkeys.StoredKeys``), computed once when it is stored (migration 0013):
+# a SORT is one ``ORDER BY`` on an index of (mailbox, key, uid), a THREAD reads a few short
+# columns, a SEARCH is an ``instr`` over them. Text keys are BLOBs of ``sortkeys.octets``
+# (memcmp order = code point order). Apart from ``messages`` so that listings stay narrow;
+# a trigger on ``messages`` deletes a row with its message. Clustered by (mailbox, uid)
+# (WITHOUT ROWID): a THREAD or SEARCH reads a mailbox's rows in one range of the table.
+_KEY_INDEXES = ("arrival", "size", "sent", "subject", "from_addr", "to_addr", "cc_addr",
+                "display_from", "display_to")
+message_keys = Table(
+    "message_keys", metadata,
+    Column("mailbox_id", Integer, primary_key=True),
+    Column("uid", Integer, primary_key=True),
+    Column("arrival", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("sent", Integer, nullable=False),
+    Column("subject", LargeBinary, nullable=False),
+    Column("reply", Integer, nullable=False),
+    Column("from_addr", LargeBinary, nullable=False),
+    Column("to_addr", LargeBinary, nullable=False),
+    Column("cc_addr", LargeBinary, nullable=False),
+    Column("display_from", LargeBinary, nullable=False),
+    Column("display_to", LargeBinary, nullable=False),
+    Column("message_id", LargeBinary, nullable=True),
+    Column("parents", LargeBinary, nullable=False),
+    Column("from_text", LargeBinary, nullable=False),
+    Column("to_text", LargeBinary, nullable=False),
+    Column("cc_text", LargeBinary, nullable=False),
+    Column("bcc_text", LargeBinary, nullable=False),
+    Column("subject_text", LargeBinary, nullable=False),
+    *(Index(f"ix_message_keys_{name}", "mailbox_id", name, "uid") for name in _KEY_INDEXES),
+    sqlite_with_rowid=False,
+)

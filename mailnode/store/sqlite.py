@@ -199,14 +199,45 @@ _MAILBOX_COLUMNS = ", ".join(_MAILBOX_KEYS)
 
 
 class _Analysed(NamedTuple):
-    """What is worked out of a new message before its write: its stored structure and the
-    key records of ``mailnode.mime.sortkeys.record`` (None where there is no structure)."""
+    """What is worked out of a new message before its write: its stored structure (None:
+    none kept) and its row of sort and search keys (``sortkeys.message_keys``)."""
 
     structure: bytes | None
-    keys: tuple[str | None, str | None]
+    keys: sortkeys.StoredKeys
 
 
-_NOT_ANALYSED = _Analysed(None, (None, None))
+_KEY_COLUMNS = ", ".join(sortkeys.STORED_COLUMNS)
+_INSERT_KEYS = (f"INSERT INTO message_keys (mailbox_id, uid, arrival, size, {_KEY_COLUMNS})"
+                f" VALUES (?, ?, ?, ?, {', '.join('?' * len(sortkeys.STORED_COLUMNS))})")
+_COPY_KEYS = (f"INSERT INTO message_keys (mailbox_id, uid, arrival, size, {_KEY_COLUMNS})"
+              f" SELECT ?, ?, arrival, size, {_KEY_COLUMNS} FROM message_keys"
+              " WHERE mailbox_id = ? AND uid = ?")
+_SORT_COLUMNS = ("uid, sent, subject, reply, from_addr, to_addr, cc_addr, display_from,"
+                 " display_to, message_id, parents")
+_THREAD_COLUMNS = "uid, sent, subject, reply, message_id, parents"
+
+
+def _sort_keys(rows: Iterable[tuple[Any, ...]]) -> dict[int, sortkeys.SortKeys]:
+    """``sortkeys.sort_keys`` of rows of ``_SORT_COLUMNS``."""
+    keys = sortkeys.sort_keys
+    return {row[0]: keys(*row[1:]) for row in rows}
+
+
+def _thread_keys(rows: Iterable[tuple[Any, ...]]) -> dict[int, sortkeys.SortKeys]:
+    """The keys THREAD compares, of rows of ``_THREAD_COLUMNS`` (the address keys left
+    empty). Inlined ``sortkeys.sort_keys``: a THREAD of 100,000 messages reads them all."""
+    text, keys = sortkeys.unoctets, sortkeys.SortKeys
+    return {uid: keys((text(subject), bool(reply)), sent, "", "", "", "", "",
+                      None if message_id is None else text(message_id),
+                      tuple(text(parents).split(" ")) if parents else ())
+            for uid, sent, subject, reply, message_id, parents in rows}
+
+
+def order_by(criteria: Sequence[tuple[str, bool]]) -> str:
+    """The ``ORDER BY`` of a SORT (RFC 5256): the criteria's columns in turn, REVERSE
+    flipping only its own, full ties by uid ascending (= by sequence number)."""
+    return ", ".join([f"{sortkeys.SORT_COLUMNS[name]}{' DESC' if reverse else ''}"
+                      for name, reverse in criteria] + ["uid"])
 
 
 def _is_inbox(name: str) -> bool:
@@ -266,16 +297,14 @@ class SqlStore:
 
     def _analyse_now(self, body: bytes, structure: bytes | None = None) -> _Analysed:
         """The structure of new message bytes (``structure`` if the caller has it) and the
-        key records derived from it: computed before the write, so that the writer (one
-        for the whole node) does not spend ~65 us per message on them."""
+        keys derived from it: computed before the write, so that the writer (one for the
+        whole node) does not spend ~65 us per message on them."""
         if structure is None and self.analyse is not None:
             structure = self.analyse(body)
-        return _Analysed(structure, sortkeys.record(body, structure))
+        return _Analysed(structure, sortkeys.message_keys(body, structure))
 
     async def _structure(self, body: bytes) -> _Analysed:
         """``_analyse_now``, off the event loop."""
-        if self.analyse is None:
-            return _NOT_ANALYSED
         return await asyncio.to_thread(self._analyse_now, body)
 
     async def _write(self, fn: Callable[[Connection], tuple[T, Iterable[int]]],
@@ -341,27 +370,37 @@ class SqlStore:
 
     @staticmethod
     def _add_body(conn: Connection, data: bytes, analysed: _Analysed) -> int:
-        # The header lines message lists ask for, kept apart once here (migration 0011),
-        # and the keys SORT, THREAD and SEARCH compare (0012).
+        # The header lines message lists ask for, kept apart once here (migration 0011).
         cur = conn.execute(
-            "INSERT INTO bodies (data, structure, fields, sortkeys, searchkeys)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO bodies (data, structure, fields) VALUES (?, ?, ?)",
             (data, analysed.structure,
-             stored_fields(data, analysed.structure, STRUCTURE_VERSION), *analysed.keys))
+             stored_fields(data, analysed.structure, STRUCTURE_VERSION)))
         assert cur.lastrowid is not None
         return cur.lastrowid
 
+    @staticmethod
+    def _add_keys(conn: Connection, mailbox_id: int, uid: int, keys: sortkeys.StoredKeys,
+                  internaldate: int, size: int) -> None:
+        """The message's row of ``message_keys`` (migration 0013); RFC 5256: a missing or
+        unparsable Date sorts by the internal date."""
+        conn.execute(_INSERT_KEYS, (mailbox_id, uid, internaldate, size,
+                                    internaldate if keys.sent is None else keys.sent,
+                                    *keys[1:]))
+
     def _add_message(self, conn: Connection, mailbox_id: int, body_id: int, size: int,
                      flags: Iterable[str], internaldate: int) -> int:
+        """A message on a stored body (its keys are the caller's to add); returns its uid."""
         return self._add_message_where(conn, "id = ?", mailbox_id, body_id, size, flags,
                                        internaldate, int(self.clock()))[1]
 
     def _add_to_inbox(self, conn: Connection, user_id: int, body_id: int, size: int,
-                      internaldate: int) -> int:
-        """``_add_message`` into the user's INBOX, found by the same statement that takes
-        its next uid; returns the INBOX's id."""
-        return self._add_message_where(conn, "user_id = ? AND name = 'INBOX'", user_id,
-                                       body_id, size, (), internaldate, internaldate)[0]
+                      internaldate: int, keys: sortkeys.StoredKeys) -> int:
+        """``_add_message`` (with its keys) into the user's INBOX, found by the same
+        statement that takes its next uid; returns the INBOX's id."""
+        inbox, uid = self._add_message_where(conn, "user_id = ? AND name = 'INBOX'", user_id,
+                                             body_id, size, (), internaldate, internaldate)
+        self._add_keys(conn, inbox, uid, keys, internaldate, size)
+        return inbox
 
     @staticmethod
     def _add_message_where(conn: Connection, where: str, key: int, body_id: int, size: int,
@@ -383,8 +422,10 @@ class SqlStore:
     def _file(self, conn: Connection, mailbox_id: int, body: bytes, analysed: _Analysed,
               flags: Iterable[str], internaldate: int) -> int:
         """Store new message bytes and file them into a mailbox; returns the uid."""
-        return self._add_message(conn, mailbox_id, self._add_body(conn, body, analysed),
-                                 len(body), flags, internaldate)
+        uid = self._add_message(conn, mailbox_id, self._add_body(conn, body, analysed),
+                                len(body), flags, internaldate)
+        self._add_keys(conn, mailbox_id, uid, analysed.keys, internaldate, len(body))
+        return uid
 
     @staticmethod
     def _next_modseq(conn: Connection, mailbox_id: int) -> int:
@@ -757,17 +798,53 @@ class SqlStore:
                 conn, "b.structure", mailbox_id, uids)}
         return await self.db.read(q)
 
-    async def fetch_sort_keys(self, mailbox_id: int, uids: Sequence[int],
-                              ) -> dict[int, str | None]:
-        def q(conn: Connection) -> dict[int, str | None]:
-            return dict(_by_uid(conn, "b.sortkeys", mailbox_id, uids))
+    async def sort_order(self, mailbox_id: int, criteria: Sequence[tuple[str, bool]],
+                         upto: int | None = None) -> list[int]:
+        """The uids of the mailbox's messages (up to ``upto``) in SORT order
+        (``order_by``): one statement, on an index of (mailbox, key, uid) for one
+        criterion."""
+        sql = (f"SELECT uid FROM message_keys WHERE mailbox_id = ? AND uid <= ?"
+               f" ORDER BY {order_by(criteria)}")
+        last = UIDVALIDITY_MAX if upto is None else upto
+        return await self.db.read(
+            lambda conn: [uid for (uid,) in conn.execute(sql, (mailbox_id, last))])
+
+    async def sort_keys(self, mailbox_id: int, uids: Sequence[int] | None, *,
+                        thread: bool = False) -> dict[int, sortkeys.SortKeys]:
+        """The stored keys of the given messages (None: all of the mailbox's, in one
+        statement); ``thread``: only what THREAD compares, the address keys left empty."""
+        columns, made = (_THREAD_COLUMNS, _thread_keys) if thread else (_SORT_COLUMNS,
+                                                                          _sort_keys)
+
+        def q(conn: Connection) -> dict[int, sortkeys.SortKeys]:
+            sql = f"SELECT {columns} FROM message_keys WHERE mailbox_id = ?"
+            if uids is None:
+                with sortkeys.collection_paused():
+                    return made(conn.execute(sql, (mailbox_id,)))
+            out: dict[int, sortkeys.SortKeys] = {}
+            for i in range(0, len(uids), UID_CHUNK):
+                chunk = uids[i:i + UID_CHUNK]
+                out.update(made(conn.execute(
+                    sql + f" AND uid IN ({','.join('?' * len(chunk))})",
+                    (mailbox_id, *chunk))))
+            return out
         return await self.db.read(q)
 
-    async def fetch_search_keys(self, mailbox_id: int, uids: Sequence[int],
-                                ) -> dict[int, str | None]:
-        def q(conn: Connection) -> dict[int, str | None]:
-            return dict(_by_uid(conn, "b.searchkeys", mailbox_id, uids))
-        return await self.db.read(q)
+    async def search_texts(self, mailbox_id: int, name: str, needle: str) -> set[int]:
+        """The uids whose SEARCH ``name`` (FROM/TO/CC/BCC/SUBJECT) texts contain the
+        case-folded ``needle`` (``sortkeys.texts``); an empty needle (SUBJECT): those with
+        a Subject field.
+        ``instr`` on the octets: case-folding was done on both sides in Python, and a
+        needle's UTF-8 occurs in a text's UTF-8 exactly where its characters do."""
+        column = sortkeys.SEARCH_COLUMNS[name]
+        if not needle:
+            sql = f"SELECT uid FROM message_keys WHERE mailbox_id = ? AND length({column})"
+            params: tuple[Any, ...] = (mailbox_id,)
+        else:
+            sql = (f"SELECT uid FROM message_keys WHERE mailbox_id = ?"
+                   f" AND instr({column}, ?)")
+            params = (mailbox_id, sortkeys.octets(needle))
+        return await self.db.read(lambda conn: {uid for (uid,) in conn.execute(sql, params)})
 
     async def fetch_messages(self, mailbox_id: int, uids: Sequence[int],
                              ) -> dict[int, tuple[bytes, bytes | None]]:
@@ -953,8 +1030,10 @@ class SqlStore:
                 self._check_quota(conn, dst_mailbox_id, sum(row[3] for row in rows))
             for row_id, uid, body_id, size, flags, internaldate in rows:
                 # The copy shares the bytes: messages never change, so no copy of them is made.
-                pairs.append((uid, self._add_message(conn, dst_mailbox_id, body_id, size,
-                                                     _flags_set(flags), internaldate)))
+                new = self._add_message(conn, dst_mailbox_id, body_id, size,
+                                        _flags_set(flags), internaldate)
+                conn.execute(_COPY_KEYS, (dst_mailbox_id, new, src_mailbox_id, uid))
+                pairs.append((uid, new))
                 if remove:
                     conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
             if not pairs:
@@ -1066,8 +1145,8 @@ class SqlStore:
         """
         now = int(self.clock())
         if isinstance(sub, Submission):
-            ready = _Analysed(sub.structure, (None, None))
-            if sub.local_users:
+            ready = None
+            if sub.local_users or sub.structure is not None:
                 ready = await asyncio.to_thread(self._analyse_now, sub.local_body,
                                                 sub.structure)
             return await self._counting(self._write(
@@ -1075,16 +1154,19 @@ class SqlStore:
 
         def prepare() -> Callable[[Connection], tuple[Filed, list[int]]]:
             made = sub()
-            ready = _Analysed(made.structure, (None, None))
-            if made.local_users:
+            ready = None
+            if made.local_users or made.structure is not None:
                 ready = self._analyse_now(made.local_body, made.structure)
             return self._submission(made, ready, now, max_queued)
         return await self._counting(self._published(self.db.run_after(prepare), appended=True))
 
-    def _submission(self, sub: Submission, analysed: _Analysed, now: int,
+    def _submission(self, sub: Submission, analysed: _Analysed | None, now: int,
                     max_queued: int | None,
                     ) -> Callable[[Connection], tuple[Filed, list[int]]]:
-        """The transaction of ``submit``."""
+        """The transaction of ``submit``. ``analysed``: the local copy's structure and
+        keys, worked out beforehand when it was known to be filed locally (a structure
+        given, or ``local_users``); a recipient found local only here has them worked
+        out in the transaction."""
         def q(conn: Connection) -> tuple[Filed, list[int]]:
             local = dict.fromkeys(sub.local_users)
             remote = list(sub.remote)
@@ -1106,10 +1188,11 @@ class SqlStore:
                     address = conn.execute("SELECT address FROM users WHERE id = ?",
                                            (full[0],)).fetchone()
                     raise RecipientOverQuota(str(address[0]) if address else "?")
-                body_id = self._add_body(conn, sub.local_body, analysed)
+                ready = analysed or self._analyse_now(sub.local_body)
+                body_id = self._add_body(conn, sub.local_body, ready)
                 for user_id in local:
                     changed.append(self._add_to_inbox(conn, user_id, body_id,
-                                                      len(sub.local_body), now))
+                                                      len(sub.local_body), now, ready.keys))
             if remote:
                 queued = self._queued_bytes(conn)
                 if max_queued is not None and queued + len(sub.content) > max_queued:
@@ -1218,7 +1301,7 @@ class SqlStore:
 
     async def outbound_done(self, queue_id: int, dsn: LocalCopy | None = None) -> None:
         """Drop a sent (or expired) envelope; an expiry files its DSN in the same commit."""
-        structure = _NOT_ANALYSED if dsn is None else await self._structure(dsn.body)
+        structure = None if dsn is None else await self._structure(dsn.body)
 
         def q(conn: Connection) -> tuple[None, list[int]]:
             row = conn.execute("SELECT payload_id, length(sealed) FROM outbound WHERE id = ?",
@@ -1234,7 +1317,7 @@ class SqlStore:
                 freed = None if content is None else content[0]
                 conn.execute("DELETE FROM outbound_payloads WHERE id = ?", (payload_id,))
             changed = []
-            if dsn is not None:
+            if dsn is not None and structure is not None:
                 inbox = self._inbox_id(conn, dsn.user_id)
                 self._file(conn, inbox, dsn.body, structure, (), int(self.clock()))
                 changed.append(inbox)
@@ -1251,14 +1334,13 @@ class SqlStore:
         """Schedule the next attempt; ``notice`` (a "delayed" DSN) is filed for the sender in
         the same commit, and the copy remembers it was sent (one per copy)."""
         more = 1 if count_attempt else 0
-        structure = (_NOT_ANALYSED if notice is None
-                     else await self._structure(notice.body))
+        structure = None if notice is None else await self._structure(notice.body)
 
         def q(conn: Connection) -> tuple[None, list[int]]:
             conn.execute("UPDATE outbound SET next_attempt_at = ?, last_error = ?,"
                          " attempts = attempts + ? WHERE id = ?",
                          (next_attempt_at, error, more, queue_id))
-            if notice is None or not conn.execute(
+            if notice is None or structure is None or not conn.execute(
                     "UPDATE outbound SET delay_notified = 1 WHERE id = ?"
                     " AND delay_notified = 0", (queue_id,)).rowcount:
                 return None, []

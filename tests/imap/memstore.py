@@ -14,6 +14,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from mailnode.imap import commands as c
+from mailnode.imap import search, sortthread
+from mailnode.mime import analyse
+from mailnode.mime.sortkeys import SortKeys, keys_of, references_value
 from mailnode.store import objectid
 from mailnode.store.api import (
     SPECIAL_MAILBOXES,
@@ -220,14 +224,30 @@ class MemStore:
         box = self._box(mailbox_id)
         return {uid: None for uid in uids if uid in box.messages}
 
-    async def fetch_sort_keys(self, mailbox_id: int, uids: Sequence[int],
-                              ) -> dict[int, str | None]:
-        box = self._box(mailbox_id)  # none stored: SORT derives the keys each time
-        return {uid: None for uid in uids if uid in box.messages}
+    def _sort_keys(self, raw: bytes) -> SortKeys:
+        structure = analyse(raw)  # none stored: the pure functions, every time
+        return keys_of(structure.root.envelope, references_value(raw, structure))
 
-    async def fetch_search_keys(self, mailbox_id: int, uids: Sequence[int],
-                                ) -> dict[int, str | None]:
-        return await self.fetch_sort_keys(mailbox_id, uids)
+    async def sort_order(self, mailbox_id: int, criteria: Sequence[tuple[str, bool]],
+                         upto: int | None = None) -> list[int]:
+        box = self._box(mailbox_id)
+        return sortthread.sort([sortthread.SortMessage.from_keys(
+            uid, meta.internaldate, meta.size, self._sort_keys(raw))
+            for uid, (meta, raw) in box.messages.items()
+            if upto is None or uid <= upto], criteria)
+
+    async def sort_keys(self, mailbox_id: int, uids: Sequence[int] | None, *,
+                        thread: bool = False) -> dict[int, SortKeys]:
+        box = self._box(mailbox_id)
+        wanted = box.messages if uids is None else uids
+        return {uid: self._sort_keys(box.messages[uid][1]) for uid in wanted
+                if uid in box.messages}
+
+    async def search_texts(self, mailbox_id: int, name: str, needle: str) -> set[int]:
+        box = self._box(mailbox_id)  # the pure SEARCH, over each message's bytes
+        key = c.SearchHeader(name, needle, envelope=name != "SUBJECT")
+        return {uid for uid, (meta, raw) in box.messages.items()
+                if search.matches(key, search.Candidate(1, meta, 1, 1, raw))}
 
     async def fetch_messages(self, mailbox_id: int, uids: Sequence[int],
                              ) -> dict[int, tuple[bytes, bytes | None]]:

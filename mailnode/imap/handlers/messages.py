@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from functools import lru_cache
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple
 
 from mailnode.imap import commands as c
 from mailnode.imap import condstore, feed, objects, search, sortthread
@@ -36,7 +36,6 @@ from mailnode.imap.sequences import SequenceSet, compress
 from mailnode.imap.states import State
 from mailnode.mime import MessageStructure, analyse, sortkeys
 from mailnode.mime import headers as mh
-from mailnode.mime.sortkeys import SearchKeys, SortKeys
 from mailnode.store.api import Changes
 
 if TYPE_CHECKING:
@@ -44,8 +43,8 @@ if TYPE_CHECKING:
 
 
 BODY_BATCH = 64
-SORT_KEY_BATCH = 5000
-"""Stored sort-key records read (and decoded, off the event loop) per statement."""
+KEYED_BATCH = 5000
+"""Messages tested per batch when a search reads no message (no body, no objects)."""
 INLINE_SEARCH_KEYS = 8
 """Search programs longer than this are evaluated in a worker thread, a batch at a time."""
 BODY_BATCH_BYTES = 1024 * 1024
@@ -55,7 +54,6 @@ SMALL_READ_BYTES = 256 * 1024
 """A batch of header FETCH whose messages are no larger than this in all is read without a
 hop to a reader thread: the hop cost more than reading a message list's page of headers,
 and the bound keeps the event loop from reading large bodies' pages itself."""
-K = TypeVar("K")
 _LISTING_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
 _UNSEEN = c.SearchFlag("\\Seen", present=False)
 
@@ -412,9 +410,21 @@ async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
         return [(seq, u) for seq, u in enumerate(sel.uids, start=1)
                 if (flag in metas[u].flags) == present]
     need_body = search.needs_body(key)
-    # FROM/TO/CC/BCC and SUBJECT are answered from the keys stored at delivery; messages
-    # stored without them (older mail) are read as before.
-    use_keys = need_body and search.keys_suffice(key)
+    # FROM/TO/CC/BCC and SUBJECT are answered by the store from the texts it keeps per
+    # message (``MailStore.search_texts``): one query per such key, no message read.
+    hits: dict[c.SearchHeader, set[int]] | None = None
+    if need_body and search.keys_suffice(key):
+        hits = {}
+        for node in c.search_nodes(key):
+            header = search.stored(node)
+            if header is not None and header not in hits:
+                hits[header] = await self.store.search_texts(
+                    sel.mailbox.id, header.name.upper() if header.envelope else "SUBJECT",
+                    header.value.casefold())
+        need_body = False
+        if targets is None and isinstance(key, c.SearchHeader):  # the usual: one key
+            found_uids = hits[key]
+            return [(seq, u) for seq, u in enumerate(sel.uids, start=1) if u in found_uids]
     need_extra = objects.needs_objects(key)
     heavy = need_body or _key_count(key) > INLINE_SEARCH_KEYS
     found: list[tuple[int, int]] = []
@@ -423,21 +433,17 @@ async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
     if targets is None:
         targets = list(enumerate(sel.uids, start=1))
 
-    async def evaluate(batch: list[tuple[int, int]], keys: dict[int, SearchKeys],
-                       ) -> set[int]:
-        """The uids of ``batch`` that match: those with ``keys`` from them, the others
-        from their bytes and structures (when the key needs them)."""
-        if not batch:
-            return set()
+    async def evaluate(batch: list[tuple[int, int]]) -> set[int]:
+        """The uids of ``batch`` that match, from their bytes and structures when the key
+        needs them."""
         uids = [u for _, u in batch]
-        lacking = [u for u in uids if u not in keys] if need_body else []
-        bodies = await self.store.fetch_bodies(sel.mailbox.id, lacking) if lacking else {}
-        structures = await _structures(self, lacking) if lacking else {}
+        bodies = await self.store.fetch_bodies(sel.mailbox.id, uids) if need_body else {}
+        structures = await _structures(self, uids) if need_body else {}
         extra = (await self.store.message_objects(sel.mailbox.id, uids) if need_extra
                  else {})
         candidates = [search.Candidate(seq, sel.shown(sel.metas[uid]), max_seq, max_uid,
                                        bodies.pop(uid, None), structures.get(uid),
-                                       extra.get(uid), keys.get(uid))
+                                       extra.get(uid), hits)
                       for seq, uid in batch]
         # Decoding bodies and headers, or a program of hundreds of keys, is bounded but
         # not free: never on the event loop.
@@ -445,87 +451,85 @@ async def matches(self: ImapSession, key: c.SearchKey, charset: str | None,
                    else _matching(key, candidates))
         return {cand.meta.uid for cand in matched}
 
-    if not use_keys:
-        for batch in _body_batches(self, targets, need_body):
-            got = await evaluate(batch, {})
-            found.extend(t for t in batch if t[1] in got)
-        return found
-    for i in range(0, len(targets), SORT_KEY_BATCH):
-        batch = targets[i:i + SORT_KEY_BATCH]
-        keys = await asyncio.to_thread(_decoded_records, await self.store.fetch_search_keys(
-            sel.mailbox.id, [u for _, u in batch]), sortkeys.decode_search)
-        got = await evaluate([t for t in batch if t[1] in keys], keys)
-        # Older mail without stored keys: read in body-sized groups, as before.
-        for part in _body_batches(self, [t for t in batch if t[1] not in keys], True):
-            got |= await evaluate(part, {})
+    batches = (_body_batches(self, targets, need_body) if hits is None or need_extra
+               else (targets[i:i + KEYED_BATCH] for i in range(0, len(targets), KEYED_BATCH)))
+    for batch in batches:
+        got = await evaluate(batch)
         found.extend(t for t in batch if t[1] in got)
     return found
 
 
 async def sort_messages(self: ImapSession, found: list[tuple[int, int]], uid: bool,
                         references: bool) -> list[sortthread.SortMessage]:
-    """What SORT and THREAD compare: the keys stored at delivery, one short record per
-    message; for mail stored without them, derived here from the stored structures (and, for
-    THREAD=REFERENCES, the References field read from the header block) by the same
-    functions."""
+    """What SORT and THREAD compare: the keys stored at delivery, read from their columns
+    (``references``: only those THREAD compares). A message expunged meanwhile (still in
+    this session's view) has none and compares as one without those header fields."""
     sel = self.selected
     assert sel is not None
-    keyed: dict[int, SortKeys] = {}
-    for i in range(0, len(found), SORT_KEY_BATCH):
-        stored = await self.store.fetch_sort_keys(
-            sel.mailbox.id, [u for _, u in found[i:i + SORT_KEY_BATCH]])
-        keyed.update(await asyncio.to_thread(_decoded_records, stored, sortkeys.decode))
-    made = {u: sortthread.SortMessage.from_keys(
-        u if uid else seq, sel.metas[u].internaldate, sel.metas[u].size, keyed[u])
-        for seq, u in found if u in keyed}
-    rest = [(seq, u) for seq, u in found if u not in keyed]
-    for batch in _body_batches(self, rest, True):
-        uids = [u for _, u in batch]
-        structures = await _structures(self, uids)
-        # Bodies only for References, or for mail stored without a structure (older).
-        wanted = uids if references else [u for u in uids if u not in structures]
-        bodies = await self.store.fetch_bodies(sel.mailbox.id, wanted) if wanted else {}
-        if bodies:
-            structures.update(await _analyse_missing(structures, bodies, uids))
-        for seq, u in batch:
-            meta = sel.metas[u]
-            structure = structures.get(u)
-            body = bodies.get(u)
-            refs = (sortkeys.references_value(body, structure)
-                    if body is not None and structure is not None else None)
-            made[u] = sortthread.SortMessage.from_envelope(
-                u if uid else seq, meta.internaldate, meta.size,
-                structure.root.envelope if structure is not None else None, refs)
-    return [made[u] for _, u in found]
+    whole = len(found) == len(sel.uids)  # all of the view: one statement for the mailbox
+    keyed = await self.store.sort_keys(sel.mailbox.id, None if whole else
+                                       [u for _, u in found], thread=references)
+    empty = sortkeys.keys_of(None, None)
+    metas, make = sel.metas, sortthread.SortMessage.from_keys
+    with sortkeys.collection_paused():
+        return [make(u if uid else seq, metas[u].internaldate, metas[u].size,
+                     keyed.get(u, empty)) for seq, u in found]
 
 
-def _decoded_records(stored: dict[int, str | None], decode: Callable[[str | None], K | None],
-             ) -> dict[int, K]:
-    """The stored key records that are of the current format (the others: derived again)."""
-    out = {}
-    for u, text in stored.items():
-        keys = decode(text)
-        if keys is not None:
-            out[u] = keys
-    return out
+async def sorted_numbers(self: ImapSession, found: list[tuple[int, int]], uid: bool,
+                         criteria: tuple[sortthread.Criterion, ...]) -> list[int]:
+    """The numbers of ``found`` in SORT order: the store orders the whole mailbox in SQL
+    (on an index for one key) and the matches are picked out of that order. Should a
+    match have no stored keys (expunged meanwhile, still in this session's view), the
+    pure sort over ``sort_messages`` answers instead."""
+    sel = self.selected
+    assert sel is not None
+    if not found:
+        return []
+    order = await self.store.sort_order(sel.mailbox.id, criteria)
+    if uid and len(found) == len(sel.uids):  # all of the view (SORT ... ALL)
+        metas = sel.metas
+        numbers = [u for u in order if u in metas]
+    else:
+        wanted = {u: seq for seq, u in found}
+        numbers = [u if uid else wanted[u] for u in order if u in wanted]
+    if len(numbers) == len(found):
+        return numbers
+    messages = await sort_messages(self, found, uid, references=False)
+    return await asyncio.to_thread(sortthread.sort, messages, criteria)
 
 
 async def do_sort(self: ImapSession, cmd: c.SortCmd) -> str:
     if cmd.returns is not None:
         return await ext_search.sort(self, cmd)
+    sel = self.selected
+    assert sel is not None
+    if isinstance(cmd.key, c.SearchAll) and cmd.charset in (None, *search.CHARSETS) \
+            and sel.uids:
+        # SORT ... ALL, what clients send: the store orders the messages up to the view's
+        # last uid (newer ones are not in it; every older one is, or was expunged). When as
+        # many come back as the view has, they are the view: no per-message list is made.
+        order = await self.store.sort_order(sel.mailbox.id, cmd.criteria, upto=sel.uids[-1])
+        if len(order) == len(sel.uids):
+            index = sel.seq_of
+            self.emit(r.SearchData(order if cmd.uid else [index[u] for u in order],
+                                   sort=True))
+            return f"{'UID ' if cmd.uid else ''}SORT completed"
     found = await matches(self, cmd.key, cmd.charset)
-    messages = await sort_messages(self, found, cmd.uid, references=False)
-    ordered = await asyncio.to_thread(sortthread.sort, messages, cmd.criteria)
+    ordered = await sorted_numbers(self, found, cmd.uid, cmd.criteria)
     self.emit(r.SearchData(ordered, _modseq_tail(self, cmd.key, found), sort=True))
     return f"{'UID ' if cmd.uid else ''}SORT completed"
 
 
 async def do_thread(self: ImapSession, cmd: c.ThreadCmd) -> str:
     found = await matches(self, cmd.key, cmd.charset)
-    messages = await sort_messages(self, found, cmd.uid,
-                                         references=cmd.algorithm == "REFERENCES")
-    threads = await asyncio.to_thread(sortthread.thread, cmd.algorithm, messages)
-    self.emit(r.ThreadData(sortthread.serialise(threads) if threads else b""))
+    messages = await sort_messages(self, found, cmd.uid, references=True)
+
+    def threaded() -> bytes:
+        with sortkeys.collection_paused():
+            threads = sortthread.thread(cmd.algorithm, messages)
+            return sortthread.serialise(threads) if threads else b""
+    self.emit(r.ThreadData(await asyncio.to_thread(threaded)))
     return f"{'UID ' if cmd.uid else ''}THREAD completed"
 
 
