@@ -34,7 +34,7 @@ async def run(count: int) -> str:
         db = Database.open(Path(tmp) / "feed.db")
         try:
             notifier = ChangeNotifier()
-            store = SqlStore(db, notifier, analyse=None)
+            store = SqlStore(db, notifier, keep_structure=False)
             user = await store.create_user("u", "password1", Identity.generate())
             inbox = await store.get_mailbox(user.id, "INBOX")
             assert inbox is not None

@@ -175,7 +175,7 @@ class SubmissionService:
             # the store decides in the transaction; the hint only says whether the MIME
             # structure of the local copy is worth computing now.
             return Submission(user.id, local_body, (), vetted, split_headers(vetted), remote,
-                              None if analyse is None else analyse(local_body))
+                              analysed=None if analyse is None else analyse(local_body))
         try:
             filed = await self.store.submit(prepare() if len(content) <= INLINE_BYTES
                                             else prepare, max_queued=self.max_queue_size)

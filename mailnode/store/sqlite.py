@@ -21,7 +21,8 @@ from typing import Any, NamedTuple, TypeVar
 from crypto.address import address_for
 from crypto.keys import Identity
 from crypto.passwords import DUMMY_HASH, RecentlyVerified, hash_password, verify_password
-from mailnode.mime import sortkeys, structure_blob
+from mailnode.mime import analyse as mime_analyse
+from mailnode.mime import sortkeys
 from mailnode.mime.headers import STORED_FIELDS_VERSION, stored_fields
 from mailnode.mime.model import VERSION as STRUCTURE_VERSION
 from mailnode.store import objectid
@@ -113,6 +114,14 @@ class LocalCopy:
     body: bytes
 
 
+class Analysed(NamedTuple):
+    """What is worked out of a new message before its write: its stored structure (None:
+    none kept) and its row of sort and search keys (``sortkeys.stored_keys``)."""
+
+    structure: bytes | None
+    keys: sortkeys.StoredKeys
+
+
 @dataclass(frozen=True)
 class Submission:
     """One accepted message: its bytes are stored once for all local recipients and once
@@ -128,8 +137,8 @@ class Submission:
     remote: tuple[Outgoing, ...]
     """Recipients not known to be local; one that is a local user after all (created since
     the caller last looked) is filed locally in the same transaction instead of queued."""
-    structure: bytes | None = None
-    """The MIME structure of ``local_body`` if the caller computed it already."""
+    analysed: Analysed | None = None
+    """``SqlStore.analyse`` of ``local_body`` if the caller computed it already."""
 
 
 @dataclass(frozen=True)
@@ -198,14 +207,6 @@ _MAILBOX_KEYS = ("id", "user_id", "name", "uidvalidity", "uidnext", "special_use
 _MAILBOX_COLUMNS = ", ".join(_MAILBOX_KEYS)
 
 
-class _Analysed(NamedTuple):
-    """What is worked out of a new message before its write: its stored structure (None:
-    none kept) and its row of sort and search keys (``sortkeys.message_keys``)."""
-
-    structure: bytes | None
-    keys: sortkeys.StoredKeys
-
-
 _KEY_COLUMNS = ", ".join(sortkeys.STORED_COLUMNS)
 _INSERT_KEYS = (f"INSERT INTO message_keys (mailbox_id, uid, arrival, size, {_KEY_COLUMNS})"
                 f" VALUES (?, ?, ?, ?, {', '.join('?' * len(sortkeys.STORED_COLUMNS))})")
@@ -264,13 +265,14 @@ class SqlStore:
 
     def __init__(self, db: Database, notifier: ChangeNotifier,
                  clock: Callable[[], float] = time.time,
-                 analyse: Callable[[bytes], bytes] | None = structure_blob,
+                 keep_structure: bool = True,
                  user_quota: int | None = None) -> None:
         self.db = db
         self.user_quota = user_quota
         """Bytes of mail each user may keep (None: no limit); APPEND and COPY past it fail."""
-        self.analyse = analyse
-        """Computes a message's stored MIME structure once, when it arrives."""
+        self.keep_structure = keep_structure
+        """Whether a new message's MIME structure is stored (computed once, when it
+        arrives); its sort and search keys always are."""
         # Password hashing gets one thread of its own: a flood of guesses queues up here
         # instead of taking the shared pool that sealing and opening mail also use.
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailnode-scrypt")
@@ -295,17 +297,17 @@ class SqlStore:
 
     # ---- helpers -----------------------------------------------------------------------
 
-    def _analyse_now(self, body: bytes, structure: bytes | None = None) -> _Analysed:
-        """The structure of new message bytes (``structure`` if the caller has it) and the
-        keys derived from it: computed before the write, so that the writer (one for the
-        whole node) does not spend ~65 us per message on them."""
-        if structure is None and self.analyse is not None:
-            structure = self.analyse(body)
-        return _Analysed(structure, sortkeys.message_keys(body, structure))
+    def analyse(self, body: bytes) -> Analysed:
+        """The structure of new message bytes and the keys derived from it, from one MIME
+        analysis: computed before the write, so that the writer (one for the whole node)
+        does not spend ~100 us per message on them."""
+        tree = mime_analyse(body)
+        return Analysed(tree.encode() if self.keep_structure else None,
+                        sortkeys.stored_keys(body, tree))
 
-    async def _structure(self, body: bytes) -> _Analysed:
-        """``_analyse_now``, off the event loop."""
-        return await asyncio.to_thread(self._analyse_now, body)
+    async def _structure(self, body: bytes) -> Analysed:
+        """``analyse``, off the event loop."""
+        return await asyncio.to_thread(self.analyse, body)
 
     async def _write(self, fn: Callable[[Connection], tuple[T, Iterable[int]]],
                      durable: bool = True, appended: bool = False) -> T:
@@ -369,7 +371,7 @@ class SqlStore:
     # Every stored message runs these few statements (sqlite3 keeps them prepared).
 
     @staticmethod
-    def _add_body(conn: Connection, data: bytes, analysed: _Analysed) -> int:
+    def _add_body(conn: Connection, data: bytes, analysed: Analysed) -> int:
         # The header lines message lists ask for, kept apart once here (migration 0011).
         cur = conn.execute(
             "INSERT INTO bodies (data, structure, fields) VALUES (?, ?, ?)",
@@ -419,7 +421,7 @@ class SqlStore:
                       modseq))
         return mailbox_id, uid
 
-    def _file(self, conn: Connection, mailbox_id: int, body: bytes, analysed: _Analysed,
+    def _file(self, conn: Connection, mailbox_id: int, body: bytes, analysed: Analysed,
               flags: Iterable[str], internaldate: int) -> int:
         """Store new message bytes and file them into a mailbox; returns the uid."""
         uid = self._add_message(conn, mailbox_id, self._add_body(conn, body, analysed),
@@ -1145,22 +1147,21 @@ class SqlStore:
         """
         now = int(self.clock())
         if isinstance(sub, Submission):
-            ready = None
-            if sub.local_users or sub.structure is not None:
-                ready = await asyncio.to_thread(self._analyse_now, sub.local_body,
-                                                sub.structure)
+            ready = sub.analysed
+            if ready is None and sub.local_users:
+                ready = await asyncio.to_thread(self.analyse, sub.local_body)
             return await self._counting(self._write(
                 self._submission(sub, ready, now, max_queued), appended=True))
 
         def prepare() -> Callable[[Connection], tuple[Filed, list[int]]]:
             made = sub()
-            ready = None
-            if made.local_users or made.structure is not None:
-                ready = self._analyse_now(made.local_body, made.structure)
+            ready = made.analysed
+            if ready is None and made.local_users:
+                ready = self.analyse(made.local_body)
             return self._submission(made, ready, now, max_queued)
         return await self._counting(self._published(self.db.run_after(prepare), appended=True))
 
-    def _submission(self, sub: Submission, analysed: _Analysed | None, now: int,
+    def _submission(self, sub: Submission, analysed: Analysed | None, now: int,
                     max_queued: int | None,
                     ) -> Callable[[Connection], tuple[Filed, list[int]]]:
         """The transaction of ``submit``. ``analysed``: the local copy's structure and
@@ -1188,7 +1189,7 @@ class SqlStore:
                     address = conn.execute("SELECT address FROM users WHERE id = ?",
                                            (full[0],)).fetchone()
                     raise RecipientOverQuota(str(address[0]) if address else "?")
-                ready = analysed or self._analyse_now(sub.local_body)
+                ready = analysed or self.analyse(sub.local_body)
                 body_id = self._add_body(conn, sub.local_body, ready)
                 for user_id in local:
                     changed.append(self._add_to_inbox(conn, user_id, body_id,
