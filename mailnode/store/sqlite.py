@@ -803,8 +803,8 @@ class SqlStore:
     async def sort_order(self, mailbox_id: int, criteria: Sequence[tuple[str, bool]],
                          upto: int | None = None) -> list[int]:
         """The uids of the mailbox's messages (up to ``upto``) in SORT order
-        (``order_by``): one statement, on an index of (mailbox, key, uid) for one
-        criterion."""
+        (``order_by``): one statement, on an index of (mailbox, key, uid) for one of the
+        common criteria (``models._KEY_INDEXES``), else through SQLite's sorter."""
         sql = (f"SELECT uid FROM message_keys WHERE mailbox_id = ? AND uid <= ?"
                f" ORDER BY {order_by(criteria)}")
         last = UIDVALIDITY_MAX if upto is None else upto

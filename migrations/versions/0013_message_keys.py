@@ -31,8 +31,11 @@ depends_on = None
 
 BATCH = 500
 """Bodies whose keys are computed per statement (memory: their header blocks)."""
-_KEY_INDEXES = ("arrival", "size", "sent", "subject", "from_addr", "to_addr", "cc_addr",
-                "display_from", "display_to")
+# Only what message lists sort by most (arrival, date, subject, sender): every index is one
+# more B-tree insert per delivered message (nine of them cost 26 us of the writer's time per
+# message); SORT by another key reads the mailbox's rows of this table in SQLite's sorter
+# (about 80 ms at 100,000 messages instead of 30).
+_KEY_INDEXES = ("arrival", "sent", "subject", "from_addr")
 
 
 def upgrade() -> None:
