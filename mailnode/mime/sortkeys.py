@@ -19,7 +19,6 @@ from typing import NamedTuple
 
 from mailnode.mime import headers as mh
 from mailnode.mime.model import Address, Envelope, MessageStructure, Part
-from mailnode.mime.structure import analyse
 
 MAX_SUBJECT = 4096  # characters of a Subject value looked at for its base subject
 MAX_DATE = 200  # characters of a Date value handed to the date parser
@@ -231,8 +230,8 @@ def references_value(raw: bytes, structure: MessageStructure) -> str | None:
 SORT_COLUMNS = {"ARRIVAL": "arrival", "SIZE": "size", "DATE": "sent", "SUBJECT": "subject",
                 "FROM": "from_addr", "TO": "to_addr", "CC": "cc_addr",
                 "DISPLAYFROM": "display_from", "DISPLAYTO": "display_to"}
-"""The ``message_keys`` column each RFC 5256 / RFC 5957 sort key compares (each indexed
-with the mailbox: migration 0013)."""
+"""The ``message_keys`` column each RFC 5256 / RFC 5957 sort key compares (the common ones
+indexed with the mailbox: ``models._KEY_INDEXES``)."""
 SEARCH_COLUMNS = {"FROM": "from_text", "TO": "to_text", "CC": "cc_text", "BCC": "bcc_text",
                   "SUBJECT": "subject_text"}
 """The ``message_keys`` column SEARCH FROM/TO/CC/BCC/SUBJECT look in (``texts``)."""
@@ -327,15 +326,3 @@ def collection_paused() -> Iterator[None]:
     finally:
         if paused:
             gc.enable()
-
-
-def message_keys(raw: bytes, structure: bytes | None) -> StoredKeys:
-    """``stored_keys`` of a message with this stored structure, or (none stored, or of an
-    older format) the structure analysed here: every stored message has its row."""
-    st = None
-    if structure is not None:
-        try:
-            st = MessageStructure.decode(structure)
-        except ValueError:
-            st = None
-    return stored_keys(raw, st if st is not None else analyse(raw))
