@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -83,7 +84,6 @@ WANTED = [[], [1], list(range(1, 121)), list(range(70, 121)), [120, 3, 4, 60],
 async def test_reads_by_uid_range_or_list_give_the_same_messages(tmp_path: Path) -> None:
     """Dense uid sets are read as a range (rows not asked for skipped), sparse ones as a
     list; either way exactly the messages asked for that exist."""
-    from crypto.keys import Identity
     db = Database.open(tmp_path / "t.db")
     store = SqlStore(db, ChangeNotifier())
     try:
@@ -229,7 +229,6 @@ def test_string_quotes_exactly_what_has_no_unquotable_octet(raw: bytes) -> None:
 
 async def test_claiming_recent_writes_only_when_there_is_something_to_claim(
         tmp_path: Path) -> None:
-    from crypto.keys import Identity
     db = Database.open(tmp_path / "t.db")
     store = SqlStore(db, ChangeNotifier())
     writes: list[object] = []
@@ -269,53 +268,46 @@ def test_shared_plans_keep_a_bounded_number_of_flag_lists() -> None:
         assert len(plan._flags) <= fetch.MAX_FLAG_LISTS
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 async def test_header_fetch_reads_small_batches_on_the_loop_and_large_ones_off_it(
-        tmp_path: Path) -> None:
+        store: SqlStore, dialog: Dialog) -> None:
     """A page of small messages' headers is read without the hop to a reader thread; where
     the batch's messages are large in all, the read (SQLite loads a body to cut its header
     out) stays off the event loop. Both answer the same."""
     from mailnode.imap.handlers.messages import SMALL_READ_BYTES
-    from mailnode.imap.session import ImapSession
 
-    db = Database.open(tmp_path / "t.db")
-    notifier = ChangeNotifier()
-    store = SqlStore(db, notifier)
-    try:
-        await store.create_user("alice", "secret", Identity.generate())
-        dialog = Dialog(ImapSession(store, notifier))
-        await dialog.login()
-        small = b"Subject: small\r\n\r\nx\r\n"
-        large = b"Subject: large\r\n\r\n" + b"y" * SMALL_READ_BYTES + b"\r\n"
-        for raw in (small, small, large):
-            await dialog.send(b"a APPEND INBOX {%d+}\r\n" % len(raw) + raw + b"\r\n")
-        await dialog.send(b"s SELECT INBOX\r\n")
-        used: list[str] = []
-        read_small, read = db.read_small, db.read
+    db = store.db
+    await dialog.login()
+    small = b"Subject: small\r\n\r\nx\r\n"
+    large = b"Subject: large\r\n\r\n" + b"y" * SMALL_READ_BYTES + b"\r\n"
+    for raw in (small, small, large):
+        await dialog.send(b"a APPEND INBOX {%d+}\r\n" % len(raw) + raw + b"\r\n")
+    await dialog.send(b"s SELECT INBOX\r\n")
+    used: list[str] = []
+    read_small, read = db.read_small, db.read
 
-        async def on_loop(fn: Any) -> Any:
-            used.append("loop")
-            return await read_small(fn)
+    async def on_loop(fn: Any) -> Any:
+        used.append("loop")
+        return await read_small(fn)
 
-        async def on_reader(fn: Any) -> Any:
-            used.append("reader")
-            return await read(fn)
+    async def on_reader(fn: Any) -> Any:
+        used.append("reader")
+        return await read(fn)
 
-        db.read_small = on_loop  # type: ignore[method-assign]
-        db.read = on_reader  # type: ignore[method-assign]
-        out = await dialog.send(b"f FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
-        assert out == b"".join(b"* %d FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\n"
-                               b"Subject: small\r\n\r\n)\r\n" % n for n in (1, 2)) \
-            + b"f OK FETCH completed\r\n"
-        assert used == ["loop"]
-        used.clear()
-        out = await dialog.send(b"g FETCH 2:3 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
-        assert out == (b"* 2 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\n"
-                       b"Subject: small\r\n\r\n)\r\n"
-                       b"* 3 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\n"
-                       b"Subject: large\r\n\r\n)\r\ng OK FETCH completed\r\n")
-        assert used == ["reader"]
-    finally:
-        db.close()
+    db.read_small = on_loop  # type: ignore[method-assign]
+    db.read = on_reader  # type: ignore[method-assign]
+    out = await dialog.send(b"f FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+    assert out == b"".join(b"* %d FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\n"
+                           b"Subject: small\r\n\r\n)\r\n" % n for n in (1, 2)) \
+        + b"f OK FETCH completed\r\n"
+    assert used == ["loop"]
+    used.clear()
+    out = await dialog.send(b"g FETCH 2:3 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+    assert out == (b"* 2 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\n"
+                   b"Subject: small\r\n\r\n)\r\n"
+                   b"* 3 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\n"
+                   b"Subject: large\r\n\r\n)\r\ng OK FETCH completed\r\n")
+    assert used == ["reader"]
 
 
 # Stored fields (migration 0011): names drawn from the stored set in any case, and from
@@ -373,49 +365,41 @@ def test_stored_fields_need_a_structure_of_the_version_given() -> None:
     assert not mh.in_stored_fields(("FROM ",))
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 async def test_header_list_fetch_reads_stored_fields_only_when_they_answer(
-        tmp_path: Path) -> None:
+        store: SqlStore, dialog: Dialog) -> None:
     """A message list's HEADER.FIELDS of stored fields is read from them; other header
     sections (and mail stored without fields) from the header block: the same bytes."""
-    from mailnode.imap.session import ImapSession
+    db = store.db
+    await dialog.login()
+    raw = (b"Received: from x\r\n\tby y\r\nFrom: A <a@x>\r\nX-Spam: no\r\n"
+           b"Subject: hi\r\n  there\r\nTo: b@y\r\n\r\nbody\r\n")
+    for _ in range(3):
+        await dialog.send(b"a APPEND INBOX {%d+}\r\n" % len(raw) + raw + b"\r\n")
+    with db.engine.begin() as conn:  # the third as if stored before migration 0011
+        from sqlalchemy import text
+        conn.execute(text("UPDATE bodies SET fields = NULL WHERE id = "
+                          "(SELECT max(body_id) FROM messages)"))
+    await dialog.send(b"s SELECT INBOX\r\n")
+    asked: list[bool] = []
+    real = store.fetch_headers
 
-    db = Database.open(tmp_path / "t.db")
-    notifier = ChangeNotifier()
-    store = SqlStore(db, notifier)
-    try:
-        await store.create_user("alice", "secret", Identity.generate())
-        dialog = Dialog(ImapSession(store, notifier))
-        await dialog.login()
-        raw = (b"Received: from x\r\n\tby y\r\nFrom: A <a@x>\r\nX-Spam: no\r\n"
-               b"Subject: hi\r\n  there\r\nTo: b@y\r\n\r\nbody\r\n")
-        for _ in range(3):
-            await dialog.send(b"a APPEND INBOX {%d+}\r\n" % len(raw) + raw + b"\r\n")
-        with db.engine.begin() as conn:  # the third as if stored before migration 0011
-            from sqlalchemy import text
-            conn.execute(text("UPDATE bodies SET fields = NULL WHERE id = "
-                              "(SELECT max(body_id) FROM messages)"))
-        await dialog.send(b"s SELECT INBOX\r\n")
-        asked: list[bool] = []
-        real = store.fetch_headers
-
-        async def spy(*args: Any, **kwargs: Any) -> dict[int, bytes | None]:
-            asked.append(kwargs.get("fields", False))
-            heads = await real(*args, **kwargs)
-            if kwargs.get("fields"):
-                assert heads[1] == heads[2] == b"From: A <a@x>\r\nSubject: hi\r\n  there\r\n" \
-                    b"To: b@y\r\n\r\n"
-                assert heads[3] == raw[:raw.index(b"\r\n\r\n") + 4]
-            return heads
-        store.fetch_headers = spy  # type: ignore[method-assign]
-        expected = b"From: A <a@x>\r\nSubject: hi\r\n  there\r\n\r\n"
-        out = await dialog.send(b"f FETCH 1:3 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT from)])\r\n")
-        assert out == b"".join(
-            b"* %d FETCH (UID %d BODY[HEADER.FIELDS (SUBJECT FROM)] {%d}\r\n" % (
-                n, n, len(expected)) + expected + b")\r\n" for n in (1, 2, 3)) \
-            + b"f OK FETCH completed\r\n"
-        out = await dialog.send(b"g FETCH 1 (BODY.PEEK[HEADER.FIELDS (X-SPAM FROM)])\r\n"
-                                b"h FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (RECEIVED)])\r\n")
-        assert b"X-Spam: no\r\n" in out and b"Received" not in out
-        assert asked == [True, False, False]
-    finally:
-        db.close()
+    async def spy(*args: Any, **kwargs: Any) -> dict[int, bytes | None]:
+        asked.append(kwargs.get("fields", False))
+        heads = await real(*args, **kwargs)
+        if kwargs.get("fields"):
+            assert heads[1] == heads[2] == b"From: A <a@x>\r\nSubject: hi\r\n  there\r\n" \
+                b"To: b@y\r\n\r\n"
+            assert heads[3] == raw[:raw.index(b"\r\n\r\n") + 4]
+        return heads
+    store.fetch_headers = spy  # type: ignore[method-assign]
+    expected = b"From: A <a@x>\r\nSubject: hi\r\n  there\r\n\r\n"
+    out = await dialog.send(b"f FETCH 1:3 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT from)])\r\n")
+    assert out == b"".join(
+        b"* %d FETCH (UID %d BODY[HEADER.FIELDS (SUBJECT FROM)] {%d}\r\n" % (
+            n, n, len(expected)) + expected + b")\r\n" for n in (1, 2, 3)) \
+        + b"f OK FETCH completed\r\n"
+    out = await dialog.send(b"g FETCH 1 (BODY.PEEK[HEADER.FIELDS (X-SPAM FROM)])\r\n"
+                            b"h FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (RECEIVED)])\r\n")
+    assert b"X-Spam: no\r\n" in out and b"Received" not in out
+    assert asked == [True, False, False]

@@ -479,7 +479,7 @@ async def sort_messages(self: ImapSession, found: list[tuple[int, int]], uid: bo
 async def sorted_numbers(self: ImapSession, found: list[tuple[int, int]], uid: bool,
                          criteria: tuple[sortthread.Criterion, ...]) -> list[int]:
     """The numbers of ``found`` in SORT order: the store orders the whole mailbox in SQL
-    (on an index for one key) and the matches are picked out of that order. Should a
+    (``SqlStore.sort_order``) and the matches are picked out of that order. Should a
     match have no stored keys (expunged meanwhile, still in this session's view), the
     pure sort over ``sort_messages`` answers instead."""
     sel = self.selected
