@@ -7,6 +7,7 @@ import ctypes
 import logging
 import os
 import resource
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -64,6 +65,14 @@ def bound_malloc() -> bool:
     return all(applied)
 
 
+SWITCH_INTERVAL = 0.001
+"""Seconds a thread may hold the GIL while another waits for it (CPython's default: 5 ms).
+Every database job ends with its thread taking the GIL back (SQLite releases it around each
+statement) and then the event loop taking it to hear the result; with the loop busy, each
+wait could last the whole interval. Under imaptest's 10-client load, three alternated runs
+each: 1,695-1,805 commands/s with the default, 1,821-1,883 with 1 ms (0.5 ms: no better)."""
+
+
 def raise_file_limit(config: Config) -> None:
     """Let the process hold every connection the limits allow (Linux's default soft limit
     of 1024 descriptors is below two listeners' worth), up to the hard limit."""
@@ -83,6 +92,7 @@ async def serve(data_dir: Path, stop: asyncio.Event,
     config = load(data_dir / CONFIG_NAME)
     raise_file_limit(config)
     bound_malloc()  # before the threads below make their arenas
+    sys.setswitchinterval(SWITCH_INTERVAL)
     node_identity = load_node_key(data_dir / NODE_KEY_NAME)
     # An older database is upgraded by a child process, so the node never imports
     # SQLAlchemy and alembic; Database.open then finds it current.

@@ -54,6 +54,11 @@ BUSY_TIMEOUT = 30.0
 """Seconds a statement waits for another process's lock (a CLI tool beside the node)."""
 
 
+class TooLarge(Exception):
+    """Raised by a ``read_small`` job that found more rows than belong on the event loop:
+    its ``large`` version then runs on a reader thread instead."""
+
+
 class _Writer(sqlite3.Connection):
     """The writer's connection, remembering its ``synchronous`` mode (one PRAGMA saved per
     group when it does not change)."""
@@ -353,12 +358,15 @@ class Database:
         self._reads.put(_Job(fn, False, loop, future))
         return await future
 
-    async def read_small(self, fn: Callable[[Connection], T]) -> T:
-        """``read`` for a small, bounded ``fn`` (a page of rows the caller knows to be small),
-        run now on the calling thread's own reader connection: for such a read, the hop to a
-        reader thread and back (two thread wake-ups, two trips through the event loop) cost
-        more than the read itself. WAL readers take no lock; should this one still find the
-        database busy (recovery after a crash), it does not wait but goes the long way."""
+    async def read_small(self, fn: Callable[[Connection], T],
+                         large: Callable[[Connection], T] | None = None) -> T:
+        """``read`` for a small, bounded ``fn`` (a row, or a page of rows the caller knows to
+        be small), run now on the calling thread's own reader connection: for such a read,
+        the hop to a reader thread and back (two thread wake-ups, each waiting for the GIL,
+        two trips through the event loop) costs several times the read itself. A ``fn`` that
+        finds more than it should do here raises ``TooLarge``, and ``large`` runs as ``read``
+        would. WAL readers take no lock; should this one still find the database busy
+        (recovery after a crash), it does not wait but goes the long way."""
         conn = self._inline.get(threading.get_ident())
         if conn is None:
             conn = connect_reader(self.path)
@@ -366,6 +374,9 @@ class Database:
             self._inline[threading.get_ident()] = conn
         try:
             return self._snapshot(conn, fn)
+        except TooLarge:
+            if large is None:
+                raise
         except sqlite3.OperationalError as exc:
             if not _busy(exc):
                 raise
@@ -373,7 +384,7 @@ class Database:
             if conn.in_transaction:  # the snapshot could not be ended: a fresh connection
                 del self._inline[threading.get_ident()]
                 conn.close()
-        return await self.read(fn)
+        return await self.read(large or fn)
 
     def _read_work(self) -> None:
         conn = connect_reader(self.path)

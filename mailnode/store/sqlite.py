@@ -44,7 +44,7 @@ from mailnode.store.api import (
     User,
     is_protected,
 )
-from mailnode.store.database import Connection, Database
+from mailnode.store.database import Connection, Database, TooLarge
 from mailnode.store.notify import ChangeNotifier
 
 T = TypeVar("T")
@@ -173,6 +173,8 @@ LISTING_CACHE_MAILBOXES = 64
 """Uids named in one statement (SQLite allows 32,766 parameters; a FETCH batch is far less)."""
 SMALL_READ_ROWS = 64
 """At most this many rows are read on the event loop (``Database.read_small``)."""
+SMALL_COUNT_ROWS = 4096
+"""At most this many index entries are counted on the event loop (well under 1 ms)."""
 
 
 def _by_uid(conn: Connection, columns: str, mailbox_id: int, uids: Sequence[int],
@@ -322,7 +324,8 @@ class SqlStore:
             await self.notifier.publish(mailbox_id, appended)
         return result
 
-    def _mailbox_row(self, conn: Connection, user_id: int, name: str) -> Mailbox | None:
+    def _mailbox_row(self, conn: Connection, user_id: int, name: str,
+                     small: bool = False) -> Mailbox | None:
         # SELECT, STATUS, APPEND and COPY each look their mailbox up.
         cur = conn.execute(
             f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = ? AND "
@@ -331,12 +334,15 @@ class SqlStore:
         row = cur.fetchone()
         if row is None:
             return None
-        return self._mailbox(conn, dict(zip(_MAILBOX_KEYS, row, strict=True)))
+        return self._mailbox(conn, dict(zip(_MAILBOX_KEYS, row, strict=True)), small)
 
-    def _mailbox(self, conn: Connection, m: Mapping[str, Any]) -> Mailbox:
+    def _mailbox(self, conn: Connection, m: Mapping[str, Any], small: bool = False) -> Mailbox:
         """The mailbox with its counts: messages and unseen as the triggers of migration
         0010 keep them on the row, recent from the uid index (the uids above the last one
-        claimed), so no lookup reads every message of the mailbox."""
+        claimed), so no lookup reads every message of the mailbox. ``small`` (on the event
+        loop): ``TooLarge`` rather than count more than ``SMALL_COUNT_ROWS`` entries."""
+        if small and m["uidnext"] - 1 - m["recent_uid"] > SMALL_COUNT_ROWS:
+            raise TooLarge
         recent = conn.execute(
             "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid > ?",
             (m["id"], m["recent_uid"])).fetchone()[0]
@@ -540,7 +546,7 @@ class SqlStore:
                 f"SELECT id, name, address, password_hash FROM users WHERE {where}",
                 params).fetchone()
             return None if row is None else (User(row[0], row[1], row[2]), row[3])
-        found = await self.db.read(q)
+        found = await self.db.read_small(q)
         stored = found[1] if found else DUMMY_HASH
         if found and self._verified.check(stored, password, self.clock()):
             return found[0]
@@ -605,19 +611,23 @@ class SqlStore:
     # ---- mailboxes ---------------------------------------------------------------------
 
     async def list_mailboxes(self, user_id: int) -> list[Mailbox]:
-        def q(conn: Connection) -> list[Mailbox]:
+        def q(conn: Connection, small: bool) -> list[Mailbox]:
             rows = conn.execute(f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = ?"
-                                " ORDER BY name", (user_id,)).fetchall()
-            return [self._mailbox(conn, dict(zip(_MAILBOX_KEYS, r, strict=True)))
+                                " ORDER BY name" + (f" LIMIT {SMALL_READ_ROWS + 1}" if small
+                                                    else ""), (user_id,)).fetchall()
+            if small and len(rows) > SMALL_READ_ROWS:
+                raise TooLarge
+            return [self._mailbox(conn, dict(zip(_MAILBOX_KEYS, r, strict=True)), small)
                     for r in rows]
-        return await self.db.read(q)
+        return await self.db.read_small(lambda conn: q(conn, True), lambda conn: q(conn, False))
 
     async def count_mailboxes(self, user_id: int) -> int:
-        return await self.db.read(lambda conn: int(conn.execute(
+        return await self.db.read_small(lambda conn: int(conn.execute(  # on an index
             "SELECT count(*) FROM mailboxes WHERE user_id = ?", (user_id,)).fetchone()[0]))
 
     async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
-        return await self.db.read(lambda conn: self._mailbox_row(conn, user_id, name))
+        return await self.db.read_small(lambda conn: self._mailbox_row(conn, user_id, name, True),
+                                        lambda conn: self._mailbox_row(conn, user_id, name))
 
     async def create_mailbox(self, user_id: int, name: str,
                              special_use: str | None = None) -> Mailbox:
@@ -781,7 +791,7 @@ class SqlStore:
         # Of the sessions that see a new message, one claims it: the others (and EXAMINE)
         # find that out on a reader, without a transaction queued behind the writer's
         # commits. What is left to claim is claimed in the writing transaction.
-        before, upto = await self.db.read(lambda conn: q(conn, False))
+        before, upto = await self.db.read_small(lambda conn: q(conn, False))
         if not claim or upto <= before:
             return before, upto
         return await self.db.run(lambda conn: q(conn, True), durable=False)
@@ -935,7 +945,11 @@ class SqlStore:
         return await self._write(q, durable=False)
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
-        def q(conn: Connection) -> Changes:
+        """Usually a few rows, read on the event loop; many go to a reader thread."""
+        def q(conn: Connection, small: bool) -> Changes:
+            # Small: at most one row more than allowed, taken from the modseq index in its
+            # order (so the work is bounded too), then sorted here.
+            tail = f" LIMIT {SMALL_READ_ROWS + 1}" if small else " ORDER BY uid"
             row = conn.execute("SELECT highest_modseq, vanished_floor FROM mailboxes "
                                "WHERE id = ?", (mailbox_id,)).fetchone()
             if row is None:
@@ -944,14 +958,19 @@ class SqlStore:
             if modseq >= highest:
                 return Changes([], [], highest)
             changed = [_meta(*r) for r in conn.execute(
-                "SELECT uid, flags, internaldate, size, modseq FROM messages "
-                "WHERE mailbox_id = ? AND modseq > ? ORDER BY uid", (mailbox_id, modseq))]
+                "SELECT uid, flags, internaldate, size, modseq FROM messages"
+                " WHERE mailbox_id = ? AND modseq > ?" + tail, (mailbox_id, modseq))]
             complete = modseq >= floor
             vanished = [int(u) for (u,) in conn.execute(
-                "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ?" + tail,
                 (mailbox_id, modseq))] if complete else []
+            if small:
+                if max(len(changed), len(vanished)) > SMALL_READ_ROWS:
+                    raise TooLarge
+                changed.sort(key=lambda meta: meta.uid)
+                vanished.sort()
             return Changes(changed, vanished, highest, complete)
-        return await self.db.read(q)
+        return await self.db.read_small(lambda conn: q(conn, True), lambda conn: q(conn, False))
 
     async def append(self, mailbox_id: int, body: bytes, flags: frozenset[str],
                      internaldate: datetime | None) -> tuple[int, int]:

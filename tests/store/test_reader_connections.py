@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import mailnode.store.sqlite as sqlite_module
 from crypto.keys import Identity
-from mailnode.store.database import Connection, Database
+from mailnode.store.database import Connection, Database, TooLarge
 from mailnode.store.notify import ChangeNotifier
 from mailnode.store.sqlite import SqlStore
 
@@ -145,5 +146,64 @@ async def test_a_small_read_that_finds_the_database_busy_goes_to_a_reader(
         with pytest.raises(sqlite3.OperationalError, match="no such table"):
             await db.read_small(broken)
         assert threads == [threading.get_ident()]
+    finally:
+        db.close()
+
+
+async def test_a_small_read_that_finds_too_much_runs_its_large_version_on_a_reader(
+        tmp_path: Path) -> None:
+    """A job that finds more rows than belong on the event loop says so (``TooLarge``) and
+    its ``large`` version runs on a reader thread; without one, the error is the caller's."""
+    db = Database.open(tmp_path / "r.db")
+    try:
+        threads: list[int] = []
+
+        def small(_conn: Connection) -> str:
+            threads.append(threading.get_ident())
+            raise TooLarge
+
+        def large(_conn: Connection) -> str:
+            threads.append(threading.get_ident())
+            return "all of it"
+
+        assert await db.read_small(small, large) == "all of it"
+        assert threads[0] == threading.get_ident() != threads[1]
+        with pytest.raises(TooLarge):
+            await db.read_small(small)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("bound", [1, 64])
+async def test_store_reads_give_the_same_answers_on_the_loop_and_on_a_reader(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: int) -> None:
+    """The feed of changes, a mailbox's counts and the mailbox list are read on the event
+    loop when small and on a reader when not: the answers are the same either way (sorted
+    by uid, recent counted in full)."""
+    monkeypatch.setattr(sqlite_module, "SMALL_READ_ROWS", bound)
+    monkeypatch.setattr(sqlite_module, "SMALL_COUNT_ROWS", bound)
+    db = Database.open(tmp_path / "r.db")
+    try:
+        store = SqlStore(db, ChangeNotifier())
+        user = await store.create_user("reader", "password1", Identity.generate())
+        inbox = await store.get_mailbox(user.id, "INBOX")
+        assert inbox is not None
+        _, uids = await store.append_many(inbox.id, [
+            (f"Subject: {i}\r\n\r\nx\r\n".encode(), frozenset(), None) for i in range(6)])
+        after_append = (await store.changes_since(inbox.id, 0)).highest_modseq
+        # Flags changed in an order other than the uids': the feed still lists by uid.
+        for uid in (uids[4], uids[1], uids[3]):
+            await store.store_flags(inbox.id, [uid], frozenset({"\\Seen"}), "add")
+        await store.store_flags(inbox.id, [uids[5], uids[0]], frozenset({"\\Deleted"}), "add")
+        await store.expunge(inbox.id, [uids[5], uids[0]])
+        feed = await store.changes_since(inbox.id, after_append)
+        assert [m.uid for m in feed.changed] == [uids[1], uids[3], uids[4]]
+        assert feed.vanished == [uids[0], uids[5]]
+        inbox = await store.get_mailbox(user.id, "INBOX")
+        assert inbox is not None and (inbox.messages, inbox.recent) == (4, 4)
+        await store.create_mailbox(user.id, "Later")
+        listed = {m.name: m.recent for m in await store.list_mailboxes(user.id)}
+        assert listed["INBOX"] == 4 and "Later" in listed
+        assert await store.count_mailboxes(user.id) == len(listed)
     finally:
         db.close()
