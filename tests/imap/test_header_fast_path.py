@@ -286,9 +286,9 @@ async def test_header_fetch_reads_small_batches_on_the_loop_and_large_ones_off_i
     used: list[str] = []
     read_small, read = db.read_small, db.read
 
-    async def on_loop(fn: Any) -> Any:
+    async def on_loop(fn: Any, large: Any = None) -> Any:
         used.append("loop")
-        return await read_small(fn)
+        return await read_small(fn, large)
 
     async def on_reader(fn: Any) -> Any:
         used.append("reader")
