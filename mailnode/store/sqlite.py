@@ -177,6 +177,17 @@ SMALL_COUNT_ROWS = 4096
 """At most this many index entries are counted on the event loop (well under 1 ms)."""
 
 
+def _changed_below(conn: Connection, mailbox_id: int, last_uid: int, modseq: int,
+                   floor: int) -> bool:
+    """Whether a message up to ``last_uid`` changed or went after ``modseq`` (or whether
+    that cannot be told: tombstones up to ``floor`` were dropped). Both on modseq indexes."""
+    return modseq < floor or conn.execute(
+        "SELECT 1 FROM messages WHERE mailbox_id = ? AND modseq > ? AND uid <= ? LIMIT 1",
+        (mailbox_id, modseq, last_uid)).fetchone() is not None or conn.execute(
+        "SELECT 1 FROM expunged WHERE mailbox_id = ? AND modseq > ? LIMIT 1",
+        (mailbox_id, modseq)).fetchone() is not None
+
+
 def _by_uid(conn: Connection, columns: str, mailbox_id: int, uids: Sequence[int],
             params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
     """``(uid, *columns)`` of the messages among ``uids`` joined with their
@@ -732,15 +743,22 @@ class SqlStore:
     async def _load_listing(self, mailbox_id: int, version: int,
                             base: _Listing | None = None) -> _Listing:
         """The mailbox's messages and its highest modseq, read in one transaction; with
-        ``base`` (a listing that later changes only added to), ``base`` plus the messages
-        after its last uid."""
-        after = base[0][-1].uid if base and base[0] else 0
+        ``base`` (a listing that later changes only added to, as far as the notifier has
+        heard), ``base`` plus the messages after its last uid.
 
+        The notifier hears of a change only after its commit: a flag change or an expunge
+        committed but not yet published would be in this read's highest modseq but not in
+        ``base``, and the session would never hear of it. So the read itself checks that
+        nothing at or below ``base``'s last uid changed after ``base``'s modseq, and reads
+        everything when something did."""
         def q(conn: Connection) -> _Listing:
-            row = conn.execute("SELECT highest_modseq FROM mailboxes WHERE id = ?",
-                               (mailbox_id,)).fetchone()
+            row = conn.execute("SELECT highest_modseq, vanished_floor FROM mailboxes"
+                               " WHERE id = ?", (mailbox_id,)).fetchone()
             if row is None:
                 raise NoSuchMailbox("mailbox no longer exists")
+            kept = base if base and base[0] and not _changed_below(
+                conn, mailbox_id, base[0][-1].uid, base[1], int(row[1])) else None
+            after = kept[0][-1].uid if kept else 0
             # One frozenset per distinct flag text: most messages share a handful of them.
             rows = conn.execute(
                 "SELECT uid, flags, internaldate, size, modseq FROM messages"
@@ -753,7 +771,7 @@ class SqlStore:
                     flags = flag_sets[text] = _flags_set(text)
                 metas.append(MessageMeta(uid, flags, datetime.fromtimestamp(date, UTC), size,
                                          modseq))
-            return (base[0] if base else ()) + tuple(metas), int(row[0])
+            return (kept[0] if kept else ()) + tuple(metas), int(row[0])
         return await self.db.read(q)
 
     async def message_objects(self, mailbox_id: int, uids: Sequence[int],

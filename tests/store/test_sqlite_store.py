@@ -452,6 +452,36 @@ async def test_listings_after_new_mail_read_only_the_new_messages(store: SqlStor
     assert reads[-1] is None  # flags and expunge changed old rows: read all again
 
 
+async def test_a_change_committed_before_it_is_published_is_not_lost_from_listings(
+        store: SqlStore) -> None:
+    """The notifier hears of a commit a moment after it: a listing read in that moment must
+    not take the cached one for current because only new mail was published since. Here an
+    expunge and a flag change commit unannounced, then new mail is announced: the next
+    listing must still show both (it once kept the expunged message and the old flags,
+    with a highest modseq past them, so the session never heard of them: imaptest's
+    checkpoints found sessions that disagreed about a mailbox)."""
+    user = await store.create_user("racer", "password1", Identity.generate())
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    assert inbox is not None
+    for i in range(5):
+        await store.append(inbox.id, f"Subject: {i}\r\n\r\nx\r\n".encode(), frozenset(), None)
+    before = await store.list_messages(inbox.id)  # cached as of this version
+    publish = store.notifier.publish
+
+    async def late(mailbox_id: int, appended: bool = False) -> None:
+        """Published after the listing below was read."""
+
+    store.notifier.publish = late  # type: ignore[method-assign]
+    await store.store_flags(inbox.id, [before[3].uid], frozenset({"\\Deleted"}), "add")
+    await store.expunge(inbox.id, [before[3].uid])
+    await store.store_flags(inbox.id, [before[1].uid], frozenset({"\\Seen"}), "add")
+    store.notifier.publish = publish  # type: ignore[method-assign]
+    await store.append(inbox.id, b"Subject: new\r\n\r\nx\r\n", frozenset(), None)
+    listed, highest = await store.snapshot(inbox.id)
+    assert (listed, highest) == await SqlStore(store.db, ChangeNotifier()).snapshot(inbox.id)
+    assert before[3].uid not in {m.uid for m in listed}
+
+
 async def test_cached_listings_are_bounded_least_recently_used_first(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
