@@ -176,34 +176,29 @@ async def test_a_small_read_that_finds_too_much_runs_its_large_version_on_a_read
 
 @pytest.mark.parametrize("bound", [1, 64])
 async def test_store_reads_give_the_same_answers_on_the_loop_and_on_a_reader(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: int) -> None:
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch, bound: int) -> None:
     """The feed of changes, a mailbox's counts and the mailbox list are read on the event
     loop when small and on a reader when not: the answers are the same either way (sorted
     by uid, recent counted in full)."""
     monkeypatch.setattr(sqlite_module, "SMALL_READ_ROWS", bound)
     monkeypatch.setattr(sqlite_module, "SMALL_COUNT_ROWS", bound)
-    db = Database.open(tmp_path / "r.db")
-    try:
-        store = SqlStore(db, ChangeNotifier())
-        user = await store.create_user("reader", "password1", Identity.generate())
-        inbox = await store.get_mailbox(user.id, "INBOX")
-        assert inbox is not None
-        _, uids = await store.append_many(inbox.id, [
-            (f"Subject: {i}\r\n\r\nx\r\n".encode(), frozenset(), None) for i in range(6)])
-        after_append = (await store.changes_since(inbox.id, 0)).highest_modseq
-        # Flags changed in an order other than the uids': the feed still lists by uid.
-        for uid in (uids[4], uids[1], uids[3]):
-            await store.store_flags(inbox.id, [uid], frozenset({"\\Seen"}), "add")
-        await store.store_flags(inbox.id, [uids[5], uids[0]], frozenset({"\\Deleted"}), "add")
-        await store.expunge(inbox.id, [uids[5], uids[0]])
-        feed = await store.changes_since(inbox.id, after_append)
-        assert [m.uid for m in feed.changed] == [uids[1], uids[3], uids[4]]
-        assert feed.vanished == [uids[0], uids[5]]
-        inbox = await store.get_mailbox(user.id, "INBOX")
-        assert inbox is not None and (inbox.messages, inbox.recent) == (4, 4)
-        await store.create_mailbox(user.id, "Later")
-        listed = {m.name: m.recent for m in await store.list_mailboxes(user.id)}
-        assert listed["INBOX"] == 4 and "Later" in listed
-        assert await store.count_mailboxes(user.id) == len(listed)
-    finally:
-        db.close()
+    user = await store.create_user("reader", "password1", Identity.generate())
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    assert inbox is not None
+    _, uids = await store.append_many(inbox.id, [
+        (f"Subject: {i}\r\n\r\nx\r\n".encode(), frozenset(), None) for i in range(6)])
+    after_append = (await store.changes_since(inbox.id, 0)).highest_modseq
+    # Flags changed in an order other than the uids': the feed still lists by uid.
+    for uid in (uids[4], uids[1], uids[3]):
+        await store.store_flags(inbox.id, [uid], frozenset({"\\Seen"}), "add")
+    await store.store_flags(inbox.id, [uids[5], uids[0]], frozenset({"\\Deleted"}), "add")
+    await store.expunge(inbox.id, [uids[5], uids[0]])
+    feed = await store.changes_since(inbox.id, after_append)
+    assert [m.uid for m in feed.changed] == [uids[1], uids[3], uids[4]]
+    assert feed.vanished == [uids[0], uids[5]]
+    inbox = await store.get_mailbox(user.id, "INBOX")
+    assert inbox is not None and (inbox.messages, inbox.recent) == (4, 4)
+    await store.create_mailbox(user.id, "Later")
+    listed = {m.name: m.recent for m in await store.list_mailboxes(user.id)}
+    assert listed["INBOX"] == 4 and "Later" in listed
+    assert await store.count_mailboxes(user.id) == len(listed)
