@@ -213,6 +213,10 @@ class SmtpSession:
         """Received bytes not yet read (the adapter stops reading beyond a bound)."""
         return len(self._buf)
 
+    def held(self) -> int:
+        """Bytes of the message being received that are kept (never more than its limit)."""
+        return sum(map(len, self._parts))
+
     def data_to_send(self) -> bytes:
         out = b"".join(self._out)
         self._out.clear()
