@@ -222,10 +222,6 @@ class SmtpSession:
         self._out.clear()
         return out
 
-    @property
-    def closed(self) -> bool:
-        return self._state == _CLOSED
-
     def next_event(self) -> Event | None:
         """Read what was received until an event needs the adapter; None when more input
         (or an answer to the last event) is needed first."""
