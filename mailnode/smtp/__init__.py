@@ -1,1 +1,2 @@
-"""SMTP submission: an aiosmtpd handler served inside the node's own event loop."""
+"""SMTP submission: our own sans-IO dialogue (``protocol``) behind an asyncio adapter
+(``server``) on the node's event loop; ``replies`` holds what it says."""

@@ -1,16 +1,11 @@
 """Every SMTP reply the submission server sends, with its RFC 3463 enhanced status code.
 
-Our own replies are the constants below. aiosmtpd's built-in ones (syntax and sequence
-errors, the size limit, QUIT, RSET, STARTTLS) pass through :func:`enhance` on their way out,
-which rewrites them from ``BUILTIN`` or, for a wording not listed, adds the code that
-``BY_CODE`` gives their reply code: RFC 2034 asks for an enhanced code on every reply but the
-greeting, the answer to EHLO/HELO, and the 3xx continuations (354, AUTH's 334 challenges).
-Delta Chat and other clients show the text verbatim, so limits are stated in it.
+RFC 2034 asks for an enhanced code on every reply but the greeting, the answer to EHLO/HELO,
+and the 3xx continuations (354, AUTH's 334 challenges: those are in ``protocol``). Delta Chat
+and other clients show the text verbatim, so limits are stated in it.
 """
 
 from __future__ import annotations
-
-import re
 
 AUTH_OK = "235 2.7.0 Authentication successful"
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
@@ -42,44 +37,6 @@ INTERNAL_ERROR = "451 4.3.0 Internal error; try again later"
 TOO_BIG = "552 5.3.4 Message too big: limit {limit}"
 OVER_DECLARED = "552 5.3.4 Message larger than the SIZE declared in MAIL FROM ({limit})"
 
-# aiosmtpd's wordings that mean the size limit was exceeded: by the data, by a SIZE= value.
-TOO_MUCH_DATA = "552 Error: Too much mail data"
-SIZE_EXCEEDED = "552 Error: message size exceeds fixed maximum message size"
-
-BUILTIN: dict[str, str] = {
-    "250 OK": "250 2.0.0 OK",
-    "221 Bye": "221 2.0.0 Bye",
-    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
-    "454 TLS not available": "454 4.7.0 TLS not available",
-    "500 Command line too long": "500 5.5.6 Command line too long",
-    "500 Error: bad syntax": "500 5.5.2 Syntax error",
-    "500 Error: strict ASCII mode": "500 5.5.2 Syntax error: only ASCII is accepted here",
-    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.6 Line too long: limit 998 "
-                                                 "characters (RFC 5321 4.5.3.1.6)",
-    "502 EXPN not implemented": "502 5.5.1 EXPN not implemented",
-    "503 Already authenticated": "503 5.5.1 Already authenticated",
-    "503 Error: need MAIL command": "503 5.5.1 Send MAIL FROM first",
-    "503 Error: need RCPT command": "503 5.5.1 Send RCPT TO first",
-    "503 Error: nested MAIL command": "503 5.5.1 MAIL FROM already given; send RSET first",
-    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
-    "554 Command refused due to lack of security": "554 5.7.0 Command refused: TLS "
-                                                   "handshake not accepted",
-    "501 Not enough value": "501 5.5.4 AUTH needs a mechanism",
-    "501 Too many values": "501 5.5.4 AUTH takes a mechanism and at most one argument",
-}
-
-BY_CODE: dict[int, str] = {
-    211: "2.0.0", 214: "2.0.0", 220: "2.0.0", 221: "2.0.0", 250: "2.0.0", 252: "2.5.0",
-    421: "4.4.2", 450: "4.2.0", 451: "4.3.0", 452: "4.3.1", 454: "4.7.0", 455: "4.5.0",
-    500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1", 504: "5.5.4", 521: "5.3.2",
-    530: "5.7.0", 534: "5.7.9", 535: "5.7.8", 538: "5.7.11", 550: "5.1.1", 551: "5.1.6",
-    552: "5.3.4", 553: "5.1.3", 554: "5.0.0", 555: "5.5.4",
-}
-
-_REPLY = re.compile(r"^([245]\d\d)([ -])(.*)$", re.DOTALL)
-_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?: |$)")
-
-
 def size_text(size: int) -> str:
     """``26214400`` -> ``25 MB``: a limit as people read it."""
     for unit, name in ((1024 * 1024, "MB"), (1024, "KB")):
@@ -88,22 +45,37 @@ def size_text(size: int) -> str:
     return f"{size} bytes"
 
 
-def enhance(line: str, limit: int, *, declared: bool = False) -> str:
-    """The reply ``line`` with an enhanced status code; ``limit`` is the message size limit,
-    ``declared`` whether the message exceeded the (smaller) SIZE its client declared."""
-    if line in (TOO_MUCH_DATA, SIZE_EXCEEDED):
-        return (OVER_DECLARED if declared and line == TOO_MUCH_DATA else TOO_BIG).format(
-            limit=size_text(limit))
-    if line in BUILTIN:
-        return BUILTIN[line]
-    match = _REPLY.match(line)
-    if match is None:
-        return line  # 3xx continuations, and anything that is not a reply
-    code, separator, text = match.groups()
-    if _ENHANCED.match(text) and text[0] == code[0]:
-        return line  # already coded, and of its reply's class (RFC 3463: they must agree)
-    if text.startswith("Error: "):
-        text = text[len("Error: "):]
-        text = text[:1].upper() + text[1:]
-    status = BY_CODE.get(int(code), f"{code[0]}.0.0")
-    return f"{code}{separator}{status} {text}" if text else f"{code}{separator}{status}"
+# The dialogue's own (``protocol``), in the words clients have seen from this server.
+OK = "250 2.0.0 OK"
+BYE = "221 2.0.0 Bye"
+READY_FOR_TLS = "220 2.0.0 Ready to start TLS"
+TLS_NOT_AVAILABLE = "454 4.7.0 TLS not available"
+MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
+AUTH_REQUIRED = "530 5.7.0 Authentication required"
+AUTH_NEEDS_TLS = "538 5.7.11 Encryption required for requested authentication mechanism"
+ALREADY_AUTHENTICATED = "503 5.5.1 Already authenticated"
+AUTH_NO_MECHANISM = "501 5.5.4 AUTH needs a mechanism"
+AUTH_TOO_MANY_ARGUMENTS = "501 5.5.4 AUTH takes a mechanism and at most one argument"
+AUTH_UNKNOWN_MECHANISM = "504 5.5.4 Unrecognized authentication type"
+SYNTAX_ERROR = "500 5.5.2 Syntax error"
+COMMAND_TOO_LONG = "500 5.5.6 Command line too long"
+DATA_LINE_TOO_LONG = "500 5.5.6 Line too long: limit 998 characters (RFC 5321 4.5.3.1.6)"
+UNKNOWN_COMMAND = '500 5.5.2 Command "{command}" not recognized'
+TOO_MANY_UNKNOWN = "502 5.5.1 Too many unrecognized commands, goodbye."
+CALL_LIMIT = "421 4.7.0 {command} sent too many times"
+SYNTAX = "501 5.5.4 Syntax: {syntax}"
+SEND_FIRST = "503 5.5.1 Send {command} first"
+NEED_MAIL = "503 5.5.1 Send MAIL FROM first"
+NEED_RCPT = "503 5.5.1 Send RCPT TO first"
+NESTED_MAIL = "503 5.5.1 MAIL FROM already given; send RSET first"
+MALFORMED_ADDRESS = "553 5.1.3 Error: malformed address"
+BAD_BODY = "501 5.5.4 BODY can only be one of 7BIT, 8BITMIME"
+SMTPUTF8_ARGUMENT = "501 5.5.4 SMTPUTF8 takes no arguments"
+MAIL_PARAMETERS = "555 5.5.4 MAIL FROM parameters not recognized or not implemented"
+RCPT_PARAMETERS = "555 5.5.4 RCPT TO parameters not recognized or not implemented"
+EXPN_NOT_IMPLEMENTED = "502 5.5.1 EXPN not implemented"
+CANNOT_VRFY = "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery"
+COULD_NOT_VRFY = "502 5.5.1 Could not VRFY {argument}"
+HELP = "250 2.0.0 Supported commands: {commands}"
+HELP_SYNTAX = "250 2.0.0 Syntax: {syntax}"
+HELP_UNKNOWN = "501 5.5.4 Supported commands: {commands}"

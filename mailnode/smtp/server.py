@@ -1,17 +1,19 @@
-"""The aiosmtpd adapter: each hook converts its arguments, calls the submission service and
-maps the result to a reply from ``replies``. It runs on the node's loop via ``create_server``
-(aiosmtpd's Controller would start a second loop in a thread)."""
+"""The asyncio adapter of the submission server: one :class:`asyncio.Protocol` per connection
+feeds the sans-IO :class:`~mailnode.smtp.protocol.SmtpSession`, writes its replies and answers
+its events with the node's services (:class:`Authenticator`, :class:`SubmissionService`).
+
+It replaced aiosmtpd (still the baseline of ``bench.smtp_submission``): that library's
+per-command machinery (a stream read, several coroutines and hook lookups per line) cost
+more CPU per message than the whole budget of a durable submission. Here a command that
+needs no I/O is answered inside ``data_received``; one that does runs as a task, and what
+the client pipelined meanwhile waits in the session's buffer (reading pauses if it grows).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
-import warnings
-from typing import Any, AnyStr
-
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session, TLSSetupException, syntax
 
 from mailnode.auth import Authenticator, LoginFailed, LoginThrottled, NotAuthorised
 from mailnode.delivery.submit import (
@@ -23,32 +25,24 @@ from mailnode.delivery.submit import (
     SystemFull,
 )
 from mailnode.guard import LOGIN_GRACE, ByteBudget, ConnectionTable, source_key
-from mailnode.logsafe import LogThrottle, clean, escape, held_back
-from mailnode.mime.address import ADDR_SPEC
-from mailnode.sasl import PlainCredentials, SaslError, b64decode_strict, parse_plain
+from mailnode.logsafe import LogThrottle, clean, held_back
 from mailnode.smtp import replies
+from mailnode.smtp.protocol import (
+    Close,
+    Event,
+    Login,
+    Mail,
+    Message,
+    Rcpt,
+    SmtpSession,
+    StartTls,
+)
 from mailnode.store.api import User
 
 log = logging.getLogger(__name__)
 
-# Plain AUTH without TLS is only allowed on loopback (``require_tls`` otherwise); aiosmtpd
-# warns about it on every connection, which would flood the log.
-warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
-# aiosmtpd 1.4 itself sets the deprecated Session.login_data on every successful AUTH and
-# logs (not warns) that it is deprecated: drop exactly that line.
-logging.getLogger("mail.log").addFilter(
-    lambda record: "auth_required == True but auth_require_tls" not in record.getMessage()
-    and not record.getMessage().startswith("Session.login_data is deprecated"))
-
-MAX_RECIPIENTS = 100
-_PATH = re.compile(r"<(" + ADDR_SPEC.pattern + r")>[ \t]*+(?![(])")
-
-
-def _user(session: Session) -> User:
-    """The authenticated user; aiosmtpd's ``auth_required`` answers 530 before MAIL."""
-    user: object = session.auth_data
-    assert isinstance(user, User)
-    return user
+PAUSE_AT = 64 * 1024
+"""Received bytes waiting behind a pending command before the socket stops being read."""
 
 
 def _refusal(exc: Refused) -> str:
@@ -64,180 +58,63 @@ def _refusal(exc: Refused) -> str:
     return replies.TEMPORARY_FAILURE
 
 
-class SubmissionHandler:
-    """aiosmtpd handler for authenticated submission."""
+class _Connection(asyncio.Protocol):
+    """One client connection under the listener's :class:`ConnectionTable`, its login
+    deadline (which, unlike the idle timeout, does not restart with each command: a client
+    that trickles commands without logging in is still closed after ``login_timeout``) and
+    its idle timeout."""
 
-    def __init__(self, service: SubmissionService, auth: Authenticator | None = None) -> None:
-        self.service = service
-        self.auth = auth if auth is not None else Authenticator(service.store)
-
-    async def _login(self, server: SMTP, creds: PlainCredentials) -> AuthResult:
-        """The one place where login errors become SMTP replies."""
-        address = server.address if isinstance(server, _LimitedSMTP) else "unknown"
-        try:
-            user = await self.auth.authenticate(creds, address, "smtp")
-        except NotAuthorised:
-            return AuthResult(success=False, handled=False, message=replies.AUTH_AUTHZID)
-        except LoginFailed:
-            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
-        except LoginThrottled as exc:
-            # The source is locked out: answer and hang up rather than hear more guesses.
-            await server.push(replies.AUTH_THROTTLED.format(seconds=round(exc.retry_after)))
-            if server.transport is not None:
-                server.transport.close()
-            return AuthResult(success=False, handled=True)
-        if isinstance(server, _LimitedSMTP) and not server.logged_in(user):
-            return AuthResult(success=False, handled=False, message=replies.TOO_MANY_SESSIONS)
-        return AuthResult(success=True, auth_data=user, message=replies.AUTH_OK)
-
-    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
-        try:
-            if len(args) == 1:
-                blob = await server.challenge_auth("")
-                if not isinstance(blob, bytes):
-                    return AuthResult(success=False, handled=True)  # aborted; already answered
-            else:
-                blob = b64decode_strict(args[1])
-            creds = parse_plain(blob)
-        except SaslError:
-            return AuthResult(success=False, handled=False, message=replies.AUTH_MALFORMED)
-        return await self._login(server, creds)
-
-    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
-        try:
-            if len(args) == 1:
-                login = await server.challenge_auth("Username:")
-                if not isinstance(login, bytes):
-                    return AuthResult(success=False, handled=True)
-            else:
-                login = b64decode_strict(args[1])
-            password = await server.challenge_auth("Password:")
-            if not isinstance(password, bytes):
-                return AuthResult(success=False, handled=True)
-            creds = PlainCredentials("", login.decode("utf-8"), password.decode("utf-8"))
-        except (SaslError, UnicodeDecodeError):
-            return AuthResult(success=False, handled=False, message=replies.AUTH_MALFORMED)
-        return await self._login(server, creds)
-
-    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
-                          hostname: str, responses: list[str]) -> list[str]:
-        """Advertise ENHANCEDSTATUSCODES (RFC 2034): every reply but these carries one."""
-        session.host_name = hostname  # aiosmtpd leaves this to a handler with this hook
-        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
-
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, mail_options: list[str]) -> str:
-        user = _user(session)
-        if not self.service.is_own_address(user, address):
-            return replies.SENDER_NOT_OWNED.format(address=user.address)
-        wait = self.service.rate_limit.try_acquire(user.id)
-        if wait:
-            log.info("smtp rate limit for user=%s", user.name)
-            return replies.RATE_LIMITED.format(seconds=max(1, round(wait)))
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return replies.SENDER_OK
-
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
-            return replies.TOO_MANY_RECIPIENTS
-        try:
-            canonical = await self.service.check_recipient(address)
-        except Refused as exc:
-            return _refusal(exc)
-        envelope.rcpt_tos.append(canonical)
-        envelope.rcpt_options.extend(rcpt_options)
-        return replies.RECIPIENT_OK
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        user = _user(session)
-        content = envelope.original_content or b""
-        try:
-            queue_id = await self.service.submit(user, list(envelope.rcpt_tos), content)
-        except Refused as exc:
-            return _refusal(exc)
-        except Exception:
-            log.exception("submission from user=%s failed", user.name)
-            return replies.TEMPORARY_FAILURE
-        return replies.QUEUED.format(queue_id=queue_id)
-
-    async def handle_exception(self, error: Exception) -> str:
-        """aiosmtpd's answer to anything a command raised. Without this hook it replies
-        ``500 Error: (ValueError) ...`` with the exception text and logs a traceback, also
-        for a client's overlong AUTH line. Bad input gets a plain reply and an INFO line;
-        only the unexpected is logged as a bug."""
-        if isinstance(error, ValueError) and isinstance(error.__context__,
-                                                        asyncio.LimitOverrunError):
-            log.info("smtp client sent an overlong line")  # readline() in an AUTH exchange
-            return replies.LINE_TOO_LONG
-        if isinstance(error, UnicodeError):
-            log.info("smtp client sent undecodable characters")
-            return replies.BAD_CHARACTERS
-        if isinstance(error, TLSSetupException | ConnectionError):
-            log.info("smtp connection failed: %s", clean(error.__cause__ or error))
-            return replies.INTERNAL_ERROR  # aiosmtpd closes the connection on TLS failures
-        log.error("smtp session failed", exc_info=error)
-        return replies.INTERNAL_ERROR
-
-
-def _declared_size(mail_options: list[str]) -> int | None:
-    """The SIZE=n a client declared with MAIL FROM, if any (RFC 1870)."""
-    for option in mail_options:
-        name, _, value = option.partition("=")
-        if name.upper() == "SIZE" and value.isdigit() and len(value) < 12:
-            return int(value)
-    return None
-
-
-class _LimitedSMTP(SMTP):
-    """One connection under the listener's :class:`ConnectionTable` and login deadline.
-
-    aiosmtpd's own ``timeout`` restarts with every command; the login deadline does not, so
-    a client that trickles commands without logging in is still closed after
-    ``login_timeout``.
-    """
-
-    def __init__(self, handler: SubmissionHandler, table: ConnectionTable[_LimitedSMTP],
-                 login_timeout: float, log_throttle: LogThrottle, budget: ByteBudget,
-                 implicit_tls: ssl.SSLContext | None = None, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
+    def __init__(self, server: SubmissionServer, implicit_tls: bool) -> None:
+        self._server = server
         self._implicit_tls = implicit_tls
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
         self._raw: asyncio.Transport | None = None
         """The TCP transport of an implicit-TLS connection while its handshake runs."""
-        self._handshake: asyncio.Task[None] | None = None
-        self._verbatim = False
-        self._table = table
-        self._budget = budget
-        self._max_size = int(kwargs["data_size_limit"])
-        self._log_throttle = log_throttle
-        self._login_timeout = login_timeout
+        self._session: SmtpSession | None = None
+        self._task: asyncio.Task[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._last = 0.0
+        self._write_paused = False
+        self._read_paused = False
+        self._gone = False
         self.address = ""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._implicit_tls is not None:
-            if self._raw is None:  # TCP is up: admit, then the TLS handshake
-                assert isinstance(transport, asyncio.Transport)
-                self._raw = transport
-                transport.pause_reading()  # nothing reaches aiosmtpd before the handshake
-                if self._admit(transport, plaintext=False):
-                    self._handshake = self.loop.create_task(self._start_tls(transport))
-                return
-            super().connection_made(transport)  # the TLS transport: the session starts
-            return
-        first = not self.address  # STARTTLS calls this again for the TLS transport
-        super().connection_made(transport)
-        if first:
-            self._admit(transport, plaintext=True)
+    # --- connection ---------------------------------------------------------------------------
 
-    async def _start_tls(self, raw: asyncio.Transport) -> None:
-        """Implicit TLS (RFC 8314), after admission so that handshakes in progress count
-        against the listener's limits; the login deadline covers the handshake too."""
-        assert self._implicit_tls is not None
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if not self._admit(transport):
+            return
+        if self._implicit_tls:
+            # Implicit TLS (RFC 8314) after admission, so that handshakes in progress count
+            # against the listener's limits; the login deadline covers the handshake too.
+            self._raw = transport
+            transport.pause_reading()
+            self._task = self._loop.create_task(self._handshake(transport))
+            return
+        self._begin(transport)
+
+    def _begin(self, transport: asyncio.Transport) -> None:
+        """The SMTP session starts on ``transport`` (TCP, or TLS on the implicit listener)."""
+        server = self._server
+        self.transport = transport
+        self._session = SmtpSession(
+            server.hostname, server.max_message_size, server.budget,
+            tls_offered=server.tls_context is not None and not self._implicit_tls,
+            tls_active=self._implicit_tls,
+            plain_required=server.require_tls and not self._implicit_tls)
+        self._last = self._loop.time()
+        self._idle = self._loop.call_later(server.idle_timeout, self._check_idle)
+        self._flush()
+
+    async def _handshake(self, raw: asyncio.Transport) -> None:
+        server = self._server
+        assert server.tls_context is not None
         try:
-            tls = await self.loop.start_tls(raw, self, self._implicit_tls, server_side=True,
-                                            ssl_handshake_timeout=self._login_timeout)
+            tls = await self._loop.start_tls(raw, self, server.tls_context, server_side=True,
+                                             ssl_handshake_timeout=server.login_timeout)
         except (OSError, ssl.SSLError, asyncio.CancelledError) as exc:
             tls = None
             if not isinstance(exc, asyncio.CancelledError):
@@ -246,136 +123,251 @@ class _LimitedSMTP(SMTP):
             self._forget()
             raw.close()
             return
-        self.connection_made(tls)
+        self._raw = None
+        self._task = None
+        self._begin(tls)
 
-    def _admit(self, transport: asyncio.BaseTransport, plaintext: bool) -> bool:
+    def _admit(self, transport: asyncio.Transport) -> bool:
         """Take the connection into the table (evicting an idle one if full), or refuse it
         (with a 421 on a plaintext listener; a TLS client could not read it)."""
+        server = self._server
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if isinstance(peer, tuple) else "unknown"
-        admission = self._table.admit(self, source_key(self.address),
-                                      asyncio.get_running_loop().time())
+        admission = server.table.admit(self, source_key(self.address), self._loop.time())
         if not admission.admitted:
-            held = self._log_throttle.allow(source_key(self.address))
+            held = server.log_throttle.allow(source_key(self.address))
             if held is not None:
                 log.info("refusing SMTP connection from %s: %s%s", self.address,
                          admission.reason, held_back(held))
-            assert isinstance(transport, asyncio.WriteTransport)
-            if plaintext:
+            if not self._implicit_tls:
                 transport.write(replies.TOO_MANY_CONNECTIONS.format(
                     reason=admission.reason.capitalize()).encode() + b"\r\n")
+            self._gone = True
             transport.close()
             return False
         if admission.evict is not None:
             log.debug("evicting SMTP connection from %s that has not logged in: listener full",
-                     admission.evict.address)
+                      admission.evict.address)
             admission.evict.hang_up(replies.EVICTED)
-        self._deadline = self.loop.call_later(self._login_timeout, self.hang_up,
-                                              replies.LOGIN_TIMEOUT)
+        self._deadline = self._loop.call_later(server.login_timeout, self.hang_up,
+                                               replies.LOGIN_TIMEOUT)
         return True
 
-    def logged_in(self, user: User) -> bool:
+    def hang_up(self, reply: str) -> None:
+        """Close from the server side (eviction, login deadline, idle, shutdown) with a 421."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(reply.encode() + b"\r\n")
+            transport.close()
+        elif transport is None and self._raw is not None:
+            self._raw.close()  # still in the implicit-TLS handshake: nothing to say
+        if self._session is not None:
+            self._session.close()
+
+    def _check_idle(self) -> None:
+        """Idle since the last bytes received: say why before closing (RFC 5321 4.5.3.2)."""
+        timeout = self._server.idle_timeout
+        wait = self._last + timeout - self._loop.time()
+        if wait > 0:
+            self._idle = self._loop.call_later(wait, self._check_idle)
+            return
+        log.info("closing idle SMTP connection from %s", self.address)
+        self.hang_up(replies.IDLE_TIMEOUT.format(seconds=round(timeout)))
+
+    def _forget(self) -> None:
+        for timer in (self._deadline, self._idle):
+            if timer is not None:
+                timer.cancel()
+        self._server.table.release(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gone = True
+        self._forget()
+        if self._session is not None:
+            self._session.close()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def eof_received(self) -> bool | None:
+        return False  # the client is done: close our side too
+
+    def pause_writing(self) -> None:
+        self._write_paused = True  # the client is not reading its replies: stop reading
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._pump()
+
+    # --- the dialogue -------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        session = self._session
+        if session is None:
+            return
+        self._last = self._loop.time()
+        session.receive(data)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Answer what the session can read now; stop at an event that needs I/O."""
+        session = self._session
+        if session is None or self._gone:
+            return
+        while self._task is None and not self._write_paused:
+            event = session.next_event()
+            if event is None:
+                break
+            if isinstance(event, Mail):
+                self._mail(session, event)
+            elif isinstance(event, Close):
+                self._flush()
+                self._gone = True
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            else:
+                self._task = self._loop.create_task(self._run(session, event))
+        self._flush()
+        transport = self.transport
+        if transport is None:
+            return
+        waiting = session.buffered() > PAUSE_AT or self._write_paused
+        if waiting != self._read_paused:
+            self._read_paused = waiting
+            if waiting:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+
+    def _flush(self) -> None:
+        if self._session is None or self.transport is None:
+            return
+        out = self._session.data_to_send()
+        if out and not self.transport.is_closing():
+            self.transport.write(out)
+
+    def _mail(self, session: SmtpSession, event: Mail) -> None:
+        service = self._server.service
+        user = event.user
+        assert isinstance(user, User)
+        try:
+            if not service.is_own_address(user, event.address):
+                session.refuse(replies.SENDER_NOT_OWNED.format(address=user.address))
+                return
+        except Exception as exc:
+            session.refuse(self._failure(exc))
+            return
+        wait = service.rate_limit.try_acquire(user.id)
+        if wait:
+            log.info("smtp rate limit for user=%s", user.name)
+            session.refuse(replies.RATE_LIMITED.format(seconds=max(1, round(wait))))
+            return
+        session.sender_ok(event.address)
+
+    async def _run(self, session: SmtpSession, event: Event) -> None:
+        """One event that needs I/O; then the dialogue goes on with what was pipelined."""
+        try:
+            if isinstance(event, Login):
+                await self._login(session, event)
+            elif isinstance(event, Rcpt):
+                await self._rcpt(session, event)
+            elif isinstance(event, Message):
+                await self._submit(session, event)
+            elif isinstance(event, StartTls):
+                await self._starttls(session)
+        finally:
+            self._task = None
+        self._pump()
+
+    async def _login(self, session: SmtpSession, event: Login) -> None:
+        """The one place where login errors become SMTP replies."""
+        try:
+            user = await self._server.auth.authenticate(event.creds, self.address, "smtp")
+        except NotAuthorised:
+            session.refuse(replies.AUTH_AUTHZID)
+        except LoginFailed:
+            session.refuse(replies.AUTH_FAILED)
+        except LoginThrottled as exc:
+            # The source is locked out: answer and hang up rather than hear more guesses.
+            session.close_with(replies.AUTH_THROTTLED.format(seconds=round(exc.retry_after)))
+            self._flush()
+            self._gone = True
+            if self.transport is not None:
+                self.transport.close()
+        except Exception as exc:
+            session.refuse(self._failure(exc))
+        else:
+            if not self._logged_in(user):
+                session.refuse(replies.TOO_MANY_SESSIONS)
+            else:
+                session.authenticated(user, user.id)
+
+    def _logged_in(self, user: User) -> bool:
         """Count the session as ``user``'s; False if that user already has too many."""
-        if not self._table.login(self, user.id):
+        if not self._server.table.login(self, user.id):
             return False
         if self._deadline is not None:
             self._deadline.cancel()
         return True
 
-    def hang_up(self, reply: str) -> None:
-        """Close from the server side (eviction, login deadline, idle) with a 421."""
-        if self.transport is not None and not self.transport.is_closing():
-            assert isinstance(self.transport, asyncio.WriteTransport)
-            self.transport.write(reply.encode() + b"\r\n")
-            self.transport.close()
-        elif self.transport is None and self._raw is not None:
-            self._raw.close()  # still in the implicit-TLS handshake: nothing to say
-
-    def _timeout_cb(self) -> None:
-        """aiosmtpd's idle timeout closes silently; say why first (RFC 5321 4.5.3.2)."""
-        log.info("closing idle SMTP connection from %s", self.address)
-        self.hang_up(replies.IDLE_TIMEOUT.format(seconds=round(self._timeout_duration)))
-
-    def _forget(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-        self._table.release(self)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        self._forget()
-        if self.session is not None:  # None: lost before the implicit-TLS session began
-            super().connection_lost(error)
-
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """``<local@domain>`` of dot-atoms, nearly every path a client sends, without
-        aiosmtpd's general parser (it builds a class and a token tree per call: a quarter of
-        a no-op server's time). Anything else goes to that parser; tests check both agree."""
-        m = _PATH.match(arg)
-        if m is None or self.local_part_limit:
-            return super()._getaddr(arg)
-        return m[1], arg[m.end():]
-
-    @syntax("EHLO hostname")
-    async def smtp_EHLO(self, hostname: str) -> None:
-        self._verbatim = True  # RFC 2034: the answer to EHLO carries no enhanced codes
+    async def _rcpt(self, session: SmtpSession, event: Rcpt) -> None:
         try:
-            await super().smtp_EHLO(hostname)
-        finally:
-            self._verbatim = False
-
-    @syntax("HELO hostname")
-    async def smtp_HELO(self, hostname: str) -> None:
-        self._verbatim = True
-        try:
-            await super().smtp_HELO(hostname)
-        finally:
-            self._verbatim = False
-
-    async def smtp_DATA(self, arg: str) -> None:
-        """DATA within the listener's budget of message bytes being received at once.
-
-        aiosmtpd holds a message in memory (line by line, then joined) until its 250, so
-        twenty sessions of one user sending the largest messages at once would cost the node
-        gigabytes. A message reserves its declared SIZE (RFC 1870; the whole limit when
-        undeclared) before it is read, and may not exceed what it declared by more than a
-        little; what does not fit is told to try again shortly.
-        """
-        if (self.session is None or not self.session.authenticated or self.envelope is None
-                or not self.envelope.rcpt_tos or arg):
-            await super().smtp_DATA(arg)  # refused by aiosmtpd before any data is read
-            return
-        declared = _declared_size(self.envelope.mail_options)
-        size = self._max_size if declared is None else min(
-            self._max_size, declared + declared // 10 + 4096)
-        owner = getattr(self.session.auth_data, "id", None)
-        if not self._budget.reserve(size, owner):
-            await self.push(replies.BUSY)
-            return
-        self.data_size_limit = size
-        try:
-            await super().smtp_DATA(arg)
-        finally:
-            self.data_size_limit = self._max_size
-            self._budget.release(size, owner)
-
-    async def push(self, status: AnyStr) -> None:
-        """Every reply leaves as one printable line: aiosmtpd echoes a client's unknown
-        command (and a VRFY argument) back, which must not carry CR, NUL, escapes or
-        undecodable bytes (a lone surrogate would even make the encoding raise). All but the
-        greeting and the answer to EHLO/HELO carry an enhanced status code."""
-        if isinstance(status, str):
-            greeting = status == f"220 {self.hostname} {self.__ident__}"
-            if not greeting and not (self._verbatim and status.startswith("250")):
-                limit = self.data_size_limit or self._max_size
-                status = replies.enhance(status, self._max_size,
-                                         declared=limit < self._max_size)
-            await super().push(escape(status))
+            canonical = await self._server.service.check_recipient(event.address)
+        except Refused as exc:
+            session.refuse(_refusal(exc))
+        except Exception as exc:
+            session.refuse(self._failure(exc))
         else:
-            await super().push(status)
+            session.recipient_ok(canonical)
+
+    async def _submit(self, session: SmtpSession, event: Message) -> None:
+        user = event.user
+        assert isinstance(user, User)
+        try:
+            queue_id = await self._server.service.submit(user, event.recipients,
+                                                         event.content)
+        except Refused as exc:
+            session.refuse(_refusal(exc))
+        except Exception:
+            log.exception("submission from user=%s failed", user.name)
+            session.refuse(replies.TEMPORARY_FAILURE)
+        else:
+            session.refuse(replies.QUEUED.format(queue_id=queue_id))
+
+    async def _starttls(self, session: SmtpSession) -> None:
+        """RFC 3207 on this connection: the session starts afresh over TLS."""
+        transport, context = self.transport, self._server.tls_context
+        assert transport is not None and context is not None
+        self._flush()
+        try:
+            tls = await self._loop.start_tls(transport, self, context, server_side=True,
+                                             ssl_handshake_timeout=self._server.login_timeout)
+        except (OSError, ssl.SSLError) as exc:
+            log.info("smtp connection from %s failed: TLS handshake: %s", self.address,
+                     clean(exc))
+            tls = None
+        if tls is None or tls.is_closing():
+            self._gone = True
+            session.close()
+            self._forget()  # start_tls closed the connection; nothing else will say so
+            transport.close()
+            return
+        self.transport = tls
+        self._read_paused = False
+        session.tls_started()
+
+    def _failure(self, exc: Exception) -> str:
+        """Bad input gets a plain reply and an INFO line; only the unexpected is logged as
+        a bug, and no exception text ever reaches the client."""
+        if isinstance(exc, UnicodeError):
+            log.info("smtp client %s sent undecodable characters", self.address)
+            return replies.BAD_CHARACTERS
+        log.error("smtp session failed", exc_info=exc)
+        return replies.INTERNAL_ERROR
 
 
 class SubmissionServer:
-    """The listening socket and its sessions."""
+    """The listening sockets and their sessions."""
 
     def __init__(self, service: SubmissionService, *, max_message_size: int,
                  max_connections: int = 100, max_connections_per_source: int = 20,
@@ -383,46 +375,38 @@ class SubmissionServer:
                  hostname: str = "mailnode", tls_context: ssl.SSLContext | None = None,
                  require_tls: bool = False, auth: Authenticator | None = None,
                  eviction_grace: float = LOGIN_GRACE, idle_timeout: float = 300.0) -> None:
-        self.handler = SubmissionHandler(service, auth)
+        self.service = service
+        self.auth = auth if auth is not None else Authenticator(service.store)
         self.idle_timeout = idle_timeout
         self.tls_context = tls_context
         self.require_tls = require_tls
+        """Beyond loopback a password only ever crosses the network inside TLS: after
+        STARTTLS, or on the implicit-TLS listener (which offers no STARTTLS)."""
         self.max_message_size = max_message_size
-        self.table: ConnectionTable[_LimitedSMTP] = ConnectionTable(
+        self.table: ConnectionTable[_Connection] = ConnectionTable(
             max_connections, max_connections_per_source, max_sessions_per_user,
             sessions_per_source=False, grace=eviction_grace)
         self.login_timeout = login_timeout
-        self._log_throttle = LogThrottle()
+        self.log_throttle = LogThrottle()
         # Messages being received by all sessions together: four of the largest.
-        self._budget = ByteBudget(4 * max_message_size)
+        self.budget = ByteBudget(4 * max_message_size)
         self.hostname = hostname
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
-
-    def _protocol(self, implicit_tls: bool = False) -> SMTP:
-        # Beyond loopback a password only ever crosses the network inside TLS: after
-        # STARTTLS, or on the implicit-TLS listener (which offers no STARTTLS).
-        plain_required = self.require_tls and not implicit_tls
-        return _LimitedSMTP(
-            self.handler, self.table, self.login_timeout, self._log_throttle, self._budget,
-            implicit_tls=self.tls_context if implicit_tls else None,
-            hostname=self.hostname, ident="mailnode ESMTP", data_size_limit=self.max_message_size,
-            enable_SMTPUTF8=True, decode_data=False, auth_required=True,
-            tls_context=None if implicit_tls else self.tls_context,
-            require_starttls=plain_required, auth_require_tls=plain_required,
-            auth_exclude_mechanism=[], command_call_limit=1000, timeout=self.idle_timeout)
 
     async def start(self, host: str, port: int, *, implicit_tls: bool = False) -> None:
         """Listen on ``port``; with ``implicit_tls`` TLS from the first byte (RFC 8314
         submissions, like port 465). Both listeners share one connection table."""
         loop = asyncio.get_running_loop()
         if not implicit_tls:
-            self._server = await loop.create_server(self._protocol, host, port)
+            self._server = await loop.create_server(lambda: _Connection(self, False),
+                                                    host, port)
             log.info("SMTP listening on %s:%d", host, self.port)
             return
         if self.tls_context is None:
             raise ValueError("implicit TLS needs a tls_context")
-        self._tls_server = await loop.create_server(lambda: self._protocol(True), host, port)
+        self._tls_server = await loop.create_server(lambda: _Connection(self, True),
+                                                    host, port)
         log.info("SMTPS listening on %s:%d", host, self.tls_port)
 
     @property
@@ -439,8 +423,8 @@ class SubmissionServer:
         servers = [s for s in (self._server, self._tls_server) if s is not None]
         for server in servers:
             server.close()
-        for session in self.table.handles():
-            session.hang_up(replies.SHUTTING_DOWN)
+        for connection in self.table.handles():
+            connection.hang_up(replies.SHUTTING_DOWN)
         for server in servers:
             await server.wait_closed()
         self._server = self._tls_server = None

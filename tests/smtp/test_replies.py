@@ -9,8 +9,6 @@ import smtplib
 from collections.abc import AsyncIterator
 
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
 
 from crypto.keys import Identity
 from mailnode.delivery.submit import SubmissionService
@@ -147,35 +145,15 @@ def test_size_text_reads_as_people_write_limits() -> None:
     assert replies.size_text(1536 * 1024) == "1.5 MB"
     assert replies.size_text(2048) == "2 KB"
     assert replies.size_text(100) == "100 bytes"
-    assert replies.enhance(replies.TOO_MUCH_DATA, 25 * 1024 * 1024) == \
+    assert replies.TOO_BIG.format(limit=replies.size_text(25 * 1024 * 1024)) == \
         "552 5.3.4 Message too big: limit 25 MB"
 
 
-def test_every_table_entry_has_a_code_of_its_reply_class() -> None:
-    for line in [*replies.BUILTIN.values(), *(v for k, v in vars(replies).items()
-                                                if k.isupper() and isinstance(v, str)
-                                                and k not in ("TOO_MUCH_DATA",
-                                                              "SIZE_EXCEEDED"))]:
+def test_every_reply_has_a_code_of_its_reply_class() -> None:
+    """The constants are all the server says besides the greeting, EHLO/HELO and the 3xx
+    continuations (tests/smtp/test_protocol.py checks every reply of any dialogue)."""
+    lines = [v for k, v in vars(replies).items() if k.isupper() and isinstance(v, str)]
+    assert len(lines) > 50
+    for line in lines:
         match = ENHANCED.match(line)
         assert match is not None and match.group(1) == match.group(2), line
-    for code, status in replies.BY_CODE.items():
-        assert str(code)[0] == status[0], code
-
-
-@example(code=200, separator=" ", text="4.0.0")  # a text that looks like another class's code
-@given(code=st.integers(200, 599).filter(lambda c: c // 100 != 3),
-       separator=st.sampled_from(" -"),
-       text=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40))
-def test_enhance_gives_any_reply_a_code_of_its_class(code: int, separator: str,
-                                                     text: str) -> None:
-    line = f"{code}{separator}{text}"
-    out = replies.enhance(line, LIMIT)
-    match = ENHANCED.match(out)
-    assert match is not None and match.group(1) == match.group(2) == str(code)[0], out
-    assert replies.enhance(out, LIMIT) == out  # idempotent: nothing is coded twice
-
-
-@given(st.text(max_size=40))
-def test_continuations_pass_unchanged(text: str) -> None:
-    for line in (f"334 {text}", f"354 {text}"):
-        assert replies.enhance(line, LIMIT) == line
