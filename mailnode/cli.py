@@ -247,7 +247,6 @@ def _configure_logging(verbose: bool, serving: bool) -> None:
     logging.getLogger("kademlia").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     logging.getLogger("rpcudp").setLevel(logging.WARNING)
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs peers' commands
     from mailnode.logsetup import quiet_alembic
     quiet_alembic()
 

@@ -146,7 +146,7 @@ def _stamp(paths: Iterable[Path]) -> tuple[tuple[int, int, int], ...] | None:
 class ReloadingContext(ssl.SSLContext):
     """A server context whose certificate follows its files.
 
-    asyncio makes every TLS connection (implicit, STARTTLS, aiosmtpd's too) through
+    asyncio makes every TLS connection (implicit or STARTTLS, SMTP and IMAP) through
     ``wrap_bio``; here that first checks, at most every ``check_every`` seconds, whether the
     files changed, and hands the handshake to a context loaded from the newest files that
     load. Connections already open keep their certificate; a half-replaced pair (new

@@ -4,8 +4,8 @@ A login name or SMTP argument containing CR/LF or terminal escapes could otherwi
 lines (and fool fail2ban) or drive the operator's terminal. ``clean`` is what call sites use
 for such values; it is cheap, never raises and bounds the length. ``SafeFormatter`` is the
 second layer, installed on the node's log handler: it escapes every rendered message, so a
-call site that forgot ``clean`` (or a library such as aiosmtpd, which logs the command lines
-clients send) still cannot start a new line or send an escape sequence to the terminal.
+call site that forgot ``clean`` (or a library that logs what peers send) still cannot start
+a new line or send an escape sequence to the terminal.
 """
 
 from __future__ import annotations
