@@ -3,7 +3,7 @@
 The asyncio adapter (``server``) feeds received bytes to :meth:`SmtpSession.receive`, takes
 events from :meth:`SmtpSession.next_event` and writes :meth:`SmtpSession.data_to_send`. An
 event that needs the node (a login, a sender, a recipient, a message, the TLS handshake) is
-answered by the adapter with one of the ``*_ok``/``refuse`` methods; until then the session
+answered by the adapter with one of the ``*_ok``/``answer`` methods; until then the session
 reads nothing more, so pipelined commands (RFC 2920) are answered in order.
 
 Bounded work per input: a command line is at most :data:`COMMAND_LIMIT` octets (longer ones
@@ -107,14 +107,14 @@ def declared_size(mail_options: list[str]) -> int | None:
 
 @dataclass(slots=True)
 class Login:
-    """Check these credentials: answer ``authenticated`` or ``refuse``."""
+    """Check these credentials: answer ``authenticated`` or ``answer``."""
 
     creds: PlainCredentials
 
 
 @dataclass(slots=True)
 class Mail:
-    """May the user send as ``address``: answer ``sender_ok`` or ``refuse``."""
+    """May the user send as ``address``: answer ``sender_ok`` or ``answer``."""
 
     user: object
     address: str
@@ -122,14 +122,14 @@ class Mail:
 
 @dataclass(slots=True)
 class Rcpt:
-    """Is ``address`` deliverable: answer ``recipient_ok`` (its canonical form) or ``refuse``."""
+    """Is ``address`` deliverable: answer ``recipient_ok`` (its canonical form) or ``answer``."""
 
     address: str
 
 
 @dataclass(slots=True)
 class Message:
-    """Submit ``content``: answer ``refuse`` with the final reply (250 included)."""
+    """Submit ``content``: ``answer`` with the final reply (250 included)."""
 
     user: object
     recipients: list[str]
@@ -253,8 +253,8 @@ class SmtpSession:
             else:
                 return None
 
-    def refuse(self, reply: str) -> None:
-        """The answer to the pending event is ``reply`` (a refusal, or a message's result)."""
+    def answer(self, reply: str) -> None:
+        """The pending event is answered with ``reply``: a refusal, or a message's result."""
         if self._pending == "DATA":
             self._release()
         self._answered()
@@ -291,7 +291,7 @@ class SmtpSession:
     def close_with(self, reply: str) -> Close:
         """Answer the pending event with ``reply`` and end the session (a locked-out
         source is not heard further)."""
-        self.refuse(reply)
+        self.answer(reply)
         return self._close_quietly()
 
     def close(self) -> None:

@@ -252,15 +252,15 @@ class _Connection(asyncio.Protocol):
         assert isinstance(user, User)
         try:
             if not service.is_own_address(user, event.address):
-                session.refuse(replies.SENDER_NOT_OWNED.format(address=user.address))
+                session.answer(replies.SENDER_NOT_OWNED.format(address=user.address))
                 return
         except Exception as exc:
-            session.refuse(self._failure(exc))
+            session.answer(self._failure(exc))
             return
         wait = service.rate_limit.try_acquire(user.id)
         if wait:
             log.info("smtp rate limit for user=%s", user.name)
-            session.refuse(replies.RATE_LIMITED.format(seconds=max(1, round(wait))))
+            session.answer(replies.RATE_LIMITED.format(seconds=max(1, round(wait))))
             return
         session.sender_ok(event.address)
 
@@ -284,9 +284,9 @@ class _Connection(asyncio.Protocol):
         try:
             user = await self._server.auth.authenticate(event.creds, self.address, "smtp")
         except NotAuthorised:
-            session.refuse(replies.AUTH_AUTHZID)
+            session.answer(replies.AUTH_AUTHZID)
         except LoginFailed:
-            session.refuse(replies.AUTH_FAILED)
+            session.answer(replies.AUTH_FAILED)
         except LoginThrottled as exc:
             # The source is locked out: answer and hang up rather than hear more guesses.
             session.close_with(replies.AUTH_THROTTLED.format(seconds=round(exc.retry_after)))
@@ -295,10 +295,10 @@ class _Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
         except Exception as exc:
-            session.refuse(self._failure(exc))
+            session.answer(self._failure(exc))
         else:
             if not self._logged_in(user):
-                session.refuse(replies.TOO_MANY_SESSIONS)
+                session.answer(replies.TOO_MANY_SESSIONS)
             else:
                 session.authenticated(user, user.id)
 
@@ -314,9 +314,9 @@ class _Connection(asyncio.Protocol):
         try:
             canonical = await self._server.service.check_recipient(event.address)
         except Refused as exc:
-            session.refuse(_refusal(exc))
+            session.answer(_refusal(exc))
         except Exception as exc:
-            session.refuse(self._failure(exc))
+            session.answer(self._failure(exc))
         else:
             session.recipient_ok(canonical)
 
@@ -327,12 +327,12 @@ class _Connection(asyncio.Protocol):
             queue_id = await self._server.service.submit(user, event.recipients,
                                                          event.content)
         except Refused as exc:
-            session.refuse(_refusal(exc))
+            session.answer(_refusal(exc))
         except Exception:
             log.exception("submission from user=%s failed", user.name)
-            session.refuse(replies.TEMPORARY_FAILURE)
+            session.answer(replies.TEMPORARY_FAILURE)
         else:
-            session.refuse(replies.QUEUED.format(queue_id=queue_id))
+            session.answer(replies.QUEUED.format(queue_id=queue_id))
 
     async def _starttls(self, session: SmtpSession) -> None:
         """RFC 3207 on this connection: the session starts afresh over TLS."""

@@ -68,14 +68,14 @@ class Client:
             if event.creds.login == USER and event.creds.password == SECRET:
                 session.authenticated(USER, USER)
             else:
-                session.refuse(replies.AUTH_FAILED)
+                session.answer(replies.AUTH_FAILED)
         elif isinstance(event, Mail):
             session.sender_ok(event.address)
         elif isinstance(event, Rcpt):
             session.recipient_ok(event.address.lower())
         elif isinstance(event, Message):
             self.messages.append(event)
-            session.refuse(replies.QUEUED.format(queue_id=len(self.messages)))
+            session.answer(replies.QUEUED.format(queue_id=len(self.messages)))
         elif isinstance(event, StartTls):
             self.tls = True
         elif isinstance(event, Close):
