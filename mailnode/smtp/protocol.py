@@ -3,7 +3,7 @@
 The asyncio adapter (``server``) feeds received bytes to :meth:`SmtpSession.receive`, takes
 events from :meth:`SmtpSession.next_event` and writes :meth:`SmtpSession.data_to_send`. An
 event that needs the node (a login, a sender, a recipient, a message, the TLS handshake) is
-answered by the adapter with one of the ``*_ok``/``answer`` methods; until then the session
+answered by the adapter with one of the ``*_ok`` methods or ``answer``; until then the session
 reads nothing more, so pipelined commands (RFC 2920) are answered in order.
 
 Bounded work per input: a command line is at most :data:`COMMAND_LIMIT` octets (longer ones
@@ -107,14 +107,14 @@ def declared_size(mail_options: list[str]) -> int | None:
 
 @dataclass(slots=True)
 class Login:
-    """Check these credentials: answer ``authenticated`` or ``answer``."""
+    """Check these credentials: ``authenticated``, or ``answer`` with a refusal."""
 
     creds: PlainCredentials
 
 
 @dataclass(slots=True)
 class Mail:
-    """May the user send as ``address``: answer ``sender_ok`` or ``answer``."""
+    """May the user send as ``address``: ``sender_ok``, or ``answer`` with a refusal."""
 
     user: object
     address: str
@@ -122,7 +122,8 @@ class Mail:
 
 @dataclass(slots=True)
 class Rcpt:
-    """Is ``address`` deliverable: answer ``recipient_ok`` (its canonical form) or ``answer``."""
+    """Is ``address`` deliverable: ``recipient_ok`` (its canonical form), or ``answer``
+    with a refusal."""
 
     address: str
 
