@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -505,3 +507,41 @@ async def test_cached_listings_are_bounded_least_recently_used_first(
     assert len(await store.list_messages(big.id)) == 12
     assert list(store._listings) == [big.id]  # the one being read is kept, even over
     assert [await store.list_messages(i) for i in ids] == first
+
+
+async def test_the_jobs_of_one_loop_turn_share_one_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs an event loop queues in one turn reach the database thread together: one group,
+    one transaction, one fsync. Queued and then closed at once, they still run."""
+    from mailnode.store import database as database_module
+    groups: list[int] = []
+    commit = database_module._commit
+
+    def counting(conn: database_module._Writer, group: list[Any]) -> Any:
+        groups.append(len(group))
+        return commit(conn, group)
+
+    monkeypatch.setattr(database_module, "_commit", counting)
+    db = Database.open(tmp_path / "m.db")
+
+    def insert(name: str) -> Callable[[Connection], object]:
+        return lambda conn: conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, 1)", (name,))
+
+    async def queue(name: str) -> None:
+        # Blocking the loop a moment lets the database thread run in between, as a busy
+        # loop's system calls do: handed over one by one, the first job went alone.
+        time.sleep(0.005)
+        await db.run(insert(name))
+
+    try:
+        await asyncio.gather(*(queue(f"turn-{i}") for i in range(5)))
+        assert groups == [5]
+        late = asyncio.ensure_future(db.run(insert("late")))
+        await asyncio.sleep(0)  # the job is in this turn's batch, not handed over yet
+    finally:
+        db.close()
+    await late
+    with sqlite3.connect(tmp_path / "m.db") as raw:
+        names = {n for (n,) in raw.execute("SELECT name FROM counters WHERE value = 1")}
+    assert {f"turn-{i}" for i in range(5)} | {"late"} <= names
