@@ -26,8 +26,9 @@ itself is kept).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from mailnode.mime.address import parse_addresses
 from mailnode.mime.headers import (
@@ -100,6 +101,19 @@ def _header_re(bounds: tuple[bytes, ...]) -> Finder:
     if not bounds:
         return _pair(rb"(\r?\n)")
     return _pair(rb"(?:(\r?\n)|--(" + b"|".join(re.escape(b) for b in bounds) + _TAIL + rb")")
+
+
+class _Kept(NamedTuple):
+    """An entity's stored field values (see ``Part``)."""
+
+    params: Params
+    disposition: tuple[str, Params] | None
+    id: str | None
+    description: str | None
+    encoding: str | None
+    md5: str | None
+    language: str | None
+    location: str | None
 
 
 class Analyser:
@@ -213,7 +227,7 @@ class Analyser:
         if (ctype[0] == "multipart" or ctype == ("message", "rfc822")) and not descend:
             ctype = _OPAQUE
         # This entity's values are charged to the size budget before its children's.
-        kept = self._kept_fields(first, params, Part(start, body_start, body_start))
+        kept = self._kept_fields(first, params)
         if header_only:
             end = body_start
             if ctype == ("message", "rfc822"):
@@ -239,17 +253,18 @@ class Analyser:
             envelope=env)
         return part, delim
 
-    def _kept_fields(self, first: dict[str, str], params: Params, empty: Part) -> Part:
-        """The stored values of one entity, as far as the size budget allows (on a
-        placeholder Part; offsets and tree are filled in by the caller)."""
+    def _kept_fields(self, first: dict[str, str], params: Params) -> _Kept:
+        """The stored values of one entity, as far as the size budget allows (the caller
+        makes the Part: a placeholder Part copied with ``replace`` cost more than the rest
+        of a small message's analysis together)."""
         disposition = None
         if "content-disposition" in first:
             kind, dparams, steps = parse_params(first["content-disposition"])
             self.steps += steps
             disposition = (self._keep(kind.lower()) or "", self._keep_params(dparams))
         encoding = _strip(first.get("content-transfer-encoding"))
-        return replace(
-            empty, params=self._keep_params(params), disposition=disposition,
+        return _Kept(
+            params=self._keep_params(params), disposition=disposition,
             id=self._keep(first.get("content-id")),
             description=self._keep(first.get("content-description")),
             encoding=encoding if encoding is None or len(encoding) <= MAX_ENCODING else None,
