@@ -529,7 +529,7 @@ class SqlStore:
             row = conn.execute(f"SELECT id, name, address FROM users WHERE {where}",
                                params).fetchone()
             return None if row is None else User(*row)
-        return await self.db.run(q)
+        return await self.db.read_small(q)  # one row, on an index
 
     async def list_users(self) -> list[User]:
         def q(conn: Connection) -> list[User]:
@@ -1124,8 +1124,7 @@ class SqlStore:
         return await self.db.run(q)
 
     async def usage(self, user_id: int) -> Usage:
-        storage, count = await self.db.run(lambda conn: self._usage(conn, user_id),
-                                           durable=False)
+        storage, count = await self.db.read_small(lambda conn: self._usage(conn, user_id))
         return Usage(storage, count, self.user_quota)
 
     @staticmethod
