@@ -106,6 +106,22 @@ class SubmissionService:
         except AddressError:
             return False
 
+    def recipient_now(self, address: str) -> str | None:
+        """``check_recipient`` when it needs nothing from the database (a known local user's
+        address, no quota to check), answered without a task; None: ask it."""
+        if self._local is None or self.store.user_quota is not None:
+            return None
+        canonical = self._canonical(address)
+        return canonical if canonical in self._local else None
+
+    def _canonical(self, address: str) -> str:
+        try:
+            canonical = normalise(address)
+        except AddressError as exc:
+            raise RecipientInvalid(str(exc)) from exc
+        self._check_disk()
+        return canonical
+
     async def check_recipient(self, address: str) -> str:
         """The canonical form of a deliverable recipient, else RecipientInvalid; SystemFull
         when the node could not take the message anyway.
@@ -115,11 +131,7 @@ class SubmissionService:
         address's checksum already catches typos; the sender hears of a delay, then of a
         failure, by delivery status notifications.
         """
-        try:
-            canonical = normalise(address)
-        except AddressError as exc:
-            raise RecipientInvalid(str(exc)) from exc
-        self._check_disk()
+        canonical = self._canonical(address)
         if canonical not in await self._local_addresses():
             if await self.store.queued_bytes() >= self.max_queue_size:
                 raise SystemFull("queue")

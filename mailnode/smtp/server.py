@@ -219,6 +219,8 @@ class _Connection(asyncio.Protocol):
                 break
             if isinstance(event, Mail):
                 self._mail(session, event)
+            elif isinstance(event, Rcpt) and self._rcpt_now(session, event):
+                pass
             elif isinstance(event, Close):
                 self._flush()
                 self._gone = True
@@ -308,6 +310,18 @@ class _Connection(asyncio.Protocol):
             return False
         if self._deadline is not None:
             self._deadline.cancel()
+        return True
+
+    def _rcpt_now(self, session: SmtpSession, event: Rcpt) -> bool:
+        """Answer a RCPT that needs nothing from the database here (no task); False: not."""
+        try:
+            canonical = self._server.service.recipient_now(event.address)
+        except Refused as exc:
+            session.answer(_refusal(exc))
+            return True
+        if canonical is None:
+            return False
+        session.recipient_ok(canonical)
         return True
 
     async def _rcpt(self, session: SmtpSession, event: Rcpt) -> None:

@@ -17,7 +17,7 @@ from crypto.address import address_for, key_of
 from crypto.envelope import open_envelope
 from crypto.keys import Identity
 from mailnode.delivery.outbound import sealed_envelope
-from mailnode.delivery.submit import SubmissionService
+from mailnode.delivery.submit import RecipientInvalid, SubmissionService
 from mailnode.smtp.server import SubmissionServer
 from mailnode.store.api import User
 from mailnode.store.sqlite import SqlStore
@@ -382,3 +382,18 @@ async def test_user_created_meanwhile_gets_mail_locally(env: Env) -> None:
     body = (await env.store.fetch_bodies(inbox.id, [uid]))[uid]
     assert body.startswith(b"Received: ") and body.endswith(
         message(env.alice.address, carol.address))
+
+
+async def test_a_known_local_recipient_is_checked_without_the_database(store: SqlStore) -> None:
+    """RCPT to a user the service already knows as local, with no quota to look up, is
+    answered at once (``recipient_now``); anything else still goes the long way."""
+    service = SubmissionService(store, lambda: None, server_id=SERVER_ID)
+    bob = await store.create_user("bob", PASSWORD, Identity.generate())
+    assert service.recipient_now(bob.address) is None  # the local users not read yet
+    assert await service.check_recipient(bob.address) == bob.address
+    assert service.recipient_now(bob.address) == bob.address
+    assert service.recipient_now(address_for(Identity.generate().verify_key)) is None
+    with pytest.raises(RecipientInvalid):
+        service.recipient_now("nobody@example.org")
+    store.user_quota = 1 << 20  # a quota: the user's usage must be read
+    assert service.recipient_now(bob.address) is None
