@@ -389,6 +389,41 @@ def test_dead_peers_farther_than_the_k_closest_are_not_waited_for() -> None:
     assert unwaited > 0
 
 
+def test_a_value_lookup_ends_once_its_paths_closest_answered_a_node_lookup_waits() -> None:
+    """The node closest to the key is silent (neither answer nor slow signal yet). FIND_VALUE
+    ends without it once each path heard from its beam closest (the record is read from
+    them); FIND_NODE, whose k closest decide where records are stored, waits for it (until
+    ``slow_after`` frees its slot)."""
+    nodes, views = make_network(300, 35)
+    rng = random.Random(36)
+    for _ in range(5):
+        target = rng.randbytes(20)
+        close = true_closest(nodes, target)
+        silent = close[0]
+        me = rng.choice([c for c in nodes if c not in close])
+        base = honest(views, {c.node_id: b"ok:9" for c in close})
+        seeds = [silent, *[c for c in views[me.node_id] if c != silent][:19]]
+        for accept in (accept_seq, None):
+            lookup = Lookup(me.node_id, target, seeds, accept=accept)
+            queue = lookup.start()
+            assert silent in queue
+            queue.remove(silent)
+            while queue:
+                contact = queue.pop(0)
+                queue += lookup.on_reply(contact, base(contact, lookup.request))
+            if accept is None:
+                assert not lookup.done  # its answer could change the k closest
+                queue = lookup.on_slow(silent)
+                while queue:
+                    contact = queue.pop(0)
+                    queue += lookup.on_reply(contact, base(contact, lookup.request))
+                assert lookup.done
+            else:
+                assert lookup.done and lookup.in_flight == 1
+                found = lookup.result().found
+                assert found is not None and found.seq == 9
+
+
 def rounds_under_churn(lookup: Lookup[int], behaviour: Behaviour, dead: set[bytes]) -> int:
     """Drive in rounds: every request sent in a round is settled by its end, the live by their
     answers and the dead by ``on_slow`` (their ``slow_after`` passed). Rounds until done: how
