@@ -205,8 +205,9 @@ class Lookup(Generic[T]):
 
     @property
     def done(self) -> bool:
-        """Nothing holds a slot (after :meth:`start`), and slow peers are not worth waiting for:
-        the result is final.
+        """The result is final: nothing holds a slot (after :meth:`start`), or every path is
+        settled (:meth:`_settled`) and the requests still in flight cannot change the result;
+        slow peers are not worth waiting for.
 
         A peer silent past ``slow_after`` (several round trips) is most likely dead and no
         longer blocks: each path already went on to its next candidates and stopped by the
