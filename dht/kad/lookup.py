@@ -13,7 +13,7 @@ What changed from the ``kademlia`` package's crawler, and why:
 - S/Kademlia disjoint paths: the seeds are dealt over ``paths`` independent searches and a peer
   is queried by at most one of them, so a minority of liars can steer only the paths they sit
   on; a record is found if any path reaches an honest holder.
-- FIND_VALUE does not stop at the first value: it goes on until each path has asked the
+- FIND_VALUE does not stop at the first value: it goes on until each path has heard from the
   ``beam`` closest peers it found, believes only the highest sequence that ``accept``
   validates, and names the close peers that answered with an older or no value (for repair
   STOREs) and those whose value ``accept`` refused (to penalise).
@@ -21,11 +21,20 @@ What changed from the ``kademlia`` package's crawler, and why:
 - A silent peer costs a slot for ``slow_after`` (a few measured round trips), never the
   lookup its timeout: once ``alpha`` peers answered, the lookup ends when no request holds a
   slot, whatever the silent ones may still say.
+- A lookup does not wait for requests whose answers can no longer change its result: a
+  FIND_NODE path ends with requests in flight to peers farther than the ``beam`` closest that
+  answered, a FIND_VALUE path once its ``beam`` closest answered (its ``beam`` replicas are
+  read; one more in flight is most likely dead under churn). Each such wait was one
+  ``slow_after`` per lookup at 10 % churn, several in a row at 30 %.
+- A path counts on only the share of its requests in flight that this lookup saw answered
+  (:meth:`Lookup._alive`), so under churn it asks more of the close peers at once rather than
+  one more after each dead one's ``slow_after``.
 - One IP (one /24 or /64) may be only a few of a lookup's candidates, over all its paths, so
   an address naming many fresh ids cannot fill the shortlist with peers that never answer.
 
 The per-path criterion to stop ("the next candidate is farther than the ``beam``-th closest
-peer that answered", here also counting those in flight) is the one of hivemind's
+peer that answered", here also counting those in flight, as many as are likely to answer) is
+the one of hivemind's
 ``traverse_dht`` beam search.
 """
 
@@ -67,9 +76,12 @@ PER_SUBNET = DEFAULT_LIMITS.contacts_per_subnet_bucket
 lookup's shortlist is one neighbourhood, so it gets a k-bucket's caps. Peers named beyond
 them are not asked, so an address announcing many fresh ids costs a lookup a few slots, not
 its shortlist (seeds, from our own capped table, are counted but always kept)."""
-SLOW_MIN = 0.05
-"""Least ``slow_after`` that :class:`RttEstimate` suggests: below it, a busy loopback peer
-would be taken for a dead one."""
+SLOW_MIN = 0.01
+"""Least ``slow_after`` that :class:`RttEstimate` suggests: below it, a loopback peer in a
+busy process would often be taken for a dead one (a wrong guess costs one more request: its
+late answer still counts)."""
+SLOW_FACTOR = 2.0
+"""``slow_after`` is this many times the 90th percentile of recent round trips."""
 
 Query = Callable[[Contact, Request], Awaitable[Reply | None]]
 
@@ -160,6 +172,7 @@ class Lookup(Generic[T]):
         self._best: tuple[int, T, bytes] | None = None
         self._queries = 0
         self._in_flight = 0
+        self._slow = 0  # requests now past ``slow_after``
         ordered = sorted(
             {c.node_id: c for c in seeds if c.node_id != own_id}.values(),
             key=self._distance,
@@ -192,8 +205,9 @@ class Lookup(Generic[T]):
 
     @property
     def done(self) -> bool:
-        """Nothing holds a slot (after :meth:`start`), and slow peers are not worth waiting for:
-        the result is final.
+        """The result is final: nothing holds a slot (after :meth:`start`), or every path is
+        settled (:meth:`_settled`) and the requests still in flight cannot change the result;
+        slow peers are not worth waiting for.
 
         A peer silent past ``slow_after`` (several round trips) is most likely dead and no
         longer blocks: each path already went on to its next candidates and stopped by the
@@ -202,11 +216,40 @@ class Lookup(Generic[T]):
         are alive). Only a lookup that heard from fewer than ``alpha`` peers (a tiny network,
         or our link is the slow one) waits for its slow peers.
         """
-        if self._in_flight or self._ended:
-            return self._ended
-        if len(self._answered) >= min(self._alpha, self._k):
+        if self._ended:
             return True
-        return not any(path.slow for path in self._paths)
+        enough = len(self._answered) >= min(self._alpha, self._k)
+        if self._in_flight:
+            return enough and all(self._settled(path) for path in self._paths)
+        return enough or not any(path.slow for path in self._paths)
+
+    def _settled(self, path: _Path) -> bool:
+        """Whether ``path`` heard from the ``beam`` closest peers it can find: none of its
+        requests in flight and none of its candidates is closer than the ``beam``-th closest
+        that answered. Its farther requests still in flight cannot change which peers are
+        closest, so the lookup does not wait for them (under churn, one of them dead cost a
+        lookup ``slow_after``)."""
+        if len(path.answered) < self._beam:
+            return not path.in_flight and self._top(path) is None
+        bound = path.answered[self._beam - 1]
+        top = self._top(path)
+        if top is not None and top <= bound:
+            return False
+        # FIND_VALUE: the beam closest that answered are enough (see the class docstring)
+        return self._accept is not None or all(d > bound for d in path.flying.values())
+
+    def _top(self, path: _Path) -> int | None:
+        """The distance of ``path``'s best candidate still worth asking (None: none left);
+        drops those another path asked and those ``avoid`` says are dead."""
+        while path.candidates:
+            distance, node_id = path.candidates[0]
+            if node_id in self._path_of or (
+                self._avoid is not None and node_id not in self._seeds and self._avoid(node_id)
+            ):
+                heapq.heappop(path.candidates)  # another path's, or known dead
+                continue
+            return distance
+        return None
 
     def start(self) -> list[Contact]:
         """The first requests to send (``self.request`` to each)."""
@@ -226,6 +269,7 @@ class Lookup(Generic[T]):
             if self._ended:
                 return []  # the lookup ended without it
             del path.slow[node_id]
+            self._slow -= 1
         else:
             path.in_flight -= 1
             self._in_flight -= 1
@@ -263,9 +307,18 @@ class Lookup(Generic[T]):
         if node_id in path.slow or self._ended:
             return []
         path.slow[node_id] = path.flying.pop(node_id)
+        self._slow += 1
         path.in_flight -= 1
         self._in_flight -= 1
         return self._next(index)
+
+    def _alive(self) -> float:
+        """The share of this lookup's requests that got an answer rather than a timeout or
+        silence (1 until one did not): a path counts on that share of its requests in flight
+        to fill its beam, so under churn it asks more of the close peers at once instead of
+        one more after each dead one's ``slow_after``."""
+        answered = len(self._answered) + len(self._liars)
+        return (answered + 1) / (answered + len(self._failed) + self._slow + 1)
 
     def _value(self, contact: Contact, value: bytes) -> None:
         assert self._accept is not None
@@ -284,20 +337,17 @@ class Lookup(Generic[T]):
         """Fill path ``index`` up to ``alpha`` in flight with its best unasked candidates."""
         path = self._paths[index]
         sends: list[Contact] = []
-        while path.in_flight < self._alpha and path.candidates:
-            if self._queries >= self._max_queries:
+        while path.in_flight < self._alpha and self._queries < self._max_queries:
+            distance = self._top(path)
+            if distance is None:
                 break
-            distance, node_id = path.candidates[0]
-            if node_id in self._path_of or (
-                self._avoid is not None and node_id not in self._seeds and self._avoid(node_id)
-            ):
-                heapq.heappop(path.candidates)  # another path's, or known dead
-                continue
+            node_id = path.candidates[0][1]
             closer = bisect.bisect_left(path.answered, distance)
             if closer >= self._beam:
                 break  # this path has heard from the beam closest it can find
-            if closer + sum(d < distance for d in path.flying.values()) >= self._beam:
-                break  # ... or will, if those in flight answer (if not, it goes on then)
+            flying = sum(d < distance for d in path.flying.values())
+            if closer + self._alive() * flying >= self._beam:
+                break  # ... or will, if those in flight answer as often as others did
             heapq.heappop(path.candidates)
             path.flying[node_id] = distance
             self._path_of[node_id] = index
@@ -336,8 +386,8 @@ class Lookup(Generic[T]):
 
 class RttEstimate:
     """Round-trip times of the latest answers, and from them how long a lookup lets a silent
-    peer hold a slot: three times the 90th percentile, at least ``SLOW_MIN``, at most
-    ``ceiling``. A fixed fraction of the RPC timeout made each dead peer cost a lookup that
+    peer hold a slot: ``SLOW_FACTOR`` times the 90th percentile, at least ``SLOW_MIN``, at
+    most ``ceiling``. A fixed fraction of the RPC timeout made each dead peer cost a lookup that
     long (1.25 s) where answers take milliseconds. The window is short (16) and the driver
     reads it afresh while the lookup runs, so the answers of the lookup itself soon set it,
     not those of a busy moment long past (a node's last queries may date from its join)."""
@@ -355,7 +405,7 @@ class RttEstimate:
             return self._ceiling
         ordered = sorted(self._samples)
         p90 = ordered[min(len(ordered) - 1, (9 * len(ordered)) // 10)]
-        return min(self._ceiling, max(SLOW_MIN, 3 * p90))
+        return min(self._ceiling, max(SLOW_MIN, SLOW_FACTOR * p90))
 
 
 async def run_lookup(

@@ -75,7 +75,9 @@ class DhtNode:
     also by the routing table's own schedule), our own records are stored again each
     ``republish_interval`` (and before they expire), and bootstrapping is retried every
     ``bootstrap_interval`` while no peer is known. Lookups stop waiting for a silent peer after
-    three times the 90th percentile of recent round trips (at most a quarter of ``rpc_timeout``).
+    a small multiple of the 90th percentile of recent round trips (see
+    :class:`~dht.kad.lookup.RttEstimate`; at most a quarter of ``rpc_timeout``); its request
+    still runs to its timeout, so the table learns whether it is dead.
 
     ``limits`` caps what strangers can make the node hold or send (see :class:`DhtLimits`).
     ``protected_peers`` (host, port) become anchors once they answer: exempt from the contact
@@ -314,6 +316,20 @@ class DhtNode:
             self._met(contact, now)
         return reply
 
+    def _ask(self, contact: Contact, request: Request) -> Awaitable[Reply | None]:
+        """A lookup's request, carried on to its answer or timeout when the lookup ends
+        without it: a dead peer is then marked in the table and skipped by the next lookups,
+        where cancelling it forgot what the first one found (a lookup no longer waits for its
+        slow or farther requests)."""
+        task = self._tasks.spawn(self._query(contact, request))
+        if task is None:  # stopping
+            return self._nothing()
+        return asyncio.shield(task)
+
+    @staticmethod
+    async def _nothing() -> None:
+        return None
+
     def _met(self, contact: Contact, now: float) -> None:
         """``contact`` answered us (signed, from its address)."""
         assert self._peer is not None
@@ -363,7 +379,7 @@ class DhtNode:
             per_ip=self._limits.contacts_per_ip_bucket,
             per_subnet=self._limits.contacts_per_subnet_bucket,
         )
-        result = await run_lookup(lookup, self._query, slow_after=self._rtt.slow_after)
+        result = await run_lookup(lookup, self._ask, slow_after=self._rtt.slow_after)
         for liar in result.liars:  # a wrong kind of answer, or a record that fails its checks
             self._table.remove(liar.node_id)
         return result

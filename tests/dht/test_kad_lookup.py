@@ -14,6 +14,7 @@ from dht.kad.contact import Contact, distance, node_id_for
 from dht.kad.lookup import (
     PER_IP,
     PER_SUBNET,
+    SLOW_FACTOR,
     SLOW_MIN,
     Lookup,
     LookupResult,
@@ -194,12 +195,14 @@ def test_replies_for_requests_never_sent_are_ignored() -> None:
 
 
 async def test_driver_does_not_wait_for_a_dead_peer_before_asking_others() -> None:
-    """One dead seed holds one slot until its timeout; every other peer is asked meanwhile."""
+    """One dead seed holds one slot until its timeout; every other peer is asked meanwhile.
+    It is the node closest to the target (so its answer could matter: a dead peer farther than
+    the k closest that answered is not waited for, see below)."""
     nodes, views = make_network(200, 10)
     me = nodes[0]
-    seeds = views[me.node_id][:20]
     target = nodes[100].node_id
-    dead = sorted(seeds, key=lambda c: distance(c.node_id, target))[0]
+    dead = true_closest(nodes[1:], target, 1)[0]
+    seeds = [dead, *[c for c in views[me.node_id] if c != dead][:19]]
     base = honest(views, {})
     release = asyncio.Event()
     asked_before_timeout: list[int] = []
@@ -213,11 +216,28 @@ async def test_driver_does_not_wait_for_a_dead_peer_before_asking_others() -> No
             asked_dead.append(contact)
             await release.wait()  # the wire layer's timeout, fired by the test
             asked_before_timeout.append(asked)
+            requested_before_timeout.append(lookup.requested)
             return None
         await asyncio.sleep(0)
         return base(contact, request)
 
-    lookup: Lookup[int] = Lookup(me.node_id, target, seeds)
+    class Recording(Lookup[int]):
+        """Counts the requests the lookup asked the driver to send."""
+
+        requested = 0
+
+        def start(self) -> list[Contact]:
+            return self._count(super().start())
+
+        def on_reply(self, contact: Contact, reply: Reply | None) -> list[Contact]:
+            return self._count(super().on_reply(contact, reply))
+
+        def _count(self, sends: list[Contact]) -> list[Contact]:
+            self.requested += len(sends)
+            return sends
+
+    requested_before_timeout: list[int] = []
+    lookup = Recording(me.node_id, target, seeds)
 
     async def time_out_when_alone() -> None:
         # the wire layer's timeout fires once the dead peer's request is the only one left
@@ -229,7 +249,10 @@ async def test_driver_does_not_wait_for_a_dead_peer_before_asking_others() -> No
     result = await asyncio.wait_for(run_lookup(lookup, query), 10)
     await timer
     assert result.failed == (dead,)
-    assert asked_before_timeout[0] == result.queries  # everything else went out first
+    # everything the lookup asked for before the timeout had gone out (the dead peer was the
+    # closest, so its failure may release more: its path asks on)
+    assert asked_before_timeout == requested_before_timeout
+    assert asked_before_timeout[0] <= result.queries == lookup.requested
     assert list(result.closest) == true_closest([c for c in nodes if c not in (me, dead)], target)
 
 
@@ -336,6 +359,135 @@ def test_under_churn_a_lookup_ends_without_any_dead_peers_timeout() -> None:
         assert max(asked.values()) == 1
 
 
+def test_dead_peers_farther_than_the_k_closest_are_not_waited_for() -> None:
+    """Dead peers outside the neighbourhood of the key never answer. One is declared slow
+    (``on_slow``) only when nothing else is left to do; the lookup ends with the others still
+    in flight, since the paths heard from their closest and what a farther peer could say no
+    longer changes the result. Before, each of them held the lookup for ``slow_after``."""
+    nodes, views = make_network(300, 31)
+    rng = random.Random(32)
+    unwaited = 0
+    held: list[Contact]
+    for accept in (None, accept_seq):
+        for _ in range(10):
+            target = rng.randbytes(20)
+            close = true_closest(nodes, target, 100)
+            far = [c for c in nodes if c not in close]
+            dead = {c.node_id for c in rng.sample(far, 60)}
+            me = rng.choice([c for c in far if c.node_id not in dead])
+            base = honest(views, {c.node_id: b"ok:5" for c in close[:20]})
+            lookup = Lookup(me.node_id, target, views[me.node_id][:20], accept=accept)
+            queue, held = lookup.start(), []  # held: asked, silent, not yet slow
+            while queue or (held and not lookup.done):
+                if not queue:  # only silent peers left: the oldest is declared slow
+                    queue += lookup.on_slow(held.pop(0))
+                    continue
+                contact = queue.pop(0)
+                if contact.node_id in dead:
+                    held.append(contact)  # never answers while the lookup runs
+                else:
+                    queue += lookup.on_reply(contact, base(contact, lookup.request))
+            assert lookup.done
+            unwaited += lookup.in_flight  # ended with these unanswered, not even slow
+            result = lookup.result()
+            alive = [c for c in nodes if c != me and c.node_id not in dead]
+            if accept is None:
+                assert list(result.closest) == true_closest(alive, target)
+            else:
+                assert result.found is not None and result.found.seq == 5
+                assert set(result.closest) <= set(alive)
+    assert unwaited > 0
+
+
+def test_a_value_lookup_ends_once_its_paths_closest_answered_a_node_lookup_waits() -> None:
+    """The node closest to the key is silent (neither answer nor slow signal yet). FIND_VALUE
+    ends without it once each path heard from its beam closest (the record is read from
+    them); FIND_NODE, whose k closest decide where records are stored, waits for it (until
+    ``slow_after`` frees its slot)."""
+    nodes, views = make_network(300, 35)
+    rng = random.Random(36)
+    for _ in range(5):
+        target = rng.randbytes(20)
+        close = true_closest(nodes, target)
+        silent = close[0]
+        me = rng.choice([c for c in nodes if c not in close])
+        base = honest(views, {c.node_id: b"ok:9" for c in close})
+        seeds = [silent, *[c for c in views[me.node_id] if c != silent][:19]]
+        for accept in (accept_seq, None):
+            lookup = Lookup(me.node_id, target, seeds, accept=accept)
+            queue = lookup.start()
+            assert silent in queue
+            queue.remove(silent)
+            while queue:
+                contact = queue.pop(0)
+                queue += lookup.on_reply(contact, base(contact, lookup.request))
+            if accept is None:
+                assert not lookup.done  # its answer could change the k closest
+                queue = lookup.on_slow(silent)
+                while queue:
+                    contact = queue.pop(0)
+                    queue += lookup.on_reply(contact, base(contact, lookup.request))
+                assert lookup.done
+            else:
+                assert lookup.done and lookup.in_flight == 1
+                found = lookup.result().found
+                assert found is not None and found.seq == 9
+
+
+def rounds_under_churn(lookup: Lookup[int], behaviour: Behaviour, dead: set[bytes]) -> int:
+    """Drive in rounds: every request sent in a round is settled by its end, the live by their
+    answers and the dead by ``on_slow`` (their ``slow_after`` passed). Rounds until done: how
+    many ``slow_after`` waits the lookup would take in a row."""
+    batch, rounds = lookup.start(), 0
+    while batch and not lookup.done:
+        rounds += 1
+        sends: list[Contact] = []
+        for contact in batch:
+            if contact.node_id in dead:
+                sends += lookup.on_slow(contact)
+            else:
+                sends += lookup.on_reply(contact, behaviour(contact, lookup.request))
+        batch = sends
+    assert lookup.done
+    return rounds
+
+
+def test_paths_ask_more_at_once_when_peers_do_not_answer() -> None:
+    """With 30 % of the nodes dead, a path counts on only the share of its requests in flight
+    that this lookup saw answered, so it asks more of the close peers at once: fewer rounds
+    (each round under churn ends with a dead peer's ``slow_after``) than a path that counts on
+    every request in flight, and the record is still found."""
+
+    class Trusting(Lookup[int]):
+        def _alive(self) -> float:
+            return 1.0  # the rule before: every request in flight will answer
+
+    nodes, views = make_network(400, 33)
+    rng = random.Random(34)
+    dead = {c.node_id for c in rng.sample(nodes, 120)}
+    alive = [c for c in nodes if c.node_id not in dead]
+    hedged = trusting = 0
+    for _ in range(20):
+        target = rng.randbytes(20)
+        values = {c.node_id: b"ok:7" for c in true_closest(alive, target)}
+        base = honest(views, values)
+        me = rng.choice(alive)
+        seeds = views[me.node_id][:20]
+        lookup = Lookup(me.node_id, target, seeds, accept=accept_seq)
+        hedged += rounds_under_churn(lookup, base, dead)
+        found = lookup.result().found
+        assert found is not None and found.seq == 7
+        trusting += rounds_under_churn(
+            Trusting(me.node_id, target, seeds, accept=accept_seq), base, dead
+        )
+        # nothing dead, nothing hedged: as many requests as the rule before
+        plain, old = (
+            cls(me.node_id, target, seeds, accept=accept_seq) for cls in (Lookup, Trusting)
+        )
+        assert drive(plain, base).queries == drive(old, base).queries
+    assert hedged < trusting
+
+
 def test_a_value_lookup_asks_each_path_for_its_share_of_k() -> None:
     """FIND_VALUE over 3 disjoint paths, each stopping once its share of k (7) answered, asks
     fewer peers than paths that each hear from k, and still finds the record where its
@@ -421,7 +573,7 @@ def test_slow_after_follows_the_latest_round_trips() -> None:
     assert rtt.slow_after() == 1.25  # never above the ceiling
     for i in range(16):
         rtt.add(0.002 if i % 5 else 0.03)  # now: 80 % answer in 2 ms, 20 % in 30 ms
-    assert rtt.slow_after() == pytest.approx(0.09)  # 3 x p90 of the latest only
+    assert rtt.slow_after() == pytest.approx(SLOW_FACTOR * 0.03)  # x p90 of the latest only
     for _ in range(16):
         rtt.add(0.001)
     assert rtt.slow_after() == SLOW_MIN  # never below: a busy peer is not a dead one

@@ -230,3 +230,20 @@ async def test_bootstrap_by_host_name(make_node: NodeFactory) -> None:
     first = await make_node()
     second = await make_node([("localhost", first.port)])
     assert second.peers() == [(LOOPBACK, first.port)]
+
+
+async def test_a_dead_peer_the_lookup_did_not_wait_for_is_still_marked(
+    make_node: NodeFactory,
+) -> None:
+    """A lookup ends without waiting for a silent peer once enough others answered; its request
+    runs on to the timeout, so the table marks the dead peer and later lookups skip it (when
+    the lookup cancelled it, the table never learned and every lookup asked it again)."""
+    nodes = await start_network(make_node, 7)
+    querier, dead = nodes[0], nodes[3]
+    others = {n.node_id for n in nodes[1:]}
+    await eventually(lambda: querier.contact_ids() == others, what="the querier knows all")
+    await dead.aclose()
+    assert await querier.lookup(ALICE.verify_key) is None  # asks all six, five answer
+    await eventually(
+        lambda: querier.contact_ids() == others - {dead.node_id}, what="the dead one marked"
+    )
