@@ -77,6 +77,13 @@ def free_bytes(path: Path) -> int:
     return stat.f_bavail * stat.f_frsize
 
 
+def _canonical(address: str) -> str:
+    try:
+        return normalise(address)
+    except AddressError as exc:
+        raise RecipientInvalid(str(exc)) from exc
+
+
 class SubmissionService:
     """What the SMTP adapter calls; knows nothing of aiosmtpd."""
 
@@ -111,14 +118,9 @@ class SubmissionService:
         address, no quota to check), answered without a task; None: ask it."""
         if self._local is None or self.store.user_quota is not None:
             return None
-        canonical = self._canonical(address)
-        return canonical if canonical in self._local else None
-
-    def _canonical(self, address: str) -> str:
-        try:
-            canonical = normalise(address)
-        except AddressError as exc:
-            raise RecipientInvalid(str(exc)) from exc
+        canonical = _canonical(address)
+        if canonical not in self._local:
+            return None
         self._check_disk()
         return canonical
 
@@ -131,7 +133,8 @@ class SubmissionService:
         address's checksum already catches typos; the sender hears of a delay, then of a
         failure, by delivery status notifications.
         """
-        canonical = self._canonical(address)
+        canonical = _canonical(address)
+        self._check_disk()
         if canonical not in await self._local_addresses():
             if await self.store.queued_bytes() >= self.max_queue_size:
                 raise SystemFull("queue")

@@ -93,15 +93,6 @@ def _params(options: list[str]) -> dict[str, str | bool] | None:
     return result
 
 
-def declared_size(mail_options: list[str]) -> int | None:
-    """The SIZE=n a client declared with MAIL FROM, if any (RFC 1870)."""
-    for option in mail_options:
-        name, _, value = option.partition("=")
-        if name.upper() == "SIZE" and value.isascii() and value.isdigit() and len(value) < 12:
-            return int(value)
-    return None
-
-
 # --- events -----------------------------------------------------------------------------------
 
 
@@ -189,7 +180,8 @@ class SmtpSession:
         self._owner: object = None
         # the mail transaction (reset by RSET, EHLO/HELO and the end of DATA)
         self.mail_from: str | None = None
-        self._mail_options: list[str] = []
+        self._declared: int | None = None
+        """The SIZE the client declared with MAIL FROM (RFC 1870), at most ``max_size``."""
         self.recipients: list[str] = []
         # DATA
         self._parts: list[bytes] = []
@@ -551,7 +543,7 @@ class SmtpSession:
             self._login_name = b""
         return self._wait("AUTH", Login(creds))
 
-    def _ready_for(self, command: str) -> bool:
+    def _ready_for(self) -> bool:
         """EHLO/HELO and a login came first; otherwise say so."""
         if not self.helo:
             self._reply(replies.SEND_FIRST.format(command="HELO"))
@@ -562,7 +554,7 @@ class SmtpSession:
         return True
 
     def _path(self, command: str, arg: str, keyword: str
-              ) -> tuple[str, list[str], dict[str, str | bool]] | None:
+              ) -> tuple[str, dict[str, str | bool]] | None:
         """The address and upper-cased parameters of MAIL or RCPT, or None (answered)."""
         syntax = replies.SYNTAX.format(syntax=SYNTAX[command] + (
             _EXTENDED_SYNTAX if self.extended else ""))
@@ -579,20 +571,19 @@ class SmtpSession:
         if command == "MAIL" and self.mail_from is not None:
             self._reply(replies.NESTED_MAIL)
             return None
-        options = rest.upper().split()
-        params = _params(options)
+        params = _params(rest.upper().split())
         if params is None:
             self._reply(syntax)
             return None
-        return address, options, params
+        return address, params
 
     def _mail(self, arg: str) -> Event | None:
-        if not self._ready_for("MAIL"):
+        if not self._ready_for():
             return None
         parsed = self._path("MAIL", arg, "FROM:")
         if parsed is None:
             return None
-        address, options, params = parsed
+        address, params = parsed
         if params.pop("BODY", "7BIT") not in ("7BIT", "8BITMIME"):
             self._reply(replies.BAD_BODY)
             return None
@@ -611,11 +602,11 @@ class SmtpSession:
         if params:
             self._reply(replies.MAIL_PARAMETERS)
             return None
-        self._mail_options = options
+        self._declared = None if size is None else int(size)
         return self._wait("MAIL", Mail(self.user, address))
 
     def _rcpt(self, arg: str) -> Event | None:
-        if not self._ready_for("RCPT"):
+        if not self._ready_for():
             return None
         if self.mail_from is None:
             self._reply(replies.NEED_MAIL)
@@ -623,7 +614,7 @@ class SmtpSession:
         parsed = self._path("RCPT", arg, "TO:")
         if parsed is None:
             return None
-        address, _, params = parsed
+        address, params = parsed
         if params:
             self._reply(replies.RCPT_PARAMETERS)
             return None
@@ -636,7 +627,7 @@ class SmtpSession:
         """DATA within the listener's budget: a message reserves its declared SIZE (RFC 1870;
         the whole limit when undeclared) before it is read, and may not exceed what it
         declared by more than a little; what does not fit is told to try again shortly."""
-        if not self._ready_for("DATA"):
+        if not self._ready_for():
             return None
         if not self.recipients:
             self._reply(replies.NEED_RCPT)
@@ -644,7 +635,7 @@ class SmtpSession:
         if arg:
             self._reply(replies.SYNTAX.format(syntax=SYNTAX["DATA"]))
             return None
-        declared = declared_size(self._mail_options)
+        declared = self._declared
         size = self.max_size if declared is None else min(
             self.max_size, declared + declared // 10 + 4096)
         if self.budget is not None and not self.budget.reserve(size, self._owner):
@@ -743,5 +734,5 @@ class SmtpSession:
 
     def _reset_transaction(self) -> None:
         self.mail_from = None
-        self._mail_options = []
+        self._declared = None
         self.recipients = []

@@ -626,10 +626,12 @@ class SqlStore:
             rows = conn.execute(f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = ?"
                                 " ORDER BY name" + (f" LIMIT {SMALL_READ_ROWS + 1}" if small
                                                     else ""), (user_id,)).fetchall()
-            if small and len(rows) > SMALL_READ_ROWS:
+            boxes = [dict(zip(_MAILBOX_KEYS, r, strict=True)) for r in rows]
+            # Small: few mailboxes, and few unclaimed messages to count in all of them.
+            if small and (len(rows) > SMALL_READ_ROWS or sum(
+                    m["uidnext"] - 1 - m["recent_uid"] for m in boxes) > SMALL_COUNT_ROWS):
                 raise TooLarge
-            return [self._mailbox(conn, dict(zip(_MAILBOX_KEYS, r, strict=True)), small)
-                    for r in rows]
+            return [self._mailbox(conn, m) for m in boxes]
         return await self.db.read_small(lambda conn: q(conn, True), lambda conn: q(conn, False))
 
     async def count_mailboxes(self, user_id: int) -> int:
