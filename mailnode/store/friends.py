@@ -240,7 +240,7 @@ class FriendStore:
             conn.execute("DELETE FROM held WHERE friend_id = ?", (row[0],))
             conn.execute("DELETE FROM friends WHERE id = ?", (row[0],))
             return _friend(row, int(count), int(size))
-        return await self.db.run(q)
+        return await self.db.run(q, alone=True)
 
     # relaying
 
@@ -301,4 +301,4 @@ class FriendStore:
     async def expire_held(self, now: int) -> int:
         def q(conn: Connection) -> int:
             return int(conn.execute("DELETE FROM held WHERE expires_at <= ?", (now,)).rowcount)
-        return await self.db.run(q, durable=False)
+        return await self.db.run(q, durable=False, alone=True)

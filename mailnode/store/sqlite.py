@@ -21,10 +21,10 @@ from typing import Any, NamedTuple, TypeVar
 from crypto.address import address_for
 from crypto.keys import Identity
 from crypto.passwords import DUMMY_HASH, RecentlyVerified, hash_password, verify_password
-from mailnode.mime import analyse as mime_analyse
 from mailnode.mime import sortkeys
 from mailnode.mime.headers import STORED_FIELDS_VERSION, stored_fields
 from mailnode.mime.model import VERSION as STRUCTURE_VERSION
+from mailnode.mime.structure import analyse_top
 from mailnode.store import objectid
 from mailnode.store.api import (
     SPECIAL_MAILBOXES,
@@ -314,17 +314,17 @@ class SqlStore:
         """The structure of new message bytes and the keys derived from it, from one MIME
         analysis: computed before the write, so that the writer (one for the whole node)
         does not spend ~80 us per message on them."""
-        tree = mime_analyse(body)
+        tree, top = analyse_top(body)
         return Analysed(tree.encode() if self.keep_structure else None,
-                        sortkeys.stored_keys(body, tree))
+                        sortkeys.stored_keys(body, tree, top))
 
     async def _structure(self, body: bytes) -> Analysed:
         """``analyse``, off the event loop."""
         return await asyncio.to_thread(self.analyse, body)
 
     async def _write(self, fn: Callable[[Connection], tuple[T, Iterable[int]]],
-                     durable: bool = True, appended: bool = False) -> T:
-        return await self._published(self.db.run(fn, durable), appended)
+                     durable: bool = True, appended: bool = False, alone: bool = False) -> T:
+        return await self._published(self.db.run(fn, durable, alone=alone), appended)
 
     async def _published(self, write: Awaitable[tuple[T, Iterable[int]]],
                          appended: bool = False) -> T:
@@ -617,7 +617,7 @@ class SqlStore:
                              [(p,) for p in unused])
             self._queued = None  # recounted when next needed
             return True, boxes
-        return await self._write(q)
+        return await self._write(q, alone=True)
 
     # ---- mailboxes ---------------------------------------------------------------------
 
@@ -666,7 +666,7 @@ class SqlStore:
             conn.execute("DELETE FROM mailboxes WHERE id = ?", (box.id,))
             self._drop_orphan_bodies(conn, body_ids)
             return box, [box.id]
-        box = await self._write(q)
+        box = await self._write(q, alone=True)
         self.notifier.retire(box.id, box.uidvalidity)
 
     async def rename_mailbox(self, user_id: int, old: str, new: str) -> None:
@@ -915,7 +915,7 @@ class SqlStore:
                 "UPDATE bodies SET structure = ? WHERE id = (SELECT body_id FROM messages"
                 " WHERE mailbox_id = ? AND uid = ?)",
                 [(blob, mailbox_id, uid) for uid, blob in structures.items()])
-        await self.db.run(q, durable=False)
+        await self.db.run(q, durable=False, alone=len(structures) > UID_CHUNK)
 
     async def store_flags(self, mailbox_id: int, uids: Sequence[int], flags: frozenset[str],
                           mode: FlagMode) -> list[MessageMeta]:
@@ -962,7 +962,7 @@ class SqlStore:
             result = [_meta(uid, text, date, size, modseq or new_modseq)
                       for uid, text, date, size, modseq in stored]
             return (result, failed), [mailbox_id]
-        return await self._write(q, durable=False)
+        return await self._write(q, durable=False, alone=len(uids) > UID_CHUNK)
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
         """Usually a few rows, read on the event loop; many go to a reader thread."""
@@ -1042,7 +1042,7 @@ class SqlStore:
             removed = [uid for _, uid, _ in gone]
             self._tombstones(conn, mailbox_id, removed)
             return removed, [mailbox_id] if removed else []
-        return await self._write(q, durable=False)
+        return await self._write(q, durable=False, alone=True)
 
     async def copy(self, src_mailbox_id: int, uids: Sequence[int],
                    dst_mailbox_id: int) -> list[tuple[int, int]]:
@@ -1082,7 +1082,7 @@ class SqlStore:
             if remove:
                 self._tombstones(conn, src_mailbox_id, [uid for uid, _ in pairs])
             return pairs, [dst_mailbox_id, src_mailbox_id] if remove else [dst_mailbox_id]
-        return await self._write(q)
+        return await self._write(q, alone=len(uids) > UID_CHUNK)
 
     # ---- quota and annotations ---------------------------------------------------------
 

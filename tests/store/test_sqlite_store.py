@@ -545,3 +545,43 @@ async def test_the_jobs_of_one_loop_turn_share_one_commit(
     with sqlite3.connect(tmp_path / "m.db") as raw:
         names = {n for (n,) in raw.execute("SELECT name FROM counters WHERE value = 1")}
     assert {f"turn-{i}" for i in range(5)} | {"late"} <= names
+
+
+async def test_a_job_that_may_change_many_rows_commits_alone_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``alone`` job gets a transaction of its own (no savepoint journals its pages),
+    between the jobs queued before and after it in the same turn; its failure undoes only
+    its own writes."""
+    from mailnode.store import database as database_module
+    groups: list[int] = []
+    commit = database_module._commit
+
+    def counting(conn: database_module._Writer, group: list[Any]) -> Any:
+        groups.append(len(group))
+        return commit(conn, group)
+
+    monkeypatch.setattr(database_module, "_commit", counting)
+    db = Database.open(tmp_path / "a.db")
+    try:
+        await db.run(lambda c: c.execute("CREATE TABLE t (v INTEGER)"))
+        groups.clear()
+
+        def write(v: int, fail: bool = False) -> Callable[[Connection], int]:
+            def fn(conn: Connection) -> int:
+                conn.execute("INSERT INTO t VALUES (?)", (v,))
+                if fail:
+                    raise ValueError(v)
+                return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+            return fn
+
+        results = await asyncio.gather(
+            db.run(write(1)), db.run(write(2)), db.run(write(3), alone=True),
+            db.run(write(4, fail=True), alone=True), db.run(write(5)), db.run(write(6)),
+            return_exceptions=True)
+        assert groups == [2, 1, 1, 2]
+        assert list(results[:3]) == [1, 2, 3] and isinstance(results[3], ValueError)
+        assert list(results[4:]) == [4, 5]  # in order, after the alone ones
+        stored = await db.run(lambda c: [r[0] for r in c.execute("SELECT v FROM t")])
+        assert stored == [1, 2, 3, 5, 6]
+    finally:
+        db.close()
