@@ -47,15 +47,20 @@ def fields(raw: bytes, start: int, end: int, pattern: FieldPattern,
     out: list[tuple[str, bytes]] = []
     scanned = 0
     first = pattern[0].match(raw, start, end)
+    field_end = _FIELD_END.search
     for m in itertools.chain([first] if first else [], pattern[1].finditer(raw, start, end)):
         if len(out) >= limit:
             break
-        stop = min(end, m.end() + MAX_VALUE)
-        e = _FIELD_END.search(raw, m.end(), stop)
+        begin = m.end()
+        stop = min(end, begin + MAX_VALUE)
+        e = field_end(raw, begin, stop)
         value_end = e.start() if e is not None else stop
-        scanned += value_end - m.end()
-        value = _UNFOLD.sub(b"", raw[m.end():value_end]).lstrip(b" \t").rstrip(b"\r\n")
-        out.append((m.group(1).decode("utf-8", "surrogateescape").lower(), value))
+        scanned += value_end - begin
+        value = raw[begin:value_end]
+        if b"\n" in value:  # folded (most values are not: no regex pass for them)
+            value = _UNFOLD.sub(b"", value)
+        out.append((m.group(1).decode("utf-8", "surrogateescape").lower(),
+                    value.lstrip(b" \t").rstrip(b"\r\n")))
     return out, scanned + (end - start)
 
 
@@ -75,7 +80,7 @@ _STRUCTURE_ROOT = re.compile(rb"\[0,(\d{1,11}),")
 def select_fields(header: bytes, names: tuple[str, ...], *, exclude: bool) -> bytes:
     """The header lines whose field name is (or, with ``exclude``, is not) in ``names``: one
     linear pass over the header slice."""
-    wanted = {n.upper() for n in names}
+    wanted, wanted_ascii = _wanted(names)
     out = bytearray()
     keep = False
     for line in header.splitlines(keepends=True):
@@ -85,11 +90,24 @@ def select_fields(header: bytes, names: tuple[str, ...], *, exclude: bool) -> by
             if keep:
                 out += line
             continue
-        name = line.split(b":", 1)[0].strip().decode("ascii", "replace").upper()
-        keep = (name in wanted) != exclude
+        name = line.split(b":", 1)[0].strip()
+        if wanted_ascii is not None and name.isascii():  # as below, without decoding
+            keep = (name.upper() in wanted_ascii) != exclude
+        else:
+            keep = (name.decode("ascii", "replace").upper() in wanted) != exclude
         if keep:
             out += line
     return bytes(out) + b"\r\n"
+
+
+@lru_cache(maxsize=64)
+def _wanted(names: tuple[str, ...]) -> tuple[frozenset[str], frozenset[bytes] | None]:
+    """``names`` upper-cased as :func:`select_fields` compares them, and as ASCII bytes when
+    they all are (every message stored looks for ``STORED_FIELDS``)."""
+    wanted = frozenset(n.upper() for n in names)
+    if not all(n.isascii() for n in wanted):
+        return wanted, None
+    return wanted, frozenset(n.encode("ascii") for n in wanted)
 
 
 def in_stored_fields(names: tuple[str, ...]) -> bool:

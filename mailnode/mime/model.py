@@ -75,8 +75,7 @@ class MessageStructure:
 
     def encode(self) -> bytes:
         """A compact, versioned blob (first byte: format version)."""
-        return bytes([VERSION]) + json.dumps(_part_out(self.root), separators=(",", ":"),
-                                             ensure_ascii=True).encode("ascii")
+        return _VERSION_BYTE + _ENCODER.encode(_part_out(self.root)).encode("ascii")
 
     @classmethod
     def decode(cls, data: bytes) -> MessageStructure:
@@ -93,6 +92,11 @@ class MessageStructure:
 
 
 # --- encoding -------------------------------------------------------------------------------
+
+_VERSION_BYTE = bytes([VERSION])
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, check_circular=False)
+"""One encoder for every message (``json.dumps`` with options builds one per call). The tree
+is built here from tuples and lists, so it cannot be circular."""
 
 def _params_out(params: Params) -> list[list[str]]:
     return [[k, v] for k, v in params]

@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 from mailnode.mime.address import parse_addresses
 from mailnode.mime.headers import (
+    MAX_FIELDS,
     content_type,
     field_pattern,
     fields,
@@ -53,7 +54,9 @@ _MIME_FIELDS = ("content-type", "content-disposition", "content-transfer-encodin
                 "content-id", "content-description", "content-md5", "content-language",
                 "content-location")
 _ENVELOPE_FIELDS = ("date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc",
-                    "in-reply-to", "message-id")
+                    "in-reply-to", "message-id", "references")
+"""With References, which is not in the ENVELOPE but is what THREAD reads: the top-level
+pass then finds all that the stored keys need (:class:`TopFields`)."""
 _ADDRESS_FIELDS = frozenset({"from", "sender", "reply-to", "to", "cc", "bcc"})
 _MIME_ONLY = field_pattern(_MIME_FIELDS)
 _WITH_ENVELOPE = field_pattern(_MIME_FIELDS + _ENVELOPE_FIELDS)
@@ -126,6 +129,7 @@ class Analyser:
         self.scanned = 0
         self.steps = 0  # value-lexer loop steps
         self.room = MAX_STORED  # characters of values the tree may still keep
+        self.top: list[tuple[str, bytes]] = []  # the top-level header's interesting fields
 
     def _keep(self, value: str | None) -> str | None:
         """``value`` if the stored-size budget still has room for it (earlier fields, so
@@ -206,6 +210,8 @@ class Analyser:
         found, scanned = fields(raw, start, body_start,
                                 _WITH_ENVELOPE if envelope else _MIME_ONLY)
         self.scanned += scanned
+        if depth == 0:
+            self.top = found
         first: dict[str, str] = {}
         addresses: dict[str, list[str]] = {}
         for name, value in found:
@@ -320,11 +326,33 @@ def _strip(value: str | None) -> str | None:
     return value.strip() if value is not None else None
 
 
+class TopFields(NamedTuple):
+    """What the top-level header pass saw of the fields the stored sort and search keys read
+    beyond the ENVELOPE, as :func:`mailnode.mime.headers.fields` gives them: found once
+    instead of in passes of their own."""
+
+    subjects: list[bytes]  # every Subject value
+    references: bytes | None  # the first References value
+
+
 def analyse(raw: bytes) -> MessageStructure:
     """The MIME structure of ``raw``. Never raises on any input; time and memory linear in
     ``len(raw)``; depth, part count and parsed value sizes bounded (see module docstring)."""
+    return analyse_top(raw)[0]
+
+
+def analyse_top(raw: bytes) -> tuple[MessageStructure, TopFields | None]:
+    """``analyse``, and the top-level ``TopFields``; None when that header had more
+    interesting fields than one pass keeps (some Subject may lie beyond them)."""
+    analyser = Analyser(raw)
     try:
-        return Analyser(raw).run()
+        structure = analyser.run()
     except Exception:  # a bug must not make a mailbox unreadable: degrade to a flat message
         return MessageStructure(Part(0, len(raw), len(raw), ("text", "plain"), US_ASCII,
-                                     lines=raw.count(b"\n"), envelope=Envelope()))
+                                     lines=raw.count(b"\n"), envelope=Envelope())), None
+    top = analyser.top
+    if len(top) >= MAX_FIELDS:
+        return structure, None
+    refs = [value for name, value in top if name == "references"]
+    return structure, TopFields([value for name, value in top if name == "subject"],
+                                refs[0] if refs else None)

@@ -9,9 +9,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailnode.imap import mime as imap_mime
-from mailnode.mime import Address, Envelope, MessageStructure, Part, address, analyse
+from mailnode.mime import (
+    Address,
+    Envelope,
+    MessageStructure,
+    Part,
+    address,
+    analyse,
+    sortkeys,
+    structure,
+)
 from mailnode.mime.address import parse_addresses
-from mailnode.mime.headers import decode_words, parse_params, text
+from mailnode.mime.headers import MAX_FIELDS, decode_words, parse_params, select_fields, text
 from tests.mime.test_analyse import check
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -201,3 +210,74 @@ def test_simple_address_fast_path_takes_the_common_shapes() -> None:
     for value in ("(c) a@b", "g: a@b;", "<@r:a@b>", '"a\\"b" <a@b>', "a@[1.2.3.4]", "a@b,,c@d",
                   " ", "a@b c"):
         assert address._simple(value) is None, value
+
+
+# --- the shortcuts of the stored keys and fields agree with the long ways ---------------------
+
+_FIELD_NAMES = st.sampled_from([b"Subject", b"subject", b"SUBJECT", b"References", b"From",
+                                b"To", b"Cc", b"Date", b"Message-ID", b"In-Reply-To",
+                                b"Content-Type", b"X-Other", b"Subj\xffect", b"Received"])
+_VALUES = st.lists(st.sampled_from([b"Re: x", b"[fwd: a]", b"<a@b>", b" <c@d>", b"\r\n <e@f>",
+                                    b"\n\tfolded", b"=?utf-8?q?Caf=C3=A9?=", b"\xc3\xa9",
+                                    b"\xff", b"a@b", b"", b" "]), max_size=4).map(b"".join)
+
+
+@st.composite
+def _headers(draw: st.DrawFn) -> bytes:
+    """Header blocks full of the fields the stored keys read, repeated, folded, odd-cased."""
+    eol = draw(st.sampled_from([b"\r\n", b"\n"]))
+    lines = [draw(_FIELD_NAMES) + draw(st.sampled_from([b":", b" :", b":\t"])) + draw(_VALUES)
+             for _ in range(draw(st.integers(0, 12)))]
+    return eol.join(lines) + eol + eol + b"body" + eol
+
+
+@FAST
+@given(_headers() | mimeish)
+def test_keys_from_the_analysers_pass_equal_the_keys_from_their_own_passes(raw: bytes) -> None:
+    tree, top = structure.analyse_top(raw)
+    assert tree == analyse(raw)
+    if top is not None:
+        assert sortkeys.stored_keys(raw, tree, top) == sortkeys.stored_keys(raw, tree)
+
+
+def test_a_header_with_more_fields_than_one_pass_keeps_gives_no_top_fields() -> None:
+    raw = b"".join(b"To: a%d@b\r\n" % i for i in range(MAX_FIELDS)) + b"Subject: late\r\n\r\n"
+    tree, top = structure.analyse_top(raw)
+    assert top is None  # the Subject lies beyond the pass: stored_keys looks for itself
+    assert sortkeys.stored_keys(raw, tree).subject_text == sortkeys.texts(["late"])
+
+
+def _select_fields_by_decoding(header: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
+    """The header lines named (or not) in ``names``, every name decoded and upper-cased."""
+    wanted = {n.upper() for n in names}
+    out = bytearray()
+    keep = False
+    for line in header.splitlines(keepends=True):
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                out += line
+            continue
+        name = line.split(b":", 1)[0].strip().decode("ascii", "replace").upper()
+        keep = (name in wanted) != exclude
+        if keep:
+            out += line
+    return bytes(out) + b"\r\n"
+
+
+@FAST
+@given(_headers() | mimeish, st.lists(st.sampled_from(
+    ["subject", "FROM", "x-other", "ß", "subj\ufffdect", "References", ""]), max_size=4),
+       st.booleans())
+def test_select_fields_compares_names_as_decoding_them_would(
+        raw: bytes, names: list[str], exclude: bool) -> None:
+    assert select_fields(raw, tuple(names), exclude=exclude) == \
+        _select_fields_by_decoding(raw, tuple(names), exclude)
+
+
+@FAST
+@given(st.text(max_size=40))
+def test_casemap_changes_only_ascii_letters(value: str) -> None:
+    table = {c: c - 32 for c in range(ord("a"), ord("z") + 1)}
+    assert sortkeys.casemap(value) == value.translate(table)
