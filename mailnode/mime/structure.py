@@ -150,7 +150,8 @@ class Analyser:
     def _keep_addresses(self, addrs: list[Address]) -> tuple[Address, ...]:
         kept = []
         for a in addrs[:MAX_ADDRESSES]:
-            size = sum(len(x) for x in (a.name, a.adl, a.mailbox, a.host) if x is not None)
+            size = (len(a.name or "") + len(a.adl or "") + len(a.mailbox or "")
+                    + len(a.host or ""))
             if size > self.room:
                 break
             self.room -= size
@@ -302,8 +303,11 @@ class Analyser:
 
     def _envelope(self, first: dict[str, str], addresses: dict[str, list[str]]) -> Envelope:
         def addrs(name: str) -> tuple[Address, ...]:
+            values = addresses.get(name)
+            if not values:  # most of the six fields are absent
+                return ()
             out: list[Address] = []
-            for value in addresses.get(name, ()):
+            for value in values:
                 if len(out) >= MAX_ADDRESSES:
                     break
                 parsed, steps = parse_addresses(value)
