@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from email.utils import format_datetime
+from typing import NamedTuple
 
 from crypto.address import DOMAIN, AddressError, normalise
 from mailnode.mime.address import parse_addresses
@@ -44,15 +45,15 @@ def split_headers(message: bytes) -> bytes:
 _FROM = field_pattern(("From",))
 
 
-def authors(message: bytes) -> list[str] | None:
+def authors(message: bytes, end: int | None = None) -> list[str] | None:
     """The ``From:`` addresses in canonical form, or None if there is no usable From.
 
     Used on both ends: submission only lets users write as themselves, and a receiving
     node only believes a From that matches the key that signed the envelope. The parsers
     are mailnode.mime's: linear and bounded whatever the header holds (the stdlib's
-    recursed on nested comments).
+    recursed on nested comments). ``end``: ``header_end(message)``, when known.
     """
-    values, _ = fields(message, 0, header_end(message), _FROM)
+    values, _ = fields(message, 0, header_end(message) if end is None else end, _FROM)
     addresses = [a for _, value in values for a in parse_addresses(text(value))[0]
                  if a.host is not None]  # group start/end markers carry no host
     if not addresses:
@@ -63,11 +64,21 @@ def authors(message: bytes) -> list[str] | None:
         return None
 
 
-def vet(message: bytes, server_id: str) -> tuple[list[str] | None, bytes]:
+class Vetted(NamedTuple):
+    authors: list[str] | None
+    message: bytes  # without forged claims in our name
+    header_end: int  # ``header_end(message)``
+
+
+def vet(message: bytes, server_id: str) -> Vetted:
     """What the node checks in a message before filing or queueing it, as one job for a
     worker thread (both are linear but a hostile header block may be the whole message):
-    its ``authors`` and the message without forged claims in our name (``strip_claims``)."""
-    return authors(message), strip_claims(message, server_id)
+    its ``authors`` and the message without forged claims in our name (``strip_claims``),
+    with the header block found once for all three."""
+    end = header_end(message)
+    stripped = strip_claims(message, server_id, end)
+    return Vetted(authors(message, end), stripped,
+                  end if stripped is message else header_end(stripped))
 
 
 def authserv_id(node_key: bytes) -> str:
@@ -88,18 +99,22 @@ def authentication_results(server_id: str, sender: str, how: str) -> bytes:
             f"header.from={sender}\r\n").encode("ascii")
 
 
-def strip_claims(message: bytes, server_id: str) -> bytes:
+def strip_claims(message: bytes, server_id: str, end: int | None = None) -> bytes:
     """``message`` without header fields that claim to be this node's verdict.
 
     Removes every ``Authentication-Results`` field naming ``server_id`` (RFC 8601 section 5:
     ours can only be genuine if we add it) and every legacy ``X-Mailnode-Verified-Sender``;
     fields of other authserv-ids stay. Works on the raw bytes: everything else, including
     folding and bare-LF line ends, is kept byte for byte. Only regex scans without
-    backtracking, so the cost is linear in the header size.
+    backtracking, so the cost is linear in the header size. ``end``: ``header_end(message)``,
+    when known.
     """
-    limit = header_end(message)
+    limit = header_end(message) if end is None else end
     if not limit:
         return message  # no header section
+    head = message[:limit].lower()
+    if b"authentication-results" not in head and b"x-mailnode-verified-sender" not in head:
+        return message  # the usual case, decided without the field scan
     ours = server_id.lower().encode("ascii")
     pieces: list[bytes] = []
     kept = 0

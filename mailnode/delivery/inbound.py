@@ -47,7 +47,7 @@ class InboundService:
         sender = address_for(opened.sender_key)
         # The sender cannot speak for this node either: any verdict in our name in the content
         # is forged (RFC 8601 section 5), so it goes before ours is added.
-        author, payload = await asyncio.to_thread(vet, opened.payload, self.server_id)
+        author, payload, _ = await asyncio.to_thread(vet, opened.payload, self.server_id)
         if author != [sender]:
             # A modified node could sign mail "From:" someone else: only the key's owner may
             # appear as the author, so what the recipient's client shows is what was proven.

@@ -14,7 +14,6 @@ from crypto.address import AddressError, normalise
 from mailnode.delivery.headers import (
     authentication_results,
     received_header,
-    split_headers,
     vet,
 )
 from mailnode.ratelimit import RateLimiter
@@ -178,7 +177,7 @@ class SubmissionService:
             # A user could also write our verdict naming someone else into the content;
             # nothing this node files or sends carries a verdict in its name that it did
             # not add itself.
-            author, vetted = vet(content, self.server_id)
+            author, vetted, vetted_end = vet(content, self.server_id)
             if author != [user.address]:
                 # The envelope sender is checked at MAIL; this is what recipients' clients
                 # show.
@@ -189,7 +188,7 @@ class SubmissionService:
             # are sealed one by one when the queue sends them). Which recipients are local
             # the store decides in the transaction; the hint only says whether the MIME
             # structure of the local copy is worth computing now.
-            return Submission(user.id, local_body, (), vetted, split_headers(vetted), remote,
+            return Submission(user.id, local_body, (), vetted, vetted[:vetted_end], remote,
                               analysed=None if analyse is None else analyse(local_body))
         try:
             filed = await self.store.submit(prepare() if len(content) <= INLINE_BYTES

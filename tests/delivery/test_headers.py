@@ -16,7 +16,9 @@ from mailnode.delivery.headers import (
     authentication_results,
     authors,
     authserv_id,
+    header_end,
     strip_claims,
+    vet,
 )
 from mailnode.delivery.inbound import InboundService
 from mailnode.delivery.submit import SubmissionService
@@ -108,6 +110,10 @@ def test_exactly_the_claims_go(fields: list[tuple[str, str, int]], eol: str,
     assert result == "".join(expected).encode() + eol.encode() + body
     parsed = email.message_from_bytes(result)
     assert not any(OURS in str(v).lower() for v in parsed.get_all("Authentication-Results", []))
+    vetted = vet(message, OURS)  # the same, with the header block found once for all
+    assert vetted.message == result
+    assert vetted.header_end == header_end(result)
+    assert vetted.authors == authors(message)
 
 
 def _stored(body: bytes) -> list[str]:
