@@ -47,7 +47,9 @@ class ChangeNotifier:
         self._versions[mailbox_id] += 1
         if not appended:
             self._reset[mailbox_id] = self._versions[mailbox_id]
-        cond = self._condition(mailbox_id)
+        cond = self._conditions.get(mailbox_id)
+        if cond is None:  # nobody ever waited: a later waiter sees the version moved
+            return
         async with cond:
             cond.notify_all()
 
