@@ -65,6 +65,9 @@ def authors(message: bytes, end: int | None = None) -> list[str] | None:
 
 
 class Vetted(NamedTuple):
+    """What ``vet`` found, with the header end of the message it returns (the DSN headers
+    of a queued copy are cut there: no third search)."""
+
     authors: list[str] | None
     message: bytes  # without forged claims in our name
     header_end: int  # ``header_end(message)``

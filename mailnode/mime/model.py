@@ -98,6 +98,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, check_circ
 """One encoder for every message (``json.dumps`` with options builds one per call). The tree
 is built here from tuples and lists, so it cannot be circular."""
 
+
 def _params_out(params: Params) -> list[list[str]]:
     return [[k, v] for k, v in params]
 

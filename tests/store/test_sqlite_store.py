@@ -509,10 +509,8 @@ async def test_cached_listings_are_bounded_least_recently_used_first(
     assert [await store.list_messages(i) for i in ids] == first
 
 
-async def test_the_jobs_of_one_loop_turn_share_one_commit(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Jobs an event loop queues in one turn reach the database thread together: one group,
-    one transaction, one fsync. Queued and then closed at once, they still run."""
+def _group_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each group the database thread commits from now on, in order."""
     from mailnode.store import database as database_module
     groups: list[int] = []
     commit = database_module._commit
@@ -522,6 +520,14 @@ async def test_the_jobs_of_one_loop_turn_share_one_commit(
         return commit(conn, group)
 
     monkeypatch.setattr(database_module, "_commit", counting)
+    return groups
+
+
+async def test_the_jobs_of_one_loop_turn_share_one_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs an event loop queues in one turn reach the database thread together: one group,
+    one transaction, one fsync. Queued and then closed at once, they still run."""
+    groups = _group_sizes(monkeypatch)
     db = Database.open(tmp_path / "m.db")
 
     def insert(name: str) -> Callable[[Connection], object]:
@@ -552,15 +558,7 @@ async def test_a_job_that_may_change_many_rows_commits_alone_in_order(
     """An ``alone`` job gets a transaction of its own (no savepoint journals its pages),
     between the jobs queued before and after it in the same turn; its failure undoes only
     its own writes."""
-    from mailnode.store import database as database_module
-    groups: list[int] = []
-    commit = database_module._commit
-
-    def counting(conn: database_module._Writer, group: list[Any]) -> Any:
-        groups.append(len(group))
-        return commit(conn, group)
-
-    monkeypatch.setattr(database_module, "_commit", counting)
+    groups = _group_sizes(monkeypatch)
     db = Database.open(tmp_path / "a.db")
     try:
         await db.run(lambda c: c.execute("CREATE TABLE t (v INTEGER)"))
