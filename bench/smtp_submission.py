@@ -28,6 +28,7 @@ from aiosmtpd.smtp import SMTP, AuthResult
 
 from crypto.keys import Identity
 from mailnode.delivery.submit import SubmissionService
+from mailnode.node import malloc_tunables
 from mailnode.smtp.server import SubmissionServer
 from mailnode.store.database import Database
 from mailnode.store.notify import ChangeNotifier
@@ -137,14 +138,22 @@ def _one(side: str) -> float:
 
 def measure(rounds: int = ROUNDS) -> tuple[list[float], list[float]]:
     """Rates of the no-op baseline and of mailnode, each side in a fresh process per round,
-    alternated, both sides of a round under the same random ``PYTHONHASHSEED``. One
-    process's rate is not a sample of the code alone: the no-op's rate follows the hash
-    seed (here about 2,250 msg/s under some seeds, 3,100 under others, repeatably), so a
-    single pair of runs can show almost any ratio."""
+    alternated, both sides of a round under the same random ``PYTHONHASHSEED`` and the
+    node's malloc settings (``GLIBC_TUNABLES``).
+
+    Why the malloc settings: asyncio receives into a new 256 KiB ``bytes`` each time. Under
+    glibc's defaults, whether that block comes from the heap or costs an mmap, an mremap
+    and a munmap per receive depends on where the heap's top happened to lie when the first
+    one was made, so on the hash seed and on what the process imported: the no-op ran at
+    2,236 or 4,608 msg/s under the same seed depending only on which version of mailnode's
+    (unused) modules it had imported (strace: 25,700 mmap+mremap+munmap, or none). The node
+    fixes the thresholds at start (``mailnode.node.bound_malloc``); here both sides get them
+    from their first allocation, so neither draws that lottery."""
     base: list[float] = []
     mine: list[float] = []
     for _ in range(rounds):
-        env = {**os.environ, "PYTHONHASHSEED": str(random.randrange(1, 2**32))}
+        env = {**os.environ, "PYTHONHASHSEED": str(random.randrange(1, 2**32)),
+               "GLIBC_TUNABLES": malloc_tunables()}
         for side, rates in (("base", base), ("ours", mine)):
             out = subprocess.run([sys.executable, "-m", "bench.smtp_submission", "--one", side],
                                  capture_output=True, text=True, check=True, env=env).stdout

@@ -50,6 +50,17 @@ freed, it served such blocks from the heap and kept up to 32 MiB of freed memory
 arena (a node held 16 MiB after its first login, for good)."""
 
 
+_TUNABLE_NAMES = {_M_TRIM_THRESHOLD: "trim_threshold", _M_MMAP_THRESHOLD: "mmap_threshold",
+                  _M_ARENA_MAX: "arena_max"}
+
+
+def malloc_tunables() -> str:
+    """MALLOC_SETTINGS as a ``GLIBC_TUNABLES`` value, for a process that should allocate as
+    a node does from its start (benchmarks run their sides under it)."""
+    return ":".join(f"glibc.malloc.{_TUNABLE_NAMES[param]}={value}"
+                    for param, value in MALLOC_SETTINGS)
+
+
 def bound_malloc() -> bool:
     """Apply MALLOC_SETTINGS when the C library is glibc; False elsewhere (musl, macOS)."""
     try:

@@ -15,9 +15,10 @@ from mailnode.client_tls import TLS_NAME
 from tests.e2e.nodes import NodeProcess
 
 
-def _python(code: str) -> str:
+def _python(code: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=60, check=True, stdin=subprocess.DEVNULL)
+                          text=True, timeout=60, check=True, stdin=subprocess.DEVNULL,
+                          env=None if env is None else {**os.environ, **env})
     return done.stdout.strip()
 
 
@@ -62,6 +63,16 @@ def test_a_freed_scrypt_buffer_goes_back_to_the_system() -> None:
     bounded = int(_python("BOUND = True\n" + textwrap.dedent(RETAINED_AFTER_TWO_SCRYPTS)))
     assert unbounded >= 16 * 2**20  # what this test guards against does happen
     assert bounded < 2**20
+
+
+@pytest.mark.skipif(not _glibc(), reason="GLIBC_TUNABLES are glibc's")
+def test_the_tunables_benchmarks_start_their_processes_with_are_the_nodes_settings() -> None:
+    """``malloc_tunables`` spells MALLOC_SETTINGS as glibc reads them at start: a process
+    given them keeps no freed scrypt buffer, as one calling ``bound_malloc`` does."""
+    from mailnode.node import malloc_tunables
+    tuned = int(_python("BOUND = False\n" + textwrap.dedent(RETAINED_AFTER_TWO_SCRYPTS),
+                        env={"GLIBC_TUNABLES": malloc_tunables()}))
+    assert tuned < 2**20
 
 
 SERVE_AND_LIST_MODULES = """
