@@ -215,6 +215,7 @@ class _Job(Generic[T]):
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
     alone: bool = False
+    clean: bool = False  # raises only before its first change (``Database.run``)
 
 
 @dataclass
@@ -223,6 +224,7 @@ class _Prepare(Generic[T]):
     durable: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
+    clean: bool
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -235,11 +237,16 @@ def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]
             future.set_exception(error)
 
 
-def _commit(conn: _Writer, group: list[tuple[Callable[[Connection], Any], bool]],
-            ) -> list[tuple[Any, BaseException | None]]:
-    """One transaction for the group, a SAVEPOINT per job when there are several."""
+class WroteBeforeFailing(sqlite3.DatabaseError):
+    """A job that said it raises only before its first change raised after one: with no
+    savepoint to undo it alone, its whole group fails, as a failed commit would."""
+
+
+def _commit(conn: _Writer, group: list[_Job[Any]]) -> list[tuple[Any, BaseException | None]]:
+    """One transaction for the group, a SAVEPOINT per job when there are several (but for
+    jobs that raise only before changing anything: nothing of theirs to undo)."""
     outcomes: list[tuple[Any, BaseException | None]] = []
-    durable = any(job_durable for _, job_durable in group)
+    durable = any(job.durable for job in group)
     alone = len(group) == 1
     try:
         mode = "FULL" if durable else "NORMAL"
@@ -248,9 +255,19 @@ def _commit(conn: _Writer, group: list[tuple[Callable[[Connection], Any], bool]]
             conn.synchronous = mode
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for fn, _ in group:
+            for job in group:
+                fn = job.fn
                 if alone:  # its failure rolls the whole transaction back: no savepoint
                     outcomes.append((fn(conn), None))
+                    continue
+                if job.clean:
+                    changes = conn.total_changes
+                    try:
+                        outcomes.append((fn(conn), None))
+                    except Exception as exc:
+                        if conn.total_changes != changes:
+                            raise WroteBeforeFailing(f"{exc!r} after a change") from exc
+                        outcomes.append((None, exc))
                     continue
                 conn.execute("SAVEPOINT job")
                 try:
@@ -333,7 +350,7 @@ class Database:
         return make_engine(self.path)
 
     async def run(self, fn: Callable[[Connection], T], durable: bool = True, *,
-                  alone: bool = False) -> T:
+                  alone: bool = False, clean: bool = False) -> T:
         """Run ``fn`` in a transaction on the database thread; commits unless it raises.
 
         ``durable`` commits with ``synchronous=FULL`` (fsync: the commit survives power loss),
@@ -343,6 +360,12 @@ class Database:
 
         ``alone``: ``fn`` may change more rows than a savepoint should copy to memory; it
         gets a transaction of its own (see the module docstring).
+
+        ``clean``: whatever ``fn`` raises, it raises before its first change (a quota check
+        before the inserts), so in a group it runs without a savepoint: ~15 page copies and
+        two statements less per stored message (+4 % submission rate). A change is what
+        ``total_changes`` counts (rows, not DDL); should ``fn`` raise after one after all,
+        its whole group fails with ``WroteBeforeFailing`` and nothing is committed.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -350,7 +373,7 @@ class Database:
         if batch is None:
             batch = self._batches[loop] = []
             loop.call_soon(self._hand_over, loop)
-        batch.append(_Job(fn, durable, loop, future, alone))
+        batch.append(_Job(fn, durable, loop, future, alone, clean))
         return await future
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -361,7 +384,7 @@ class Database:
             self._jobs.put(batch if len(batch) > 1 else batch[0])
 
     async def run_after(self, prepare: Callable[[], Callable[[Connection], T]],
-                        durable: bool = True) -> T:
+                        durable: bool = True, *, clean: bool = False) -> T:
         """``prepare`` on a worker thread, then the transaction it returns as ``run`` would.
 
         For CPU work on a job's own input (vetting a submitted message) that must stay off
@@ -372,7 +395,7 @@ class Database:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._prepares.put(_Prepare(prepare, durable, loop, future))
+        self._prepares.put(_Prepare(prepare, durable, loop, future, clean))
         return await future
 
     def _prepare_work(self) -> None:
@@ -385,7 +408,7 @@ class Database:
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                     item.loop.call_soon_threadsafe(_settle, failed)
                 continue
-            self._jobs.put(_Job(fn, item.durable, item.loop, item.future))
+            self._jobs.put(_Job(fn, item.durable, item.loop, item.future, clean=item.clean))
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run a read-only ``fn`` on one of the reader connections: a long listing never
@@ -475,7 +498,7 @@ class Database:
                     group.extend(more if isinstance(more, list) else [more])
                 outcomes = []
                 for part in _parts(group):
-                    outcomes += _commit(conn, [(job.fn, job.durable) for job in part])
+                    outcomes += _commit(conn, part)
                 # One wake-up per event loop for the whole group, not one per job.
                 by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
                 for job, (result, error) in zip(group, outcomes, strict=True):

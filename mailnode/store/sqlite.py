@@ -323,8 +323,10 @@ class SqlStore:
         return await asyncio.to_thread(self.analyse, body)
 
     async def _write(self, fn: Callable[[Connection], tuple[T, Iterable[int]]],
-                     durable: bool = True, appended: bool = False, alone: bool = False) -> T:
-        return await self._published(self.db.run(fn, durable, alone=alone), appended)
+                     durable: bool = True, appended: bool = False, alone: bool = False,
+                     clean: bool = False) -> T:
+        return await self._published(self.db.run(fn, durable, alone=alone, clean=clean),
+                                     appended)
 
     async def _published(self, write: Awaitable[tuple[T, Iterable[int]]],
                          appended: bool = False) -> T:
@@ -1189,7 +1191,7 @@ class SqlStore:
             if ready is None and sub.local_users:
                 ready = await asyncio.to_thread(self.analyse, sub.local_body)
             return await self._counting(self._write(
-                self._submission(sub, ready, now, max_queued), appended=True))
+                self._submission(sub, ready, now, max_queued), appended=True, clean=True))
 
         def prepare() -> Callable[[Connection], tuple[Filed, list[int]]]:
             made = sub()
@@ -1197,7 +1199,8 @@ class SqlStore:
             if ready is None and made.local_users:
                 ready = self.analyse(made.local_body)
             return self._submission(made, ready, now, max_queued)
-        return await self._counting(self._published(self.db.run_after(prepare), appended=True))
+        return await self._counting(self._published(self.db.run_after(prepare, clean=True),
+                                                    appended=True))
 
     def _submission(self, sub: Submission, analysed: Analysed | None, now: int,
                     max_queued: int | None,
@@ -1205,7 +1208,7 @@ class SqlStore:
         """The transaction of ``submit``. ``analysed``: the local copy's structure and
         keys, worked out beforehand when it was known to be filed locally (a structure
         given, or ``local_users``); a recipient found local only here has them worked
-        out in the transaction."""
+        out in the transaction. Every refusal comes before the first change (``clean``)."""
         def q(conn: Connection) -> tuple[Filed, list[int]]:
             local = dict.fromkeys(sub.local_users)
             remote = list(sub.remote)
@@ -1220,6 +1223,11 @@ class SqlStore:
                     local.update(dict.fromkeys(found.values()))
                     filed.update(found)
             changed = []
+            queued = 0
+            if remote:
+                queued = self._queued_bytes(conn)
+                if max_queued is not None and queued + len(sub.content) > max_queued:
+                    raise QueueFull(f"{queued} bytes queued, at most {max_queued}")
             if local:
                 full = [user_id for user_id in local
                         if not self._user_has_room(conn, user_id, len(sub.local_body))]
@@ -1233,9 +1241,6 @@ class SqlStore:
                     changed.append(self._add_to_inbox(conn, user_id, body_id,
                                                       len(sub.local_body), now, ready.keys))
             if remote:
-                queued = self._queued_bytes(conn)
-                if max_queued is not None and queued + len(sub.content) > max_queued:
-                    raise QueueFull(f"{queued} bytes queued, at most {max_queued}")
                 payload_id = conn.execute(
                     "INSERT INTO outbound_payloads (content, headers) VALUES (?, ?)",
                     (sub.content, sub.headers)).lastrowid
@@ -1293,7 +1298,7 @@ class SqlStore:
                          " VALUES (?, ?, ?, ?)", (sender_key, message_id, user_id, now))
             self._file(conn, inbox, body, structure, (), now)
             return True, [inbox]
-        return await self._write(q, appended=True)
+        return await self._write(q, appended=True, clean=True)  # refusals come first
 
     # ---- outbound queue ----------------------------------------------------------------
 

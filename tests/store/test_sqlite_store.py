@@ -20,7 +20,7 @@ from mailnode.store.api import (
     MessageMeta,
     NoSuchMailbox,
 )
-from mailnode.store.database import Connection, Database, is_current
+from mailnode.store.database import Connection, Database, WroteBeforeFailing, is_current
 from mailnode.store.notify import ChangeNotifier
 from mailnode.store.sqlite import (
     LocalCopy,
@@ -296,6 +296,38 @@ async def test_group_commit_isolates_a_failing_job(tmp_path: Path) -> None:
         assert failed == set(range(5, 41, 5))
         stored = await db.run(lambda c: {r[0] for r in c.execute("SELECT v FROM t")})
         assert stored == set(range(1, 41)) - failed
+    finally:
+        db.close()
+
+
+async def test_clean_jobs_share_a_group_without_savepoints(tmp_path: Path) -> None:
+    """A ``clean`` job that refuses before changing anything fails alone; one that breaks
+    its word (raises after a change) fails its whole group and nothing of it is kept."""
+    db = Database.open(tmp_path / "c.db")
+    try:
+        await db.run(lambda c: c.execute("CREATE TABLE t (v INTEGER)"))
+
+        def write(v: int, fail: str = "") -> Callable[[Connection], int]:
+            def fn(conn: Connection) -> int:
+                if fail == "before":
+                    raise ValueError(v)
+                conn.execute("INSERT INTO t VALUES (?)", (v,))
+                if fail == "after":
+                    raise ValueError(v)
+                return v
+            return fn
+
+        results = await asyncio.gather(
+            *(db.run(write(v, "before" if v == 3 else ""), clean=True) for v in range(1, 6)),
+            return_exceptions=True)
+        assert [r if isinstance(r, int) else "refused" for r in results] == \
+            [1, 2, "refused", 4, 5]
+        doomed = await asyncio.gather(
+            db.run(write(6), clean=True), db.run(write(7, "after"), clean=True),
+            db.run(write(8)), return_exceptions=True)
+        assert all(isinstance(r, WroteBeforeFailing) for r in doomed), doomed
+        stored = await db.run(lambda c: [r[0] for r in c.execute("SELECT v FROM t")])
+        assert stored == [1, 2, 4, 5]
     finally:
         db.close()
 
