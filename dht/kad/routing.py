@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import enum
-import heapq
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -167,25 +166,32 @@ class RoutingTable:
         index = (number ^ self._own).bit_length() - 1  # -1: the target is our own id
         if lookup and index >= 0:
             self._buckets[index].used = now
-        # Bucket i holds distances to the target in [2^i, 2^(i+1)) when i > index, all of
-        # [2^index, 2^(index+1)) when i < index, and below 2^index when i == index: gather
-        # in that order and stop once ``count`` are in hand (no full scan per request).
-        gathered = [e for e in self._anchors.values() if e.failures == 0]
-        anchors = len(gathered)
+        # Bucket i holds distances to the target in [2^i, 2^(i+1)) when i > index, below
+        # 2^index when i == index, and all of [2^index, 2^(index+1)) when i < index; among
+        # those, bucket i is nearer than every bucket below it if bit i of our distance to the
+        # target is set, farther than all of them if not. Gathered in that order, whole
+        # buckets, until ``count`` are in hand: a few buckets per request, not the table.
+        anchors = self._anchors.values()
+        gathered = [(e.number ^ number, e.contact) for e in anchors if not e.failures]
+        enough = len(gathered) + count
         buckets = self._buckets
         nonempty = self._nonempty()
         split = bisect.bisect_right(nonempty, index)
-        if index >= 0:
-            for i in reversed(nonempty[:split]):
-                gathered += [e for e in buckets[i].entries.values() if e.failures == 0]
-                if i == index and len(gathered) - anchors >= count:
-                    break
-        for i in nonempty[split:]:
-            if len(gathered) - anchors >= count:
+        lower = nonempty[:split]
+        order: list[int] = []
+        if lower and lower[-1] == index:
+            order.append(lower.pop())
+        apart = number ^ self._own
+        order += [i for i in reversed(lower) if apart >> i & 1]
+        order += [i for i in lower if not apart >> i & 1]
+        order += nonempty[split:]
+        for i in order:
+            entries = buckets[i].entries.values()
+            gathered += [(e.number ^ number, e.contact) for e in entries if not e.failures]
+            if len(gathered) >= enough:
                 break
-            gathered += [e for e in buckets[i].entries.values() if e.failures == 0]
-        best = heapq.nsmallest(count, gathered, key=lambda e: e.number ^ number)
-        return [e.contact for e in best]
+        gathered.sort()  # distances are distinct (distinct ids): contacts are never compared
+        return [c for _, c in gathered[:count]]
 
     def seeds(self, target: bytes, count: int, now: float) -> list[Contact]:
         """Where a lookup of ``target`` starts: live anchors first, then the closest other live
