@@ -254,7 +254,7 @@ class DhtNode:
 
     def peer_count(self) -> int:
         """Contacts that answered us and did not time out since (anchors included)."""
-        return sum(1 for c in self._table.export() if self._table.is_live(c.node_id))
+        return self._table.answered_count()
 
     def contact_ids(self) -> set[bytes]:
         """Ids of the live nodes in the routing table (a node seen again shows up here)."""

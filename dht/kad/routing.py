@@ -216,6 +216,15 @@ class RoutingTable:
         verified.sort(key=lambda e: e.seen, reverse=True)
         return anchors + [e.contact for e in verified]
 
+    def answered_count(self) -> int:
+        """How many contacts :meth:`export` lists are live: live anchors and live contacts
+        that answered us (without building and sorting the list)."""
+        buckets = self._buckets
+        return sum(1 for e in self._anchors.values() if not e.failures) + sum(
+            1 for i in self._nonempty() for e in buckets[i].entries.values()
+            if e.verified and not e.failures
+        )
+
     def contacts(self) -> list[Contact]:
         """Every contact held (live or not, anchors included), not the replacements."""
         return [e.contact for e in self._anchors.values()] + [
@@ -459,7 +468,8 @@ class RoutingTable:
         (replacements too: they are promoted without another check)."""
         contact = entry.contact
         net = subnet(contact.host)
-        self._nonempty_cache = None
+        if not table and table is self._buckets[index].entries:
+            self._nonempty_cache = None  # a bucket with entries now: not for a replacement
         table[contact.node_id] = entry
         self._where[contact.node_id] = index
         self._addresses[contact.address] = contact.node_id
@@ -469,10 +479,11 @@ class RoutingTable:
         self._per_net_bucket[index, net] += 1
 
     def _remove(self, node_id: bytes) -> None:
-        self._nonempty_cache = None
         index = self._where.pop(node_id)
         bucket = self._buckets[index]
         entry = bucket.entries.pop(node_id, None) or bucket.replacements.pop(node_id)
+        if not bucket.entries:
+            self._nonempty_cache = None
         contact = entry.contact
         net = subnet(contact.host)
         if self._addresses.get(contact.address) == node_id:

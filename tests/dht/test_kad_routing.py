@@ -281,8 +281,11 @@ def test_closest_is_exact_for_targets_in_any_bucket_with_dead_contacts(
     offered = [contact(rng) for _ in range(n)]
     for i, c in enumerate(offered):
         t.offer(c, 0.0, anchor=i % 60 == 0)
+    for c in rng.sample(offered, n // 3):
+        t.answered(c.node_id, 0.5)
     for c in rng.sample(offered, n // 5):
         t.failed(c.node_id, 1.0)
+    assert t.answered_count() == sum(1 for c in t.export() if t.is_live(c.node_id))
     mask = (1 << bit) | rng.getrandbits(bit)
     target = (int.from_bytes(t.own_id, "big") ^ mask).to_bytes(20, "big")
     live = [c for c in t.contacts() if t.is_live(c.node_id)]
