@@ -680,3 +680,28 @@ def test_a_stale_or_refused_value_makes_every_path_read_its_beam() -> None:
             assert set(result.closest) == set(close)
             assert close[0] in result.repair
             assert (close[0] in result.liars) == (odd == b"forged")
+
+
+def test_a_path_whose_first_seeds_are_silent_moves_on_once_later_requests_overtake_them() -> None:
+    """Both first seeds of one path never answer and no ``slow_after`` comes (time does not
+    pass): once OVERTAKEN answers to requests sent after them came back, on any path, they
+    hold no slot, so their path asks its next candidates and the lookup ends without them."""
+    nodes, views = make_network(300, 51)
+    rng = random.Random(52)
+    for _ in range(5):
+        target = rng.randbytes(20)
+        values = {c.node_id: b"ok:3" for c in true_closest(nodes, target)}
+        me = rng.choice(nodes)
+        lookup: Lookup[int] = Lookup(
+            me.node_id, target, views[me.node_id][:20], accept=accept_seq
+        )
+        first = lookup.start()
+        silent = set(first[:START])  # the first path's seeds
+        queue = [c for c in first if c not in silent]
+        answer = honest(views, values)
+        while queue:
+            contact = queue.pop(0)
+            queue += lookup.on_reply(contact, answer(contact, lookup.request))
+        assert lookup.done and lookup.in_flight == START
+        found = lookup.result().found
+        assert found is not None and found.seq == 3
