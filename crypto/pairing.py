@@ -23,6 +23,7 @@ What the shared key gives, and what the caller must add:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections import OrderedDict
@@ -34,6 +35,13 @@ from crypto.keys import Identity
 
 TAG_SIZE = 16
 KEY_SIZE = 32
+CURVE_CACHE = 2048
+"""Peers' keys converted to X25519 lately, per process. The conversion (with its check that
+the point is in the prime-order subgroup) costs ~115 µs, more than the X25519 itself (~100
+µs), and depends on the public key only: a node re-deriving for a peer its pair cache
+evicted, or several nodes in one process (the simulations) meeting the same peer, convert
+it once. About 0.5 MB when full; failures are not kept (strangers' junk keys are charged to
+the caller's derivation rate instead)."""
 
 
 class PairError(ValueError):
@@ -54,11 +62,21 @@ def derive(identity: Identity, peer_key: bytes, context: bytes) -> bytes:
     return _derive(bytes(identity.box_private_key), identity.verify_key, peer_key, context)
 
 
-def _derive(secret: bytes, own_key: bytes, peer_key: bytes, context: bytes) -> bytes:
+@functools.lru_cache(maxsize=CURVE_CACHE)
+def _curve_key(peer_key: bytes) -> bytes:
+    """``peer_key`` as an X25519 key; raises :class:`PairError` (not cached)."""
     if len(peer_key) != 32:
         raise PairError("an Ed25519 public key is 32 bytes")
     try:
-        shared = crypto_scalarmult(secret, crypto_sign_ed25519_pk_to_curve25519(peer_key))
+        return crypto_sign_ed25519_pk_to_curve25519(peer_key)
+    except (CryptoError, RuntimeError, ValueError) as exc:
+        raise PairError("not a usable Ed25519 public key") from exc
+
+
+def _derive(secret: bytes, own_key: bytes, peer_key: bytes, context: bytes) -> bytes:
+    curve_key = _curve_key(peer_key)
+    try:
+        shared = crypto_scalarmult(secret, curve_key)
     except (CryptoError, RuntimeError, ValueError) as exc:
         raise PairError("not a usable Ed25519 public key") from exc
     low, high = sorted((own_key, peer_key))

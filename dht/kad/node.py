@@ -254,7 +254,7 @@ class DhtNode:
 
     def peer_count(self) -> int:
         """Contacts that answered us and did not time out since (anchors included)."""
-        return sum(1 for c in self._table.export() if self._table.is_live(c.node_id))
+        return self._table.answered_count()
 
     def contact_ids(self) -> set[bytes]:
         """Ids of the live nodes in the routing table (a node seen again shows up here)."""
@@ -311,7 +311,7 @@ class DhtNode:
             if len(self._silent) > MAX_SILENT:
                 self._silent.popitem(last=False)
         else:
-            self._rtt.add(rtt)
+            self._rtt.add(rtt, now)
             self._silent.pop(silent, None)
             self._met(contact, now)
         return reply
@@ -379,7 +379,9 @@ class DhtNode:
             per_ip=self._limits.contacts_per_ip_bucket,
             per_subnet=self._limits.contacts_per_subnet_bucket,
         )
-        result = await run_lookup(lookup, self._ask, slow_after=self._rtt.slow_after)
+        result = await run_lookup(
+            lookup, self._ask, slow_after=lambda: self._rtt.slow_after(time.monotonic())
+        )
         for liar in result.liars:  # a wrong kind of answer, or a record that fails its checks
             self._table.remove(liar.node_id)
         return result

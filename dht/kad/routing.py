@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import enum
-import heapq
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -167,25 +166,32 @@ class RoutingTable:
         index = (number ^ self._own).bit_length() - 1  # -1: the target is our own id
         if lookup and index >= 0:
             self._buckets[index].used = now
-        # Bucket i holds distances to the target in [2^i, 2^(i+1)) when i > index, all of
-        # [2^index, 2^(index+1)) when i < index, and below 2^index when i == index: gather
-        # in that order and stop once ``count`` are in hand (no full scan per request).
-        gathered = [e for e in self._anchors.values() if e.failures == 0]
-        anchors = len(gathered)
+        # Bucket i holds distances to the target in [2^i, 2^(i+1)) when i > index, below
+        # 2^index when i == index, and all of [2^index, 2^(index+1)) when i < index; among
+        # those, bucket i is nearer than every bucket below it if bit i of our distance to the
+        # target is set, farther than all of them if not. Gathered in that order, whole
+        # buckets, until ``count`` are in hand: a few buckets per request, not the table.
+        anchors = self._anchors.values()
+        gathered = [(e.number ^ number, e.contact) for e in anchors if not e.failures]
+        enough = len(gathered) + count
         buckets = self._buckets
         nonempty = self._nonempty()
         split = bisect.bisect_right(nonempty, index)
-        if index >= 0:
-            for i in reversed(nonempty[:split]):
-                gathered += [e for e in buckets[i].entries.values() if e.failures == 0]
-                if i == index and len(gathered) - anchors >= count:
-                    break
-        for i in nonempty[split:]:
-            if len(gathered) - anchors >= count:
+        lower = nonempty[:split]
+        order: list[int] = []
+        if lower and lower[-1] == index:
+            order.append(lower.pop())
+        apart = number ^ self._own
+        order += [i for i in reversed(lower) if apart >> i & 1]
+        order += [i for i in lower if not apart >> i & 1]
+        order += nonempty[split:]
+        for i in order:
+            entries = buckets[i].entries.values()
+            gathered += [(e.number ^ number, e.contact) for e in entries if not e.failures]
+            if len(gathered) >= enough:
                 break
-            gathered += [e for e in buckets[i].entries.values() if e.failures == 0]
-        best = heapq.nsmallest(count, gathered, key=lambda e: e.number ^ number)
-        return [e.contact for e in best]
+        gathered.sort()  # distances are distinct (distinct ids): contacts are never compared
+        return [c for _, c in gathered[:count]]
 
     def seeds(self, target: bytes, count: int, now: float) -> list[Contact]:
         """Where a lookup of ``target`` starts: live anchors first, then the closest other live
@@ -209,6 +215,15 @@ class RoutingTable:
         verified = [e for b in self._buckets for e in b.entries.values() if e.live and e.verified]
         verified.sort(key=lambda e: e.seen, reverse=True)
         return anchors + [e.contact for e in verified]
+
+    def answered_count(self) -> int:
+        """How many contacts :meth:`export` lists are live: live anchors and live contacts
+        that answered us (without building and sorting the list)."""
+        buckets = self._buckets
+        return sum(1 for e in self._anchors.values() if not e.failures) + sum(
+            1 for i in self._nonempty() for e in buckets[i].entries.values()
+            if e.verified and not e.failures
+        )
 
     def contacts(self) -> list[Contact]:
         """Every contact held (live or not, anchors included), not the replacements."""
@@ -453,7 +468,8 @@ class RoutingTable:
         (replacements too: they are promoted without another check)."""
         contact = entry.contact
         net = subnet(contact.host)
-        self._nonempty_cache = None
+        if not table and table is self._buckets[index].entries:
+            self._nonempty_cache = None  # a bucket with entries now: not for a replacement
         table[contact.node_id] = entry
         self._where[contact.node_id] = index
         self._addresses[contact.address] = contact.node_id
@@ -463,10 +479,11 @@ class RoutingTable:
         self._per_net_bucket[index, net] += 1
 
     def _remove(self, node_id: bytes) -> None:
-        self._nonempty_cache = None
         index = self._where.pop(node_id)
         bucket = self._buckets[index]
         entry = bucket.entries.pop(node_id, None) or bucket.replacements.pop(node_id)
+        if not bucket.entries:
+            self._nonempty_cache = None
         contact = entry.contact
         net = subnet(contact.host)
         if self._addresses.get(contact.address) == node_id:

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.bindings import crypto_core_ed25519_add
 
+from crypto import pairing
 from crypto.keys import Identity
 from crypto.pairing import TAG_SIZE, PairError, PairKeys, check, derive, mac
 
@@ -88,3 +89,19 @@ def test_pair_keys_cache_is_bounded_and_lookup_never_derives() -> None:
     assert pairs.lookup(others[-1]) is not None
     pairs.shared(others[-1])
     assert pairs.derivations == len(others)  # cached: no new derivation
+
+
+def test_converted_peer_keys_are_cached_per_process_but_refusals_are_not() -> None:
+    """The Ed25519 -> X25519 conversion (with its subgroup check) depends on the public key
+    only: a second derivation with the same peer, by any identity, does not convert again;
+    a key that is refused is refused every time (never cached as usable)."""
+    peer = Identity(bytes([9]) * 32).verify_key
+    derive(ALICE, peer, CTX)
+    before = pairing._curve_key.cache_info()
+    derive(BOB, peer, CTX)
+    after = pairing._curve_key.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+    for _ in range(2):
+        with pytest.raises(PairError):
+            derive(ALICE, ORDER_TWO, CTX)
+    assert pairing._curve_key.cache_info().currsize == after.currsize

@@ -12,10 +12,15 @@ import pytest
 
 from dht.kad.contact import Contact, distance, node_id_for
 from dht.kad.lookup import (
+    ALPHA,
+    FRESH,
+    FRESH_SAMPLES,
+    PATHS,
     PER_IP,
     PER_SUBNET,
     SLOW_FACTOR,
     SLOW_MIN,
+    START,
     Lookup,
     LookupResult,
     RttEstimate,
@@ -502,7 +507,7 @@ def test_a_value_lookup_asks_each_path_for_its_share_of_k() -> None:
         found = drive(value, honest(views, values))
         assert found.found is not None and found.found.seq == 1
         whole: Lookup[int] = Lookup(
-            me.node_id, target, views[me.node_id][:20], accept=accept_seq, beam=20
+            me.node_id, target, views[me.node_id][:20], accept=accept_seq, beam=20, quorum=20
         )  # each path hears from k peers (S/Kademlia's d x k)
         assert found.queries < 0.8 * drive(whole, honest(views, values)).queries
 
@@ -567,16 +572,32 @@ def test_find_value_takes_value_replies_only_and_an_empty_value_is_no_record() -
 
 def test_slow_after_follows_the_latest_round_trips() -> None:
     rtt = RttEstimate(ceiling=1.25)
-    assert rtt.slow_after() == 1.25  # nothing measured yet: the ceiling
+    assert rtt.slow_after(0.0) == 1.25  # nothing measured yet: the ceiling
     for _ in range(16):
-        rtt.add(0.9)  # a busy moment (a join storm)
-    assert rtt.slow_after() == 1.25  # never above the ceiling
+        rtt.add(0.9, 0.0)  # a busy moment (a join storm)
+    assert rtt.slow_after(0.0) == 1.25  # never above the ceiling
     for i in range(16):
-        rtt.add(0.002 if i % 5 else 0.03)  # now: 80 % answer in 2 ms, 20 % in 30 ms
-    assert rtt.slow_after() == pytest.approx(SLOW_FACTOR * 0.03)  # x p90 of the latest only
+        rtt.add(0.002 if i % 5 else 0.03, 0.0)  # now: 80 % answer in 2 ms, 20 % in 30 ms
+    assert rtt.slow_after(0.0) == pytest.approx(SLOW_FACTOR * 0.03)  # x p90 of the latest only
     for _ in range(16):
-        rtt.add(0.001)
-    assert rtt.slow_after() == SLOW_MIN  # never below: a busy peer is not a dead one
+        rtt.add(0.001, 0.0)
+    assert rtt.slow_after(0.0) == SLOW_MIN  # never below: a busy peer is not a dead one
+
+
+def test_slow_after_goes_by_the_fresh_round_trips_once_there_are_a_few() -> None:
+    """The window still holds a join storm's round trips from minutes ago: a few answers of
+    the lookup running now decide, not the old p90 (which would make a dead peer cost the
+    ceiling until the lookup's own answers filled the window)."""
+    rtt = RttEstimate(ceiling=1.25)
+    for _ in range(16):
+        rtt.add(0.9, 0.0)
+    now = 300.0
+    for _ in range(FRESH_SAMPLES - 1):
+        rtt.add(0.02, now)
+        assert rtt.slow_after(now) == 1.25  # too few fresh ones: the whole window
+    rtt.add(0.02, now)
+    assert rtt.slow_after(now) == pytest.approx(SLOW_FACTOR * 0.02)
+    assert rtt.slow_after(now + FRESH + 1) == 1.25  # those too are old by then
 
 
 async def test_driver_reads_slow_after_afresh_while_it_waits() -> None:
@@ -593,9 +614,94 @@ async def test_driver_reads_slow_after_afresh_while_it_waits() -> None:
         if contact == silent:
             await asyncio.Event().wait()  # never answers, never times out
         await asyncio.sleep(0.001)
-        rtt.add(0.001)
+        rtt.add(0.001, 0.0)
         return base(contact, request)
 
     lookup: Lookup[int] = Lookup(me.node_id, target, seeds)
-    result = await asyncio.wait_for(run_lookup(lookup, query, slow_after=rtt.slow_after), 10)
+    result = await asyncio.wait_for(
+        run_lookup(lookup, query, slow_after=lambda: rtt.slow_after(0.0)), 10
+    )
     assert silent not in result.closest and len(result.closest) == 20
+
+
+def test_a_value_lookup_starts_each_path_with_its_nearest_seeds_then_widens() -> None:
+    """FIND_VALUE sends START requests per path first (most seeds are far from the key: their
+    answers name closer peers than the other seeds), ALPHA once the path has heard; FIND_NODE
+    starts with ALPHA."""
+    nodes, views = make_network(300, 41)
+    me, target = nodes[0], random.Random(42).randbytes(20)
+    seeds = views[me.node_id][:20]
+    value: Lookup[int] = Lookup(me.node_id, target, seeds, accept=accept_seq)
+    first = value.start()
+    assert len(first) == PATHS * START < PATHS * ALPHA
+    ordered = sorted(seeds, key=lambda c: distance(c.node_id, target))
+    assert set(first) == set(ordered[: PATHS * START])  # each path's nearest
+    value.on_reply(first[0], Value(b"", tuple(ordered[PATHS * START :])))
+    assert value.in_flight > PATHS * START  # its path widened past START in flight
+    assert len(Lookup(me.node_id, target, seeds).start()) == PATHS * ALPHA
+
+
+def test_a_value_lookup_reads_a_quorum_per_path_while_every_value_agrees() -> None:
+    """When the QUORUM closest peers of each path hold the same valid record, the lookup
+    ends there, with fewer requests than reading each path's beam (its share of k)."""
+    nodes, views = make_network(1000, 23)
+    rng = random.Random(24)
+    for _ in range(10):
+        target = rng.randbytes(20)
+        values = {c.node_id: b"ok:2" for c in true_closest(nodes, target)}
+        me = rng.choice(nodes)
+        seeds = views[me.node_id][:20]
+        quick = drive(Lookup(me.node_id, target, seeds, accept=accept_seq), honest(views, values))
+        full = drive(
+            Lookup(me.node_id, target, seeds, accept=accept_seq, quorum=7), honest(views, values)
+        )
+        assert quick.found is not None and quick.found.seq == 2 and quick.repair == ()
+        assert full.found is not None and full.found.seq == 2
+        assert quick.queries < full.queries
+
+
+def test_a_stale_or_refused_value_makes_every_path_read_its_beam() -> None:
+    """One replica near the key is stale (or lies): values disagree, so every path reads its
+    whole beam as without the quorum (the k closest are all read), the newest is believed and
+    the stale replica repaired (the liar named)."""
+    nodes, views = make_network(1000, 23)
+    rng = random.Random(24)
+    for _ in range(10):
+        target = rng.randbytes(20)
+        close = true_closest(nodes, target)
+        me = rng.choice(nodes)
+        seeds = views[me.node_id][:20]
+        for odd in (b"ok:1", b"forged"):
+            values = {c.node_id: b"ok:2" for c in close}
+            values[close[0].node_id] = odd
+            lookup = Lookup(me.node_id, target, seeds, accept=accept_seq)
+            result = drive(lookup, honest(views, values))
+            assert result.found is not None and result.found.seq == 2
+            assert set(result.closest) == set(close)
+            assert close[0] in result.repair
+            assert (close[0] in result.liars) == (odd == b"forged")
+
+
+def test_a_path_whose_first_seeds_are_silent_moves_on_once_later_requests_overtake_them() -> None:
+    """Both first seeds of one path never answer and no ``slow_after`` comes (time does not
+    pass): once OVERTAKEN answers to requests sent after them came back, on any path, they
+    hold no slot, so their path asks its next candidates and the lookup ends without them."""
+    nodes, views = make_network(300, 51)
+    rng = random.Random(52)
+    for _ in range(5):
+        target = rng.randbytes(20)
+        values = {c.node_id: b"ok:3" for c in true_closest(nodes, target)}
+        me = rng.choice(nodes)
+        lookup: Lookup[int] = Lookup(
+            me.node_id, target, views[me.node_id][:20], accept=accept_seq
+        )
+        first = lookup.start()
+        silent = set(first[:START])  # the first path's seeds
+        queue = [c for c in first if c not in silent]
+        answer = honest(views, values)
+        while queue:
+            contact = queue.pop(0)
+            queue += lookup.on_reply(contact, answer(contact, lookup.request))
+        assert lookup.done and lookup.in_flight == START
+        found = lookup.result().found
+        assert found is not None and found.seq == 3

@@ -265,3 +265,29 @@ def test_closest_is_exact(seed: int, n: int, count: int, own_id: bool) -> None:
     expected = sorted(live, key=lambda c: distance(c.node_id, target))[:count]
     assert t.closest(target, count, 0.0) == expected
     assert len(t) <= n
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 400), st.integers(1, 45), st.integers(0, 16))
+def test_closest_is_exact_for_targets_in_any_bucket_with_dead_contacts(
+    seed: int, n: int, count: int, depth: int
+) -> None:
+    """closest() reads only the buckets it needs, in distance order: whatever bucket the
+    target falls in (its distance to our id has top bit ``159 - depth``: the buckets random
+    contacts fill lie on both sides of it) and which contacts timed out, it returns exactly
+    what a full sort of the live contacts does."""
+    bit = 159 - depth
+    t, rng = table(seed=seed)
+    offered = [contact(rng) for _ in range(n)]
+    for i, c in enumerate(offered):
+        t.offer(c, 0.0, anchor=i % 60 == 0)
+    for c in rng.sample(offered, n // 3):
+        t.answered(c.node_id, 0.5)
+    for c in rng.sample(offered, n // 5):
+        t.failed(c.node_id, 1.0)
+    assert t.answered_count() == sum(1 for c in t.export() if t.is_live(c.node_id))
+    mask = (1 << bit) | rng.getrandbits(bit)
+    target = (int.from_bytes(t.own_id, "big") ^ mask).to_bytes(20, "big")
+    live = [c for c in t.contacts() if t.is_live(c.node_id)]
+    expected = sorted(live, key=lambda c: distance(c.node_id, target))[:count]
+    assert t.closest(target, count, 2.0) == expected
