@@ -105,11 +105,11 @@ SLOW_MIN = 0.01
 busy process would often be taken for a dead one (a wrong guess costs one more request: its
 late answer still counts)."""
 SLOW_FACTOR = 2.0
+"""``slow_after`` is this many times the 90th percentile of recent round trips."""
 FRESH = 5.0
 FRESH_SAMPLES = 4
 """Round trips measured in the last FRESH seconds that :class:`RttEstimate` needs to go by
 them alone."""
-"""``slow_after`` is this many times the 90th percentile of recent round trips."""
 
 Query = Callable[[Contact, Request], Awaitable[Reply | None]]
 
