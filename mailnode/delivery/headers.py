@@ -37,11 +37,6 @@ def header_end(message: bytes) -> int:
     return len(message) if end is None else end.start() + 1
 
 
-def split_headers(message: bytes) -> bytes:
-    """The header block of a message (for delivery status notifications)."""
-    return message[:header_end(message)]
-
-
 _FROM = field_pattern(("From",))
 
 

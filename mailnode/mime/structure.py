@@ -357,6 +357,5 @@ def analyse_top(raw: bytes) -> tuple[MessageStructure, TopFields | None]:
     top = analyser.top
     if len(top) >= MAX_FIELDS:
         return structure, None
-    refs = [value for name, value in top if name == "references"]
     return structure, TopFields([value for name, value in top if name == "subject"],
-                                refs[0] if refs else None)
+                                next((v for name, v in top if name == "references"), None))
